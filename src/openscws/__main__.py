@@ -1,0 +1,3 @@
+from openscws.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,352 @@
+"""The BIP gateway's shell: TCP listeners and connections around the sans-IO
+`TerminalEngine`, and the APDU pump that drives the card link.
+
+One task pumps APDUs; socket callbacks only feed the engine and wake the pump. A listener per
+port accepts clients and binds each to a channel in LISTEN; a client arriving while every
+channel is busy waits (paused) up to `busy_timeout`, then gets a clean refusal: HTTP 503 on an
+HTTP port, a plain close elsewhere."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from openscws.aio.links import ApduObserver, CardLink
+from openscws.bip.terminal import (
+    ChannelFree,
+    Connect,
+    Disconnect,
+    GatewayAction,
+    Listen,
+    ResumeReading,
+    StopListening,
+    Write,
+)
+from openscws.terminal.engine import TerminalEngine
+
+log = logging.getLogger(__name__)
+
+_REFUSAL_BODY = b"Every SCWS channel is busy; try again soon.\r\n"
+REFUSAL_503 = (
+    b"HTTP/1.1 503 Service Unavailable\r\n"
+    b"Retry-After: 1\r\n"
+    b"Content-Type: text/plain\r\n"
+    b"Content-Length: %d\r\n"
+    b"Connection: close\r\n\r\n" % len(_REFUSAL_BODY)
+) + _REFUSAL_BODY
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    host: str = "127.0.0.1"
+    """Address the listeners bind; 127.0.0.1 keeps the card off the network."""
+    port_map: dict[int, int] = field(default_factory=dict)
+    """Card port -> local TCP port, when they must differ (tests, a second card)."""
+    busy_timeout: float = 10.0
+    """Seconds a client may wait for a free channel before it is refused."""
+    http_ports: frozenset[int] = frozenset({3516, 80})
+    """Card ports whose refusal is an HTTP 503 rather than a bare close."""
+    apdus_per_turn: int = 64
+    """In-process links: APDUs run per event-loop turn before yielding to the sockets."""
+
+
+class ClientConnection(asyncio.Protocol):
+    def __init__(self, gateway: Gateway, port: int) -> None:
+        self.gateway = gateway
+        self.port = port
+        self.channel: int | None = None
+        self.transport: asyncio.Transport | None = None
+        self.pending = bytearray()
+        self.waiting_since = 0.0
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.gateway.client_arrived(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.channel is None:
+            self.pending += data
+            if self.transport is not None:
+                self.transport.pause_reading()
+            return
+        self.feed(data)
+
+    def feed(self, data: bytes) -> None:
+        assert self.channel is not None
+        taken = self.gateway.engine.client_data(self.channel, data)
+        if taken < len(data):
+            self.pending += data[taken:]
+            if self.transport is not None:
+                self.transport.pause_reading()
+        self.gateway.wake()
+
+    def eof_received(self) -> bool | None:
+        return False  # close our side too: BIP has no half-close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.gateway.client_left(self)
+
+
+class Gateway:
+    def __init__(
+        self,
+        link: CardLink,
+        engine: TerminalEngine | None = None,
+        config: GatewayConfig | None = None,
+        *,
+        observer: ApduObserver | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.link = link
+        self.config = config or GatewayConfig()
+        self.engine = engine or TerminalEngine(listen=self._bind)
+        if self.engine.channels.listen is None:
+            self.engine.channels.listen = self._bind
+        self.observer = observer
+        self.clock = clock
+        self.atr = b""
+        self._sockets: dict[int, socket.socket] = {}
+        self._servers: dict[int, asyncio.Server] = {}
+        self._clients: dict[int, ClientConnection] = {}
+        self._waiting: dict[int, deque[ClientConnection]] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._listening = asyncio.Event()
+        self.apdu_count = 0
+
+    # -- life cycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.atr = await self.link.power_on()
+        if self.observer is not None:
+            self.observer(b"", self.atr, self.clock())
+        log.info("card ATR %s", self.atr.hex(" ").upper())
+        self._task = asyncio.create_task(self._pump(), name="bip-pump")
+
+    async def wait_listening(self, timeout: float = 10.0) -> None:
+        """Returns once the card has opened its first server channel."""
+        await asyncio.wait_for(self._listening.wait(), timeout)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        for server in self._servers.values():
+            server.close()
+        for client in list(self._clients.values()):
+            if client.transport is not None:
+                client.transport.close()
+        for queue in self._waiting.values():
+            for client in queue:
+                if client.transport is not None:
+                    client.transport.close()
+        await self.link.close()
+
+    async def wait(self) -> None:
+        """Runs until the pump ends (the card went away, or an error)."""
+        assert self._task is not None
+        await self._task
+
+    def local_port(self, card_port: int) -> int:
+        """The TCP port clients use for a card port (differs when mapped or ephemeral)."""
+        sock = self._sockets.get(card_port)
+        if sock is not None:
+            return int(sock.getsockname()[1])
+        return self.config.port_map.get(card_port, card_port)
+
+    # -- the pump --------------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def _pump(self) -> None:
+        engine = self.engine
+        link = self.link
+        observer = self.observer
+        per_turn = self.config.apdus_per_turn
+        try:
+            while True:
+                ran = 0
+                while ran < per_turn:
+                    now = self.clock()
+                    apdu = engine.next_apdu(now)
+                    if apdu is None:
+                        break
+                    response = link.transmit_now(apdu)
+                    if response is None:
+                        response = await link.transmit(apdu)
+                    self.apdu_count += 1
+                    if observer is not None:
+                        observer(apdu, response, now)
+                    engine.receive_response(response, now)
+                    if engine.channels.actions:
+                        self._carry_out(engine.pop_actions())
+                    ran += 1
+                if ran == per_turn:
+                    await asyncio.sleep(0)
+                    continue
+                self._refuse_expired()
+                self._wake.clear()
+                timeout = self._next_deadline()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+                except TimeoutError:
+                    pass
+        except asyncio.CancelledError:
+            raise
+        except ConnectionError as e:
+            log.error("card link lost: %s", e)
+
+    def _next_deadline(self) -> float | None:
+        now = self.clock()
+        times: list[float] = []
+        poll = self.engine.next_poll()
+        if poll is not None:
+            times.append(poll - now)
+        for queue in self._waiting.values():
+            if queue:
+                times.append(queue[0].waiting_since + self.config.busy_timeout - now)
+        return max(0.0, min(times)) if times else None
+
+    # -- actions ---------------------------------------------------------------------------------
+
+    def _carry_out(self, actions: list[GatewayAction]) -> None:
+        for action in actions:
+            match action:
+                case Write(channel, data):
+                    client = self._clients.get(channel)
+                    if client is not None and client.transport is not None:
+                        client.transport.write(data)
+                case Disconnect(channel):
+                    client = self._clients.pop(channel, None)
+                    if client is not None and client.transport is not None:
+                        client.channel = None
+                        client.transport.close()
+                case ResumeReading(channel):
+                    client = self._clients.get(channel)
+                    if client is not None and client.transport is not None:
+                        data = bytes(client.pending)
+                        client.pending.clear()
+                        client.transport.resume_reading()
+                        if data:
+                            client.feed(data)
+                case ChannelFree(port):
+                    self._bind_waiting(port)
+                case Listen(port):
+                    asyncio.get_running_loop().create_task(self._serve(port))
+                case StopListening(port):
+                    server = self._servers.pop(port, None)
+                    if server is not None:
+                        server.close()
+                    self._sockets.pop(port, None)
+                case Connect():
+                    log.error("client-mode channels are not wired in this gateway yet")
+                    self.engine.remote_connected(action.channel, False)
+
+    def _bind(self, port: int) -> bool:
+        """Binds the card port's listener now, so OPEN CHANNEL can answer truthfully."""
+        local = self.config.port_map.get(port, port)
+        family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.config.host, local))
+            sock.listen(128)
+            sock.setblocking(False)
+        except OSError as e:
+            sock.close()
+            log.error(
+                "cannot listen on %s:%d for card port %d: %s", self.config.host, local, port, e
+            )
+            return False
+        self._sockets[port] = sock
+        return True
+
+    async def _serve(self, port: int) -> None:
+        sock = self._sockets.get(port)
+        if sock is None:
+            return
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: ClientConnection(self, port), sock=sock)
+        self._servers[port] = server
+        log.info(
+            "BIP gateway listening on %s:%d for card port %d",
+            self.config.host,
+            self.local_port(port),
+            port,
+        )
+        self._listening.set()
+
+    # -- clients ---------------------------------------------------------------------------------
+
+    def client_arrived(self, client: ClientConnection) -> None:
+        channel = self.engine.client_connected(client.port)
+        if channel is None:
+            client.waiting_since = self.clock()
+            if client.transport is not None:
+                client.transport.pause_reading()
+            self._waiting.setdefault(client.port, deque()).append(client)
+            log.debug("client on port %d waits for a channel", client.port)
+        else:
+            self._attach(client, channel)
+        self.wake()
+
+    def _attach(self, client: ClientConnection, channel: int) -> None:
+        client.channel = channel
+        self._clients[channel] = client
+        log.debug("client bound to channel %d", channel)
+        if client.pending:
+            data = bytes(client.pending)
+            client.pending.clear()
+            client.feed(data)
+        if client.transport is not None and not client.pending:
+            client.transport.resume_reading()
+
+    def _bind_waiting(self, port: int) -> None:
+        queue = self._waiting.get(port)
+        while queue:
+            client = queue[0]
+            if client.closed:
+                queue.popleft()
+                continue
+            channel = self.engine.client_connected(port)
+            if channel is None:
+                return
+            queue.popleft()
+            self._attach(client, channel)
+
+    def _refuse_expired(self) -> None:
+        now = self.clock()
+        for port, queue in self._waiting.items():
+            while queue and (
+                queue[0].closed or now - queue[0].waiting_since >= self.config.busy_timeout
+            ):
+                client = queue.popleft()
+                if client.closed or client.transport is None:
+                    continue
+                log.warning(
+                    "client on port %d refused: no channel free for %.1f s",
+                    port,
+                    self.config.busy_timeout,
+                )
+                if port in self.config.http_ports:
+                    client.transport.write(REFUSAL_503)
+                client.transport.close()
+
+    def client_left(self, client: ClientConnection) -> None:
+        if client.channel is not None:
+            self._clients.pop(client.channel, None)
+            self.engine.client_closed(client.channel)
+            client.channel = None
+            self.wake()

@@ -1,0 +1,114 @@
+"""The card link: one method, `transmit(apdu) -> response`, the same bytes whichever way the
+terminal reaches the card (ARCHITECTURE.md, "card link")."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from openscws.uicc.card import VirtualUicc
+from openscws.uicc.vpcd import Control, Deframer, frame
+
+log = logging.getLogger(__name__)
+
+ApduObserver = Callable[[bytes, bytes, float], None]
+"""Called with (command, response, time) after each exchange: the tracer."""
+
+
+class CardLink(Protocol):
+    async def power_on(self) -> bytes:
+        """Powers the card and returns its ATR."""
+        ...
+
+    async def transmit(self, apdu: bytes) -> bytes: ...
+
+    def transmit_now(self, apdu: bytes) -> bytes | None:
+        """The same exchange without awaiting, when the link can do it at once (in-process);
+        None otherwise. Lets the gateway run many APDUs per event-loop turn."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class InProcessLink:
+    """The card in this process. Still a byte link: every exchange is encoded APDUs."""
+
+    def __init__(self, card: VirtualUicc, clock: Callable[[], float] = time.time) -> None:
+        self.card = card
+        self.clock = clock
+
+    async def power_on(self) -> bytes:
+        return self.card.power_on()
+
+    async def transmit(self, apdu: bytes) -> bytes:
+        return self.card.transmit(apdu, self.clock())
+
+    def transmit_now(self, apdu: bytes) -> bytes | None:
+        return self.card.transmit(apdu, self.clock())
+
+    async def close(self) -> None:
+        self.card.power_off()
+
+
+class CardGone(ConnectionError):
+    """The card process closed its vpcd connection."""
+
+
+class VpcdLink:
+    """The gateway plays the reader side of vsmartcard's vpcd: it listens, and the card
+    process (a "vicc") connects to it, exactly as it would to pcscd's vpcd driver."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self._deframer = Deframer()
+        self._frames: list[bytes] = []
+
+    async def _request(self, payload: bytes) -> bytes:
+        self.writer.write(frame(payload))
+        while not self._frames:
+            chunk = await self.reader.read(65536)
+            if not chunk:
+                raise CardGone("card disconnected")
+            self._frames.extend(self._deframer.feed(chunk))
+        return self._frames.pop(0)
+
+    async def power_on(self) -> bytes:
+        self.writer.write(frame(bytes((Control.POWER_ON,))))
+        return await self._request(bytes((Control.GET_ATR,)))
+
+    async def transmit(self, apdu: bytes) -> bytes:
+        return await self._request(apdu)
+
+    def transmit_now(self, apdu: bytes) -> bytes | None:
+        return None
+
+    async def close(self) -> None:
+        try:
+            self.writer.write(frame(bytes((Control.POWER_OFF,))))
+            self.writer.close()
+            await self.writer.wait_closed()
+        except ConnectionError:
+            pass
+
+
+async def accept_vpcd_card(host: str, port: int) -> VpcdLink:
+    """Listens on host:port until one card connects, and returns its link."""
+    connected: asyncio.Future[VpcdLink] = asyncio.get_running_loop().create_future()
+
+    async def on_card(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if connected.done():
+            log.warning("a second card tried to connect; refused")
+            writer.close()
+            return
+        connected.set_result(VpcdLink(reader, writer))
+
+    server = await asyncio.start_server(on_card, host, port)
+    log.info("waiting for a card on vpcd %s:%d", host, port)
+    try:
+        return await connected
+    finally:
+        server.close()

@@ -1,0 +1,56 @@
+"""The card process: a virtual UICC that connects to a vpcd reader (openscws's gateway, or
+pcscd with vsmartcard's vpcd driver) and answers its frames."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from openscws.errors import OpenScwsError
+from openscws.uicc.card import VirtualUicc
+from openscws.uicc.vpcd import Control, Deframer, frame
+
+log = logging.getLogger(__name__)
+
+
+def answer(card: VirtualUicc, payload: bytes, now: float) -> bytes | None:
+    """The card's reply to one vpcd payload; None when the payload wants no reply."""
+    if len(payload) == 1:
+        code = payload[0]
+        if code == Control.GET_ATR:
+            return card.atr
+        if code in (Control.POWER_ON, Control.RESET):
+            card.power_on()
+        elif code == Control.POWER_OFF:
+            card.power_off()
+        else:
+            log.warning("unknown vpcd control code %02X", code)
+        return None
+    return card.transmit(payload, now)
+
+
+async def serve_card(card: VirtualUicc, host: str, port: int, *, retry: float = 1.0) -> None:
+    """Connects to the reader and serves it, reconnecting while the reader restarts."""
+    while True:
+        try:
+            reader, writer = await asyncio.open_connection(host, port)
+        except OSError as e:
+            log.info("no vpcd reader at %s:%d (%s); retrying", host, port, e.strerror or e)
+            await asyncio.sleep(retry)
+            continue
+        log.info("card inserted into vpcd reader %s:%d", host, port)
+        deframer = Deframer()
+        try:
+            while chunk := await reader.read(65536):
+                for payload in deframer.feed(chunk):
+                    reply = answer(card, payload, time.time())
+                    if reply is not None:
+                        writer.write(frame(reply))
+                await writer.drain()
+        except (ConnectionError, ValueError, OpenScwsError) as e:
+            log.warning("vpcd link error: %s", e)
+        finally:
+            writer.close()
+        log.info("reader closed the link; card removed")
+        await asyncio.sleep(retry)

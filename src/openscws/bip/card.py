@@ -1,0 +1,295 @@
+"""The card's side of BIP in "TCP, UICC in server mode": a toolkit application that opens
+listening channels, moves bytes with RECEIVE DATA / SEND DATA and hands each TCP connection to a
+sans-IO stream handler (the SCWS HTTP engine, or TLS in front of it).
+
+Policy, in the words of OMA SCWS §8.1.1: open the channels when the terminal profile allows
+UICC server mode; whenever no channel of a port is listening, open another (up to the limit) so a
+new client can connect while others are served; after each connection, CLOSE CHANNEL back to
+TCP LISTEN. While no channel of a port is free, finished keep-alive connections are closed
+rather than kept idle, so waiting clients get a turn."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from openscws.cat.commands import (
+    CloseChannel,
+    Command,
+    OpenChannel,
+    ReceiveData,
+    SendData,
+    SetUpEventList,
+)
+from openscws.cat.envelopes import Envelope, EventDownload
+from openscws.cat.objects import Event, GeneralResult, ServerState
+from openscws.cat.profile import TerminalProfile
+from openscws.cat.responses import TerminalResponse
+
+log = logging.getLogger(__name__)
+
+MAX_RECEIVE = 237
+"""RECEIVE DATA payload that fits one TERMINAL RESPONSE (spec digest §3.9: 255 - 18)."""
+MAX_SEND = 240
+"""SEND DATA payload that keeps the proactive command within 255 bytes (15 + n)."""
+
+
+class StreamHandler(Protocol):
+    """One TCP connection's worth of protocol, sans-IO (the HTTP engine, or TLS before it)."""
+
+    def receive_data(self, data: bytes, now: float) -> None: ...
+
+    def data_to_send(self, limit: int | None = None) -> bytes:
+        """Output ready to send; `limit` bounds how much a streamed body is pulled at once."""
+        ...
+
+    @property
+    def should_close(self) -> bool: ...
+
+    @property
+    def idle(self) -> bool:
+        """True between requests: nothing half-received, nothing left to answer."""
+        ...
+
+    def get_timer(self) -> float | None: ...
+
+    def handle_timer(self, now: float) -> None: ...
+
+    def close(self) -> None:
+        """The connection is gone; release what it holds."""
+        ...
+
+
+HandlerFactory = Callable[[int], StreamHandler]
+"""Makes the handler for a new connection on a channel; gets the channel id."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    ports: tuple[int, ...] = (3516,)
+    listening_per_port: int = 1
+    """Channels kept in TCP LISTEN on each port, ready for the next client."""
+    initial_per_port: int = 2
+    """Channels opened on each port at start."""
+    max_channels: int = 7
+    """Upper bound on channels this app opens (the terminal may allow fewer)."""
+    buffer_size: int = 1400
+    """Buffer size asked for in OPEN CHANNEL; the terminal may answer with less."""
+
+
+@dataclass(slots=True)
+class Channel:
+    id: int
+    port: int
+    buffer_size: int
+    state: ServerState = ServerState.LISTEN
+    handler: StreamHandler | None = None
+    out: bytearray = field(default_factory=bytearray)
+    rx_pending: int = 0
+    """Bytes the terminal says wait in its Rx buffer (255 means 255 or more)."""
+    tx_stored: int = 0
+    """Bytes sent with SEND DATA "store" since the last "send immediately"."""
+    last_activity: float = 0.0
+    closing: bool = False
+    """A CLOSE CHANNEL is owed: the handler is done."""
+
+
+class BipServerApp:
+    def __init__(self, config: ServerConfig, factories: dict[int, HandlerFactory]) -> None:
+        self.config = config
+        self.factories = factories
+        self.channels: dict[int, Channel] = {}
+        self.enabled = False
+        self._events_set = False
+        self._opening: dict[int, int] = {}  # port -> OPEN CHANNELs answered so far at start
+        self._refused: set[int] = set()  # ports where the terminal refused more channels
+        self._turn = 0
+
+    # -- ToolkitApp ----------------------------------------------------------------------------
+
+    def on_terminal_profile(self, profile: TerminalProfile, now: float) -> None:
+        self.enabled = profile.bip_server
+        self._events_set = False
+        self.channels.clear()
+        self._opening = dict.fromkeys(self.config.ports, 0)
+        self._refused.clear()
+        if not self.enabled:
+            log.warning("terminal profile lacks BIP UICC server mode: the SCWS stays closed")
+
+    def on_envelope(self, envelope: Envelope, now: float) -> bytes | None:
+        if not isinstance(envelope, EventDownload) or envelope.channel_status is None:
+            return None
+        status = envelope.channel_status
+        channel = self.channels.get(status.channel)
+        if channel is None:
+            return None
+        events = envelope.event.events
+        if Event.CHANNEL_STATUS in events:
+            self._channel_status(channel, ServerState(status.bits & 3), now)
+        elif Event.DATA_AVAILABLE in events and envelope.data_length is not None:
+            if channel.state is ServerState.ESTABLISHED:
+                channel.rx_pending = envelope.data_length.length
+                channel.last_activity = now
+        else:
+            return None
+        return b""
+
+    def _channel_status(self, channel: Channel, state: ServerState, now: float) -> None:
+        if state is ServerState.ESTABLISHED:
+            channel.state = state
+            channel.handler = self.factories[channel.port](channel.id)
+            channel.last_activity = now
+            log.debug("channel %d: client connected on port %d", channel.id, channel.port)
+        else:
+            # The client went away: whatever was under way on this connection is void.
+            log.debug("channel %d: client gone, back to %s", channel.id, state.name)
+            self._reset(channel, state)
+
+    def _reset(self, channel: Channel, state: ServerState) -> None:
+        channel.state = state
+        if channel.handler is not None:
+            channel.handler.close()
+        channel.handler = None
+        channel.out.clear()
+        channel.rx_pending = 0
+        channel.tx_stored = 0
+        channel.closing = False
+        if state is ServerState.CLOSED:
+            del self.channels[channel.id]
+
+    def next_command(self, number: int, now: float) -> Command | None:
+        if not self.enabled:
+            return None
+        if not self._events_set:
+            return SetUpEventList.build(number, (Event.DATA_AVAILABLE, Event.CHANNEL_STATUS))
+        open_port = self._port_needing_channel()
+        if open_port is not None:
+            return OpenChannel.server(number, open_port, self.config.buffer_size)
+        channels = list(self.channels.values())
+        n = len(channels)
+        for k in range(n):
+            channel = channels[(self._turn + k) % n]
+            command = self._work(channel, number, now)
+            if command is not None:
+                self._turn = (self._turn + k + 1) % n
+                return command
+        return None
+
+    def _port_needing_channel(self) -> int | None:
+        if len(self.channels) >= self.config.max_channels:
+            return None
+        for port in self.config.ports:
+            if port in self._refused:
+                continue
+            if self._opening[port] < self.config.initial_per_port:
+                return port
+            listening = sum(
+                1
+                for c in self.channels.values()
+                if c.port == port and c.state is ServerState.LISTEN
+            )
+            if listening < self.config.listening_per_port:
+                return port
+        return None
+
+    def _saturated(self, port: int) -> bool:
+        return not any(
+            c.port == port and c.state is ServerState.LISTEN for c in self.channels.values()
+        ) and (len(self.channels) >= self.config.max_channels or port in self._refused)
+
+    def _work(self, channel: Channel, number: int, now: float) -> Command | None:
+        if channel.state is not ServerState.ESTABLISHED or channel.handler is None:
+            return None
+        handler = channel.handler
+        if channel.rx_pending:
+            return ReceiveData.build(number, channel.id, min(channel.rx_pending, MAX_RECEIVE))
+        if not channel.out:
+            channel.out += handler.data_to_send(channel.buffer_size)
+        if channel.out:
+            size = min(len(channel.out), MAX_SEND)
+            room = channel.buffer_size - channel.tx_stored
+            size = min(size, room)
+            last = (
+                size == len(channel.out)
+                or channel.tx_stored + size + MAX_SEND > channel.buffer_size
+            )
+            chunk = bytes(channel.out[:size])
+            del channel.out[:size]
+            channel.tx_stored = 0 if last else channel.tx_stored + size
+            channel.last_activity = now
+            return SendData.build(number, channel.id, chunk, immediately=last)
+        if handler.should_close or channel.closing:
+            return CloseChannel.build(number, channel.id, to_listen=True)
+        if handler.idle and self._saturated(channel.port):
+            # Clients may be waiting for a channel: a finished keep-alive connection yields.
+            channel.closing = True
+            return CloseChannel.build(number, channel.id, to_listen=True)
+        return None
+
+    def on_terminal_response(
+        self, command: Command, response: TerminalResponse, now: float
+    ) -> None:
+        result = response.result
+        match command:
+            case SetUpEventList():
+                self._events_set = result.ok
+                if not result.ok:
+                    log.error("terminal refused SET UP EVENT LIST: %s", result)
+                    self.enabled = False
+            case OpenChannel():
+                self._opened(command, response)
+            case ReceiveData():
+                channel = self.channels.get(command.channel)
+                if channel is None or channel.handler is None:
+                    return
+                if not result.ok:
+                    channel.rx_pending = 0
+                    return
+                data = response.data.data if response.data is not None else b""
+                channel.rx_pending = response.data_length.length if response.data_length else 0
+                channel.last_activity = now
+                channel.handler.receive_data(data, now)
+            case SendData():
+                channel = self.channels.get(command.channel)
+                if channel is not None and not result.ok:
+                    # The client is gone; a Channel status event follows.
+                    channel.out.clear()
+                    channel.tx_stored = 0
+            case CloseChannel():
+                channel = self.channels.get(command.channel)
+                if channel is not None:
+                    self._reset(channel, ServerState.LISTEN)
+            case _:
+                pass
+
+    def _opened(self, command: OpenChannel, response: TerminalResponse) -> None:
+        port = command.transport.port if command.transport else 0
+        self._opening[port] = self._opening.get(port, 0) + 1
+        status = response.channel_status
+        if not response.result.ok or status is None:
+            log.warning("terminal refused a channel on port %d: %s", port, response.result)
+            self._refused.add(port)
+            return
+        size = response.buffer_size.size if response.buffer_size else self.config.buffer_size
+        if response.result.general == GeneralResult.OK_WITH_MODIFICATION:
+            log.info("terminal gave channel %d a %d-byte buffer", status.channel, size)
+        self.channels[status.channel] = Channel(status.channel, port, size)
+        log.info("channel %d listening on port %d (buffer %d)", status.channel, port, size)
+
+    def next_timer(self) -> float | None:
+        due = [
+            t
+            for c in self.channels.values()
+            if c.handler is not None and (t := c.handler.get_timer()) is not None
+        ]
+        return min(due) if due else None
+
+    def on_timer(self, now: float) -> None:
+        for channel in self.channels.values():
+            handler = channel.handler
+            if handler is not None:
+                due = handler.get_timer()
+                if due is not None and due <= now:
+                    handler.handle_timer(now)

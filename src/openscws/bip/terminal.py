@@ -1,0 +1,341 @@
+"""The terminal's side of BIP channels (ETSI TS 102 223 §6.4.27-31): the channel table, the
+Rx and Tx buffers, and what each proactive command does to them. Sans-IO: socket work comes out
+as `GatewayAction`s for the shell, socket news comes in through the `client_*` methods."""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum, auto
+
+from openscws.cat.commands import CLOSE_TO_LISTEN, CloseChannel, OpenChannel, ReceiveData, SendData
+from openscws.cat.objects import (
+    BearerDescription,
+    BipCause,
+    BufferSize,
+    ChannelData,
+    ChannelDataLength,
+    ChannelStatus,
+    FurtherInfo,
+    GeneralResult,
+    OtherAddress,
+    Result,
+    ServerState,
+    TransportProtocol,
+)
+from openscws.cat.responses import TerminalResponse
+from openscws.errors import BipError
+
+log = logging.getLogger(__name__)
+
+MAX_CHANNELS = 7
+MAX_RECEIVE = 237
+"""Most channel data one TERMINAL RESPONSE can carry (255 - 18 bytes of other objects)."""
+
+
+class Mode(Enum):
+    SERVER = auto()
+    CLIENT = auto()
+
+
+# -- actions for the shell ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    """Start accepting TCP connections on `port`."""
+
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class StopListening:
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class Connect:
+    """Open a TCP connection for client channel `channel`; answer with `remote_connected`."""
+
+    channel: int
+    address: OtherAddress
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    channel: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnect:
+    """Close the TCP connection bound to `channel` (FIN after pending writes)."""
+
+    channel: int
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeReading:
+    """The Rx buffer of `channel` has room again."""
+
+    channel: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelFree:
+    """A server channel of `port` is back in LISTEN: a waiting client can be bound."""
+
+    port: int
+
+
+GatewayAction = Listen | StopListening | Connect | Write | Disconnect | ResumeReading | ChannelFree
+
+
+@dataclass(slots=True)
+class TerminalChannel:
+    id: int
+    mode: Mode
+    port: int
+    buffer_size: int
+    state: ServerState = ServerState.LISTEN
+    """For client channels: ESTABLISHED while the link is up, CLOSED otherwise."""
+    rx: bytearray = field(default_factory=bytearray)
+    tx: bytearray = field(default_factory=bytearray)
+    reading_paused: bool = False
+
+    def status(self, further: int = FurtherInfo.NONE) -> ChannelStatus:
+        if self.mode is Mode.SERVER:
+            return ChannelStatus.server(self.id, self.state, further)
+        return ChannelStatus.link(self.id, self.state is ServerState.ESTABLISHED, further)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEvent:
+    """An event download owed to the card, encoded only when sent, so that a Data available
+    event reports the Rx buffer as it is then."""
+
+    channel: int
+    kind: str  # "status" or "data"
+    further: int = FurtherInfo.NONE
+
+
+class Channels:
+    """The terminal's BIP channels and the events they owe the card."""
+
+    def __init__(
+        self,
+        *,
+        max_buffer_size: int = 65535,
+        max_channels: int = MAX_CHANNELS,
+        listen: Callable[[int], bool] | None = None,
+    ) -> None:
+        self.max_buffer_size = max_buffer_size
+        self.listen = listen
+        """Binds a port when the first server channel on it opens; False if it cannot. The
+        shell provides it, so that OPEN CHANNEL can answer "port not available" truthfully."""
+        self.max_channels = max_channels
+        self.channels: dict[int, TerminalChannel] = {}
+        self.actions: deque[GatewayAction] = deque()
+        self.events: deque[PendingEvent] = deque()
+
+    # -- proactive commands ----------------------------------------------------------------------
+
+    def _allocate(self) -> int:
+        for i in range(1, self.max_channels + 1):
+            if i not in self.channels:
+                return i
+        raise BipError(BipCause.NO_CHANNEL_AVAILABLE, "all channels in use")
+
+    def _negotiate(self, asked: int) -> tuple[int, Result]:
+        if asked <= self.max_buffer_size:
+            return asked, Result(GeneralResult.OK)
+        return self.max_buffer_size, Result(GeneralResult.OK_WITH_MODIFICATION)
+
+    def open_server(self, command: OpenChannel) -> TerminalResponse:
+        assert command.transport is not None
+        port = command.transport.port
+        channel_id = self._allocate()
+        size, result = self._negotiate(command.buffer_size.size)
+        channel = TerminalChannel(channel_id, Mode.SERVER, port, size)
+        if not any(c.port == port and c.mode is Mode.SERVER for c in self.channels.values()):
+            if self.listen is not None and not self.listen(port):
+                raise BipError(BipCause.PORT_NOT_AVAILABLE, f"cannot listen on TCP {port}")
+            self.actions.append(Listen(port))
+        self.channels[channel_id] = channel
+        log.info("channel %d: UICC server mode on TCP %d, buffer %d", channel_id, port, size)
+        self.actions.append(ChannelFree(port))
+        return TerminalResponse(
+            details=command.details,
+            result=result,
+            channel_statuses=(channel.status(),),
+            buffer_size=BufferSize(size),
+        )
+
+    def open_client(self, command: OpenChannel) -> tuple[int, TerminalResponse | None]:
+        """Reserves a client channel and asks the shell to connect; the TR comes with
+        `client_connect_result`."""
+        transport = command.transport
+        destination = command.destination
+        if transport is None or destination is None:
+            raise BipError(
+                BipCause.TRANSPORT_NOT_AVAILABLE, "client mode needs a transport and an address"
+            )
+        if transport.protocol != TransportProtocol.TCP_CLIENT_REMOTE:
+            raise BipError(BipCause.TRANSPORT_NOT_AVAILABLE, f"transport {transport.protocol:02X}")
+        channel_id = self._allocate()
+        size, _ = self._negotiate(command.buffer_size.size)
+        self.channels[channel_id] = TerminalChannel(
+            channel_id, Mode.CLIENT, transport.port, size, ServerState.CLOSED
+        )
+        self.actions.append(Connect(channel_id, destination, transport.port))
+        return channel_id, None
+
+    def client_connect_result(
+        self, command: OpenChannel, channel_id: int, ok: bool
+    ) -> TerminalResponse:
+        channel = self.channels[channel_id]
+        if not ok:
+            del self.channels[channel_id]
+            return TerminalResponse(
+                details=command.details,
+                result=Result(GeneralResult.BIP_ERROR, bytes((BipCause.REMOTE_NOT_REACHABLE,))),
+                bearer=command.bearer,
+                buffer_size=BufferSize(channel.buffer_size),
+            )
+        channel.state = ServerState.ESTABLISHED
+        _, result = self._negotiate(command.buffer_size.size)
+        return TerminalResponse(
+            details=command.details,
+            result=result,
+            channel_statuses=(channel.status(),),
+            bearer=command.bearer or BearerDescription(0x03),
+            buffer_size=BufferSize(channel.buffer_size),
+        )
+
+    def _channel(self, channel_id: int) -> TerminalChannel:
+        channel = self.channels.get(channel_id)
+        if channel is None:
+            raise BipError(BipCause.INVALID_CHANNEL, f"no channel {channel_id}")
+        return channel
+
+    def close(self, command: CloseChannel) -> TerminalResponse:
+        channel = self._channel(command.channel)
+        connected = channel.state is ServerState.ESTABLISHED
+        if connected:
+            if channel.tx:
+                self.actions.append(Write(channel.id, bytes(channel.tx)))
+            self.actions.append(Disconnect(channel.id))
+        channel.rx.clear()
+        channel.tx.clear()
+        channel.reading_paused = False
+        if channel.mode is Mode.SERVER and command.details.qualifier & CLOSE_TO_LISTEN:
+            channel.state = ServerState.LISTEN
+            self.actions.append(ChannelFree(channel.port))
+        else:
+            del self.channels[channel.id]
+            if channel.mode is Mode.SERVER and not any(
+                c.port == channel.port and c.mode is Mode.SERVER for c in self.channels.values()
+            ):
+                self.actions.append(StopListening(channel.port))
+        # Drop events owed for a connection that no longer exists.
+        self.events = deque(e for e in self.events if e.channel != channel.id)
+        return TerminalResponse(details=command.details, result=Result(GeneralResult.OK))
+
+    def send(self, command: SendData) -> TerminalResponse:
+        channel = self._channel(command.channel)
+        if channel.state is not ServerState.ESTABLISHED:
+            raise BipError(BipCause.CHANNEL_CLOSED, f"channel {channel.id} has no connection")
+        data = command.data.data
+        if len(channel.tx) + len(data) > channel.buffer_size:
+            raise BipError(
+                BipCause.NO_SPECIFIC_CAUSE, f"Tx buffer of channel {channel.id} overflows"
+            )
+        channel.tx += data
+        if command.immediately:
+            self.actions.append(Write(channel.id, bytes(channel.tx)))
+            channel.tx.clear()
+        free = channel.buffer_size - len(channel.tx)
+        return TerminalResponse(
+            details=command.details,
+            result=Result(GeneralResult.OK),
+            data_length=ChannelDataLength(free),
+        )
+
+    def receive(self, command: ReceiveData) -> TerminalResponse:
+        channel = self._channel(command.channel)
+        asked = command.length.length
+        n = min(asked, MAX_RECEIVE, len(channel.rx))
+        data = bytes(channel.rx[:n])
+        del channel.rx[:n]
+        if channel.reading_paused and len(channel.rx) < channel.buffer_size:
+            channel.reading_paused = False
+            self.actions.append(ResumeReading(channel.id))
+        if n < asked and asked <= MAX_RECEIVE:
+            result = Result(GeneralResult.MISSING_INFORMATION)
+        elif n < asked:
+            result = Result(GeneralResult.OK_WITH_MODIFICATION)
+        else:
+            result = Result(GeneralResult.OK)
+        return TerminalResponse(
+            details=command.details,
+            result=result,
+            data=ChannelData(data),
+            data_length=ChannelDataLength(len(channel.rx)),
+        )
+
+    def statuses(self) -> tuple[ChannelStatus, ...]:
+        return tuple(c.status() for c in sorted(self.channels.values(), key=lambda c: c.id))
+
+    # -- socket news -----------------------------------------------------------------------------
+
+    def client_connected(self, port: int) -> int | None:
+        """Binds a new TCP client on `port` to a listening channel; None if all are busy."""
+        owed = {e.channel for e in self.events}
+        for channel in sorted(self.channels.values(), key=lambda c: c.id):
+            if (
+                channel.port == port
+                and channel.mode is Mode.SERVER
+                and channel.state is ServerState.LISTEN
+                and channel.id not in owed
+            ):
+                channel.state = ServerState.ESTABLISHED
+                self.events.append(PendingEvent(channel.id, "status"))
+                return channel.id
+        return None
+
+    def client_data(self, channel_id: int, data: bytes) -> int:
+        """Takes as much of `data` as the Rx buffer holds; returns the count taken. When less
+        than all, the shell pauses reading until `ResumeReading`."""
+        channel = self.channels.get(channel_id)
+        if channel is None or channel.state is not ServerState.ESTABLISHED:
+            return len(data)  # nowhere to go: discard
+        was_empty = not channel.rx
+        room = channel.buffer_size - len(channel.rx)
+        taken = data[:room]
+        channel.rx += taken
+        if len(taken) < len(data):
+            channel.reading_paused = True
+        if was_empty and taken:
+            self.events.append(PendingEvent(channel.id, "data"))
+        return len(taken)
+
+    def client_closed(self, channel_id: int) -> None:
+        channel = self.channels.get(channel_id)
+        if channel is None or channel.state is not ServerState.ESTABLISHED:
+            return
+        channel.rx.clear()
+        channel.tx.clear()
+        channel.reading_paused = False
+        self.events = deque(e for e in self.events if e.channel != channel_id)
+        if channel.mode is Mode.SERVER:
+            # The channel is free for the next client only once the card has heard of this
+            # (the engine emits ChannelFree then), or a CLOSE CHANNEL the card built before
+            # hearing it could hit the next client.
+            channel.state = ServerState.LISTEN
+            self.events.append(PendingEvent(channel_id, "status"))
+        else:
+            channel.state = ServerState.CLOSED
+            self.events.append(PendingEvent(channel_id, "status", FurtherInfo.LINK_DROPPED))

@@ -1,0 +1,121 @@
+"""ENVELOPE commands from the terminal to the card (ETSI TS 102 223 §7): event download (D6,
+§7.5) and SMS-PP data download (D1, §7.1; 3GPP TS 31.111 §7.1.1)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any, ClassVar
+
+from openscws.cat.layout import Slot, decode_objects, encode_objects
+from openscws.cat.objects import (
+    Address,
+    ChannelDataLength,
+    ChannelStatus,
+    Device,
+    DeviceIdentities,
+    Event,
+    EventList,
+    SmsTpdu,
+)
+from openscws.codec.tlv import ComprehensionTlv, encode_ber_tlv, pull_ber_tlv
+from openscws.errors import DecodeError
+
+
+class EnvelopeTag(IntEnum):
+    """BER-TLV templates of envelopes (TS 101 220 §7.2)."""
+
+    SMS_PP_DOWNLOAD = 0xD1
+    CELL_BROADCAST_DOWNLOAD = 0xD2
+    MENU_SELECTION = 0xD3
+    CALL_CONTROL = 0xD4
+    EVENT_DOWNLOAD = 0xD6
+    TIMER_EXPIRATION = 0xD7
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventDownload:
+    """§7.5: one event; Data available (§7.5.10) and Channel status (§7.5.11) carry the
+    channel status, and Data available also the channel data length."""
+
+    TEMPLATE: ClassVar[int] = EnvelopeTag.EVENT_DOWNLOAD
+    SLOTS: ClassVar[tuple[Slot, ...]] = (
+        Slot("event", EventList, required=True),
+        Slot("devices", DeviceIdentities, required=True),
+        Slot("channel_status", ChannelStatus),
+        Slot("data_length", ChannelDataLength),
+    )
+    event: EventList
+    devices: DeviceIdentities = DeviceIdentities(Device.TERMINAL, Device.UICC)
+    channel_status: ChannelStatus | None = None
+    data_length: ChannelDataLength | None = None
+    extra: tuple[ComprehensionTlv, ...] = field(default=(), compare=False)
+    cr_clear: frozenset[int] = field(default=frozenset(), compare=False)
+
+    def encode(self) -> bytes:
+        return encode_ber_tlv(
+            self.TEMPLATE, encode_objects(self.SLOTS, self, self.extra, self.cr_clear)
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SmsPpDownload:
+    """§7.1 / TS 31.111 §7.1.1.2: device identities (network to UICC), optional service-centre
+    address, and the SMS-DELIVER TPDU."""
+
+    TEMPLATE: ClassVar[int] = EnvelopeTag.SMS_PP_DOWNLOAD
+    SLOTS: ClassVar[tuple[Slot, ...]] = (
+        Slot("devices", DeviceIdentities, required=True),
+        Slot("address", Address),
+        Slot("tpdu", SmsTpdu, required=True),
+    )
+    tpdu: SmsTpdu
+    devices: DeviceIdentities = DeviceIdentities(Device.NETWORK, Device.UICC)
+    address: Address | None = None
+    extra: tuple[ComprehensionTlv, ...] = field(default=(), compare=False)
+    cr_clear: frozenset[int] = field(default=frozenset(), compare=False)
+
+    def encode(self) -> bytes:
+        return encode_ber_tlv(
+            self.TEMPLATE, encode_objects(self.SLOTS, self, self.extra, self.cr_clear)
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnknownEnvelope:
+    """An envelope template this card does not handle."""
+
+    template: int
+    body: bytes
+
+
+Envelope = EventDownload | SmsPpDownload | UnknownEnvelope
+
+_ENVELOPES: dict[int, type[EventDownload] | type[SmsPpDownload]] = {
+    EventDownload.TEMPLATE: EventDownload,
+    SmsPpDownload.TEMPLATE: SmsPpDownload,
+}
+
+
+def decode_envelope(raw: bytes) -> Envelope:
+    template, body = pull_ber_tlv(raw)
+    cls = _ENVELOPES.get(template)
+    if cls is None:
+        if template & 0xF0 != 0xD0:
+            raise DecodeError(f"{template:02X} is not an envelope template", raw, 0)
+        return UnknownEnvelope(template=template, body=body)
+    values, extra, cr_clear = decode_objects(cls.SLOTS, body, strict=False)
+    kwargs: dict[str, Any] = values
+    return cls(extra=extra, cr_clear=cr_clear, **kwargs)
+
+
+def data_available(channel_status: ChannelStatus, length: int) -> EventDownload:
+    return EventDownload(
+        event=EventList((Event.DATA_AVAILABLE,)),
+        channel_status=channel_status,
+        data_length=ChannelDataLength(length),
+    )
+
+
+def channel_status_event(channel_status: ChannelStatus) -> EventDownload:
+    return EventDownload(event=EventList((Event.CHANNEL_STATUS,)), channel_status=channel_status)

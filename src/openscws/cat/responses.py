@@ -1,0 +1,68 @@
+"""TERMINAL RESPONSE (ETSI TS 102 223 §6.8): the terminal's answer to one proactive command.
+
+Unlike a proactive command it has no BER-TLV template: the APDU data is the list of
+COMPREHENSION-TLVs. The objects after Result depend on the command (§6.8.x); this one class
+holds all those used by the commands implemented here, in the order §6.8 lists them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Self
+
+from openscws.cat.layout import Slot, decode_objects, encode_objects
+from openscws.cat.objects import (
+    BearerDescription,
+    BufferSize,
+    ChannelData,
+    ChannelDataLength,
+    ChannelStatus,
+    CommandDetails,
+    Device,
+    DeviceIdentities,
+    DnsServerAddress,
+    Result,
+)
+from openscws.codec.tlv import ComprehensionTlv
+from openscws.errors import DecodeError
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TerminalResponse:
+    SLOTS: ClassVar[tuple[Slot, ...]] = (
+        Slot("details", CommandDetails, required=True),
+        Slot("devices", DeviceIdentities, required=True),
+        Slot("result", Result, required=True),
+        Slot("channel_statuses", ChannelStatus, repeated=True),  # §6.8.x OPEN/GET CHANNEL STATUS
+        Slot("bearer", BearerDescription),  # OPEN CHANNEL
+        Slot("buffer_size", BufferSize),  # OPEN CHANNEL
+        Slot("dns_servers", DnsServerAddress, repeated=True),  # OPEN CHANNEL, qualifier b4
+        Slot("data", ChannelData),  # RECEIVE DATA
+        Slot("data_length", ChannelDataLength),  # RECEIVE DATA (left), SEND DATA (free)
+    )
+    details: CommandDetails
+    """Echoed byte-exact from the command (§6.8.1)."""
+    devices: DeviceIdentities = DeviceIdentities(Device.TERMINAL, Device.UICC)
+    result: Result
+    channel_statuses: tuple[ChannelStatus, ...] = ()
+    bearer: BearerDescription | None = None
+    buffer_size: BufferSize | None = None
+    dns_servers: tuple[DnsServerAddress, ...] = ()
+    data: ChannelData | None = None
+    data_length: ChannelDataLength | None = None
+    extra: tuple[ComprehensionTlv, ...] = field(default=(), compare=False)
+    cr_clear: frozenset[int] = field(default=frozenset(), compare=False)
+
+    def encode(self) -> bytes:
+        return encode_objects(self.SLOTS, self, self.extra, self.cr_clear)
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Self:
+        if not raw:
+            raise DecodeError("empty terminal response", raw, 0)
+        values, extra, cr_clear = decode_objects(cls.SLOTS, raw, strict=False)
+        kwargs: dict[str, Any] = values
+        return cls(extra=extra, cr_clear=cr_clear, **kwargs)
+
+    @property
+    def channel_status(self) -> ChannelStatus | None:
+        return self.channel_statuses[0] if self.channel_statuses else None

@@ -1,0 +1,1 @@
+"""Byte-level building blocks shared by every binary codec: lengths and TLV framing."""

@@ -1,0 +1,185 @@
+"""Settings, as frozen dataclasses loaded from one TOML file (tomllib).
+
+Every field has a default, so `openscws up` runs with no file at all. Command-line options
+override the file. `openscws config` prints the effective settings as TOML."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from openscws.errors import ConfigError
+from openscws.http.limits import CardLimits
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "openscws"
+
+
+@dataclass(frozen=True, slots=True)
+class CardSettings:
+    data_dir: Path = field(default_factory=lambda: default_data_dir() / "card")
+    """The card image: card.json, content/, values/, realms.json."""
+    iccid: str = "8988211000000000001"
+    """ICCID written when the image is first created (19 or 20 digits)."""
+    ports: tuple[int, ...] = (3516,)
+    """Ports the SCWS opens in "TCP, UICC in server mode" (3516 = HTTP, OMA SCWS §7.1.1)."""
+    initial_channels: int = 2
+    """Server channels opened per port at start (SCWS §8.1.1 asks terminals for at least 2)."""
+    listening_channels: int = 1
+    """Channels kept listening per port while others are busy; more are opened on demand."""
+    max_channels: int = 7
+    """Most BIP channels the card opens (the terminal profile may allow fewer)."""
+    buffer_size: int = 1400
+    """Channel buffer size asked for in OPEN CHANNEL."""
+    limits: CardLimits = field(default_factory=CardLimits)
+    """The "card RAM" bounds of the HTTP engine."""
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    host: str = "127.0.0.1"
+    """Address the BIP gateway listens on for HTTP clients."""
+    port_map: dict[int, int] = field(default_factory=dict)
+    """Card port -> local port, e.g. {3516 = 8080}; unmapped ports listen as the card asks."""
+    busy_timeout: float = 10.0
+    """Seconds a client waits for a free channel before it is refused (HTTP 503)."""
+    max_buffer_size: int = 65535
+    """Largest channel buffer the terminal grants."""
+    poll_interval: float = 1.0
+    """Seconds between STATUS polls of an idle card."""
+    vpcd_host: str = "127.0.0.1"
+    """Where the gateway waits for a separate card process (`openscws card`)."""
+    vpcd_port: int = 35963
+    """vsmartcard's vpcd port (0x8C7B), so a card also plugs into pcscd's vpcd."""
+
+
+@dataclass(frozen=True, slots=True)
+class TraceSettings:
+    enabled: bool = False
+    """Print every APDU, decoded."""
+    pcap: Path | None = None
+    """Also write the APDUs as GSMTAP SIM frames to this pcap file (tshark: gsm_sim)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    card: CardSettings = field(default_factory=CardSettings)
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    trace: TraceSettings = field(default_factory=TraceSettings)
+
+
+def _convert(cls: Any, value: Any, where: str) -> Any:
+    """Builds dataclass `cls` from a TOML table, checking names and basic types."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"[{where}] must be a table")
+    known = {f.name: f for f in fields(cls)}
+    defaults = cls()
+    kwargs: dict[str, Any] = {}
+    for key, raw in value.items():
+        if key not in known:
+            raise ConfigError(f"unknown setting {where}.{key} (known: {', '.join(sorted(known))})")
+        current = getattr(defaults, key)
+        name = f"{where}.{key}"
+        if is_dataclass(current):
+            kwargs[key] = _convert(type(current), raw, name)
+        elif isinstance(current, Path) or (current is None and key in {"pcap"}):
+            kwargs[key] = Path(os.path.expanduser(str(raw)))
+        elif isinstance(current, tuple):
+            if not isinstance(raw, list):
+                raise ConfigError(f"{name} must be a list")
+            kwargs[key] = tuple(raw)
+        elif isinstance(current, dict):
+            if not isinstance(raw, dict):
+                raise ConfigError(f"{name} must be a table")
+            try:
+                kwargs[key] = {int(k): int(v) for k, v in raw.items()}
+            except ValueError as e:
+                raise ConfigError(f"{name}: {e}") from None
+        elif isinstance(current, bool):
+            if not isinstance(raw, bool):
+                raise ConfigError(f"{name} must be true or false")
+            kwargs[key] = raw
+        elif isinstance(current, float):
+            if not isinstance(raw, int | float) or isinstance(raw, bool):
+                raise ConfigError(f"{name} must be a number")
+            kwargs[key] = float(raw)
+        elif isinstance(current, int):
+            if not isinstance(raw, int) or isinstance(raw, bool):
+                raise ConfigError(f"{name} must be a whole number")
+            kwargs[key] = raw
+        elif isinstance(current, str):
+            if not isinstance(raw, str):
+                raise ConfigError(f"{name} must be a string")
+            kwargs[key] = raw
+        else:
+            kwargs[key] = raw
+    try:
+        return replace(defaults, **kwargs)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"[{where}]: {e}") from None
+
+
+def load(path: Path | None) -> Settings:
+    if path is None:
+        return Settings()
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    settings = Settings()
+    for key, table in data.items():
+        if key not in ("card", "gateway", "trace"):
+            raise ConfigError(f"{path}: unknown section [{key}] (known: card, gateway, trace)")
+        settings = replace(settings, **{key: _convert(type(getattr(settings, key)), table, key)})
+    return settings
+
+
+def to_toml(settings: Settings) -> str:
+    """The effective settings, as a TOML file that `load` reads back."""
+    lines: list[str] = []
+
+    def emit(obj: Any, section: str) -> None:
+        nested: list[tuple[str, Any]] = []
+        lines.append(f"[{section}]")
+        for f in fields(obj):
+            value = getattr(obj, f.name)
+            if is_dataclass(value):
+                nested.append((f"{section}.{f.name}", value))
+            elif isinstance(value, dict):
+                nested.append((f"{section}.{f.name}", value))
+            elif value is None:
+                lines.append(f"# {f.name} = (unset)")
+            else:
+                lines.append(f"{f.name} = {_toml_value(value)}")
+        lines.append("")
+        for name, value in nested:
+            if isinstance(value, dict):
+                lines.append(f"[{name}]")
+                lines.extend(f'"{k}" = {v}' for k, v in value.items())
+                lines.append("")
+            else:
+                emit(value, name)
+
+    emit(settings.card, "card")
+    emit(settings.gateway, "gateway")
+    emit(settings.trace, "trace")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'

@@ -1,0 +1,66 @@
+"""The error tree. Each layer's base carries the code of its own protocol, so a shell can
+answer in that protocol's terms (status word, CAT result, HTTP status) without guessing."""
+
+from __future__ import annotations
+
+
+class OpenScwsError(Exception):
+    """Root of every error openscws raises on purpose."""
+
+
+class DecodeError(OpenScwsError):
+    """Bytes that do not parse. Carries the offending bytes and the offset where parsing stopped."""
+
+    def __init__(self, reason: str, data: bytes = b"", offset: int = 0) -> None:
+        super().__init__(f"{reason} (offset {offset}, {len(data)} bytes)")
+        self.reason = reason
+        self.data = data
+        self.offset = offset
+
+
+class ApduError(OpenScwsError):
+    """An APDU the card refuses; `sw` is the ISO 7816-4 / TS 102 221 status word to answer."""
+
+    def __init__(self, sw: int, reason: str) -> None:
+        super().__init__(f"SW {sw:04X}: {reason}")
+        self.sw = sw
+        self.reason = reason
+
+
+class CatError(OpenScwsError):
+    """A proactive command the terminal cannot perform: `result` is the TS 102 223 §8.12
+    general result and `additional` its additional information bytes."""
+
+    def __init__(self, result: int, additional: bytes = b"", reason: str = "") -> None:
+        super().__init__(f"CAT result {result:02X} {additional.hex()}: {reason}".rstrip(": "))
+        self.result = result
+        self.additional = additional
+        self.reason = reason
+
+
+class BipError(CatError):
+    """A Bearer Independent Protocol error: general result 3A with a mandatory cause byte."""
+
+    def __init__(self, cause: int, reason: str = "") -> None:
+        super().__init__(0x3A, bytes([cause]), reason)
+        self.cause = cause
+
+
+class HttpError(OpenScwsError):
+    """An HTTP request the card's server answers with an error `status`."""
+
+    def __init__(
+        self, status: int, reason: str = "", headers: tuple[tuple[str, str], ...] = ()
+    ) -> None:
+        super().__init__(f"HTTP {status}: {reason}")
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+
+
+class StoreError(OpenScwsError):
+    """The card image cannot be read or written."""
+
+
+class ConfigError(OpenScwsError):
+    """A configuration file or option that cannot be used."""

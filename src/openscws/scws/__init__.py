@@ -1,0 +1,1 @@
+"""The SCWS application data model: resources, realms and card applications."""

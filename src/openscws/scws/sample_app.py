@@ -1,0 +1,86 @@
+"""A sample card application: the card's facts and a persistent visit counter.
+
+Mounted on a prefix (say "/cardinfo"):
+
+- ``GET /cardinfo`` (or ``/cardinfo/``): an HTML page; each GET counts one visit.
+- ``GET /cardinfo/json``: the same as JSON; also counts a visit.
+- ``POST /cardinfo/reset``: sets the counter back to zero, then redirects (303) to the page.
+- ``HEAD`` of either page shows the current count without counting a visit."""
+
+from __future__ import annotations
+
+import json
+from html import escape
+
+from openscws.errors import HttpError
+from openscws.scws.apps import AppContext, Request, Response
+
+__all__ = ["CardInfoApp"]
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{title}</title>
+</head>
+<body>
+<h1>{title}</h1>
+<table>
+{rows}
+</table>
+<p>Visits: <strong id="visits">{visits}</strong></p>
+<form method="post" action="{reset}">
+<button type="submit">Reset counter</button>
+</form>
+</body>
+</html>
+"""
+
+
+class CardInfoApp:
+    """Shows `AppContext.card` and counts visits in the store (key "<prefix>/visits")."""
+
+    methods = frozenset({"GET", "POST"})
+
+    def __init__(self, title: str = "Card information") -> None:
+        self.title = title
+
+    @staticmethod
+    def _key(ctx: AppContext) -> str:
+        return f"{ctx.prefix}/visits"
+
+    def _visits(self, ctx: AppContext) -> int:
+        raw = ctx.get_value(self._key(ctx))
+        try:
+            return int(raw) if raw else 0
+        except ValueError:
+            return 0
+
+    def handle(self, request: Request, ctx: AppContext) -> Response:
+        sub = request.path[len(ctx.prefix) :].strip("/") if ctx.prefix != "/" else ""
+        if request.method == "POST":
+            if sub != "reset":
+                raise HttpError(404, "no such action")
+            ctx.set_value(self._key(ctx), b"0")
+            return Response(303, (("Location", ctx.prefix), ("Content-Length", "0")))
+        if sub not in ("", "json"):
+            raise HttpError(404, "no such page")
+        visits = self._visits(ctx)
+        if request.method == "GET":
+            visits += 1
+            ctx.set_value(self._key(ctx), str(visits).encode("ascii"))
+        headers = (("Cache-Control", "no-store"),)
+        if sub == "json":
+            doc = {"card": dict(ctx.card), "visits": visits}
+            return Response.json(json.dumps(doc, sort_keys=True), headers=headers)
+        rows = "\n".join(
+            f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>"
+            for k, v in sorted(ctx.card.items())
+        )
+        page = _PAGE.format(
+            title=escape(self.title),
+            rows=rows,
+            visits=visits,
+            reset=escape(ctx.prefix.rstrip("/") + "/reset"),
+        )
+        return Response.html(page, headers=headers)

@@ -1,0 +1,171 @@
+"""What the ``openscws content put|get|ls|rm`` commands do, as functions returning data.
+
+The CLI parses arguments, calls these and prints; nothing here prints or reads argv."""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Final
+
+from openscws.errors import StoreError
+from openscws.scws.model import Resource, ResourceStore
+from openscws.store.cardimage import validate_path
+
+__all__ = [
+    "ResourceRow",
+    "get_resource",
+    "guess_content_type",
+    "install_tree",
+    "list_resources",
+    "put_file",
+    "remove",
+]
+
+DEFAULT_CONTENT_TYPE: Final = "application/octet-stream"
+
+# Only Python's built-in table, not /etc/mime.types: the same file gets the same type everywhere.
+_MIME: Final = mimetypes.MimeTypes()
+_EXTRA_TYPES: Final = {
+    ".js": "text/javascript",
+    ".mjs": "text/javascript",
+    ".json": "application/json",
+    ".svg": "image/svg+xml",
+    ".webp": "image/webp",
+    ".ico": "image/vnd.microsoft.icon",
+    ".wasm": "application/wasm",
+    ".woff2": "font/woff2",
+    ".md": "text/markdown",
+}
+_UTF8_TYPES: Final = frozenset({"application/json", "image/svg+xml", "application/xml"})
+
+
+def guess_content_type(name: str) -> str:
+    """A Content-Type for a file name, from its extension; text types get charset=utf-8.
+
+    Uses Python's built-in table only, so the answer does not depend on the host."""
+    suffix = PurePosixPath(name).suffix.lower()
+    ctype = _EXTRA_TYPES.get(suffix) or _MIME.guess_type("x" + suffix, strict=False)[0]
+    if ctype is None:
+        return DEFAULT_CONTENT_TYPE
+    if ctype.startswith("text/") or ctype in _UTF8_TYPES:
+        return f"{ctype}; charset=utf-8"
+    return ctype
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceRow:
+    """One line of ``content ls``."""
+
+    path: str
+    size: int
+    content_type: str
+    last_modified: int
+    realm: str | None
+    etag: str
+
+
+def _read_local(local_path: Path) -> bytes:
+    try:
+        return Path(local_path).read_bytes()
+    except OSError as exc:
+        raise StoreError(f"cannot read {local_path}: {exc.strerror or exc}") from exc
+
+
+def put_file(
+    image: ResourceStore,
+    local_path: Path,
+    url_path: str,
+    *,
+    content_type: str | None = None,
+    realm: str | None = None,
+    now: int,
+) -> Resource:
+    """Store the local file at `url_path`; returns the stored resource.
+
+    The content type is guessed from `local_path`'s name unless given. `now` (Unix seconds)
+    becomes Last-Modified."""
+    validate_path(url_path)
+    body = _read_local(local_path)
+    resource = Resource(
+        path=url_path,
+        body=body,
+        content_type=content_type or guess_content_type(Path(local_path).name),
+        last_modified=now,
+        realm=realm,
+    )
+    image.put(resource)
+    return resource
+
+
+def get_resource(image: ResourceStore, url_path: str) -> Resource:
+    """The resource at `url_path`; StoreError if there is none."""
+    validate_path(url_path)
+    resource = image.get(url_path)
+    if resource is None:
+        raise StoreError(f"no resource at {url_path}")
+    return resource
+
+
+def list_resources(image: ResourceStore, prefix: str = "/") -> list[ResourceRow]:
+    """Every resource whose path starts with `prefix`, sorted by path."""
+    rows = []
+    for path in image.paths():
+        if not path.startswith(prefix):
+            continue
+        resource = image.get(path)
+        if resource is None:  # removed meanwhile by another process
+            continue
+        rows.append(
+            ResourceRow(
+                path=resource.path,
+                size=len(resource.body),
+                content_type=resource.content_type,
+                last_modified=resource.last_modified,
+                realm=resource.realm,
+                etag=resource.etag,
+            )
+        )
+    return rows
+
+
+def remove(image: ResourceStore, url_path: str, *, recursive: bool = False) -> list[str]:
+    """Remove the resource at `url_path`, or with `recursive` every resource under it
+    (`url_path` taken as a folder). Returns the removed paths; empty if none matched."""
+    validate_path(url_path)
+    if not recursive:
+        return [url_path] if image.delete(url_path) else []
+    folder = url_path if url_path.endswith("/") else url_path + "/"
+    targets = [p for p in image.paths() if p == url_path or p.startswith(folder)]
+    return [p for p in targets if image.delete(p)]
+
+
+def install_tree(
+    image: ResourceStore,
+    directory: Path,
+    prefix: str = "/",
+    *,
+    realm: str | None = None,
+    now: int,
+) -> list[Resource]:
+    """Store every file under `directory` at `prefix` + its relative path, sorted by path.
+
+    Hidden files and folders (name starting with ".") are skipped. All paths are checked
+    before anything is written, so a bad file name stores nothing."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise StoreError(f"not a directory: {directory}")
+    validate_path(prefix)
+    base = prefix if prefix.endswith("/") else prefix + "/"
+    plan: list[tuple[Path, str]] = []
+    for dirpath, dirnames, filenames in os.walk(directory):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        rel = Path(dirpath).relative_to(directory)
+        for filename in sorted(filenames):
+            if filename.startswith("."):
+                continue
+            url_path = base + "/".join((*rel.parts, filename))
+            plan.append((Path(dirpath) / filename, validate_path(url_path)))
+    return [put_file(image, local, url, realm=realm, now=now) for local, url in plan]

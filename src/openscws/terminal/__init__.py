@@ -1,0 +1,1 @@
+"""The terminal (handset) side: the CAT engine that drives the card, and its BIP gateway."""

@@ -1,0 +1,294 @@
+"""The terminal's CAT engine (ETSI TS 102 221 §7.4.2, TS 102 223 §4-6), sans-IO.
+
+It decides the next command APDU to send to the card and digests each response:
+TERMINAL PROFILE once, then FETCH whenever the card answers 91 XX, the TERMINAL RESPONSE to
+each proactive command, and ENVELOPEs for the BIP events. Everything about sockets comes out
+as actions (`bip.terminal.GatewayAction`) for the shell to carry out.
+
+Envelopes are sent between a TERMINAL RESPONSE and the next FETCH when the card has a command
+waiting: a long transfer on one channel must not delay the news of a client connecting on
+another. A card that cannot take one answers 93 00 and it is sent again later."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum, auto
+
+from openscws.apdu.command import CommandApdu, Ins
+from openscws.apdu.status import SW
+from openscws.bip.terminal import ChannelFree, Channels, GatewayAction, Mode, PendingEvent
+from openscws.cat.commands import (
+    CloseChannel,
+    Command,
+    GetChannelStatus,
+    MoreTime,
+    OpenChannel,
+    PollingOff,
+    PollInterval,
+    ReceiveData,
+    SendData,
+    SetUpEventList,
+    UnknownCommand,
+    decode_command,
+)
+from openscws.cat.envelopes import channel_status_event, data_available
+from openscws.cat.layout import MissingObject
+from openscws.cat.objects import CommandDetails, Duration, Event, GeneralResult, Result, ServerState
+from openscws.cat.profile import GATEWAY_PROFILE, TerminalProfile
+from openscws.cat.responses import TerminalResponse
+from openscws.errors import CatError, DecodeError
+
+log = logging.getLogger(__name__)
+
+CLA_CAT = 0x80
+
+
+class Phase(Enum):
+    START = auto()
+    """TERMINAL PROFILE not yet sent."""
+    RUNNING = auto()
+    WAITING = auto()
+    """A command APDU is with the card; `receive_response` comes next."""
+    BLOCKED = auto()
+    """A proactive command awaits the shell (a TCP connect) before its TR."""
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """What the APDU in flight was, to read its answer."""
+
+    kind: Ins
+    event: PendingEvent | None = None
+
+
+class TerminalEngine:
+    def __init__(
+        self,
+        profile: TerminalProfile = GATEWAY_PROFILE,
+        *,
+        max_buffer_size: int = 65535,
+        poll_interval: float = 1.0,
+        listen: Callable[[int], bool] | None = None,
+    ) -> None:
+        self.profile = profile
+        self.channels = Channels(
+            max_buffer_size=max_buffer_size, max_channels=profile.channels, listen=listen
+        )
+        self.phase = Phase.START
+        self.poll_interval = poll_interval
+        self.events_enabled: frozenset[int] = frozenset()
+        self._fetch_len = 0
+        self._tr: bytes | None = None
+        self._sent: Sent | None = None
+        self._last_poll = 0.0
+        self._deferred_free: list[int] = []
+        self._blocked: tuple[OpenChannel, int] | None = None
+        self.polling = True
+        self.proactive_count = 0
+
+    # -- APDU pump -------------------------------------------------------------------------------
+
+    def next_apdu(self, now: float) -> bytes | None:
+        """The next command APDU for the card, or None when there is nothing to do now."""
+        if self.phase is Phase.START:
+            self._sent = Sent(Ins.TERMINAL_PROFILE)
+            self.phase = Phase.WAITING
+            return CommandApdu(CLA_CAT, Ins.TERMINAL_PROFILE, 0, 0, self.profile.encode()).encode()
+        if self.phase is not Phase.RUNNING:
+            return None
+        if self._tr is not None:
+            apdu = CommandApdu(CLA_CAT, Ins.TERMINAL_RESPONSE, 0, 0, self._tr).encode()
+            self._tr = None
+            return self._send(Sent(Ins.TERMINAL_RESPONSE), apdu)
+        while self.channels.events:
+            event = self.channels.events.popleft()
+            envelope = self._encode_event(event)
+            if envelope is not None:
+                apdu = CommandApdu(CLA_CAT, Ins.ENVELOPE, 0, 0, envelope).encode()
+                return self._send(Sent(Ins.ENVELOPE, event), apdu)
+        if self._fetch_len:
+            apdu = CommandApdu(CLA_CAT, Ins.FETCH, 0, 0, le=self._fetch_len).encode()
+            return self._send(Sent(Ins.FETCH), apdu)
+        if self.polling and now - self._last_poll >= self.poll_interval:
+            self._last_poll = now
+            return self._send(Sent(Ins.STATUS), bytes((CLA_CAT, Ins.STATUS, 0x00, 0x0C, 0x00)))
+        return None
+
+    def _send(self, sent: Sent, apdu: bytes) -> bytes:
+        self._sent = sent
+        self.phase = Phase.WAITING
+        return apdu
+
+    def next_poll(self) -> float | None:
+        """When the engine next wants to poll the card, if it is otherwise idle."""
+        return self._last_poll + self.poll_interval if self.polling else None
+
+    def _encode_event(self, event: PendingEvent) -> bytes | None:
+        channel = self.channels.channels.get(event.channel)
+        if channel is None:
+            return None
+        if event.kind == "data":
+            if Event.DATA_AVAILABLE not in self.events_enabled or not channel.rx:
+                return None
+            return data_available(channel.status(), len(channel.rx)).encode()
+        if Event.CHANNEL_STATUS not in self.events_enabled:
+            return None
+        return channel_status_event(channel.status(event.further)).encode()
+
+    def receive_response(self, raw: bytes, now: float) -> None:
+        sent = self._sent
+        if self.phase is not Phase.WAITING or sent is None:
+            raise RuntimeError("receive_response without a command in flight")
+        self.phase = Phase.RUNNING
+        self._sent = None
+        if len(raw) < 2:
+            log.error("card answered %s with %d bytes", sent.kind.name, len(raw))
+            return
+        sw = (raw[-2] << 8) | raw[-1]
+        data = raw[:-2]
+        if sent.kind is Ins.FETCH:
+            if sw == SW.OK or sw >> 8 == 0x91:
+                self._fetch_len = 0
+                self._run(data, now)
+            else:
+                log.error("FETCH refused with %04X", sw)
+                self._fetch_len = 0
+        elif sent.kind is Ins.ENVELOPE and sw == SW.TOOLKIT_BUSY:
+            assert sent.event is not None
+            self.channels.events.appendleft(sent.event)
+        elif sent.kind is Ins.ENVELOPE and sent.event is not None:
+            self._event_delivered(sent.event)
+        if sent.kind is Ins.TERMINAL_RESPONSE and self._deferred_free:
+            for port in self._deferred_free:
+                self.channels.actions.append(ChannelFree(port))
+            self._deferred_free.clear()
+        if sw >> 8 == 0x91:
+            self._fetch_len = sw & 0xFF or 256
+        elif sw == SW.OK and sent.kind is not Ins.FETCH:
+            self._fetch_len = 0
+        elif sw >> 8 not in (0x90, 0x91, 0x93):
+            log.warning("card answered %s with SW %04X", sent.kind.name, sw)
+
+    def _event_delivered(self, event: PendingEvent) -> None:
+        channel = self.channels.channels.get(event.channel)
+        if (
+            channel is None
+            or event.kind != "status"
+            or channel.mode is not Mode.SERVER
+            or channel.state is not ServerState.LISTEN
+        ):
+            return
+        if self._fetch_len:
+            # The card's waiting command predates this news: free the channel after it runs.
+            self._deferred_free.append(channel.port)
+        else:
+            self.channels.actions.append(ChannelFree(channel.port))
+
+    # -- proactive commands ----------------------------------------------------------------------
+
+    def _run(self, raw: bytes, now: float) -> None:
+        self.proactive_count += 1
+        try:
+            command = decode_command(raw)
+        except MissingObject as e:
+            self._tr = self._error_tr(raw, Result(GeneralResult.REQUIRED_VALUES_MISSING), e)
+            return
+        except DecodeError as e:
+            self._tr = self._error_tr(raw, Result(GeneralResult.DATA_NOT_UNDERSTOOD), e)
+            return
+        try:
+            response = self._execute(command)
+        except CatError as e:
+            log.info("%s refused: %s", type(command).__name__, e)
+            response = TerminalResponse(
+                details=command.details, result=Result(e.result, e.additional)
+            )
+        if response is not None:
+            self._tr = response.encode()
+
+    def _error_tr(self, raw: bytes, result: Result, error: Exception) -> bytes:
+        log.warning("proactive command %s not understood: %s", raw.hex(), error)
+        details = CommandDetails(0, 0, 0)
+        # Echo the command details if they can be found (§6.8.1).
+        if len(raw) >= 7 and raw[0] == 0xD0:
+            start = 3 if raw[1] == 0x81 else 2
+            if raw[start] & 0x7F == 0x01 and raw[start + 1] == 3 and len(raw) >= start + 5:
+                details = CommandDetails(raw[start + 2], raw[start + 3], raw[start + 4])
+        return TerminalResponse(details=details, result=result).encode()
+
+    def _execute(self, command: Command) -> TerminalResponse | None:
+        ok = Result(GeneralResult.OK)
+        match command:
+            case SendData():
+                return self.channels.send(command)
+            case ReceiveData():
+                return self.channels.receive(command)
+            case OpenChannel():
+                if command.server_mode:
+                    return self.channels.open_server(command)
+                channel_id, _ = self.channels.open_client(command)
+                self._blocked = (command, channel_id)
+                self.phase = Phase.BLOCKED
+                return None
+            case CloseChannel():
+                return self.channels.close(command)
+            case GetChannelStatus():
+                return TerminalResponse(
+                    details=command.details, result=ok, channel_statuses=self.channels.statuses()
+                )
+            case SetUpEventList():
+                self.events_enabled = frozenset(command.events.events)
+                return TerminalResponse(details=command.details, result=ok)
+            case PollInterval():
+                seconds = _seconds(command.duration)
+                self.poll_interval = max(seconds, 0.1)
+                self.polling = True
+                return TerminalResponse(details=command.details, result=ok)
+            case PollingOff():
+                self.polling = False
+                return TerminalResponse(details=command.details, result=ok)
+            case MoreTime():
+                return TerminalResponse(details=command.details, result=ok)
+            case UnknownCommand():
+                return TerminalResponse(
+                    details=command.details, result=Result(GeneralResult.BEYOND_CAPABILITIES)
+                )
+            case _:
+                return TerminalResponse(
+                    details=command.details, result=Result(GeneralResult.TYPE_NOT_UNDERSTOOD)
+                )
+
+    # -- shell news ------------------------------------------------------------------------------
+
+    def remote_connected(self, channel_id: int, ok: bool) -> None:
+        """The shell's answer to a `Connect` action."""
+        if self._blocked is None or self._blocked[1] != channel_id:
+            return
+        command, _ = self._blocked
+        self._blocked = None
+        self._tr = self.channels.client_connect_result(command, channel_id, ok).encode()
+        self.phase = Phase.RUNNING
+
+    def client_connected(self, port: int) -> int | None:
+        return self.channels.client_connected(port)
+
+    def client_data(self, channel_id: int, data: bytes) -> int:
+        return self.channels.client_data(channel_id, data)
+
+    def client_closed(self, channel_id: int) -> None:
+        self.channels.client_closed(channel_id)
+
+    def pop_actions(self) -> list[GatewayAction]:
+        actions = list(self.channels.actions)
+        self.channels.actions.clear()
+        return actions
+
+
+def _seconds(duration: Duration) -> float:
+    scale = {0x00: 60.0, 0x01: 1.0, 0x02: 0.1}.get(duration.unit, 1.0)
+    return duration.interval * scale
+
+
+__all__ = ["TerminalEngine"]

@@ -1,0 +1,173 @@
+"""The virtual UICC's APDU dispatcher (ETSI TS 102 221 §10-11).
+
+`transmit` is the one entry point: command APDU bytes and the time in, response APDU bytes out.
+Errors become status words here and nowhere else; nothing raises out of `transmit`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from openscws.apdu.command import CommandApdu, Ins
+from openscws.apdu.status import SW
+from openscws.cat.envelopes import decode_envelope
+from openscws.cat.profile import TerminalProfile
+from openscws.cat.responses import TerminalResponse
+from openscws.errors import ApduError, DecodeError
+from openscws.uicc.files import EF_DIR, EF_ICCID, MF, ElementaryFile, encode_iccid
+from openscws.uicc.toolkit import Toolkit
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ATR = bytes.fromhex("3B9F96801F878031E073FE211B674A4C753034054BA9")
+"""A real UICC's ATR (sysmocom SJA2, as listed by pySim): T=0, class A/B/C, TCK valid."""
+
+CLA_ISO = 0x00
+CLA_GSM_CAT = 0x80
+
+
+def _ok(data: bytes = b"") -> bytes:
+    return data + b"\x90\x00"
+
+
+@dataclass(frozen=True, slots=True)
+class CardIdentity:
+    iccid: str
+    atr: bytes = DEFAULT_ATR
+
+
+class VirtualUicc:
+    def __init__(self, identity: CardIdentity, toolkit: Toolkit | None = None) -> None:
+        self.identity = identity
+        self.toolkit = toolkit or Toolkit()
+        self.files: dict[int, ElementaryFile] = {
+            EF_ICCID: ElementaryFile(EF_ICCID, encode_iccid(identity.iccid)),
+            EF_DIR: ElementaryFile(
+                EF_DIR,
+                # One record: the USIM application template (TS 102 221 §13.1), padded to 32 bytes.
+                bytes.fromhex("61184F10A0000000871002FFFFFFFF890709000050045553494D").ljust(
+                    32, b"\xff"
+                ),
+                record_length=32,
+            ),
+        }
+        self.selected: int = MF
+        self.powered = False
+        self._handlers: dict[int, Callable[[CommandApdu, float], bytes]] = {
+            Ins.SELECT: self._select,
+            Ins.STATUS: self._status,
+            Ins.READ_BINARY: self._read_binary,
+            Ins.READ_RECORD: self._read_record,
+            Ins.TERMINAL_PROFILE: self._terminal_profile,
+            Ins.FETCH: self._fetch,
+            Ins.TERMINAL_RESPONSE: self._terminal_response,
+            Ins.ENVELOPE: self._envelope,
+        }
+
+    @property
+    def atr(self) -> bytes:
+        return self.identity.atr
+
+    def power_on(self) -> bytes:
+        self.powered = True
+        self.selected = MF
+        return self.atr
+
+    def power_off(self) -> None:
+        self.powered = False
+
+    def transmit(self, raw: bytes, now: float) -> bytes:
+        try:
+            apdu = CommandApdu.decode(raw)
+            if apdu.cla not in (CLA_ISO, CLA_GSM_CAT) and apdu.cla & 0xF0 not in (0x00, 0x80):
+                raise ApduError(SW.CLA_NOT_SUPPORTED, f"CLA {apdu.cla:02X}")
+            handler = self._handlers.get(apdu.ins)
+            if handler is None:
+                raise ApduError(SW.INS_NOT_SUPPORTED, f"INS {apdu.ins:02X}")
+            response = handler(apdu, now)
+        except ApduError as e:
+            log.debug("APDU %s refused: %s", raw.hex(), e)
+            return e.sw.to_bytes(2, "big")
+        except DecodeError as e:
+            log.debug("APDU %s data malformed: %s", raw.hex(), e)
+            return SW.WRONG_DATA.to_bytes(2, "big")
+        # 91 XX replaces 90 00 whenever a proactive command waits (TS 102 221 §7.4.2.2).
+        if response[-2:] == b"\x90\x00":
+            pending = self.toolkit.poll(now)
+            if pending:
+                return response[:-2] + bytes((0x91, pending))
+        return response
+
+    # -- file commands (TS 102 221 §11.1) --------------------------------------------------------
+
+    def _select(self, apdu: CommandApdu, now: float) -> bytes:
+        if apdu.p1 == 0x00 and len(apdu.data) == 2:
+            fid = int.from_bytes(apdu.data, "big")
+            if fid == MF:
+                self.selected = MF
+                return _ok(b"" if apdu.p2 & 0x0C == 0x0C else bytes.fromhex("620483023F00"))
+            ef = self.files.get(fid)
+            if ef is None:
+                raise ApduError(SW.FILE_NOT_FOUND, f"no file {fid:04X}")
+            self.selected = fid
+            return _ok(b"" if apdu.p2 & 0x0C == 0x0C else ef.fcp())
+        if apdu.p1 == 0x04:
+            raise ApduError(SW.FILE_NOT_FOUND, "no application selectable by AID on this card")
+        raise ApduError(SW.INCORRECT_P1P2, f"SELECT P1 {apdu.p1:02X} not supported")
+
+    def _selected_ef(self) -> ElementaryFile:
+        ef = self.files.get(self.selected)
+        if ef is None:
+            raise ApduError(SW.COMMAND_NOT_ALLOWED_NO_EF, "no EF selected")
+        return ef
+
+    def _read_binary(self, apdu: CommandApdu, now: float) -> bytes:
+        ef = self._selected_ef()
+        offset = (apdu.p1 << 8) | apdu.p2
+        if offset > len(ef.data):
+            raise ApduError(SW.INCORRECT_P1P2, "offset beyond the end of the file")
+        n = apdu.le if apdu.le is not None else len(ef.data) - offset
+        return _ok(ef.data[offset : offset + n])
+
+    def _read_record(self, apdu: CommandApdu, now: float) -> bytes:
+        ef = self._selected_ef()
+        if not ef.record_length:
+            raise ApduError(SW.COMMAND_NOT_ALLOWED_NO_EF, "not a record file")
+        index = apdu.p1 - 1
+        if apdu.p2 != 0x04 or not 0 <= index < len(ef.data) // ef.record_length:
+            raise ApduError(SW.REFERENCED_DATA_NOT_FOUND, f"record {apdu.p1}")
+        return _ok(ef.data[index * ef.record_length : (index + 1) * ef.record_length])
+
+    def _status(self, apdu: CommandApdu, now: float) -> bytes:
+        if apdu.p2 == 0x0C:
+            return _ok()
+        return _ok(bytes.fromhex("620483023F00"))
+
+    # -- toolkit commands (TS 102 221 §10.1.2, TS 102 223 §6) ------------------------------------
+
+    def _terminal_profile(self, apdu: CommandApdu, now: float) -> bytes:
+        self.toolkit.terminal_profile(TerminalProfile.decode(apdu.data), now)
+        return _ok()
+
+    def _fetch(self, apdu: CommandApdu, now: float) -> bytes:
+        pending = self.toolkit.pending
+        if pending is None:
+            raise ApduError(SW.CONDITIONS_NOT_SATISFIED, "no proactive command pending")
+        if apdu.le is not None and apdu.le < len(pending.encoded):
+            raise ApduError(0x6C00 | len(pending.encoded), "FETCH Le shorter than the command")
+        data = self.toolkit.fetch()
+        if data is None:
+            raise ApduError(SW.CONDITIONS_NOT_SATISFIED, "the pending command was already fetched")
+        return _ok(data)
+
+    def _terminal_response(self, apdu: CommandApdu, now: float) -> bytes:
+        response = TerminalResponse.decode(apdu.data)
+        if not self.toolkit.terminal_response(response, now):
+            raise ApduError(SW.CONDITIONS_NOT_SATISFIED, "no fetched command matches this response")
+        return _ok()
+
+    def _envelope(self, apdu: CommandApdu, now: float) -> bytes:
+        envelope = decode_envelope(apdu.data)
+        out = self.toolkit.envelope(envelope, now)
+        return _ok(out or b"")

@@ -1,0 +1,140 @@
+"""The card side of CAT: the single pending proactive command and the applications behind it.
+
+TS 102 221 §7.4.2: the card announces a pending command with 91 XX on any successful command,
+the terminal fetches it and answers with one TERMINAL RESPONSE. Applications are asked for their
+next command only when nothing is pending, so each builds it from its state at that moment (a
+SEND DATA chunk sized to the terminal's free buffer, say) instead of queueing stale ones."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from enum import Enum, auto
+from typing import Protocol
+
+from openscws.cat.commands import Command
+from openscws.cat.envelopes import Envelope
+from openscws.cat.profile import TerminalProfile
+from openscws.cat.responses import TerminalResponse
+
+log = logging.getLogger(__name__)
+
+
+class ToolkitApp(Protocol):
+    """A card application that uses the toolkit. All methods take the current time."""
+
+    def on_terminal_profile(self, profile: TerminalProfile, now: float) -> None: ...
+
+    def on_envelope(self, envelope: Envelope, now: float) -> bytes | None:
+        """Handles an envelope addressed to this app; returns response data, or None when the
+        envelope is not for this app."""
+        ...
+
+    def next_command(self, number: int, now: float) -> Command | None:
+        """The next proactive command this app wants to run, numbered `number`, or None."""
+        ...
+
+    def on_terminal_response(
+        self, command: Command, response: TerminalResponse, now: float
+    ) -> None: ...
+
+    def next_timer(self) -> float | None:
+        """When this app next needs `on_timer`, or None."""
+        ...
+
+    def on_timer(self, now: float) -> None: ...
+
+
+class State(Enum):
+    IDLE = auto()
+    PENDING = auto()
+    """A command is waiting to be fetched (the card answers 91 XX)."""
+    FETCHED = auto()
+    """The terminal fetched it; a TERMINAL RESPONSE is due."""
+
+
+@dataclass(slots=True)
+class Pending:
+    command: Command
+    encoded: bytes
+    owner: ToolkitApp
+
+
+class Toolkit:
+    def __init__(self) -> None:
+        self.apps: list[ToolkitApp] = []
+        self.profile: TerminalProfile | None = None
+        self.state = State.IDLE
+        self.pending: Pending | None = None
+        self._number = 0
+        self._turn = 0
+
+    def register(self, app: ToolkitApp) -> None:
+        self.apps.append(app)
+
+    def _next_number(self) -> int:
+        # §8.6: command numbers 01..FE.
+        self._number = self._number % 0xFE + 1
+        return self._number
+
+    def poll(self, now: float) -> int:
+        """Runs due timers and, when idle, asks the apps (in turn) for a command. Returns the
+        length of the pending command, 0 if none."""
+        for app in self.apps:
+            due = app.next_timer()
+            if due is not None and due <= now:
+                app.on_timer(now)
+        if self.state is State.IDLE and self.profile is not None:
+            n = len(self.apps)
+            for k in range(n):
+                app = self.apps[(self._turn + k) % n]
+                command = app.next_command(self._number % 0xFE + 1, now)
+                if command is not None:
+                    self._next_number()
+                    self._turn = (self._turn + k + 1) % n
+                    self.pending = Pending(command, command.encode(), app)
+                    self.state = State.PENDING
+                    break
+        if self.state is State.PENDING and self.pending is not None:
+            return len(self.pending.encoded)
+        return 0
+
+    def fetch(self) -> bytes | None:
+        if self.state is not State.PENDING or self.pending is None:
+            return None
+        self.state = State.FETCHED
+        return self.pending.encoded
+
+    def terminal_response(self, response: TerminalResponse, now: float) -> bool:
+        """Delivers a TR to the app whose command it answers. False if no command was fetched
+        or the command details do not echo it."""
+        pending = self.pending
+        if self.state is not State.FETCHED or pending is None:
+            return False
+        if response.details != pending.command.details:
+            log.warning(
+                "terminal response echoes %s, expected %s",
+                response.details,
+                pending.command.details,
+            )
+            return False
+        self.state = State.IDLE
+        self.pending = None
+        pending.owner.on_terminal_response(pending.command, response, now)
+        return True
+
+    def terminal_profile(self, profile: TerminalProfile, now: float) -> None:
+        self.profile = profile
+        for app in self.apps:
+            app.on_terminal_profile(profile, now)
+
+    def envelope(self, envelope: Envelope, now: float) -> bytes | None:
+        for app in self.apps:
+            out = app.on_envelope(envelope, now)
+            if out is not None:
+                return out
+        return None
+
+    def next_timer(self) -> float | None:
+        times = [t for app in self.apps if (t := app.next_timer()) is not None]
+        return min(times) if times else None

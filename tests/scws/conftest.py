@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Share the in-memory wire helpers of tests/http (httpwire.py).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "http"))
+
+import pytest
+from httpwire import make_conn, make_site
+
+from openscws.http import HttpServerConnection
+from openscws.scws.site import Site
+
+
+@pytest.fixture
+def site() -> Site:
+    return make_site()
+
+
+@pytest.fixture
+def conn(site: Site) -> HttpServerConnection:
+    return make_conn(site)

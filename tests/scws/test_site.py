@@ -1,0 +1,89 @@
+"""Routing decisions of `Site.prepare`, without the wire."""
+
+from __future__ import annotations
+
+import pytest
+from httpwire import INDEX, NOW, EchoApp
+
+from openscws.errors import HttpError
+from openscws.scws.apps import AppContext, Request, Response
+from openscws.scws.model import MemoryStore, Resource
+from openscws.scws.site import Site
+
+
+def _request(path: str, method: str = "GET", *headers: tuple[bytes, bytes]) -> Request:
+    return Request(method, path, path, "", headers)
+
+
+def test_static_and_index(site: Site) -> None:
+    for path in ("/", "/index.html"):
+        response = site.prepare(_request(path), NOW)
+        assert isinstance(response, Response)
+        assert response.body == INDEX
+
+
+def test_static_headers_are_cached_per_resource(site: Site) -> None:
+    a = site.prepare(_request("/index.html"), NOW)
+    b = site.prepare(_request("/index.html"), NOW)
+    assert isinstance(a, Response)
+    assert isinstance(b, Response)
+    assert a.headers is b.headers
+    site.store.put(Resource("/index.html", b"new", "text/plain"))
+    c = site.prepare(_request("/index.html"), NOW)
+    assert isinstance(c, Response)
+    assert c.body == b"new"
+    assert c.headers is not a.headers
+
+
+def test_app_prefix_matching() -> None:
+    store = MemoryStore()
+    store.put(Resource("/appendix.html", b"static"))
+    site = Site(store, secret=b"s" * 32)
+    site.register_app("/app/", EchoApp())
+    site.register_app("/app/deeper", _Named("deeper"))
+    assert callable(site.prepare(_request("/app"), NOW))
+    assert callable(site.prepare(_request("/app/x"), NOW))
+    handler = site.prepare(_request("/app/deeper/x"), NOW)
+    assert callable(handler)
+    assert handler(_request("/app/deeper/x"), NOW).body == b"deeper"
+    static = site.prepare(_request("/appendix.html"), NOW)
+    assert isinstance(static, Response)
+    assert static.body == b"static"
+
+
+def test_root_app_takes_everything() -> None:
+    site = Site(MemoryStore(), secret=b"s" * 32)
+    site.register_app("/", _Named("root"))
+    handler = site.prepare(_request("/any/thing"), NOW)
+    assert callable(handler)
+    assert handler(_request("/any/thing"), NOW).body == b"root"
+
+
+def test_register_app_rejects_relative_prefix(site: Site) -> None:
+    with pytest.raises(ValueError, match="absolute"):
+        site.register_app("app", EchoApp())
+
+
+@pytest.mark.parametrize(("method", "status"), [("BREW", 501), ("PUT", 405), ("POST", 405)])
+def test_errors(site: Site, method: str, status: int) -> None:
+    with pytest.raises(HttpError) as info:
+        site.prepare(_request("/index.html", method), NOW)
+    assert info.value.status == status
+
+
+def test_error_response_page(site: Site) -> None:
+    response = site.error_response(HttpError(413, "body over 10 bytes"))
+    assert response.status == 413
+    assert response.body == b"413 Content Too Large\nbody over 10 bytes\n"
+    response = site.error_response(HttpError(599))
+    assert response.body == b"599 Error\n"
+
+
+class _Named:
+    methods = frozenset({"GET"})
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def handle(self, request: Request, ctx: AppContext) -> Response:
+        return Response(body=self.name.encode())
