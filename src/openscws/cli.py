@@ -153,8 +153,6 @@ def build_parser() -> argparse.ArgumentParser:
         description="Manage the resources in a card image. Writes are atomic: an interrupted "
         "put leaves the old or the new resource, never a torn one.",
     )
-    _common(content)
-    _card_options(content)
     csub = content.add_subparsers(dest="action", required=True, metavar="ACTION")
     put = csub.add_parser("put", help="store a local file or folder as a card resource")
     put.add_argument("source", type=Path, help="local file or directory")
@@ -175,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     rm.add_argument(
         "-r", "--recursive", action="store_true", help="remove everything under the path"
     )
+    for action in (put, get, ls, rm):
+        _common(action)
+        _card_options(action)
 
     cfg = sub.add_parser("config", help="print the effective settings as TOML")
     _common(cfg)

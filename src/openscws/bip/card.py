@@ -106,12 +106,14 @@ class BipServerApp:
         self._opening: dict[int, int] = {}  # port -> OPEN CHANNELs answered so far at start
         self._refused: set[int] = set()  # ports where the terminal refused more channels
         self._turn = 0
+        self._check_ports = True
 
     # -- ToolkitApp ----------------------------------------------------------------------------
 
     def on_terminal_profile(self, profile: TerminalProfile, now: float) -> None:
         self.enabled = profile.bip_server
         self._events_set = False
+        self._check_ports = True
         self.channels.clear()
         self._opening = dict.fromkeys(self.config.ports, 0)
         self._refused.clear()
@@ -127,6 +129,7 @@ class BipServerApp:
             return None
         events = envelope.event.events
         if Event.CHANNEL_STATUS in events:
+            self._check_ports = True
             self._channel_status(channel, ServerState(status.bits & 3), now)
         elif Event.DATA_AVAILABLE in events and envelope.data_length is not None:
             if channel.state is ServerState.ESTABLISHED:
@@ -178,6 +181,14 @@ class BipServerApp:
         return None
 
     def _port_needing_channel(self) -> int | None:
+        if not self._check_ports:
+            return None
+        port = self._find_port_needing_channel()
+        # Nothing to open until a channel changes state (an event or a TR says so).
+        self._check_ports = port is not None
+        return port
+
+    def _find_port_needing_channel(self) -> int | None:
         if len(self.channels) >= self.config.max_channels:
             return None
         for port in self.config.ports:
@@ -232,6 +243,8 @@ class BipServerApp:
         self, command: Command, response: TerminalResponse, now: float
     ) -> None:
         result = response.result
+        if not isinstance(command, SendData | ReceiveData):
+            self._check_ports = True
         match command:
             case SetUpEventList():
                 self._events_set = result.ok

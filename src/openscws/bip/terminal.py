@@ -245,24 +245,35 @@ class Channels:
         return TerminalResponse(details=command.details, result=Result(GeneralResult.OK))
 
     def send(self, command: SendData) -> TerminalResponse:
-        channel = self._channel(command.channel)
-        if channel.state is not ServerState.ESTABLISHED:
-            raise BipError(BipCause.CHANNEL_CLOSED, f"channel {channel.id} has no connection")
-        data = command.data.data
-        if len(channel.tx) + len(data) > channel.buffer_size:
-            raise BipError(
-                BipCause.NO_SPECIFIC_CAUSE, f"Tx buffer of channel {channel.id} overflows"
-            )
-        channel.tx += data
-        if command.immediately:
-            self.actions.append(Write(channel.id, bytes(channel.tx)))
-            channel.tx.clear()
-        free = channel.buffer_size - len(channel.tx)
+        free = self.send_data(command.channel, command.data.data, command.immediately)
         return TerminalResponse(
             details=command.details,
             result=Result(GeneralResult.OK),
             data_length=ChannelDataLength(free),
         )
+
+    def send_data(self, channel_id: int, data: bytes, immediately: bool) -> int:
+        """SEND DATA's effect (§6.4.30): store in the Tx buffer, and write it all out when
+        `immediately`. Returns the free space left in the Tx buffer."""
+        channel = self.channels.get(channel_id)
+        if channel is None:
+            raise BipError(BipCause.INVALID_CHANNEL, f"no channel {channel_id}")
+        if channel.state is not ServerState.ESTABLISHED:
+            raise BipError(BipCause.CHANNEL_CLOSED, f"channel {channel.id} has no connection")
+        tx = channel.tx
+        if len(tx) + len(data) > channel.buffer_size:
+            raise BipError(
+                BipCause.NO_SPECIFIC_CAUSE, f"Tx buffer of channel {channel.id} overflows"
+            )
+        if immediately:
+            if tx:
+                tx += data
+                data = bytes(tx)
+                tx.clear()
+            self.actions.append(Write(channel_id, data))
+            return channel.buffer_size
+        tx += data
+        return channel.buffer_size - len(tx)
 
     def receive(self, command: ReceiveData) -> TerminalResponse:
         channel = self._channel(command.channel)

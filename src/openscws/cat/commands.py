@@ -75,6 +75,27 @@ def channel_device(channel: int) -> int:
     return CHANNEL_DEVICE_BASE + channel
 
 
+# Command details and device identities are immutable and few: built once each, they spare
+# the transfer path two object constructions per command.
+_DETAILS: dict[tuple[int, int, int], CommandDetails] = {}
+_DEVICES: dict[int, DeviceIdentities] = {}
+
+
+def _details(number: int, type: int, qualifier: int) -> CommandDetails:
+    key = (number, type, qualifier)
+    found = _DETAILS.get(key)
+    if found is None:
+        found = _DETAILS[key] = CommandDetails(number, type, qualifier)
+    return found
+
+
+def _channel_devices(channel: int) -> DeviceIdentities:
+    found = _DEVICES.get(channel)
+    if found is None:
+        found = _DEVICES[channel] = DeviceIdentities(Device.UICC, channel_device(channel))
+    return found
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Command:
     """Fields every proactive command has."""
@@ -254,8 +275,8 @@ class ReceiveData(Command):
     @classmethod
     def build(cls, number: int, channel: int, length: int) -> Self:
         return cls(
-            details=CommandDetails(number, cls.TYPE),
-            devices=DeviceIdentities(Device.UICC, channel_device(channel)),
+            details=_details(number, CommandType.RECEIVE_DATA, 0),
+            devices=_channel_devices(channel),
             length=ChannelDataLength(length),
         )
 
@@ -285,11 +306,36 @@ class SendData(Command):
     def immediately(self) -> bool:
         return bool(self.details.qualifier & SEND_IMMEDIATELY)
 
+    def encode(self) -> bytes:
+        # The bulk-transfer hot path: the plain form built directly, the same bytes the
+        # layout engine gives (tested).
+        if (
+            self.alpha is None
+            and self.icon is None
+            and self.text_attribute is None
+            and self.frame is None
+            and not self.extra
+            and not self.cr_clear
+        ):
+            data = self.data.data
+            n = len(data)
+            d = self.details
+            body = (
+                bytes((0x81, 3, d.number, d.type, d.qualifier, 0x82, 2))
+                + bytes((self.devices.source, self.devices.destination, 0xB6))
+                + (bytes((n,)) if n < 0x80 else bytes((0x81, n)))
+                + data
+            )
+            if len(body) < 0x80:
+                return bytes((PROACTIVE_TAG, len(body))) + body
+            return bytes((PROACTIVE_TAG, 0x81, len(body))) + body
+        return Command.encode(self)
+
     @classmethod
     def build(cls, number: int, channel: int, data: bytes, *, immediately: bool) -> Self:
         return cls(
-            details=CommandDetails(number, cls.TYPE, SEND_IMMEDIATELY if immediately else 0),
-            devices=DeviceIdentities(Device.UICC, channel_device(channel)),
+            details=_details(number, CommandType.SEND_DATA, SEND_IMMEDIATELY if immediately else 0),
+            devices=_channel_devices(channel),
             data=ChannelData(data),
         )
 

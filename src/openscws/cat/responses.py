@@ -26,6 +26,11 @@ from openscws.codec.tlv import ComprehensionTlv
 from openscws.errors import DecodeError
 
 
+_CACHED_MAX = 24
+_CACHE_SIZE = 4096
+_cache: dict[bytes, TerminalResponse] = {}
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TerminalResponse:
     SLOTS: ClassVar[tuple[Slot, ...]] = (
@@ -57,6 +62,21 @@ class TerminalResponse:
 
     @classmethod
     def decode(cls, raw: bytes) -> Self:
+        # Responses without channel data repeat (SEND DATA's differ only in number and free
+        # space) and are immutable: a bounded cache spares the card most decoding.
+        if len(raw) <= _CACHED_MAX:
+            hit = _cache.get(raw)
+            if hit is not None and type(hit) is cls:
+                return hit
+        decoded = cls._decode(raw)
+        if len(raw) <= _CACHED_MAX:
+            if len(_cache) >= _CACHE_SIZE:
+                _cache.clear()
+            _cache[raw] = decoded
+        return decoded
+
+    @classmethod
+    def _decode(cls, raw: bytes) -> Self:
         if not raw:
             raise DecodeError("empty terminal response", raw, 0)
         values, extra, cr_clear = decode_objects(cls.SLOTS, raw, strict=False)

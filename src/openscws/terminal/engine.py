@@ -63,6 +63,10 @@ class Sent:
     event: PendingEvent | None = None
 
 
+_SENT_TR = Sent(Ins.TERMINAL_RESPONSE)
+_SENT_FETCH = Sent(Ins.FETCH)
+
+
 class TerminalEngine:
     def __init__(
         self,
@@ -99,9 +103,9 @@ class TerminalEngine:
         if self.phase is not Phase.RUNNING:
             return None
         if self._tr is not None:
-            apdu = CommandApdu(CLA_CAT, Ins.TERMINAL_RESPONSE, 0, 0, self._tr).encode()
+            tr = self._tr
             self._tr = None
-            return self._send(Sent(Ins.TERMINAL_RESPONSE), apdu)
+            return self._send(_SENT_TR, b"\x80\x14\x00\x00" + bytes((len(tr),)) + tr)
         while self.channels.events:
             event = self.channels.events.popleft()
             envelope = self._encode_event(event)
@@ -109,8 +113,7 @@ class TerminalEngine:
                 apdu = CommandApdu(CLA_CAT, Ins.ENVELOPE, 0, 0, envelope).encode()
                 return self._send(Sent(Ins.ENVELOPE, event), apdu)
         if self._fetch_len:
-            apdu = CommandApdu(CLA_CAT, Ins.FETCH, 0, 0, le=self._fetch_len).encode()
-            return self._send(Sent(Ins.FETCH), apdu)
+            return self._send(_SENT_FETCH, b"\x80\x12\x00\x00" + bytes((self._fetch_len & 0xFF,)))
         if self.polling and now - self._last_poll >= self.poll_interval:
             self._last_poll = now
             return self._send(Sent(Ins.STATUS), bytes((CLA_CAT, Ins.STATUS, 0x00, 0x0C, 0x00)))
@@ -190,6 +193,14 @@ class TerminalEngine:
 
     def _run(self, raw: bytes, now: float) -> None:
         self.proactive_count += 1
+        # Bulk transfer is a long run of SEND DATA: take its plain form (no alpha id, icon or
+        # frame) straight from the bytes. Anything else goes through the typed decoder, and
+        # the tests check that both give the same TERMINAL RESPONSE.
+        if len(raw) > 14 and raw[0] == 0xD0:
+            tr = self._fast_send_data(raw)
+            if tr is not None:
+                self._tr = tr
+                return
         try:
             command = decode_command(raw)
         except MissingObject as e:
@@ -207,6 +218,44 @@ class TerminalEngine:
             )
         if response is not None:
             self._tr = response.encode()
+
+    def _fast_send_data(self, raw: bytes) -> bytes | None:
+        """SEND DATA as `D0 LL 81 03 nn 43 qq 82 02 81 2c B6 LL data` (§6.6.30), or None."""
+        n = len(raw)
+        if raw[1] == 0x81:
+            o = 3
+            if raw[2] + 3 != n:
+                return None
+        elif raw[1] < 0x80 and raw[1] + 2 == n:
+            o = 2
+        else:
+            return None
+        # o -> 81 03 nn 43 qq 82 02 81 2c B6 LL
+        if (
+            raw[o + 3] != 0x43
+            or raw[o : o + 2] != b"\x81\x03"
+            or raw[o + 5 : o + 8] != b"\x82\x02\x81"
+        ):
+            return None
+        device = raw[o + 8]
+        if not 0x21 <= device <= 0x27 or raw[o + 9] != 0xB6:
+            return None
+        length = raw[o + 10]
+        start = o + 11
+        if length == 0x81:
+            length = raw[start]
+            start += 1
+        elif length > 0x7F:
+            return None
+        if start + length != n:
+            return None
+        head = raw[o : o + 5]  # 81 03 nn 43 qq, echoed as sent (§6.8.1)
+        try:
+            free = self.channels.send_data(device - 0x20, raw[start:], bool(raw[o + 4] & 1))
+        except CatError as e:
+            result = bytes((0x83, 1 + len(e.additional), e.result)) + e.additional
+            return head + b"\x82\x02\x82\x81" + result
+        return head + b"\x82\x02\x82\x81\x83\x01\x00\xb7\x01" + bytes((min(free, 0xFF),))
 
     def _error_tr(self, raw: bytes, result: Result, error: Exception) -> bytes:
         log.warning("proactive command %s not understood: %s", raw.hex(), error)

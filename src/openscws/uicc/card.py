@@ -78,6 +78,20 @@ class VirtualUicc:
         self.powered = False
 
     def transmit(self, raw: bytes, now: float) -> bytes:
+        # FETCH and TERMINAL RESPONSE carry every byte of a transfer: read their fixed
+        # headers here; everything else goes through the general decoder.
+        n = len(raw)
+        if n >= 5 and raw[0] == CLA_GSM_CAT and raw[2] == 0 and raw[3] == 0:
+            ins = raw[1]
+            if ins == Ins.FETCH and n == 5:
+                return self._with_pending(self._fetch_fast(raw[4] or 256), now)
+            if ins == Ins.TERMINAL_RESPONSE and raw[4] and n == 5 + raw[4]:
+                try:
+                    return self._with_pending(self._terminal_response_data(raw[5:], now), now)
+                except ApduError as e:
+                    return e.sw.to_bytes(2, "big")
+                except DecodeError:
+                    return SW.WRONG_DATA.to_bytes(2, "big")
         try:
             apdu = CommandApdu.decode(raw)
             if apdu.cla not in (CLA_ISO, CLA_GSM_CAT) and apdu.cla & 0xF0 not in (0x00, 0x80):
@@ -92,6 +106,9 @@ class VirtualUicc:
         except DecodeError as e:
             log.debug("APDU %s data malformed: %s", raw.hex(), e)
             return SW.WRONG_DATA.to_bytes(2, "big")
+        return self._with_pending(response, now)
+
+    def _with_pending(self, response: bytes, now: float) -> bytes:
         # 91 XX replaces 90 00 whenever a proactive command waits (TS 102 221 §7.4.2.2).
         if response[-2:] == b"\x90\x00":
             pending = self.toolkit.poll(now)
@@ -151,18 +168,25 @@ class VirtualUicc:
         return _ok()
 
     def _fetch(self, apdu: CommandApdu, now: float) -> bytes:
+        return self._fetch_fast(apdu.le, now)
+
+    def _fetch_fast(self, le: int | None, now: float = 0.0) -> bytes:
         pending = self.toolkit.pending
         if pending is None:
-            raise ApduError(SW.CONDITIONS_NOT_SATISFIED, "no proactive command pending")
-        if apdu.le is not None and apdu.le < len(pending.encoded):
-            raise ApduError(0x6C00 | len(pending.encoded), "FETCH Le shorter than the command")
+            return SW.CONDITIONS_NOT_SATISFIED.to_bytes(2, "big")
+        if le is not None and le < len(pending.encoded):
+            return (0x6C00 | len(pending.encoded)).to_bytes(2, "big")
         data = self.toolkit.fetch()
         if data is None:
-            raise ApduError(SW.CONDITIONS_NOT_SATISFIED, "the pending command was already fetched")
-        return _ok(data)
+            # Already fetched: the terminal owes its TERMINAL RESPONSE.
+            return SW.CONDITIONS_NOT_SATISFIED.to_bytes(2, "big")
+        return data + b"\x90\x00"
 
     def _terminal_response(self, apdu: CommandApdu, now: float) -> bytes:
-        response = TerminalResponse.decode(apdu.data)
+        return self._terminal_response_data(apdu.data, now)
+
+    def _terminal_response_data(self, data: bytes, now: float) -> bytes:
+        response = TerminalResponse.decode(data)
         if not self.toolkit.terminal_response(response, now):
             raise ApduError(SW.CONDITIONS_NOT_SATISFIED, "no fetched command matches this response")
         return _ok()

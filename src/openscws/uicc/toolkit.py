@@ -20,6 +20,11 @@ from openscws.cat.responses import TerminalResponse
 log = logging.getLogger(__name__)
 
 
+TIMER_GRANULARITY = 0.05
+"""Seconds between timer checks: app timers are timeouts of seconds, and checking them on
+every APDU would cost the bulk-transfer path."""
+
+
 class ToolkitApp(Protocol):
     """A card application that uses the toolkit. All methods take the current time."""
 
@@ -68,6 +73,7 @@ class Toolkit:
         self.pending: Pending | None = None
         self._number = 0
         self._turn = 0
+        self._timers_checked = float("-inf")
 
     def register(self, app: ToolkitApp) -> None:
         self.apps.append(app)
@@ -80,10 +86,12 @@ class Toolkit:
     def poll(self, now: float) -> int:
         """Runs due timers and, when idle, asks the apps (in turn) for a command. Returns the
         length of the pending command, 0 if none."""
-        for app in self.apps:
-            due = app.next_timer()
-            if due is not None and due <= now:
-                app.on_timer(now)
+        if now >= self._timers_checked + TIMER_GRANULARITY:
+            self._timers_checked = now
+            for app in self.apps:
+                due = app.next_timer()
+                if due is not None and due <= now:
+                    app.on_timer(now)
         if self.state is State.IDLE and self.profile is not None:
             n = len(self.apps)
             for k in range(n):
