@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from openscws import __version__
-from openscws.aio.gateway import Gateway, GatewayConfig
+from openscws.aio.gateway import Gateway, GatewayConfig, GatewayError
 from openscws.aio.links import CardLink, InProcessLink, accept_vpcd_card
 from openscws.aio.vicc import serve_card
 from openscws.config import Settings, load, to_toml
@@ -370,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
             case "config":
                 print(to_toml(settings))
                 return 0
-    except (ConfigError, StoreError) as e:
+    except (ConfigError, StoreError, GatewayError) as e:
         print(f"openscws: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -77,7 +77,7 @@ def test_gateway_profile_vector() -> None:
     assert decoded.encode(len(PROFILE)) == PROFILE
 
 
-# -- single data objects: (tag with CR as emitted, object, encoded) ------------------------------
+# -- single data objects: (name, bytes as emitted, object) --------------------------------------
 
 OBJECT_VECTORS: list[tuple[str, bytes, Any]] = [
     # cat-bip-apdu.md §2.3 (PYCAT): pySim vector, TCP client remote, port 8000

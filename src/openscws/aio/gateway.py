@@ -27,6 +27,7 @@ from openscws.bip.terminal import (
     StopListening,
     Write,
 )
+from openscws.errors import OpenScwsError
 from openscws.terminal.engine import TerminalEngine
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,10 @@ REFUSAL_503 = (
     b"Content-Length: %d\r\n"
     b"Connection: close\r\n\r\n" % len(_REFUSAL_BODY)
 ) + _REFUSAL_BODY
+
+
+class GatewayError(OpenScwsError):
+    """The gateway cannot serve the card (a port in use, a card that opens nothing)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +126,7 @@ class Gateway:
         self._task: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
         self.apdu_count = 0
+        self.bind_errors: list[str] = []
 
     # -- life cycle ------------------------------------------------------------------------------
 
@@ -132,8 +138,16 @@ class Gateway:
         self._task = asyncio.create_task(self._pump(), name="bip-pump")
 
     async def wait_listening(self, timeout: float = 10.0) -> None:
-        """Returns once the card has opened its first server channel."""
-        await asyncio.wait_for(self._listening.wait(), timeout)
+        """Returns once the card has opened its first server channel; raises GatewayError if
+        a port could not be bound or the card opened none in time."""
+        try:
+            await asyncio.wait_for(self._listening.wait(), timeout)
+        except TimeoutError:
+            raise GatewayError(
+                f"the card opened no server channel within {timeout:.0f} s"
+            ) from None
+        if self.bind_errors:
+            raise GatewayError("; ".join(self.bind_errors))
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -269,6 +283,10 @@ class Gateway:
             log.error(
                 "cannot listen on %s:%d for card port %d: %s", self.config.host, local, port, e
             )
+            self.bind_errors.append(
+                f"cannot listen on {self.config.host}:{local} for card port {port}: {e.strerror}"
+            )
+            self._listening.set()
             return False
         self._sockets[port] = sock
         return True
