@@ -1,0 +1,84 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from openscws.cli import build_parser, main
+
+COMMANDS = [
+    ["up"],
+    ["card"],
+    ["gateway"],
+    ["init"],
+    ["content"],
+    ["content", "put"],
+    ["content", "get"],
+    ["content", "ls"],
+    ["content", "rm"],
+    ["config"],
+]
+
+
+@pytest.mark.parametrize("words", COMMANDS)
+def test_every_command_has_help(words: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*words, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: openscws" in out
+
+
+def test_every_option_is_explained() -> None:
+    parser = build_parser()
+    stack = [parser]
+    while stack:
+        p = stack.pop()
+        for action in p._actions:
+            if action.choices and isinstance(action.choices, dict):
+                stack.extend(action.choices.values())
+            elif action.dest != "help":
+                assert action.help, f"{p.prog}: {action.option_strings or action.dest} has no help"
+
+
+def test_content_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    image = tmp_path / "card"
+    assert main(["init", "--data-dir", str(image), "--no-demo", "-q"]) == 0
+    page = tmp_path / "hello.html"
+    page.write_bytes(b"<p>hello</p>")
+    assert main(["content", "put", str(page), "/hello.html", "--data-dir", str(image)]) == 0
+    assert main(["content", "ls", "--data-dir", str(image)]) == 0
+    listing = capsys.readouterr().out
+    assert "/hello.html" in listing
+    assert "text/html" in listing
+    out = tmp_path / "out.html"
+    assert main(["content", "get", "/hello.html", "-o", str(out), "--data-dir", str(image)]) == 0
+    assert out.read_bytes() == b"<p>hello</p>"
+    assert main(["content", "rm", "/hello.html", "--data-dir", str(image)]) == 0
+    assert main(["content", "rm", "/hello.html", "--data-dir", str(image)]) == 1
+
+
+def test_content_on_a_missing_image_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["content", "ls", "--data-dir", str(tmp_path / "none")]) == 2
+    assert "openscws init" in capsys.readouterr().err
+
+
+def test_bad_config_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[card]\nnope = 1\n")
+    assert main(["config", "-c", str(bad)]) == 2
+    assert "unknown setting card.nope" in capsys.readouterr().err
+
+
+def test_config_prints_loadable_toml(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config"]) == 0
+    assert "[card.limits]" in capsys.readouterr().out
+
+
+def test_module_entry_point() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "openscws", "--version"], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.startswith("openscws ")
