@@ -305,6 +305,9 @@ async def _gateway_main(settings: Settings) -> int:
         await gateway.stop()
         if tracer is not None:
             tracer.close()
+    if gateway.card_lost:
+        print("openscws: the card went away", file=sys.stderr)
+        return 1
     return 0
 
 

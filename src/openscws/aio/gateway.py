@@ -127,6 +127,7 @@ class Gateway:
         self._listening = asyncio.Event()
         self.apdu_count = 0
         self.bind_errors: list[str] = []
+        self.card_lost = False
 
     # -- life cycle ------------------------------------------------------------------------------
 
@@ -220,6 +221,7 @@ class Gateway:
         except asyncio.CancelledError:
             raise
         except ConnectionError as e:
+            self.card_lost = True
             log.error("card link lost: %s", e)
 
     def _next_deadline(self) -> float | None:

@@ -94,6 +94,8 @@ class Channel:
     last_activity: float = 0.0
     closing: bool = False
     """A CLOSE CHANNEL is owed: the handler is done."""
+    answered: bool = False
+    """Data went out on this connection: when idle, it is a finished keep-alive one."""
 
 
 class BipServerApp:
@@ -159,6 +161,7 @@ class BipServerApp:
         channel.rx_pending = 0
         channel.tx_stored = 0
         channel.closing = False
+        channel.answered = False
         if state is ServerState.CLOSED:
             del self.channels[channel.id]
 
@@ -230,10 +233,12 @@ class BipServerApp:
             del channel.out[:size]
             channel.tx_stored = 0 if last else channel.tx_stored + size
             channel.last_activity = now
+            channel.answered = True
             return SendData.build(number, channel.id, chunk, immediately=last)
         if handler.should_close or channel.closing:
             return CloseChannel.build(number, channel.id, to_listen=True)
-        if handler.idle and self._saturated(channel.port):
+        if channel.answered and handler.idle and self._saturated(channel.port):
+            # (A new connection is idle too until its request arrives: it is not closed.)
             # Clients may be waiting for a channel: a finished keep-alive connection yields.
             channel.closing = True
             return CloseChannel.build(number, channel.id, to_listen=True)
