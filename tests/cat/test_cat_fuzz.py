@@ -19,7 +19,7 @@ from openscws.errors import OpenScwsError
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-TAGS = sorted(DATA_OBJECTS) + [0x7E, 0x22]
+TAGS = [*sorted(DATA_OBJECTS), 0x7E, 0x22]
 tlvs = st.builds(
     lambda tag, cr, value: ComprehensionTlv(tag, value, cr).encode(),
     st.sampled_from(TAGS),

@@ -27,6 +27,7 @@ from openscws.cat.envelopes import Envelope, EventDownload
 from openscws.cat.objects import Event, GeneralResult, ServerState
 from openscws.cat.profile import TerminalProfile
 from openscws.cat.responses import TerminalResponse
+from openscws.errors import DecodeError
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,8 @@ class BipServerApp:
         events = envelope.event.events
         if Event.CHANNEL_STATUS in events:
             self._check_ports = True
+            if status.bits & 3 == 3:  # §8.56: b8..b7 = 11 is reserved
+                raise DecodeError("channel status b8..b7 = 11 is reserved", status.value(), 0)
             self._channel_status(channel, ServerState(status.bits & 3), now)
         elif Event.DATA_AVAILABLE in events and envelope.data_length is not None:
             if channel.state is ServerState.ESTABLISHED:
@@ -172,7 +175,8 @@ class BipServerApp:
             return SetUpEventList.build(number, (Event.DATA_AVAILABLE, Event.CHANNEL_STATUS))
         open_port = self._port_needing_channel()
         if open_port is not None:
-            return OpenChannel.server(number, open_port, self.config.buffer_size)
+            # Buffer size is two bytes (§8.55): ask for at most 65535.
+            return OpenChannel.server(number, open_port, min(self.config.buffer_size, 0xFFFF))
         channels = list(self.channels.values())
         n = len(channels)
         for k in range(n):

@@ -302,9 +302,10 @@ class Channels:
 
     # -- socket news -----------------------------------------------------------------------------
 
-    def client_connected(self, port: int) -> int | None:
-        """Binds a new TCP client on `port` to a listening channel; None if all are busy."""
-        owed = {e.channel for e in self.events}
+    def client_connected(self, port: int, held: frozenset[int] = frozenset()) -> int | None:
+        """Binds a new TCP client on `port` to a listening channel; None if all are busy.
+        Channels in `held` are not free yet."""
+        owed = {e.channel for e in self.events} | held
         for channel in sorted(self.channels.values(), key=lambda c: c.id):
             if (
                 channel.port == port

@@ -87,7 +87,7 @@ class TerminalEngine:
         self._tr: bytes | None = None
         self._sent: Sent | None = None
         self._last_poll = 0.0
-        self._deferred_free: list[int] = []
+        self._deferred_free: list[int] = []  # channel ids
         self._blocked: tuple[OpenChannel, int] | None = None
         self.polling = True
         self.proactive_count = 0
@@ -164,8 +164,9 @@ class TerminalEngine:
         elif sent.kind is Ins.ENVELOPE and sent.event is not None:
             self._event_delivered(sent.event)
         if sent.kind is Ins.TERMINAL_RESPONSE and self._deferred_free:
-            for port in self._deferred_free:
-                self.channels.actions.append(ChannelFree(port))
+            for channel_id in self._deferred_free:
+                if (held := self.channels.channels.get(channel_id)) is not None:
+                    self.channels.actions.append(ChannelFree(held.port))
             self._deferred_free.clear()
         if sw >> 8 == 0x91:
             self._fetch_len = sw & 0xFF or 256
@@ -185,7 +186,7 @@ class TerminalEngine:
             return
         if self._fetch_len:
             # The card's waiting command predates this news: free the channel after it runs.
-            self._deferred_free.append(channel.port)
+            self._deferred_free.append(channel.id)
         else:
             self.channels.actions.append(ChannelFree(channel.port))
 
@@ -321,7 +322,8 @@ class TerminalEngine:
         self.phase = Phase.RUNNING
 
     def client_connected(self, port: int) -> int | None:
-        return self.channels.client_connected(port)
+        # A channel whose freeing is deferred may still get the card's stale CLOSE CHANNEL.
+        return self.channels.client_connected(port, held=frozenset(self._deferred_free))
 
     def client_data(self, channel_id: int, data: bytes) -> int:
         return self.channels.client_data(channel_id, data)
