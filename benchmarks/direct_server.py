@@ -11,7 +11,7 @@ so the bytes served are the same as through the gateway; only the APDUs are miss
 from __future__ import annotations
 
 import argparse
-import asyncio  # noqa: TID251 - a benchmark shell, not library code
+import asyncio
 import signal
 import sys
 import time
@@ -24,7 +24,7 @@ from openscws.scws.card import build_site
 from openscws.scws.site import Site
 from openscws.store.cardimage import CardImage
 
-_clock = time.time  # noqa: TID251 - the shell is where `now` comes from
+_clock = time.time
 
 
 class DirectConnection(asyncio.Protocol):

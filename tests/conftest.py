@@ -66,6 +66,19 @@ def _need_file_fixture() -> Callable[[str | Path, str], Path]:
     return need_file
 
 
+def peer_unavailable(reason: str) -> None:
+    """Skips (fails in CI) a test whose peer is installed but cannot run here, e.g. because
+    the fixed port it needs is taken."""
+    if peers_required():
+        pytest.fail(reason + " (OPENSCWS_REQUIRE_PEERS=1)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(name="peer_unavailable")
+def _peer_unavailable_fixture() -> Callable[[str], None]:
+    return peer_unavailable
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now (the OS picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -155,6 +168,29 @@ def spawn(args: Sequence[str | Path], log_dir: Path, name: str) -> ScwsProcess:
 
 
 UpFactory = Callable[..., ScwsProcess]
+
+
+@pytest.fixture(name="free_port")
+def _free_port_fixture() -> Callable[[], int]:
+    return free_port
+
+
+@pytest.fixture
+def openscws_proc(tmp_path: Path) -> Iterator[Callable[..., ScwsProcess]]:
+    """`openscws_proc(*args, name="x")` starts `python -m openscws ARGS...` (logs in
+    tmp_path/logs) and returns the ScwsProcess at once; all are stopped at teardown."""
+    started: list[ScwsProcess] = []
+
+    def start(*args: str | Path, name: str = "openscws") -> ScwsProcess:
+        sp = spawn(list(args), tmp_path / "logs", f"{name}{len(started)}")
+        started.append(sp)
+        return sp
+
+    try:
+        yield start
+    finally:
+        for sp in started:
+            sp.stop()
 
 
 @pytest.fixture

@@ -34,8 +34,9 @@ class CardSettings:
     """Channels kept listening per port while others are busy; more are opened on demand."""
     max_channels: int = 7
     """Most BIP channels the card opens (the terminal profile may allow fewer)."""
-    buffer_size: int = 1400
-    """Channel buffer size asked for in OPEN CHANNEL."""
+    buffer_size: int = 8192
+    """Channel buffer size asked for in OPEN CHANNEL (at most 65535). The terminal holds the
+    buffer; a larger one means fewer socket writes per response (a 1 KB page in one)."""
     limits: CardLimits = field(default_factory=CardLimits)
     """The "card RAM" bounds of the HTTP engine."""
 

@@ -28,7 +28,8 @@ class RawResponse:
 
 def host_port(base_url: str) -> tuple[str, int]:
     u = urlsplit(base_url)
-    assert u.hostname is not None and u.port is not None
+    assert u.hostname is not None
+    assert u.port is not None
     return u.hostname, u.port
 
 

@@ -73,6 +73,11 @@ class ClientConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # Each flush of the BIP Tx buffer is one write; with Nagle on, the tail of a
+            # response would wait for the client's delayed ACK (about 40 ms).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.gateway.client_arrived(self)
 
     def data_received(self, data: bytes) -> None:
@@ -127,6 +132,7 @@ class Gateway:
         self._listening = asyncio.Event()
         self.apdu_count = 0
         self.bind_errors: list[str] = []
+        self._writes: dict[int, list[bytes]] = {}
         self.card_lost = False
 
     # -- life cycle ------------------------------------------------------------------------------
@@ -208,6 +214,8 @@ class Gateway:
                     if engine.channels.actions:
                         self._carry_out(engine.pop_actions())
                     ran += 1
+                if self._writes:
+                    self._flush_writes()
                 if ran == per_turn:
                     await asyncio.sleep(0)
                     continue
@@ -241,10 +249,11 @@ class Gateway:
         for action in actions:
             match action:
                 case Write(channel, data):
-                    client = self._clients.get(channel)
-                    if client is not None and client.transport is not None:
-                        client.transport.write(data)
+                    # Gathered and written once per pump turn: one send per turn, not per
+                    # flush of the Tx buffer.
+                    self._writes.setdefault(channel, []).append(data)
                 case Disconnect(channel):
+                    self._flush_writes()
                     client = self._clients.pop(channel, None)
                     if client is not None and client.transport is not None:
                         client.channel = None
@@ -269,6 +278,14 @@ class Gateway:
                 case Connect():
                     log.error("client-mode channels are not wired in this gateway yet")
                     self.engine.remote_connected(action.channel, False)
+
+    def _flush_writes(self) -> None:
+        writes = self._writes
+        self._writes = {}
+        for channel, chunks in writes.items():
+            client = self._clients.get(channel)
+            if client is not None and client.transport is not None:
+                client.transport.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
     def _bind(self, port: int) -> bool:
         """Binds the card port's listener now, so OPEN CHANNEL can answer truthfully."""

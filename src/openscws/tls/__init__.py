@@ -1,0 +1,21 @@
+"""TLS and PSK-TLS terminated on the card (OMA SCWS §11), sans-IO over `ssl.MemoryBIO`."""
+
+from openscws.tls.alert import TlsAlert
+from openscws.tls.context import (
+    describe_stack,
+    psk_client_context,
+    psk_server_context,
+    server_context,
+)
+from openscws.tls.endpoint import TlsClientHandler, TlsServerHandler, TlsState
+
+__all__ = [
+    "TlsAlert",
+    "TlsClientHandler",
+    "TlsServerHandler",
+    "TlsState",
+    "describe_stack",
+    "psk_client_context",
+    "psk_server_context",
+    "server_context",
+]

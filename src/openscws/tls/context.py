@@ -1,0 +1,248 @@
+"""`ssl.SSLContext` builders for the card's TLS endpoints (OMA SCWS §11 security protocols).
+
+Two kinds of context:
+
+* **Certificate** (`server_context`): the SCWS as local HTTPS server on port 4116, server
+  authentication with its device certificate (SCWS §11.1.2; the spec asks for TLS 1.0 with a
+  WAP-profiled X.509 certificate).
+* **PSK-TLS** (`psk_server_context`, `psk_client_context`): RFC 4279, for the SCWS
+  administration agent and the remote administration server (SCWS §11.1.1). The spec's
+  suites are TLS_PSK_WITH_AES_128_CBC_SHA and TLS_PSK_WITH_3DES_EDE_CBC_SHA.
+
+Profiles:
+
+* ``"modern"``: TLS 1.2, plus TLS 1.3 where OpenSSL has it (PSK contexts: TLS 1.2 only).
+* ``"compat"``: also TLS 1.0 and 1.1, at OpenSSL security level 0, because OpenSSL 3
+  refuses TLS 1.0/1.1 (their MD5+SHA-1 handshake signatures) at level 1 and above. Use it
+  only for old terminals' browsers that need it.
+
+Both profiles never offer SSLv2/3, RC4, NULL encryption, export, single-DES, MD5 or
+anonymous suites; every builder checks the suites OpenSSL actually enabled and raises
+`ConfigError` if one slipped through. TLS 1.3 PSK (external PSK via session resumption
+callbacks) is a different mechanism that Python's `set_psk_*_callback` does not drive, so PSK
+contexts cap the version at TLS 1.2.
+
+None of this reads the clock or opens sockets. `server_context` does write the key to a
+private temporary file for an instant: see its docstring."""
+
+from __future__ import annotations
+
+import os
+import ssl
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final, Literal
+
+from openscws.errors import ConfigError
+
+__all__ = [
+    "CERT_CIPHERS",
+    "PSK_CIPHERS",
+    "PSK_SPEC_SUITES",
+    "Profile",
+    "describe_stack",
+    "psk_client_context",
+    "psk_server_context",
+    "server_context",
+]
+
+Profile = Literal["modern", "compat"]
+
+_EXCLUDE: Final = "!aNULL:!eNULL:!EXPORT:!RC4:!MD5:!DES:!SRP:!DSS:!PSK"
+CERT_CIPHERS: Final = "ECDHE+AESGCM:ECDHE+CHACHA20:HIGH:" + _EXCLUDE
+"""Certificate suites, TLS ≤ 1.2 (TLS 1.3 suites are OpenSSL's own and always AEAD)."""
+
+PSK_SPEC_SUITES: Final = ("PSK-AES128-CBC-SHA", "PSK-3DES-EDE-CBC-SHA")
+"""OpenSSL names of SCWS §11.1.1.1's TLS_PSK_WITH_AES_128_CBC_SHA (0x008C) and
+TLS_PSK_WITH_3DES_EDE_CBC_SHA (0x008B)."""
+
+PSK_CIPHERS: Final = (
+    "PSK-AES128-GCM-SHA256:PSK-AES256-GCM-SHA384:PSK-CHACHA20-POLY1305:"
+    "PSK-AES128-CBC-SHA256:PSK-AES128-CBC-SHA"
+)
+"""Plain PSK suites (no certificate, no (EC)DHE: a card has no spare RAM or CPU for them),
+the AEAD ones first, then the spec's AES suite. The 3DES one is only added by the "compat"
+profile, and only where this OpenSSL still has it (see `describe_stack`)."""
+
+# Substrings of OpenSSL suite names that must never be enabled.
+_FORBIDDEN_NAMES: Final = ("NULL", "RC4", "EXP", "ADH", "AECDH", "MD5", "DES-CBC-", "anon")
+_FORBIDDEN_AUTH: Final = ("auth-null",)
+
+
+def _set_profile(ctx: ssl.SSLContext, profile: Profile, *, psk: bool) -> None:
+    match profile:
+        case "modern":
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        case "compat":
+            ctx.minimum_version = ssl.TLSVersion.TLSv1
+        case _:
+            raise ConfigError(f"unknown TLS profile {profile!r} (modern or compat)")
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2 if psk else ssl.TLSVersion.MAXIMUM_SUPPORTED
+    # TLS ≤ 1.2 renegotiation lets a client make the card redo the handshake at will.
+    ctx.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_NO_COMPRESSION
+
+
+def _set_ciphers(ctx: ssl.SSLContext, ciphers: str, profile: Profile) -> None:
+    if profile == "compat":
+        ciphers += ":@SECLEVEL=0"
+    try:
+        ctx.set_ciphers(ciphers)
+    except ssl.SSLError as exc:
+        raise ConfigError(f"OpenSSL enables none of the suites {ciphers!r}: {exc}") from exc
+    _check_ciphers(ctx)
+
+
+def _check_ciphers(ctx: ssl.SSLContext) -> None:
+    for suite in ctx.get_ciphers():
+        name = str(suite["name"])
+        auth = str(suite.get("auth", ""))
+        if any(bad in name for bad in _FORBIDDEN_NAMES) or auth in _FORBIDDEN_AUTH:
+            raise ConfigError(f"refusing to enable weak TLS suite {name}")
+
+
+def _available(cipher: str, profile: Profile = "compat") -> str | None:
+    """None if `cipher` can be enabled here, else OpenSSL's reason."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        ctx.set_ciphers(cipher + (":@SECLEVEL=0" if profile == "compat" else ""))
+    except ssl.SSLError as exc:
+        return str(exc.args[0]) if exc.args else str(exc)
+    if not any(s["name"] == cipher for s in ctx.get_ciphers()):
+        return "not in this OpenSSL's suite table"
+    return None
+
+
+def server_context(
+    cert_chain_pem: bytes, key_pem: bytes, *, profile: Profile = "modern"
+) -> ssl.SSLContext:
+    """The certificate-authenticated server context (SCWS §11.1.2).
+
+    `cert_chain_pem` is the leaf certificate followed by any intermediates, `key_pem` its
+    unencrypted private key (PEM). `ssl.SSLContext.load_cert_chain` only reads files, so both
+    are written to a fresh `tempfile.mkdtemp` directory (mode 0700, files created 0600 with
+    O_EXCL) and removed as soon as OpenSSL has loaded them, success or not. The key therefore
+    touches the temp file system for an instant: point TMPDIR at a tmpfs to keep it off disk.
+
+    TLS 1.3 session tickets are turned off (`num_tickets = 0`): they are bytes on the BIP
+    link and state on the card for resumption the card does not offer."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    _set_profile(ctx, profile, psk=False)
+    _set_ciphers(ctx, CERT_CIPHERS, profile)
+    ctx.num_tickets = 0
+    with tempfile.TemporaryDirectory(prefix="openscws-tls-") as tmp:
+        cert_path = Path(tmp) / "chain.pem"
+        key_path = Path(tmp) / "key.pem"
+        try:
+            _write_private(cert_path, cert_chain_pem)
+            _write_private(key_path, key_pem)
+            ctx.load_cert_chain(cert_path, key_path)
+        except ssl.SSLError as exc:
+            raise ConfigError(f"cannot load the TLS certificate or key: {exc}") from exc
+        finally:
+            for path in (key_path, cert_path):
+                path.unlink(missing_ok=True)
+    return ctx
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def psk_server_context(
+    lookup: Callable[[str | None], bytes | None],
+    *,
+    identity_hint: str | None = None,
+    profile: Profile = "modern",
+    ciphers: str = PSK_CIPHERS,
+) -> ssl.SSLContext:
+    """A PSK-TLS server context (RFC 4279, SCWS §11.1.1), TLS ≤ 1.2.
+
+    `lookup(identity)` gives the key for a client's PSK identity, or None for an unknown
+    identity (the handshake then fails with an alert). It runs inside OpenSSL's callback:
+    it must not raise, and it must never log the key. `identity_hint` is sent in the
+    ServerKeyExchange. The "compat" profile also enables TLS 1.0/1.1 and, where this
+    OpenSSL still has it, PSK-3DES-EDE-CBC-SHA."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    _set_profile(ctx, profile, psk=True)
+    if profile == "compat" and _available("PSK-3DES-EDE-CBC-SHA") is None:
+        ciphers += ":PSK-3DES-EDE-CBC-SHA"
+    _set_ciphers(ctx, ciphers, profile)
+
+    def callback(identity: str | None) -> bytes:
+        key = lookup(identity)
+        return key if key else b""  # an empty key makes OpenSSL fail the handshake
+
+    ctx.set_psk_server_callback(callback, identity_hint)
+    return ctx
+
+
+def psk_client_context(
+    identity: str,
+    key: bytes,
+    *,
+    profile: Profile = "modern",
+    ciphers: str = PSK_CIPHERS,
+) -> ssl.SSLContext:
+    """A PSK-TLS client context (the SCWS administration agent's side, SCWS §11.1.1).
+
+    There is no certificate to verify: the peer proves itself by knowing `key`."""
+    if not key:
+        raise ConfigError("a PSK must not be empty")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    _set_profile(ctx, profile, psk=True)
+    if profile == "compat" and _available("PSK-3DES-EDE-CBC-SHA") is None:
+        ciphers += ":PSK-3DES-EDE-CBC-SHA"
+    _set_ciphers(ctx, ciphers, profile)
+
+    def callback(hint: str | None) -> tuple[str, bytes]:
+        return identity, key
+
+    ctx.set_psk_client_callback(callback)
+    return ctx
+
+
+def _version_usable(version: ssl.TLSVersion, seclevel0: bool) -> bool:
+    """Whether a context can be set to `version` and still have suites for it."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        ctx.minimum_version = version
+        ctx.maximum_version = version
+        if seclevel0:
+            ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    except (ValueError, ssl.SSLError):
+        return False
+    return ctx.minimum_version == version
+
+
+def describe_stack() -> dict[str, str | bool]:
+    """What this Python/OpenSSL can do for the SCWS, for `openscws doctor`.
+
+    Keys: ``openssl`` (version string), ``tls1_0`` / ``tls1_1`` / ``tls1_3`` (compiled in),
+    ``tls1_0_needs_seclevel0`` (OpenSSL 3 refuses TLS 1.0/1.1 at level ≥ 1),
+    ``max_fragment_length`` (False: the `ssl` module cannot negotiate RFC 6066
+    max_fragment_length, so the card bounds its own records with `record_limit`), and for
+    each spec PSK suite ``<name>`` (bool) and ``<name>_why`` (why not, or "")."""
+    info: dict[str, str | bool] = {
+        "openssl": ssl.OPENSSL_VERSION,
+        "tls1_0": ssl.HAS_TLSv1,
+        "tls1_1": ssl.HAS_TLSv1_1,
+        "tls1_3": ssl.HAS_TLSv1_3,
+        "tls1_0_needs_seclevel0": ssl.OPENSSL_VERSION_INFO >= (3, 0),
+        "psk": hasattr(ssl.SSLContext, "set_psk_server_callback"),
+        "max_fragment_length": False,
+    }
+    for suite in PSK_SPEC_SUITES:
+        why = _available(suite)
+        if why is not None and "3DES" in suite:
+            why += (
+                ": this libssl has no 3DES TLS suites (current OpenSSL compiles them only"
+                " with enable-weak-ssl-ciphers)"
+            )
+        info[suite] = why is None
+        info[suite + "_why"] = why or ""
+    return info

@@ -1,0 +1,363 @@
+"""TLS terminated on the card, sans-IO: `ssl.MemoryBIO` pairs and `SSLContext.wrap_bio`.
+
+The BIP gateway only relays TLS records between the terminal's browser and the card (SCWS
+port 4116), so the card runs TLS itself. `TlsServerHandler` wraps another `StreamHandler`
+(the HTTP engine) and is itself one: ciphertext from the channel goes to `receive_data`,
+plaintext reaches the inner handler's `receive_data`, and the inner handler's output comes
+back out of `data_to_send` as TLS records. `TlsClientHandler` is the same machine on the
+client side, for the SCWS administration agent's PSK-TLS link to the remote administration
+server (SCWS §11.1.1); its `start()` gives the ClientHello.
+
+Contract (that of `openscws.bip.card.StreamHandler`): send everything `data_to_send()` gives,
+then close once `should_close` is true; `receive_data(b"", now)` means the peer closed its
+side of the transport. No TLS failure is ever raised out of this module: a bad record, wrong
+PSK, unknown identity, a stalled handshake or plain garbage end the connection with the alert
+OpenSSL wrote (if any) still waiting in `data_to_send()`, `should_close` true and the reason
+in `error` (a `TlsAlert`). Exceptions from the inner handler are its own bugs and propagate.
+
+**Record size.** A card has little RAM, and TLS records are up to 16 KiB (+ overhead) each.
+RFC 6066 max_fragment_length (or RFC 8449 record_size_limit) would bound both directions, but
+Python's `ssl` module cannot negotiate either. So the card bounds what it *sends*: with
+`record_limit` (default 1024) each `SSLObject.write` gets at most that much plaintext, and
+OpenSSL makes one record per write, so application-data records carry ≤ `record_limit` bytes.
+Handshake flights (certificate chain) and records the *peer* sends are not bounded by it.
+`peak_buffer` reports the most bytes this layer ever held at once (the two memory BIOs, the
+ciphertext queued for the channel and plaintext being encrypted); OpenSSL's own internal
+record buffers (about two 16 KiB ones) are not counted.
+
+Timers: until the handshake completes, `get_timer()` is the handshake deadline
+(`handshake_timeout` after `now` was first known: the constructor's `now`, `start(now)` or
+the first `receive_data`); a client stalled mid-handshake is dropped when it passes. After
+the handshake, timers are the inner handler's."""
+
+from __future__ import annotations
+
+import enum
+import logging
+import ssl
+from typing import TYPE_CHECKING, Final
+
+from openscws.tls.alert import TlsAlert
+
+if TYPE_CHECKING:
+    from openscws.bip.card import StreamHandler
+
+__all__ = ["TlsClientHandler", "TlsServerHandler", "TlsState"]
+
+logger = logging.getLogger(__name__)
+
+MAX_RECORD: Final = 16384
+"""Largest TLS plaintext fragment, RFC 5246 §6.2.1 / RFC 8446 §5.1."""
+_READ_SIZE: Final = MAX_RECORD
+
+
+class TlsState(enum.Enum):
+    HANDSHAKE = enum.auto()
+    """Handshake in progress: nothing flows to or from the inner handler."""
+    OPEN = enum.auto()
+    """Application data both ways."""
+    SHUTDOWN = enum.auto()
+    """Our close_notify is written: close once it is sent."""
+    FAILED = enum.auto()
+    """A fatal error: the alert (if any) is written; close once it is sent. See `error`."""
+    CLOSED = enum.auto()
+    """`close()` was called: the transport is gone."""
+
+
+_DONE: Final = frozenset({TlsState.SHUTDOWN, TlsState.FAILED, TlsState.CLOSED})
+
+
+class _TlsEndpoint:
+    """The machine shared by both sides."""
+
+    def __init__(
+        self,
+        context: ssl.SSLContext,
+        inner: StreamHandler,
+        *,
+        server_side: bool,
+        server_hostname: str | None,
+        handshake_timeout: float,
+        record_limit: int | None,
+        now: float | None,
+    ) -> None:
+        if record_limit is not None and not 1 <= record_limit <= MAX_RECORD:
+            raise ValueError(f"record_limit must be 1..{MAX_RECORD}, not {record_limit}")
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._ssl = context.wrap_bio(
+            self._incoming,
+            self._outgoing,
+            server_side=server_side,
+            server_hostname=server_hostname,
+        )
+        self._inner = inner
+        self._handshake_timeout = handshake_timeout
+        self._record_limit = record_limit
+        self._deadline = None if now is None else now + handshake_timeout
+        self._state = TlsState.HANDSHAKE
+        self._out = bytearray()  # ciphertext ready for the peer
+        self._peer_done = False  # close_notify or transport EOF seen: inner got its EOF
+        self._peak = 0
+        self.error: TlsAlert | None = None
+        """Why the connection failed (state FAILED), else None."""
+
+    # -- StreamHandler ----------------------------------------------------------------------
+
+    def receive_data(self, data: bytes, now: float) -> None:
+        """Feed ciphertext from the peer; `b""` means the transport reached EOF."""
+        if self._deadline is None:
+            self._deadline = now + self._handshake_timeout
+        if self._state in _DONE:
+            return
+        if data:
+            self._incoming.write(data)
+        else:
+            self._incoming.write_eof()
+        self._measure()
+        if self._state is TlsState.HANDSHAKE:
+            self._handshake()
+        if self._state is TlsState.OPEN:
+            self._read(now)
+
+    def data_to_send(self, limit: int | None = None) -> bytes:
+        """TLS records for the peer. The inner handler is asked for more plaintext (with the
+        same `limit`) only when less than `limit` ciphertext is already waiting."""
+        if self._state is TlsState.OPEN and (not self._out or (limit and len(self._out) < limit)):
+            self._pull_inner(limit)
+        if limit is None or limit >= len(self._out):
+            data = bytes(self._out)
+            self._out.clear()
+        else:
+            data = bytes(self._out[:limit])
+            del self._out[:limit]
+        return data
+
+    @property
+    def should_close(self) -> bool:
+        """True once the connection is to be closed after `data_to_send()` is drained."""
+        return self._state in _DONE
+
+    @property
+    def idle(self) -> bool:
+        """Handshake done, nothing half-received or unsent here, and the inner handler idle."""
+        return (
+            self._state is TlsState.OPEN
+            and not self._out
+            and not self._incoming.pending
+            and self._inner.idle
+        )
+
+    def get_timer(self) -> float | None:
+        match self._state:
+            case TlsState.HANDSHAKE:
+                return self._deadline
+            case TlsState.OPEN:
+                return self._inner.get_timer()
+            case _:
+                return None
+
+    def handle_timer(self, now: float) -> None:
+        match self._state:
+            case TlsState.HANDSHAKE:
+                if self._deadline is not None and now >= self._deadline:
+                    self.error = TlsAlert("handshake timed out")
+                    self._state = TlsState.FAILED
+                    logger.debug("TLS handshake timed out")
+            case TlsState.OPEN:
+                self._inner.handle_timer(now)
+            case _:
+                pass
+
+    def close(self) -> None:
+        """The transport is gone: drop what is queued and close the inner handler."""
+        if self._state is TlsState.CLOSED:
+            return
+        self._state = TlsState.CLOSED
+        self._out.clear()
+        self._inner.close()
+
+    # -- extras -----------------------------------------------------------------------------
+
+    @property
+    def state(self) -> TlsState:
+        return self._state
+
+    @property
+    def peak_buffer(self) -> int:
+        """Most bytes held here at once: both memory BIOs, queued ciphertext and plaintext
+        being encrypted (OpenSSL's internal record buffers not included)."""
+        return self._peak
+
+    @property
+    def version(self) -> str | None:
+        """Negotiated protocol ("TLSv1.2"), once the handshake is done."""
+        return self._ssl.version()
+
+    @property
+    def cipher(self) -> tuple[str, str, int] | None:
+        """Negotiated (suite name, protocol, secret bits), once the handshake is done."""
+        return self._ssl.cipher()
+
+    @property
+    def ssl_object(self) -> ssl.SSLObject:
+        """The underlying `SSLObject`, for peer certificates and channel bindings."""
+        return self._ssl
+
+    def shutdown(self) -> None:
+        """Close gracefully now: write close_notify (if the handshake is done) and set
+        `should_close`, e.g. before the card drops an idle keep-alive connection."""
+        match self._state:
+            case TlsState.OPEN:
+                self._shutdown()
+            case TlsState.HANDSHAKE:
+                self._state = TlsState.SHUTDOWN
+            case _:
+                pass
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _measure(self, plaintext: int = 0) -> None:
+        held = self._incoming.pending + self._outgoing.pending + len(self._out) + plaintext
+        self._peak = max(self._peak, held)
+
+    def _collect(self) -> bytes:
+        """Move what OpenSSL wrote to the queue for the peer; returns it."""
+        self._measure()
+        flight = self._outgoing.read()
+        self._out += flight
+        return flight
+
+    def _fail(self, exc: ssl.SSLError) -> None:
+        flight = self._collect()  # the alert, if OpenSSL wrote one, goes out
+        self.error = TlsAlert.from_ssl_error(exc, flight)
+        self._state = TlsState.FAILED
+        logger.debug("TLS failed: %s", self.error)
+
+    def _handshake(self) -> None:
+        try:
+            self._ssl.do_handshake()
+        except ssl.SSLWantReadError:
+            self._collect()
+        except ssl.SSLError as exc:
+            self._fail(exc)
+        else:
+            self._collect()
+            self._state = TlsState.OPEN
+            logger.debug("TLS handshake done: %s %s", self._ssl.version(), self._ssl.cipher())
+
+    def _read(self, now: float) -> None:
+        while self._state is TlsState.OPEN and not self._peer_done:
+            try:
+                chunk = self._ssl.read(_READ_SIZE)
+            except ssl.SSLWantReadError:
+                self._collect()
+                return
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError) as exc:
+                # close_notify, or EOF without it (truncation: the inner handler's framing
+                # must tell, as HTTP's Content-Length does).
+                logger.debug("TLS peer closed: %s", type(exc).__name__)
+                self._collect()
+                self._peer_done = True
+                self._inner.receive_data(b"", now)
+                return
+            except ssl.SSLError as exc:
+                self._fail(exc)
+                return
+            self._collect()  # a read can write too (TLS 1.3 KeyUpdate answer)
+            self._measure(len(chunk))
+            self._inner.receive_data(chunk, now)
+
+    def _pull_inner(self, limit: int | None) -> None:
+        plain = self._inner.data_to_send(limit)
+        if plain:
+            self._encrypt(plain)
+        elif self._inner.should_close or (self._peer_done and self._inner.idle):
+            self._shutdown()
+
+    def _encrypt(self, plain: bytes) -> None:
+        step = self._record_limit or MAX_RECORD
+        view = memoryview(plain)
+        try:
+            for at in range(0, len(plain), step):
+                self._ssl.write(view[at : at + step])
+        except ssl.SSLError as exc:
+            self._fail(exc)
+            return
+        self._measure(len(plain))
+        self._collect()
+
+    def _shutdown(self) -> None:
+        try:
+            self._ssl.unwrap()
+        except ssl.SSLWantReadError:
+            pass  # close_notify written; we do not wait for the peer's (RFC 5246 §7.2.1)
+        except ssl.SSLError as exc:
+            logger.debug("TLS shutdown: %s", exc)
+        self._collect()
+        self._state = TlsState.SHUTDOWN
+
+
+class TlsServerHandler(_TlsEndpoint):
+    """The card's side of one TLS connection (SCWS port 4116), wrapping `inner`.
+
+    `context` comes from `openscws.tls.context.server_context` or `psk_server_context`.
+    `record_limit` caps the plaintext per record the card sends (None: 16384)."""
+
+    def __init__(
+        self,
+        context: ssl.SSLContext,
+        inner: StreamHandler,
+        *,
+        handshake_timeout: float = 10.0,
+        record_limit: int | None = 1024,
+        now: float | None = None,
+    ) -> None:
+        super().__init__(
+            context,
+            inner,
+            server_side=True,
+            server_hostname=None,
+            handshake_timeout=handshake_timeout,
+            record_limit=record_limit,
+            now=now,
+        )
+
+
+class TlsClientHandler(_TlsEndpoint):
+    """The client side (the administration agent's PSK-TLS link), wrapping `inner`.
+
+    Call `start()` and send what it returns (the ClientHello). `server_hostname` is sent as
+    SNI and checked against the certificate when the context checks hostnames (a context with
+    `check_hostname` needs it; PSK contexts from `psk_client_context` do not)."""
+
+    def __init__(
+        self,
+        context: ssl.SSLContext,
+        inner: StreamHandler,
+        *,
+        server_hostname: str | None = None,
+        handshake_timeout: float = 10.0,
+        record_limit: int | None = 1024,
+        now: float | None = None,
+    ) -> None:
+        super().__init__(
+            context,
+            inner,
+            server_side=False,
+            server_hostname=server_hostname,
+            handshake_timeout=handshake_timeout,
+            record_limit=record_limit,
+            now=now,
+        )
+        self._started = False
+
+    def start(self, now: float | None = None) -> bytes:
+        """Begin the handshake; returns the ClientHello (and starts the handshake timer
+        when `now` is given and the constructor had none)."""
+        if now is not None and self._deadline is None:
+            self._deadline = now + self._handshake_timeout
+        if not self._started and self._state is TlsState.HANDSHAKE:
+            self._started = True
+            self._handshake()
+        return self.data_to_send()

@@ -1,0 +1,173 @@
+"""The card as its own process, over vsmartcard's vpcd protocol: first to `openscws gateway`,
+then to the real pcscd with the vpcd driver, driven by pcsc-tools (pcsc_scan, scriptor)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from e2e_wire import run
+
+from openscws.demo import demo_files
+
+pytestmark = [pytest.mark.e2e, pytest.mark.peer]
+
+ATR = "3B 9F 96 80 1F 87 80 31 E0 73 FE 21 1B 67 4A 4C 75 30 34 05 4B A9"
+VPCD_PORT = 35963  # fixed by /etc/reader.conf.d/vpcd (CHANNELID 0x8C7B)
+TERMINAL_PROFILE = "80 10 00 00 11 13 01 68 00 01 0C 00 00 00 00 00 1F E2 00 00 00 05"
+
+
+def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    out = log.open("wb")
+    try:
+        return subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+        )
+    finally:
+        out.close()  # the child has its own descriptor
+
+
+def _wait_port(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError as e:
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"nothing listens on 127.0.0.1:{port} after {timeout} s"
+                ) from e
+            time.sleep(0.1)
+
+
+def test_gateway_and_card_processes(  # type: ignore[no-untyped-def]
+    need_tool: Callable[[str, str], str], openscws_proc, free_port, tmp_path: Path
+) -> None:
+    curl = need_tool("curl", "curl")
+    vpcd, http = free_port(), free_port()
+    gateway = openscws_proc(
+        "gateway", "--vpcd", f"127.0.0.1:{vpcd}", "--port-map", f"3516={http}", name="gateway"
+    )
+    gateway.wait_for("waiting for a card")
+    card = openscws_proc(
+        "card", "--data-dir", tmp_path / "card", "--vpcd", f"127.0.0.1:{vpcd}", name="card"
+    )
+    base = gateway.wait_ready()
+    assert base == f"http://127.0.0.1:{http}"
+    for path in ("/", "/img/card.png"):
+        got = run([curl, "-sS", "--max-time", "15", "-w", "%{http_code}", base + path])
+        want = demo_files()["/index.html" if path == "/" else path]
+        assert got.returncode == 0, got.stderr
+        assert got.stdout == want + b"200"
+
+    # Pull the card: the gateway notices the link is gone and shuts down, no hang.
+    card.proc.kill()
+    card.proc.wait(10)
+    assert gateway.proc.wait(15) != 0
+    assert "card link lost" in gateway.stderr
+    refused = run([curl, "-sS", "--max-time", "5", base + "/"], timeout=10)
+    assert refused.returncode != 0  # nothing listens any more
+
+
+@pytest.fixture
+def pcscd(
+    need_tool: Callable[[str, str], str],
+    need_file: Callable[[str, str], Path],
+    peer_unavailable: Callable[[str], None],
+    tmp_path: Path,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """pcscd in the foreground, with vsmartcard's vpcd reader waiting on port 35963."""
+    exe = need_tool("pcscd", "pcscd")
+    need_file("/usr/lib/pcsc/drivers/serial/libifdvpcd.so", "vsmartcard-vpcd")
+    need_file("/etc/reader.conf.d/vpcd", "vsmartcard-vpcd")
+    busy = None
+    if Path("/run/pcscd/pcscd.comm").exists():
+        busy = "a pcscd is already running (/run/pcscd/pcscd.comm)"
+    else:
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", VPCD_PORT))  # probing the address vpcd binds
+            except OSError:
+                busy = f"port {VPCD_PORT} is in use"
+    if busy is not None:
+        peer_unavailable(busy)
+    proc = _spawn([exe, "--foreground", "--debug"], tmp_path / "pcscd.log")
+    try:
+        _wait_port(VPCD_PORT, 15)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+def test_card_in_pcscd(
+    pcscd: subprocess.Popen[bytes], need_tool: Callable[[str, str], str], tmp_path: Path
+) -> None:
+    pcsc_scan = need_tool("pcsc_scan", "pcsc-tools")
+    scriptor = need_tool("scriptor", "pcsc-tools")
+    card = _spawn(
+        [
+            sys.executable,
+            *("-m", "openscws", "card", "--data-dir", str(tmp_path / "card")),
+            *("--vpcd", f"127.0.0.1:{VPCD_PORT}"),
+        ],
+        tmp_path / "card.log",
+    )
+    try:
+        # pcscd sees the card and reads its ATR.
+        deadline = time.monotonic() + 20
+        while True:
+            scan = run([pcsc_scan, "-c", "-n", "-t", "1"], timeout=15)
+            text = scan.stdout.decode(errors="replace")
+            if "Card inserted" in text and f"ATR: {ATR}" in text:
+                break
+            assert time.monotonic() < deadline, text + (tmp_path / "card.log").read_text()
+            time.sleep(0.3)
+
+        # APDUs through PC/SC: TERMINAL PROFILE, then FETCH of the proactive command.
+        first = run([scriptor], stdin=f"{TERMINAL_PROFILE}\n".encode(), timeout=20)
+        replies = _replies(first.stdout.decode(errors="replace"))
+        assert len(replies) == 1, first.stdout
+        sw = replies[0].split()
+        assert sw[0] == "91", replies  # a proactive command is pending
+        fetch = f"80 12 00 00 {sw[1]}"
+        second = run([scriptor], stdin=f"{fetch}\n".encode(), timeout=20)
+        replies = _replies(second.stdout.decode(errors="replace"))
+        assert len(replies) == 1, second.stdout
+        reply = replies[0]
+        assert reply.startswith("D0 "), reply
+        assert "81 03 01 05 00" in reply  # command details: SET UP EVENT LIST
+        assert reply.endswith("90 00"), reply
+        assert card.poll() is None
+    finally:
+        if card.poll() is None:
+            card.terminate()
+            try:
+                card.wait(10)
+            except subprocess.TimeoutExpired:
+                card.kill()
+                card.wait(5)
+
+
+def _replies(output: str) -> list[str]:
+    """scriptor's "< ..." answers, with its line wrapping and SW comments removed."""
+    answers: list[str] = []
+    for line in output.splitlines():
+        if line.startswith("> "):
+            answers.append("")
+        elif line.startswith("< "):
+            answers.append(line[2:])
+        elif answers and answers[-1]:
+            answers[-1] += " " + line
+    return [" ".join(a.split(":", 1)[0].split()) for a in answers if a]
