@@ -95,6 +95,8 @@ class EchoInner:
     `timeout`, an idle or half-received connection closes after that long."""
 
     timeout: float | None = None
+    serve: bool = True
+    """False: only collect what arrives (a client's inner handler)."""
     received: bytearray = field(default_factory=bytearray)
     out: bytearray = field(default_factory=bytearray)
     requests: list[bytes] = field(default_factory=list)
@@ -109,7 +111,7 @@ class EchoInner:
             self.eof = self.closing = True
             return
         self.received += data
-        while b"\r\n\r\n" in self.received:
+        while self.serve and b"\r\n\r\n" in self.received:
             head, _, rest = bytes(self.received).partition(b"\r\n\r\n")
             self.received[:] = rest
             self.requests.append(head)
@@ -131,7 +133,7 @@ class EchoInner:
 
     @property
     def idle(self) -> bool:
-        return not self.received and not self.out
+        return (not self.serve or not self.received) and not self.out
 
     def get_timer(self) -> float | None:
         if self.timeout is None or self.last_rx is None or self.closing:

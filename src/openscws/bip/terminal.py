@@ -276,26 +276,35 @@ class Channels:
         return channel.buffer_size - len(tx)
 
     def receive(self, command: ReceiveData) -> TerminalResponse:
-        channel = self._channel(command.channel)
-        asked = command.length.length
-        n = min(asked, MAX_RECEIVE, len(channel.rx))
-        data = bytes(channel.rx[:n])
-        del channel.rx[:n]
-        if channel.reading_paused and len(channel.rx) < channel.buffer_size:
+        data, left, general = self.receive_data(command.channel, command.length.length)
+        return TerminalResponse(
+            details=command.details,
+            result=Result(general),
+            data=ChannelData(data),
+            data_length=ChannelDataLength(left),
+        )
+
+    def receive_data(self, channel_id: int, asked: int) -> tuple[bytes, int, int]:
+        """RECEIVE DATA's effect (§6.4.29): up to `asked` bytes (at most what one TERMINAL
+        RESPONSE carries) from the Rx buffer. Returns (data, bytes left, general result):
+        02 when fewer than asked were there, 07 when the ask was cut to fit."""
+        channel = self.channels.get(channel_id)
+        if channel is None:
+            raise BipError(BipCause.INVALID_CHANNEL, f"no channel {channel_id}")
+        rx = channel.rx
+        n = min(asked, MAX_RECEIVE, len(rx))
+        data = bytes(rx[:n])
+        del rx[:n]
+        if channel.reading_paused and len(rx) < channel.buffer_size:
             channel.reading_paused = False
             self.actions.append(ResumeReading(channel.id))
         if n < asked and asked <= MAX_RECEIVE:
-            result = Result(GeneralResult.MISSING_INFORMATION)
+            general = GeneralResult.MISSING_INFORMATION
         elif n < asked:
-            result = Result(GeneralResult.OK_WITH_MODIFICATION)
+            general = GeneralResult.OK_WITH_MODIFICATION
         else:
-            result = Result(GeneralResult.OK)
-        return TerminalResponse(
-            details=command.details,
-            result=result,
-            data=ChannelData(data),
-            data_length=ChannelDataLength(len(channel.rx)),
-        )
+            general = GeneralResult.OK
+        return data, len(rx), general
 
     def statuses(self) -> tuple[ChannelStatus, ...]:
         return tuple(c.status() for c in sorted(self.channels.values(), key=lambda c: c.id))

@@ -97,7 +97,26 @@ _ENVELOPES: dict[int, type[EventDownload] | type[SmsPpDownload]] = {
 }
 
 
+_CACHED_MAX = 24
+_CACHE_SIZE = 1024
+_cache: dict[bytes, Envelope] = {}
+
+
 def decode_envelope(raw: bytes) -> Envelope:
+    # Event envelopes repeat byte for byte and decode to immutable objects: cache them.
+    if len(raw) <= _CACHED_MAX:
+        hit = _cache.get(raw)
+        if hit is not None:
+            return hit
+        decoded = _decode_envelope(raw)
+        if len(_cache) >= _CACHE_SIZE:
+            _cache.clear()
+        _cache[raw] = decoded
+        return decoded
+    return _decode_envelope(raw)
+
+
+def _decode_envelope(raw: bytes) -> Envelope:
     template, body = pull_ber_tlv(raw)
     cls = _ENVELOPES.get(template)
     if cls is None:

@@ -25,7 +25,6 @@ from openscws.cat.objects import (
 from openscws.codec.tlv import ComprehensionTlv
 from openscws.errors import DecodeError
 
-
 _CACHED_MAX = 24
 _CACHE_SIZE = 4096
 _cache: dict[bytes, TerminalResponse] = {}

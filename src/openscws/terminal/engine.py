@@ -33,7 +33,6 @@ from openscws.cat.commands import (
     UnknownCommand,
     decode_command,
 )
-from openscws.cat.envelopes import channel_status_event, data_available
 from openscws.cat.layout import MissingObject
 from openscws.cat.objects import CommandDetails, Duration, Event, GeneralResult, Result, ServerState
 from openscws.cat.profile import GATEWAY_PROFILE, TerminalProfile
@@ -132,13 +131,21 @@ class TerminalEngine:
         channel = self.channels.channels.get(event.channel)
         if channel is None:
             return None
+        # The same bytes as data_available(...).encode() / channel_status_event(...).encode()
+        # (§7.5.10, §7.5.11; tested), built directly: one of these starts every request.
         if event.kind == "data":
             if Event.DATA_AVAILABLE not in self.events_enabled or not channel.rx:
                 return None
-            return data_available(channel.status(), len(channel.rx)).encode()
+            status = channel.status().value()
+            length = min(len(channel.rx), 0xFF)
+            return (
+                b"\xd6\x0e\x99\x01\x09\x82\x02\x82\x81\xb8\x02" + status + bytes((0xB7, 1, length))
+            )
         if Event.CHANNEL_STATUS not in self.events_enabled:
             return None
-        return channel_status_event(channel.status(event.further)).encode()
+        return (
+            b"\xd6\x0b\x99\x01\x0a\x82\x02\x82\x81\xb8\x02" + channel.status(event.further).value()
+        )
 
     def receive_response(self, raw: bytes, now: float) -> None:
         sent = self._sent
@@ -202,6 +209,11 @@ class TerminalEngine:
             if tr is not None:
                 self._tr = tr
                 return
+        elif len(raw) == 14 and raw[:3] == b"\xd0\x0c\x81" and raw[5] == 0x42:
+            tr = self._fast_receive_data(raw)
+            if tr is not None:
+                self._tr = tr
+                return
         try:
             command = decode_command(raw)
         except MissingObject as e:
@@ -257,6 +269,28 @@ class TerminalEngine:
             result = bytes((0x83, 1 + len(e.additional), e.result)) + e.additional
             return head + b"\x82\x02\x82\x81" + result
         return head + b"\x82\x02\x82\x81\x83\x01\x00\xb7\x01" + bytes((min(free, 0xFF),))
+
+    def _fast_receive_data(self, raw: bytes) -> bytes | None:
+        """RECEIVE DATA as `D0 0C 81 03 nn 42 qq 82 02 81 2c B7 01 ll` (§6.6.29), or None."""
+        device = raw[10]
+        if raw[3] != 0x03 or raw[7:10] != b"\x82\x02\x81" or raw[11:13] != b"\xb7\x01":
+            return None
+        if not 0x21 <= device <= 0x27:
+            return None
+        head = raw[2:7]
+        try:
+            data, left, general = self.channels.receive_data(device - 0x20, raw[13])
+        except CatError as e:
+            result = bytes((0x83, 1 + len(e.additional), e.result)) + e.additional
+            return head + b"\x82\x02\x82\x81" + result
+        n = len(data)
+        return (
+            head
+            + bytes((0x82, 2, 0x82, 0x81, 0x83, 1, general, 0xB6))
+            + (bytes((n,)) if n < 0x80 else bytes((0x81, n)))
+            + data
+            + bytes((0xB7, 1, min(left, 0xFF)))
+        )
 
     def _error_tr(self, raw: bytes, result: Result, error: Exception) -> bytes:
         log.warning("proactive command %s not understood: %s", raw.hex(), error)
