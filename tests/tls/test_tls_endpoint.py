@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+import warnings
 
 import pytest
 from hypothesis import given, settings
@@ -37,9 +38,14 @@ def legacy_client(pki: Pki, version: ssl.TLSVersion) -> ssl.SSLContext:
     """A client that only speaks `version` (TLS 1.0/1.1 need security level 0 in OpenSSL 3)."""
     ctx = cert_client(pki)
     ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
-    ctx.minimum_version = version
-    ctx.maximum_version = version
+    pin(ctx, version)
     return ctx
+
+
+def pin(ctx: ssl.SSLContext, version: ssl.TLSVersion) -> None:
+    with warnings.catch_warnings():  # Python deprecates TLS 1.0/1.1: that is the point here
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ctx.minimum_version = ctx.maximum_version = version
 
 
 def lookup(identity: str | None) -> bytes | None:
@@ -163,7 +169,7 @@ def test_wrong_psk_key_client_sees_alert() -> None:
     client = RawClient(psk_client_context(IDENTITY, b"\xff" * 16))
     with pytest.raises(ssl.SSLError) as info:
         pump(client, server, step=client.handshake)
-    assert "ALERT" in str(info.value.reason)
+    assert "alert" in str(info.value)
     assert server.should_close
     assert server.state is TlsState.FAILED
     assert isinstance(server.error, TlsAlert)
@@ -177,7 +183,7 @@ def test_unknown_psk_identity_alert() -> None:
     client = RawClient(psk_client_context("stranger", KEY))
     with pytest.raises(ssl.SSLError) as info:
         pump(client, server, step=client.handshake)
-    assert "ALERT" in str(info.value.reason)
+    assert "alert" in str(info.value)
     assert server.should_close
     assert server.error is not None
     assert server.error.description is not None
@@ -196,16 +202,43 @@ def test_psk_server_refuses_certificate_only_client(pki: Pki) -> None:
 # -- bad input -------------------------------------------------------------------------------
 
 
-def test_garbage_gives_alert_and_close() -> None:
+@pytest.mark.parametrize(
+    ("garbage", "description"),
+    [
+        (b"\x16\x03\x01\x00\x05hello", 10),  # a "handshake" record that is no ClientHello
+        (b"\x17\x03\x03\x00\x02ab", 10),  # application data before the handshake
+        (b"\x80\x2e\x01\x00\x02" + bytes(60), 50),  # SSLv2-style header, bad length
+    ],
+)
+def test_garbage_gives_alert_and_close(garbage: bytes, description: int) -> None:
     server = TlsServerHandler(psk_server_context(lookup), EchoInner(), now=NOW)
-    server.receive_data(request(), NOW)
+    server.receive_data(garbage, NOW)
     out = server.data_to_send()
-    assert records(out) == [(ALERT, out[1] << 8 | out[2], 2)]
+    assert records(out) == [(ALERT, 0x0303, 2)]
+    assert out[-2:] == bytes([2, description])  # fatal
     assert server.should_close
     assert server.error is not None
-    assert server.error.description is not None
+    assert server.error.description == description
     server.receive_data(b"more", NOW)  # ignored after failure
     assert server.data_to_send() == b""
+
+
+@pytest.mark.parametrize(
+    ("garbage", "reason"),
+    [
+        (b"GET / HTTP/1.1\r\nHost: card\r\n\r\n", "HTTP_REQUEST"),
+        (bytes(20), "WRONG_VERSION_NUMBER"),
+    ],
+)
+def test_non_tls_input_closes_without_alert(garbage: bytes, reason: str) -> None:
+    """OpenSSL writes no alert when it cannot tell a TLS version: nothing to send, close."""
+    server = TlsServerHandler(psk_server_context(lookup), EchoInner(), now=NOW)
+    server.receive_data(garbage, NOW)
+    assert server.data_to_send() == b""
+    assert server.should_close
+    assert server.error is not None
+    assert server.error.reason == reason
+    assert server.error.description is None
 
 
 def test_bad_record_after_handshake(pki: Pki) -> None:
@@ -251,25 +284,47 @@ def test_truncated_client_hello_waits_then_times_out(pki: Pki) -> None:
     assert server.error.reason == "handshake timed out"
 
 
-def test_truncated_record_after_handshake_waits_for_inner_timer(pki: Pki) -> None:
+@pytest.mark.parametrize("cut", [1, 6, 30])
+def test_truncated_record_after_handshake_waits_then_stall_timer(pki: Pki, cut: int) -> None:
+    server_inner = EchoInner()  # no timers of its own
+    server = TlsServerHandler(
+        server_context(pki.chain_pem, pki.key_pem), server_inner, handshake_timeout=8.0, now=NOW
+    )
+    client = RawClient(cert_client(pki), server_hostname="localhost")
+    pump(client, server, step=client.handshake)
+    assert server.idle
+    assert server.get_timer() is None
+    client.obj.write(request())
+    record = client.data_to_send()
+    server.receive_data(record[:cut], NOW + 1)
+    assert not server.should_close
+    assert not server.idle
+    assert server_inner.requests == []
+    assert server.get_timer() == NOW + 9
+    server.handle_timer(NOW + 8.5)
+    assert not server.should_close
+    server.handle_timer(NOW + 9)
+    assert server.should_close
+    assert server.error is not None
+    assert server.error.reason == "record stalled"
+
+
+def test_record_completed_before_stall_timer(pki: Pki) -> None:
     server_inner = EchoInner(timeout=30.0)
     server = TlsServerHandler(
-        server_context(pki.chain_pem, pki.key_pem), server_inner, now=NOW
+        server_context(pki.chain_pem, pki.key_pem), server_inner, handshake_timeout=8.0, now=NOW
     )
     client = RawClient(cert_client(pki), server_hostname="localhost")
     pump(client, server, step=client.handshake)
     client.obj.write(request())
     record = client.data_to_send()
     server.receive_data(record[:-1], NOW + 1)
-    assert not server.should_close
-    assert not server.idle
-    assert server_inner.requests == []
-    assert server.get_timer() is None  # the inner handler has not seen a byte yet
-    server_inner.last_rx = NOW + 1  # (as if it had seen some earlier request)
-    assert server.get_timer() == NOW + 31
-    server.handle_timer(NOW + 31)
+    server.receive_data(record[-1:], NOW + 2)
+    assert server_inner.requests
+    assert server.get_timer() == NOW + 32  # the inner handler's again
+    server.handle_timer(NOW + 32)
     close_notify = server.data_to_send()
-    assert [r[0] for r in records(close_notify)] == [APPLICATION_DATA]  # TLS 1.3: encrypted
+    assert [r[0] for r in records(close_notify)][-1] == APPLICATION_DATA  # TLS 1.3: encrypted
     assert server.should_close
     assert server.error is None
 
@@ -315,8 +370,8 @@ def test_server_close_notify_after_response(pki: Pki) -> None:
     pump(client, server)
     assert server.should_close
     assert client.read_all().endswith(b"you asked for /index.html")
-    with pytest.raises(ssl.SSLZeroReturnError):
-        client.obj.read(1)
+    assert client.obj.read(1) == b""  # close_notify (SSLObject.read does not raise for it)
+    assert client.obj.get_channel_binding() is not None
     server.close()
     assert inner.closed
     assert server.state is TlsState.CLOSED
@@ -339,8 +394,10 @@ def test_transport_eof_without_close_notify(pki: Pki) -> None:
     )
     server.receive_data(b"", NOW)
     assert inner.eof
-    server.data_to_send()
-    assert server.should_close
+    assert server.should_close  # OpenSSL 3: EOF without close_notify is fatal
+    assert server.error is not None
+    assert server.error.reason == "UNEXPECTED_EOF_WHILE_READING"
+    assert server.data_to_send()  # its (encrypted) decode_error alert
 
 
 # -- record size -----------------------------------------------------------------------------
@@ -363,7 +420,7 @@ def test_record_limit_bounds_records(pki: Pki, maximum: ssl.TLSVersion, limit: i
     )
     client_inner.out += request("/big/5000")
     sent: list[bytes] = []
-    pump(client, server, tap_b=sent)
+    pump(client, server, chunk=None, tap_b=sent)
     assert client_inner.received.endswith(b"x" * 5000)
     app = [r for r in records(b"".join(sent)) if r[0] == APPLICATION_DATA]
     assert len(app) >= 5000 // limit
@@ -380,7 +437,7 @@ def test_no_record_limit_sends_big_records(pki: Pki) -> None:
     )
     client_inner.out += request("/big/5000")
     sent: list[bytes] = []
-    pump(client, server, tap_b=sent)
+    pump(client, server, chunk=None, tap_b=sent)
     app = [r for r in records(b"".join(sent)) if r[0] == APPLICATION_DATA]
     assert max(length for _, _, length in app) > 5000
 
@@ -434,7 +491,7 @@ def test_compat_profile_negotiates_legacy_tls(pki: Pki, version: ssl.TLSVersion)
 def test_compat_psk_over_tls10() -> None:
     server = TlsServerHandler(psk_server_context(lookup, profile="compat"), EchoInner(), now=NOW)
     client_ctx = psk_client_context(IDENTITY, KEY, profile="compat", ciphers="PSK-AES128-CBC-SHA")
-    client_ctx.maximum_version = ssl.TLSVersion.TLSv1
+    pin(client_ctx, ssl.TLSVersion.TLSv1)
     client = RawClient(client_ctx)
     pump(client, server, step=client.handshake)
     assert server.version == "TLSv1"

@@ -7,6 +7,7 @@ import datetime
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -149,7 +150,7 @@ class EchoInner:
         self.closed = True
 
 
-class Side:
+class Side(Protocol):
     """Anything with receive_data / data_to_send (a handler, or a `RawClient`)."""
 
     def receive_data(self, data: bytes, now: float) -> None: ...

@@ -12,9 +12,10 @@ Two kinds of context:
 Profiles:
 
 * ``"modern"``: TLS 1.2, plus TLS 1.3 where OpenSSL has it (PSK contexts: TLS 1.2 only).
-* ``"compat"``: also TLS 1.0 and 1.1, at OpenSSL security level 0, because OpenSSL 3
-  refuses TLS 1.0/1.1 (their MD5+SHA-1 handshake signatures) at level 1 and above. Use it
-  only for old terminals' browsers that need it.
+* ``"compat"``: also TLS 1.0 and 1.1. Certificate contexts then run at OpenSSL security
+  level 0, because OpenSSL 3 refuses TLS 1.0/1.1's MD5+SHA-1 handshake signatures at level 1
+  and above; PSK handshakes sign nothing and keep the default level. Use it only for peers
+  that need it (the spec's TLS 1.0 server authentication, §11.1.2).
 
 Both profiles never offer SSLv2/3, RC4, NULL encryption, export, single-DES, MD5 or
 anonymous suites; every builder checks the suites OpenSSL actually enabled and raises
@@ -30,6 +31,7 @@ from __future__ import annotations
 import os
 import ssl
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final, Literal
@@ -75,7 +77,10 @@ def _set_profile(ctx: ssl.SSLContext, profile: Profile, *, psk: bool) -> None:
         case "modern":
             ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         case "compat":
-            ctx.minimum_version = ssl.TLSVersion.TLSv1
+            # Python deprecates TLS 1.0/1.1; this profile is the documented, deliberate use.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                ctx.minimum_version = ssl.TLSVersion.TLSv1
         case _:
             raise ConfigError(f"unknown TLS profile {profile!r} (modern or compat)")
     ctx.maximum_version = ssl.TLSVersion.TLSv1_2 if psk else ssl.TLSVersion.MAXIMUM_SUPPORTED
@@ -83,8 +88,8 @@ def _set_profile(ctx: ssl.SSLContext, profile: Profile, *, psk: bool) -> None:
     ctx.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_NO_COMPRESSION
 
 
-def _set_ciphers(ctx: ssl.SSLContext, ciphers: str, profile: Profile) -> None:
-    if profile == "compat":
+def _set_ciphers(ctx: ssl.SSLContext, ciphers: str, profile: Profile, *, psk: bool) -> None:
+    if profile == "compat" and not psk:  # see describe_stack: tls1_0_cert_needs_seclevel0
         ciphers += ":@SECLEVEL=0"
     try:
         ctx.set_ciphers(ciphers)
@@ -128,7 +133,7 @@ def server_context(
     link and state on the card for resumption the card does not offer."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     _set_profile(ctx, profile, psk=False)
-    _set_ciphers(ctx, CERT_CIPHERS, profile)
+    _set_ciphers(ctx, CERT_CIPHERS, profile, psk=False)
     ctx.num_tickets = 0
     with tempfile.TemporaryDirectory(prefix="openscws-tls-") as tmp:
         cert_path = Path(tmp) / "chain.pem"
@@ -169,7 +174,7 @@ def psk_server_context(
     _set_profile(ctx, profile, psk=True)
     if profile == "compat" and _available("PSK-3DES-EDE-CBC-SHA") is None:
         ciphers += ":PSK-3DES-EDE-CBC-SHA"
-    _set_ciphers(ctx, ciphers, profile)
+    _set_ciphers(ctx, ciphers, profile, psk=True)
 
     def callback(identity: str | None) -> bytes:
         key = lookup(identity)
@@ -197,7 +202,7 @@ def psk_client_context(
     _set_profile(ctx, profile, psk=True)
     if profile == "compat" and _available("PSK-3DES-EDE-CBC-SHA") is None:
         ciphers += ":PSK-3DES-EDE-CBC-SHA"
-    _set_ciphers(ctx, ciphers, profile)
+    _set_ciphers(ctx, ciphers, profile, psk=True)
 
     def callback(hint: str | None) -> tuple[str, bytes]:
         return identity, key
@@ -206,24 +211,57 @@ def psk_client_context(
     return ctx
 
 
-def _version_usable(version: ssl.TLSVersion, seclevel0: bool) -> bool:
-    """Whether a context can be set to `version` and still have suites for it."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    try:
-        ctx.minimum_version = version
-        ctx.maximum_version = version
-        if seclevel0:
-            ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
-    except (ValueError, ssl.SSLError):
-        return False
-    return ctx.minimum_version == version
+def _psk_handshake(version: ssl.TLSVersion, ciphers: str) -> bool:
+    """Whether a PSK handshake pinned to `version` with `ciphers` (a complete OpenSSL
+    cipher string) completes, run in memory between two throwaway contexts."""
+    key = bytes(16)
+    contexts = []
+    for side in (ssl.PROTOCOL_TLS_SERVER, ssl.PROTOCOL_TLS_CLIENT):
+        ctx = ssl.SSLContext(side)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                ctx.minimum_version = version
+                ctx.maximum_version = version
+            ctx.set_ciphers(ciphers)
+        except (ValueError, ssl.SSLError):
+            return False
+        contexts.append(ctx)
+    server_ctx, client_ctx = contexts
+    server_ctx.set_psk_server_callback(lambda identity: key)
+    client_ctx.set_psk_client_callback(lambda hint: ("doctor", key))
+    bios = [ssl.MemoryBIO() for _ in range(4)]  # server in/out, client in/out
+    server = server_ctx.wrap_bio(bios[0], bios[1], server_side=True)
+    client = client_ctx.wrap_bio(bios[2], bios[3], server_side=False)
+    done = [False, False]
+    for _ in range(10):
+        for n, obj in enumerate((server, client)):
+            if not done[n]:
+                try:
+                    obj.do_handshake()
+                    done[n] = True
+                except ssl.SSLWantReadError:
+                    pass
+                except ssl.SSLError:
+                    return False
+        bios[0].write(bios[3].read())
+        bios[2].write(bios[1].read())
+        if all(done):
+            return obj.version() is not None
+    return False
 
 
 def describe_stack() -> dict[str, str | bool]:
     """What this Python/OpenSSL can do for the SCWS, for `openscws doctor`.
 
     Keys: ``openssl`` (version string), ``tls1_0`` / ``tls1_1`` / ``tls1_3`` (compiled in),
-    ``tls1_0_needs_seclevel0`` (OpenSSL 3 refuses TLS 1.0/1.1 at level ≥ 1),
+    ``tls1_0_psk_handshake`` (a TLS 1.0 PSK-AES128-CBC-SHA handshake at the default
+    security level completes, tried in memory), ``tls1_0_cert_needs_seclevel0`` (OpenSSL 3
+    rates TLS 1.0/1.1's MD5+SHA-1 handshake signatures below level 1, so certificate TLS 1.0
+    needs level 0; PSK handshakes sign nothing and are not affected),
+    ``psk`` (`SSLContext.set_psk_server_callback` exists, Python ≥ 3.13),
     ``max_fragment_length`` (False: the `ssl` module cannot negotiate RFC 6066
     max_fragment_length, so the card bounds its own records with `record_limit`), and for
     each spec PSK suite ``<name>`` (bool) and ``<name>_why`` (why not, or "")."""
@@ -232,7 +270,8 @@ def describe_stack() -> dict[str, str | bool]:
         "tls1_0": ssl.HAS_TLSv1,
         "tls1_1": ssl.HAS_TLSv1_1,
         "tls1_3": ssl.HAS_TLSv1_3,
-        "tls1_0_needs_seclevel0": ssl.OPENSSL_VERSION_INFO >= (3, 0),
+        "tls1_0_psk_handshake": _psk_handshake(ssl.TLSVersion.TLSv1, "PSK-AES128-CBC-SHA"),
+        "tls1_0_cert_needs_seclevel0": ssl.OPENSSL_VERSION_INFO >= (3, 0),
         "psk": hasattr(ssl.SSLContext, "set_psk_server_callback"),
         "max_fragment_length": False,
     }

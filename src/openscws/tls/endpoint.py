@@ -28,7 +28,9 @@ record buffers (about two 16 KiB ones) are not counted.
 Timers: until the handshake completes, `get_timer()` is the handshake deadline
 (`handshake_timeout` after `now` was first known: the constructor's `now`, `start(now)` or
 the first `receive_data`); a client stalled mid-handshake is dropped when it passes. After
-the handshake, timers are the inner handler's."""
+the handshake, timers are the inner handler's, plus one of this layer's: a record left
+incomplete for `handshake_timeout` also ends the connection (the inner handler cannot see
+a partial record, so its own timers would not catch that stall)."""
 
 from __future__ import annotations
 
@@ -97,8 +99,13 @@ class _TlsEndpoint:
         self._deadline = None if now is None else now + handshake_timeout
         self._state = TlsState.HANDSHAKE
         self._out = bytearray()  # ciphertext ready for the peer
-        self._peer_done = False  # close_notify or transport EOF seen: inner got its EOF
+        self._peer_done = False  # close_notify received: the inner handler got its EOF
         self._peak = 0
+        # Record framing of what the peer sent, to see a record left incomplete (OpenSSL
+        # takes partial records out of the BIO): header bytes seen, body bytes still due.
+        self._header = bytearray()
+        self._body_due = 0
+        self._partial_since: float | None = None
         self.error: TlsAlert | None = None
         """Why the connection failed (state FAILED), else None."""
 
@@ -112,6 +119,7 @@ class _TlsEndpoint:
             return
         if data:
             self._incoming.write(data)
+            self._frame(data, now)
         else:
             self._incoming.write_eof()
         self._measure()
@@ -144,7 +152,7 @@ class _TlsEndpoint:
         return (
             self._state is TlsState.OPEN
             and not self._out
-            and not self._incoming.pending
+            and not self._in_record
             and self._inner.idle
         )
 
@@ -153,7 +161,11 @@ class _TlsEndpoint:
             case TlsState.HANDSHAKE:
                 return self._deadline
             case TlsState.OPEN:
-                return self._inner.get_timer()
+                inner = self._inner.get_timer()
+                if self._partial_since is None:
+                    return inner
+                stall = self._partial_since + self._handshake_timeout
+                return stall if inner is None else min(stall, inner)
             case _:
                 return None
 
@@ -165,6 +177,12 @@ class _TlsEndpoint:
                     self._state = TlsState.FAILED
                     logger.debug("TLS handshake timed out")
             case TlsState.OPEN:
+                since = self._partial_since
+                if since is not None and now >= since + self._handshake_timeout:
+                    self.error = TlsAlert("record stalled")
+                    self._state = TlsState.FAILED
+                    logger.debug("TLS record left incomplete")
+                    return
                 self._inner.handle_timer(now)
             case _:
                 pass
@@ -217,6 +235,31 @@ class _TlsEndpoint:
 
     # -- internals --------------------------------------------------------------------------
 
+    def _frame(self, data: bytes, now: float) -> None:
+        """Follow record boundaries (RFC 5246 §6.2.1: type, version, uint16 length)."""
+        at = 0
+        while at < len(data):
+            if self._body_due:
+                take = min(self._body_due, len(data) - at)
+                self._body_due -= take
+                at += take
+            else:
+                take = min(5 - len(self._header), len(data) - at)
+                self._header += data[at : at + take]
+                at += take
+                if len(self._header) == 5:
+                    self._body_due = int.from_bytes(self._header[3:5])
+                    self._header.clear()
+        if self._header or self._body_due:
+            if self._partial_since is None:
+                self._partial_since = now
+        else:
+            self._partial_since = None
+
+    @property
+    def _in_record(self) -> bool:
+        return bool(self._header or self._body_due)
+
     def _measure(self, plaintext: int = 0) -> None:
         held = self._incoming.pending + self._outgoing.pending + len(self._out) + plaintext
         self._peak = max(self._peak, held)
@@ -253,27 +296,38 @@ class _TlsEndpoint:
             except ssl.SSLWantReadError:
                 self._collect()
                 return
-            except (ssl.SSLZeroReturnError, ssl.SSLEOFError) as exc:
-                # close_notify, or EOF without it (truncation: the inner handler's framing
-                # must tell, as HTTP's Content-Length does).
-                logger.debug("TLS peer closed: %s", type(exc).__name__)
-                self._collect()
-                self._peer_done = True
+            except ssl.SSLZeroReturnError:
+                chunk = b""
+            except ssl.SSLEOFError as exc:
+                # Transport EOF without close_notify: OpenSSL 3 makes that fatal (and writes
+                # a decode_error alert). The inner handler still learns of the EOF.
+                self._fail(exc)
                 self._inner.receive_data(b"", now)
                 return
             except ssl.SSLError as exc:
                 self._fail(exc)
                 return
             self._collect()  # a read can write too (TLS 1.3 KeyUpdate answer)
+            if not chunk:  # close_notify: `SSLObject.read` returns b"" rather than raising
+                self._peer_done = True
+                self._inner.receive_data(b"", now)
+                return
             self._measure(len(chunk))
             self._inner.receive_data(chunk, now)
 
     def _pull_inner(self, limit: int | None) -> None:
-        plain = self._inner.data_to_send(limit)
-        if plain:
-            self._encrypt(plain)
-        elif self._inner.should_close or (self._peer_done and self._inner.idle):
-            self._shutdown()
+        """Encrypt the inner handler's output until about `limit` bytes are queued; write
+        close_notify in the same go once it is done, so it can share the last send."""
+        while self._state is TlsState.OPEN:
+            plain = self._inner.data_to_send(limit)
+            if plain:
+                self._encrypt(plain)
+                if limit is not None and len(self._out) >= limit:
+                    return
+            else:
+                if self._inner.should_close or (self._peer_done and self._inner.idle):
+                    self._shutdown()
+                return
 
     def _encrypt(self, plain: bytes) -> None:
         step = self._record_limit or MAX_RECORD
