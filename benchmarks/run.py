@@ -640,6 +640,11 @@ def write_docs(
             "with TCP_NODELAY patched in at run time.",
             "",
         ]
+    lines += [
+        "Why the request-rate ratio is what it is, and what was done about it: "
+        "[performance.md](performance.md).",
+        "",
+    ]
     if apdu is not None:
         lines += [
             "## The APDU ceiling",
@@ -672,7 +677,7 @@ def write_docs(
         "  `CardImage` (what `openscws content put` does) and written as plain files for",
         "  `http.server`.",
         "- gateway: `python -m openscws up --data-dir IMG --port-map 3516=PORT --no-demo -q`,",
-        "  default settings (2 channels opened at start, more on demand, up to 7; 1400-byte",
+        "  default settings (2 channels opened at start, more on demand, up to 7; 8192-byte",
         "  channel buffers).",
         "- direct: `benchmarks/direct_server.py`: the card's `build_site` over the same image, one",
         "  `HttpServerConnection` per TCP connection, the same `CardLimits` and `RamBudget`.",
