@@ -1,10 +1,9 @@
 """The real curl against `openscws up`: every byte crosses the BIP gateway and the card.
 
 Status codes of the HTTP engine (200, 304, 400, 404, 405, 411, 413, 414, 431, 501), Digest
-and Basic authentication, chunked request bodies, persistent connections and pipelining.
-Raw sockets stand in for curl where curl will not send the request (no length, garbage).
-No shipped card application streams its body, so the chunked *response* path is not
-reachable through `openscws up` and is covered by the unit tests of the engine only."""
+and Basic authentication, chunked request and response bodies, persistent connections and
+pipelining. Raw sockets stand in for curl where curl will not send the request (no length,
+garbage)."""
 
 from __future__ import annotations
 
@@ -181,6 +180,18 @@ def test_garbage_is_bad_request(scws_server: tuple[str, Path, object]) -> None:
         assert reader.at_eof()
     # The card is fine afterwards.
     assert exchange(scws_server[0], b"GET / HTTP/1.1\r\nHost: card\r\n\r\n").status == 200
+
+
+def test_chunked_response_body(curl: Callable[..., CurlResult]) -> None:
+    """The sample app's /log streams its body: curl gets it chunked and whole."""
+    r = curl("/app/info/log?lines=500")
+    assert r.status == 200
+    assert r.headers.get("transfer-encoding") == "chunked"
+    assert "content-length" not in r.headers
+    lines = r.body.decode("ascii").splitlines()
+    assert len(lines) == 500
+    assert lines[0].startswith("00001 card ")
+    assert lines[-1].endswith("line 500 of 500")
 
 
 def test_chunked_request_body(curl_bin: str, scws_server: tuple[str, Path, object]) -> None:

@@ -4,13 +4,17 @@ Mounted on a prefix (say "/cardinfo"):
 
 - ``GET /cardinfo`` (or ``/cardinfo/``): an HTML page; each GET counts one visit.
 - ``GET /cardinfo/json``: the same as JSON; also counts a visit.
+- ``GET /cardinfo/log?lines=N``: a plain-text log of N lines (default 100, at most 10000),
+  produced line by line as the card sends it, so it goes out chunked to HTTP/1.1 clients.
 - ``POST /cardinfo/reset``: sets the counter back to zero, then redirects (303) to the page.
 - ``HEAD`` of either page shows the current count without counting a visit."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from html import escape
+from urllib.parse import parse_qs
 
 from openscws.errors import HttpError
 from openscws.scws.apps import AppContext, Request, Response
@@ -63,6 +67,8 @@ class CardInfoApp:
                 raise HttpError(404, "no such action")
             ctx.set_value(self._key(ctx), b"0")
             return Response(303, (("Location", ctx.prefix), ("Content-Length", "0")))
+        if sub == "log":
+            return self._log(request, ctx)
         if sub not in ("", "json"):
             raise HttpError(404, "no such page")
         visits = self._visits(ctx)
@@ -84,3 +90,23 @@ class CardInfoApp:
             reset=escape(ctx.prefix.rstrip("/") + "/reset"),
         )
         return Response.html(page, headers=headers)
+
+    def _log(self, request: Request, ctx: AppContext) -> Response:
+        try:
+            lines = int(parse_qs(request.query).get("lines", ["100"])[0])
+        except ValueError:
+            raise HttpError(400, "lines must be a number") from None
+        if not 0 <= lines <= 10_000:
+            raise HttpError(400, "lines must be between 0 and 10000")
+        iccid = ctx.card.get("ICCID", "?")
+
+        def produce() -> Iterator[bytes]:
+            # A body of unknown length, made as it is sent: the engine frames it chunked.
+            for i in range(1, lines + 1):
+                yield f"{i:05d} card {iccid}: line {i} of {lines}\n".encode("ascii")
+
+        return Response(
+            200,
+            (("Content-Type", "text/plain; charset=us-ascii"), ("Cache-Control", "no-store")),
+            produce(),
+        )
