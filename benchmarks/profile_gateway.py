@@ -4,16 +4,11 @@ resource (and a 1 KB page) to a load client in a separate process, so the profil
 server side only.
 
     .venv/bin/python benchmarks/profile_gateway.py [--seconds 4] [--small-seconds 2]
-        [--out benchmarks/profile_gateway.txt] [--nodelay]
+        [--out benchmarks/profile_gateway.txt]
 
 Writes the top 30 entries by cumulative and by own time (tottime) for the bulk phase (1 MB
 downloads on one connection) and, if --small-seconds > 0, for a 1 KB request phase (4
 keep-alive connections), plus how many bytes, requests and APDUs went through.
-
---nodelay sets TCP_NODELAY on the gateway's client sockets (a runtime patch, src untouched):
-the gateway binds its listening socket with proto 0, so asyncio's own TCP_NODELAY is skipped
-(asyncio.base_events._set_nodelay checks proto == IPPROTO_TCP) and Nagle stalls responses
-written in more than one piece.
 """
 
 from __future__ import annotations
@@ -24,7 +19,6 @@ import cProfile
 import io
 import json
 import pstats
-import socket
 import sys
 import tempfile
 import time
@@ -36,7 +30,6 @@ sys.path.insert(0, str(HERE))
 
 import run as bench  # noqa: E402
 
-from openscws.aio import gateway as gateway_mod  # noqa: E402
 from openscws.aio.gateway import Gateway, GatewayConfig  # noqa: E402
 from openscws.aio.links import InProcessLink  # noqa: E402
 from openscws.config import CardSettings  # noqa: E402
@@ -56,18 +49,6 @@ else:
     r = bench.py_requests(port, bench.PAGE_PATH, 4, seconds)
 print(json.dumps(r))
 """
-
-
-def patch_nodelay() -> None:
-    made = gateway_mod.ClientConnection.connection_made
-
-    def connection_made(self, transport):  # type: ignore[no-untyped-def]
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        made(self, transport)
-
-    gateway_mod.ClientConnection.connection_made = connection_made  # type: ignore[method-assign]
 
 
 async def serve_phase(
@@ -116,10 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--small-seconds", type=float, default=2.0, help="1 KB phase (0: skip)")
     p.add_argument("--out", type=Path, default=HERE / "profile_gateway.txt")
     p.add_argument("--top", type=int, default=30)
-    p.add_argument("--nodelay", action="store_true", help="set TCP_NODELAY on client sockets")
     args = p.parse_args(argv)
-    if args.nodelay:
-        patch_nodelay()
     sections: list[str] = []
     with tempfile.TemporaryDirectory(prefix="openscws-prof-") as tmpdir:
         tmp = Path(tmpdir)
@@ -149,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{result['rps']:,.0f} req/s under cProfile; {apdus} APDUs "
                     f"({apdus / max(result['requests'], 1):.1f} per request)"
                 )
-            facts += f"; TCP_NODELAY patch: {'on' if args.nodelay else 'off'}; wall {wall:.1f} s"
+            facts += f"; wall {wall:.1f} s"
             print(f"{mode}: {facts}", flush=True)
             sections.append(report(f"gateway path, {what}", profiler, facts, args.top))
         image.close()
@@ -157,8 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     header = (
         "cProfile of the gateway path (card + BIP gateway in one process, load client in "
         "another).\n"
-        f"Command: .venv/bin/python benchmarks/profile_gateway.py"
-        f"{' --nodelay' if args.nodelay else ''}\n"
+        "Command: .venv/bin/python benchmarks/profile_gateway.py\n"
         f"Python {sys.version.split()[0]}; generated {stamp}\n\n"
     )
     args.out.write_text(header + "\n".join(sections))

@@ -53,7 +53,6 @@ PAGE_SIZE = 1024
 BULK_SIZE = 1 << 20
 ICCID = "8988211000000000001"
 SERVERS = ("gateway", "direct", "baseline")
-NODELAY = "gateway+nodelay"
 CONCURRENCY = (1, 4)
 TARGET_RATIO = 0.5
 TARGET_BULK_MBS = 20.0
@@ -183,31 +182,27 @@ def wait_connectable(port: int, timeout: float = 5.0) -> None:
             time.sleep(0.05)
 
 
-def start_all(tmp: Path, names: tuple[str, ...]) -> dict[str, Server]:
+def start_all(tmp: Path) -> dict[str, Server]:
     py = sys.executable
     servers: dict[str, Server] = {}
     try:
-        for name, argv0 in (
-            ("gateway", [py, "-m", "openscws"]),
-            (NODELAY, [py, str(HERE / "gateway_nodelay.py")]),
-        ):
-            if name not in names:
-                continue
-            gw_port = free_port()
-            servers[name] = start_server(
-                name,
-                [
-                    *argv0,
-                    "up",
-                    "--data-dir",
-                    str(tmp / "image"),
-                    "--port-map",
-                    f"3516={gw_port}",
-                    "--no-demo",
-                    "-q",
-                ],
-                gw_port,
-            )
+        gw_port = free_port()
+        servers["gateway"] = start_server(
+            "gateway",
+            [
+                py,
+                "-m",
+                "openscws",
+                "up",
+                "--data-dir",
+                str(tmp / "image"),
+                "--port-map",
+                f"3516={gw_port}",
+                "--no-demo",
+                "-q",
+            ],
+            gw_port,
+        )
         servers["direct"] = start_server(
             "direct", [py, str(HERE / "direct_server.py"), "--data-dir", str(tmp / "image")], None
         )
@@ -431,27 +426,25 @@ def machine() -> dict[str, str]:
     }
 
 
-def run(
-    plan: Plan, use_wrk: bool, log: Callable[[str], None], names: tuple[str, ...] = SERVERS
-) -> dict[str, object]:
+def run(plan: Plan, use_wrk: bool, log: Callable[[str], None]) -> dict[str, object]:
     results: dict[str, dict[str, list[float]]] = {
-        s: {"rps1": [], "rps4": [], "mbps": [], "errors": []} for s in names
+        s: {"rps1": [], "rps4": [], "mbps": [], "errors": []} for s in SERVERS
     }
     with tempfile.TemporaryDirectory(prefix="openscws-bench-") as tmpdir:
         tmp = Path(tmpdir)
         page, bulk = make_files(tmp / "files")
         make_image(tmp / "image", tmp / "files")
-        servers = start_all(tmp, names)
+        servers = start_all(tmp)
         try:
             requester = wrk_requests if use_wrk else py_requests
             # Warm-up: every path once (the card opens channels on demand; caches fill).
-            for name in names:
+            for name in SERVERS:
                 port = servers[name].port
                 for conns in CONCURRENCY:
                     py_requests(port, PAGE_PATH, conns, plan.warmup_seconds)
                 bulk_download(port, BULK_PATH, bulk, 0.0, 1, check_body=True)
             for rep in range(plan.repeat):
-                for name in names:
+                for name in SERVERS:
                     port = servers[name].port
                     for conns in CONCURRENCY:
                         r = requester(port, PAGE_PATH, conns, plan.reqs_seconds)
@@ -467,12 +460,12 @@ def run(
                     )
                     results[name]["mbps"].append(b["mbps"])
                     log(
-                        f"  rep {rep + 1} {name:<15} 1 conn {results[name]['rps1'][-1]:>8.0f} "
+                        f"  rep {rep + 1} {name:<8} 1 conn {results[name]['rps1'][-1]:>8.0f} "
                         f"req/s   4 conn {results[name]['rps4'][-1]:>8.0f} req/s   "
                         f"bulk {b['mbps']:>7.2f} MB/s ({b['downloads']} x 1 MB)"
                     )
             # Sanity: the page served is the page put.
-            for name in names:
+            for name in SERVERS:
                 c = _Conn(servers[name].port, request_bytes(PAGE_PATH))
                 c.sock.setblocking(True)
                 c.sock.sendall(c.req)
@@ -514,15 +507,6 @@ def ratios(summary: dict[str, dict[str, float]]) -> dict[str, float]:
         "direct_baseline_rps4": d["rps4"] / b["rps4"],
         "direct_baseline_mbps": d["mbps"] / b["mbps"],
         "gateway_mbps": g["mbps"],
-        **(
-            {
-                "nodelay_direct_rps1": summary[NODELAY]["rps1"] / d["rps1"],
-                "nodelay_direct_rps4": summary[NODELAY]["rps4"] / d["rps4"],
-                "nodelay_mbps": summary[NODELAY]["mbps"],
-            }
-            if NODELAY in summary
-            else {}
-        ),
     }
 
 
@@ -530,7 +514,6 @@ LABELS = {
     "gateway": "gateway (card + BIP gateway, `openscws up`)",
     "direct": "direct engine (HttpServerConnection + Site, asyncio TCP)",
     "baseline": "baseline (`http.server`, ThreadingHTTPServer, TCP_NODELAY)",
-    NODELAY: "what-if: gateway with TCP_NODELAY on its client sockets (runtime patch)",
 }
 
 
@@ -619,27 +602,6 @@ def write_docs(
         f"Bulk target (>= {TARGET_BULK_MBS:g} MB/s through the gateway): {verdict(b_ok)}.",
         "",
     ]
-    if "nodelay_mbps" in rat:
-        lines += [
-            f"What-if row (not the shipped code): with TCP_NODELAY, gateway / direct req/s is "
-            f"{rat['nodelay_direct_rps1']:.2f} (1 conn) and {rat['nodelay_direct_rps4']:.2f} "
-            f"(4 conns), bulk {rat['nodelay_mbps']:.2f} MB/s.",
-            "",
-        ]
-    if summary["gateway"]["rps1"] < 60:
-        lines += [
-            "**Note: the gateway's ~"
-            + f"{1000 / max(summary['gateway']['rps1'], 1e-9):.0f}"
-            + " ms per request is a TCP timer, not CPU.** The 1 KB page's response "
-            "(~1.24 KB with its head) is more than the 1200 B the card sends per channel buffer "
-            "(1400-byte buffer, 240-byte SEND DATA), so the gateway writes it to the client "
-            "socket in two pieces, and Nagle holds the second until the client's delayed ACK "
-            "(~40 ms). The gateway's sockets lack TCP_NODELAY because `Gateway._bind` creates "
-            "its listening socket with proto 0 and asyncio's `_set_nodelay` only acts when "
-            "`sock.proto == IPPROTO_TCP`. Run with `--nodelay-variant` to measure the gateway "
-            "with TCP_NODELAY patched in at run time.",
-            "",
-        ]
     lines += [
         "Why the request-rate ratio is what it is, and what was done about it: "
         "[performance.md](performance.md).",
@@ -706,11 +668,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-apdu", action="store_true", help="skip the in-memory APDU benchmark")
     p.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
     p.add_argument("--docs", type=Path, default=ROOT / "docs" / "benchmarks.md")
-    p.add_argument(
-        "--nodelay-variant",
-        action="store_true",
-        help="add a row: the gateway with TCP_NODELAY patched in at run time",
-    )
     args = p.parse_args(argv)
     plan = QUICK if args.quick else FULL
     use_wrk = shutil.which("wrk") is not None and not args.no_wrk
@@ -724,8 +681,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{info['nproc']} CPUs ({info['cpu']}), Python {info['python']}; load generator: "
         f"{'wrk' if use_wrk else 'Python client'}; plan: {'quick' if args.quick else 'full'}"
     )
-    names = (*SERVERS, NODELAY) if args.nodelay_variant else SERVERS
-    summary = run(plan, use_wrk, log, names)
+    summary = run(plan, use_wrk, log)
     rat = ratios(summary)
     apdu = None
     if not args.no_apdu:
@@ -765,8 +721,6 @@ def main(argv: list[str] | None = None) -> int:
     command = ".venv/bin/python benchmarks/run.py" + (" --quick" if args.quick else "")
     if args.no_wrk:
         command += " --no-wrk"
-    if args.nodelay_variant:
-        command += " --nodelay-variant"
     if not args.no_docs:
         args.docs.parent.mkdir(parents=True, exist_ok=True)
         write_docs(args.docs, info, plan, command, use_wrk, summary, rat, apdu, wall)
