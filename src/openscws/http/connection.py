@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 __all__ = ["HttpServerConnection"]
 
 logger = logging.getLogger(__name__)
+access_log = logging.getLogger("openscws.access")
+"""One line per response: scheme, method, target, status."""
 
 _REASONS: Final = {s.value: s.phrase.encode("ascii") for s in HTTPStatus}
 # Framing and connection-management fields are the engine's business, not the app's.
@@ -139,6 +141,7 @@ class HttpServerConnection:
         self._eof = False
         # the request being read
         self._request: Request | None = None
+        self._line: tuple[bytes, bytes] = (b"-", b"-")  # method and target, for the access log
         self._handler: Handler | None = None
         self._body: list[bytes] = []
         self._body_len = 0
@@ -279,6 +282,7 @@ class HttpServerConnection:
         self._keep10 = keep10
         self._chunked = chunked
         self._is_head = event.method == b"HEAD"
+        self._line = (event.method, event.target)
         has_body = chunked or content_length > 0
         method = event.method.decode("ascii")
         target_bytes = event.target
@@ -415,6 +419,15 @@ class HttpServerConnection:
     def _respond(self, response: Response, *, close: bool = False, fallback: bool = False) -> None:
         conn = self._conn
         status = response.status
+        if access_log.isEnabledFor(logging.INFO):
+            method, target = self._line
+            access_log.info(
+                "%s %s %s %d",
+                self._scheme,
+                method.decode("latin-1"),
+                target[:200].decode("latin-1"),
+                status,
+            )
         headers: list[tuple[bytes, bytes]] = [
             (b"Date", _DATES.get(self._now)),
             (b"Server", self._server),
