@@ -179,12 +179,25 @@ class BipServerApp:
             return OpenChannel.server(number, open_port, min(self.config.buffer_size, 0xFFFF))
         channels = list(self.channels.values())
         n = len(channels)
+        full = n >= self.config.max_channels or bool(self._refused)
+        finished: list[Channel] = []
         for k in range(n):
             channel = channels[(self._turn + k) % n]
             command = self._work(channel, number, now)
             if command is not None:
                 self._turn = (self._turn + k + 1) % n
                 return command
+            if full and channel.answered and channel.handler is not None:
+                finished.append(channel)
+        if finished:
+            # Clients may be waiting for a channel: a finished keep-alive connection yields.
+            # (A new connection is idle too until its request arrives: it is not closed.)
+            saturated = {port for port in self.config.ports if self._saturated(port)}
+            for channel in finished:
+                if channel.port in saturated and channel.handler is not None:
+                    if channel.handler.idle:
+                        channel.closing = True
+                        return CloseChannel.build(number, channel.id, to_listen=True)
         return None
 
     def _port_needing_channel(self) -> int | None:
@@ -213,9 +226,12 @@ class BipServerApp:
         return None
 
     def _saturated(self, port: int) -> bool:
+        """No channel of `port` listens and no more can be opened."""
+        if len(self.channels) < self.config.max_channels and port not in self._refused:
+            return False
         return not any(
             c.port == port and c.state is ServerState.LISTEN for c in self.channels.values()
-        ) and (len(self.channels) >= self.config.max_channels or port in self._refused)
+        )
 
     def _work(self, channel: Channel, number: int, now: float) -> Command | None:
         if channel.state is not ServerState.ESTABLISHED or channel.handler is None:
@@ -240,11 +256,6 @@ class BipServerApp:
             channel.answered = True
             return SendData.build(number, channel.id, chunk, immediately=last)
         if handler.should_close or channel.closing:
-            return CloseChannel.build(number, channel.id, to_listen=True)
-        if channel.answered and handler.idle and self._saturated(channel.port):
-            # (A new connection is idle too until its request arrives: it is not closed.)
-            # Clients may be waiting for a channel: a finished keep-alive connection yields.
-            channel.closing = True
             return CloseChannel.build(number, channel.id, to_listen=True)
         return None
 
