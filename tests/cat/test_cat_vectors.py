@@ -503,3 +503,19 @@ def test_envelope_with_cr_clear_objects_keeps_its_bytes() -> None:
     assert envelope == ENVELOPE_VECTORS[3][2]
     assert isinstance(envelope, EventDownload)
     assert envelope.encode() == raw
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        ChannelStatus.server(1, ServerState.ESTABLISHED),
+        ChannelStatus.server(7, ServerState.LISTEN),
+        ChannelStatus.link(2, up=False, further=FurtherInfo.LINK_DROPPED),
+    ],
+)
+@pytest.mark.parametrize("length", [0, 0x5A, 255, 4000])
+def test_event_fast_encoders_match_typed(status: ChannelStatus, length: int) -> None:
+    from openscws.cat.envelopes import encode_channel_status_event, encode_data_available
+
+    assert encode_data_available(status, length) == data_available(status, length).encode()
+    assert encode_channel_status_event(status) == channel_status_event(status).encode()

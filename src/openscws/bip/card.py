@@ -92,7 +92,6 @@ class Channel:
     """Bytes the terminal says wait in its Rx buffer (255 means 255 or more)."""
     tx_stored: int = 0
     """Bytes sent with SEND DATA "store" since the last "send immediately"."""
-    last_activity: float = 0.0
     closing: bool = False
     """A CLOSE CHANNEL is owed: the handler is done."""
     answered: bool = False
@@ -139,7 +138,6 @@ class BipServerApp:
         elif Event.DATA_AVAILABLE in events and envelope.data_length is not None:
             if channel.state is ServerState.ESTABLISHED:
                 channel.rx_pending = envelope.data_length.length
-                channel.last_activity = now
         else:
             return None
         return b""
@@ -148,7 +146,6 @@ class BipServerApp:
         if state is ServerState.ESTABLISHED:
             channel.state = state
             channel.handler = self.factories[channel.port](channel.id)
-            channel.last_activity = now
             log.debug("channel %d: client connected on port %d", channel.id, channel.port)
         else:
             # The client went away: whatever was under way on this connection is void.
@@ -252,7 +249,6 @@ class BipServerApp:
             chunk = bytes(channel.out[:size])
             del channel.out[:size]
             channel.tx_stored = 0 if last else channel.tx_stored + size
-            channel.last_activity = now
             channel.answered = True
             return SendData.build(number, channel.id, chunk, immediately=last)
         if handler.should_close or channel.closing:
@@ -282,7 +278,6 @@ class BipServerApp:
                     return
                 data = response.data.data if response.data is not None else b""
                 channel.rx_pending = response.data_length.length if response.data_length else 0
-                channel.last_activity = now
                 channel.handler.receive_data(data, now)
             case SendData():
                 channel = self.channels.get(command.channel)

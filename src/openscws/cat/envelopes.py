@@ -128,6 +128,22 @@ def _decode_envelope(raw: bytes) -> Envelope:
     return cls(extra=extra, cr_clear=cr_clear, **kwargs)
 
 
+# The two BIP events start every request on the terminal side, so they are also built straight
+# to bytes; tests check these equal the typed encodings above.
+_DATA_AVAILABLE_HEAD = b"\xd6\x0e\x99\x01\x09\x82\x02\x82\x81\xb8\x02"
+_CHANNEL_STATUS_HEAD = b"\xd6\x0b\x99\x01\x0a\x82\x02\x82\x81\xb8\x02"
+
+
+def encode_data_available(channel_status: ChannelStatus, length: int) -> bytes:
+    """`data_available(channel_status, length).encode()`, without the objects."""
+    return _DATA_AVAILABLE_HEAD + channel_status.value() + bytes((0xB7, 1, min(length, 0xFF)))
+
+
+def encode_channel_status_event(channel_status: ChannelStatus) -> bytes:
+    """`channel_status_event(channel_status).encode()`, without the objects."""
+    return _CHANNEL_STATUS_HEAD + channel_status.value()
+
+
 def data_available(channel_status: ChannelStatus, length: int) -> EventDownload:
     return EventDownload(
         event=EventList((Event.DATA_AVAILABLE,)),

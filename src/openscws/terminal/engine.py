@@ -33,6 +33,7 @@ from openscws.cat.commands import (
     UnknownCommand,
     decode_command,
 )
+from openscws.cat.envelopes import encode_channel_status_event, encode_data_available
 from openscws.cat.layout import MissingObject
 from openscws.cat.objects import CommandDetails, Duration, Event, GeneralResult, Result, ServerState
 from openscws.cat.profile import GATEWAY_PROFILE, TerminalProfile
@@ -89,7 +90,6 @@ class TerminalEngine:
         self._deferred_free: list[int] = []  # channel ids
         self._blocked: tuple[OpenChannel, int] | None = None
         self.polling = True
-        self.proactive_count = 0
 
     # -- APDU pump -------------------------------------------------------------------------------
 
@@ -131,21 +131,13 @@ class TerminalEngine:
         channel = self.channels.channels.get(event.channel)
         if channel is None:
             return None
-        # The same bytes as data_available(...).encode() / channel_status_event(...).encode()
-        # (§7.5.10, §7.5.11; tested), built directly: one of these starts every request.
         if event.kind == "data":
             if Event.DATA_AVAILABLE not in self.events_enabled or not channel.rx:
                 return None
-            status = channel.status().value()
-            length = min(len(channel.rx), 0xFF)
-            return (
-                b"\xd6\x0e\x99\x01\x09\x82\x02\x82\x81\xb8\x02" + status + bytes((0xB7, 1, length))
-            )
+            return encode_data_available(channel.status(), len(channel.rx))
         if Event.CHANNEL_STATUS not in self.events_enabled:
             return None
-        return (
-            b"\xd6\x0b\x99\x01\x0a\x82\x02\x82\x81\xb8\x02" + channel.status(event.further).value()
-        )
+        return encode_channel_status_event(channel.status(event.further))
 
     def receive_response(self, raw: bytes, now: float) -> None:
         sent = self._sent
@@ -200,7 +192,6 @@ class TerminalEngine:
     # -- proactive commands ----------------------------------------------------------------------
 
     def _run(self, raw: bytes, now: float) -> None:
-        self.proactive_count += 1
         # Bulk transfer is a long run of SEND DATA: take its plain form (no alpha id, icon or
         # frame) straight from the bytes. Anything else goes through the typed decoder, and
         # the tests check that both give the same TERMINAL RESPONSE.

@@ -168,9 +168,9 @@ class VirtualUicc:
         return _ok()
 
     def _fetch(self, apdu: CommandApdu, now: float) -> bytes:
-        return self._fetch_fast(apdu.le, now)
+        return self._fetch_fast(apdu.le)
 
-    def _fetch_fast(self, le: int | None, now: float = 0.0) -> bytes:
+    def _fetch_fast(self, le: int | None) -> bytes:
         pending = self.toolkit.pending
         if pending is None:
             return SW.CONDITIONS_NOT_SATISFIED.to_bytes(2, "big")
