@@ -17,68 +17,12 @@ import sys
 import time
 from pathlib import Path
 
+from openscws.aio.direct import StreamProtocol
 from openscws.config import CardSettings
 from openscws.http.connection import HttpServerConnection
 from openscws.http.limits import RamBudget
 from openscws.scws.card import build_site
-from openscws.scws.site import Site
 from openscws.store.cardimage import CardImage
-
-_clock = time.time
-
-
-class DirectConnection(asyncio.Protocol):
-    def __init__(self, site: Site, settings: CardSettings, budget: RamBudget) -> None:
-        self.http = HttpServerConnection(site, settings.limits, budget, now=_clock())
-        self.transport: asyncio.Transport | None = None
-        self.timer: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        self._arm()
-
-    def data_received(self, data: bytes) -> None:
-        self.http.receive_data(data, _clock())
-        self._flush()
-
-    def eof_received(self) -> bool | None:
-        self.http.receive_data(b"", _clock())
-        self._flush()
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-        self.http.close()
-
-    def _flush(self) -> None:
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            return
-        out = self.http.data_to_send()
-        if out:
-            transport.write(out)
-        if self.http.should_close:
-            transport.close()
-        else:
-            self._arm()
-
-    def _arm(self) -> None:
-        due = self.http.get_timer()
-        if due is None:
-            return
-        if self.timer is not None:
-            if self.timer.when() <= due:  # an earlier check re-arms itself
-                return
-            self.timer.cancel()
-        loop = asyncio.get_running_loop()
-        self.timer = loop.call_later(max(0.0, due - _clock()), self._fire)
-
-    def _fire(self) -> None:
-        self.timer = None
-        self.http.handle_timer(_clock())
-        self._flush()
 
 
 async def serve(data_dir: Path, host: str, port: int) -> None:
@@ -87,9 +31,11 @@ async def serve(data_dir: Path, host: str, port: int) -> None:
     site = build_site(image, image.meta.iccid)
     budget = RamBudget.for_limits(settings.limits)
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(
-        lambda: DirectConnection(site, settings, budget), host, port, backlog=128
-    )
+
+    def connection() -> StreamProtocol:
+        return StreamProtocol(HttpServerConnection(site, settings.limits, budget, now=time.time()))
+
+    server = await loop.create_server(connection, host, port, backlog=128)
     bound = server.sockets[0].getsockname()[1]
     print(f"DIRECT ready: http://{host}:{bound}/", flush=True)
     stop = asyncio.Event()

@@ -112,6 +112,7 @@ class ScwsProcess:
     base_url: str = ""
     data_dir: Path | None = None
     port: int = 0
+    tls_port: int = 0
     _files: list[object] = field(default_factory=list)
 
     @property
@@ -203,15 +204,16 @@ def start_up(tmp_path: Path) -> Iterator[UpFactory]:
     def start(*extra: str | Path, config: str | None = None, data_dir: Path | None = None):
         n = len(started)
         data = data_dir or tmp_path / f"card{n}"
-        port = free_port()
-        args: list[str | Path] = ["up", "--data-dir", data, "--port-map", f"3516={port}"]
+        port, tls_port = free_port(), free_port()
+        args: list[str | Path] = ["up", "--data-dir", data]
+        args += ["--port-map", f"3516={port}", "--port-map", f"4116={tls_port}"]
         if config is not None:
             cfg = tmp_path / f"openscws{n}.toml"
             cfg.write_text(config)
             args += ["--config", cfg]
         sp = spawn([*args, *extra], tmp_path / "logs", f"up{n}")
         started.append(sp)
-        sp.data_dir, sp.port = data, port
+        sp.data_dir, sp.port, sp.tls_port = data, port, tls_port
         sp.wait_ready()
         return sp
 
@@ -230,8 +232,9 @@ def scws_server(
     process). base_url has no trailing slash ("http://127.0.0.1:PORT")."""
     root = tmp_path_factory.mktemp("scws-session")
     data = root / "card"
-    port = free_port()
-    sp = spawn(["up", "--data-dir", data, "--port-map", f"3516={port}"], root, "up")
+    port, tls_port = free_port(), free_port()
+    maps = ["--port-map", f"3516={port}", "--port-map", f"4116={tls_port}"]
+    sp = spawn(["up", "--data-dir", data, *maps], root, "up")
     try:
         sp.wait_ready()
         assert sp.base_url == f"http://127.0.0.1:{port}"

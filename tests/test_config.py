@@ -8,7 +8,8 @@ from openscws.errors import ConfigError
 
 def test_defaults_without_a_file() -> None:
     settings = load(None)
-    assert settings.card.ports == (3516,)
+    assert settings.card.ports == (3516, 4116)
+    assert settings.card.tls_ports == (4116,)
     assert settings.card.initial_channels >= 2
     assert settings.gateway.host == "127.0.0.1"
 

@@ -4,23 +4,31 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import logging
 import logging.config
+import os
 import signal
+import ssl
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+
+from cryptography import x509
 
 from openscws import __version__
 from openscws.aio.gateway import Gateway, GatewayConfig, GatewayError
 from openscws.aio.links import CardLink, InProcessLink, accept_vpcd_card
 from openscws.aio.vicc import serve_card
 from openscws.config import Settings, load, to_toml
-from openscws.errors import ConfigError, StoreError
+from openscws.errors import ConfigError, KeyUseDenied, StoreError
+from openscws.pki.keys import KeyType
 from openscws.store.cardimage import CardImage
 from openscws.terminal.engine import TerminalEngine
 from openscws.trace.tracer import ApduTracer
+from openscws.uicc.keystore import CardKeyStore
 
 log = logging.getLogger("openscws")
 
@@ -91,6 +99,50 @@ def _gateway_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _card_actions(card: argparse.ArgumentParser) -> None:
+    acts = card.add_subparsers(dest="action", required=False, metavar="ACTION")
+    init = acts.add_parser(
+        "init",
+        help="make the card's key pair inside the card image (and the image if needed)",
+        description="Make the card's key pair in its secure area. With --issue, also get a "
+        "device certificate from the issuer CA (created if missing) and install it.",
+    )
+    init.add_argument("--key-type", choices=("rsa", "ec"), help="rsa (2048, default) or ec")
+    init.add_argument("--force", action="store_true", help="replace an existing key pair")
+    init.add_argument("--issue", action="store_true", help="also issue the device certificate")
+    init.add_argument("--no-demo", action="store_true", help="leave a new image empty")
+    csr = acts.add_parser("csr", help="print a CSR for the card's key (signed in the card)")
+    csr.add_argument("-o", "--output", type=Path, help="write here instead of standard output")
+    csr.add_argument("--host", action="append", help="subjectAltName entry (repeatable)")
+    cert = acts.add_parser("install-cert", help="install the device certificate chain")
+    cert.add_argument("chain", type=Path, help="PEM: device certificate first, then issuers")
+    acts.add_parser("show", help="the card's key, certificate, PSK identities and policy")
+    psk = acts.add_parser("psk", help="PSK-TLS identities on the card's HTTPS port")
+    psk_sub = psk.add_subparsers(dest="psk_action", required=True, metavar="PSK_ACTION")
+    add = psk_sub.add_parser("add", help="add or replace an identity")
+    add.add_argument("identity", help="PSK identity (UTF-8, up to 128 bytes)")
+    add.add_argument("--key", help="key in hex, 16-64 bytes (default: 16 random bytes)")
+    rm = psk_sub.add_parser("rm", help="remove an identity")
+    rm.add_argument("identity", help="the PSK identity to remove")
+    psk_sub.add_parser("ls", help="list identities (never the keys)")
+    enable = psk_sub.add_parser("enable", help="offer the PSK suites on the HTTPS port")
+    enable.add_argument("--hint", help="PSK identity hint sent to clients")
+    psk_sub.add_parser("disable", help="stop offering the PSK suites")
+    policy = acts.add_parser("policy", help="card applications allowed to use the private key")
+    policy_sub = policy.add_subparsers(dest="policy_action", required=True, metavar="ACT")
+    allow = policy_sub.add_parser("allow", help="authorise a card application")
+    allow.add_argument("app", help="card application name (as registered on the card)")
+    deny = policy_sub.add_parser("deny", help="withdraw an application's authorisation")
+    deny.add_argument("app", help="card application name")
+    policy_sub.add_parser("ls", help="list authorised applications")
+    parsers = [init, csr, cert, psk, policy, acts.choices["show"]]
+    parsers += list(psk_sub.choices.values()) + list(policy_sub.choices.values())
+    for p in parsers:
+        _common(p)
+        _card_options(p)
+        p.add_argument("--ca-dir", type=Path, help="CA directory (default: ca.dir)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="openscws",
@@ -129,6 +181,52 @@ def build_parser() -> argparse.ArgumentParser:
     card.add_argument(
         "--no-demo", action="store_true", help="do not install the demo site in a new image"
     )
+    card.add_argument(
+        "--tcpip",
+        action="store_true",
+        help="a card with its own TCP/IP (SCWS §8.2): listen directly, no BIP gateway, on "
+        "card.tcpip_http_port / card.tcpip_https_port (80 / 443)",
+    )
+    card.add_argument("--http-port", type=int, help="--tcpip: HTTP port (default 80)")
+    card.add_argument("--https-port", type=int, help="--tcpip: HTTPS port (default 443)")
+    _card_actions(card)
+
+    ca = sub.add_parser(
+        "ca",
+        help="the card issuer's CA: init, sign a card's CSR, show",
+        description="The card issuer's certification authority, which signs device "
+        "certificates (WAP-profiled X.509, SCWS §11.1.2). Trust its ca.pem in browsers and curl.",
+    )
+    ca_sub = ca.add_subparsers(dest="action", required=True, metavar="ACTION")
+    ca_init = ca_sub.add_parser("init", help="create the CA (key pair and self-signed cert)")
+    ca_init.add_argument("--name", default=None, help="the CA's commonName")
+    ca_init.add_argument("--organization", default="openscws", help="organizationName")
+    ca_init.add_argument(
+        "--key-type", choices=("rsa", "ec"), default="rsa", help="rsa (2048, default) or ec (P-256)"
+    )
+    ca_init.add_argument("--days", type=int, default=3650, help="validity (default 3650)")
+    ca_sign = ca_sub.add_parser("sign", help="sign a CSR into a device certificate chain")
+    ca_sign.add_argument("csr", type=Path, help="PEM or DER CSR (from `openscws card csr`)")
+    ca_sign.add_argument("-o", "--output", type=Path, help="write the chain here, not stdout")
+    ca_sign.add_argument(
+        "--host", action="append", help="subjectAltName entry (repeatable; default: the CSR's)"
+    )
+    ca_sign.add_argument("--days", type=int, help="validity (default ca.days, 825)")
+    ca_sub.add_parser("show", help="print the CA certificate's path, subject and validity")
+    ca_sub.add_parser("profile", help="print the device certificate profile, field by field")
+    for action in ca_sub.choices.values():
+        _common(action)
+        action.add_argument("--ca-dir", type=Path, help="CA directory (default: ca.dir)")
+
+    doctor = sub.add_parser(
+        "doctor",
+        help="what this machine's TLS stack and peer programs can do for the SCWS",
+        description="Report the Python/OpenSSL TLS capabilities the SCWS needs (TLS 1.0-1.3, "
+        "PSK, the spec's PSK suites, 3DES), the peer programs the tests use, and the card "
+        "image's keys and certificate.",
+    )
+    _common(doctor)
+    _card_options(doctor)
 
     gw = sub.add_parser(
         "gateway",
@@ -199,12 +297,21 @@ def _settings(args: argparse.Namespace) -> Settings:
         if not port.isdigit():
             raise ConfigError(f"--vpcd wants HOST:PORT, got {args.vpcd!r}")
         gateway = replace(gateway, vpcd_host=host or "127.0.0.1", vpcd_port=int(port))
+    if getattr(args, "key_type", None) and args.command == "card":
+        card = replace(card, key_type=args.key_type)
+    if getattr(args, "http_port", None) is not None:
+        card = replace(card, tcpip_http_port=args.http_port)
+    if getattr(args, "https_port", None) is not None:
+        card = replace(card, tcpip_https_port=args.https_port)
+    ca = settings.ca
+    if getattr(args, "ca_dir", None):
+        ca = replace(ca, dir=args.ca_dir)
     trace = settings.trace
     if getattr(args, "trace", False):
         trace = replace(trace, enabled=True)
     if getattr(args, "pcap", None):
         trace = replace(trace, pcap=args.pcap)
-    return Settings(card=card, gateway=gateway, trace=trace)
+    return Settings(card=card, gateway=gateway, trace=trace, ca=ca)
 
 
 def open_image(settings: Settings, *, create: bool, demo: bool) -> CardImage:
@@ -222,6 +329,32 @@ def open_image(settings: Settings, *, create: bool, demo: bool) -> CardImage:
         n = install_demo(image, int(time.time()))
         log.info("installed the demo site (%d resources)", n)
     return image
+
+
+def _card_tls(settings: Settings, image: CardImage) -> ssl.SSLContext | None:
+    """The card's HTTPS context, provisioning the key pair, CA and certificate on first use
+    (the embedded defaults). None when no port runs TLS."""
+    card = settings.card
+    if not set(card.ports) & set(card.tls_ports):
+        return None
+    from openscws.store.provision import ensure_card_tls
+    from openscws.uicc.keystore import CardKeyStore
+
+    keys = CardKeyStore(image)
+    done = ensure_card_tls(
+        keys,
+        settings.ca.dir,
+        iccid=image.meta.iccid,
+        now=datetime.datetime.now(datetime.UTC),
+        key_type="ec" if card.key_type == "ec" else "rsa",
+    )
+    if done.issued:
+        log.info(
+            "device certificate %s valid until %s",
+            done.certificate.subject.rfc4514_string(),
+            done.certificate.not_valid_after_utc.date(),
+        )
+    return keys.server_context("compat" if card.tls_profile == "compat" else "modern")
 
 
 def _tracer(settings: Settings) -> ApduTracer | None:
@@ -253,24 +386,33 @@ async def _wait_event(event: asyncio.Event) -> None:
     await event.wait()
 
 
-def _announce(gateway: Gateway, settings: Settings) -> None:
-    host = settings.gateway.host
+def _announce(
+    local_port: Callable[[int], int], host: str, settings: Settings, *, card: bool = True
+) -> None:
     shown = f"[{host}]" if ":" in host else host
     for port in settings.card.ports:
-        print(f"SCWS ready: http://{shown}:{gateway.local_port(port)}/", flush=True)
+        scheme = "https" if port in settings.card.tls_ports else "http"
+        try:
+            local = local_port(port)
+        except KeyError:
+            continue
+        print(f"SCWS ready: {scheme}://{shown}:{local}/", flush=True)
+    if card and set(settings.card.ports) & set(settings.card.tls_ports):
+        ca = settings.ca.dir / "ca.pem"
+        print(f"HTTPS issuer CA: {ca} (curl --cacert {ca})", flush=True)
 
 
 async def _up(settings: Settings, demo: bool) -> int:
     from openscws.scws.card import build_card
 
     image = open_image(settings, create=True, demo=demo)
-    card = build_card(image, settings.card, image.meta.iccid)
+    card = build_card(image, settings.card, image.meta.iccid, tls=_card_tls(settings, image))
     tracer = _tracer(settings)
     gateway = _gateway(settings, InProcessLink(card), tracer)
     await gateway.start()
     try:
         await gateway.wait_listening()
-        _announce(gateway, settings)
+        _announce(gateway.local_port, settings.gateway.host, settings)
         await _run_until_signal(asyncio.ensure_future(gateway.wait()))
     finally:
         await gateway.stop()
@@ -283,10 +425,34 @@ async def _card(settings: Settings, demo: bool) -> int:
     from openscws.scws.card import build_card
 
     image = open_image(settings, create=True, demo=demo)
-    card = build_card(image, settings.card, image.meta.iccid)
+    card = build_card(image, settings.card, image.meta.iccid, tls=_card_tls(settings, image))
     g = settings.gateway
     print(f"card {image.meta.iccid} connecting to vpcd {g.vpcd_host}:{g.vpcd_port}", flush=True)
     await _run_until_signal(asyncio.create_task(serve_card(card, g.vpcd_host, g.vpcd_port)))
+    return 0
+
+
+async def _card_tcpip(settings: Settings, demo: bool) -> int:
+    """A card with its own TCP/IP (SCWS §8.2): HTTP and HTTPS on sockets, no BIP."""
+    from openscws.aio.direct import DirectServer
+    from openscws.scws.card import build_site, handler_factories
+
+    image = open_image(settings, create=True, demo=demo)
+    c = settings.card
+    site = build_site(image, image.meta.iccid)
+    factories = handler_factories(site, c, _card_tls(settings, image))
+    ports = {p: (c.tcpip_https_port if p in c.tls_ports else c.tcpip_http_port) for p in factories}
+    server = DirectServer(c.tcpip_host, factories, ports)
+    try:
+        await server.start()
+    except OSError as exc:
+        hint = " (ports below 1024 need root or CAP_NET_BIND_SERVICE)" if exc.errno == 13 else ""
+        raise GatewayError(f"{exc.strerror}{hint}") from exc
+    try:
+        _announce(server.local_port, c.tcpip_host, settings)
+        await _run_until_signal(asyncio.ensure_future(_wait_event(asyncio.Event())))
+    finally:
+        await server.stop()
     return 0
 
 
@@ -299,7 +465,7 @@ async def _gateway_main(settings: Settings) -> int:
     await gateway.start()
     try:
         await gateway.wait_listening()
-        _announce(gateway, settings)
+        _announce(gateway.local_port, settings.gateway.host, settings, card=False)
         await _run_until_signal(asyncio.ensure_future(gateway.wait()))
     finally:
         await gateway.stop()
@@ -352,6 +518,201 @@ def _content(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _card_action(args: argparse.Namespace, settings: Settings) -> int:
+    from openscws.store.issuer import IssuerCa
+    from openscws.store.provision import issue_device_certificate
+    from openscws.uicc.keystore import CardKeyStore
+
+    image = open_image(
+        settings,
+        create=args.action == "init",
+        demo=not args.no_demo if args.action == "init" else False,
+    )
+    keys = CardKeyStore(image)
+    now = datetime.datetime.now(datetime.UTC)
+    match args.action:
+        case "init":
+            key_type: KeyType = "ec" if settings.card.key_type == "ec" else "rsa"
+            if keys.has_key and not args.force:
+                print(
+                    f"the card already has a {keys.key_type().upper()} key pair "
+                    "(--force makes a new one)"
+                )
+            else:
+                keys.generate(key_type, replace=args.force)
+                print(f"made a {key_type.upper()} key pair in {image.root}/secure")
+            if args.issue:
+                ca_dir = settings.ca.dir
+                ca = (
+                    IssuerCa.open(ca_dir)
+                    if IssuerCa.exists(ca_dir)
+                    else IssuerCa.create(ca_dir, now=now, key_type=key_type)
+                )
+                cert = issue_device_certificate(
+                    keys, ca, iccid=image.meta.iccid, now=now, days=settings.ca.days
+                )
+                print(
+                    f"installed device certificate {cert.subject.rfc4514_string()}, "
+                    f"issued by {ca.cert_path}"
+                )
+            else:
+                print(
+                    "next: `openscws card csr -o card.csr`, `openscws ca sign card.csr -o "
+                    "chain.pem`, `openscws card install-cert chain.pem` (or use --issue)"
+                )
+        case "csr":
+            from openscws.pki.profile import DEFAULT_HOSTS
+
+            hosts = tuple(args.host or DEFAULT_HOSTS)
+            pem = keys.make_csr(
+                common_name=hosts[0],
+                serial_number=image.meta.iccid,
+                organization="openscws SCWS",
+                hosts=hosts,
+            )
+            _output(pem, args.output)
+        case "install-cert":
+            leaf = keys.install_chain(_read(args.chain))
+            print(
+                f"installed {leaf.subject.rfc4514_string()} "
+                f"(valid until {leaf.not_valid_after_utc:%Y-%m-%d})"
+            )
+        case "show":
+            _show_card(keys)
+        case "psk":
+            return _psk(args, keys)
+        case "policy":
+            match args.policy_action:
+                case "allow":
+                    keys.set_authorised_apps([*keys.authorised_apps(), args.app])
+                case "deny":
+                    keys.set_authorised_apps(a for a in keys.authorised_apps() if a != args.app)
+            for app in keys.authorised_apps():
+                print(app)
+    return 0
+
+
+def _psk(args: argparse.Namespace, keys: CardKeyStore) -> int:
+    match args.psk_action:
+        case "add":
+            if args.key:
+                try:
+                    key = bytes.fromhex(args.key)
+                except ValueError:
+                    raise ConfigError("--key must be hex digits") from None
+            else:
+                key = os.urandom(16)
+            keys.add_psk(args.identity, key)
+            print(f"added PSK identity {args.identity!r}")
+            if not args.key:
+                print(f"key (shown once): {key.hex()}")
+        case "rm":
+            if not keys.remove_psk(args.identity):
+                print(f"openscws: no PSK identity {args.identity!r}", file=sys.stderr)
+                return 1
+            print(f"removed PSK identity {args.identity!r}")
+        case "ls":
+            table = keys.psk_table()
+            print(
+                f"PSK-TLS {'enabled' if table.enabled else 'disabled'}"
+                + (f", hint {table.hint!r}" if table.hint else "")
+            )
+            for identity in sorted(table.keys):
+                print(f"  {identity}")
+        case "enable":
+            keys.set_psk_enabled(True, args.hint)
+            print("PSK-TLS enabled on the card's HTTPS port (takes effect at the next start)")
+        case "disable":
+            keys.set_psk_enabled(False)
+            print("PSK-TLS disabled")
+    return 0
+
+
+def _show_card(keys: CardKeyStore) -> None:
+    if not keys.has_key:
+        print("key pair: none (run `openscws card init`)")
+        return
+    print(f"key pair: {keys.key_type().upper()}")
+    cert = keys.device_certificate()
+    if cert is None:
+        print("device certificate: none")
+    else:
+        print(f"device certificate: {cert.subject.rfc4514_string()}")
+        print(f"  issuer: {cert.issuer.rfc4514_string()}")
+        print(f"  valid: {_validity(cert)}")
+        print(f"  serial: {cert.serial_number:x}")
+    table = keys.psk_table()
+    print(
+        f"PSK-TLS: {'enabled' if table.enabled else 'disabled'}, "
+        f"{len(table.keys)} identit{'y' if len(table.keys) == 1 else 'ies'}"
+    )
+    print(f"key users: TLS, {', '.join(keys.authorised_apps()) or 'no card application'}")
+
+
+def _ca_action(args: argparse.Namespace, settings: Settings) -> int:
+    from openscws.pki.authority import DEFAULT_CA_NAME, parse_csr
+    from openscws.pki.profile import CA_PROFILE, SERVER_PROFILE
+    from openscws.store.issuer import IssuerCa
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_dir = settings.ca.dir
+    match args.action:
+        case "init":
+            ca = IssuerCa.create(
+                ca_dir,
+                now=now,
+                common_name=args.name or DEFAULT_CA_NAME,
+                organization=args.organization,
+                key_type=args.key_type,
+                days=args.days,
+            )
+            print(f"created CA {ca.certificate.subject.rfc4514_string()} at {ca_dir}")
+            print(f"trust it: curl --cacert {ca.cert_path} ...")
+        case "sign":
+            ca = IssuerCa.open(ca_dir)
+            issued, path = ca.sign(
+                parse_csr(_read(args.csr)),
+                now=now,
+                days=args.days or settings.ca.days,
+                hosts=tuple(args.host) if args.host else None,
+            )
+            _output(issued.pem + ca.cert_pem, args.output)
+            print(f"issued serial {issued.serial:x}, recorded in {path}", file=sys.stderr)
+        case "show":
+            ca = IssuerCa.open(ca_dir)
+            cert = ca.certificate
+            print(f"{ca.cert_path}\n  subject: {cert.subject.rfc4514_string()}")
+            print(f"  valid: {_validity(cert)}")
+            print(f"  issued: {len(ca.issued())} certificate(s)")
+        case "profile":
+            for title, rules in (("device certificate", SERVER_PROFILE), ("CA", CA_PROFILE)):
+                print(f"{title}:")
+                for rule in rules:
+                    print(f"  {rule.field}: {rule.value}\n      ({rule.source})")
+    return 0
+
+
+def _validity(cert: x509.Certificate) -> str:
+    return f"{cert.not_valid_before_utc:%Y-%m-%d} .. {cert.not_valid_after_utc:%Y-%m-%d}"
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _output(data: bytes, path: Path | None) -> None:
+    if path is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        from openscws.store.atomic import atomic_write
+
+        atomic_write(path.resolve(), (data,))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(-1 if getattr(args, "quiet", False) else getattr(args, "verbose", 0))
@@ -360,8 +721,18 @@ def main(argv: list[str] | None = None) -> int:
         match args.command:
             case "up":
                 return asyncio.run(_up(settings, not args.no_demo))
+            case "card" if args.action:
+                return _card_action(args, settings)
+            case "card" if args.tcpip:
+                return asyncio.run(_card_tcpip(settings, not args.no_demo))
             case "card":
                 return asyncio.run(_card(settings, not args.no_demo))
+            case "ca":
+                return _ca_action(args, settings)
+            case "doctor":
+                from openscws.doctor import run_doctor
+
+                return run_doctor(settings)
             case "gateway":
                 return asyncio.run(_gateway_main(settings))
             case "init":
@@ -373,7 +744,7 @@ def main(argv: list[str] | None = None) -> int:
             case "config":
                 print(to_toml(settings))
                 return 0
-    except (ConfigError, StoreError, GatewayError) as e:
+    except (ConfigError, StoreError, GatewayError, KeyUseDenied) as e:
         print(f"openscws: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

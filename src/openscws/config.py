@@ -26,8 +26,27 @@ class CardSettings:
     """The card image: card.json, content/, values/, realms.json."""
     iccid: str = "8988211000000000001"
     """ICCID written when the image is first created (19 or 20 digits)."""
-    ports: tuple[int, ...] = (3516,)
-    """Ports the SCWS opens in "TCP, UICC in server mode" (3516 = HTTP, OMA SCWS §7.1.1)."""
+    ports: tuple[int, ...] = (3516, 4116)
+    """Ports the SCWS opens in "TCP, UICC in server mode" (3516 = HTTP, 4116 = HTTP over TLS,
+    OMA SCWS §7.1.1)."""
+    tls_ports: tuple[int, ...] = (4116,)
+    """Which of `ports` run TLS in the card (HTTPS)."""
+    tls_profile: str = "modern"
+    """"modern": TLS 1.2 and 1.3; "compat": also TLS 1.0 and 1.1 (SCWS §11.1.2's TLS 1.0),
+    at OpenSSL security level 0 for certificate handshakes."""
+    tls_record_limit: int = 1024
+    """Most plaintext bytes per TLS record the card sends (bounds card RAM; 16384 = none)."""
+    tls_handshake_timeout: float = 10.0
+    """Seconds a client may take to finish the TLS handshake (or a record) before the card
+    drops it."""
+    key_type: str = "rsa"
+    """Key pair made by `openscws card init` / `up`: "rsa" (2048, WAP-211's) or "ec" (P-256)."""
+    tcpip_host: str = "127.0.0.1"
+    """Own TCP/IP mode (`openscws card --tcpip`, SCWS §8.2): address the card listens on."""
+    tcpip_http_port: int = 80
+    """Own TCP/IP mode: the HTTP port (SCWS §8.2: 80)."""
+    tcpip_https_port: int = 443
+    """Own TCP/IP mode: the HTTPS port (SCWS §8.2: 443)."""
     initial_channels: int = 2
     """Server channels opened per port at start (SCWS §8.1.1 asks terminals for at least 2)."""
     listening_channels: int = 1
@@ -68,10 +87,28 @@ class TraceSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class CaSettings:
+    dir: Path = field(default_factory=lambda: default_data_dir() / "ca")
+    """The card issuer's CA: ca.pem (trust it in browsers and curl), ca-key.pem, issued/."""
+    days: int = 825
+    """Validity of device certificates the CA signs."""
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     card: CardSettings = field(default_factory=CardSettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     trace: TraceSettings = field(default_factory=TraceSettings)
+    ca: CaSettings = field(default_factory=CaSettings)
+
+    def __post_init__(self) -> None:
+        card = self.card
+        if card.tls_profile not in ("modern", "compat"):
+            raise ConfigError(f"card.tls_profile must be modern or compat: {card.tls_profile!r}")
+        if card.key_type not in ("rsa", "ec"):
+            raise ConfigError(f"card.key_type must be rsa or ec: {card.key_type!r}")
+        if not 1 <= card.tls_record_limit <= 16384:
+            raise ConfigError("card.tls_record_limit must be 1..16384")
 
 
 def _convert(cls: Any, value: Any, where: str) -> Any:
@@ -137,8 +174,8 @@ def load(path: Path | None) -> Settings:
         raise ConfigError(f"{path}: {e}") from None
     settings = Settings()
     for key, table in data.items():
-        if key not in ("card", "gateway", "trace"):
-            raise ConfigError(f"{path}: unknown section [{key}] (known: card, gateway, trace)")
+        if key not in ("card", "gateway", "trace", "ca"):
+            raise ConfigError(f"{path}: unknown section [{key}] (known: card, gateway, trace, ca)")
         settings = replace(settings, **{key: _convert(type(getattr(settings, key)), table, key)})
     return settings
 
@@ -172,6 +209,7 @@ def to_toml(settings: Settings) -> str:
     emit(settings.card, "card")
     emit(settings.gateway, "gateway")
     emit(settings.trace, "trace")
+    emit(settings.ca, "ca")
     return "\n".join(lines)
 
 

@@ -64,3 +64,8 @@ class StoreError(OpenScwsError):
 
 class ConfigError(OpenScwsError):
     """A configuration file or option that cannot be used."""
+
+
+class KeyUseDenied(OpenScwsError):
+    """A card application asked to use the card's private key without the card's policy
+    allowing it (SCWS §11.1.2: only the TLS layer and authorised card applications)."""

@@ -50,10 +50,9 @@ def test_gateway_and_card_processes(  # type: ignore[no-untyped-def]
     need_tool: Callable[[str, str], str], openscws_proc, free_port, tmp_path: Path
 ) -> None:
     curl = need_tool("curl", "curl")
-    vpcd, http = free_port(), free_port()
-    gateway = openscws_proc(
-        "gateway", "--vpcd", f"127.0.0.1:{vpcd}", "--port-map", f"3516={http}", name="gateway"
-    )
+    vpcd, http, https = free_port(), free_port(), free_port()
+    maps = ["--port-map", f"3516={http}", "--port-map", f"4116={https}"]
+    gateway = openscws_proc("gateway", "--vpcd", f"127.0.0.1:{vpcd}", *maps, name="gateway")
     gateway.wait_for("waiting for a card")
     card = openscws_proc(
         "card", "--data-dir", tmp_path / "card", "--vpcd", f"127.0.0.1:{vpcd}", name="card"

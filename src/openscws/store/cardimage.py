@@ -6,6 +6,9 @@ Layout under the image root::
     realms.json          every protection realm, rewritten whole on change
     content/<sha256>     one file per resource: magic, header length, JSON header, body
     values/<sha256>      one file per application value: same codec, header {"key": ...}
+    secure/<name>        the card's secrets (key pair, device certificate chain, PSK table,
+                         key-use policy): directory 0700, files 0600, read only through
+                         `openscws.uicc.keystore`
     lock                 taken with fcntl.flock(LOCK_EX) by every writer
 
 File names under content/ and values/ are the SHA-256 of the UTF-8 path or key, so any path
@@ -38,6 +41,11 @@ from typing import Any, Final, Self
 
 from openscws.errors import StoreError
 from openscws.scws.model import Realm, Resource
+from openscws.store.atomic import TMP_PREFIX
+from openscws.store.atomic import StatKey as _StatKey
+from openscws.store.atomic import atomic_write as _atomic_write
+from openscws.store.atomic import fsync_dir as _fsync_dir
+from openscws.store.atomic import stat_key as _stat_key
 
 __all__ = [
     "FORMAT_VERSION",
@@ -59,11 +67,10 @@ CONTENT_MAGIC: Final = b"OSCWSRES1\n"
 VALUE_MAGIC: Final = b"OSCWSVAL1\n"
 """First bytes of a value file; same framing, header {"key": ..., "length": ...}."""
 
-TMP_PREFIX: Final = ".tmp-"
+_SECRET_NAME_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
+MAX_SECRET_BYTES: Final = 1024 * 1024
 _LEN: Final = struct.Struct(">I")
 _FORBIDDEN_PATH_CHARS: Final = frozenset("\\?#") | frozenset(map(chr, [*range(0x20), 0x7F]))
-
-_StatKey = tuple[int, int, int]
 
 
 # --- validation ---------------------------------------------------------------------------
@@ -323,43 +330,6 @@ def _realms_from_json(data: bytes, what: str) -> dict[str, Realm]:
 # --- low-level file operations ----------------------------------------------------------
 
 
-def _stat_key(st: os.stat_result) -> _StatKey:
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(target: Path, chunks: tuple[bytes, ...], mode: int = 0o644) -> _StatKey:
-    """Write `chunks` to `target` atomically; returns the new file's stat key."""
-    directory = target.parent
-    tmp = directory / f"{TMP_PREFIX}{target.name}-{os.getpid()}-{os.urandom(4).hex()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-    try:
-        try:
-            for chunk in chunks:
-                view = memoryview(chunk)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
-            os.fsync(fd)
-            key = _stat_key(os.fstat(fd))
-        finally:
-            os.close(fd)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync_dir(directory)
-    return key
-
-
 def _read_file(path: Path) -> tuple[_StatKey, bytes] | None:
     """The file's stat key and whole contents, or None if it does not exist."""
     try:
@@ -396,6 +366,7 @@ class CardImage:
         self.root = root
         self._content_dir = root / "content"
         self._values_dir = root / "values"
+        self._secure_dir = root / "secure"
         self._meta_file = root / "card.json"
         self._realms_file = root / "realms.json"
         self._lock_file = root / "lock"
@@ -510,7 +481,12 @@ class CardImage:
             except BlockingIOError:
                 return
             try:
-                for directory in (self.root, self._content_dir, self._values_dir):
+                for directory in (
+                    self.root,
+                    self._content_dir,
+                    self._values_dir,
+                    self._secure_dir,
+                ):
                     self._remove_temps(directory)
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
@@ -703,4 +679,42 @@ class CardImage:
             except FileNotFoundError:
                 return False
             _fsync_dir(self._values_dir)
+        return True
+
+    # the secure area (key pair, certificates, PSKs): see openscws.uicc.keystore
+
+    def _secret_file(self, name: str) -> Path:
+        if (
+            not isinstance(name, str)
+            or not name
+            or name[0] == "."
+            or not _SECRET_NAME_CHARS.issuperset(name)
+        ):
+            raise StoreError(f"invalid secret name {name!r}")
+        return self._secure_dir / name
+
+    def get_secret(self, name: str) -> bytes | None:
+        """The secret `name` from secure/, or None. Not cached: secrets are read rarely."""
+        loaded = _read_file(self._secret_file(name))
+        return None if loaded is None else loaded[1]
+
+    def set_secret(self, name: str, data: bytes) -> None:
+        """Store `data` as secure/`name` atomically, mode 0600 in a 0700 directory."""
+        file = self._secret_file(name)
+        if not isinstance(data, bytes) or len(data) > MAX_SECRET_BYTES:
+            raise StoreError(f"secret {name!r} must be bytes of at most {MAX_SECRET_BYTES}")
+        with self._writing():
+            self._secure_dir.mkdir(mode=0o700, exist_ok=True)
+            os.chmod(self._secure_dir, 0o700)
+            self._remove_temps(self._secure_dir)
+            _atomic_write(file, (data,), 0o600)
+
+    def delete_secret(self, name: str) -> bool:
+        file = self._secret_file(name)
+        with self._writing():
+            try:
+                os.unlink(file)
+            except FileNotFoundError:
+                return False
+            _fsync_dir(self._secure_dir)
         return True

@@ -119,9 +119,20 @@ def _available(cipher: str, profile: Profile = "compat") -> str | None:
 
 
 def server_context(
-    cert_chain_pem: bytes, key_pem: bytes, *, profile: Profile = "modern"
+    cert_chain_pem: bytes,
+    key_pem: bytes,
+    *,
+    profile: Profile = "modern",
+    psk_lookup: Callable[[str | None], bytes | None] | None = None,
+    psk_hint: str | None = None,
 ) -> ssl.SSLContext:
     """The certificate-authenticated server context (SCWS §11.1.2).
+
+    With `psk_lookup` the same context also offers the PSK suites (SCWS §11.1: the local
+    HTTPS server MAY implement PSK-TLS too), after the certificate ones: OpenSSL follows the
+    client's order, so a client that wants PSK offers only PSK suites (`openssl s_client
+    -psk ... -cipher PSK`, or gnutls-cli's PSK priority). PSK suites need TLS <= 1.2: a client
+    that offers TLS 1.3 gets a certificate handshake.
 
     `cert_chain_pem` is the leaf certificate followed by any intermediates, `key_pem` its
     unencrypted private key (PEM). `ssl.SSLContext.load_cert_chain` only reads files, so both
@@ -133,7 +144,13 @@ def server_context(
     link and state on the card for resumption the card does not offer."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     _set_profile(ctx, profile, psk=False)
-    _set_ciphers(ctx, CERT_CIPHERS, profile, psk=False)
+    if psk_lookup is None:
+        _set_ciphers(ctx, CERT_CIPHERS, profile, psk=False)
+    else:
+        # "-PSK" (not "!PSK"): the plain PSK suites named after it may come back.
+        ciphers = CERT_CIPHERS.removesuffix("!PSK") + "-PSK:" + _psk_ciphers(PSK_CIPHERS, profile)
+        _set_ciphers(ctx, ciphers, profile, psk=False)
+        _set_psk_server(ctx, psk_lookup, psk_hint)
     ctx.num_tickets = 0
     with tempfile.TemporaryDirectory(prefix="openscws-tls-") as tmp:
         cert_path = Path(tmp) / "chain.pem"
@@ -172,16 +189,25 @@ def psk_server_context(
     OpenSSL still has it, PSK-3DES-EDE-CBC-SHA."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     _set_profile(ctx, profile, psk=True)
+    _set_ciphers(ctx, _psk_ciphers(ciphers, profile), profile, psk=True)
+    _set_psk_server(ctx, lookup, identity_hint)
+    return ctx
+
+
+def _psk_ciphers(ciphers: str, profile: Profile) -> str:
     if profile == "compat" and _available("PSK-3DES-EDE-CBC-SHA") is None:
         ciphers += ":PSK-3DES-EDE-CBC-SHA"
-    _set_ciphers(ctx, ciphers, profile, psk=True)
+    return ciphers
 
+
+def _set_psk_server(
+    ctx: ssl.SSLContext, lookup: Callable[[str | None], bytes | None], hint: str | None
+) -> None:
     def callback(identity: str | None) -> bytes:
         key = lookup(identity)
         return key if key else b""  # an empty key makes OpenSSL fail the handshake
 
-    ctx.set_psk_server_callback(callback, identity_hint)
-    return ctx
+    ctx.set_psk_server_callback(callback, hint)
 
 
 def psk_client_context(
@@ -200,9 +226,7 @@ def psk_client_context(
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     _set_profile(ctx, profile, psk=True)
-    if profile == "compat" and _available("PSK-3DES-EDE-CBC-SHA") is None:
-        ciphers += ":PSK-3DES-EDE-CBC-SHA"
-    _set_ciphers(ctx, ciphers, profile, psk=True)
+    _set_ciphers(ctx, _psk_ciphers(ciphers, profile), profile, psk=True)
 
     def callback(hint: str | None) -> tuple[str, bytes]:
         return identity, key

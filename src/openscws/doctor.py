@@ -1,0 +1,133 @@
+"""`openscws doctor`: what this machine can do for the SCWS, and why not where it cannot.
+
+Reads the TLS stack (`openscws.tls.context.describe_stack`), looks for the third-party
+peer programs the tests and docs use, and checks the card image's keys and the issuer CA."""
+
+from __future__ import annotations
+
+import datetime
+import platform
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final
+
+from openscws.config import Settings
+from openscws.errors import ConfigError, StoreError
+from openscws.tls.context import PSK_SPEC_SUITES, describe_stack
+
+__all__ = ["PEERS", "run_doctor"]
+
+PEERS: Final = (
+    # (program or file, Debian package, what it is for)
+    ("curl", "curl", "HTTP/HTTPS client tests"),
+    ("openssl", "openssl", "s_client / s_server interop and the handshake benchmark"),
+    ("gnutls-cli", "gnutls-bin", "PSK-TLS interop (--pskusername/--pskkey)"),
+    ("chromium", "chromium", "headless browser screenshots"),
+    ("tshark", "tshark", "decodes --pcap GSMTAP SIM traces"),
+    ("pcscd", "pcscd", "the card in a PC/SC stack"),
+    ("/usr/lib/pcsc/drivers/serial/libifdvpcd.so", "vsmartcard-vpcd", "pcscd's vpcd reader"),
+    ("scriptor", "pcsc-tools", "raw APDUs through pcscd"),
+    ("testssl", "testssl.sh", "TLS audit of port 4116"),
+    ("sslscan", "sslscan", "TLS audit of port 4116"),
+    ("wrk", "wrk", "HTTP load in benchmarks (a Python client is the fallback)"),
+)
+
+
+def _yes(flag: object) -> str:
+    return "yes" if flag else "no"
+
+
+def _found(name: str) -> str | None:
+    if name.startswith("/"):
+        return name if Path(name).exists() else None
+    return shutil.which(name)
+
+
+def run_doctor(settings: Settings, write: Callable[[str], None] = print) -> int:
+    info = describe_stack()
+    write(f"python {platform.python_version()} ({sys.executable})")
+    write(f"openssl {info['openssl']}")
+    write("TLS stack:")
+    write(f"  TLS 1.0 / 1.1 compiled in: {_yes(info['tls1_0'])} / {_yes(info['tls1_1'])}")
+    write(f"  TLS 1.3: {_yes(info['tls1_3'])}")
+    write(f"  PSK-TLS callbacks (Python >= 3.13): {_yes(info['psk'])}")
+    write(
+        f"  TLS 1.0 PSK handshake at the default security level: "
+        f"{_yes(info['tls1_0_psk_handshake'])}"
+    )
+    if info["tls1_0_cert_needs_seclevel0"]:
+        write(
+            "  TLS 1.0/1.1 with certificates needs OpenSSL security level 0 (MD5+SHA-1 "
+            "handshake signatures): the 'compat' profile sets it"
+        )
+    write(
+        "  RFC 6066 max_fragment_length: no (Python's ssl cannot negotiate it); the card "
+        "bounds the records it sends with card.tls_record_limit"
+    )
+    write("SCWS §11.1.1 PSK suites:")
+    for suite in PSK_SPEC_SUITES:
+        if info[suite]:
+            write(f"  {suite}: available")
+        else:
+            write(f"  {suite}: NOT available: {info[suite + '_why']}")
+    if not info["PSK-3DES-EDE-CBC-SHA"]:
+        write(
+            "  -> TLS_PSK_WITH_3DES_EDE_CBC_SHA cannot be offered by any TLS stack on this "
+            "machine; openscws does not implement TLS or 3DES by hand (docs/tls.md)"
+        )
+    write("peer programs:")
+    missing = []
+    for name, package, purpose in PEERS:
+        path = _found(name)
+        shown = Path(name).name if name.startswith("/") else name
+        if path:
+            write(f"  {shown:<16} {path}")
+        else:
+            write(f"  {shown:<16} missing: apt-get install {package} ({purpose})")
+            missing.append(package)
+    if missing:
+        write(f"  all missing ones: scripts/install-peers (or apt-get install {' '.join(missing)})")
+    _card(settings, write)
+    return 0
+
+
+def _card(settings: Settings, say: Callable[[str], None]) -> None:
+    from openscws.store.cardimage import CardImage
+    from openscws.store.issuer import IssuerCa
+    from openscws.uicc.keystore import CardKeyStore
+
+    root = settings.card.data_dir
+    say(f"card image: {root}")
+    if not (root / "card.json").exists():
+        say("  none yet (`openscws up` or `openscws init` creates it)")
+    else:
+        try:
+            image = CardImage.open(root)
+            keys = CardKeyStore(image)
+            if not keys.has_key:
+                say("  key pair: none (`openscws card init`)")
+            else:
+                cert = keys.device_certificate()
+                say(f"  key pair: {keys.key_type().upper()}")
+                if cert is None:
+                    say("  device certificate: none")
+                else:
+                    left = cert.not_valid_after_utc - datetime.datetime.now(datetime.UTC)
+                    say(
+                        f"  device certificate: {cert.subject.rfc4514_string()}, "
+                        f"{left.days} days left"
+                    )
+            table = keys.psk_table()
+            say(
+                f"  PSK-TLS: {'enabled' if table.enabled else 'disabled'}, "
+                f"{len(table.keys)} identities"
+            )
+        except (StoreError, ConfigError) as exc:
+            say(f"  unusable: {exc}")
+    ca_dir = settings.ca.dir
+    if IssuerCa.exists(ca_dir):
+        say(f"issuer CA: {ca_dir / 'ca.pem'}")
+    else:
+        say(f"issuer CA: none at {ca_dir} (`openscws ca init`, or `openscws up`)")
