@@ -66,6 +66,9 @@ class EchoHandler:
     def handle_timer(self, now: float) -> None:
         pass
 
+    def shutdown(self) -> None:
+        self.want_close = True
+
     def close(self) -> None:
         self.closed = True
 

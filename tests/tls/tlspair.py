@@ -146,6 +146,9 @@ class EchoInner:
         if due is not None and now >= due:
             self.closing = True
 
+    def shutdown(self) -> None:
+        self.closing = True
+
     def close(self) -> None:
         self.closed = True
 

@@ -58,6 +58,11 @@ class StreamHandler(Protocol):
 
     def handle_timer(self, now: float) -> None: ...
 
+    def shutdown(self) -> None:
+        """Close gracefully now: any closing bytes of the protocol (TLS close_notify) come
+        out of `data_to_send`, then `should_close` is true."""
+        ...
+
     def close(self) -> None:
         """The connection is gone; release what it holds."""
         ...
@@ -194,7 +199,8 @@ class BipServerApp:
                 if channel.port in saturated and channel.handler is not None:
                     if channel.handler.idle:
                         channel.closing = True
-                        return CloseChannel.build(number, channel.id, to_listen=True)
+                        channel.handler.shutdown()  # TLS: close_notify goes out first
+                        return self._work(channel, number, now)
         return None
 
     def _port_needing_channel(self) -> int | None:

@@ -222,6 +222,10 @@ class HttpServerConnection:
             self._respond_error(HttpError(408, "request timed out"), close=True)
         self._close()
 
+    def shutdown(self) -> None:
+        """Close after what is queued (the card needs the channel for another client)."""
+        self._closing = True
+
     def close(self) -> None:
         """The channel is gone: give back the RAM held for this connection."""
         self._close()
