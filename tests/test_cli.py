@@ -17,6 +17,18 @@ COMMANDS = [
     ["content", "ls"],
     ["content", "rm"],
     ["config"],
+    ["card", "init"],
+    ["card", "csr"],
+    ["card", "install-cert"],
+    ["card", "show"],
+    ["card", "psk"],
+    ["card", "psk", "add"],
+    ["card", "policy"],
+    ["ca"],
+    ["ca", "init"],
+    ["ca", "sign"],
+    ["ca", "profile"],
+    ["doctor"],
 ]
 
 
