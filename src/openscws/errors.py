@@ -69,3 +69,15 @@ class ConfigError(OpenScwsError):
 class KeyUseDenied(OpenScwsError):
     """A card application asked to use the card's private key without the card's policy
     allowing it (SCWS §11.1.2: only the TLS layer and authorised card applications)."""
+
+
+class OtaError(OpenScwsError):
+    """A secured packet (ETSI TS 102 225, 3GPP TS 31.115) that is refused or cannot be checked:
+    `status` is the response status code of TS 102 225 §5.2 (01 RC/CC/DS failed, 02 CNTR low,
+    03 CNTR high, 04 CNTR blocked, 05 ciphering error, 06 undefined security error, 09 TAR
+    unknown, 0A insufficient security level, ...) that the Proof of Receipt carries."""
+
+    def __init__(self, status: int, reason: str = "") -> None:
+        super().__init__(f"PoR status {status:02X}: {reason}".rstrip(": "))
+        self.status = status
+        self.reason = reason
