@@ -28,7 +28,7 @@ from openscws.pki.keys import KeyType
 from openscws.store.cardimage import CardImage
 from openscws.terminal.engine import TerminalEngine
 from openscws.trace.tracer import ApduTracer
-from openscws.uicc.keystore import CardKeyStore
+from openscws.uicc.keystore import CardKeyStore, PskTable
 
 log = logging.getLogger("openscws")
 
@@ -331,12 +331,14 @@ def open_image(settings: Settings, *, create: bool, demo: bool) -> CardImage:
     return image
 
 
-def _card_tls(settings: Settings, image: CardImage) -> ssl.SSLContext | None:
-    """The card's HTTPS context, provisioning the key pair, CA and certificate on first use
-    (the embedded defaults). None when no port runs TLS."""
+def _card_tls(
+    settings: Settings, image: CardImage
+) -> tuple[ssl.SSLContext | None, PskTable | None]:
+    """The card's HTTPS context and its PSK table, provisioning the key pair, CA and
+    certificate on first use (the embedded defaults). (None, None) when no port runs TLS."""
     card = settings.card
     if not set(card.ports) & set(card.tls_ports):
-        return None
+        return None, None
     from openscws.store.provision import ensure_card_tls
     from openscws.uicc.keystore import CardKeyStore
 
@@ -354,7 +356,8 @@ def _card_tls(settings: Settings, image: CardImage) -> ssl.SSLContext | None:
             done.certificate.subject.rfc4514_string(),
             done.certificate.not_valid_after_utc.date(),
         )
-    return keys.server_context("compat" if card.tls_profile == "compat" else "modern")
+    context = keys.server_context("compat" if card.tls_profile == "compat" else "modern")
+    return context, keys.psk_table()
 
 
 def _tracer(settings: Settings) -> ApduTracer | None:
@@ -406,7 +409,8 @@ async def _up(settings: Settings, demo: bool) -> int:
     from openscws.scws.card import build_card
 
     image = open_image(settings, create=True, demo=demo)
-    card = build_card(image, settings.card, image.meta.iccid, tls=_card_tls(settings, image))
+    tls, psk = _card_tls(settings, image)
+    card = build_card(image, settings.card, image.meta.iccid, tls=tls, psk=psk)
     tracer = _tracer(settings)
     gateway = _gateway(settings, InProcessLink(card), tracer)
     await gateway.start()
@@ -425,7 +429,8 @@ async def _card(settings: Settings, demo: bool) -> int:
     from openscws.scws.card import build_card
 
     image = open_image(settings, create=True, demo=demo)
-    card = build_card(image, settings.card, image.meta.iccid, tls=_card_tls(settings, image))
+    tls, psk = _card_tls(settings, image)
+    card = build_card(image, settings.card, image.meta.iccid, tls=tls, psk=psk)
     g = settings.gateway
     print(f"card {image.meta.iccid} connecting to vpcd {g.vpcd_host}:{g.vpcd_port}", flush=True)
     await _run_until_signal(asyncio.create_task(serve_card(card, g.vpcd_host, g.vpcd_port)))
@@ -440,7 +445,7 @@ async def _card_tcpip(settings: Settings, demo: bool) -> int:
     image = open_image(settings, create=True, demo=demo)
     c = settings.card
     site = build_site(image, image.meta.iccid)
-    factories = handler_factories(site, c, _card_tls(settings, image))
+    factories = handler_factories(site, c, *_card_tls(settings, image))
     ports = {p: (c.tcpip_https_port if p in c.tls_ports else c.tcpip_http_port) for p in factories}
     server = DirectServer(c.tcpip_host, factories, ports)
     try:

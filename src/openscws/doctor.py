@@ -49,6 +49,7 @@ def run_doctor(settings: Settings, write: Callable[[str], None] = print) -> int:
     info = describe_stack()
     write(f"python {platform.python_version()} ({sys.executable})")
     write(f"openssl {info['openssl']}")
+    write(f"gnutls {info['gnutls'] or 'not usable: ' + str(info['gnutls_3des_why'])}")
     write("TLS stack:")
     write(f"  TLS 1.0 / 1.1 compiled in: {_yes(info['tls1_0'])} / {_yes(info['tls1_1'])}")
     write(f"  TLS 1.3: {_yes(info['tls1_3'])}")
@@ -71,11 +72,19 @@ def run_doctor(settings: Settings, write: Callable[[str], None] = print) -> int:
         if info[suite]:
             write(f"  {suite}: available")
         else:
-            write(f"  {suite}: NOT available: {info[suite + '_why']}")
-    if not info["PSK-3DES-EDE-CBC-SHA"]:
+            write(f"  {suite}: NOT available in OpenSSL: {info[suite + '_why']}")
+    if info["gnutls_3des"]:
+        write(
+            f"  TLS_PSK_WITH_3DES_EDE_CBC_SHA (0x008B): available through GnuTLS "
+            f"{info['gnutls']} (TLS_PSK_3DES_EDE_CBC_SHA1, TLS 1.0-1.2): HTTPS with the "
+            "'compat' profile and PSK-TLS enabled hands clients that offer it and no suite "
+            "OpenSSL has to GnuTLS (docs/tls.md)"
+        )
+    elif not info["PSK-3DES-EDE-CBC-SHA"]:
         write(
             "  -> TLS_PSK_WITH_3DES_EDE_CBC_SHA cannot be offered by any TLS stack on this "
-            "machine; openscws does not implement TLS or 3DES by hand (docs/tls.md)"
+            f"machine (GnuTLS: {info['gnutls_3des_why']}); openscws does not implement TLS "
+            "or 3DES by hand (docs/tls.md)"
         )
     write("peer programs:")
     missing = []
@@ -89,11 +98,11 @@ def run_doctor(settings: Settings, write: Callable[[str], None] = print) -> int:
             missing.append(package)
     if missing:
         write(f"  all missing ones: scripts/install-peers (or apt-get install {' '.join(missing)})")
-    _card(settings, write)
+    _card(settings, write, gnutls_3des=bool(info["gnutls_3des"]))
     return 0
 
 
-def _card(settings: Settings, say: Callable[[str], None]) -> None:
+def _card(settings: Settings, say: Callable[[str], None], *, gnutls_3des: bool) -> None:
     from openscws.store.cardimage import CardImage
     from openscws.store.issuer import IssuerCa
     from openscws.uicc.keystore import CardKeyStore
@@ -124,6 +133,15 @@ def _card(settings: Settings, say: Callable[[str], None]) -> None:
                 f"  PSK-TLS: {'enabled' if table.enabled else 'disabled'}, "
                 f"{len(table.keys)} identities"
             )
+            if table.enabled and table.keys:
+                compat = settings.card.tls_profile == "compat"
+                if compat and gnutls_3des:
+                    say("  TLS_PSK_WITH_3DES_EDE_CBC_SHA: offered through GnuTLS")
+                elif gnutls_3des:
+                    say(
+                        "  TLS_PSK_WITH_3DES_EDE_CBC_SHA: not offered (needs "
+                        'card.tls_profile = "compat")'
+                    )
         except (StoreError, ConfigError) as exc:
             say(f"  unusable: {exc}")
     ca_dir = settings.ca.dir

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+from typing import TYPE_CHECKING
 
 from openscws.bip.card import BipServerApp, HandlerFactory, ServerConfig, StreamHandler
 from openscws.config import CardSettings
@@ -13,8 +14,13 @@ from openscws.http.limits import RamBudget
 from openscws.scws.model import ResourceStore
 from openscws.scws.sample_app import CardInfoApp
 from openscws.scws.site import Site
+from openscws.tls import gnutls
+from openscws.tls.dispatch import TlsDispatcher, openssl_suite_codes
 from openscws.tls.endpoint import TlsServerHandler
 from openscws.uicc.card import CardIdentity, VirtualUicc
+
+if TYPE_CHECKING:
+    from openscws.uicc.keystore import PskTable
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +33,31 @@ def build_site(store: ResourceStore, iccid: str, *, secret: bytes | None = None)
     return site
 
 
+def _gnutls_psk(settings: CardSettings, psk: PskTable | None) -> PskTable | None:
+    """The PSK table when the HTTPS ports also offer TLS_PSK_WITH_3DES_EDE_CBC_SHA through
+    GnuTLS (SCWS §11.1.1.1): PSK-TLS enabled with identities, the "compat" profile, and a
+    usable GnuTLS. Else None: OpenSSL alone, no dispatcher."""
+    if psk is None or not psk.enabled or not psk.keys or settings.tls_profile != "compat":
+        return None
+    why = gnutls.available()
+    if why is not None:
+        log.info("TLS_PSK_WITH_3DES_EDE_CBC_SHA not offered: %s", why)
+        return None
+    log.info("HTTPS also offers TLS_PSK_WITH_3DES_EDE_CBC_SHA through GnuTLS %s", gnutls.version())
+    return psk
+
+
 def handler_factories(
-    site: Site, settings: CardSettings, tls: ssl.SSLContext | None
+    site: Site,
+    settings: CardSettings,
+    tls: ssl.SSLContext | None,
+    psk: PskTable | None = None,
 ) -> dict[int, HandlerFactory]:
     """One factory per port the card serves: the HTTP engine, wrapped in the card's TLS on
-    `settings.tls_ports` (dropped, with a warning, when there is no TLS context)."""
+    `settings.tls_ports` (dropped, with a warning, when there is no TLS context). With
+    `psk` (the card's PSK table, enabled) and the "compat" profile, HTTPS connections go
+    through `TlsDispatcher`, so a client offering only TLS_PSK_WITH_3DES_EDE_CBC_SHA is
+    served by GnuTLS and every other one by OpenSSL as before."""
     budget = RamBudget.for_limits(settings.limits)
 
     def http(channel: int) -> StreamHandler:
@@ -41,7 +67,23 @@ def handler_factories(
         assert tls is not None
         return TlsServerHandler(
             tls,
-            HttpServerConnection(site, settings.limits, budget),
+            HttpServerConnection(site, settings.limits, budget, scheme="https"),
+            handshake_timeout=settings.tls_handshake_timeout,
+            record_limit=settings.tls_record_limit,
+        )
+
+    table = _gnutls_psk(settings, psk) if tls is not None else None
+    suites = frozenset() if tls is None or table is None else openssl_suite_codes(tls)
+
+    def https_dispatch(channel: int) -> StreamHandler:
+        assert tls is not None
+        assert table is not None
+        return TlsDispatcher(
+            tls,
+            HttpServerConnection(site, settings.limits, budget, scheme="https"),
+            table.lookup,
+            psk_hint=table.hint,
+            openssl_suites=suites,
             handshake_timeout=settings.tls_handshake_timeout,
             record_limit=settings.tls_record_limit,
         )
@@ -51,7 +93,7 @@ def handler_factories(
         if port not in settings.tls_ports:
             factories[port] = http
         elif tls is not None:
-            factories[port] = https
+            factories[port] = https if table is None else https_dispatch
         else:
             log.warning("port %d needs TLS but the card has no certificate: not opened", port)
     return factories
@@ -64,11 +106,13 @@ def build_card(
     *,
     secret: bytes | None = None,
     tls: ssl.SSLContext | None = None,
+    psk: PskTable | None = None,
 ) -> VirtualUicc:
     """The card, serving `settings.ports`; HTTPS ports need `tls` (the card's
-    `CardKeyStore.server_context()`)."""
+    `CardKeyStore.server_context()`); `psk` is the card's PSK table (`psk_table()`), for the
+    3DES PSK suite through GnuTLS (see `handler_factories`)."""
     site = build_site(store, iccid, secret=secret)
-    factories = handler_factories(site, settings, tls)
+    factories = handler_factories(site, settings, tls, psk)
     server = BipServerApp(
         ServerConfig(
             ports=tuple(factories),

@@ -1,4 +1,6 @@
-"""TLS and PSK-TLS terminated on the card (OMA SCWS §11), sans-IO over `ssl.MemoryBIO`."""
+"""TLS and PSK-TLS terminated on the card (OMA SCWS §11), sans-IO over `ssl.MemoryBIO`; plus
+TLS_PSK_WITH_3DES_EDE_CBC_SHA through GnuTLS (`openscws.tls.gnutls`, chosen per connection by
+`openscws.tls.dispatch` from the ClientHello, `openscws.tls.hello`)."""
 
 from openscws.tls.alert import TlsAlert
 from openscws.tls.context import (

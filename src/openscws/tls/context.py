@@ -65,7 +65,8 @@ PSK_CIPHERS: Final = (
 )
 """Plain PSK suites (no certificate, no (EC)DHE: a card has no spare RAM or CPU for them),
 the AEAD ones first, then the spec's AES suite. The 3DES one is only added by the "compat"
-profile, and only where this OpenSSL still has it (see `describe_stack`)."""
+profile, and only where this OpenSSL still has it (see `describe_stack`); where it has not,
+the card's HTTPS port serves it through GnuTLS (`openscws.tls.gnutls`, `openscws.tls.dispatch`)."""
 
 # Substrings of OpenSSL suite names that must never be enabled.
 _FORBIDDEN_NAMES: Final = ("NULL", "RC4", "EXP", "ADH", "AECDH", "MD5", "DES-CBC-", "anon")
@@ -287,8 +288,12 @@ def describe_stack() -> dict[str, str | bool]:
     needs level 0; PSK handshakes sign nothing and are not affected),
     ``psk`` (`SSLContext.set_psk_server_callback` exists, Python ≥ 3.13),
     ``max_fragment_length`` (False: the `ssl` module cannot negotiate RFC 6066
-    max_fragment_length, so the card bounds its own records with `record_limit`), and for
-    each spec PSK suite ``<name>`` (bool) and ``<name>_why`` (why not, or "")."""
+    max_fragment_length, so the card bounds its own records with `record_limit`), for
+    each spec PSK suite ``<name>`` (bool: OpenSSL has it) and ``<name>_why`` (why not, or
+    ""), and for GnuTLS (`openscws.tls.gnutls`, which serves TLS_PSK_WITH_3DES_EDE_CBC_SHA
+    where OpenSSL cannot): ``gnutls`` (its version, or ""), ``gnutls_3des`` (bool: an
+    in-memory PSK handshake between a 3DES-only GnuTLS client and the card's GnuTLS server
+    negotiated TLS_PSK_3DES_EDE_CBC_SHA1) and ``gnutls_3des_why`` (why not, or "")."""
     info: dict[str, str | bool] = {
         "openssl": ssl.OPENSSL_VERSION,
         "tls1_0": ssl.HAS_TLSv1,
@@ -308,4 +313,25 @@ def describe_stack() -> dict[str, str | bool]:
             )
         info[suite] = why is None
         info[suite + "_why"] = why or ""
+    info.update(_describe_gnutls())
     return info
+
+
+def _describe_gnutls() -> dict[str, str | bool]:
+    from openscws.tls import gnutls
+    from openscws.tls.alert import TlsAlert
+
+    why = gnutls.available()
+    if why is None:
+        try:
+            suite, protocol = gnutls.self_test()
+        except (gnutls.GnutlsUnavailable, TlsAlert) as exc:
+            why = f"the in-memory 3DES handshake failed: {exc}"
+        else:
+            if suite != "TLS_PSK_3DES_EDE_CBC_SHA1":
+                why = f"the in-memory handshake negotiated {suite} {protocol}, not 3DES"
+    return {
+        "gnutls": gnutls.version() or "",
+        "gnutls_3des": why is None,
+        "gnutls_3des_why": why or "",
+    }
