@@ -110,7 +110,7 @@ class CatPair:
         """Clients bound to a channel, by channel id."""
         self.waiting: dict[int, deque[Client]] = {}
 
-    def _make(self, channel: int) -> EchoHandler:
+    def _make(self, channel: int, now: float) -> EchoHandler:
         handler = EchoHandler(channel, self.close_on)
         self.handlers.append(handler)
         return handler

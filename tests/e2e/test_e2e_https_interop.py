@@ -307,16 +307,6 @@ def _get_after(sock: socket.socket, pause: float) -> bytes:
     return bytes(data)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BipServerApp reclaims 'finished keep-alive' connections when a port is saturated: "
-    "channel.answered (set by any SEND DATA) and handler.idle. For HTTPS the handshake flight "
-    "already sets `answered`, and TlsServerHandler.idle is True right after the handshake "
-    "(tests/tls asserts that), so the card sends close_notify and CLOSE CHANNEL before the "
-    "client's first request arrives: curl 'Empty reply from server' (52), http.client "
-    "RemoteDisconnected. With 12 concurrent clients on the default 7 channels it hit about "
-    "every other run",
-)
 def test_https_connection_not_reclaimed_before_request(small_card: Card) -> None:
     """HTTP control first: a connection that waits before its request is served."""
     with socket.create_connection(("127.0.0.1", small_card.port), timeout=10) as plain:
@@ -386,26 +376,25 @@ def test_openssl_psk_spec_suite(openssl: str, card: Card) -> None:
     assert body == INDEX
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="docs/tls.md says 'Session tickets are off (no resumption state in the card)', but "
-    "server_context only sets num_tickets = 0, which is TLS 1.3's: TLS 1.2 handshakes still "
-    "get a NewSessionTicket (no ssl.OP_NO_TICKET) and OpenSSL's server session-ID cache "
-    "resumes them too (Python's ssl cannot turn that cache off)",
-)
 def test_openssl_tls12_session_is_not_resumed(openssl: str, card: Card, tmp_path: Path) -> None:
+    """No tickets and no server session cache: the card keeps no session state (a TLS 1.2
+    handshake gets no ticket and an empty session ID, so there is nothing to resume)."""
     session = tmp_path / "session.pem"
     first = s_client(
         openssl, card.tls_port, "-CAfile", str(card.ca), "-tls1_2", "-sess_out", str(session)
     )
     assert first.code == 0, first.err
     assert "New, TLSv1.2" in first.text
-    again = s_client(
-        openssl, card.tls_port, "-CAfile", str(card.ca), "-tls1_2", "-sess_in", str(session)
-    )
-    assert again.code == 0, again.err
     assert "TLS session ticket" not in first.text
-    assert "Reused," not in again.text
+    session_ids = [line for line in first.text.splitlines() if "Session-ID:" in line]
+    assert session_ids
+    assert session_ids[0].split("Session-ID:")[1].strip() == ""
+    if session.exists():  # some s_client versions write the empty session anyway
+        again = s_client(
+            openssl, card.tls_port, "-CAfile", str(card.ca), "-tls1_2", "-sess_in", str(session)
+        )
+        assert again.code == 0, again.err
+        assert "Reused," not in again.text
 
 
 # -- gnutls-cli ------------------------------------------------------------------------------

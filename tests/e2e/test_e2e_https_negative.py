@@ -403,14 +403,6 @@ def test_half_client_hello_stall(card: Card, serves: Callable[[], None]) -> None
     serves()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a client that connects and sends nothing is never dropped: TlsServerHandler's "
-    "handshake deadline starts at the constructor's `now` or the first receive_data, and the "
-    "card's HandlerFactory (bip/card.py _channel_status -> scws/card.py https) is called "
-    "with the channel id only, so no `now` reaches it (HttpServerConnection on 3516 has the "
-    "same gap: its idle timer also waits for a first byte)",
-)
 def test_silent_client_is_dropped(card: Card) -> None:
     send_and_wait_closed(card, b"", within=5 * HANDSHAKE_TIMEOUT)
 

@@ -375,7 +375,7 @@ def test_handshake_stall_closes() -> None:
 @pytest.mark.parametrize("cut", [1, 6, 30])
 def test_truncated_record_after_handshake_then_stall_timer(cut: int) -> None:
     client, client_inner, srv, server_inner = gnutls_pair(handshake_timeout=8.0)
-    assert srv.idle
+    assert not srv.idle  # no request yet
     assert srv.get_timer() is None
     client_inner.out += request()
     record = client.data_to_send()
@@ -696,7 +696,7 @@ def test_dispatch_is_bounded(pki: Pki) -> None:
 # -- the card's wiring -----------------------------------------------------------------------
 
 
-def factories(pki: Pki, profile: str, psk: PskTable | None) -> Callable[[int], object]:
+def factories(pki: Pki, profile: str, psk: PskTable | None) -> Callable[[int, float], object]:
     site = Site(MemoryStore(), card={"ICCID": "8988211000000000001"}, secret=b"0" * 32)
     settings_ = CardSettings(tls_profile=profile, limits=CardLimits())
     ctx = server_context(pki.chain_pem, pki.key_pem, profile=profile)  # type: ignore[arg-type]
@@ -707,18 +707,18 @@ TABLE = PskTable(True, "scws", {IDENTITY: KEY})
 
 
 def test_card_uses_dispatcher_only_with_compat_and_psk(pki: Pki) -> None:
-    assert isinstance(factories(pki, "compat", TABLE)(1), TlsDispatcher)
-    assert isinstance(factories(pki, "modern", TABLE)(1), TlsServerHandler)
-    assert isinstance(factories(pki, "compat", None)(1), TlsServerHandler)
+    assert isinstance(factories(pki, "compat", TABLE)(1, 0.0), TlsDispatcher)
+    assert isinstance(factories(pki, "modern", TABLE)(1, 0.0), TlsServerHandler)
+    assert isinstance(factories(pki, "compat", None)(1, 0.0), TlsServerHandler)
     assert isinstance(
-        factories(pki, "compat", PskTable(False, None, {IDENTITY: KEY}))(1), TlsServerHandler
+        factories(pki, "compat", PskTable(False, None, {IDENTITY: KEY}))(1, 0.0), TlsServerHandler
     )
-    assert isinstance(factories(pki, "compat", PskTable(True, None, {}))(1), TlsServerHandler)
+    assert isinstance(factories(pki, "compat", PskTable(True, None, {}))(1, 0.0), TlsServerHandler)
 
 
 def test_card_without_gnutls_keeps_openssl(pki: Pki, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(gnutls, "_loaded", [GnutlsUnavailable("no libgnutls here")])
-    assert isinstance(factories(pki, "compat", TABLE)(1), TlsServerHandler)
+    assert isinstance(factories(pki, "compat", TABLE)(1, 0.0), TlsServerHandler)
 
 
 def test_openssl_suite_codes(pki: Pki) -> None:
@@ -738,14 +738,14 @@ def gnutls_cli(need_tool: Callable[[str, str], str]) -> str:
 
 
 async def _gnutls_cli_get(
-    gnutls_cli: str, factory: Callable[[int], object], *args: str
+    gnutls_cli: str, factory: Callable[[int, float], object], *args: str
 ) -> tuple[bytes, object]:
     from openscws.aio.direct import DirectServer
 
     made: list[object] = []
 
-    def make(channel: int) -> object:
-        made.append(factory(channel))
+    def make(channel: int, now: float) -> object:
+        made.append(factory(channel, now))
         return made[-1]
 
     srv = DirectServer("127.0.0.1", {4116: make}, {4116: 0})  # type: ignore[dict-item]
@@ -781,7 +781,7 @@ PSK_ARGS = ("--pskusername", IDENTITY, "--pskkey", KEY.hex())
 def test_gnutls_cli_3des(gnutls_cli: str, versions: tuple[str, ...], shown: str) -> None:
     out, handler = asyncio.run(
         _gnutls_cli_get(
-            gnutls_cli, lambda ch: server(now=None), *PSK_ARGS, "--priority", only(*versions)
+            gnutls_cli, lambda ch, now: server(now=None), *PSK_ARGS, "--priority", only(*versions)
         )
     )
     text = out.decode(errors="replace")
@@ -797,7 +797,7 @@ def test_gnutls_cli_through_dispatcher(gnutls_cli: str, pki: Pki) -> None:
     out, handler = asyncio.run(
         _gnutls_cli_get(
             gnutls_cli,
-            lambda ch: dispatcher(pki, now=None),
+            lambda ch, now: dispatcher(pki, now=None),
             *PSK_ARGS,
             "--priority",
             only("TLS1.2", "TLS1.1", "TLS1.0"),
@@ -813,7 +813,7 @@ def test_gnutls_cli_wrong_key(gnutls_cli: str) -> None:
     out, handler = asyncio.run(
         _gnutls_cli_get(
             gnutls_cli,
-            lambda ch: server(now=None),
+            lambda ch, now: server(now=None),
             "--pskusername",
             IDENTITY,
             "--pskkey",

@@ -79,10 +79,10 @@ class StreamProtocol(asyncio.Protocol):
 
 
 def _protocol_factory(
-    factory: Callable[[int], StreamHandler], port: int
+    factory: Callable[[int, float], StreamHandler], port: int
 ) -> Callable[[], StreamProtocol]:
     def make() -> StreamProtocol:
-        return StreamProtocol(factory(port))
+        return StreamProtocol(factory(port, _clock()))
 
     return make
 
@@ -93,7 +93,7 @@ class DirectServer:
     the factory of the card port (`openscws.scws.card.handler_factories`)."""
 
     host: str
-    factories: Mapping[int, Callable[[int], StreamHandler]]
+    factories: Mapping[int, Callable[[int, float], StreamHandler]]
     ports: Mapping[int, int]
 
     def __post_init__(self) -> None:

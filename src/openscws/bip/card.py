@@ -68,8 +68,10 @@ class StreamHandler(Protocol):
         ...
 
 
-HandlerFactory = Callable[[int], StreamHandler]
-"""Makes the handler for a new connection on a channel; gets the channel id."""
+HandlerFactory = Callable[[int, float], StreamHandler]
+"""Makes the handler for a new connection on a channel; gets the channel id and `now`, so
+the handler's timers run from the moment the client connects (a client that never sends a
+byte is timed out too)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +152,7 @@ class BipServerApp:
     def _channel_status(self, channel: Channel, state: ServerState, now: float) -> None:
         if state is ServerState.ESTABLISHED:
             channel.state = state
-            channel.handler = self.factories[channel.port](channel.id)
+            channel.handler = self.factories[channel.port](channel.id, now)
             log.debug("channel %d: client connected on port %d", channel.id, channel.port)
         else:
             # The client went away: whatever was under way on this connection is void.

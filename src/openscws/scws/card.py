@@ -60,32 +60,34 @@ def handler_factories(
     served by GnuTLS and every other one by OpenSSL as before."""
     budget = RamBudget.for_limits(settings.limits)
 
-    def http(channel: int) -> StreamHandler:
-        return HttpServerConnection(site, settings.limits, budget)
+    def http(channel: int, now: float) -> StreamHandler:
+        return HttpServerConnection(site, settings.limits, budget, now=now)
 
-    def https(channel: int) -> StreamHandler:
+    def https(channel: int, now: float) -> StreamHandler:
         assert tls is not None
         return TlsServerHandler(
             tls,
-            HttpServerConnection(site, settings.limits, budget, scheme="https"),
+            HttpServerConnection(site, settings.limits, budget, scheme="https", now=now),
             handshake_timeout=settings.tls_handshake_timeout,
             record_limit=settings.tls_record_limit,
+            now=now,
         )
 
     table = _gnutls_psk(settings, psk) if tls is not None else None
     suites = frozenset() if tls is None or table is None else openssl_suite_codes(tls)
 
-    def https_dispatch(channel: int) -> StreamHandler:
+    def https_dispatch(channel: int, now: float) -> StreamHandler:
         assert tls is not None
         assert table is not None
         return TlsDispatcher(
             tls,
-            HttpServerConnection(site, settings.limits, budget, scheme="https"),
+            HttpServerConnection(site, settings.limits, budget, scheme="https", now=now),
             table.lookup,
             psk_hint=table.hint,
             openssl_suites=suites,
             handshake_timeout=settings.tls_handshake_timeout,
             record_limit=settings.tls_record_limit,
+            now=now,
         )
 
     factories: dict[int, HandlerFactory] = {}

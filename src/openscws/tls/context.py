@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 from openscws.errors import ConfigError
+from openscws.tls._openssl import disable_session_cache
 
 __all__ = [
     "CERT_CIPHERS",
@@ -141,8 +142,8 @@ def server_context(
     O_EXCL) and removed as soon as OpenSSL has loaded them, success or not. The key therefore
     touches the temp file system for an instant: point TMPDIR at a tmpfs to keep it off disk.
 
-    TLS 1.3 session tickets are turned off (`num_tickets = 0`): they are bytes on the BIP
-    link and state on the card for resumption the card does not offer."""
+    Nothing is resumed (see `_no_resumption`): tickets are bytes on the BIP link and
+    cached sessions are state on the card."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     _set_profile(ctx, profile, psk=False)
     if psk_lookup is None:
@@ -152,7 +153,7 @@ def server_context(
         ciphers = CERT_CIPHERS.removesuffix("!PSK") + "-PSK:" + _psk_ciphers(PSK_CIPHERS, profile)
         _set_ciphers(ctx, ciphers, profile, psk=False)
         _set_psk_server(ctx, psk_lookup, psk_hint)
-    ctx.num_tickets = 0
+    _no_resumption(ctx)
     with tempfile.TemporaryDirectory(prefix="openscws-tls-") as tmp:
         cert_path = Path(tmp) / "chain.pem"
         key_path = Path(tmp) / "key.pem"
@@ -192,7 +193,16 @@ def psk_server_context(
     _set_profile(ctx, profile, psk=True)
     _set_ciphers(ctx, _psk_ciphers(ciphers, profile), profile, psk=True)
     _set_psk_server(ctx, lookup, identity_hint)
+    _no_resumption(ctx)
     return ctx
+
+
+def _no_resumption(ctx: ssl.SSLContext) -> None:
+    """No TLS 1.3 tickets, no TLS 1.2 tickets, no server session cache: the card keeps no
+    session state and every handshake is a full one (as SGP.02 asks of eUICCs)."""
+    ctx.num_tickets = 0
+    ctx.options |= ssl.OP_NO_TICKET
+    disable_session_cache(ctx)
 
 
 def _psk_ciphers(ciphers: str, profile: Profile) -> str:

@@ -101,6 +101,9 @@ class _TlsEndpoint:
         self._out = bytearray()  # ciphertext ready for the peer
         self._peer_done = False  # close_notify received: the inner handler got its EOF
         self._peak = 0
+        # Application data seen: before it, the connection is new, not a finished keep-alive
+        # one, even though the handshake already went out (the card must not reclaim it).
+        self._requested = False
         # Record framing of what the peer sent, to see a record left incomplete (OpenSSL
         # takes partial records out of the BIO): header bytes seen, body bytes still due.
         self._header = bytearray()
@@ -148,9 +151,11 @@ class _TlsEndpoint:
 
     @property
     def idle(self) -> bool:
-        """Handshake done, nothing half-received or unsent here, and the inner handler idle."""
+        """Handshake done, a request seen (a new connection is not a finished one), nothing
+        half-received or unsent here, and the inner handler idle."""
         return (
             self._state is TlsState.OPEN
+            and self._requested
             and not self._out
             and not self._in_record
             and self._inner.idle
@@ -313,6 +318,7 @@ class _TlsEndpoint:
                 self._inner.receive_data(b"", now)
                 return
             self._measure(len(chunk))
+            self._requested = True
             self._inner.receive_data(chunk, now)
 
     def _pull_inner(self, limit: int | None) -> None:

@@ -466,6 +466,9 @@ class _GnutlsEndpoint:
         self._out = bytearray()  # ciphertext ready for the peer (GnuTLS pushes here)
         self._peer_done = False
         self._peak = 0
+        # Application data seen: before it, the connection is new, not a finished keep-alive
+        # one, even though the handshake already went out (the card must not reclaim it).
+        self._requested = False
         self._header = bytearray()
         self._body_due = 0
         self._partial_since: float | None = None
@@ -557,6 +560,7 @@ class _GnutlsEndpoint:
     def idle(self) -> bool:
         return (
             self._state is TlsState.OPEN
+            and self._requested
             and not self._out
             and not self._in_record
             and self._inner.idle
@@ -743,6 +747,7 @@ class _GnutlsEndpoint:
             if n > 0:
                 chunk = buf.raw[:n]
                 self._measure(n)
+                self._requested = True
                 self._inner.receive_data(chunk, now)
                 continue
             if n == 0:  # close_notify
