@@ -270,11 +270,12 @@ def test_pipeline_flood_behind_stream_closes() -> None:
 
 def test_data_to_send_limit_pulls_stream_lazily(conn: HttpServerConnection) -> None:
     conn.receive_data(get("/echo/stream") + get("/"), NOW)
-    first = conn.data_to_send(limit=1)
-    assert first.startswith(b"HTTP/1.1 200 OK")
+    first = conn.data_to_send(limit=16)
+    assert first == b"HTTP/1.1 200 OK\r"  # never more than the limit
     assert b"chunk 4" not in first
     rest = b""
     while chunk := conn.data_to_send(limit=1):
+        assert len(chunk) == 1
         rest += chunk
     a, b = parse_responses(first + rest, ["GET", "GET"])
     assert b"chunk 4" in a.body
@@ -633,3 +634,16 @@ def test_idle_between_requests(conn: HttpServerConnection) -> None:
     assert not conn.idle  # the answer is not sent yet
     conn.data_to_send()
     assert conn.idle
+
+
+@pytest.mark.parametrize("limit", [1, 240, 1000, 8192])
+def test_data_to_send_limit_bounds_stored_bodies(conn: HttpServerConnection, limit: int) -> None:
+    """A stored body comes out in `limit`-sized pieces, so the channel queue and the TLS layer
+    never hold more than about `limit` of a response (card RAM)."""
+    conn.receive_data(get("/") + get("/"), NOW)
+    pieces = []
+    while chunk := conn.data_to_send(limit=limit):
+        assert len(chunk) <= limit
+        pieces.append(chunk)
+    a, b = parse_responses(b"".join(pieces), ["GET", "GET"])
+    assert a.body == b.body == INDEX

@@ -134,7 +134,7 @@ class HttpServerConnection:
         self._scheme = scheme
         self._server = site.server_name.encode("ascii", "replace")
         self._conn = self._new_h11()
-        self._out: list[bytes] = []
+        self._out: list[bytes | memoryview] = []
         self._now = 0.0 if now is None else now
         self._last_rx = now
         self._closing = False  # no more requests: close once the output is sent
@@ -184,15 +184,34 @@ class HttpServerConnection:
         self._process()
 
     def data_to_send(self, limit: int | None = None) -> bytes:
-        """Bytes to send to the client. With `limit`, a streamed response body is only pulled
-        from the application until about `limit` bytes are ready; call again for the rest."""
+        """Bytes to send to the client: all of them, or at most `limit` (a streamed body is
+        then only pulled from the application until about `limit` bytes are ready, and a
+        stored body is handed out in `limit`-sized pieces without copying the rest); call
+        again for more. So what the layers below hold per connection (the channel's queue,
+        TLS records being built) is bounded by `limit`, not by the response size."""
         if self._stream is not None:
             self._pump(limit)
-        if not self._out:
+        out = self._out
+        if not out:
             return b""
-        data = b"".join(self._out)
-        self._out.clear()
-        return data
+        if limit is None or (len(out) == 1 and len(out[0]) <= limit):
+            data = b"".join(out)
+            out.clear()
+            return data
+        pieces: list[bytes | memoryview] = []
+        room = limit
+        while out and room > 0:
+            chunk = out[0]
+            if len(chunk) <= room:
+                pieces.append(chunk)
+                room -= len(chunk)
+                del out[0]
+            else:
+                view = memoryview(chunk)
+                pieces.append(view[:room])
+                out[0] = view[room:]
+                room = 0
+        return b"".join(pieces)
 
     @property
     def should_close(self) -> bool:

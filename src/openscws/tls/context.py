@@ -41,9 +41,11 @@ from openscws.tls._openssl import disable_session_cache
 
 __all__ = [
     "CERT_CIPHERS",
+    "CERT_CIPHERS_COMPAT",
     "PSK_CIPHERS",
     "PSK_SPEC_SUITES",
     "Profile",
+    "cert_cipher_string",
     "describe_stack",
     "psk_client_context",
     "psk_server_context",
@@ -52,9 +54,15 @@ __all__ = [
 
 Profile = Literal["modern", "compat"]
 
-_EXCLUDE: Final = "!aNULL:!eNULL:!EXPORT:!RC4:!MD5:!DES:!SRP:!DSS:!PSK"
-CERT_CIPHERS: Final = "ECDHE+AESGCM:ECDHE+CHACHA20:HIGH:" + _EXCLUDE
-"""Certificate suites, TLS ≤ 1.2 (TLS 1.3 suites are OpenSSL's own and always AEAD)."""
+_EXCLUDE: Final = "!aNULL:!eNULL:!EXPORT:!RC4:!MD5:!DES:!3DES:!SRP:!DSS:!kRSA"
+CERT_CIPHERS: Final = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:" + _EXCLUDE
+"""Certificate suites of the "modern" profile, TLS 1.2: forward secret AEAD only (TLS 1.3
+suites are OpenSSL's own and always AEAD). No static-RSA key exchange, no CBC."""
+CERT_CIPHERS_COMPAT: Final = (
+    "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:ECDHE+AES:DHE+AES:" + _EXCLUDE
+)
+"""The "compat" profile adds the forward secret AES-CBC suites that TLS 1.0 and 1.1 need
+(ECDHE-RSA-AES128-SHA and kin); still no static RSA, 3DES or weaker."""
 
 PSK_SPEC_SUITES: Final = ("PSK-AES128-CBC-SHA", "PSK-3DES-EDE-CBC-SHA")
 """OpenSSL names of SCWS §11.1.1.1's TLS_PSK_WITH_AES_128_CBC_SHA (0x008C) and
@@ -70,7 +78,8 @@ profile, and only where this OpenSSL still has it (see `describe_stack`); where 
 the card's HTTPS port serves it through GnuTLS (`openscws.tls.gnutls`, `openscws.tls.dispatch`)."""
 
 # Substrings of OpenSSL suite names that must never be enabled.
-_FORBIDDEN_NAMES: Final = ("NULL", "RC4", "EXP", "ADH", "AECDH", "MD5", "DES-CBC-", "anon")
+_FORBIDDEN_NAMES: Final = ("NULL", "RC4", "EXP", "ADH", "AECDH", "MD5", "DES-CBC", "anon")
+_ALLOWED: Final = frozenset({"PSK-3DES-EDE-CBC-SHA"})  # the spec's own (§11.1.1.1)
 _FORBIDDEN_AUTH: Final = ("auth-null",)
 
 
@@ -104,6 +113,8 @@ def _check_ciphers(ctx: ssl.SSLContext) -> None:
     for suite in ctx.get_ciphers():
         name = str(suite["name"])
         auth = str(suite.get("auth", ""))
+        if name in _ALLOWED:
+            continue
         if any(bad in name for bad in _FORBIDDEN_NAMES) or auth in _FORBIDDEN_AUTH:
             raise ConfigError(f"refusing to enable weak TLS suite {name}")
 
@@ -146,12 +157,8 @@ def server_context(
     cached sessions are state on the card."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     _set_profile(ctx, profile, psk=False)
-    if psk_lookup is None:
-        _set_ciphers(ctx, CERT_CIPHERS, profile, psk=False)
-    else:
-        # "-PSK" (not "!PSK"): the plain PSK suites named after it may come back.
-        ciphers = CERT_CIPHERS.removesuffix("!PSK") + "-PSK:" + _psk_ciphers(PSK_CIPHERS, profile)
-        _set_ciphers(ctx, ciphers, profile, psk=False)
+    _set_ciphers(ctx, cert_cipher_string(profile, psk=psk_lookup is not None), profile, psk=False)
+    if psk_lookup is not None:
         _set_psk_server(ctx, psk_lookup, psk_hint)
     _no_resumption(ctx)
     with tempfile.TemporaryDirectory(prefix="openscws-tls-") as tmp:
@@ -203,6 +210,15 @@ def _no_resumption(ctx: ssl.SSLContext) -> None:
     ctx.num_tickets = 0
     ctx.options |= ssl.OP_NO_TICKET
     disable_session_cache(ctx)
+
+
+def cert_cipher_string(profile: Profile, *, psk: bool = False) -> str:
+    """The OpenSSL cipher string of a certificate context (TLS <= 1.2), with the plain PSK
+    suites after the certificate ones when `psk`. "-PSK" (not "!PSK") first, so that the PSK
+    suites named after it are not excluded for good."""
+    base = CERT_CIPHERS_COMPAT if profile == "compat" else CERT_CIPHERS
+    base += ":-PSK"
+    return base + ":" + _psk_ciphers(PSK_CIPHERS, profile) if psk else base
 
 
 def _psk_ciphers(ciphers: str, profile: Profile) -> str:
