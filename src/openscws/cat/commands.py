@@ -272,6 +272,27 @@ class ReceiveData(Command):
     def channel(self) -> int:
         return self.devices.destination - CHANNEL_DEVICE_BASE
 
+    def encode(self) -> bytes:
+        # Every request starts with one: the plain form built directly, the same bytes the
+        # layout engine gives (tested).
+        if (
+            self.alpha is None
+            and self.icon is None
+            and self.text_attribute is None
+            and self.frame is None
+            and not self.extra
+            and not self.cr_clear
+        ):
+            d = self.details
+            return bytes(
+                (
+                    *(0xD0, 12, 0x81, 3, d.number, d.type, d.qualifier),
+                    *(0x82, 2, self.devices.source, self.devices.destination),
+                    *(0xB7, 1, min(self.length.length, 0xFF)),
+                )
+            )
+        return Command.encode(self)
+
     @classmethod
     def build(cls, number: int, channel: int, length: int) -> Self:
         return cls(
