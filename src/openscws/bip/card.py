@@ -183,13 +183,16 @@ class BipServerApp:
         n = len(channels)
         full = n >= self.config.max_channels or bool(self._refused)
         finished: list[Channel] = []
+        turn = self._turn
         for k in range(n):
-            channel = channels[(self._turn + k) % n]
+            channel = channels[(turn + k) % n]
+            if channel.handler is None:
+                continue  # listening (or closed): nothing to move
             command = self._work(channel, number, now)
             if command is not None:
-                self._turn = (self._turn + k + 1) % n
+                self._turn = (turn + k + 1) % n
                 return command
-            if full and channel.answered and channel.handler is not None:
+            if full and channel.answered:
                 finished.append(channel)
         if finished:
             # Clients may be waiting for a channel: a finished keep-alive connection yields.
@@ -265,7 +268,15 @@ class BipServerApp:
         self, command: Command, response: TerminalResponse, now: float
     ) -> None:
         result = response.result
-        if not isinstance(command, SendData | ReceiveData):
+        if isinstance(command, SendData):  # the most frequent by far: settle it first
+            if not result.ok:
+                channel = self.channels.get(command.channel)
+                if channel is not None:
+                    # The client is gone; a Channel status event follows.
+                    channel.out.clear()
+                    channel.tx_stored = 0
+            return
+        if not isinstance(command, ReceiveData):
             self._check_ports = True
         match command:
             case SetUpEventList():

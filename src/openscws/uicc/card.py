@@ -27,6 +27,10 @@ CLA_ISO = 0x00
 CLA_GSM_CAT = 0x80
 
 
+_OK = b"\x90\x00"
+_PENDING = [bytes((0x91, n)) for n in range(256)]
+
+
 def _ok(data: bytes = b"") -> bytes:
     return data + b"\x90\x00"
 
@@ -87,11 +91,14 @@ class VirtualUicc:
                 return self._with_pending(self._fetch_fast(raw[4] or 256), now)
             if ins == Ins.TERMINAL_RESPONSE and raw[4] and n == 5 + raw[4]:
                 try:
-                    return self._with_pending(self._terminal_response_data(raw[5:], now), now)
+                    self._terminal_response_data(raw[5:], now)
                 except ApduError as e:
                     return e.sw.to_bytes(2, "big")
                 except DecodeError:
                     return SW.WRONG_DATA.to_bytes(2, "big")
+                # 90 00, or 91 XX when a proactive command waits (as in _with_pending).
+                pending = self.toolkit.poll(now)
+                return _PENDING[pending] if pending else _OK
         try:
             apdu = CommandApdu.decode(raw)
             if apdu.cla not in (CLA_ISO, CLA_GSM_CAT) and apdu.cla & 0xF0 not in (0x00, 0x80):
