@@ -138,7 +138,6 @@ class Gateway:
         self._listening = asyncio.Event()
         self.apdu_count = 0
         self.bind_errors: list[str] = []
-        self._writes: dict[int, list[bytes]] = {}
         self.card_lost = False
 
     # -- life cycle ------------------------------------------------------------------------------
@@ -240,8 +239,6 @@ class Gateway:
                     if engine.channels.actions:
                         self._carry_out(engine.pop_actions())
                     ran += 1
-                if self._writes:
-                    self._flush_writes()
                 if ran == per_turn:
                     await asyncio.sleep(0)
                     continue
@@ -272,11 +269,13 @@ class Gateway:
         for action in actions:
             match action:
                 case Write(channel, data):
-                    # Gathered and written once per pump turn: one send per turn, not per
-                    # flush of the Tx buffer.
-                    self._writes.setdefault(channel, []).append(data)
+                    # Written at once: a flush of the Tx buffer is the end of a response or
+                    # a full buffer (8 KB by default), so there is no small write to gather,
+                    # and the client can read it while the pump serves other channels.
+                    client = self._clients.get(channel)
+                    if client is not None and client.transport is not None:
+                        client.transport.write(data)
                 case Disconnect(channel):
-                    self._flush_writes()
                     client = self._clients.pop(channel, None)
                     if client is not None and client.transport is not None:
                         client.channel = None
@@ -301,14 +300,6 @@ class Gateway:
                 case Connect():
                     log.error("client-mode channels are not wired in this gateway yet")
                     self.engine.remote_connected(action.channel, False)
-
-    def _flush_writes(self) -> None:
-        writes = self._writes
-        self._writes = {}
-        for channel, chunks in writes.items():
-            client = self._clients.get(channel)
-            if client is not None and client.transport is not None:
-                client.transport.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
     def _bind(self, port: int) -> bool:
         """Binds the card port's listener now, so OPEN CHANNEL can answer truthfully."""
