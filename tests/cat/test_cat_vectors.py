@@ -593,3 +593,12 @@ def test_receive_data_fast_encode_matches_layout_engine(
         alpha=AlphaIdentifier(b"R"),
     )
     assert alpha.encode() == Command.encode(alpha)
+
+
+@pytest.mark.parametrize("size", [0, 1, 116, 117, 0x7F, 0x80, 239, 240])
+@pytest.mark.parametrize("immediately", [False, True])
+def test_send_data_fast_encode_matches_layout_engine(size: int, immediately: bool) -> None:
+    # 116 bytes is the largest body with a 1-byte template length, 0x80 the first 81 form
+    command = SendData.build(0x42, 3, bytes(range(size)), immediately=immediately)
+    assert command.encode() == Command.encode(command)
+    assert decode_command(command.encode()) == command

@@ -175,10 +175,11 @@ class BipServerApp:
             return None
         if not self._events_set:
             return SetUpEventList.build(number, (Event.DATA_AVAILABLE, Event.CHANNEL_STATUS))
-        open_port = self._port_needing_channel()
-        if open_port is not None:
-            # Buffer size is two bytes (§8.55): ask for at most 65535.
-            return OpenChannel.server(number, open_port, min(self.config.buffer_size, 0xFFFF))
+        if self._check_ports:
+            open_port = self._port_needing_channel()
+            if open_port is not None:
+                # Buffer size is two bytes (§8.55): ask for at most 65535.
+                return OpenChannel.server(number, open_port, min(self.config.buffer_size, 0xFFFF))
         channels = list(self.channels.values())
         n = len(channels)
         full = n >= self.config.max_channels or bool(self._refused)

@@ -31,6 +31,7 @@ _FETCH = int(Ins.FETCH)
 _TERMINAL_RESPONSE = int(Ins.TERMINAL_RESPONSE)
 _ENVELOPE = int(Ins.ENVELOPE)
 _OK = b"\x90\x00"
+_NOT_SATISFIED = SW.CONDITIONS_NOT_SATISFIED.to_bytes(2, "big")
 _PENDING = [bytes((0x91, n)) for n in range(256)]
 
 
@@ -101,7 +102,9 @@ class VirtualUicc:
             lc = raw[4]
             if ins == _TERMINAL_RESPONSE and lc and n == 5 + lc:
                 try:
-                    self._terminal_response_data(raw[5:], now)
+                    # _terminal_response_data, inlined
+                    if not self.toolkit.terminal_response(TerminalResponse.decode(raw[5:]), now):
+                        return _NOT_SATISFIED
                 except ApduError as e:
                     return e.sw.to_bytes(2, "big")
                 except DecodeError:

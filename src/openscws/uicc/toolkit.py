@@ -121,7 +121,8 @@ class Toolkit:
         pending = self.pending
         if self.state is not State.FETCHED or pending is None:
             return False
-        if response.details != pending.command.details:
+        details = pending.command.details
+        if response.details is not details and response.details != details:
             log.warning(
                 "terminal response echoes %s, expected %s",
                 response.details,
