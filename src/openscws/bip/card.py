@@ -101,6 +101,9 @@ class Channel:
     """A CLOSE CHANNEL is owed: the handler is done."""
     answered: bool = False
     """Data went out on this connection: when idle, it is a finished keep-alive one."""
+    ready: bool = False
+    """The handler may have something to move: it heard from the client, a timer or a
+    shutdown since it last had nothing. Idle connections are not scanned on every APDU."""
 
 
 class BipServerApp:
@@ -143,6 +146,7 @@ class BipServerApp:
         elif Event.DATA_AVAILABLE in events and envelope.data_length is not None:
             if channel.state is ServerState.ESTABLISHED:
                 channel.rx_pending = envelope.data_length.length
+                channel.ready = True
         else:
             return None
         return b""
@@ -151,6 +155,7 @@ class BipServerApp:
         if state is ServerState.ESTABLISHED:
             channel.state = state
             channel.handler = self.factories[channel.port](channel.id)
+            channel.ready = True
             log.debug("channel %d: client connected on port %d", channel.id, channel.port)
         else:
             # The client went away: whatever was under way on this connection is void.
@@ -167,6 +172,7 @@ class BipServerApp:
         channel.tx_stored = 0
         channel.closing = False
         channel.answered = False
+        channel.ready = False
         if state is ServerState.CLOSED:
             del self.channels[channel.id]
 
@@ -183,18 +189,20 @@ class BipServerApp:
         channels = list(self.channels.values())
         n = len(channels)
         full = n >= self.config.max_channels or bool(self._refused)
-        finished: list[Channel] = []
         turn = self._turn
         for k in range(n):
             channel = channels[(turn + k) % n]
-            if channel.handler is None:
-                continue  # listening (or closed): nothing to move
+            if not channel.ready:
+                continue  # listening, or an idle connection: nothing to move
             command = self._work(channel, number, now)
             if command is not None:
                 self._turn = (turn + k + 1) % n
                 return command
-            if full and channel.answered:
-                finished.append(channel)
+            channel.ready = False  # until the handler hears something
+        if full:
+            finished = [c for c in channels if c.answered and c.handler is not None]
+        else:
+            finished = []
         if finished:
             # Clients may be waiting for a channel: a finished keep-alive connection yields.
             # (A new connection is idle too until its request arrives: it is not closed.)
@@ -203,6 +211,7 @@ class BipServerApp:
                 if channel.port in saturated and channel.handler is not None:
                     if channel.handler.idle:
                         channel.closing = True
+                        channel.ready = True
                         channel.handler.shutdown()  # TLS: close_notify goes out first
                         return self._work(channel, number, now)
         return None
@@ -291,6 +300,7 @@ class BipServerApp:
                 channel = self.channels.get(command.channel)
                 if channel is None or channel.handler is None:
                     return
+                channel.ready = True
                 if not result.ok:
                     channel.rx_pending = 0
                     return
@@ -339,3 +349,4 @@ class BipServerApp:
                 due = handler.get_timer()
                 if due is not None and due <= now:
                     handler.handle_timer(now)
+                    channel.ready = True
