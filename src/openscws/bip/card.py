@@ -35,6 +35,7 @@ MAX_RECEIVE = 237
 """RECEIVE DATA payload that fits one TERMINAL RESPONSE (spec digest §3.9: 255 - 18)."""
 MAX_SEND = 240
 """SEND DATA payload that keeps the proactive command within 255 bytes (15 + n)."""
+_ESTABLISHED = ServerState.ESTABLISHED
 
 
 class StreamHandler(Protocol):
@@ -188,7 +189,6 @@ class BipServerApp:
                 return OpenChannel.server(number, open_port, min(self.config.buffer_size, 0xFFFF))
         channels = list(self.channels.values())
         n = len(channels)
-        full = n >= self.config.max_channels or bool(self._refused)
         turn = self._turn
         for k in range(n):
             channel = channels[(turn + k) % n]
@@ -199,7 +199,7 @@ class BipServerApp:
                 self._turn = (turn + k + 1) % n
                 return command
             channel.ready = False  # until the handler hears something
-        if full:
+        if n >= self.config.max_channels or self._refused:
             finished = [c for c in channels if c.answered and c.handler is not None]
         else:
             finished = []
@@ -250,24 +250,25 @@ class BipServerApp:
         )
 
     def _work(self, channel: Channel, number: int, now: float) -> Command | None:
-        if channel.state is not ServerState.ESTABLISHED or channel.handler is None:
-            return None
         handler = channel.handler
+        if channel.state is not _ESTABLISHED or handler is None:
+            return None
         if channel.rx_pending:
             return ReceiveData.build(number, channel.id, min(channel.rx_pending, MAX_RECEIVE))
-        if not channel.out:
-            channel.out += handler.data_to_send(channel.buffer_size)
-        if channel.out:
-            size = min(len(channel.out), MAX_SEND)
-            room = channel.buffer_size - channel.tx_stored
-            size = min(size, room)
-            last = (
-                size == len(channel.out)
-                or channel.tx_stored + size + MAX_SEND > channel.buffer_size
-            )
-            chunk = bytes(channel.out[:size])
-            del channel.out[:size]
-            channel.tx_stored = 0 if last else channel.tx_stored + size
+        out = channel.out
+        if not out:
+            out += handler.data_to_send(channel.buffer_size)
+        if out:
+            left = len(out)
+            stored = channel.tx_stored
+            buffer_size = channel.buffer_size
+            size = MAX_SEND if left > MAX_SEND else left
+            if size > buffer_size - stored:
+                size = buffer_size - stored
+            last = size == left or stored + size + MAX_SEND > buffer_size
+            chunk = bytes(out[:size])
+            del out[:size]
+            channel.tx_stored = 0 if last else stored + size
             channel.answered = True
             return SendData.build(number, channel.id, chunk, immediately=last)
         if handler.should_close or channel.closing:

@@ -69,6 +69,8 @@ _TR_HEADS = [bytes((CLA_CAT, Ins.TERMINAL_RESPONSE, 0, 0, n)) for n in range(256
 _ENVELOPE_HEADS = [bytes((CLA_CAT, Ins.ENVELOPE, 0, 0, n)) for n in range(256)]
 _FETCHES = [bytes((CLA_CAT, Ins.FETCH, 0, 0, n)) for n in range(256)]
 _FETCH = Ins.FETCH
+# What follows the command details in a SEND DATA TR, by the free Tx space byte (§6.8.x).
+_SEND_DATA_OK = [b"\x82\x02\x82\x81\x83\x01\x00\xb7\x01" + bytes((n,)) for n in range(256)]
 _ENVELOPE = Ins.ENVELOPE
 _TERMINAL_RESPONSE = Ins.TERMINAL_RESPONSE
 
@@ -276,7 +278,7 @@ class TerminalEngine:
         except CatError as e:
             result = bytes((0x83, 1 + len(e.additional), e.result)) + e.additional
             return head + b"\x82\x02\x82\x81" + result
-        return head + b"\x82\x02\x82\x81\x83\x01\x00\xb7\x01" + bytes((min(free, 0xFF),))
+        return head + _SEND_DATA_OK[free if free < 0xFF else 0xFF]
 
     def _fast_receive_data(self, raw: bytes) -> bytes | None:
         """RECEIVE DATA as `D0 0C 81 03 nn 42 qq 82 02 81 2c B7 01 ll` (§6.6.29), or None."""
