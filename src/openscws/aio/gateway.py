@@ -165,22 +165,26 @@ class Gateway:
             raise GatewayError("; ".join(self.bind_errors))
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-        for server in self._servers.values():
-            server.close()
-        for client in list(self._clients.values()):
-            if client.transport is not None:
-                client.transport.close()
-        for queue in self._waiting.values():
-            for client in queue:
+        """Stops the pump and closes everything; re-raises the error a failed pump ended with,
+        once everything is closed."""
+        try:
+            if self._task is not None:
+                self._task.cancel()
+                try:
+                    await self._task
+                except asyncio.CancelledError:
+                    pass
+        finally:
+            for server in self._servers.values():
+                server.close()
+            for client in list(self._clients.values()):
                 if client.transport is not None:
                     client.transport.close()
-        await self.link.close()
+            for queue in self._waiting.values():
+                for client in queue:
+                    if client.transport is not None:
+                        client.transport.close()
+            await self.link.close()
 
     async def wait(self) -> None:
         """Runs until the pump ends (the card went away, or an error)."""
@@ -209,7 +213,12 @@ class Gateway:
             return  # the pump task is busy, or about to run
         if self._immediate:
             per_turn = self.config.apdus_per_turn
-            if self._run_now(per_turn) < per_turn and not any(self._waiting.values()):
+            try:
+                ran = self._run_now(per_turn)
+            except Exception as e:  # noqa: BLE001 - the pump task ends with it, as before
+                waiter.set_exception(e)
+                return
+            if ran < per_turn and not any(self._waiting.values()):
                 # The card is idle again; the pump's timer (polls, timeouts) still stands.
                 self._woken = False
                 return
