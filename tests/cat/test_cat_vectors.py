@@ -60,6 +60,7 @@ from openscws.cat.objects import (
 from openscws.cat.profile import GATEWAY_PROFILE, Feature, TerminalProfile
 from openscws.cat.responses import TerminalResponse
 from openscws.codec.tlv import ComprehensionTlv, pull_comprehension_tlvs
+from openscws.errors import DecodeError
 
 # -- TERMINAL PROFILE --------------------------------------------------------------------------
 
@@ -519,3 +520,85 @@ def test_event_fast_encoders_match_typed(status: ChannelStatus, length: int) -> 
 
     assert encode_data_available(status, length) == data_available(status, length).encode()
     assert encode_channel_status_event(status) == channel_status_event(status).encode()
+
+
+# -- byte-level fast paths against the typed codec -------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [0, 1, 0x5A, 0x7F, 0x80, 237])
+@pytest.mark.parametrize(("general", "left"), [(0x00, 0), (0x02, 0x3F), (0x07, 0xFF)])
+@pytest.mark.parametrize(("number", "qualifier"), [(1, 0), (0xFE, 0x01)])
+def test_receive_data_tr_fast_decode_matches_typed(
+    size: int, general: int, left: int, number: int, qualifier: int
+) -> None:
+    data = bytes((i * 5) & 0xFF for i in range(size))
+    expected = TerminalResponse(
+        details=CommandDetails(number, 0x42, qualifier),
+        result=Result(general),
+        data=ChannelData(data),
+        data_length=ChannelDataLength(left),
+    )
+    raw = expected.encode()
+    fast = TerminalResponse._decode_receive_data(raw)
+    assert fast is not None
+    typed = TerminalResponse._decode(raw)
+    assert fast == typed == expected
+    assert (fast.extra, fast.cr_clear) == (typed.extra, typed.cr_clear) == ((), frozenset())
+    assert TerminalResponse.decode(raw) == typed
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # CR clear on channel data (36): typed, and the tag is remembered
+        bytes.fromhex("810304420082028281830100360141B70100"),
+        # 81 length form for 1 byte: malformed (TS 101 220 §7.1.2)
+        bytes.fromhex("810304420082028281830100B6810141B70100"),
+        # result with additional information
+        bytes.fromhex("81030442008202828183023A03"),
+        # no channel data length
+        bytes.fromhex("810304420082028281830100B60141"),
+        # a trailing object
+        bytes.fromhex("810304420082028281830100B60141B70100B9020578"),
+        # SEND DATA, not RECEIVE DATA
+        bytes.fromhex("810305430082028281830100B701FF"),
+    ],
+)
+def test_receive_data_tr_fast_decode_leaves_other_forms_to_typed(raw: bytes) -> None:
+    assert TerminalResponse._decode_receive_data(raw) is None
+    try:
+        typed = TerminalResponse._decode(raw)
+    except DecodeError:
+        with pytest.raises(DecodeError):
+            TerminalResponse.decode(raw)
+        return
+    decoded = TerminalResponse.decode(raw)
+    assert decoded == typed
+    assert decoded.cr_clear == typed.cr_clear
+    assert decoded.extra == typed.extra
+
+
+@pytest.mark.parametrize("length", [0, 1, 0x7F, 237, 255, 4000])
+@pytest.mark.parametrize(("number", "channel"), [(1, 1), (0xFE, 7)])
+def test_receive_data_fast_encode_matches_layout_engine(
+    length: int, number: int, channel: int
+) -> None:
+    command = ReceiveData.build(number, channel, length)
+    assert command.encode() == Command.encode(command)
+    assert decode_command(command.encode()) == ReceiveData.build(number, channel, min(length, 255))
+    alpha = ReceiveData(
+        details=command.details,
+        devices=command.devices,
+        length=command.length,
+        alpha=AlphaIdentifier(b"R"),
+    )
+    assert alpha.encode() == Command.encode(alpha)
+
+
+@pytest.mark.parametrize("size", [0, 1, 116, 117, 0x7F, 0x80, 239, 240])
+@pytest.mark.parametrize("immediately", [False, True])
+def test_send_data_fast_encode_matches_layout_engine(size: int, immediately: bool) -> None:
+    # 116 bytes is the largest body with a 1-byte template length, 0x80 the first 81 form
+    command = SendData.build(0x42, 3, bytes(range(size)), immediately=immediately)
+    assert command.encode() == Command.encode(command)
+    assert decode_command(command.encode()) == command

@@ -1,7 +1,8 @@
 """The BIP gateway's shell: TCP listeners and connections around the sans-IO
 `TerminalEngine`, and the APDU pump that drives the card link.
 
-One task pumps APDUs; socket callbacks only feed the engine and wake the pump. A listener per
+One task pumps APDUs; socket callbacks feed the engine and wake the pump (with the card in this
+process, they drive the card themselves when the pump is idle). A listener per
 port accepts clients and binds each to a channel in LISTEN; a client arriving while every
 channel is busy waits (paused) up to `busy_timeout`, then gets a clean refusal: HTTP 503 on an
 HTTP port, a plain close elsewhere."""
@@ -134,11 +135,12 @@ class Gateway:
         self._waiting: dict[int, deque[ClientConnection]] = {}
         self._waiter: asyncio.Future[None] | None = None
         self._woken = False
+        self._draining = False
+        self._immediate = link.immediate
         self._task: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
         self.apdu_count = 0
         self.bind_errors: list[str] = []
-        self._writes: dict[int, list[bytes]] = {}
         self.card_lost = False
 
     # -- life cycle ------------------------------------------------------------------------------
@@ -163,22 +165,26 @@ class Gateway:
             raise GatewayError("; ".join(self.bind_errors))
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-        for server in self._servers.values():
-            server.close()
-        for client in list(self._clients.values()):
-            if client.transport is not None:
-                client.transport.close()
-        for queue in self._waiting.values():
-            for client in queue:
+        """Stops the pump and closes everything; re-raises the error a failed pump ended with,
+        once everything is closed."""
+        try:
+            if self._task is not None:
+                self._task.cancel()
+                try:
+                    await self._task
+                except asyncio.CancelledError:
+                    pass
+        finally:
+            for server in self._servers.values():
+                server.close()
+            for client in list(self._clients.values()):
                 if client.transport is not None:
                     client.transport.close()
-        await self.link.close()
+            for queue in self._waiting.values():
+                for client in queue:
+                    if client.transport is not None:
+                        client.transport.close()
+            await self.link.close()
 
     async def wait(self) -> None:
         """Runs until the pump ends (the card went away, or an error)."""
@@ -195,10 +201,28 @@ class Gateway:
     # -- the pump --------------------------------------------------------------------------------
 
     def wake(self) -> None:
+        """News for the card (client data, a client come or gone). A link that answers at once
+        (the card in this process) is driven right here, in the socket callback: the request
+        is served without waiting for the pump task's next event-loop turn, and the response
+        goes out before the next client's bytes are looked at."""
         self._woken = True
+        if self._draining:
+            return  # the APDU loop under way picks the news up
         waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if waiter is None or waiter.done():
+            return  # the pump task is busy, or about to run
+        if self._immediate:
+            per_turn = self.config.apdus_per_turn
+            try:
+                ran = self._run_now(per_turn)
+            except Exception as e:  # noqa: BLE001 - the pump task ends with it, as before
+                waiter.set_exception(e)
+                return
+            if ran < per_turn and not any(self._waiting.values()):
+                # The card is idle again; the pump's timer (polls, timeouts) still stands.
+                self._woken = False
+                return
+        waiter.set_result(None)
 
     async def _sleep_until_woken(self, timeout: float | None) -> None:
         """Waits for `wake()` or `timeout` seconds. A bare future and one timer: cheaper than
@@ -218,30 +242,13 @@ class Gateway:
                 timer.cancel()
 
     async def _pump(self) -> None:
-        engine = self.engine
-        link = self.link
-        observer = self.observer
         per_turn = self.config.apdus_per_turn
         try:
             while True:
-                ran = 0
-                while ran < per_turn:
-                    now = self.clock()
-                    apdu = engine.next_apdu(now)
-                    if apdu is None:
-                        break
-                    response = link.transmit_now(apdu)
-                    if response is None:
-                        response = await link.transmit(apdu)
-                    self.apdu_count += 1
-                    if observer is not None:
-                        observer(apdu, response, now)
-                    engine.receive_response(response, now)
-                    if engine.channels.actions:
-                        self._carry_out(engine.pop_actions())
-                    ran += 1
-                if self._writes:
-                    self._flush_writes()
+                if self._immediate:
+                    ran = self._run_now(per_turn)
+                else:
+                    ran = await self._run_awaiting(per_turn)
                 if ran == per_turn:
                     await asyncio.sleep(0)
                     continue
@@ -254,6 +261,58 @@ class Gateway:
         except ConnectionError as e:
             self.card_lost = True
             log.error("card link lost: %s", e)
+
+    def _run_now(self, limit: int) -> int:
+        """Runs up to `limit` APDUs through a link that answers at once; returns the count."""
+        engine = self.engine
+        transmit = self.link.transmit_now
+        observer = self.observer
+        clock = self.clock
+        actions = engine.channels.actions
+        ran = 0
+        self._draining = True
+        try:
+            while ran < limit:
+                now = clock()
+                apdu = engine.next_apdu(now)
+                if apdu is None:
+                    break
+                response = transmit(apdu)
+                if response is None:
+                    raise RuntimeError("an immediate card link did not answer at once")
+                ran += 1
+                if observer is not None:
+                    observer(apdu, response, now)
+                engine.receive_response(response, now)
+                if actions:
+                    self._carry_out(engine.pop_actions())
+        finally:
+            self._draining = False
+            self.apdu_count += ran
+        return ran
+
+    async def _run_awaiting(self, limit: int) -> int:
+        """`_run_now` for links that may have to wait for the card (vpcd)."""
+        engine = self.engine
+        link = self.link
+        observer = self.observer
+        ran = 0
+        while ran < limit:
+            now = self.clock()
+            apdu = engine.next_apdu(now)
+            if apdu is None:
+                break
+            response = link.transmit_now(apdu)
+            if response is None:
+                response = await link.transmit(apdu)
+            self.apdu_count += 1
+            if observer is not None:
+                observer(apdu, response, now)
+            engine.receive_response(response, now)
+            if engine.channels.actions:
+                self._carry_out(engine.pop_actions())
+            ran += 1
+        return ran
 
     def _next_deadline(self) -> float | None:
         now = self.clock()
@@ -272,11 +331,13 @@ class Gateway:
         for action in actions:
             match action:
                 case Write(channel, data):
-                    # Gathered and written once per pump turn: one send per turn, not per
-                    # flush of the Tx buffer.
-                    self._writes.setdefault(channel, []).append(data)
+                    # Written at once: a flush of the Tx buffer is the end of a response or
+                    # a full buffer (8 KB by default), so there is no small write to gather,
+                    # and the client can read it while the pump serves other channels.
+                    client = self._clients.get(channel)
+                    if client is not None and client.transport is not None:
+                        client.transport.write(data)
                 case Disconnect(channel):
-                    self._flush_writes()
                     client = self._clients.pop(channel, None)
                     if client is not None and client.transport is not None:
                         client.channel = None
@@ -301,14 +362,6 @@ class Gateway:
                 case Connect():
                     log.error("client-mode channels are not wired in this gateway yet")
                     self.engine.remote_connected(action.channel, False)
-
-    def _flush_writes(self) -> None:
-        writes = self._writes
-        self._writes = {}
-        for channel, chunks in writes.items():
-            client = self._clients.get(channel)
-            if client is not None and client.transport is not None:
-                client.transport.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
     def _bind(self, port: int) -> bool:
         """Binds the card port's listener now, so OPEN CHANNEL can answer truthfully."""

@@ -19,6 +19,10 @@ ApduObserver = Callable[[bytes, bytes, float], None]
 
 
 class CardLink(Protocol):
+    immediate: bool
+    """True when `transmit_now` always answers (never None): the gateway may then drive the
+    card from socket callbacks."""
+
     async def power_on(self) -> bytes:
         """Powers the card and returns its ATR."""
         ...
@@ -35,6 +39,8 @@ class CardLink(Protocol):
 
 class InProcessLink:
     """The card in this process. Still a byte link: every exchange is encoded APDUs."""
+
+    immediate = True
 
     def __init__(self, card: VirtualUicc, clock: Callable[[], float] = time.time) -> None:
         self.card = card
@@ -60,6 +66,8 @@ class CardGone(ConnectionError):
 class VpcdLink:
     """The gateway plays the reader side of vsmartcard's vpcd: it listens, and the card
     process (a "vicc") connects to it, exactly as it would to pcscd's vpcd driver."""
+
+    immediate = False
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader

@@ -35,6 +35,7 @@ MAX_RECEIVE = 237
 """RECEIVE DATA payload that fits one TERMINAL RESPONSE (spec digest §3.9: 255 - 18)."""
 MAX_SEND = 240
 """SEND DATA payload that keeps the proactive command within 255 bytes (15 + n)."""
+_ESTABLISHED = ServerState.ESTABLISHED
 
 
 class StreamHandler(Protocol):
@@ -103,6 +104,9 @@ class Channel:
     """A CLOSE CHANNEL is owed: the handler is done."""
     answered: bool = False
     """Data went out on this connection: when idle, it is a finished keep-alive one."""
+    ready: bool = False
+    """The handler may have something to move: it heard from the client, a timer or a
+    shutdown since it last had nothing. Idle connections are not scanned on every APDU."""
 
 
 class BipServerApp:
@@ -145,6 +149,7 @@ class BipServerApp:
         elif Event.DATA_AVAILABLE in events and envelope.data_length is not None:
             if channel.state is ServerState.ESTABLISHED:
                 channel.rx_pending = envelope.data_length.length
+                channel.ready = True
         else:
             return None
         return b""
@@ -153,6 +158,7 @@ class BipServerApp:
         if state is ServerState.ESTABLISHED:
             channel.state = state
             channel.handler = self.factories[channel.port](channel.id, now)
+            channel.ready = True
             log.debug("channel %d: client connected on port %d", channel.id, channel.port)
         else:
             # The client went away: whatever was under way on this connection is void.
@@ -169,6 +175,7 @@ class BipServerApp:
         channel.tx_stored = 0
         channel.closing = False
         channel.answered = False
+        channel.ready = False
         if state is ServerState.CLOSED:
             del self.channels[channel.id]
 
@@ -177,22 +184,27 @@ class BipServerApp:
             return None
         if not self._events_set:
             return SetUpEventList.build(number, (Event.DATA_AVAILABLE, Event.CHANNEL_STATUS))
-        open_port = self._port_needing_channel()
-        if open_port is not None:
-            # Buffer size is two bytes (§8.55): ask for at most 65535.
-            return OpenChannel.server(number, open_port, min(self.config.buffer_size, 0xFFFF))
+        if self._check_ports:
+            open_port = self._port_needing_channel()
+            if open_port is not None:
+                # Buffer size is two bytes (§8.55): ask for at most 65535.
+                return OpenChannel.server(number, open_port, min(self.config.buffer_size, 0xFFFF))
         channels = list(self.channels.values())
         n = len(channels)
-        full = n >= self.config.max_channels or bool(self._refused)
-        finished: list[Channel] = []
+        turn = self._turn
         for k in range(n):
-            channel = channels[(self._turn + k) % n]
+            channel = channels[(turn + k) % n]
+            if not channel.ready:
+                continue  # listening, or an idle connection: nothing to move
             command = self._work(channel, number, now)
             if command is not None:
-                self._turn = (self._turn + k + 1) % n
+                self._turn = (turn + k + 1) % n
                 return command
-            if full and channel.answered and channel.handler is not None:
-                finished.append(channel)
+            channel.ready = False  # until the handler hears something
+        if n >= self.config.max_channels or self._refused:
+            finished = [c for c in channels if c.answered and c.handler is not None]
+        else:
+            finished = []
         if finished:
             # Clients may be waiting for a channel: a finished keep-alive connection yields.
             # (A new connection is idle too until its request arrives: it is not closed.)
@@ -201,6 +213,7 @@ class BipServerApp:
                 if channel.port in saturated and channel.handler is not None:
                     if channel.handler.idle:
                         channel.closing = True
+                        channel.ready = True
                         channel.handler.shutdown()  # TLS: close_notify goes out first
                         return self._work(channel, number, now)
         return None
@@ -239,24 +252,25 @@ class BipServerApp:
         )
 
     def _work(self, channel: Channel, number: int, now: float) -> Command | None:
-        if channel.state is not ServerState.ESTABLISHED or channel.handler is None:
-            return None
         handler = channel.handler
+        if channel.state is not _ESTABLISHED or handler is None:
+            return None
         if channel.rx_pending:
             return ReceiveData.build(number, channel.id, min(channel.rx_pending, MAX_RECEIVE))
-        if not channel.out:
-            channel.out += handler.data_to_send(channel.buffer_size)
-        if channel.out:
-            size = min(len(channel.out), MAX_SEND)
-            room = channel.buffer_size - channel.tx_stored
-            size = min(size, room)
-            last = (
-                size == len(channel.out)
-                or channel.tx_stored + size + MAX_SEND > channel.buffer_size
-            )
-            chunk = bytes(channel.out[:size])
-            del channel.out[:size]
-            channel.tx_stored = 0 if last else channel.tx_stored + size
+        out = channel.out
+        if not out:
+            out += handler.data_to_send(channel.buffer_size)
+        if out:
+            left = len(out)
+            stored = channel.tx_stored
+            buffer_size = channel.buffer_size
+            size = MAX_SEND if left > MAX_SEND else left
+            if size > buffer_size - stored:
+                size = buffer_size - stored
+            last = size == left or stored + size + MAX_SEND > buffer_size
+            chunk = bytes(out[:size])
+            del out[:size]
+            channel.tx_stored = 0 if last else stored + size
             channel.answered = True
             return SendData.build(number, channel.id, chunk, immediately=last)
         if handler.should_close or channel.closing:
@@ -267,7 +281,15 @@ class BipServerApp:
         self, command: Command, response: TerminalResponse, now: float
     ) -> None:
         result = response.result
-        if not isinstance(command, SendData | ReceiveData):
+        if isinstance(command, SendData):  # the most frequent by far: settle it first
+            if not result.ok:
+                channel = self.channels.get(command.channel)
+                if channel is not None:
+                    # The client is gone; a Channel status event follows.
+                    channel.out.clear()
+                    channel.tx_stored = 0
+            return
+        if not isinstance(command, ReceiveData):
             self._check_ports = True
         match command:
             case SetUpEventList():
@@ -281,6 +303,7 @@ class BipServerApp:
                 channel = self.channels.get(command.channel)
                 if channel is None or channel.handler is None:
                     return
+                channel.ready = True
                 if not result.ok:
                     channel.rx_pending = 0
                     return
@@ -329,3 +352,4 @@ class BipServerApp:
                 due = handler.get_timer()
                 if due is not None and due <= now:
                     handler.handle_timer(now)
+                    channel.ready = True

@@ -31,6 +31,7 @@ from openscws.errors import BipError
 log = logging.getLogger(__name__)
 
 MAX_CHANNELS = 7
+_ESTABLISHED = ServerState.ESTABLISHED
 MAX_RECEIVE = 237
 """Most channel data one TERMINAL RESPONSE can carry (255 - 18 bytes of other objects)."""
 
@@ -258,10 +259,12 @@ class Channels:
         channel = self.channels.get(channel_id)
         if channel is None:
             raise BipError(BipCause.INVALID_CHANNEL, f"no channel {channel_id}")
-        if channel.state is not ServerState.ESTABLISHED:
+        if channel.state is not _ESTABLISHED:
             raise BipError(BipCause.CHANNEL_CLOSED, f"channel {channel.id} has no connection")
         tx = channel.tx
-        if len(tx) + len(data) > channel.buffer_size:
+        size = channel.buffer_size
+        stored = len(tx) + len(data)
+        if stored > size:
             raise BipError(
                 BipCause.NO_SPECIFIC_CAUSE, f"Tx buffer of channel {channel.id} overflows"
             )
@@ -271,9 +274,9 @@ class Channels:
                 data = bytes(tx)
                 tx.clear()
             self.actions.append(Write(channel_id, data))
-            return channel.buffer_size
+            return size
         tx += data
-        return channel.buffer_size - len(tx)
+        return size - stored
 
     def receive(self, command: ReceiveData) -> TerminalResponse:
         data, left, general = self.receive_data(command.channel, command.length.length)

@@ -272,6 +272,27 @@ class ReceiveData(Command):
     def channel(self) -> int:
         return self.devices.destination - CHANNEL_DEVICE_BASE
 
+    def encode(self) -> bytes:
+        # Every request starts with one: the plain form built directly, the same bytes the
+        # layout engine gives (tested).
+        if (
+            self.alpha is None
+            and self.icon is None
+            and self.text_attribute is None
+            and self.frame is None
+            and not self.extra
+            and not self.cr_clear
+        ):
+            d = self.details
+            return bytes(
+                (
+                    *(0xD0, 12, 0x81, 3, d.number, d.type, d.qualifier),
+                    *(0x82, 2, self.devices.source, self.devices.destination),
+                    *(0xB7, 1, min(self.length.length, 0xFF)),
+                )
+            )
+        return Command.encode(self)
+
     @classmethod
     def build(cls, number: int, channel: int, length: int) -> Self:
         return cls(
@@ -320,24 +341,27 @@ class SendData(Command):
             data = self.data.data
             n = len(data)
             d = self.details
-            body = (
-                bytes((0x81, 3, d.number, d.type, d.qualifier, 0x82, 2))
-                + bytes((self.devices.source, self.devices.destination, 0xB6))
-                + (bytes((n,)) if n < 0x80 else bytes((0x81, n)))
-                + data
-            )
-            if len(body) < 0x80:
-                return bytes((PROACTIVE_TAG, len(body))) + body
-            return bytes((PROACTIVE_TAG, 0x81, len(body))) + body
+            head = (0x81, 3, d.number, d.type, d.qualifier, 0x82, 2)
+            devices = (self.devices.source, self.devices.destination, 0xB6)
+            if n < 0x80:
+                size = 11 + n  # the 10 bytes of `head` and `devices`, and a 1-byte length
+                if size < 0x80:
+                    return bytes((PROACTIVE_TAG, size, *head, *devices, n)) + data
+                return bytes((PROACTIVE_TAG, 0x81, size, *head, *devices, n)) + data
+            size = 12 + n
+            return bytes((PROACTIVE_TAG, 0x81, size, *head, *devices, 0x81, n)) + data
         return Command.encode(self)
 
     @classmethod
     def build(cls, number: int, channel: int, data: bytes, *, immediately: bool) -> Self:
-        return cls(
-            details=_details(number, CommandType.SEND_DATA, SEND_IMMEDIATELY if immediately else 0),
-            devices=_channel_devices(channel),
-            data=ChannelData(data),
-        )
+        qualifier = SEND_IMMEDIATELY if immediately else 0
+        details = _DETAILS.get((number, CommandType.SEND_DATA, qualifier))
+        if details is None:
+            details = _details(number, CommandType.SEND_DATA, qualifier)
+        devices = _DEVICES.get(channel)
+        if devices is None:
+            devices = _channel_devices(channel)
+        return cls(details=details, devices=devices, data=ChannelData(data))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -28,6 +28,9 @@ from openscws.errors import DecodeError
 _CACHED_MAX = 24
 _CACHE_SIZE = 4096
 _cache: dict[bytes, TerminalResponse] = {}
+_details: dict[tuple[int, int], CommandDetails] = {}  # (number, qualifier) of RECEIVE DATA
+_results: dict[int, Result] = {}
+_lengths: dict[int, ChannelDataLength] = {}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,6 +64,10 @@ class TerminalResponse:
 
     @classmethod
     def decode(cls, raw: bytes) -> Self:
+        if len(raw) > 16 and raw[3] == 0x42:
+            fast = cls._decode_receive_data(raw)
+            if fast is not None:
+                return fast
         # Responses without channel data repeat (SEND DATA's differ only in number and free
         # space) and are immutable: a bounded cache spares the card most decoding.
         if len(raw) <= _CACHED_MAX:
@@ -73,6 +80,39 @@ class TerminalResponse:
                 _cache.clear()
             _cache[raw] = decoded
         return decoded
+
+    @classmethod
+    def _decode_receive_data(cls, raw: bytes) -> Self | None:
+        """The TR of RECEIVE DATA in its plain form, read straight from the bytes (§6.8,
+        §6.6.29): `81 03 nn 42 qq 82 02 82 81 83 01 rr B6 LL data B7 01 ll`; None for any
+        other form, which the typed decoder then takes. The tests check both agree."""
+        if raw[:2] != b"\x81\x03" or raw[5:11] != b"\x82\x02\x82\x81\x83\x01" or raw[12] != 0xB6:
+            return None
+        length = raw[13]
+        start = 14
+        if length == 0x81:
+            length = raw[14]
+            start = 15
+            if length < 0x80:
+                return None  # the 81 form below 128 is malformed: the typed decoder says so
+        elif length > 0x7F:
+            return None
+        end = start + length
+        if len(raw) != end + 3 or raw[end] != 0xB7 or raw[end + 1] != 0x01:
+            return None
+        key = (raw[2], raw[4])
+        details = _details.get(key)
+        if details is None:
+            details = _details[key] = CommandDetails(raw[2], 0x42, raw[4])
+        result = _results.get(raw[11])
+        if result is None:
+            result = _results[raw[11]] = Result(raw[11])
+        left = _lengths.get(raw[end + 2])
+        if left is None:
+            left = _lengths[raw[end + 2]] = ChannelDataLength(raw[end + 2])
+        return cls(
+            details=details, result=result, data=ChannelData(raw[start:end]), data_length=left
+        )
 
     @classmethod
     def _decode(cls, raw: bytes) -> Self:

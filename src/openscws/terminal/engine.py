@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from enum import Enum, auto
 
 from openscws.apdu.command import CommandApdu, Ins
-from openscws.apdu.status import SW
 from openscws.bip.terminal import ChannelFree, Channels, GatewayAction, Mode, PendingEvent
 from openscws.cat.commands import (
     CloseChannel,
@@ -65,6 +64,15 @@ class Sent:
 
 _SENT_TR = Sent(Ins.TERMINAL_RESPONSE)
 _SENT_FETCH = Sent(Ins.FETCH)
+# APDU headers by length byte (TS 102 221 §10.1.2): every TR, FETCH and event ENVELOPE.
+_TR_HEADS = [bytes((CLA_CAT, Ins.TERMINAL_RESPONSE, 0, 0, n)) for n in range(256)]
+_ENVELOPE_HEADS = [bytes((CLA_CAT, Ins.ENVELOPE, 0, 0, n)) for n in range(256)]
+_FETCHES = [bytes((CLA_CAT, Ins.FETCH, 0, 0, n)) for n in range(256)]
+_FETCH = Ins.FETCH
+# What follows the command details in a SEND DATA TR, by the free Tx space byte (§6.8.x).
+_SEND_DATA_OK = [b"\x82\x02\x82\x81\x83\x01\x00\xb7\x01" + bytes((n,)) for n in range(256)]
+_ENVELOPE = Ins.ENVELOPE
+_TERMINAL_RESPONSE = Ins.TERMINAL_RESPONSE
 
 
 class TerminalEngine:
@@ -101,18 +109,25 @@ class TerminalEngine:
             return CommandApdu(CLA_CAT, Ins.TERMINAL_PROFILE, 0, 0, self.profile.encode()).encode()
         if self.phase is not Phase.RUNNING:
             return None
-        if self._tr is not None:
-            tr = self._tr
+        tr = self._tr
+        if tr is not None:
             self._tr = None
-            return self._send(_SENT_TR, b"\x80\x14\x00\x00" + bytes((len(tr),)) + tr)
-        while self.channels.events:
-            event = self.channels.events.popleft()
+            self._sent = _SENT_TR
+            self.phase = Phase.WAITING
+            return _TR_HEADS[len(tr)] + tr
+        events = self.channels.events
+        while events:
+            event = events.popleft()
             envelope = self._encode_event(event)
             if envelope is not None:
-                apdu = CommandApdu(CLA_CAT, Ins.ENVELOPE, 0, 0, envelope).encode()
-                return self._send(Sent(Ins.ENVELOPE, event), apdu)
+                # CommandApdu(CLA_CAT, Ins.ENVELOPE, 0, 0, envelope).encode(), case 3
+                return self._send(
+                    Sent(Ins.ENVELOPE, event), _ENVELOPE_HEADS[len(envelope)] + envelope
+                )
         if self._fetch_len:
-            return self._send(_SENT_FETCH, b"\x80\x12\x00\x00" + bytes((self._fetch_len & 0xFF,)))
+            self._sent = _SENT_FETCH
+            self.phase = Phase.WAITING
+            return _FETCHES[self._fetch_len & 0xFF]
         if self.polling and now - self._last_poll >= self.poll_interval:
             self._last_poll = now
             return self._send(Sent(Ins.STATUS), bytes((CLA_CAT, Ins.STATUS, 0x00, 0x0C, 0x00)))
@@ -145,34 +160,38 @@ class TerminalEngine:
             raise RuntimeError("receive_response without a command in flight")
         self.phase = Phase.RUNNING
         self._sent = None
-        if len(raw) < 2:
-            log.error("card answered %s with %d bytes", sent.kind.name, len(raw))
+        n = len(raw)
+        if n < 2:
+            log.error("card answered %s with %d bytes", sent.kind.name, n)
             return
-        sw = (raw[-2] << 8) | raw[-1]
-        data = raw[:-2]
-        if sent.kind is Ins.FETCH:
-            if sw == SW.OK or sw >> 8 == 0x91:
-                self._fetch_len = 0
-                self._run(data, now)
-            else:
-                log.error("FETCH refused with %04X", sw)
-                self._fetch_len = 0
-        elif sent.kind is Ins.ENVELOPE and sw == SW.TOOLKIT_BUSY:
-            assert sent.event is not None
-            self.channels.events.appendleft(sent.event)
-        elif sent.kind is Ins.ENVELOPE and sent.event is not None:
-            self._event_delivered(sent.event)
-        if sent.kind is Ins.TERMINAL_RESPONSE and self._deferred_free:
-            for channel_id in self._deferred_free:
-                if (held := self.channels.channels.get(channel_id)) is not None:
-                    self.channels.actions.append(ChannelFree(held.port))
-            self._deferred_free.clear()
-        if sw >> 8 == 0x91:
-            self._fetch_len = sw & 0xFF or 256
-        elif sw == SW.OK and sent.kind is not Ins.FETCH:
+        sw1 = raw[n - 2]
+        kind = sent.kind
+        if kind is _FETCH:
             self._fetch_len = 0
-        elif sw >> 8 not in (0x90, 0x91, 0x93):
-            log.warning("card answered %s with SW %04X", sent.kind.name, sw)
+            if sw1 == 0x91 or (sw1 == 0x90 and raw[n - 1] == 0):
+                self._run(raw[: n - 2], now)
+                if sw1 == 0x91:
+                    self._fetch_len = raw[n - 1] or 256
+                return
+            log.error("FETCH refused with %02X%02X", sw1, raw[n - 1])
+        elif kind is _TERMINAL_RESPONSE:
+            if self._deferred_free:
+                for channel_id in self._deferred_free:
+                    if (held := self.channels.channels.get(channel_id)) is not None:
+                        self.channels.actions.append(ChannelFree(held.port))
+                self._deferred_free.clear()
+        elif kind is _ENVELOPE:
+            if sw1 == 0x93 and raw[n - 1] == 0:  # SW.TOOLKIT_BUSY
+                assert sent.event is not None
+                self.channels.events.appendleft(sent.event)
+            elif sent.event is not None:
+                self._event_delivered(sent.event)
+        if sw1 == 0x91:
+            self._fetch_len = raw[n - 1] or 256
+        elif sw1 == 0x90 and raw[n - 1] == 0:
+            self._fetch_len = 0
+        elif sw1 not in (0x90, 0x91, 0x93):
+            log.warning("card answered %s with SW %02X%02X", sent.kind.name, sw1, raw[n - 1])
 
     def _event_delivered(self, event: PendingEvent) -> None:
         channel = self.channels.channels.get(event.channel)
@@ -259,7 +278,7 @@ class TerminalEngine:
         except CatError as e:
             result = bytes((0x83, 1 + len(e.additional), e.result)) + e.additional
             return head + b"\x82\x02\x82\x81" + result
-        return head + b"\x82\x02\x82\x81\x83\x01\x00\xb7\x01" + bytes((min(free, 0xFF),))
+        return head + _SEND_DATA_OK[free if free < 0xFF else 0xFF]
 
     def _fast_receive_data(self, raw: bytes) -> bytes | None:
         """RECEIVE DATA as `D0 0C 81 03 nn 42 qq 82 02 81 2c B7 01 ll` (§6.6.29), or None."""

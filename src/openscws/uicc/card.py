@@ -27,6 +27,14 @@ CLA_ISO = 0x00
 CLA_GSM_CAT = 0x80
 
 
+_FETCH = int(Ins.FETCH)
+_TERMINAL_RESPONSE = int(Ins.TERMINAL_RESPONSE)
+_ENVELOPE = int(Ins.ENVELOPE)
+_OK = b"\x90\x00"
+_NOT_SATISFIED = SW.CONDITIONS_NOT_SATISFIED.to_bytes(2, "big")
+_PENDING = [bytes((0x91, n)) for n in range(256)]
+
+
 def _ok(data: bytes = b"") -> bytes:
     return data + b"\x90\x00"
 
@@ -80,18 +88,43 @@ class VirtualUicc:
     def transmit(self, raw: bytes, now: float) -> bytes:
         # FETCH and TERMINAL RESPONSE carry every byte of a transfer: read their fixed
         # headers here; everything else goes through the general decoder.
+        # So do the event ENVELOPEs that start every request.
         n = len(raw)
         if n >= 5 and raw[0] == CLA_GSM_CAT and raw[2] == 0 and raw[3] == 0:
             ins = raw[1]
-            if ins == Ins.FETCH and n == 5:
-                return self._with_pending(self._fetch_fast(raw[4] or 256), now)
-            if ins == Ins.TERMINAL_RESPONSE and raw[4] and n == 5 + raw[4]:
+            if ins == _FETCH and n == 5:
+                response = self._fetch_fast(raw[4] or 256)
+                if len(response) > 2:
+                    # Fetched (data + 90 00): run due timers, as _with_pending does; no other
+                    # command can be pending until this one's TERMINAL RESPONSE.
+                    self.toolkit.poll(now)
+                return response
+            lc = raw[4]
+            if ins == _TERMINAL_RESPONSE and lc and n == 5 + lc:
                 try:
-                    return self._with_pending(self._terminal_response_data(raw[5:], now), now)
+                    # _terminal_response_data, inlined
+                    if not self.toolkit.terminal_response(TerminalResponse.decode(raw[5:]), now):
+                        return _NOT_SATISFIED
                 except ApduError as e:
                     return e.sw.to_bytes(2, "big")
                 except DecodeError:
                     return SW.WRONG_DATA.to_bytes(2, "big")
+                # 90 00, or 91 XX when a proactive command waits (as in _with_pending).
+                pending = self.toolkit.poll(now)
+                return _PENDING[pending] if pending else _OK
+            if ins == _ENVELOPE and lc and n == 5 + lc:
+                try:
+                    out = self.toolkit.envelope(decode_envelope(raw[5:]), now)
+                except ApduError as e:
+                    log.debug("APDU %s refused: %s", raw.hex(), e)
+                    return e.sw.to_bytes(2, "big")
+                except DecodeError as e:
+                    log.debug("APDU %s data malformed: %s", raw.hex(), e)
+                    return SW.WRONG_DATA.to_bytes(2, "big")
+                if out:
+                    return self._with_pending(out + _OK, now)
+                pending = self.toolkit.poll(now)
+                return _PENDING[pending] if pending else _OK
         try:
             apdu = CommandApdu.decode(raw)
             if apdu.cla not in (CLA_ISO, CLA_GSM_CAT) and apdu.cla & 0xF0 not in (0x00, 0x80):

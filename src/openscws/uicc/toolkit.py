@@ -78,11 +78,6 @@ class Toolkit:
     def register(self, app: ToolkitApp) -> None:
         self.apps.append(app)
 
-    def _next_number(self) -> int:
-        # §8.6: command numbers 01..FE.
-        self._number = self._number % 0xFE + 1
-        return self._number
-
     def poll(self, now: float) -> int:
         """Runs due timers and, when idle, asks the apps (in turn) for a command. Returns the
         length of the pending command, 0 if none."""
@@ -92,18 +87,25 @@ class Toolkit:
                 due = app.next_timer()
                 if due is not None and due <= now:
                     app.on_timer(now)
-        if self.state is State.IDLE and self.profile is not None:
-            n = len(self.apps)
+        state = self.state
+        if state is State.IDLE:
+            if self.profile is None:
+                return 0
+            apps = self.apps
+            n = len(apps)
+            number = self._number % 0xFE + 1  # §8.6: command numbers 01..FE
             for k in range(n):
-                app = self.apps[(self._turn + k) % n]
-                command = app.next_command(self._number % 0xFE + 1, now)
+                app = apps[(self._turn + k) % n]
+                command = app.next_command(number, now)
                 if command is not None:
-                    self._next_number()
+                    self._number = number
                     self._turn = (self._turn + k + 1) % n
-                    self.pending = Pending(command, command.encode(), app)
+                    encoded = command.encode()
+                    self.pending = Pending(command, encoded, app)
                     self.state = State.PENDING
-                    break
-        if self.state is State.PENDING and self.pending is not None:
+                    return len(encoded)
+            return 0
+        if state is State.PENDING and self.pending is not None:
             return len(self.pending.encoded)
         return 0
 
@@ -119,7 +121,8 @@ class Toolkit:
         pending = self.pending
         if self.state is not State.FETCHED or pending is None:
             return False
-        if response.details != pending.command.details:
+        details = pending.command.details
+        if response.details is not details and response.details != details:
             log.warning(
                 "terminal response echoes %s, expected %s",
                 response.details,
