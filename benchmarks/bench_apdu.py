@@ -70,7 +70,7 @@ class Pair:
         store = MemoryStore()
         store.put(Resource("/big.bin", body, "application/octet-stream", last_modified=1))
         self.size = len(body)
-        self.card = build_card(store, CardSettings(), ICCID)
+        self.card = build_card(store, CardSettings(ports=(3516,)), ICCID)
         self.engine = TerminalEngine(listen=lambda port: True)
         self.card.power_on()
         self.received = bytearray()

@@ -54,7 +54,7 @@ print(json.dumps(r))
 async def serve_phase(
     image: CardImage, port: int, client_argv: list[str], profiler: cProfile.Profile
 ) -> tuple[dict[str, float], int]:
-    settings = CardSettings()
+    settings = CardSettings(ports=(3516,))
     card = build_card(image, settings, image.meta.iccid)
     engine = TerminalEngine()
     gw = Gateway(InProcessLink(card), engine, GatewayConfig(port_map={3516: port}))

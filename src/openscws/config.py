@@ -35,7 +35,8 @@ class CardSettings:
     """"modern": TLS 1.2 and 1.3; "compat": also TLS 1.0 and 1.1 (SCWS §11.1.2's TLS 1.0),
     at OpenSSL security level 0 for certificate handshakes."""
     tls_record_limit: int = 1024
-    """Most plaintext bytes per TLS record the card sends (bounds card RAM; 16384 = none)."""
+    """Most plaintext bytes per TLS record the card sends (smaller records: smaller buffers at
+    both ends; 16384 = no bound)."""
     tls_handshake_timeout: float = 10.0
     """Seconds a client may take to finish the TLS handshake (or a record) before the card
     drops it."""

@@ -64,8 +64,9 @@ def run_doctor(settings: Settings, write: Callable[[str], None] = print) -> int:
             "handshake signatures): the 'compat' profile sets it"
         )
     write(
-        "  RFC 6066 max_fragment_length: no (Python's ssl cannot negotiate it); the card "
-        "bounds the records it sends with card.tls_record_limit"
+        "  RFC 6066 max_fragment_length: honoured when a client asks (OpenSSL), never "
+        "asked for by the card; the card bounds the records it sends with "
+        "card.tls_record_limit"
     )
     write("SCWS §11.1.1 PSK suites:")
     for suite in PSK_SPEC_SUITES:

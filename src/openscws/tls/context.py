@@ -313,8 +313,9 @@ def describe_stack() -> dict[str, str | bool]:
     rates TLS 1.0/1.1's MD5+SHA-1 handshake signatures below level 1, so certificate TLS 1.0
     needs level 0; PSK handshakes sign nothing and are not affected),
     ``psk`` (`SSLContext.set_psk_server_callback` exists, Python ≥ 3.13),
-    ``max_fragment_length`` (False: the `ssl` module cannot negotiate RFC 6066
-    max_fragment_length, so the card bounds its own records with `record_limit`), for
+    ``max_fragment_length`` (False: the `ssl` module cannot configure RFC 6066
+    max_fragment_length; OpenSSL honours a client's request, but the card cannot make one,
+    so it bounds its own records with `record_limit`), for
     each spec PSK suite ``<name>`` (bool: OpenSSL has it) and ``<name>_why`` (why not, or
     ""), and for GnuTLS (`openscws.tls.gnutls`, which serves TLS_PSK_WITH_3DES_EDE_CBC_SHA
     where OpenSSL cannot): ``gnutls`` (its version, or ""), ``gnutls_3des`` (bool: an

@@ -17,7 +17,8 @@ in `error` (a `TlsAlert`). Exceptions from the inner handler are its own bugs an
 
 **Record size.** A card has little RAM, and TLS records are up to 16 KiB (+ overhead) each.
 RFC 6066 max_fragment_length (or RFC 8449 record_size_limit) would bound both directions, but
-Python's `ssl` module cannot negotiate either. So the card bounds what it *sends*: with
+only a client can ask for it (OpenSSL in the card honours it then) and Python's `ssl` module
+cannot configure either. So the card bounds what it *sends*: with
 `record_limit` (default 1024) each `SSLObject.write` gets at most that much plaintext, and
 OpenSSL makes one record per write, so application-data records carry ≤ `record_limit` bytes.
 Handshake flights (certificate chain) and records the *peer* sends are not bounded by it.
