@@ -70,30 +70,25 @@ class TlsState(enum.Enum):
 _DONE: Final = frozenset({TlsState.SHUTDOWN, TlsState.FAILED, TlsState.CLOSED})
 
 
-class _TlsEndpoint:
-    """The machine shared by both sides."""
+class TlsRecordStream:
+    """What every TLS stack's endpoint shares: the StreamHandler contract, the states, the
+    handshake and record-stall timers, the record framing of the peer's bytes, the queue of
+    records for the peer and `peak_buffer`. A stack supplies `_feed`, `_held`, `_handshake`,
+    `_read`, `_encrypt`, `_shutdown` and `_release`, and moves its output into `_out`."""
+
+    _stack = "TLS"
+    """Name in log lines."""
 
     def __init__(
         self,
-        context: ssl.SSLContext,
         inner: StreamHandler,
         *,
-        server_side: bool,
-        server_hostname: str | None,
         handshake_timeout: float,
         record_limit: int | None,
         now: float | None,
     ) -> None:
         if record_limit is not None and not 1 <= record_limit <= MAX_RECORD:
             raise ValueError(f"record_limit must be 1..{MAX_RECORD}, not {record_limit}")
-        self._incoming = ssl.MemoryBIO()
-        self._outgoing = ssl.MemoryBIO()
-        self._ssl = context.wrap_bio(
-            self._incoming,
-            self._outgoing,
-            server_side=server_side,
-            server_hostname=server_hostname,
-        )
         self._inner = inner
         self._handshake_timeout = handshake_timeout
         self._record_limit = record_limit
@@ -105,13 +100,39 @@ class _TlsEndpoint:
         # Application data seen: before it, the connection is new, not a finished keep-alive
         # one, even though the handshake already went out (the card must not reclaim it).
         self._requested = False
-        # Record framing of what the peer sent, to see a record left incomplete (OpenSSL
-        # takes partial records out of the BIO): header bytes seen, body bytes still due.
+        # Record framing of what the peer sent, to see a record left incomplete (the stacks
+        # take partial records in): header bytes seen, body bytes still due.
         self._header = bytearray()
         self._body_due = 0
         self._partial_since: float | None = None
         self.error: TlsAlert | None = None
         """Why the connection failed (state FAILED), else None."""
+
+    # -- the stack's part -------------------------------------------------------------------
+
+    def _feed(self, data: bytes) -> None:
+        """Give the stack ciphertext from the peer; `b""` is the transport's EOF."""
+        raise NotImplementedError
+
+    def _held(self) -> int:
+        """Bytes of ciphertext the stack's buffers and `_out` hold now."""
+        raise NotImplementedError
+
+    def _handshake(self) -> None:
+        raise NotImplementedError
+
+    def _read(self, now: float) -> None:
+        raise NotImplementedError
+
+    def _encrypt(self, plain: bytes) -> None:
+        raise NotImplementedError
+
+    def _shutdown(self) -> None:
+        """Write close_notify and enter SHUTDOWN."""
+        raise NotImplementedError
+
+    def _release(self) -> None:
+        """Free what the stack holds (called once, by `close`)."""
 
     # -- StreamHandler ----------------------------------------------------------------------
 
@@ -121,11 +142,9 @@ class _TlsEndpoint:
             self._deadline = now + self._handshake_timeout
         if self._state in _DONE:
             return
+        self._feed(data)
         if data:
-            self._incoming.write(data)
             self._frame(data, now)
-        else:
-            self._incoming.write_eof()
         self._measure()
         if self._state is TlsState.HANDSHAKE:
             self._handshake()
@@ -181,24 +200,26 @@ class _TlsEndpoint:
                 if self._deadline is not None and now >= self._deadline:
                     self.error = TlsAlert("handshake timed out")
                     self._state = TlsState.FAILED
-                    logger.debug("TLS handshake timed out")
+                    logger.debug("%s handshake timed out", self._stack)
             case TlsState.OPEN:
                 since = self._partial_since
                 if since is not None and now >= since + self._handshake_timeout:
                     self.error = TlsAlert("record stalled")
                     self._state = TlsState.FAILED
-                    logger.debug("TLS record left incomplete")
+                    logger.debug("%s record left incomplete", self._stack)
                     return
                 self._inner.handle_timer(now)
             case _:
                 pass
 
     def close(self) -> None:
-        """The transport is gone: drop what is queued and close the inner handler."""
+        """The transport is gone: drop what is queued, free the stack's state and close the
+        inner handler."""
         if self._state is TlsState.CLOSED:
             return
         self._state = TlsState.CLOSED
         self._out.clear()
+        self._release()
         self._inner.close()
 
     # -- extras -----------------------------------------------------------------------------
@@ -209,24 +230,9 @@ class _TlsEndpoint:
 
     @property
     def peak_buffer(self) -> int:
-        """Most bytes held here at once: both memory BIOs, queued ciphertext and plaintext
-        being encrypted (OpenSSL's internal record buffers not included)."""
+        """Most bytes held here at once: the stack's ciphertext buffers, queued ciphertext
+        and plaintext being encrypted (the stack's internal record buffers not included)."""
         return self._peak
-
-    @property
-    def version(self) -> str | None:
-        """Negotiated protocol ("TLSv1.2"), once the handshake is done."""
-        return self._ssl.version()
-
-    @property
-    def cipher(self) -> tuple[str, str, int] | None:
-        """Negotiated (suite name, protocol, secret bits), once the handshake is done."""
-        return self._ssl.cipher()
-
-    @property
-    def ssl_object(self) -> ssl.SSLObject:
-        """The underlying `SSLObject`, for peer certificates and channel bindings."""
-        return self._ssl
 
     def shutdown(self) -> None:
         """Close gracefully now: write close_notify (if the handshake is done) and set
@@ -267,8 +273,74 @@ class _TlsEndpoint:
         return bool(self._header or self._body_due)
 
     def _measure(self, plaintext: int = 0) -> None:
-        held = self._incoming.pending + self._outgoing.pending + len(self._out) + plaintext
-        self._peak = max(self._peak, held)
+        self._peak = max(self._peak, self._held() + plaintext)
+
+    def _pull_inner(self, limit: int | None) -> None:
+        """Encrypt the inner handler's output until about `limit` bytes are queued; write
+        close_notify in the same go once it is done, so it can share the last send."""
+        while self._state is TlsState.OPEN:
+            plain = self._inner.data_to_send(limit)
+            if plain:
+                self._encrypt(plain)
+                if limit is not None and len(self._out) >= limit:
+                    return
+            else:
+                if self._inner.should_close or (self._peer_done and self._inner.idle):
+                    self._shutdown()
+                return
+
+
+class _TlsEndpoint(TlsRecordStream):
+    """The stdlib `ssl` (OpenSSL) stack, shared by both sides."""
+
+    def __init__(
+        self,
+        context: ssl.SSLContext,
+        inner: StreamHandler,
+        *,
+        server_side: bool,
+        server_hostname: str | None,
+        handshake_timeout: float,
+        record_limit: int | None,
+        now: float | None,
+    ) -> None:
+        super().__init__(
+            inner, handshake_timeout=handshake_timeout, record_limit=record_limit, now=now
+        )
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._ssl = context.wrap_bio(
+            self._incoming,
+            self._outgoing,
+            server_side=server_side,
+            server_hostname=server_hostname,
+        )
+
+    @property
+    def version(self) -> str | None:
+        """Negotiated protocol ("TLSv1.2"), once the handshake is done."""
+        return self._ssl.version()
+
+    @property
+    def cipher(self) -> tuple[str, str, int] | None:
+        """Negotiated (suite name, protocol, secret bits), once the handshake is done."""
+        return self._ssl.cipher()
+
+    @property
+    def ssl_object(self) -> ssl.SSLObject:
+        """The underlying `SSLObject`, for peer certificates and channel bindings."""
+        return self._ssl
+
+    # -- the stack's part -------------------------------------------------------------------
+
+    def _feed(self, data: bytes) -> None:
+        if data:
+            self._incoming.write(data)
+        else:
+            self._incoming.write_eof()
+
+    def _held(self) -> int:
+        return self._incoming.pending + self._outgoing.pending + len(self._out)
 
     def _collect(self) -> bytes:
         """Move what OpenSSL wrote to the queue for the peer; returns it."""
@@ -321,20 +393,6 @@ class _TlsEndpoint:
             self._measure(len(chunk))
             self._requested = True
             self._inner.receive_data(chunk, now)
-
-    def _pull_inner(self, limit: int | None) -> None:
-        """Encrypt the inner handler's output until about `limit` bytes are queued; write
-        close_notify in the same go once it is done, so it can share the last send."""
-        while self._state is TlsState.OPEN:
-            plain = self._inner.data_to_send(limit)
-            if plain:
-                self._encrypt(plain)
-                if limit is not None and len(self._out) >= limit:
-                    return
-            else:
-                if self._inner.should_close or (self._peer_done and self._inner.idle):
-                    self._shutdown()
-                return
 
     def _encrypt(self, plain: bytes) -> None:
         step = self._record_limit or MAX_RECORD

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from openscws.errors import OpenScwsError
 from openscws.tls.alert import TlsAlert
-from openscws.tls.endpoint import MAX_RECORD, TlsState
+from openscws.tls.endpoint import MAX_RECORD, TlsRecordStream, TlsState
 
 if TYPE_CHECKING:
     from openscws.bip.card import StreamHandler
@@ -433,11 +433,11 @@ def _release(lib: _Lib, token: int, session: int, cred: int, free_cred: str) -> 
 
 # -- the sans-IO endpoint -------------------------------------------------------------------
 
-_DONE: Final = frozenset({TlsState.SHUTDOWN, TlsState.FAILED, TlsState.CLOSED})
 
+class _GnutlsEndpoint(TlsRecordStream):
+    """The GnuTLS stack, shared by both sides."""
 
-class _GnutlsEndpoint:
-    """The machine shared by both sides (see `openscws.tls.endpoint._TlsEndpoint`)."""
+    _stack = "GnuTLS"
 
     _unknown_identity = False
     """The PSK callback saw an identity the card does not know."""
@@ -452,32 +452,17 @@ class _GnutlsEndpoint:
         record_limit: int | None,
         now: float | None,
     ) -> None:
-        if record_limit is not None and not 1 <= record_limit <= MAX_RECORD:
-            raise ValueError(f"record_limit must be 1..{MAX_RECORD}, not {record_limit}")
+        super().__init__(
+            inner, handshake_timeout=handshake_timeout, record_limit=record_limit, now=now
+        )
         lib = _lib()
         self._lib = lib
-        self._inner = inner
-        self._handshake_timeout = handshake_timeout
-        self._record_limit = record_limit
-        self._deadline = None if now is None else now + handshake_timeout
-        self._state = TlsState.HANDSHAKE
         self._incoming = bytearray()  # ciphertext from the peer, not yet pulled by GnuTLS
         self._eof = False  # the transport reached EOF
-        self._out = bytearray()  # ciphertext ready for the peer (GnuTLS pushes here)
-        self._peer_done = False
-        self._peak = 0
-        # Application data seen: before it, the connection is new, not a finished keep-alive
-        # one, even though the handshake already went out (the card must not reclaim it).
-        self._requested = False
-        self._header = bytearray()
-        self._body_due = 0
-        self._partial_since: float | None = None
         self._version: str | None = None
         self._cipher: tuple[str, str, int] | None = None
         self._iana_name: str | None = None
         self._buffer: ctypes.Array[ctypes.c_char] | None = None
-        self.error: TlsAlert | None = None
-        """Why the connection failed (state FAILED), else None."""
 
         self._token = next(_token)
         session = ctypes.c_void_p()
@@ -520,117 +505,24 @@ class _GnutlsEndpoint:
             self._finalizer()
             raise GnutlsUnavailable(f"gnutls_credentials_set: {_error_text(self._lib, rc)}")
 
-    # -- StreamHandler ----------------------------------------------------------------------
+    # -- the stack's part -------------------------------------------------------------------
 
-    def receive_data(self, data: bytes, now: float) -> None:
-        """Feed ciphertext from the peer; `b""` means the transport reached EOF."""
-        if self._deadline is None:
-            self._deadline = now + self._handshake_timeout
-        if self._state in _DONE:
-            return
+    def _feed(self, data: bytes) -> None:
         if data:
-            self._incoming += data
-            self._frame(data, now)
+            self._incoming += data  # GnuTLS pulls it (_pull)
         else:
             self._eof = True
-        self._measure()
-        if self._state is TlsState.HANDSHAKE:
-            self._handshake()
-        if self._state is TlsState.OPEN:
-            self._read(now)
 
-    def data_to_send(self, limit: int | None = None) -> bytes:
-        """TLS records for the peer. The inner handler is asked for more plaintext (with the
-        same `limit`) only when less than `limit` ciphertext is already waiting."""
-        if self._state is TlsState.OPEN and (not self._out or (limit and len(self._out) < limit)):
-            self._pull_inner(limit)
-        if limit is None or limit >= len(self._out):
-            data = bytes(self._out)
-            self._out.clear()
-        else:
-            data = bytes(self._out[:limit])
-            del self._out[:limit]
-        return data
+    def _held(self) -> int:
+        return len(self._incoming) + len(self._out)
 
-    @property
-    def should_close(self) -> bool:
-        return self._state in _DONE
-
-    @property
-    def idle(self) -> bool:
-        return (
-            self._state is TlsState.OPEN
-            and self._requested
-            and not self._out
-            and not self._in_record
-            and self._inner.idle
-        )
-
-    def get_timer(self) -> float | None:
-        match self._state:
-            case TlsState.HANDSHAKE:
-                return self._deadline
-            case TlsState.OPEN:
-                inner = self._inner.get_timer()
-                if self._partial_since is None:
-                    return inner
-                stall = self._partial_since + self._handshake_timeout
-                return stall if inner is None else min(stall, inner)
-            case _:
-                return None
-
-    def handle_timer(self, now: float) -> None:
-        match self._state:
-            case TlsState.HANDSHAKE:
-                if self._deadline is not None and now >= self._deadline:
-                    self.error = TlsAlert("handshake timed out")
-                    self._state = TlsState.FAILED
-                    logger.debug("GnuTLS handshake timed out")
-            case TlsState.OPEN:
-                since = self._partial_since
-                if since is not None and now >= since + self._handshake_timeout:
-                    self.error = TlsAlert("record stalled")
-                    self._state = TlsState.FAILED
-                    logger.debug("GnuTLS record left incomplete")
-                    return
-                self._inner.handle_timer(now)
-            case _:
-                pass
-
-    def shutdown(self) -> None:
-        """Close gracefully now: close_notify (if the handshake is done), then `should_close`."""
-        match self._state:
-            case TlsState.OPEN:
-                self._shutdown()
-            case TlsState.HANDSHAKE:
-                self._state = TlsState.SHUTDOWN
-            case _:
-                pass
-
-    def close(self) -> None:
-        """The transport is gone: drop what is queued, close the inner handler and free the
-        GnuTLS session and credentials."""
-        if self._state is TlsState.CLOSED:
-            return
-        self._state = TlsState.CLOSED
-        self._out.clear()
+    def _release(self) -> None:
+        """Free the GnuTLS session and credentials."""
         self._incoming.clear()
         self._buffer = None
         self._finalizer()
-        self._inner.close()
 
     # -- extras -----------------------------------------------------------------------------
-
-    @property
-    def state(self) -> TlsState:
-        return self._state
-
-    @property
-    def peak_buffer(self) -> int:
-        """Most bytes held here at once: unread ciphertext, queued ciphertext and plaintext
-        being encrypted (GnuTLS's internal record buffers and the 16 KiB read buffer not
-        included, as OpenSSL's are not in `TlsServerHandler.peak_buffer`)."""
-        return self._peak
 
     @property
     def version(self) -> str | None:
@@ -651,34 +543,6 @@ class _GnutlsEndpoint:
         return self._iana_name
 
     # -- internals --------------------------------------------------------------------------
-
-    def _frame(self, data: bytes, now: float) -> None:
-        """Follow record boundaries (RFC 5246 §6.2.1: type, version, uint16 length)."""
-        at = 0
-        while at < len(data):
-            if self._body_due:
-                take = min(self._body_due, len(data) - at)
-                self._body_due -= take
-                at += take
-            else:
-                take = min(5 - len(self._header), len(data) - at)
-                self._header += data[at : at + take]
-                at += take
-                if len(self._header) == 5:
-                    self._body_due = int.from_bytes(self._header[3:5])
-                    self._header.clear()
-        if self._header or self._body_due:
-            if self._partial_since is None:
-                self._partial_since = now
-        else:
-            self._partial_since = None
-
-    @property
-    def _in_record(self) -> bool:
-        return bool(self._header or self._body_due)
-
-    def _measure(self, plaintext: int = 0) -> None:
-        self._peak = max(self._peak, len(self._incoming) + len(self._out) + plaintext)
 
     def _fail(self, code: int) -> None:
         lib = self._lib
@@ -771,18 +635,6 @@ class _GnutlsEndpoint:
             if n == _E_REHANDSHAKE:  # the card does not renegotiate (as OP_NO_RENEGOTIATION)
                 lib.gnutls_alert_send(self._session, _AL_WARNING, _A_NO_RENEGOTIATION)
                 self._measure()
-
-    def _pull_inner(self, limit: int | None) -> None:
-        while self._state is TlsState.OPEN:
-            plain = self._inner.data_to_send(limit)
-            if plain:
-                self._encrypt(plain)
-                if limit is not None and len(self._out) >= limit:
-                    return
-            else:
-                if self._inner.should_close or (self._peer_done and self._inner.idle):
-                    self._shutdown()
-                return
 
     def _encrypt(self, plain: bytes) -> None:
         """One gnutls_record_send per `record_limit` bytes: one record each."""
