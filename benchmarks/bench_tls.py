@@ -346,47 +346,8 @@ def bulk_download(
 ) -> dict:
     """Sequential GETs of the 1 MiB resource on one keep-alive connection (the same client
     code for HTTP and HTTPS); MB/s of body bytes (10^6 B/s)."""
-    req = base.request_bytes(BULK_PATH)
-    size = len(expected)
-    buf = bytearray(size + 65536)
-    view = memoryview(buf)
-    n = 0
     with connect() as sock:
-        start = time.perf_counter()
-        while True:
-            sock.sendall(req)
-            got = 0
-            end = -1
-            while end < 0:
-                k = sock.recv_into(view[got:], 65536)
-                if not k:
-                    raise RuntimeError("connection closed mid-response")
-                got += k
-                end = buf.find(b"\r\n\r\n", 0, got)
-            head = bytes(buf[:end])
-            if not head.startswith(b"HTTP/1.1 200"):
-                raise RuntimeError(f"bulk download failed: {head[:100]!r}")
-            length = base._content_length(head)
-            if length != size:
-                raise RuntimeError(f"Content-Length {length}, expected {size}")
-            total = end + 4 + length
-            if total > len(buf):
-                buf.extend(bytes(total - len(buf)))
-                view = memoryview(buf)
-            while got < total:
-                k = sock.recv_into(view[got:total], total - got)
-                if not k:
-                    raise RuntimeError(f"connection closed after {got - end - 4} of {size} B")
-                got += k
-            if got != total:
-                raise RuntimeError("unsolicited bytes after a response")
-            if check_body and n == 0 and view[end + 4 : total] != expected:
-                raise RuntimeError("the downloaded body differs from the file")
-            n += 1
-            elapsed = time.perf_counter() - start
-            if n >= max_n or elapsed >= seconds:
-                break
-    return {"mbps": n * size / elapsed / 1e6, "downloads": n, "seconds": elapsed}
+        return base.download_loop(sock, BULK_PATH, expected, seconds, max_n, check_body)
 
 
 def record_probe(port: int, case: Case, size: int) -> dict:
