@@ -1,12 +1,19 @@
 """Raw-socket HTTP/1.1 for the end-to-end tests: exact bytes out, strict parsing in.
 
-Deliberately independent of openscws (and of h11) so it checks the wire, not our parser."""
+Deliberately independent of openscws (and of h11) so it checks the wire, not our parser.
+Also the launcher of one `openscws up` with HTTPS that the module-scoped fixtures share."""
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 TIMEOUT = 10.0
@@ -127,3 +134,73 @@ def run(
 ) -> subprocess.CompletedProcess[bytes]:
     """Runs a peer program with a hard timeout, capturing its output."""
     return subprocess.run(args, input=stdin, capture_output=True, timeout=timeout, check=False)
+
+
+# -- one `openscws up` with HTTPS, for module-scoped fixtures ----------------------------------
+
+READY_TIMEOUT = 20.0
+PSK_IDENTITY = "card1"
+PSK_KEY = "00112233445566778899aabbccddeeff"
+
+
+@dataclass
+class Card:
+    """A running `openscws up`: HTTP on `port`, HTTPS on `tls_port`, issuer CA `ca`."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    tls_port: int
+    ca: Path
+    stdout: Path
+    stderr: Path
+
+    def log(self) -> str:
+        return self.stderr.read_text(errors="replace")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_card(root: Path, ca_dir: Path, extra_config: str = "", *, psk: bool) -> Iterator[Card]:
+    """Provisions a card image in `root` (with PSK identity `card1` enabled when `psk`),
+    starts `up` on free ports with its CA in `ca_dir`, yields it once it printed the CA line,
+    and stops it. (The conftest fixtures are function-scoped; this serves module scope.)"""
+    root.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "XDG_DATA_HOME": str(root / "xdg-data")}
+    config = root / "openscws.toml"
+    config.write_text(f"[ca]\ndir = {json.dumps(str(ca_dir))}\n{extra_config}")
+    common = ["--data-dir", str(root / "card"), "--config", str(config)]
+
+    def cli(*args: str) -> None:
+        cmd = [sys.executable, "-m", "openscws", *args, *common]
+        done = subprocess.run(cmd, capture_output=True, timeout=30, env=env, check=False)
+        assert done.returncode == 0, done.stderr.decode(errors="replace")
+
+    if psk:
+        cli("init")
+        cli("card", "psk", "add", PSK_IDENTITY, "--key", PSK_KEY)
+        cli("card", "psk", "enable")
+    port, tls_port = free_port(), free_port()
+    out_path, err_path = root / "up.out", root / "up.err"
+    with out_path.open("wb") as out, err_path.open("wb") as err:
+        cmd = [sys.executable, "-m", "openscws", "up", *common]
+        cmd += ["--port-map", f"3516={port}", "--port-map", f"4116={tls_port}"]
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
+    card = Card(proc, port, tls_port, ca_dir / "ca.pem", out_path, err_path)
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while "HTTPS issuer CA: " not in (text := out_path.read_text(errors="replace")):
+            assert proc.poll() is None, f"up exited: {text}\n{card.log()}"
+            assert time.monotonic() < deadline, f"up not ready: {text}\n{card.log()}"
+            time.sleep(0.05)
+        yield card
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)

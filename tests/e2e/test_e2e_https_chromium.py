@@ -7,74 +7,30 @@ checks as the HTTP one (test_e2e_chromium.py): stylesheet and picture arrived ov
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from e2e_wire import Card, start_card
 from test_e2e_chromium import decode_png, pixel
 
 pytestmark = [pytest.mark.e2e, pytest.mark.peer]
 
 WIDTH, HEIGHT = 1024, 768
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "img" / "demo-chromium-https.png"
-READY_TIMEOUT = 20.0
 
 Tool = Callable[[str, str], str]
-
-
-@dataclass
-class Card:
-    proc: subprocess.Popen[bytes]
-    tls_port: int
-    ca: Path
-    stderr: Path
-
-    def log(self) -> str:
-        return self.stderr.read_text(errors="replace")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
 def card(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Card]:
     """One `openscws up` for the module, its issuer CA in an explicit [ca] dir."""
     root = tmp_path_factory.mktemp("https-chromium")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "XDG_DATA_HOME": str(root / "xdg-data")}
-    config = root / "openscws.toml"
-    config.write_text(f"[ca]\ndir = {json.dumps(str(root / 'ca'))}\n")
-    port, tls_port = _free_port(), _free_port()
-    out_path, err_path = root / "up.out", root / "up.err"
-    cmd = [sys.executable, "-m", "openscws", "up", "--data-dir", str(root / "card")]
-    cmd += ["--config", str(config), "--port-map", f"3516={port}", "--port-map", f"4116={tls_port}"]
-    with out_path.open("wb") as out, err_path.open("wb") as err:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
-    sp = Card(proc, tls_port, root / "ca" / "ca.pem", err_path)
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while "HTTPS issuer CA: " not in (text := out_path.read_text(errors="replace")):
-            assert proc.poll() is None, f"up exited: {text}\n{sp.log()}"
-            assert time.monotonic() < deadline, f"up not ready: {text}\n{sp.log()}"
-            time.sleep(0.05)
-        yield sp
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+    yield from start_card(root, root / "ca", psk=False)
 
 
 def nss_home(need_tool: Tool, home: Path, ca: Path | None) -> Path:

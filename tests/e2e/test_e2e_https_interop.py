@@ -17,7 +17,6 @@ import re
 import socket
 import ssl
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from e2e_wire import PSK_IDENTITY, PSK_KEY, Card, start_card
 
 from openscws.demo import demo_files
 
@@ -33,10 +33,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.peer]
 
 DEMO = demo_files()
 INDEX = DEMO["/index.html"]
-PSK_IDENTITY = "card1"
-PSK_KEY = "00112233445566778899aabbccddeeff"
 RAW_GET = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-READY_TIMEOUT = 20.0
 # Peers must find no CA bundle, proxy or rc file of the machine's: only what a test passes.
 CLEAN_ENV = {
     k: v
@@ -51,71 +48,6 @@ Tool = Callable[[str, str], str]
 # -- one `openscws up` per module ------------------------------------------------------------
 
 
-@dataclass
-class Card:
-    """A running `openscws up`: HTTP on `port`, HTTPS on `tls_port`, issuer CA `ca`."""
-
-    proc: subprocess.Popen[bytes]
-    port: int
-    tls_port: int
-    ca: Path
-    stdout: Path
-    stderr: Path
-
-    def log(self) -> str:
-        return self.stderr.read_text(errors="replace")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _start_card(root: Path, ca_dir: Path, extra_config: str = "", *, psk: bool) -> Iterator[Card]:
-    """Provisions a card image in `root` (with a PSK identity when `psk`), starts `up` on
-    free ports, yields it once both ports are ready, and stops it."""
-    root.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "XDG_DATA_HOME": str(root / "xdg-data")}
-    config = root / "openscws.toml"
-    config.write_text(f"[ca]\ndir = {json.dumps(str(ca_dir))}\n{extra_config}")
-    data = root / "card"
-    common = ["--data-dir", str(data), "--config", str(config)]
-
-    def cli(*args: str) -> None:
-        cmd = [sys.executable, "-m", "openscws", *args, *common]
-        done = subprocess.run(cmd, capture_output=True, timeout=30, env=env, check=False)
-        assert done.returncode == 0, done.stderr.decode(errors="replace")
-
-    if psk:
-        cli("init")
-        cli("card", "psk", "add", PSK_IDENTITY, "--key", PSK_KEY)
-        cli("card", "psk", "enable")
-    port, tls_port = _free_port(), _free_port()
-    out_path, err_path = root / "up.out", root / "up.err"
-    with out_path.open("wb") as out, err_path.open("wb") as err:
-        cmd = [sys.executable, "-m", "openscws", "up", *common]
-        cmd += ["--port-map", f"3516={port}", "--port-map", f"4116={tls_port}"]
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
-    card = Card(proc, port, tls_port, ca_dir / "ca.pem", out_path, err_path)
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while "HTTPS issuer CA: " not in (text := out_path.read_text(errors="replace")):
-            assert proc.poll() is None, f"up exited: {text}\n{card.log()}"
-            assert time.monotonic() < deadline, f"up not ready: {text}\n{card.log()}"
-            time.sleep(0.05)
-        assert f"SCWS ready: https://127.0.0.1:{tls_port}/" in text, text
-        assert f"HTTPS issuer CA: {card.ca} " in text, text  # the [ca] dir of the config
-        yield card
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
 @pytest.fixture(scope="module")
 def ca_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("https-ca") / "ca"
@@ -124,7 +56,7 @@ def ca_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def card(tmp_path_factory: pytest.TempPathFactory, ca_dir: Path) -> Iterator[Card]:
     """The default ("modern") profile, PSK enabled next to the certificate suites."""
-    yield from _start_card(tmp_path_factory.mktemp("modern"), ca_dir, psk=True)
+    yield from start_card(tmp_path_factory.mktemp("modern"), ca_dir, psk=True)
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +65,7 @@ def compat_card(
 ) -> Iterator[Card]:
     """The "compat" profile (also TLS 1.0/1.1), PSK enabled; same issuer CA as `card` (which
     it depends on, so that one creates the CA and this one only opens it)."""
-    yield from _start_card(
+    yield from start_card(
         tmp_path_factory.mktemp("compat"), ca_dir, '[card]\ntls_profile = "compat"\n', psk=True
     )
 
@@ -293,7 +225,7 @@ def small_card(
 ) -> Iterator[Card]:
     """A card with only two channels, one per port: every client saturates its port."""
     config = "[card]\ninitial_channels = 1\nlistening_channels = 1\nmax_channels = 2\n"
-    yield from _start_card(tmp_path_factory.mktemp("small"), ca_dir, config, psk=False)
+    yield from start_card(tmp_path_factory.mktemp("small"), ca_dir, config, psk=False)
 
 
 def _get_after(sock: socket.socket, pause: float) -> bytes:

@@ -7,20 +7,18 @@ the card a generous `CLOSE_WITHIN` and never check exact timings."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import socket
 import ssl
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
+from e2e_wire import PSK_IDENTITY, PSK_KEY, Card, start_card
 
 from openscws.demo import demo_files
 
@@ -28,13 +26,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.peer]
 
 DEMO = demo_files()
 INDEX = DEMO["/index.html"]
-PSK_IDENTITY = "card1"
-PSK_KEY = "00112233445566778899aabbccddeeff"
 WRONG_KEY = "ffeeddccbbaa99887766554433221100"
 HANDSHAKE_TIMEOUT = 1.0
 CLOSE_WITHIN = 8.0
 """A stalled client must be gone this long after it stalled (the timeout is 1 s)."""
-READY_TIMEOUT = 20.0
 CLEAN_ENV = {
     k: v
     for k, v in os.environ.items()
@@ -50,66 +45,14 @@ Tool = Callable[[str, str], str]
 # -- one `openscws up` for the module ----------------------------------------------------------
 
 
-@dataclass
-class Card:
-    proc: subprocess.Popen[bytes]
-    port: int
-    tls_port: int
-    ca: Path
-    stderr: Path
-
-    def log(self) -> str:
-        return self.stderr.read_text(errors="replace")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def card(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Card]:
     """`up` with a 1 s TLS handshake timeout, PSK identity `card1` enabled."""
     root = tmp_path_factory.mktemp("https-negative")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "XDG_DATA_HOME": str(root / "xdg-data")}
-    ca_dir = root / "ca"
-    config = root / "openscws.toml"
-    config.write_text(
-        f"[ca]\ndir = {json.dumps(str(ca_dir))}\n\n"
-        f"[card]\ntls_handshake_timeout = {HANDSHAKE_TIMEOUT}\n"
-    )
-    common = ["--data-dir", str(root / "card"), "--config", str(config)]
-    for args in (
-        ["init"],
-        ["card", "psk", "add", PSK_IDENTITY, "--key", PSK_KEY],
-        ["card", "psk", "enable"],
-    ):
-        cmd = [sys.executable, "-m", "openscws", *args, *common]
-        done = subprocess.run(cmd, capture_output=True, timeout=30, env=env, check=False)
-        assert done.returncode == 0, done.stderr.decode(errors="replace")
-    port, tls_port = _free_port(), _free_port()
-    out_path, err_path = root / "up.out", root / "up.err"
-    with out_path.open("wb") as out, err_path.open("wb") as err:
-        cmd = [sys.executable, "-m", "openscws", "up", *common]
-        cmd += ["--port-map", f"3516={port}", "--port-map", f"4116={tls_port}"]
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
-    sp = Card(proc, port, tls_port, ca_dir / "ca.pem", err_path)
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while "HTTPS issuer CA: " not in (text := out_path.read_text(errors="replace")):
-            assert proc.poll() is None, f"up exited: {text}\n{sp.log()}"
-            assert time.monotonic() < deadline, f"up not ready: {text}\n{sp.log()}"
-            time.sleep(0.05)
+    config = f"[card]\ntls_handshake_timeout = {HANDSHAKE_TIMEOUT}\n"
+    for sp in start_card(root, root / "ca", config, psk=True):
         yield sp
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-    assert "Traceback" not in sp.log(), sp.log()
+        assert "Traceback" not in sp.log(), sp.log()
 
 
 @pytest.fixture
