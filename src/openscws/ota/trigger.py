@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from openscws.cat.layout import Slot, decode_objects, encode_objects
 from openscws.cat.objects import (
@@ -148,6 +148,26 @@ def _encode_fields(fields: tuple[_Field, ...], obj: object, extra: tuple[BerTlv,
     ]
     parts.extend(t.encode() for t in extra)
     return b"".join(parts)
+
+
+class _Container:
+    """A constructed TLV declared as `FIELDS`; undeclared children are kept in `extra`."""
+
+    __slots__ = ()
+    FIELDS: ClassVar[tuple[_Field, ...]]
+    extra: tuple[BerTlv, ...]
+
+    if TYPE_CHECKING:  # the dataclass subclasses make the real one
+
+        def __init__(self, **fields: Any) -> None: ...
+
+    def value(self) -> bytes:
+        return _encode_fields(self.FIELDS, self, self.extra)
+
+    @classmethod
+    def from_value(cls, value: bytes) -> Self:
+        values, extra = _decode_fields(cls.FIELDS, value)
+        return cls(extra=extra, **values)
 
 
 def _utf8(value: bytes) -> str:
@@ -335,7 +355,7 @@ def _text(tag: TriggerTag, name: str) -> _Field:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class HttpPostParameters:
+class HttpPostParameters(_Container):
     """89: what the agent puts in its first POST."""
 
     FIELDS: ClassVar[tuple[_Field, ...]] = (
@@ -348,20 +368,12 @@ class HttpPostParameters:
     uri: str | None = None
     extra: tuple[BerTlv, ...] = ()
 
-    def value(self) -> bytes:
-        return _encode_fields(self.FIELDS, self, self.extra)
-
-    @classmethod
-    def from_value(cls, value: bytes) -> Self:
-        values, extra = _decode_fields(cls.FIELDS, value)
-        return cls(extra=extra, **values)
-
 
 # -- 83 session, B3 DNS, 81 trigger --------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SessionParameters:
+class SessionParameters(_Container):
     """83: every child optional; the security domain's defaults fill the gaps."""
 
     FIELDS: ClassVar[tuple[_Field, ...]] = (
@@ -383,17 +395,9 @@ class SessionParameters:
     http_post: HttpPostParameters | None = None
     extra: tuple[BerTlv, ...] = ()
 
-    def value(self) -> bytes:
-        return _encode_fields(self.FIELDS, self, self.extra)
-
-    @classmethod
-    def from_value(cls, value: bytes) -> Self:
-        values, extra = _decode_fields(cls.FIELDS, value)
-        return cls(extra=extra, **values)
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class DnsResolutionParameters:
+class DnsResolutionParameters(_Container):
     """B3 (§3.11): resolve the admin server's name before connecting."""
 
     FIELDS: ClassVar[tuple[_Field, ...]] = (
@@ -410,17 +414,9 @@ class DnsResolutionParameters:
     connection: ConnectionParameters | None = None
     extra: tuple[BerTlv, ...] = ()
 
-    def value(self) -> bytes:
-        return _encode_fields(self.FIELDS, self, self.extra)
-
-    @classmethod
-    def from_value(cls, value: bytes) -> Self:
-        values, extra = _decode_fields(cls.FIELDS, value)
-        return cls(extra=extra, **values)
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class TriggerParameters:
+class TriggerParameters(_Container):
     """81: the whole trigger. `encode` gives the bytes that go in the secured data."""
 
     TAG: ClassVar[int] = TriggerTag.TRIGGERING_PARAMETERS
@@ -436,9 +432,6 @@ class TriggerParameters:
     session: SessionParameters
     dns: DnsResolutionParameters | None = None
     extra: tuple[BerTlv, ...] = ()
-
-    def value(self) -> bytes:
-        return _encode_fields(self.FIELDS, self, self.extra)
 
     def encode(self) -> bytes:
         return _tlv(self.TAG, self.value())
