@@ -356,8 +356,9 @@ def _card_tls(
             done.certificate.subject.rfc4514_string(),
             done.certificate.not_valid_after_utc.date(),
         )
-    context = keys.server_context("compat" if card.tls_profile == "compat" else "modern")
-    return context, keys.psk_table()
+    table = keys.psk_table()
+    context = keys.server_context("compat" if card.tls_profile == "compat" else "modern", table)
+    return context, table
 
 
 def _tracer(settings: Settings) -> ApduTracer | None:

@@ -186,13 +186,17 @@ class CardKeyStore:
 
     # -- the TLS layer's use ----------------------------------------------------------------
 
-    def server_context(self, profile: Profile = "modern") -> ssl.SSLContext:
+    def server_context(
+        self, profile: Profile = "modern", table: PskTable | None = None
+    ) -> ssl.SSLContext:
         """The context for the card's HTTPS server: the device certificate, plus the PSK
-        suites when PSK-TLS is enabled on the card (the table is read once, here)."""
+        suites when PSK-TLS is enabled in `table` (default: the card's, read now; a caller
+        that also needs the table passes the one it read, so both see the same)."""
         chain = self.chain_pem()
         if chain is None:
             raise ConfigError("the card has no device certificate: run `openscws card init`")
-        table = self.psk_table()
+        if table is None:
+            table = self.psk_table()
         lookup = table.lookup if table.enabled and table.keys else None
         return server_context(
             chain, key_to_pem(self._key()), profile=profile, psk_lookup=lookup, psk_hint=table.hint
