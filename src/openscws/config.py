@@ -26,6 +26,8 @@ class CardSettings:
     """The card image: card.json, content/, values/, realms.json."""
     iccid: str = "8988211000000000001"
     """ICCID written when the image is first created (19 or 20 digits)."""
+    msisdn: str = "+15550100001"
+    """The subscriber number the admin server sends trigger SMS to."""
     ports: tuple[int, ...] = (3516, 4116)
     """Ports the SCWS opens in "TCP, UICC in server mode" (3516 = HTTP, 4116 = HTTP over TLS,
     OMA SCWS §7.1.1)."""
@@ -59,6 +61,8 @@ class CardSettings:
     buffer; a larger one means fewer socket writes per response (a 1 KB page in one)."""
     limits: CardLimits = field(default_factory=CardLimits)
     """The "card RAM" bounds of the HTTP engine."""
+    admin_max_resource: int = 1024 * 1024
+    """Largest resource body a remote administration command may store (larger: 413)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +81,11 @@ class GatewaySettings:
     """Where the gateway waits for a separate card process (`openscws card`)."""
     vpcd_port: int = 35963
     """vsmartcard's vpcd port (0x8C7B), so a card also plugs into pcscd's vpcd."""
+    sms_port: int = 3517
+    """Loopback port of the terminal's local SMS endpoint (POST /sms: an SMS-DELIVER TPDU in,
+    the card's PoR out), where the admin server's "local" sender delivers triggers; 0: off."""
+    connect_timeout: float = 10.0
+    """Seconds the terminal tries to reach a server for a card's client-mode channel."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,11 +105,51 @@ class CaSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AdminSettings:
+    data_dir: Path = field(default_factory=lambda: default_data_dir() / "ras")
+    """The admin server's data: ras.db (SQLite), master.key (encrypts card keys at rest)."""
+    db: str = ""
+    """SQLAlchemy URL of the state; empty: SQLite in data_dir. PostgreSQL for scale, e.g.
+    "postgresql+psycopg://ras@127.0.0.1/ras"."""
+    host: str = "127.0.0.1"
+    """Address the admin server's PSK-TLS HTTPS endpoint (the cards' side) listens on."""
+    port: int = 4443
+    """Port of that endpoint; triggers name it, and cards connect there."""
+    uri: str = "/scws/admin"
+    """First POST URI the trigger gives the card (Amd B tag 8C)."""
+    api_host: str = "127.0.0.1"
+    """Address of the REST API and web console (operators' side)."""
+    api_port: int = 8116
+    """Port of the REST API and web console."""
+    sms_sender: str = "local"
+    """"local": hand the SMS to a terminal's local SMS endpoint; "smpp": submit it to an SMSC."""
+    sms_url: str = "http://127.0.0.1:3517/sms"
+    """The local sender's target: a gateway's SMS endpoint (`gateway.sms_port`)."""
+    smpp_host: str = "127.0.0.1"
+    smpp_port: int = 2775
+    smpp_system_id: str = "openscws"
+    smpp_password: str = ""
+    smpp_source_addr: str = "12345"
+    trigger_interval: float = 0.5
+    """Seconds between looks for due jobs to trigger."""
+    trigger_ttl: float = 60.0
+    """Seconds a triggered card has to open its session before the job is retried."""
+    session_ttl: float = 120.0
+    """Seconds a session may last before its job is retried."""
+    retry_base: float = 5.0
+    """First retry delay; doubles per attempt up to retry_max."""
+    retry_max: float = 300.0
+    max_attempts: int = 5
+    """Attempts per job (trigger and session) before it is marked failed."""
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     card: CardSettings = field(default_factory=CardSettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     trace: TraceSettings = field(default_factory=TraceSettings)
     ca: CaSettings = field(default_factory=CaSettings)
+    admin: AdminSettings = field(default_factory=AdminSettings)
 
     def __post_init__(self) -> None:
         card = self.card
@@ -110,6 +159,8 @@ class Settings:
             raise ConfigError(f"card.key_type must be rsa or ec: {card.key_type!r}")
         if not 1 <= card.tls_record_limit <= 16384:
             raise ConfigError("card.tls_record_limit must be 1..16384")
+        if self.admin.sms_sender not in ("local", "smpp"):
+            raise ConfigError(f"admin.sms_sender must be local or smpp: {self.admin.sms_sender!r}")
 
 
 def _convert(cls: Any, value: Any, where: str) -> Any:
@@ -163,6 +214,9 @@ def _convert(cls: Any, value: Any, where: str) -> Any:
         raise ConfigError(f"[{where}]: {e}") from None
 
 
+_SECTIONS = ("card", "gateway", "trace", "ca", "admin")
+
+
 def load(path: Path | None) -> Settings:
     if path is None:
         return Settings()
@@ -175,8 +229,9 @@ def load(path: Path | None) -> Settings:
         raise ConfigError(f"{path}: {e}") from None
     settings = Settings()
     for key, table in data.items():
-        if key not in ("card", "gateway", "trace", "ca"):
-            raise ConfigError(f"{path}: unknown section [{key}] (known: card, gateway, trace, ca)")
+        if key not in _SECTIONS:
+            known = ", ".join(_SECTIONS)
+            raise ConfigError(f"{path}: unknown section [{key}] (known: {known})")
         settings = replace(settings, **{key: _convert(type(getattr(settings, key)), table, key)})
     return settings
 
@@ -211,6 +266,7 @@ def to_toml(settings: Settings) -> str:
     emit(settings.gateway, "gateway")
     emit(settings.trace, "trace")
     emit(settings.ca, "ca")
+    emit(settings.admin, "admin")
     return "\n".join(lines)
 
 

@@ -7,11 +7,14 @@ import logging
 import ssl
 from typing import TYPE_CHECKING
 
+from openscws.agent.app import AdminAgentApp
+from openscws.agent.commands import ScwsAdminExecutor
+from openscws.agent.credentials import AgentSecrets
 from openscws.bip.card import BipServerApp, HandlerFactory, ServerConfig, StreamHandler
 from openscws.config import CardSettings
 from openscws.http.connection import HttpServerConnection
 from openscws.http.limits import RamBudget
-from openscws.scws.model import ResourceStore
+from openscws.scws.model import ResourceStore, TransactionalStore
 from openscws.scws.sample_app import CardInfoApp
 from openscws.scws.site import Site
 from openscws.tls import gnutls
@@ -20,7 +23,7 @@ from openscws.tls.endpoint import TlsServerHandler
 from openscws.uicc.card import CardIdentity, VirtualUicc
 
 if TYPE_CHECKING:
-    from openscws.uicc.keystore import PskTable
+    from openscws.uicc.keystore import PskTable, SecretStore
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +104,23 @@ def handler_factories(
     return factories
 
 
+def admin_agent(
+    store: TransactionalStore, secrets: SecretStore, settings: CardSettings
+) -> AdminAgentApp:
+    """The card's admin agent: triggers checked with the keys in `secrets`, sessions applied
+    to `store` one transaction each."""
+
+    def executor() -> ScwsAdminExecutor:
+        return ScwsAdminExecutor(store, max_resource=settings.admin_max_resource)
+
+    return AdminAgentApp(
+        AgentSecrets(secrets),
+        executor,
+        record_limit=settings.tls_record_limit,
+        handshake_timeout=settings.tls_handshake_timeout,
+    )
+
+
 def build_card(
     store: ResourceStore,
     settings: CardSettings,
@@ -109,10 +129,12 @@ def build_card(
     secret: bytes | None = None,
     tls: ssl.SSLContext | None = None,
     psk: PskTable | None = None,
+    agent: AdminAgentApp | None = None,
 ) -> VirtualUicc:
     """The card, serving `settings.ports`; HTTPS ports need `tls` (the card's
     `CardKeyStore.server_context()`); `psk` is the card's PSK table (`psk_table()`), for the
-    3DES PSK suite through GnuTLS (see `handler_factories`)."""
+    3DES PSK suite through GnuTLS (see `handler_factories`). `agent` (see `admin_agent`)
+    takes remote administration triggers and runs the sessions."""
     site = build_site(store, iccid, secret=secret)
     factories = handler_factories(site, settings, tls, psk)
     server = BipServerApp(
@@ -127,4 +149,6 @@ def build_card(
     )
     card = VirtualUicc(CardIdentity(iccid))
     card.toolkit.register(server)
+    if agent is not None:
+        card.toolkit.register(agent)
     return card

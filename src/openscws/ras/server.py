@@ -1,0 +1,358 @@
+"""The admin server's two loops, around the sans-IO pieces:
+
+* the cards' side: an HTTPS endpoint over PSK-TLS (SCWS §11.1.1, GP Amd B). Each connection is
+  the card's own TLS (`tls.endpoint.TlsServerHandler` over a PSK context whose key lookup is
+  the card table) around a `CardExchange`: the Amd B exchange (`amdb.server`) driven by the
+  job's `RasSession`. The PSK identity the handshake proved names the card: nothing the card
+  says in HTTP (X-Admin-From) is trusted for that.
+* the trigger loop: due jobs are claimed (`RasService.claim_triggers`, safe with several
+  server processes on one PostgreSQL), sealed into a secured command packet with the card's
+  next counter, and handed to the SMS sender. A failed send is retried with backoff; a card
+  that never calls back is retried once its lease ends (`RasService.reap`).
+
+The database calls are short and synchronous, made from the event loop: a session's few
+queries each take a millisecond or so, and it keeps every step of a job in order."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from openscws.amdb.server import CardPost, Closed, ServerExchange
+from openscws.amdb.wire import ScriptStatus
+from openscws.aio.direct import StreamProtocol
+from openscws.ras.senders import SendError, SmsSender
+from openscws.ras.service import RasService, SessionWork, TriggerWork
+from openscws.ras.session import ContentItem, RasSession, Verdict
+from openscws.tls.context import Profile, psk_server_context
+from openscws.tls.endpoint import TlsServerHandler
+
+__all__ = ["CardExchange", "RasEndpoint", "RasServer"]
+
+log = logging.getLogger(__name__)
+
+
+def _utc(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointConfig:
+    host: str = "127.0.0.1"
+    port: int = 4443
+    uri: str = "/scws/admin"
+    tls_profile: Profile = "compat"
+    handshake_timeout: float = 10.0
+    trigger_interval: float = 0.5
+    trigger_batch: int = 50
+    owner: str = ""
+    """This server process's name in job leases; default host:pid."""
+
+
+class CardExchange:
+    """One card connection's plaintext side: a `StreamHandler` for `TlsServerHandler`."""
+
+    def __init__(self, server: RasServer, now: float) -> None:
+        self.server = server
+        self.identity: str | None = None
+        self.exchange = ServerExchange()
+        self.work: SessionWork | None = None
+        self.session: RasSession | None = None
+        self.started = now
+        self._ended = False
+        self._closed = False
+        self._first = True
+
+    # -- StreamHandler -------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes, now: float) -> None:
+        for event in self.exchange.receive_data(data):
+            if isinstance(event, CardPost):
+                self._post(event, now)
+            elif isinstance(event, Closed):
+                self._gone(event.reason, now)
+
+    def data_to_send(self, limit: int | None = None) -> bytes:
+        return self.exchange.data_to_send()
+
+    @property
+    def should_close(self) -> bool:
+        return self.exchange.should_close
+
+    @property
+    def idle(self) -> bool:
+        return not self.exchange.awaiting_answer
+
+    def get_timer(self) -> float | None:
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        pass
+
+    def shutdown(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self._gone("the connection closed", time.time())
+
+    # -- the session -----------------------------------------------------------------------------
+
+    def _post(self, post: CardPost, now: float) -> None:
+        server = self.server
+        if self._first:
+            self._first = False
+            if self.identity is None:
+                self.exchange.send_error(403, "no PSK identity")
+                return
+            work = server.service.open_session(self.identity, server.owner, _utc(now))
+            if work is None:
+                log.info("card %r called in with nothing to do: 204", self.identity)
+                self.exchange.send_end()
+                self._ended = True
+                return
+            self.work = work
+            self.session = RasSession(
+                work.job_id,
+                work.operation_dicts(),
+                server.fetch,
+                maybe_applied=work.maybe_applied or post.resume,
+            )
+            log.info(
+                "card %s (%r) in session for job %s, attempt %d%s",
+                work.iccid,
+                post.agent_id,
+                work.job_id,
+                work.attempt,
+                ", resumed" if post.resume else "",
+            )
+        session = self.session
+        if session is None:
+            self.exchange.send_end()
+            return
+        answer = post.embedded
+        if post.script_status not in (None, ScriptStatus.OK):
+            session.log.append(f"card reported script status {post.script_status}")
+            answer = None
+        command = session.next_command(answer)
+        if command is not None:
+            assert self.work is not None
+            self.exchange.send_command(command, f"{server.config.uri}/{self.work.job_id}")
+            return
+        # The verdict is stored before the card hears the end: a done job is done even if
+        # the 204 is lost, and the card has committed already.
+        self._finish(session, now)
+        self.exchange.send_end()
+
+    def _finish(self, session: RasSession, now: float) -> None:
+        if self._ended or self.work is None:
+            return
+        self._ended = True
+        verdict = session.verdict or Verdict.RETRY
+        reason = session.reason
+        server = self.server
+        server.service.finish_job(self.work.job_id, server.owner, verdict.value, reason, _utc(now))
+        server.service.log_session(
+            self.work.iccid,
+            job_id=self.work.job_id,
+            started_at=_utc(self.started),
+            ended_at=_utc(now),
+            outcome=verdict.value,
+            detail=session.log,
+        )
+        server.sessions_done += verdict is Verdict.DONE
+        log.info("job %s: %s%s", self.work.job_id, verdict.value, f" ({reason})" if reason else "")
+
+    def _gone(self, reason: str, now: float) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        session = self.session
+        if session is not None and not self._ended:
+            if session.verdict is None:
+                session.verdict = Verdict.RETRY
+                session.reason = f"session broke: {reason}"
+                session.log.append(session.reason)
+            self._finish(session, now)
+
+
+class _CardProtocol(StreamProtocol):
+    """Tells the server which connection's handshake the PSK callback is serving."""
+
+    def __init__(self, server: RasServer) -> None:
+        self.exchange = CardExchange(server, time.time())
+        self.server = server
+        super().__init__(
+            TlsServerHandler(
+                server.context,
+                self.exchange,
+                handshake_timeout=server.config.handshake_timeout,
+                record_limit=None,
+                now=time.time(),
+            )
+        )
+
+    def data_received(self, data: bytes) -> None:
+        self.server.handshaking = self.exchange
+        try:
+            super().data_received(data)
+        finally:
+            self.server.handshaking = None
+
+
+class RasServer:
+    """The admin server process: the cards' PSK-TLS endpoint and the trigger loop."""
+
+    def __init__(
+        self,
+        service: RasService,
+        sender: SmsSender,
+        config: EndpointConfig | None = None,
+    ) -> None:
+        self.service = service
+        self.sender = sender
+        self.config = config or EndpointConfig()
+        self.owner = self.config.owner or f"{socket.gethostname()}:{os.getpid()}"
+        self.handshaking: CardExchange | None = None
+        self.context = psk_server_context(
+            self._psk_lookup, identity_hint=None, profile=self.config.tls_profile
+        )
+        self.sessions_done = 0
+        self.triggers_sent = 0
+        self._server: asyncio.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    def _psk_lookup(self, identity: str | None) -> bytes | None:
+        # Runs inside OpenSSL's callback: never raise, never log the key.
+        exchange = self.handshaking
+        if identity is None or exchange is None:
+            return None
+        try:
+            key = self.service.psk_lookup(identity)
+        except Exception:  # noqa: BLE001 - a failed lookup is an unknown identity
+            log.exception("PSK lookup failed")
+            return None
+        if key is None:
+            log.warning("PSK-TLS: unknown identity %r", identity)
+            return None
+        exchange.identity = identity
+        return key
+
+    def fetch(self, path: str, version: int) -> ContentItem:
+        item = self.service.content_item(path, version)
+        info = item.info
+        return ContentItem(
+            path=path,
+            body=item.body,
+            content_type=info.content_type,
+            content_encoding=info.content_encoding,
+            content_language=info.content_language,
+            realm=info.realm,
+        )
+
+    # -- life cycle ------------------------------------------------------------------------------
+
+    async def start(self, *, triggers: bool = True) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _CardProtocol(self), self.config.host, self.config.port, backlog=256
+        )
+        log.info(
+            "admin server: PSK-TLS HTTPS on %s:%d%s (owner %s)",
+            self.config.host,
+            self.port,
+            self.config.uri,
+            self.owner,
+        )
+        if triggers:
+            self._task = asyncio.create_task(self._trigger_loop(), name="ras-triggers")
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            return self.config.port
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    def wake(self) -> None:
+        """New work (a campaign was created): look for due jobs now."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    # -- triggers --------------------------------------------------------------------------------
+
+    async def _trigger_loop(self) -> None:
+        interval = self.config.trigger_interval
+        while True:
+            try:
+                sent = await self.trigger_due()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - a database hiccup must not stop the loop
+                log.exception("trigger loop")
+                sent = 0
+            if sent < self.config.trigger_batch:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), interval)
+                except TimeoutError:
+                    pass
+
+    async def trigger_due(self, now: Callable[[], float] = time.time) -> int:
+        """Reaps expired leases, claims due jobs and sends their triggers; the count sent."""
+        service = self.service
+        service.reap(_utc(now()))
+        works = service.claim_triggers(self.owner, self.config.trigger_batch, _utc(now()))
+        if not works:
+            return 0
+        results = await asyncio.gather(*(self._send(w) for w in works))
+        return sum(results)
+
+    async def _send(self, work: TriggerWork) -> int:
+        if not work.msisdn:
+            self.service.finish_job(
+                work.job_id, self.owner, "failed", "card has no MSISDN", _utc(time.time())
+            )
+            return 0
+        try:
+            # No agent id: the card's own (X-Admin-From) keeps the trigger in one SMS.
+            packet = work.packet(
+                admin_host=self.config.host,
+                admin_address=self.config.host,
+                admin_port=self.port,
+                admin_uri=self.config.uri,
+                agent_id=None,
+            )
+        except ValueError as exc:
+            log.error("no trigger for %s: %s", work.iccid, exc)
+            self.service.finish_job(work.job_id, self.owner, "failed", str(exc), _utc(time.time()))
+            return 0
+        try:
+            result = await self.sender.send(work.msisdn, packet)
+        except SendError as exc:
+            log.warning("trigger for %s not sent: %s", work.iccid, exc)
+            self.service.finish_job(
+                work.job_id, self.owner, "retry", f"trigger not sent: {exc}", _utc(time.time())
+            )
+            return 0
+        self.triggers_sent += 1
+        log.info("trigger sent to %s (counter %d): %s", work.iccid, work.counter, result)
+        return 1
