@@ -205,7 +205,7 @@ def start_up(tmp_path: Path) -> Iterator[UpFactory]:
         n = len(started)
         data = data_dir or tmp_path / f"card{n}"
         port, tls_port = free_port(), free_port()
-        args: list[str | Path] = ["up", "--data-dir", data]
+        args: list[str | Path] = ["up", "--no-admin", "--data-dir", data]
         args += ["--port-map", f"3516={port}", "--port-map", f"4116={tls_port}"]
         if config is not None:
             cfg = tmp_path / f"openscws{n}.toml"
@@ -234,7 +234,7 @@ def scws_server(
     data = root / "card"
     port, tls_port = free_port(), free_port()
     maps = ["--port-map", f"3516={port}", "--port-map", f"4116={tls_port}"]
-    sp = spawn(["up", "--data-dir", data, *maps], root, "up")
+    sp = spawn(["up", "--no-admin", "--data-dir", data, *maps], root, "up")
     try:
         sp.wait_ready()
         assert sp.base_url == f"http://127.0.0.1:{port}"

@@ -9,7 +9,6 @@ import logging
 import logging.config
 import os
 import signal
-import ssl
 import sys
 import time
 from collections.abc import Callable
@@ -19,16 +18,16 @@ from pathlib import Path
 from cryptography import x509
 
 from openscws import __version__
-from openscws.aio.gateway import Gateway, GatewayConfig, GatewayError
-from openscws.aio.links import CardLink, InProcessLink, accept_vpcd_card
+from openscws.aio.gateway import GatewayError
+from openscws.aio.links import accept_vpcd_card
+from openscws.aio.stack import card_tls, gateway_for, open_image, start_stack
 from openscws.aio.vicc import serve_card
 from openscws.config import Settings, load, to_toml
 from openscws.errors import ConfigError, KeyUseDenied, StoreError
 from openscws.pki.keys import KeyType
-from openscws.store.cardimage import CardImage
-from openscws.terminal.engine import TerminalEngine
+from openscws.ras import cli as admin_cli
 from openscws.trace.tracer import ApduTracer
-from openscws.uicc.keystore import CardKeyStore, PskTable
+from openscws.uicc.keystore import CardKeyStore
 
 log = logging.getLogger("openscws")
 
@@ -156,15 +155,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser(
         "up",
-        help="run a card and its terminal's BIP gateway in one process (the main job)",
+        help="run a card, its terminal's BIP gateway and the admin server in one process "
+        "(the main job)",
         description="Start a virtual UICC and a BIP gateway in one process, joined in-process by "
-        "APDUs. On first run the card image is created with the demo site. Prints the URL.",
+        "APDUs, and the remote administration server (PSK-TLS endpoint for cards, REST API and "
+        "web console) with the card enrolled. On first run the card image is created with the "
+        "demo site, the card's key pair, certificate and admin keys. Prints the URLs.",
     )
     _common(up)
     _card_options(up)
     _gateway_options(up)
     up.add_argument(
         "--no-demo", action="store_true", help="do not install the demo site in a new image"
+    )
+    up.add_argument(
+        "--no-admin",
+        action="store_true",
+        help="card and gateway only: no admin server, REST API or console, no SMS entry point",
     )
 
     card = sub.add_parser(
@@ -277,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cfg = sub.add_parser("config", help="print the effective settings as TOML")
     _common(cfg)
+    admin_cli.register(sub)
     return parser
 
 
@@ -314,64 +322,10 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings(card=card, gateway=gateway, trace=trace, ca=ca)
 
 
-def open_image(settings: Settings, *, create: bool, demo: bool) -> CardImage:
-    """Opens the card image, creating it (and the demo site) on first use when `create`."""
-    root = settings.card.data_dir
-    if (root / "card.json").exists():
-        return CardImage.open(root)
-    if not create:
-        raise StoreError(f"no card image at {root}; create one with `openscws init`")
-    image = CardImage.create(root, iccid=settings.card.iccid, now=int(time.time()))
-    log.info("created card image at %s (ICCID %s)", root, settings.card.iccid)
-    if demo:
-        from openscws.demo import install_demo
-
-        n = install_demo(image, int(time.time()))
-        log.info("installed the demo site (%d resources)", n)
-    return image
-
-
-def _card_tls(
-    settings: Settings, image: CardImage
-) -> tuple[ssl.SSLContext | None, PskTable | None]:
-    """The card's HTTPS context and its PSK table, provisioning the key pair, CA and
-    certificate on first use (the embedded defaults). (None, None) when no port runs TLS."""
-    card = settings.card
-    if not set(card.ports) & set(card.tls_ports):
-        return None, None
-    from openscws.store.provision import ensure_card_tls
-    from openscws.uicc.keystore import CardKeyStore
-
-    keys = CardKeyStore(image)
-    done = ensure_card_tls(
-        keys,
-        settings.ca.dir,
-        iccid=image.meta.iccid,
-        now=datetime.datetime.now(datetime.UTC),
-        key_type="ec" if card.key_type == "ec" else "rsa",
-    )
-    if done.issued:
-        log.info(
-            "device certificate %s valid until %s",
-            done.certificate.subject.rfc4514_string(),
-            done.certificate.not_valid_after_utc.date(),
-        )
-    table = keys.psk_table()
-    context = keys.server_context("compat" if card.tls_profile == "compat" else "modern", table)
-    return context, table
-
-
 def _tracer(settings: Settings) -> ApduTracer | None:
     if not settings.trace.enabled and settings.trace.pcap is None:
         return None
     return ApduTracer(sys.stdout if settings.trace.enabled else None, settings.trace.pcap)
-
-
-def _gateway(settings: Settings, link: CardLink, tracer: ApduTracer | None) -> Gateway:
-    g = settings.gateway
-    engine = TerminalEngine(max_buffer_size=g.max_buffer_size, poll_interval=g.poll_interval)
-    config = GatewayConfig(host=g.host, port_map=dict(g.port_map), busy_timeout=g.busy_timeout)
-    return Gateway(link, engine, config, observer=tracer)
 
 
 async def _run_until_signal(main: asyncio.Future[None]) -> None:
@@ -406,32 +360,38 @@ def _announce(
         print(f"HTTPS issuer CA: {ca} (curl --cacert {ca})", flush=True)
 
 
-async def _up(settings: Settings, demo: bool) -> int:
-    from openscws.scws.card import build_card
-
-    image = open_image(settings, create=True, demo=demo)
-    tls, psk = _card_tls(settings, image)
-    card = build_card(image, settings.card, image.meta.iccid, tls=tls, psk=psk)
+async def _up(settings: Settings, demo: bool, admin: bool) -> int:
     tracer = _tracer(settings)
-    gateway = _gateway(settings, InProcessLink(card), tracer)
-    await gateway.start()
+    stack = await start_stack(settings, demo=demo, admin=admin, tracer=tracer)
     try:
-        await gateway.wait_listening()
-        _announce(gateway.local_port, settings.gateway.host, settings)
-        await _run_until_signal(asyncio.ensure_future(gateway.wait()))
+        _announce(stack.gateway.local_port, settings.gateway.host, settings)
+        if stack.admin is not None:
+            a = settings.admin
+            print(
+                f"admin server: PSK-TLS https://{a.host}:{stack.admin.server.port}{a.uri} "
+                f"(card {stack.image.meta.iccid} enrolled)",
+                flush=True,
+            )
+            if stack.admin.api_url:
+                print(f"admin console: {stack.admin.api_url}", flush=True)
+                print(f"REST API: {stack.admin.api_url}api/v1 (OpenAPI: /api/v1/openapi.json)")
+        await _run_until_signal(asyncio.ensure_future(stack.gateway.wait()))
     finally:
-        await gateway.stop()
-        if tracer is not None:
-            tracer.close()
+        await stack.stop()
     return 0
 
 
 async def _card(settings: Settings, demo: bool) -> int:
-    from openscws.scws.card import build_card
+    from openscws.agent.credentials import AgentSecrets
+    from openscws.scws.card import admin_agent, build_card
 
     image = open_image(settings, create=True, demo=demo)
-    tls, psk = _card_tls(settings, image)
-    card = build_card(image, settings.card, image.meta.iccid, tls=tls, psk=psk)
+    tls, psk = card_tls(settings, image)
+    agent = None
+    if AgentSecrets(image).credentials() is not None:
+        agent = admin_agent(image, image, settings.card)
+        log.info("admin agent on: remote administration triggers are taken")
+    card = build_card(image, settings.card, image.meta.iccid, tls=tls, psk=psk, agent=agent)
     g = settings.gateway
     print(f"card {image.meta.iccid} connecting to vpcd {g.vpcd_host}:{g.vpcd_port}", flush=True)
     await _run_until_signal(asyncio.create_task(serve_card(card, g.vpcd_host, g.vpcd_port)))
@@ -446,7 +406,7 @@ async def _card_tcpip(settings: Settings, demo: bool) -> int:
     image = open_image(settings, create=True, demo=demo)
     c = settings.card
     site = build_site(image, image.meta.iccid)
-    factories = handler_factories(site, c, *_card_tls(settings, image))
+    factories = handler_factories(site, c, *card_tls(settings, image))
     ports = {p: (c.tcpip_https_port if p in c.tls_ports else c.tcpip_http_port) for p in factories}
     server = DirectServer(c.tcpip_host, factories, ports)
     try:
@@ -467,7 +427,7 @@ async def _gateway_main(settings: Settings) -> int:
     print(f"waiting for a card on vpcd {g.vpcd_host}:{g.vpcd_port}", flush=True)
     link = await accept_vpcd_card(g.vpcd_host, g.vpcd_port)
     tracer = _tracer(settings)
-    gateway = _gateway(settings, link, tracer)
+    gateway = gateway_for(settings, link, tracer)
     await gateway.start()
     try:
         await gateway.wait_listening()
@@ -726,7 +686,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = _settings(args)
         match args.command:
             case "up":
-                return asyncio.run(_up(settings, not args.no_demo))
+                return asyncio.run(_up(settings, not args.no_demo, not args.no_admin))
             case "card" if args.action:
                 return _card_action(args, settings)
             case "card" if args.tcpip:
@@ -747,6 +707,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             case "content":
                 return _content(args, settings)
+            case "admin":
+                return admin_cli.run(args)
             case "config":
                 print(to_toml(settings))
                 return 0

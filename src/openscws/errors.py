@@ -81,3 +81,10 @@ class OtaError(OpenScwsError):
         super().__init__(f"PoR status {status:02X}: {reason}".rstrip(": "))
         self.status = status
         self.reason = reason
+
+
+class AdminProtocolError(HttpError):
+    """A remote administration message that cannot be used: the outer GP Amd B "RAM over
+    HTTP" exchange or the HTTP message one of its bodies embeds. `status` is the HTTP status to
+    answer it with (400 malformed, 413 too large, 415 wrong media type, 431 head too large,
+    505 not HTTP/1.x, ...)."""

@@ -186,7 +186,7 @@ def start_card(root: Path, ca_dir: Path, extra_config: str = "", *, psk: bool) -
     port, tls_port = free_port(), free_port()
     out_path, err_path = root / "up.out", root / "up.err"
     with out_path.open("wb") as out, err_path.open("wb") as err:
-        cmd = [sys.executable, "-m", "openscws", "up", *common]
+        cmd = [sys.executable, "-m", "openscws", "up", "--no-admin", *common]
         cmd += ["--port-map", f"3516={port}", "--port-map", f"4116={tls_port}"]
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
     card = Card(proc, port, tls_port, ca_dir / "ca.pem", out_path, err_path)

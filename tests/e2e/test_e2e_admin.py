@@ -65,13 +65,15 @@ def test_campaign_updates_the_card_through_sms_bip_and_psk_tls(tmp_path: Path) -
             campaign = service.create_campaign("first")
             stack.admin.server.wake()
             progress = await _wait_done(stack, campaign.id)
-            assert progress["done"] == 1 and sum(progress.values()) == 1
+            assert progress["done"] == 1
+            assert sum(progress.values()) == 1
             status, after = await asyncio.to_thread(_get, base + "/index.html")
             assert (status, after) == (200, b"<h1>new page</h1>")
             status, news = await asyncio.to_thread(_get, base + "/extra/news.txt")
             assert (status, news) == (200, b"fresh news")
             logs = service.session_logs(settings.card.iccid)
-            assert logs and logs[0].outcome == "done"
+            assert logs
+            assert logs[0].outcome == "done"
             assert any("commit" in line for line in logs[0].detail)
         finally:
             await stack.stop()

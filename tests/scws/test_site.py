@@ -87,3 +87,27 @@ class _Named:
 
     def handle(self, request: Request, ctx: AppContext) -> Response:
         return Response(body=self.name.encode())
+
+
+def test_content_encoding_and_language_headers() -> None:
+    store = MemoryStore()
+    store.put(Resource("/z", b"zz", "text/plain", content_encoding="br", content_language="fr"))
+    store.put(Resource("/plain", b"p", "text/plain"))
+    site = Site(store, secret=b"s" * 32)
+    for method in ("GET", "HEAD"):
+        response = site.prepare(_request("/z", method), NOW)
+        assert isinstance(response, Response)
+        assert response.headers[:3] == (
+            ("Content-Type", "text/plain"),
+            ("Content-Encoding", "br"),
+            ("Content-Language", "fr"),
+        )
+    plain = site.prepare(_request("/plain"), NOW)
+    assert isinstance(plain, Response)
+    assert [name for name, _ in plain.headers] == ["Content-Type", "ETag"]
+    # A 304 carries the validators only.
+    etag = store.get("/z").etag  # type: ignore[union-attr]
+    not_modified = site.prepare(_request("/z", "GET", (b"if-none-match", etag.encode())), NOW)
+    assert isinstance(not_modified, Response)
+    assert not_modified.status == 304
+    assert [name for name, _ in not_modified.headers] == ["ETag"]

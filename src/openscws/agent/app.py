@@ -159,9 +159,7 @@ class AdminAgentApp:
     # -- ToolkitApp ----------------------------------------------------------------------------
 
     def on_terminal_profile(self, profile: TerminalProfile, now: float) -> None:
-        self.enabled = profile.has(Feature.OPEN_CHANNEL) and profile.has(
-            Feature.TCP_CLIENT_REMOTE
-        )
+        self.enabled = profile.has(Feature.OPEN_CHANNEL) and profile.has(Feature.TCP_CLIENT_REMOTE)
         # A reset drops whatever link there was; a due session starts over.
         self._link = None
         self._session = None
@@ -277,7 +275,8 @@ class AdminAgentApp:
     def _connected(self, channel: int, now: float) -> tuple[StreamHandler, bytes]:
         plan = self._plan
         creds = self.secrets.credentials()
-        assert plan is not None and creds is not None
+        assert plan is not None
+        assert creds is not None
         params = SessionParams(
             host=plan.host,
             agent_id=plan.agent_id,

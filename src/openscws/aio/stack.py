@@ -130,7 +130,9 @@ def admin_service(admin: AdminSettings) -> tuple[RasDatabase, RasService]:
     directory.mkdir(parents=True, exist_ok=True)
     db = RasDatabase(admin.db or default_url(directory))
     db.upgrade()
-    vault = Vault.open(directory) if (directory / "master.key").exists() else Vault.create(directory)
+    vault = (
+        Vault.open(directory) if (directory / "master.key").exists() else Vault.create(directory)
+    )
     policy = RasPolicy(
         trigger_ttl=datetime.timedelta(seconds=admin.trigger_ttl),
         session_ttl=datetime.timedelta(seconds=admin.session_ttl),

@@ -24,16 +24,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from openscws.aio.direct import StreamProtocol
 from openscws.amdb.server import CardPost, Closed, ServerExchange
 from openscws.amdb.wire import ScriptStatus
-from openscws.aio.direct import StreamProtocol
 from openscws.ras.senders import SendError, SmsSender
 from openscws.ras.service import RasService, SessionWork, TriggerWork
 from openscws.ras.session import ContentItem, RasSession, Verdict
 from openscws.tls.context import Profile, psk_server_context
 from openscws.tls.endpoint import TlsServerHandler
 
-__all__ = ["CardExchange", "RasEndpoint", "RasServer"]
+__all__ = ["CardExchange", "EndpointConfig", "RasServer"]
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +235,7 @@ class RasServer:
             return None
         try:
             key = self.service.psk_lookup(identity)
-        except Exception:  # noqa: BLE001 - a failed lookup is an unknown identity
+        except Exception:
             log.exception("PSK lookup failed")
             return None
         if key is None:
@@ -306,7 +306,7 @@ class RasServer:
                 sent = await self.trigger_due()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - a database hiccup must not stop the loop
+            except Exception:
                 log.exception("trigger loop")
                 sent = 0
             if sent < self.config.trigger_batch:

@@ -41,7 +41,7 @@ class _Mount:
 @dataclass(frozen=True, slots=True)
 class _StaticEntry:
     resource: Resource
-    headers: tuple[tuple[str, str], ...]  # Content-Type, ETag[, Last-Modified]
+    headers: tuple[tuple[str, str], ...]  # Content-Type[, -Encoding, -Language], validators
     validators: tuple[tuple[str, str], ...]  # ETag[, Last-Modified] (for 304)
     opaque_tag: str  # the ETag without quotes, for If-None-Match
 
@@ -143,9 +143,14 @@ class Site:
         validators: tuple[tuple[str, str], ...] = (("ETag", resource.etag),)
         if resource.last_modified > 0:
             validators += (("Last-Modified", format_http_date(resource.last_modified)),)
+        headers: tuple[tuple[str, str], ...] = (("Content-Type", resource.content_type),)
+        if resource.content_encoding is not None:
+            headers += (("Content-Encoding", resource.content_encoding),)
+        if resource.content_language is not None:
+            headers += (("Content-Language", resource.content_language),)
         entry = _StaticEntry(
             resource,
-            (("Content-Type", resource.content_type), *validators),
+            headers + validators,
             validators,
             resource.etag.removeprefix("W/").strip('"'),
         )

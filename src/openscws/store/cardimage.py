@@ -10,6 +10,8 @@ Layout under the image root::
                          key-use policy): directory 0700, files 0600, read only through
                          `openscws.uicc.keystore`
     lock                 taken with fcntl.flock(LOCK_EX) by every writer
+    journal/             transactions staged and being committed (see openscws.store.journal)
+    committed.json       ids of the most recent committed transactions
 
 File names under content/ and values/ are the SHA-256 of the UTF-8 path or key, so any path
 maps to a safe name and the header says which path the file holds.
@@ -22,6 +24,10 @@ writers remove stray ones (from a killed writer) while they hold the lock.
 Reads are cached in memory, keyed by the file's (st_mtime_ns, st_size, st_ino): a get() costs
 one stat() when nothing changed, and sees at once what another process (the ``content put``
 CLI) wrote, since os.replace always brings a new inode.
+
+Transactions (`CardImage.begin`) stage on disk under journal/ and are applied under the writer
+lock. While a committed transaction is being applied, readers read through its journal, so
+they never see part of it; every writer first finishes (rolls forward) such a transaction.
 """
 
 from __future__ import annotations
@@ -34,10 +40,11 @@ import os
 import struct
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Self
+from typing import TYPE_CHECKING, Any, Final, Self
 
 from openscws.errors import StoreError
 from openscws.scws.model import Realm, Resource
@@ -46,6 +53,11 @@ from openscws.store.atomic import StatKey as _StatKey
 from openscws.store.atomic import atomic_write as _atomic_write
 from openscws.store.atomic import fsync_dir as _fsync_dir
 from openscws.store.atomic import stat_key as _stat_key
+
+# journal builds on this module's codec, so it is imported where used, not here.
+if TYPE_CHECKING:
+    from openscws.scws.model import TransactionalStore
+    from openscws.store.journal import CardImageTransaction, Pending
 
 __all__ = [
     "FORMAT_VERSION",
@@ -66,6 +78,13 @@ CONTENT_MAGIC: Final = b"OSCWSRES1\n"
 """First bytes of a content file; then a 4-byte big-endian header length, the header, the body."""
 VALUE_MAGIC: Final = b"OSCWSVAL1\n"
 """First bytes of a value file; same framing, header {"key": ..., "length": ...}."""
+
+JOURNAL_DIR: Final = "journal"
+"""Transactions' staging directories and the commit marker (openscws.store.journal)."""
+COMMIT_MARKER: Final = "COMMIT"
+"""In journal/: names the committed transaction being applied; its creation commits."""
+COMMITTED_FILE: Final = "committed.json"
+"""The ids of the most recent committed transactions (scws.model.COMMITTED_KEPT)."""
 
 _SECRET_NAME_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
 MAX_SECRET_BYTES: Final = 1024 * 1024
@@ -129,12 +148,24 @@ def _validate_token(what: str, value: object, *, allow_empty: bool = False) -> s
     return value
 
 
+def _validate_realm(realm: Realm) -> None:
+    _validate_token("realm name", realm.name)
+    for user in realm.users:
+        _validate_token("user name", user)
+    for scheme in realm.schemes:
+        _validate_token("auth scheme", scheme)
+
+
 def _validate_resource(resource: Resource) -> None:
     validate_path(resource.path)
     _validate_token("content type", resource.content_type)
     _validate_token("etag", resource.etag)
     if resource.realm is not None:
         _validate_token("realm name", resource.realm)
+    if resource.content_encoding is not None:
+        _validate_token("content encoding", resource.content_encoding)
+    if resource.content_language is not None:
+        _validate_token("content language", resource.content_language)
     lm = resource.last_modified
     if type(lm) is not int or lm < 0:
         raise StoreError(f"last_modified must be a non-negative int: {lm!r}")
@@ -176,17 +207,20 @@ def _unframe(magic: bytes, data: bytes, what: str) -> tuple[dict[str, Any], memo
 def encode_resource(resource: Resource) -> bytes:
     """The head of a content file (magic, header length, header); the body follows it."""
     _validate_resource(resource)
-    return _frame(
-        CONTENT_MAGIC,
-        {
-            "path": resource.path,
-            "content_type": resource.content_type,
-            "last_modified": resource.last_modified,
-            "realm": resource.realm,
-            "etag": resource.etag,
-            "length": len(resource.body),
-        },
-    )
+    header: dict[str, Any] = {
+        "path": resource.path,
+        "content_type": resource.content_type,
+        "last_modified": resource.last_modified,
+        "realm": resource.realm,
+        "etag": resource.etag,
+        "length": len(resource.body),
+    }
+    # Only when set: files without them stay byte-identical to the first format.
+    if resource.content_encoding is not None:
+        header["content_encoding"] = resource.content_encoding
+    if resource.content_language is not None:
+        header["content_language"] = resource.content_language
+    return _frame(CONTENT_MAGIC, header)
 
 
 def decode_resource(data: bytes, what: str = "content file") -> Resource:
@@ -200,6 +234,12 @@ def decode_resource(data: bytes, what: str = "content file") -> Resource:
         realm = header.get("realm")
         if realm is not None:
             _validate_token("realm name", realm)
+        encoding = header.get("content_encoding")  # absent in older files
+        if encoding is not None:
+            _validate_token("content encoding", encoding)
+        language = header.get("content_language")
+        if language is not None:
+            _validate_token("content language", language)
     except StoreError as exc:
         raise StoreError(f"{what}: {exc}") from None
     last_modified = header.get("last_modified")
@@ -213,6 +253,8 @@ def decode_resource(data: bytes, what: str = "content file") -> Resource:
         last_modified=last_modified,
         realm=realm,
         etag=etag,
+        content_encoding=encoding,
+        content_language=language,
     )
 
 
@@ -310,6 +352,11 @@ def _realms_from_json(data: bytes, what: str) -> dict[str, Realm]:
         doc = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise StoreError(f"{what} is corrupt: {exc}") from None
+    return _realms_from_doc(doc, what)
+
+
+def _realms_from_doc(doc: object, what: str) -> dict[str, Realm]:
+    """Realms from parsed JSON shaped like realms.json (also used by journal manifests)."""
     if not isinstance(doc, dict):
         raise StoreError(f"{what} is corrupt: not a JSON object")
     realms: dict[str, Realm] = {}
@@ -356,7 +403,7 @@ def _stat(path: Path) -> _StatKey | None:
 
 
 class CardImage:
-    """A card image directory; implements openscws.scws.model.ResourceStore.
+    """A card image directory; implements openscws.scws.model.TransactionalStore.
 
     Safe to share between processes (writers lock, readers see each rename). Within one
     process, writes through one instance are serialised by a thread lock."""
@@ -370,6 +417,10 @@ class CardImage:
         self._meta_file = root / "card.json"
         self._realms_file = root / "realms.json"
         self._lock_file = root / "lock"
+        self._journal_dir = root / JOURNAL_DIR
+        self._commit_file = self._journal_dir / COMMIT_MARKER
+        self._commit_path = os.fspath(self._commit_file)
+        self._committed_file = root / COMMITTED_FILE
         self._meta = meta
         self._meta_key: _StatKey | None = meta_key
         self._names: dict[str, str] = {}
@@ -379,6 +430,12 @@ class CardImage:
         self._realms_key: _StatKey | None = None
         self._thread_lock = threading.Lock()
         self._lock_fd: int | None = None
+        # Owned by openscws.store.journal:
+        self._pending_view: Pending | None = None
+        self._committed_cache: tuple[_StatKey, tuple[str, ...]] | None = None
+        self._transactions: weakref.WeakValueDictionary[str, CardImageTransaction] = (
+            weakref.WeakValueDictionary()
+        )
 
     # construction
 
@@ -401,6 +458,7 @@ class CardImage:
                 raise StoreError(f"a card image already exists at {root}")
             (root / "content").mkdir(exist_ok=True)
             (root / "values").mkdir(exist_ok=True)
+            (root / JOURNAL_DIR).mkdir(exist_ok=True)
             (root / "lock").touch()
             if not (root / "realms.json").exists():
                 _atomic_write(root / "realms.json", (_realms_to_json({}),), 0o600)
@@ -456,11 +514,18 @@ class CardImage:
 
     @contextlib.contextmanager
     def _writing(self, directory: Path | None = None) -> Iterator[None]:
-        """Hold the thread lock and the image's exclusive flock; clean `directory`'s temps."""
+        """Hold the thread lock and the image's exclusive flock; clean `directory`'s temps.
+
+        First finishes a committed transaction left half-applied (by a crash): a write
+        must not be overwritten by rolling that transaction forward later."""
         with self._thread_lock:
             fd = self._open_lock()
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
+                if self._commit_exists():
+                    from openscws.store import journal
+
+                    journal.roll_forward(self)
                 if directory is not None:
                     self._remove_temps(directory)
                 yield
@@ -470,7 +535,8 @@ class CardImage:
                 fcntl.flock(fd, fcntl.LOCK_UN)
 
     def _clean_if_idle(self) -> None:
-        """Remove stray temp files if no other process is writing right now."""
+        """Recover transactions and remove stray temp files if no other process is writing
+        right now (a busy writer recovers by itself; readers read through a commit)."""
         with self._thread_lock:
             try:
                 fd = self._open_lock()
@@ -481,13 +547,19 @@ class CardImage:
             except BlockingIOError:
                 return
             try:
+                from openscws.store import journal
+
+                journal.recover(self)
                 for directory in (
                     self.root,
                     self._content_dir,
                     self._values_dir,
                     self._secure_dir,
+                    self._journal_dir,
                 ):
                     self._remove_temps(directory)
+            except OSError as exc:
+                raise StoreError(f"cannot recover card image {self.root}: {exc}") from exc
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
 
@@ -499,6 +571,41 @@ class CardImage:
                 if entry.name.startswith(TMP_PREFIX):
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(entry.path)
+
+    # transactions (openscws.store.journal)
+
+    def _commit_exists(self) -> bool:
+        try:
+            os.stat(self._commit_path)
+        except FileNotFoundError:
+            self._pending_view = None
+            return False
+        except OSError as exc:
+            raise StoreError(f"cannot stat {self._commit_path}: {exc}") from exc
+        return True
+
+    def _pending(self) -> Pending | None:
+        """The committed transaction being applied (or left half-applied by a crash), which
+        readers read through; None almost always, for the price of one stat()."""
+        if not self._commit_exists():
+            return None
+        from openscws.store import journal
+
+        return journal.pending(self)
+
+    def begin(self, txid: str) -> CardImageTransaction:
+        """Start a transaction staged on disk; an unfinished one with the same id in this
+        process is dropped. StoreError for an invalid id (1 to 64 of [A-Za-z0-9._-]) or if a
+        transaction with this id is open elsewhere (another process or CardImage instance)."""
+        from openscws.store import journal
+
+        return journal.begin(self, txid)
+
+    def committed(self, txid: str) -> bool:
+        """Whether transaction `txid` was committed (among the most recent 256)."""
+        from openscws.store import journal
+
+        return journal.committed(self, txid)
 
     # metadata
 
@@ -556,7 +663,18 @@ class CardImage:
 
     def get(self, path: str) -> Resource | None:
         """The resource at `path`, or None. StoreError for an invalid path or corrupt file."""
-        return self._load(self._content_file(path))
+        file = self._content_file(path)
+        pending = self._pending()
+        if pending is not None:
+            staged = pending.changes.resources.get(path)
+            if staged is False:
+                return None
+            if staged:
+                resource = self._load(pending.content_dir / file.name)
+                if resource is not None:
+                    return resource
+                # Already moved into content/: read it there.
+        return self._load(file)
 
     def put(self, resource: Resource) -> None:
         """Store `resource`, replacing any at its path, atomically."""
@@ -590,11 +708,30 @@ class CardImage:
             ]
         except OSError as exc:
             raise StoreError(f"cannot list {self._content_dir}: {exc}") from exc
-        found = [r for n in names if (r := self._load(self._content_dir / n)) is not None]
-        live = set(names)
-        for stale in [n for n in self._resources if n not in live]:
+        pending = self._pending()
+        if pending is None:
+            found = [r for n in names if (r := self._load(self._content_dir / n)) is not None]
+        else:
+            found = self._resources_through(pending, names)
+        live = {r.path for r in found}
+        for stale in [n for n, (_, r) in self._resources.items() if r.path not in live]:
             del self._resources[stale]
         return sorted(found, key=lambda r: r.path)
+
+    def _resources_through(self, pending: Pending, names: list[str]) -> list[Resource]:
+        """Every resource as it is once `pending` is applied (`names`: those in content/)."""
+        overlay = {_file_name(p): put for p, put in pending.changes.resources.items()}
+        present = set(names)
+        wanted = [n for n in names if overlay.get(n) is not False]
+        wanted += [n for n, put in overlay.items() if put and n not in present]
+        found: list[Resource] = []
+        for name in wanted:
+            resource = self._load(pending.content_dir / name) if overlay.get(name) else None
+            if resource is None:  # not staged, or already moved into content/
+                resource = self._load(self._content_dir / name)
+            if resource is not None:
+                found.append(resource)
+        return found
 
     # realms
 
@@ -612,19 +749,29 @@ class CardImage:
                 self._realms_key = key
         return self._realms
 
+    def _realms_seen(self) -> dict[str, Realm]:
+        """The realms as readers see them: realms.json, and a commit being applied."""
+        realms = self._load_realms()
+        pending = self._pending()
+        if pending is None or not pending.changes.realms:
+            return realms
+        realms = dict(realms)
+        for name, realm in pending.changes.realms.items():
+            if realm is None:
+                realms.pop(name, None)
+            else:
+                realms[name] = realm
+        return realms
+
     def realm(self, name: str) -> Realm | None:
-        return self._load_realms().get(name)
+        return self._realms_seen().get(name)
 
     def realm_names(self) -> list[str]:
-        return sorted(self._load_realms())
+        return sorted(self._realms_seen())
 
     def put_realm(self, realm: Realm) -> None:
         """Add or replace a realm (realms.json is rewritten whole, mode 0600)."""
-        _validate_token("realm name", realm.name)
-        for user in realm.users:
-            _validate_token("user name", user)
-        for scheme in realm.schemes:
-            _validate_token("auth scheme", scheme)
+        _validate_realm(realm)
         with self._writing(self.root):
             realms = dict(self._load_realms())
             realms[realm.name] = realm
@@ -643,7 +790,20 @@ class CardImage:
     # application values
 
     def get_value(self, key: str) -> bytes | None:
-        file = self._values_dir / _file_name(_validate_key(key))
+        name = _file_name(_validate_key(key))
+        pending = self._pending()
+        if pending is not None:
+            staged = pending.changes.values.get(key)
+            if staged is False:
+                return None
+            if staged:
+                value = self._load_value(pending.values_dir / name, key)
+                if value is not None:
+                    return value
+        return self._load_value(self._values_dir / name, key)
+
+    def _load_value(self, file: Path, key: str) -> bytes | None:
+        """The value in `file`, from the cache if the file did not change."""
         stat_key = _stat(file)
         if stat_key is None:
             self._values.pop(key, None)
@@ -718,3 +878,9 @@ class CardImage:
                 return False
             _fsync_dir(self._secure_dir)
         return True
+
+
+if TYPE_CHECKING:
+
+    def _is_transactional_store(image: CardImage) -> TransactionalStore:
+        return image  # mypy checks that CardImage conforms
