@@ -5,11 +5,17 @@ One task pumps APDUs; socket callbacks feed the engine and wake the pump (with t
 process, they drive the card themselves when the pump is idle). A listener per
 port accepts clients and binds each to a channel in LISTEN; a client arriving while every
 channel is busy waits (paused) up to `busy_timeout`, then gets a clean refusal: HTTP 503 on an
-HTTP port, a plain close elsewhere."""
+HTTP port, a plain close elsewhere.
+
+Client-mode channels ("TCP, UICC in client mode") get a real outgoing TCP connection: the
+card's OPEN CHANNEL waits for it (up to `connect_timeout`), then its bytes are relayed exactly
+like a server-mode client's. `deliver_sms` hands the card an SMS-PP data download, and
+`aio/smsc_local.py` offers the same to other processes over loopback HTTP."""
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import socket
 import time
@@ -17,7 +23,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from openscws.aio.links import ApduObserver, CardLink
+from openscws.aio.links import ApduObserver, CardGone, CardLink
+from openscws.aio.smsc_local import SmsLocalEndpoint
 from openscws.bip.terminal import (
     ChannelFree,
     Connect,
@@ -28,8 +35,10 @@ from openscws.bip.terminal import (
     StopListening,
     Write,
 )
+from openscws.cat.objects import Address, AddressType, OtherAddress
 from openscws.errors import OpenScwsError
-from openscws.terminal.engine import TerminalEngine
+from openscws.ota.sms import SmsAddress
+from openscws.terminal.engine import SmsResult, TerminalEngine
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +73,16 @@ class GatewayConfig:
     """Card ports whose refusal is an HTTP 503 rather than a bare close."""
     apdus_per_turn: int = 64
     """In-process links: APDUs run per event-loop turn before yielding to the sockets."""
+    connect_timeout: float = 10.0
+    """Seconds a client-mode OPEN CHANNEL may wait for its TCP connection."""
+    connect_map: dict[tuple[str, int], tuple[str, int]] = field(default_factory=dict)
+    """(address, port) a card connects to -> where the gateway really connects (a trigger
+    naming 192.0.2.1:443, a test server on 127.0.0.1)."""
+    sms_port: int = 0
+    """Loopback TCP port of the local SMS entry point (`aio/smsc_local.py`); 0 = off."""
+    sms_service_centre: str = ""
+    """Digits of the service-centre address put in SMS-PP envelopes (international); empty
+    leaves the optional address out."""
 
 
 class ClientConnection(asyncio.Protocol):
@@ -111,6 +130,18 @@ class ClientConnection(asyncio.Protocol):
         self.gateway.client_left(self)
 
 
+class RemoteConnection(ClientConnection):
+    """The TCP connection of a client-mode channel. Bytes that come before the channel is
+    attached (the OPEN CHANNEL's TR not yet queued) wait in `pending`, reading paused."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 class Gateway:
     def __init__(
         self,
@@ -142,6 +173,9 @@ class Gateway:
         self.apdu_count = 0
         self.bind_errors: list[str] = []
         self.card_lost = False
+        self._connecting: set[asyncio.Task[None]] = set()
+        self._sms_waiters: set[asyncio.Future[SmsResult]] = set()
+        self.sms_endpoint: SmsLocalEndpoint | None = None
 
     # -- life cycle ------------------------------------------------------------------------------
 
@@ -151,6 +185,16 @@ class Gateway:
             self.observer(b"", self.atr, self.clock())
         log.info("card ATR %s", self.atr.hex(" ").upper())
         self._task = asyncio.create_task(self._pump(), name="bip-pump")
+        if self.config.sms_port:
+            endpoint = SmsLocalEndpoint(self.deliver_sms, port=self.config.sms_port)
+            try:
+                await endpoint.start()
+            except OSError as e:
+                raise GatewayError(
+                    f"cannot listen on {endpoint.host}:{self.config.sms_port} for the local SMS "
+                    f"entry point: {e.strerror}"
+                ) from e
+            self.sms_endpoint = endpoint
 
     async def wait_listening(self, timeout: float = 10.0) -> None:
         """Returns once the card has opened its first server channel; raises GatewayError if
@@ -175,6 +219,11 @@ class Gateway:
                 except asyncio.CancelledError:
                     pass
         finally:
+            if self.sms_endpoint is not None:
+                await self.sms_endpoint.close()
+            for task in self._connecting:
+                task.cancel()
+            self._fail_sms_waiters()
             for server in self._servers.values():
                 server.close()
             for client in list(self._clients.values()):
@@ -218,7 +267,11 @@ class Gateway:
             except Exception as e:  # noqa: BLE001 - the pump task ends with it, as before
                 waiter.set_exception(e)
                 return
-            if ran < per_turn and not any(self._waiting.values()):
+            if (
+                ran < per_turn
+                and not any(self._waiting.values())
+                and self.engine.next_sms() is None
+            ):
                 # The card is idle again; the pump's timer (polls, timeouts) still stands.
                 self._woken = False
                 return
@@ -261,6 +314,8 @@ class Gateway:
         except ConnectionError as e:
             self.card_lost = True
             log.error("card link lost: %s", e)
+        finally:
+            self._fail_sms_waiters()
 
     def _run_now(self, limit: int) -> int:
         """Runs up to `limit` APDUs through a link that answers at once; returns the count."""
@@ -323,6 +378,9 @@ class Gateway:
         for queue in self._waiting.values():
             if queue:
                 times.append(queue[0].waiting_since + self.config.busy_timeout - now)
+        sms = self.engine.next_sms()
+        if sms is not None:
+            times.append(sms - now)
         return max(0.0, min(times)) if times else None
 
     # -- actions ---------------------------------------------------------------------------------
@@ -359,9 +417,78 @@ class Gateway:
                     if server is not None:
                         server.close()
                     self._sockets.pop(port, None)
-                case Connect():
-                    log.error("client-mode channels are not wired in this gateway yet")
-                    self.engine.remote_connected(action.channel, False)
+                case Connect(channel, address, port):
+                    task = asyncio.get_running_loop().create_task(
+                        self._connect(channel, address, port), name=f"bip-connect-{channel}"
+                    )
+                    self._connecting.add(task)
+                    task.add_done_callback(self._connecting.discard)
+
+    # -- client-mode channels ------------------------------------------------------------------
+
+    def _destination(self, address: OtherAddress, port: int) -> tuple[str, int]:
+        if address.type not in (AddressType.IPV4, AddressType.IPV6):
+            raise ValueError(f"address type {address.type:02X}")
+        host = str(ipaddress.ip_address(address.address))
+        return self.config.connect_map.get((host, port), (host, port))
+
+    async def _connect(self, channel: int, address: OtherAddress, port: int) -> None:
+        """Connects a client-mode channel, then answers the OPEN CHANNEL that waits for it."""
+        connection: RemoteConnection | None = None
+        host, real_port = "?", port
+        try:
+            host, real_port = self._destination(address, port)
+            loop = asyncio.get_running_loop()
+            async with asyncio.timeout(self.config.connect_timeout):
+                _, connection = await loop.create_connection(
+                    lambda: RemoteConnection(self, real_port), host, real_port
+                )
+        except (OSError, TimeoutError, ValueError) as e:
+            log.warning("channel %d: cannot connect to %s port %d: %s", channel, host, port, e)
+        self.engine.remote_connected(channel, connection is not None)
+        if connection is not None and channel not in self.engine.channels.channels:
+            # The OPEN CHANNEL is no longer waiting (the card was reset): nobody to relay to.
+            assert connection.transport is not None
+            connection.transport.close()
+            connection = None
+        if connection is not None:
+            log.info("channel %d: connected to %s port %d", channel, host, real_port)
+            self._attach(connection, channel)  # bytes already received follow the TR
+            if connection.closed:  # the server closed before the channel was attached
+                self.client_left(connection)
+        self.wake()
+
+    # -- SMS-PP data download --------------------------------------------------------------------
+
+    async def deliver_sms(self, tpdu: bytes, *, service_centre: Address | None = None) -> SmsResult:
+        """Hands the card an SMS-DELIVER TPDU in an SMS-PP download ENVELOPE and returns what
+        it answered. Raises CardGone when the card link is lost (or the gateway not running),
+        ValueError when the envelope does not fit one APDU."""
+        if self.card_lost or self._task is None or self._task.done():
+            raise CardGone("the card is gone")
+        future: asyncio.Future[SmsResult] = asyncio.get_running_loop().create_future()
+
+        def done(result: SmsResult) -> None:
+            if not future.done():
+                future.set_result(result)
+
+        if service_centre is None and self.config.sms_service_centre:
+            digits = SmsAddress.from_digits(self.config.sms_service_centre.lstrip("+"))
+            service_centre = Address(digits.ton_npi, digits.packed)
+        self.engine.deliver_sms(tpdu, done, service_centre=service_centre)
+        self._sms_waiters.add(future)
+        try:
+            self.wake()
+            return await future
+        finally:
+            self._sms_waiters.discard(future)
+
+    def _fail_sms_waiters(self) -> None:
+        for future in self._sms_waiters:
+            if not future.done():
+                future.set_exception(CardGone("the card is gone"))
+
+    # -- listeners -------------------------------------------------------------------------------
 
     def _bind(self, port: int) -> bool:
         """Binds the card port's listener now, so OPEN CHANNEL can answer truthfully."""

@@ -81,7 +81,10 @@ def card_tls(settings: Settings, image: CardImage) -> tuple[ssl.SSLContext | Non
     return context, table
 
 
-def gateway_for(settings: Settings, link: CardLink, tracer: ApduTracer | None) -> Gateway:
+def gateway_for(
+    settings: Settings, link: CardLink, tracer: ApduTracer | None, *, sms: bool = True
+) -> Gateway:
+    """The terminal for `link`; `sms`: with the local SMS entry point (`gateway.sms_port`)."""
     g = settings.gateway
     engine = TerminalEngine(max_buffer_size=g.max_buffer_size, poll_interval=g.poll_interval)
     config = GatewayConfig(
@@ -89,7 +92,7 @@ def gateway_for(settings: Settings, link: CardLink, tracer: ApduTracer | None) -
         port_map=dict(g.port_map),
         busy_timeout=g.busy_timeout,
         connect_timeout=g.connect_timeout,
-        sms_port=g.sms_port,
+        sms_port=g.sms_port if sms else 0,
     )
     return Gateway(link, engine, config, observer=tracer)
 
@@ -248,7 +251,7 @@ async def start_stack(
             await admin_stack.stop()
             raise
     card = build_card(image, settings.card, image.meta.iccid, tls=tls, psk=psk, agent=agent)
-    gateway = gateway_for(settings, InProcessLink(card), tracer)
+    gateway = gateway_for(settings, InProcessLink(card), tracer, sms=admin)
     stack = Stack(settings, image, gateway, admin_stack, tracer)
     try:
         await gateway.start()

@@ -73,7 +73,8 @@ class BipClientLink:
     def _work(self, number: int) -> Command | None:
         handler = self.handler
         channel = self.channel
-        assert handler is not None and channel is not None
+        assert handler is not None
+        assert channel is not None
         if self._rx_pending:
             return ReceiveData.build(number, channel, min(self._rx_pending, MAX_RECEIVE))
         out = self._out
@@ -124,9 +125,7 @@ class BipClientLink:
                     return
                 self.channel = status.channel
                 self.buffer_size = (
-                    response.buffer_size.size
-                    if response.buffer_size
-                    else command.buffer_size.size
+                    response.buffer_size.size if response.buffer_size else command.buffer_size.size
                 )
                 self.handler, first = self._connected(status.channel, now)
                 self._out += first

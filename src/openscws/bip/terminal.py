@@ -1,6 +1,12 @@
 """The terminal's side of BIP channels (ETSI TS 102 223 §6.4.27-31): the channel table, the
 Rx and Tx buffers, and what each proactive command does to them. Sans-IO: socket work comes out
-as `GatewayAction`s for the shell, socket news comes in through the `client_*` methods."""
+as `GatewayAction`s for the shell, socket news comes in through the `client_*` methods.
+
+Client-mode channels ("TCP, UICC in client mode, remote connection") connect at OPEN CHANNEL
+whatever the qualifier says: on-demand establishment (b1 = 0) is served as immediate, which the
+card sees as a link already up. When the remote end closes, bytes already in the Rx buffer stay
+readable and the Channel status event (link dropped) waits until the card has read them, so a
+server's last response before its FIN is not lost."""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ from enum import Enum, auto
 
 from openscws.cat.commands import CLOSE_TO_LISTEN, CloseChannel, OpenChannel, ReceiveData, SendData
 from openscws.cat.objects import (
+    AddressType,
     BearerDescription,
     BipCause,
     BufferSize,
@@ -32,6 +39,8 @@ log = logging.getLogger(__name__)
 
 MAX_CHANNELS = 7
 _ESTABLISHED = ServerState.ESTABLISHED
+DEFAULT_BEARER = BearerDescription(0x03)
+"""§8.52 "default bearer for requested transport layer": reported when the card named none."""
 MAX_RECEIVE = 237
 """Most channel data one TERMINAL RESPONSE can carry (255 - 18 bytes of other objects)."""
 
@@ -106,6 +115,8 @@ class TerminalChannel:
     rx: bytearray = field(default_factory=bytearray)
     tx: bytearray = field(default_factory=bytearray)
     reading_paused: bool = False
+    drop_owed: bool = False
+    """Client channel: the link dropped with unread Rx bytes; the event follows the last read."""
 
     def status(self, further: int = FurtherInfo.NONE) -> ChannelStatus:
         if self.mode is Mode.SERVER:
@@ -177,7 +188,22 @@ class Channels:
 
     def open_client(self, command: OpenChannel) -> tuple[int, TerminalResponse | None]:
         """Reserves a client channel and asks the shell to connect; the TR comes with
-        `client_connect_result`."""
+        `client_connect_result`. A command the terminal cannot serve gets its TR at once
+        (channel 0): a BIP error with the bearer and buffer size, as §6.8 asks of an OPEN
+        CHANNEL that fails."""
+        try:
+            return self._open_client(command), None
+        except BipError as e:
+            log.info("client OPEN CHANNEL refused: %s", e)
+            size, _ = self._negotiate(command.buffer_size.size)
+            return 0, TerminalResponse(
+                details=command.details,
+                result=Result(e.result, e.additional),
+                bearer=command.bearer or DEFAULT_BEARER,
+                buffer_size=BufferSize(size),
+            )
+
+    def _open_client(self, command: OpenChannel) -> int:
         transport = command.transport
         destination = command.destination
         if transport is None or destination is None:
@@ -186,24 +212,31 @@ class Channels:
             )
         if transport.protocol != TransportProtocol.TCP_CLIENT_REMOTE:
             raise BipError(BipCause.TRANSPORT_NOT_AVAILABLE, f"transport {transport.protocol:02X}")
+        if destination.type not in (AddressType.IPV4, AddressType.IPV6):
+            # Empty (dynamic) or unknown address types name no host to connect to.
+            raise BipError(BipCause.REMOTE_NOT_REACHABLE, f"address type {destination.type:02X}")
         channel_id = self._allocate()
         size, _ = self._negotiate(command.buffer_size.size)
         self.channels[channel_id] = TerminalChannel(
             channel_id, Mode.CLIENT, transport.port, size, ServerState.CLOSED
         )
+        log.info(
+            "channel %d: UICC client mode to TCP %d, buffer %d", channel_id, transport.port, size
+        )
         self.actions.append(Connect(channel_id, destination, transport.port))
-        return channel_id, None
+        return channel_id
 
     def client_connect_result(
         self, command: OpenChannel, channel_id: int, ok: bool
     ) -> TerminalResponse:
         channel = self.channels[channel_id]
+        bearer = command.bearer or DEFAULT_BEARER
         if not ok:
             del self.channels[channel_id]
             return TerminalResponse(
                 details=command.details,
                 result=Result(GeneralResult.BIP_ERROR, bytes((BipCause.REMOTE_NOT_REACHABLE,))),
-                bearer=command.bearer,
+                bearer=bearer,
                 buffer_size=BufferSize(channel.buffer_size),
             )
         channel.state = ServerState.ESTABLISHED
@@ -212,7 +245,7 @@ class Channels:
             details=command.details,
             result=result,
             channel_statuses=(channel.status(),),
-            bearer=command.bearer or BearerDescription(0x03),
+            bearer=bearer,
             buffer_size=BufferSize(channel.buffer_size),
         )
 
@@ -296,8 +329,13 @@ class Channels:
             raise BipError(BipCause.INVALID_CHANNEL, f"no channel {channel_id}")
         rx = channel.rx
         n = min(asked, MAX_RECEIVE, len(rx))
+        if not n and channel.state is not _ESTABLISHED and channel.mode is Mode.CLIENT:
+            raise BipError(BipCause.CHANNEL_CLOSED, f"channel {channel.id}: the link dropped")
         data = bytes(rx[:n])
         del rx[:n]
+        if channel.drop_owed and not rx:
+            channel.drop_owed = False
+            self.events.append(PendingEvent(channel_id, "status", FurtherInfo.LINK_DROPPED))
         if channel.reading_paused and len(rx) < channel.buffer_size:
             channel.reading_paused = False
             self.actions.append(ResumeReading(channel.id))
@@ -350,16 +388,21 @@ class Channels:
         channel = self.channels.get(channel_id)
         if channel is None or channel.state is not ServerState.ESTABLISHED:
             return
-        channel.rx.clear()
         channel.tx.clear()
         channel.reading_paused = False
-        self.events = deque(e for e in self.events if e.channel != channel_id)
-        if channel.mode is Mode.SERVER:
-            # The channel is free for the next client only once the card has heard of this
-            # (the engine emits ChannelFree then), or a CLOSE CHANNEL the card built before
-            # hearing it could hit the next client.
-            channel.state = ServerState.LISTEN
-            self.events.append(PendingEvent(channel_id, "status"))
-        else:
+        if channel.mode is Mode.CLIENT:
+            # What the server sent before closing is still the card's to read (its Data
+            # available event stays queued); the drop is reported once it has been read.
             channel.state = ServerState.CLOSED
-            self.events.append(PendingEvent(channel_id, "status", FurtherInfo.LINK_DROPPED))
+            if channel.rx:
+                channel.drop_owed = True
+            else:
+                self.events.append(PendingEvent(channel_id, "status", FurtherInfo.LINK_DROPPED))
+            return
+        channel.rx.clear()
+        self.events = deque(e for e in self.events if e.channel != channel_id)
+        # The channel is free for the next client only once the card has heard of this
+        # (the engine emits ChannelFree then), or a CLOSE CHANNEL the card built before
+        # hearing it could hit the next client.
+        channel.state = ServerState.LISTEN
+        self.events.append(PendingEvent(channel_id, "status"))

@@ -27,7 +27,10 @@ from datetime import UTC, datetime
 from openscws.aio.direct import StreamProtocol
 from openscws.amdb.server import CardPost, Closed, ServerExchange
 from openscws.amdb.wire import ScriptStatus
-from openscws.ras.senders import SendError, SmsSender
+from openscws.errors import DecodeError
+from openscws.ota.packet import PorStatus
+from openscws.ota.sms import response_packet_of
+from openscws.ras.senders import DeliveryStatus, SendError, SendResult, SmsSender
 from openscws.ras.service import RasService, SessionWork, TriggerWork
 from openscws.ras.session import ContentItem, RasSession, Verdict
 from openscws.tls.context import Profile, psk_server_context
@@ -353,6 +356,32 @@ class RasServer:
                 work.job_id, self.owner, "retry", f"trigger not sent: {exc}", _utc(time.time())
             )
             return 0
+        refused = _refusal(result)
+        if refused is not None:
+            log.warning("trigger for %s: %s", work.iccid, refused)
+            self.service.finish_job(work.job_id, self.owner, "retry", refused, _utc(time.time()))
+            return 0
         self.triggers_sent += 1
-        log.info("trigger sent to %s (counter %d): %s", work.iccid, work.counter, result)
+        log.info(
+            "trigger sent to %s (counter %d): %s", work.iccid, work.counter, result.status.value
+        )
         return 1
+
+
+def _refusal(result: SendResult) -> str | None:
+    """Why the card did not take the trigger, when the sender could tell; else None."""
+    if result.status is DeliveryStatus.BUSY:
+        return "the card's toolkit was busy"
+    if result.status is DeliveryStatus.ERROR:
+        return "the terminal or card refused the SMS"
+    if result.status is DeliveryStatus.POR and result.por:
+        try:
+            _, packet = response_packet_of(result.por)
+        except DecodeError:
+            return None
+        # Error PoRs go unsecured (ota.packet.rejection_receipt): CNTR(5), PCNTR, status.
+        if packet.check_length == 0 and len(packet.sealed) >= 7 and packet.sealed[6]:
+            status = packet.sealed[6]
+            name = PorStatus(status).name if status in set(PorStatus) else "?"
+            return f"the card refused the trigger: PoR status {status:02X} ({name})"
+    return None

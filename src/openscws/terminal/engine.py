@@ -7,14 +7,19 @@ as actions (`bip.terminal.GatewayAction`) for the shell to carry out.
 
 Envelopes are sent between a TERMINAL RESPONSE and the next FETCH when the card has a command
 waiting: a long transfer on one channel must not delay the news of a client connecting on
-another. A card that cannot take one answers 93 00 and it is sent again later."""
+another. A card that cannot take one answers 93 00 and it is sent again later.
+
+SMS-PP data download (TS 102 223 §7.1, 3GPP TS 31.111 §7.1.1.2) goes the same way: `deliver_sms`
+queues the ENVELOPE, it is sent when no TERMINAL RESPONSE is owed, and the card's answer comes
+back as an `SmsResult` through the caller's callback."""
 
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from enum import Enum, auto
+from dataclasses import dataclass, field
+from enum import Enum, StrEnum, auto
 
 from openscws.apdu.command import CommandApdu, Ins
 from openscws.bip.terminal import ChannelFree, Channels, GatewayAction, Mode, PendingEvent
@@ -32,9 +37,22 @@ from openscws.cat.commands import (
     UnknownCommand,
     decode_command,
 )
-from openscws.cat.envelopes import encode_channel_status_event, encode_data_available
+from openscws.cat.envelopes import (
+    SmsPpDownload,
+    encode_channel_status_event,
+    encode_data_available,
+)
 from openscws.cat.layout import MissingObject
-from openscws.cat.objects import CommandDetails, Duration, Event, GeneralResult, Result, ServerState
+from openscws.cat.objects import (
+    Address,
+    CommandDetails,
+    Duration,
+    Event,
+    GeneralResult,
+    Result,
+    ServerState,
+    SmsTpdu,
+)
 from openscws.cat.profile import GATEWAY_PROFILE, TerminalProfile
 from openscws.cat.responses import TerminalResponse
 from openscws.errors import CatError, DecodeError
@@ -54,12 +72,51 @@ class Phase(Enum):
     """A proactive command awaits the shell (a TCP connect) before its TR."""
 
 
+class SmsStatus(StrEnum):
+    """What became of an SMS-PP data download (3GPP TS 31.111 §7.1.1.2): the value names what
+    the network side is told (RP-ACK, RP-ACK with PoR, RP-ERROR "busy", RP-ERROR)."""
+
+    DELIVERED = "delivered"
+    """90 00 or 91 XX with no data: RP-ACK."""
+    POR = "por"
+    """Response data (the PoR user data) with 90 00 / 91 XX: RP-ACK carrying it."""
+    BUSY = "busy"
+    """93 00, still after the retries: RP-ERROR "SIM Application Toolkit Busy"."""
+    ERROR = "error"
+    """62 XX / 63 XX (with their response data, if any), 6F XX or anything else: RP-ERROR
+    "(U)SIM data download error"."""
+
+
+@dataclass(frozen=True, slots=True)
+class SmsResult:
+    status: SmsStatus
+    sw: int
+    """The status word that decided it (for POR the one after the data)."""
+    data: bytes = b""
+
+
+SmsCallback = Callable[[SmsResult], None]
+
+
+@dataclass(slots=True)
+class _SmsJob:
+    envelope: bytes
+    on_result: SmsCallback
+    tries: int = 0
+    get_response: int | None = None
+    """Le of the GET RESPONSE owed next (T=0: 61 XX / 9F XX, or a warning without data)."""
+    warning: int | None = None
+    """A 62 XX / 63 XX the card answered: the result is an error whatever GET RESPONSE says."""
+    le_retried: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class Sent:
     """What the APDU in flight was, to read its answer."""
 
     kind: Ins
     event: PendingEvent | None = None
+    sms: _SmsJob | None = field(default=None, compare=False)
 
 
 _SENT_TR = Sent(Ins.TERMINAL_RESPONSE)
@@ -73,6 +130,8 @@ _FETCH = Ins.FETCH
 _SEND_DATA_OK = [b"\x82\x02\x82\x81\x83\x01\x00\xb7\x01" + bytes((n,)) for n in range(256)]
 _ENVELOPE = Ins.ENVELOPE
 _TERMINAL_RESPONSE = Ins.TERMINAL_RESPONSE
+MAX_ENVELOPE = 255
+"""ENVELOPE data is one short APDU (spec digest §3.9)."""
 
 
 class TerminalEngine:
@@ -83,6 +142,8 @@ class TerminalEngine:
         max_buffer_size: int = 65535,
         poll_interval: float = 1.0,
         listen: Callable[[int], bool] | None = None,
+        sms_busy_retries: int = 5,
+        sms_retry_interval: float = 0.5,
     ) -> None:
         self.profile = profile
         self.channels = Channels(
@@ -98,6 +159,12 @@ class TerminalEngine:
         self._deferred_free: list[int] = []  # channel ids
         self._blocked: tuple[OpenChannel, int] | None = None
         self.polling = True
+        self.sms_busy_retries = sms_busy_retries
+        """93 00 answers to one SMS-PP download before it is reported BUSY (TS 31.111 lets
+        the terminal retry or give up)."""
+        self.sms_retry_interval = sms_retry_interval
+        self._sms: deque[_SmsJob] = deque()
+        self._sms_not_before = 0.0
 
     # -- APDU pump -------------------------------------------------------------------------------
 
@@ -115,6 +182,10 @@ class TerminalEngine:
             self._sent = _SENT_TR
             self.phase = Phase.WAITING
             return _TR_HEADS[len(tr)] + tr
+        if self._sms:
+            sms_apdu = self._sms_apdu(now)
+            if sms_apdu is not None:
+                return sms_apdu
         events = self.channels.events
         while events:
             event = events.popleft()
@@ -163,6 +234,8 @@ class TerminalEngine:
         n = len(raw)
         if n < 2:
             log.error("card answered %s with %d bytes", sent.kind.name, n)
+            if sent.sms is not None:
+                self._sms_done(sent.sms, SmsResult(SmsStatus.ERROR, 0))
             return
         sw1 = raw[n - 2]
         kind = sent.kind
@@ -180,6 +253,9 @@ class TerminalEngine:
                     if (held := self.channels.channels.get(channel_id)) is not None:
                         self.channels.actions.append(ChannelFree(held.port))
                 self._deferred_free.clear()
+        elif sent.sms is not None:
+            self._sms_answered(sent.sms, raw, now)
+            return
         elif kind is _ENVELOPE:
             if sw1 == 0x93 and raw[n - 1] == 0:  # SW.TOOLKIT_BUSY
                 assert sent.event is not None
@@ -322,7 +398,9 @@ class TerminalEngine:
             case OpenChannel():
                 if command.server_mode:
                     return self.channels.open_server(command)
-                channel_id, _ = self.channels.open_client(command)
+                channel_id, refused = self.channels.open_client(command)
+                if refused is not None:
+                    return refused
                 self._blocked = (command, channel_id)
                 self.phase = Phase.BLOCKED
                 return None
@@ -380,10 +458,92 @@ class TerminalEngine:
         self.channels.actions.clear()
         return actions
 
+    # -- SMS-PP data download --------------------------------------------------------------------
+
+    def deliver_sms(
+        self, tpdu: bytes, on_result: SmsCallback, *, service_centre: Address | None = None
+    ) -> None:
+        """Queues an ENVELOPE (SMS-PP download): device identities network to UICC, the
+        service-centre address when given, and the SMS-DELIVER `tpdu` as received. `on_result`
+        is called once, from `receive_response`, with what the card made of it. Raises
+        ValueError when the envelope would not fit one APDU."""
+        envelope = SmsPpDownload(tpdu=SmsTpdu(tpdu), address=service_centre).encode()
+        if len(envelope) > MAX_ENVELOPE:
+            raise ValueError(f"SMS-PP envelope of {len(envelope)} bytes (at most {MAX_ENVELOPE})")
+        self._sms.append(_SmsJob(envelope, on_result))
+
+    def next_sms(self) -> float | None:
+        """When a queued SMS-PP download can next be sent (after a 93 00), if one is queued."""
+        return self._sms_not_before if self._sms else None
+
+    def _sms_apdu(self, now: float) -> bytes | None:
+        job = self._sms[0]
+        if job.get_response is not None:
+            # T=0 (TS 102 221 §7.3.1.1.4): the GET RESPONSE comes right after; same CLA as
+            # the command, as pySim sends it.
+            le = job.get_response
+            return self._send(Sent(Ins.GET_RESPONSE, sms=job), bytes((CLA_CAT, 0xC0, 0, 0, le)))
+        if now < self._sms_not_before:
+            return None
+        envelope = job.envelope
+        return self._send(Sent(_ENVELOPE, sms=job), _ENVELOPE_HEADS[len(envelope)] + envelope)
+
+    def _sms_answered(self, job: _SmsJob, raw: bytes, now: float) -> None:
+        n = len(raw)  # at least 2: receive_response saw to it
+        sw1, sw2 = raw[n - 2], raw[n - 1]
+        sw = (sw1 << 8) | sw2
+        data = raw[: n - 2]
+        if sw1 == 0x91:
+            self._fetch_len = sw2 or 256
+        elif sw1 == 0x90:
+            self._fetch_len = 0
+        job.get_response = None
+        if sw1 in (0x90, 0x91, 0x92):
+            if job.warning is not None:
+                self._sms_done(job, SmsResult(SmsStatus.ERROR, job.warning, data))
+            elif data:
+                self._sms_done(job, SmsResult(SmsStatus.POR, sw, data))
+            else:
+                self._sms_done(job, SmsResult(SmsStatus.DELIVERED, sw))
+        elif sw == 0x9300 and job.warning is None:
+            job.tries += 1
+            if job.tries > self.sms_busy_retries:
+                self._sms_done(job, SmsResult(SmsStatus.BUSY, sw))
+            else:
+                log.info("card busy with the SMS-PP download: retry %d", job.tries)
+                self._sms_not_before = now + self.sms_retry_interval
+        elif sw1 in (0x61, 0x9F) and job.warning is None:
+            job.get_response = sw2
+        elif sw1 in (0x62, 0x63) and job.warning is None:
+            # A warning: TS 31.111 has the response data, if any, go back in the RP-ERROR.
+            # T=0 keeps the data of a case-4 command back until a GET RESPONSE.
+            job.warning = sw
+            if data:
+                self._sms_done(job, SmsResult(SmsStatus.ERROR, sw, data))
+            else:
+                job.get_response = 0
+        elif sw1 == 0x6C and job.warning is not None and not job.le_retried:
+            job.le_retried = True
+            job.get_response = sw2
+        else:
+            if job.warning is not None:
+                sw = job.warning  # the GET RESPONSE found nothing more to add
+            else:
+                log.warning("card refused the SMS-PP download: SW %04X", sw)
+            self._sms_done(job, SmsResult(SmsStatus.ERROR, sw))
+
+    def _sms_done(self, job: _SmsJob, result: SmsResult) -> None:
+        if self._sms and self._sms[0] is job:
+            self._sms.popleft()
+        try:
+            job.on_result(result)
+        except Exception:  # a caller's bug must not stop the APDU pump
+            log.exception("SMS-PP result callback failed")
+
 
 def _seconds(duration: Duration) -> float:
     scale = {0x00: 60.0, 0x01: 1.0, 0x02: 0.1}.get(duration.unit, 1.0)
     return duration.interval * scale
 
 
-__all__ = ["TerminalEngine"]
+__all__ = ["SmsCallback", "SmsResult", "SmsStatus", "TerminalEngine"]
