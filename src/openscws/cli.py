@@ -54,6 +54,11 @@ def _configure_logging(verbosity: int) -> None:
                 }
             },
             "root": {"level": level, "handlers": ["stderr"]},
+            # Schema checks and per-request access lines are noise below -vv.
+            "loggers": {
+                name: {"level": "DEBUG" if verbosity >= 2 else "WARNING"}
+                for name in ("alembic", "uvicorn.access")
+            },
         }
     )
 

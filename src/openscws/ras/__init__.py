@@ -1,0 +1,1 @@
+"""The SCWS remote administration server."""

@@ -1,0 +1,151 @@
+"""The RAS database: one SQLAlchemy engine, transactions, and the Alembic migrations run in
+code (no alembic.ini at run time).
+
+SQLite (the embedded default, `sqlite:///<data dir>/ras.db`) runs in WAL mode with a busy
+timeout and foreign keys on, and every write transaction starts with BEGIN IMMEDIATE: writers
+queue on the database lock at BEGIN instead of failing when a read lock cannot be upgraded,
+which is how SQLite serialises the job claims. PostgreSQL (`postgresql+psycopg://...`) runs at
+READ COMMITTED; the service takes row locks (FOR UPDATE [SKIP LOCKED]) where it needs them."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Final
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session, sessionmaker
+
+from openscws.errors import OpenScwsError
+
+__all__ = ["Conflict", "NotFound", "RasDatabase", "RasError", "default_url"]
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS: Final = Path(__file__).parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
+_READ_ONLY: Final = "openscws_read_only"
+_MIGRATION_LOCK: Final = 0x5CA5_0001  # pg_advisory_xact_lock key: one migrator at a time
+
+
+class RasError(OpenScwsError):
+    """A RAS request that cannot be carried out (bad input, or a state that forbids it)."""
+
+
+class NotFound(RasError):
+    """No such card, content version, campaign or job."""
+
+
+class Conflict(RasError):
+    """The request clashes with what is stored (an ICCID or PSK identity already in use)."""
+
+
+def default_url(data_dir: Path) -> str:
+    return f"sqlite:///{data_dir / 'ras.db'}"
+
+
+def _normalise(url: str) -> str:
+    # SQLAlchemy's bare postgresql:// means psycopg2, which this project does not ship.
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+class RasDatabase:
+    """The engine and its transactions. `write()` and `read()` give a Session inside one
+    transaction, committed when the block ends and rolled back if it raises."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        url = _normalise(url)
+        self.engine: Engine = create_engine(url, echo=echo, pool_pre_ping=True)
+        self.dialect: str = self.engine.dialect.name
+        if self.dialect == "sqlite":
+            _sqlite_setup(self.engine)
+        elif self.dialect != "postgresql":
+            raise RasError(f"unsupported database {self.dialect!r}: use sqlite or postgresql")
+        self._write = sessionmaker(self.engine, expire_on_commit=False)
+        read_engine = self.engine.execution_options(**{_READ_ONLY: True})
+        self._read = sessionmaker(read_engine, expire_on_commit=False)
+
+    def __repr__(self) -> str:
+        # The URL may carry a password.
+        return f"RasDatabase({self.engine.url.render_as_string(hide_password=True)!r})"
+
+    @property
+    def is_postgresql(self) -> bool:
+        return self.dialect == "postgresql"
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        with self._write.begin() as session:
+            yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with self._read.begin() as session:
+            yield session
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # -- migrations ------------------------------------------------------------------------
+
+    def _alembic_config(self, connection: Connection) -> Config:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS).replace("%", "%%"))
+        config.attributes["connection"] = connection
+        return config
+
+    def upgrade(self, revision: str = "head") -> None:
+        """`alembic upgrade head`, in one transaction (both databases have transactional DDL)."""
+        with self.engine.begin() as connection:
+            if self.is_postgresql:
+                connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK}
+                )
+            command.upgrade(self._alembic_config(connection), revision)
+
+    def head_revision(self) -> str | None:
+        return ScriptDirectory(str(MIGRATIONS)).get_current_head()
+
+    def current_revision(self) -> str | None:
+        with self.engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+
+    def check_current(self) -> None:
+        """Raises RasError unless the schema is at the newest migration."""
+        current, head = self.current_revision(), self.head_revision()
+        if current != head:
+            raise RasError(
+                f"the RAS database is at schema {current or 'none'}, this program needs {head}: "
+                "run `openscws admin init` (it migrates)"
+            )
+
+
+def _sqlite_setup(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take BEGIN away from the driver, so that _begin below decides its kind.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            # FULL: a committed job survives a power cut too, not only a process crash.
+            cursor.execute("PRAGMA synchronous = FULL")
+            cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        read_only = connection.get_execution_options().get(_READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")

@@ -1,0 +1,507 @@
+"""The RAS service's behaviour, written once and run on every database: test_ras_service.py
+runs `ServiceContract` on SQLite, test_ras_postgres.py on PostgreSQL. Each of those modules
+provides the `ras` fixture (a RasService on a fresh, migrated database)."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+
+from openscws.ota import (
+    CounterMode,
+    Integrity,
+    MinimumSecurityLevel,
+    TarSecurity,
+    TriggerParameters,
+    check_command,
+)
+from openscws.ras.db import RasDatabase
+from openscws.ras.models import Base
+from openscws.ras.service import (
+    Conflict,
+    NotFound,
+    Operation,
+    RasError,
+    RasPolicy,
+    RasService,
+)
+
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+POLICY = RasPolicy(
+    trigger_ttl=timedelta(seconds=60),
+    session_ttl=timedelta(seconds=120),
+    retry_base=timedelta(seconds=10),
+    retry_max=timedelta(seconds=35),
+    max_attempts=3,
+)
+TAR = bytes.fromhex("B20100")
+
+
+def iccid(n: int) -> str:
+    return f"89882110000000{n:05d}"
+
+
+def keys_of(n: int) -> tuple[bytes, bytes, bytes]:
+    """Deterministic PSK, KIc and KID keys of card n (AES-128)."""
+    seed = hashlib.sha256(f"card {n}".encode()).digest()
+    return seed[:16], seed[16:32], hashlib.sha256(seed).digest()[:16]
+
+
+def add_card(ras: RasService, n: int, **overrides: object) -> str:
+    psk, kic, kid = keys_of(n)
+    args: dict[str, object] = {
+        "psk_identity": f"id-{n}",
+        "psk_key": psk,
+        "agent_id": f"agent-{n}",
+        "ota_tar": TAR,
+        "kic_key": kic,
+        "kid_key": kid,
+        "now": T0,
+    }
+    args.update(overrides)
+    ras.add_card(iccid(n), f"+1555010{n:04d}", **args)  # type: ignore[arg-type]
+    return iccid(n)
+
+
+def seed(ras: RasService, cards: int = 2) -> list[str]:
+    ras.put_content("/index.html", b"<p>v1</p>", "text/html", now=T0)
+    ras.put_content("/app.js", b"let a = 1;", "text/javascript", now=T0)
+    return [add_card(ras, n) for n in range(cards)]
+
+
+class ServiceContract:
+    # -- cards -------------------------------------------------------------------------------
+
+    def test_cards(self, ras: RasService) -> None:
+        add_card(ras, 1)
+        add_card(ras, 2)
+        assert [c.iccid for c in ras.list_cards()] == [iccid(1), iccid(2)]
+        info = ras.card(iccid(1))
+        assert info is not None
+        assert (info.psk_identity, info.ota_tar, info.ota_kic, info.ota_counter) == (
+            "id-1",
+            "B20100",
+            0x12,
+            0,
+        )
+        assert ras.card(iccid(9)) is None
+        with pytest.raises(Conflict, match="exists"):
+            add_card(ras, 1)
+        with pytest.raises(Conflict, match="PSK identity"):
+            add_card(ras, 3, psk_identity="id-1")
+        assert ras.psk_lookup("id-2") == keys_of(2)[0]
+        assert ras.psk_lookup("nobody") is None
+        assert ras.remove_card(iccid(2))
+        assert not ras.remove_card(iccid(2))
+        assert ras.psk_lookup("id-2") is None  # this process's removal clears its cache
+        assert [c.iccid for c in ras.list_cards()] == [iccid(1)]
+
+    def test_card_validation(self, ras: RasService) -> None:
+        with pytest.raises(RasError, match="ICCID"):
+            ras.add_card(
+                "123",
+                None,
+                psk_identity="x",
+                psk_key=bytes(16),
+                agent_id="a",
+                ota_tar=TAR,
+                kic_key=bytes(16),
+                kid_key=bytes(16),
+            )
+        with pytest.raises(RasError, match="OTA keys"):
+            add_card(ras, 1, kic_key=bytes(5))
+        with pytest.raises(RasError, match="PSK"):
+            add_card(ras, 1, psk_key=bytes(8))
+        with pytest.raises(RasError, match="PSK identity"):
+            add_card(ras, 1, psk_identity="two\nlines")
+        assert ras.list_cards() == []
+
+    # -- content -----------------------------------------------------------------------------
+
+    def test_content_versions(self, ras: RasService) -> None:
+        v1 = ras.put_content("/index.html", b"one", "text/html", now=T0)
+        assert (v1.version, v1.size, v1.deleted) == (1, 3, False)
+        assert v1.sha256 == hashlib.sha256(b"one").hexdigest()
+        assert ras.put_content("/index.html", b"one", "text/html", now=T0) == v1  # unchanged
+        v2 = ras.put_content("/index.html", b"one", "text/html", language="en", now=T0)
+        assert v2.version == 2  # a header changed
+        v3 = ras.put_content(
+            "/index.html", b"two", "text/html", encoding="gzip", realm="staff", now=T0
+        )
+        assert (v3.version, v3.content_encoding, v3.realm) == (3, "gzip", "staff")
+        ras.put_content("/a.css", b"p{}", "text/css", now=T0)
+        assert [(c.path, c.version, c.size) for c in ras.list_content()] == [
+            ("/a.css", 1, 3),
+            ("/index.html", 3, 3),
+        ]
+        gone = ras.delete_content("/index.html", now=T0)
+        assert gone is not None
+        assert (gone.version, gone.deleted) == (4, True)
+        assert ras.delete_content("/index.html", now=T0) is None
+        assert ras.delete_content("/never", now=T0) is None
+        assert [c.path for c in ras.list_content()] == ["/a.css"]
+        assert ras.put_content("/index.html", b"two", "text/html", now=T0).version == 5
+        assert [h.version for h in ras.content_history("/index.html")] == [1, 2, 3, 4, 5]
+        assert ras.content_body("/index.html", 1) == b"one"
+        item = ras.content_item("/index.html", 3)
+        assert (item.body, item.info.content_encoding) == (b"two", "gzip")
+        assert "two" not in repr(item)
+        with pytest.raises(NotFound):
+            ras.content_body("/index.html", 9)
+
+    @pytest.mark.parametrize(
+        "path", ["index.html", "/a b", "/a/../b", "/a//b", "/.scws/commit", "/a?x=1", "/\u00e9"]
+    )
+    def test_bad_paths(self, ras: RasService, path: str) -> None:
+        with pytest.raises(RasError):
+            ras.put_content(path, b"x", "text/plain", now=T0)
+
+    def test_header_injection_refused(self, ras: RasService) -> None:
+        with pytest.raises(RasError, match="Content-Type"):
+            ras.put_content("/a", b"x", "text/plain\r\nX-Evil: 1", now=T0)
+
+    # -- campaigns ---------------------------------------------------------------------------
+
+    def test_campaign_pins_versions(self, ras: RasService) -> None:
+        cards = seed(ras, 3)
+        ras.put_content("/old.html", b"old", "text/html", now=T0)
+        ras.delete_content("/old.html", now=T0)
+        c = ras.create_campaign("all", now=T0)
+        assert c.operations == (
+            Operation("delete", "/old.html"),
+            Operation("put", "/app.js", 1),
+            Operation("put", "/index.html", 1),
+        )
+        assert (c.jobs, c.open_jobs, c.state) == (3, 3, "active")
+        ras.put_content("/index.html", b"<p>v2</p>", "text/html", now=T0)
+        one = ras.create_campaign("one", paths=["/index.html"], cards=[cards[1]], now=T0)
+        assert one.operations == (Operation("put", "/index.html", 2),)
+        assert ras.campaign_progress(one.id) == {
+            "pending": 1,
+            "triggered": 0,
+            "in_session": 0,
+            "done": 0,
+            "failed": 0,
+        }
+        rows = ras.campaign_cards(c.id)
+        assert [r.iccid for r in rows] == cards
+        assert {r.state for r in rows} == {"pending"}
+        assert [x.name for x in ras.list_campaigns()] == ["all", "one"]
+        with pytest.raises(NotFound, match="/nope"):
+            ras.create_campaign("x", paths=["/nope"], now=T0)
+        with pytest.raises(NotFound, match="no such cards"):
+            ras.create_campaign("x", cards=[iccid(77)], now=T0)
+        with pytest.raises(NotFound):
+            ras.campaign_progress(999)
+
+    def test_campaign_needs_content_and_cards(self, ras: RasService) -> None:
+        with pytest.raises(RasError, match="empty"):
+            ras.create_campaign("x", now=T0)
+        ras.put_content("/a", b"a", "text/plain", now=T0)
+        with pytest.raises(RasError, match="no cards"):
+            ras.create_campaign("x", now=T0)
+
+    # -- the job life cycle --------------------------------------------------------------------
+
+    def test_full_life_cycle(self, ras: RasService) -> None:
+        cards = seed(ras, 2)
+        campaign = ras.create_campaign("launch", now=T0)
+        assert ras.claim_triggers("A", 10, T0 - timedelta(seconds=1)) == []  # not yet due
+        work = ras.claim_triggers("A", 10, T0)
+        assert sorted(w.iccid for w in work) == cards
+        assert {(w.counter, w.attempt) for w in work} == {(1, 1)}
+        assert ras.claim_triggers("A", 10, T0) == []  # nothing twice
+        w = next(w for w in work if w.iccid == cards[0])
+        assert w.lease_until == T0 + POLICY.trigger_ttl
+        assert (w.keys.kic_key, w.keys.kid_key) == keys_of(0)[1:]
+        job = ras.job(w.job_id)
+        assert job is not None
+        assert (job.state, job.lease_owner) == ("triggered", "A")
+
+        s = ras.open_session("id-0", "B", T0 + timedelta(seconds=5))
+        assert s is not None
+        assert (s.job_id, s.iccid, s.maybe_applied, s.attempt) == (w.job_id, cards[0], False, 1)
+        assert s.operation_dicts() == [
+            {"op": "put", "path": "/app.js", "version": 1},
+            {"op": "put", "path": "/index.html", "version": 1},
+        ]
+        assert ras.content_body("/index.html", 1) == b"<p>v1</p>"
+        assert ras.open_session("id-0", "C", T0 + timedelta(seconds=6)) is None  # B holds it
+        assert not ras.finish_job(s.job_id, "A", "done", None, T0)  # A no longer holds it
+        assert ras.finish_job(s.job_id, "B", "done", None, T0 + timedelta(seconds=9))
+        assert ras.finish_job(s.job_id, "B", "done", None, T0 + timedelta(seconds=10))
+        assert ras.finish_job(s.job_id, "Z", "done", None, T0 + timedelta(seconds=10))
+        assert not ras.finish_job(s.job_id, "B", "retry", "late", T0 + timedelta(seconds=10))
+        done = ras.job(s.job_id)
+        assert done is not None
+        assert (done.state, done.finished_at, done.lease_owner) == (
+            "done",
+            T0 + timedelta(seconds=9),
+            None,
+        )
+        assert ras.open_session("id-0", "B", T0 + timedelta(seconds=11)) is None
+
+        other = next(w for w in work if w.iccid == cards[1])
+        s2 = ras.open_session("id-1", "B", T0 + timedelta(seconds=12))
+        assert s2 is not None
+        assert s2.job_id == other.job_id
+        assert ras.finish_job(s2.job_id, "B", "done", None, T0 + timedelta(seconds=13))
+        assert ras.campaign_progress(campaign.id)["done"] == 2
+        assert ras.campaign(campaign.id).state == "finished"
+        card = ras.card(cards[0])
+        assert card is not None
+        assert card.ota_counter == 1
+
+    def test_retry_backoff_and_counters(self, ras: RasService) -> None:
+        (card,) = seed(ras, 1)
+        ras.create_campaign("c", now=T0, max_attempts=4)
+        now = T0
+        delays = []
+        for attempt in (1, 2, 3):
+            (w,) = ras.claim_triggers("A", 10, now)
+            assert (w.attempt, w.counter) == (attempt, attempt)
+            s = ras.open_session("id-0", "A", now)
+            assert s is not None
+            assert ras.finish_job(s.job_id, "A", "retry", f"busy {attempt}", now)
+            job = ras.job(s.job_id)
+            assert job is not None
+            assert job.state == "pending"
+            assert job.last_error == f"busy {attempt}"
+            delays.append(job.next_attempt_at - now)
+            assert ras.claim_triggers("A", 10, job.next_attempt_at - timedelta(seconds=1)) == []
+            now = job.next_attempt_at
+        assert delays == [timedelta(seconds=10), timedelta(seconds=20), timedelta(seconds=35)]
+        info = ras.card(card)
+        assert info is not None
+        assert info.ota_counter == 3
+
+    def test_max_attempts(self, ras: RasService) -> None:
+        seed(ras, 1)
+        campaign = ras.create_campaign("c", now=T0, max_attempts=2)
+        (w,) = ras.claim_triggers("A", 10, T0)
+        assert ras.finish_job(w.job_id, "A", "retry", "SMSC down", T0)
+        (w,) = ras.claim_triggers("A", 10, T0 + timedelta(seconds=10))
+        assert w.attempt == 2
+        assert ras.finish_job(w.job_id, "A", "retry", "SMSC down", T0 + timedelta(seconds=11))
+        job = ras.job(w.job_id)
+        assert job is not None
+        assert job.state == "failed"
+        assert job.last_error == "SMSC down (after 2 attempts)"
+        assert ras.claim_triggers("A", 10, T0 + timedelta(days=1)) == []
+        assert ras.campaign(campaign.id).state == "finished"
+        assert ras.campaign_cards(campaign.id)[0].attempts == 2
+
+    def test_failed_is_final(self, ras: RasService) -> None:
+        seed(ras, 1)
+        ras.create_campaign("c", now=T0)
+        (w,) = ras.claim_triggers("A", 10, T0)
+        s = ras.open_session("id-0", "A", T0)
+        assert s is not None
+        assert ras.finish_job(s.job_id, "A", "failed", "card said 413", T0)
+        assert not ras.finish_job(s.job_id, "A", "done", None, T0)
+        assert ras.open_session("id-0", "A", T0) is None
+        job = ras.job(w.job_id)
+        assert job is not None
+        assert (job.state, job.last_error) == ("failed", "card said 413")
+
+    def test_reap_expired_trigger(self, ras: RasService) -> None:
+        seed(ras, 1)
+        ras.create_campaign("c", now=T0)
+        (w,) = ras.claim_triggers("A", 10, T0)
+        assert ras.reap(T0 + POLICY.trigger_ttl) == 0  # lease_until itself is still valid
+        assert ras.reap(T0 + POLICY.trigger_ttl + timedelta(seconds=1)) == 1
+        job = ras.job(w.job_id)
+        assert job is not None
+        assert job.state == "pending"
+        assert job.last_error is not None
+        assert "did not connect" in job.last_error
+        # The retry gets a new counter, above the one the lost SMS carried.
+        (again,) = ras.claim_triggers("B", 10, job.next_attempt_at)
+        assert (again.job_id, again.counter, again.attempt) == (w.job_id, 2, 2)
+
+    def test_reap_expired_session_then_resume(self, ras: RasService) -> None:
+        seed(ras, 1)
+        ras.create_campaign("c", now=T0)
+        ras.claim_triggers("A", 10, T0)
+        s = ras.open_session("id-0", "A", T0)
+        assert s is not None
+        assert not s.maybe_applied
+        later = T0 + POLICY.session_ttl + timedelta(seconds=1)
+        assert ras.reap(later) == 1
+        assert not ras.finish_job(s.job_id, "A", "done", None, later)  # the lease is gone
+        job = ras.job(s.job_id)
+        assert job is not None
+        assert job.state == "pending"
+        (_w,) = ras.claim_triggers("B", 10, job.next_attempt_at)
+        resumed = ras.open_session("id-0", "B", job.next_attempt_at)
+        assert resumed is not None
+        assert (resumed.job_id, resumed.maybe_applied, resumed.attempt) == (s.job_id, True, 2)
+        assert ras.finish_job(s.job_id, "B", "done", None, job.next_attempt_at)
+
+    def test_open_session_takes_over_expired_lease(self, ras: RasService) -> None:
+        seed(ras, 1)
+        ras.create_campaign("c", now=T0)
+        ras.claim_triggers("A", 10, T0)
+        first = ras.open_session("id-0", "A", T0)
+        assert first is not None
+        assert ras.renew_lease(first.job_id, "A", T0 + timedelta(seconds=100))
+        assert not ras.renew_lease(first.job_id, "B", T0 + timedelta(seconds=100))
+        assert ras.open_session("id-0", "B", T0 + timedelta(seconds=200)) is None  # renewed
+        late = T0 + timedelta(seconds=100) + POLICY.session_ttl + timedelta(seconds=1)
+        second = ras.open_session("id-0", "B", late)
+        assert second is not None
+        assert (second.job_id, second.maybe_applied) == (first.job_id, True)
+        assert not ras.finish_job(first.job_id, "A", "done", None, late)
+        assert not ras.renew_lease(first.job_id, "A", late)
+        assert ras.finish_job(first.job_id, "B", "done", None, late)
+
+    def test_same_owner_reopens(self, ras: RasService) -> None:
+        seed(ras, 1)
+        ras.create_campaign("c", now=T0)
+        ras.claim_triggers("A", 10, T0)
+        first = ras.open_session("id-0", "A", T0)
+        again = ras.open_session("id-0", "A", T0 + timedelta(seconds=1))  # card reconnected
+        assert first is not None
+        assert again is not None
+        assert (again.job_id, again.maybe_applied) == (first.job_id, True)
+
+    def test_open_session_without_trigger(self, ras: RasService) -> None:
+        seed(ras, 1)
+        assert ras.open_session("id-0", "A", T0) is None  # no job
+        assert ras.open_session("stranger", "A", T0) is None
+        ras.create_campaign("c", now=T0 + timedelta(hours=1))
+        # The card came by itself before the job was due: it gets the job anyway.
+        s = ras.open_session("id-0", "A", T0)
+        assert s is not None
+        assert s.attempt == 1
+        assert ras.claim_triggers("A", 10, T0 + timedelta(hours=2)) == []
+
+    def test_one_active_job_per_card_in_order(self, ras: RasService) -> None:
+        cards = seed(ras, 2)
+        first = ras.create_campaign("first", cards=[cards[0]], now=T0)
+        ras.put_content("/index.html", b"<p>v2</p>", "text/html", now=T0)
+        second = ras.create_campaign("second", now=T0 + timedelta(seconds=1))
+        due = T0 + timedelta(seconds=2)
+        work = ras.claim_triggers("A", 10, due)
+        by_card = {w.iccid: w for w in work}
+        assert len(work) == 2
+        assert set(by_card) == set(cards)
+        assert ras.claim_triggers("B", 10, due) == []  # each card has an active job
+        job0 = ras.job(by_card[cards[0]].job_id)
+        assert job0 is not None
+        assert job0.campaign_id == first.id
+        # Failing the first attempt does not let the younger job overtake it.
+        assert ras.finish_job(job0.id, "A", "retry", "no answer", due)
+        assert ras.claim_triggers("B", 10, due + timedelta(seconds=5)) == []
+        (w,) = ras.claim_triggers("B", 10, due + timedelta(seconds=10))
+        assert w.job_id == job0.id
+        s = ras.open_session("id-0", "B", due + timedelta(seconds=10))
+        assert s is not None
+        assert s.job_id == job0.id
+        assert ras.finish_job(s.job_id, "B", "done", None, due + timedelta(seconds=11))
+        (w,) = ras.claim_triggers("B", 10, due + timedelta(seconds=11))
+        job = ras.job(w.job_id)
+        assert job is not None
+        assert job.campaign_id == second.id
+        assert job.operations[-1] == Operation("put", "/index.html", 2)
+
+    def test_database_refuses_two_active_jobs(self, ras: RasService) -> None:
+        seed(ras, 1)
+        ras.create_campaign("a", now=T0)
+        ras.create_campaign("b", now=T0)
+        with pytest.raises(IntegrityError), ras._db.write() as s:
+            s.execute(text("UPDATE jobs SET state = 'triggered'"))
+
+    def test_cancel_campaign(self, ras: RasService) -> None:
+        seed(ras, 3)
+        campaign = ras.create_campaign("c", now=T0)
+        work = ras.claim_triggers("A", 2, T0)
+        assert len(work) == 2
+        s = ras.open_session(work[0].psk_identity, "A", T0)
+        assert s is not None
+        assert ras.cancel_campaign(campaign.id, now=T0) == 2  # one triggered, one pending
+        assert ras.claim_triggers("A", 10, T0 + timedelta(hours=1)) == []
+        assert not ras.finish_job(work[1].job_id, "A", "retry", "SMSC down", T0)
+        # The running session ends, but is not retried.
+        assert ras.finish_job(s.job_id, "A", "retry", "dropped", T0)
+        job = ras.job(s.job_id)
+        assert job is not None
+        assert job.state == "failed"
+        assert job.last_error is not None
+        assert job.last_error.startswith("cancelled")
+        assert ras.campaign_progress(campaign.id)["failed"] == 3
+        assert ras.campaign(campaign.id).state == "cancelled"
+        with pytest.raises(NotFound):
+            ras.cancel_campaign(404)
+
+    def test_remove_card_mid_session(self, ras: RasService) -> None:
+        cards = seed(ras, 1)
+        ras.create_campaign("c", now=T0)
+        ras.claim_triggers("A", 10, T0)
+        s = ras.open_session("id-0", "A", T0)
+        assert s is not None
+        assert ras.remove_card(cards[0])
+        assert not ras.finish_job(s.job_id, "A", "done", None, T0)
+        assert ras.job(s.job_id) is None
+
+    def test_trigger_work_seals_a_packet_the_card_accepts(self, ras: RasService) -> None:
+        seed(ras, 1)
+        ras.create_campaign("c", now=T0)
+        (w,) = ras.claim_triggers("A", 10, T0)
+        packet = w.packet(admin_host="192.0.2.7", admin_port=4443, admin_uri="/scws/admin")
+        _, kic, kid = keys_of(0)
+        table = {
+            TAR: TarSecurity(
+                kic_keys={1: kic},
+                kid_keys={1: kid},
+                counter=0,
+                minimum=MinimumSecurityLevel(
+                    integrity=Integrity.CC, ciphering=True, counter=CounterMode.HIGHER
+                ),
+            )
+        }
+        accepted = check_command(packet, table)
+        assert accepted.new_counter == 1
+        trigger = TriggerParameters.decode(accepted.data)
+        assert trigger.session.security is not None
+        assert trigger.session.security.psk_identity == b"id-0"
+        assert trigger.session.http_post is not None
+        assert trigger.session.http_post.agent_id == "agent-0"
+
+    # -- session logs --------------------------------------------------------------------------
+
+    def test_session_logs(self, ras: RasService) -> None:
+        cards = seed(ras, 1)
+        ras.create_campaign("c", now=T0)
+        (w,) = ras.claim_triggers("A", 1, T0)
+        for i in range(3):
+            ras.log_session(
+                cards[0],
+                job_id=w.job_id if i else None,
+                started_at=T0 + timedelta(minutes=i),
+                ended_at=T0 + timedelta(minutes=i, seconds=30),
+                outcome="done" if i == 2 else "retry",
+                detail=[f"PUT /index.html -> {200 + i}", "POST /.scws/commit -> 200"],
+            )
+        logs = ras.session_logs(cards[0], limit=2)
+        assert [entry.outcome for entry in logs] == ["done", "retry"]
+        assert logs[0].detail == ("PUT /index.html -> 202", "POST /.scws/commit -> 200")
+        assert logs[0].job_id == w.job_id
+        assert ras.session_logs(iccid(42)) == []
+        gone = ras.log_session(
+            iccid(42), job_id=None, started_at=T0, ended_at=None, outcome="x", detail=()
+        )
+        assert gone is None  # the card was removed mid-session: nothing to log against
+
+
+def schema_diff(db: RasDatabase) -> list[object]:
+    """What Alembic's autogenerate would change to make the database match models.py."""
+    with db.engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        return list(compare_metadata(context, Base.metadata))
