@@ -147,10 +147,10 @@ def admin_service(admin: AdminSettings) -> tuple[RasDatabase, RasService]:
 
 
 async def start_admin(
-    settings: Settings, *, sms_url: str | None = None, api: bool = True
+    settings: Settings, *, sms_url: str | None = None, api: bool = True, triggers: bool = True
 ) -> AdminStack:
-    """The admin server: its database, the cards' PSK-TLS endpoint with the trigger loop,
-    and (with `api`) the REST API and console."""
+    """The admin server: its database, the cards' PSK-TLS endpoint with the trigger loop
+    (unless not `triggers`), and (with `api`) the REST API and console."""
     from openscws.ras.senders import LocalTerminalSender, SmppSender, SmsSender
     from openscws.ras.server import EndpointConfig, RasServer
 
@@ -177,7 +177,7 @@ async def start_admin(
             trigger_interval=admin.trigger_interval,
         ),
     )
-    await server.start()
+    await server.start(triggers=triggers)
     stack = AdminStack(db, service, server)
     if api:
         from openscws.ras.api import create_app
