@@ -92,6 +92,7 @@ def ras(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     assert isinstance(stop, asyncio.Event)
     loop.call_soon_threadsafe(stop.set)
     thread.join(10)
+    loop.close()
 
 
 def _talk(cmd: list[str], data: bytes, *, wait: float = 3.0) -> tuple[int, str]:
