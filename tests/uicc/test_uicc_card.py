@@ -275,3 +275,17 @@ def test_deframer_round_trip(payloads: list[bytes], step: int) -> None:
     for i in range(0, len(stream), step):
         got += d.feed(stream[i : i + step])
     assert got == payloads
+
+
+def test_a_new_terminal_after_a_fetch_without_tr_starts_clean() -> None:
+    # A gateway killed between FETCH and its TERMINAL RESPONSE: the next one resets the card
+    # and sends TERMINAL PROFILE; the card must not wait forever for the old TR.
+    card = make_card()
+    assert card.transmit(TERMINAL_PROFILE, 0.0) == bytes.fromhex("910F")
+    assert tx(card, "801200000F") == SET_UP_EVENT_LIST + b"\x90\x00"
+    card.power_on()
+    assert card.transmit(TERMINAL_PROFILE, 0.0) == bytes.fromhex("910F")
+    again = tx(card, "801200000F")
+    # The same command again, with the next command number (§8.6).
+    assert again[:4] + again[5:] == SET_UP_EVENT_LIST[:4] + SET_UP_EVENT_LIST[5:] + b"\x90\x00"
+    assert tx(card, "801400000C 810302050082028281830100") == bytes.fromhex("9114")

@@ -135,6 +135,9 @@ class Toolkit:
         return True
 
     def terminal_profile(self, profile: TerminalProfile, now: float) -> None:
+        # A new terminal (after a reset): a command fetched by the old one gets no TR.
+        self.state = State.IDLE
+        self.pending = None
         self.profile = profile
         for app in self.apps:
             app.on_terminal_profile(profile, now)
