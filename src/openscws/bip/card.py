@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from openscws.cat.commands import (
+    SEND_IMMEDIATELY,
     CloseChannel,
     Command,
+    CommandType,
     OpenChannel,
     ReceiveData,
     SendData,
@@ -28,6 +30,7 @@ from openscws.cat.objects import Event, GeneralResult, ServerState
 from openscws.cat.profile import TerminalProfile
 from openscws.cat.responses import TerminalResponse
 from openscws.errors import DecodeError
+from openscws.uicc.toolkit import RawCommand, RawReader
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,21 @@ MAX_RECEIVE = 237
 MAX_SEND = 240
 """SEND DATA payload that keeps the proactive command within 255 bytes (15 + n)."""
 _ESTABLISHED = ServerState.ESTABLISHED
+
+# The transfer commands are built straight to bytes (`RawCommand`), in the plain form the typed
+# encoders give (§6.6.29, §6.6.30; tested): D0 L, command details 81 03 nn tt qq, device
+# identities 82 02 81 (UICC) 2c (channel c), then B7 (length) or B6 (data).
+_RECEIVE_DATA = CommandType.RECEIVE_DATA
+_SEND_DATA = CommandType.SEND_DATA
+_UICC_TO_CHANNEL = 0x82, 2, 0x81
+# What the plain TR of each starts with, by command number (and qualifier): the details echoed
+# (§6.8.1), device identities terminal -> UICC, and the result tag and length (§6.8).
+_RECEIVE_DATA_TR = [
+    bytes((0x81, 3, n, _RECEIVE_DATA, 0, 0x82, 2, 0x82, 0x81, 0x83, 1)) for n in range(256)
+]
+_SEND_DATA_TR = [
+    bytes((0x81, 3, n & 0xFF, _SEND_DATA, n >> 8, 0x82, 2, 0x82, 0x81, 0x83, 1)) for n in range(512)
+]
 
 
 class StreamHandler(Protocol):
@@ -95,7 +113,9 @@ class Channel:
     buffer_size: int
     state: ServerState = ServerState.LISTEN
     handler: StreamHandler | None = None
-    out: bytearray = field(default_factory=bytearray)
+    out: bytes = b""
+    """The handler's output being sent, from `out_pos` on."""
+    out_pos: int = 0
     rx_pending: int = 0
     """Bytes the terminal says wait in its Rx buffer (255 means 255 or more)."""
     tx_stored: int = 0
@@ -120,6 +140,8 @@ class BipServerApp:
         self._refused: set[int] = set()  # ports where the terminal refused more channels
         self._turn = 0
         self._check_ports = True
+        self._read_receive_data: RawReader = self._receive_data_response
+        self._read_send_data: RawReader = self._send_data_response
 
     # -- ToolkitApp ----------------------------------------------------------------------------
 
@@ -170,7 +192,8 @@ class BipServerApp:
         if channel.handler is not None:
             channel.handler.close()
         channel.handler = None
-        channel.out.clear()
+        channel.out = b""
+        channel.out_pos = 0
         channel.rx_pending = 0
         channel.tx_stored = 0
         channel.closing = False
@@ -179,7 +202,7 @@ class BipServerApp:
         if state is ServerState.CLOSED:
             del self.channels[channel.id]
 
-    def next_command(self, number: int, now: float) -> Command | None:
+    def next_command(self, number: int, now: float) -> Command | RawCommand | None:
         if not self.enabled:
             return None
         if not self._events_set:
@@ -251,31 +274,103 @@ class BipServerApp:
             c.port == port and c.state is ServerState.LISTEN for c in self.channels.values()
         )
 
-    def _work(self, channel: Channel, number: int, now: float) -> Command | None:
+    def _work(self, channel: Channel, number: int, now: float) -> Command | RawCommand | None:
         handler = channel.handler
         if channel.state is not _ESTABLISHED or handler is None:
             return None
-        if channel.rx_pending:
-            return ReceiveData.build(number, channel.id, min(channel.rx_pending, MAX_RECEIVE))
+        rx_pending = channel.rx_pending
+        if rx_pending:
+            # ReceiveData.build(number, channel.id, min(rx_pending, MAX_RECEIVE)).encode()
+            encoded = bytes(
+                (
+                    *(0xD0, 12, 0x81, 3, number, _RECEIVE_DATA, 0),
+                    *(*_UICC_TO_CHANNEL, 0x20 + channel.id),
+                    *(0xB7, 1, MAX_RECEIVE if rx_pending > MAX_RECEIVE else rx_pending),
+                )
+            )
+            return RawCommand(
+                encoded, _RECEIVE_DATA_TR[number], self._read_receive_data, channel.id
+            )
         out = channel.out
-        if not out:
-            out += handler.data_to_send(channel.buffer_size)
-        if out:
+        pos = channel.out_pos
+        left = len(out) - pos
+        if not left:
+            out = channel.out = handler.data_to_send(channel.buffer_size)
+            pos = channel.out_pos = 0
             left = len(out)
+        if left:
             stored = channel.tx_stored
             buffer_size = channel.buffer_size
             size = MAX_SEND if left > MAX_SEND else left
             if size > buffer_size - stored:
                 size = buffer_size - stored
             last = size == left or stored + size + MAX_SEND > buffer_size
-            chunk = bytes(out[:size])
-            del out[:size]
+            end = pos + size
+            chunk = out[pos:end]
+            if end == len(out):
+                channel.out = b""
+                channel.out_pos = 0
+            else:
+                channel.out_pos = end
             channel.tx_stored = 0 if last else stored + size
             channel.answered = True
-            return SendData.build(number, channel.id, chunk, immediately=last)
+            # SendData.build(number, channel.id, chunk, immediately=last).encode()
+            qualifier = SEND_IMMEDIATELY if last else 0
+            head = (0x81, 3, number, _SEND_DATA, qualifier, *_UICC_TO_CHANNEL, 0x20 + channel.id)
+            if size < 0x80:
+                if size < 0x75:  # 11 + size < 0x80
+                    encoded = bytes((0xD0, 11 + size, *head, 0xB6, size)) + chunk
+                else:
+                    encoded = bytes((0xD0, 0x81, 11 + size, *head, 0xB6, size)) + chunk
+            else:
+                encoded = bytes((0xD0, 0x81, 12 + size, *head, 0xB6, 0x81, size)) + chunk
+            return RawCommand(
+                encoded,
+                _SEND_DATA_TR[number | qualifier << 8],
+                self._read_send_data,
+                channel.id,
+            )
         if handler.should_close or channel.closing:
             return CloseChannel.build(number, channel.id, to_listen=True)
         return None
+
+    def _send_data_response(self, command: RawCommand, data: bytes, now: float) -> bool:
+        """Reads the plain TR of a SEND DATA: `81 03 nn 43 qq 82 02 82 81 83 01 rr B7 01 ff`,
+        performed (rr < 10): nothing to do, as in `on_terminal_response`."""
+        return (
+            len(data) == 15
+            and data.startswith(command.expect)
+            and data[11] < 0x10
+            and data[12] == 0xB7
+            and data[13] == 1
+        )
+
+    def _receive_data_response(self, command: RawCommand, data: bytes, now: float) -> bool:
+        """Reads the plain TR of a RECEIVE DATA, performed:
+        `81 03 nn 42 00 82 02 82 81 83 01 rr B6 LL data B7 01 ll` (rr < 10), and does what
+        `on_terminal_response` does with it."""
+        n = len(data)
+        if n < 17 or not data.startswith(command.expect) or data[11] >= 0x10 or data[12] != 0xB6:
+            return False
+        length = data[13]
+        start = 14
+        if length == 0x81:
+            length = data[14]
+            start = 15
+            if length < 0x80:
+                return False  # malformed: the typed decoder says so
+        elif length > 0x7F:
+            return False
+        end = start + length
+        if n != end + 3 or data[end] != 0xB7 or data[end + 1] != 1:
+            return False
+        channel = self.channels.get(command.channel)
+        if channel is None or channel.handler is None:
+            return True
+        channel.ready = True
+        channel.rx_pending = data[end + 2]
+        channel.handler.receive_data(data[start:end], now)
+        return True
 
     def on_terminal_response(
         self, command: Command, response: TerminalResponse, now: float
@@ -286,7 +381,8 @@ class BipServerApp:
                 channel = self.channels.get(command.channel)
                 if channel is not None:
                     # The client is gone; a Channel status event follows.
-                    channel.out.clear()
+                    channel.out = b""
+                    channel.out_pos = 0
                     channel.tx_stored = 0
             return
         if not isinstance(command, ReceiveData):
@@ -314,7 +410,8 @@ class BipServerApp:
                 channel = self.channels.get(command.channel)
                 if channel is not None and not result.ok:
                     # The client is gone; a Channel status event follows.
-                    channel.out.clear()
+                    channel.out = b""
+                    channel.out_pos = 0
                     channel.tx_stored = 0
             case CloseChannel():
                 channel = self.channels.get(command.channel)

@@ -101,16 +101,22 @@ class VirtualUicc:
                 return response
             lc = raw[4]
             if ins == _TERMINAL_RESPONSE and lc and n == 5 + lc:
+                toolkit = self.toolkit
+                data = raw[5:]
                 try:
-                    # _terminal_response_data, inlined
-                    if not self.toolkit.terminal_response(TerminalResponse.decode(raw[5:]), now):
+                    # The plain TRs of the transfer commands are read from their bytes by the
+                    # app that built the command; anything else is decoded (as in
+                    # _terminal_response_data).
+                    if not toolkit.terminal_response_raw(
+                        data, now
+                    ) and not toolkit.terminal_response(TerminalResponse.decode(data), now):
                         return _NOT_SATISFIED
                 except ApduError as e:
                     return e.sw.to_bytes(2, "big")
                 except DecodeError:
                     return SW.WRONG_DATA.to_bytes(2, "big")
                 # 90 00, or 91 XX when a proactive command waits (as in _with_pending).
-                pending = self.toolkit.poll(now)
+                pending = toolkit.poll(now)
                 return _PENDING[pending] if pending else _OK
             if ins == _ENVELOPE and lc and n == 5 + lc:
                 try:
@@ -219,6 +225,8 @@ class VirtualUicc:
         return self._terminal_response_data(apdu.data, now)
 
     def _terminal_response_data(self, data: bytes, now: float) -> bytes:
+        if self.toolkit.terminal_response_raw(data, now):
+            return _ok()
         response = TerminalResponse.decode(data)
         if not self.toolkit.terminal_response(response, now):
             raise ApduError(SW.CONDITIONS_NOT_SATISFIED, "no fetched command matches this response")

@@ -8,11 +8,12 @@ SEND DATA chunk sized to the terminal's free buffer, say) instead of queueing st
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum, auto
 from typing import Protocol
 
-from openscws.cat.commands import Command
+from openscws.cat.commands import Command, decode_command
 from openscws.cat.envelopes import Envelope
 from openscws.cat.profile import TerminalProfile
 from openscws.cat.responses import TerminalResponse
@@ -25,6 +26,31 @@ TIMER_GRANULARITY = 0.05
 every APDU would cost the bulk-transfer path."""
 
 
+RawReader = Callable[["RawCommand", bytes, float], bool]
+"""Reads the TERMINAL RESPONSE (the APDU data) to a `RawCommand`: acts on it and returns True,
+or returns False, having done nothing, for a form it does not read."""
+
+
+class RawCommand:
+    """A proactive command its app built straight to bytes (the transfer hot paths: RECEIVE
+    DATA and SEND DATA), with the app's reader of the TERMINAL RESPONSE bytes.
+
+    The reader takes the plain forms it knows, checking the command details echo byte for
+    byte against `expect` (§6.8.1), and acts on them; for any other form it returns False and
+    the toolkit goes the typed way, decoding the command and the response and calling
+    `on_terminal_response`, exactly as for a typed command. The tests check that the bytes
+    equal the typed encoding and that both ways have the same effect."""
+
+    __slots__ = ("channel", "encoded", "expect", "reader")
+
+    def __init__(self, encoded: bytes, expect: bytes, reader: RawReader, channel: int) -> None:
+        self.encoded = encoded
+        self.expect = expect
+        """What the response starts with in the form the reader reads."""
+        self.reader = reader
+        self.channel = channel
+
+
 class ToolkitApp(Protocol):
     """A card application that uses the toolkit. All methods take the current time."""
 
@@ -35,7 +61,7 @@ class ToolkitApp(Protocol):
         envelope is not for this app."""
         ...
 
-    def next_command(self, number: int, now: float) -> Command | None:
+    def next_command(self, number: int, now: float) -> Command | RawCommand | None:
         """The next proactive command this app wants to run, numbered `number`, or None."""
         ...
 
@@ -60,9 +86,16 @@ class State(Enum):
 
 @dataclass(slots=True)
 class Pending:
-    command: Command
+    command: Command | RawCommand
     encoded: bytes
     owner: ToolkitApp
+
+    def typed(self) -> Command:
+        """The command as an object (a raw one decoded from its bytes, once)."""
+        command = self.command
+        if isinstance(command, RawCommand):
+            command = self.command = decode_command(self.encoded)
+        return command
 
 
 class Toolkit:
@@ -100,7 +133,10 @@ class Toolkit:
                 if command is not None:
                     self._number = number
                     self._turn = (self._turn + k + 1) % n
-                    encoded = command.encode()
+                    if isinstance(command, RawCommand):
+                        encoded = command.encoded
+                    else:
+                        encoded = command.encode()
                     self.pending = Pending(command, encoded, app)
                     self.state = State.PENDING
                     return len(encoded)
@@ -115,23 +151,39 @@ class Toolkit:
         self.state = State.FETCHED
         return self.pending.encoded
 
+    def terminal_response_raw(self, data: bytes, now: float) -> bool:
+        """Hands the TR bytes to the reader of a fetched `RawCommand`. True when it read them;
+        False (nothing done) when no raw command was fetched or the reader does not read this
+        form: `terminal_response` with the decoded TR then, as for any command."""
+        pending = self.pending
+        if pending is None or self.state is not State.FETCHED:
+            return False
+        command = pending.command
+        if not isinstance(command, RawCommand):
+            return False
+        # Settled before the reader runs, as `terminal_response` settles before the app.
+        self.state = State.IDLE
+        self.pending = None
+        if command.reader(command, data, now):
+            return True
+        self.state = State.FETCHED
+        self.pending = pending
+        return False
+
     def terminal_response(self, response: TerminalResponse, now: float) -> bool:
         """Delivers a TR to the app whose command it answers. False if no command was fetched
         or the command details do not echo it."""
         pending = self.pending
         if self.state is not State.FETCHED or pending is None:
             return False
-        details = pending.command.details
+        command = pending.typed()
+        details = command.details
         if response.details is not details and response.details != details:
-            log.warning(
-                "terminal response echoes %s, expected %s",
-                response.details,
-                pending.command.details,
-            )
+            log.warning("terminal response echoes %s, expected %s", response.details, details)
             return False
         self.state = State.IDLE
         self.pending = None
-        pending.owner.on_terminal_response(pending.command, response, now)
+        pending.owner.on_terminal_response(command, response, now)
         return True
 
     def terminal_profile(self, profile: TerminalProfile, now: float) -> None:
