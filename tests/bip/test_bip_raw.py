@@ -232,9 +232,10 @@ def test_receive_data_tr_for_a_channel_gone(change: object) -> None:
 
 
 SEND_DATA_FORMS = [
-    # plain, performed (the reader takes these)
+    # plain, performed (the toolkit takes these: nothing to do)
     "82028281 830100 B701FF",
     "82028281 830100 B70100",
+    # typed
     "82028281 830103 B70110",  # performed, with a result other than 00
     "82028281 83023A03",  # the client is gone
     "82028281 830130 B701FF",  # not performed
@@ -257,7 +258,7 @@ def test_send_data_tr_read_as_typed(k: int, body: str, size: int) -> None:
     typed = decode_command(pending.encoded)
     d = typed.details
     tr = bytes((0x81, 3, d.number, d.type, d.qualifier)) + bytes.fromhex(body.replace(" ", ""))
-    _both_ways(pair, tr, read=k < 3)
+    _both_ways(pair, tr, read=k < 2)
     wrong = bytes((0x81, 3, d.number, d.type, d.qualifier ^ 1)) + tr[5:]
     _both_ways(pair, wrong)
     cr_clear = bytes((0x01, 3, d.number, d.type, d.qualifier)) + tr[5:]

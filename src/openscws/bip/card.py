@@ -30,7 +30,7 @@ from openscws.cat.objects import Event, GeneralResult, ServerState
 from openscws.cat.profile import TerminalProfile
 from openscws.cat.responses import TerminalResponse
 from openscws.errors import DecodeError
-from openscws.uicc.toolkit import RawCommand, RawReader
+from openscws.uicc.toolkit import RawCommand, RawReader, read_done
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +47,15 @@ _RECEIVE_DATA = CommandType.RECEIVE_DATA
 _SEND_DATA = CommandType.SEND_DATA
 _UICC_TO_CHANNEL = 0x82, 2, 0x81
 # What the plain TR of each starts with, by command number (and qualifier): the details echoed
-# (§6.8.1), device identities terminal -> UICC, and the result tag and length (§6.8).
+# (§6.8.1), device identities terminal -> UICC, and the result (§6.8): for RECEIVE DATA up to
+# the general result, for SEND DATA "performed" (00) and the tag and length of the free space,
+# whose one byte ends the TR.
 _RECEIVE_DATA_TR = [
     bytes((0x81, 3, n, _RECEIVE_DATA, 0, 0x82, 2, 0x82, 0x81, 0x83, 1)) for n in range(256)
 ]
 _SEND_DATA_TR = [
-    bytes((0x81, 3, n & 0xFF, _SEND_DATA, n >> 8, 0x82, 2, 0x82, 0x81, 0x83, 1)) for n in range(512)
+    bytes((0x81, 3, n & 0xFF, _SEND_DATA, n >> 8, 0x82, 2, 0x82, 0x81, 0x83, 1, 0, 0xB7, 1))
+    for n in range(512)
 ]
 
 
@@ -141,7 +144,6 @@ class BipServerApp:
         self._turn = 0
         self._check_ports = True
         self._read_receive_data: RawReader = self._receive_data_response
-        self._read_send_data: RawReader = self._send_data_response
 
     # -- ToolkitApp ----------------------------------------------------------------------------
 
@@ -324,26 +326,13 @@ class BipServerApp:
                     encoded = bytes((0xD0, 0x81, 11 + size, *head, 0xB6, size)) + chunk
             else:
                 encoded = bytes((0xD0, 0x81, 12 + size, *head, 0xB6, 0x81, size)) + chunk
+            # Its plain TR (result 00) needs nothing done; any other goes the typed way.
             return RawCommand(
-                encoded,
-                _SEND_DATA_TR[number | qualifier << 8],
-                self._read_send_data,
-                channel.id,
+                encoded, _SEND_DATA_TR[number | qualifier << 8], read_done, channel.id
             )
         if handler.should_close or channel.closing:
             return CloseChannel.build(number, channel.id, to_listen=True)
         return None
-
-    def _send_data_response(self, command: RawCommand, data: bytes, now: float) -> bool:
-        """Reads the plain TR of a SEND DATA: `81 03 nn 43 qq 82 02 82 81 83 01 rr B7 01 ff`,
-        performed (rr < 10): nothing to do, as in `on_terminal_response`."""
-        return (
-            len(data) == 15
-            and data.startswith(command.expect)
-            and data[11] < 0x10
-            and data[12] == 0xB7
-            and data[13] == 1
-        )
 
     def _receive_data_response(self, command: RawCommand, data: bytes, now: float) -> bool:
         """Reads the plain TR of a RECEIVE DATA, performed:

@@ -123,6 +123,10 @@ class PendingEvent:
     further: int = FurtherInfo.NONE
 
 
+# A Data available event starts every request: one (immutable) instance per channel.
+_DATA_EVENTS = {i: PendingEvent(i, "data") for i in range(1, MAX_CHANNELS + 1)}
+
+
 class Channels:
     """The terminal's BIP channels and the events they owe the card."""
 
@@ -343,7 +347,8 @@ class Channels:
         if len(taken) < len(data):
             channel.reading_paused = True
         if was_empty and taken:
-            self.events.append(PendingEvent(channel.id, "data"))
+            event = _DATA_EVENTS.get(channel.id)
+            self.events.append(PendingEvent(channel.id, "data") if event is None else event)
         return len(taken)
 
     def client_closed(self, channel_id: int) -> None:

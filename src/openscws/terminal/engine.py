@@ -34,7 +34,15 @@ from openscws.cat.commands import (
 )
 from openscws.cat.envelopes import encode_channel_status_event, encode_data_available
 from openscws.cat.layout import MissingObject
-from openscws.cat.objects import CommandDetails, Duration, Event, GeneralResult, Result, ServerState
+from openscws.cat.objects import (
+    ChannelStatus,
+    CommandDetails,
+    Duration,
+    Event,
+    GeneralResult,
+    Result,
+    ServerState,
+)
 from openscws.cat.profile import GATEWAY_PROFILE, TerminalProfile
 from openscws.cat.responses import TerminalResponse
 from openscws.errors import CatError, DecodeError
@@ -71,6 +79,17 @@ _FETCHES = [bytes((CLA_CAT, Ins.FETCH, 0, 0, n)) for n in range(256)]
 _FETCH = Ins.FETCH
 # What follows the command details in a SEND DATA TR, by the free Tx space byte (§6.8.x).
 _SEND_DATA_OK = [b"\x82\x02\x82\x81\x83\x01\x00\xb7\x01" + bytes((n,)) for n in range(256)]
+# The pieces of a RECEIVE DATA TR (§6.8.x): device identities and result (by general result),
+# the channel data length (by length) and the channel data length left (by count).
+_RECEIVE_DATA_RESULT = [bytes((0x82, 2, 0x82, 0x81, 0x83, 1, g, 0xB6)) for g in range(256)]
+_DATA_LENGTH = [bytes((n,)) if n < 0x80 else bytes((0x81, n)) for n in range(256)]
+_LEFT = [bytes((0xB7, 1, n)) for n in range(256)]
+# A Data available event from a server channel, up to its channel data length, by
+# `state << 3 | channel id` (encode_data_available; tested).
+_DATA_AVAILABLE_SERVER = [
+    encode_data_available(ChannelStatus.server(k & 7, ServerState(k >> 3)), 0)[:-3]
+    for k in range(24)
+]
 _ENVELOPE = Ins.ENVELOPE
 _TERMINAL_RESPONSE = Ins.TERMINAL_RESPONSE
 
@@ -147,9 +166,16 @@ class TerminalEngine:
         if channel is None:
             return None
         if event.kind == "data":
-            if Event.DATA_AVAILABLE not in self.events_enabled or not channel.rx:
+            rx = channel.rx
+            if Event.DATA_AVAILABLE not in self.events_enabled or not rx:
                 return None
-            return encode_data_available(channel.status(), len(channel.rx))
+            if channel.mode is Mode.SERVER:
+                n = len(rx)
+                return (
+                    _DATA_AVAILABLE_SERVER[channel.state << 3 | channel.id]
+                    + _LEFT[n if n < 0xFF else 0xFF]
+                )
+            return encode_data_available(channel.status(), len(rx))
         if Event.CHANNEL_STATUS not in self.events_enabled:
             return None
         return encode_channel_status_event(channel.status(event.further))
@@ -169,7 +195,13 @@ class TerminalEngine:
         if kind is _FETCH:
             self._fetch_len = 0
             if sw1 == 0x91 or (sw1 == 0x90 and raw[n - 1] == 0):
-                self._run(raw[: n - 2], now)
+                # Bulk transfer is a long run of SEND DATA: its plain form is read straight
+                # from the response (see _run).
+                tr = self._fast_send_data(raw, n - 2) if n > 16 and raw[0] == 0xD0 else None
+                if tr is not None:
+                    self._tr = tr
+                else:
+                    self._run(raw[: n - 2], now)
                 if sw1 == 0x91:
                     self._fetch_len = raw[n - 1] or 256
                 return
@@ -215,7 +247,7 @@ class TerminalEngine:
         # frame) straight from the bytes. Anything else goes through the typed decoder, and
         # the tests check that both give the same TERMINAL RESPONSE.
         if len(raw) > 14 and raw[0] == 0xD0:
-            tr = self._fast_send_data(raw)
+            tr = self._fast_send_data(raw, len(raw))
             if tr is not None:
                 self._tr = tr
                 return
@@ -242,9 +274,9 @@ class TerminalEngine:
         if response is not None:
             self._tr = response.encode()
 
-    def _fast_send_data(self, raw: bytes) -> bytes | None:
-        """SEND DATA as `D0 LL 81 03 nn 43 qq 82 02 81 2c B6 LL data` (§6.6.30), or None."""
-        n = len(raw)
+    def _fast_send_data(self, raw: bytes, n: int) -> bytes | None:
+        """SEND DATA as `D0 LL 81 03 nn 43 qq 82 02 81 2c B6 LL data` (§6.6.30) in `raw[:n]`
+        (a FETCH response, before its status word), or None."""
         if raw[1] == 0x81:
             o = 3
             if raw[2] + 3 != n:
@@ -256,8 +288,8 @@ class TerminalEngine:
         # o -> 81 03 nn 43 qq 82 02 81 2c B6 LL
         if (
             raw[o + 3] != 0x43
-            or raw[o : o + 2] != b"\x81\x03"
-            or raw[o + 5 : o + 8] != b"\x82\x02\x81"
+            or not raw.startswith(b"\x81\x03", o)
+            or not raw.startswith(b"\x82\x02\x81", o + 5)
         ):
             return None
         device = raw[o + 8]
@@ -274,7 +306,7 @@ class TerminalEngine:
             return None
         head = raw[o : o + 5]  # 81 03 nn 43 qq, echoed as sent (§6.8.1)
         try:
-            free = self.channels.send_data(device - 0x20, raw[start:], bool(raw[o + 4] & 1))
+            free = self.channels.send_data(device - 0x20, raw[start:n], bool(raw[o + 4] & 1))
         except CatError as e:
             result = bytes((0x83, 1 + len(e.additional), e.result)) + e.additional
             return head + b"\x82\x02\x82\x81" + result
@@ -293,13 +325,14 @@ class TerminalEngine:
         except CatError as e:
             result = bytes((0x83, 1 + len(e.additional), e.result)) + e.additional
             return head + b"\x82\x02\x82\x81" + result
-        n = len(data)
-        return (
-            head
-            + bytes((0x82, 2, 0x82, 0x81, 0x83, 1, general, 0xB6))
-            + (bytes((n,)) if n < 0x80 else bytes((0x81, n)))
-            + data
-            + bytes((0xB7, 1, min(left, 0xFF)))
+        return b"".join(
+            (
+                head,
+                _RECEIVE_DATA_RESULT[general],
+                _DATA_LENGTH[len(data)],
+                data,
+                _LEFT[left if left < 0xFF else 0xFF],
+            )
         )
 
     def _error_tr(self, raw: bytes, result: Result, error: Exception) -> bytes:

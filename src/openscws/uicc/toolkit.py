@@ -31,6 +31,12 @@ RawReader = Callable[["RawCommand", bytes, float], bool]
 or returns False, having done nothing, for a form it does not read."""
 
 
+def read_done(command: RawCommand, data: bytes, now: float) -> bool:
+    """The reader of a command whose plain TR needs nothing done: `expect` and one more byte
+    (SEND DATA's: the byte is the free Tx space, which the card does not use)."""
+    return len(data) == len(command.expect) + 1 and data.startswith(command.expect)
+
+
 class RawCommand:
     """A proactive command its app built straight to bytes (the transfer hot paths: RECEIVE
     DATA and SEND DATA), with the app's reader of the TERMINAL RESPONSE bytes.
@@ -84,6 +90,11 @@ class State(Enum):
     """The terminal fetched it; a TERMINAL RESPONSE is due."""
 
 
+_IDLE = State.IDLE
+_PENDING = State.PENDING
+_FETCHED = State.FETCHED
+
+
 @dataclass(slots=True)
 class Pending:
     command: Command | RawCommand
@@ -106,7 +117,8 @@ class Toolkit:
         self.pending: Pending | None = None
         self._number = 0
         self._turn = 0
-        self._timers_checked = float("-inf")
+        self.timers_due = float("-inf")
+        """When `poll` next checks the apps' timers (every TIMER_GRANULARITY seconds)."""
 
     def register(self, app: ToolkitApp) -> None:
         self.apps.append(app)
@@ -114,36 +126,44 @@ class Toolkit:
     def poll(self, now: float) -> int:
         """Runs due timers and, when idle, asks the apps (in turn) for a command. Returns the
         length of the pending command, 0 if none."""
-        if now >= self._timers_checked + TIMER_GRANULARITY:
-            self._timers_checked = now
-            for app in self.apps:
-                due = app.next_timer()
-                if due is not None and due <= now:
-                    app.on_timer(now)
+        if now >= self.timers_due:
+            self.run_timers(now)
         state = self.state
-        if state is State.IDLE:
+        if state is _IDLE:
             if self.profile is None:
                 return 0
             apps = self.apps
             n = len(apps)
             number = self._number % 0xFE + 1  # §8.6: command numbers 01..FE
+            if n == 1:  # one app: no turns to take
+                app = apps[0]
+                command = app.next_command(number, now)
+                return 0 if command is None else self._pend(command, app, number)
             for k in range(n):
                 app = apps[(self._turn + k) % n]
                 command = app.next_command(number, now)
                 if command is not None:
-                    self._number = number
                     self._turn = (self._turn + k + 1) % n
-                    if isinstance(command, RawCommand):
-                        encoded = command.encoded
-                    else:
-                        encoded = command.encode()
-                    self.pending = Pending(command, encoded, app)
-                    self.state = State.PENDING
-                    return len(encoded)
+                    return self._pend(command, app, number)
             return 0
-        if state is State.PENDING and self.pending is not None:
+        if state is _PENDING and self.pending is not None:
             return len(self.pending.encoded)
         return 0
+
+    def _pend(self, command: Command | RawCommand, app: ToolkitApp, number: int) -> int:
+        self._number = number
+        encoded = command.encoded if isinstance(command, RawCommand) else command.encode()
+        self.pending = Pending(command, encoded, app)
+        self.state = _PENDING
+        return len(encoded)
+
+    def run_timers(self, now: float) -> None:
+        """Runs the apps' due timers (part of `poll`)."""
+        self.timers_due = now + TIMER_GRANULARITY
+        for app in self.apps:
+            due = app.next_timer()
+            if due is not None and due <= now:
+                app.on_timer(now)
 
     def fetch(self) -> bytes | None:
         if self.state is not State.PENDING or self.pending is None:
@@ -156,17 +176,25 @@ class Toolkit:
         False (nothing done) when no raw command was fetched or the reader does not read this
         form: `terminal_response` with the decoded TR then, as for any command."""
         pending = self.pending
-        if pending is None or self.state is not State.FETCHED:
+        if pending is None or self.state is not _FETCHED:
             return False
         command = pending.command
         if not isinstance(command, RawCommand):
             return False
+        reader = command.reader
+        if reader is read_done:  # the most frequent by far (SEND DATA): nothing to run
+            expect = command.expect
+            if len(data) == len(expect) + 1 and data.startswith(expect):
+                self.state = _IDLE
+                self.pending = None
+                return True
+            return False
         # Settled before the reader runs, as `terminal_response` settles before the app.
-        self.state = State.IDLE
+        self.state = _IDLE
         self.pending = None
-        if command.reader(command, data, now):
+        if reader(command, data, now):
             return True
-        self.state = State.FETCHED
+        self.state = _FETCHED
         self.pending = pending
         return False
 
