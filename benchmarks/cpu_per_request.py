@@ -41,6 +41,7 @@ import run as bench  # noqa: E402
 from openscws.aio.direct import StreamProtocol  # noqa: E402
 from openscws.aio.gateway import Gateway, GatewayConfig  # noqa: E402
 from openscws.aio.links import InProcessLink  # noqa: E402
+from openscws.bip.card import BipServerApp  # noqa: E402
 from openscws.bip.terminal import Write  # noqa: E402
 from openscws.config import CardSettings  # noqa: E402
 from openscws.http.connection import HttpServerConnection  # noqa: E402
@@ -89,11 +90,57 @@ class _Client:
         return True
 
 
-def memory_bip(conns: int, requests: int, batches: int) -> list[float]:
-    """CPU µs per request, one figure per batch, card + terminal engine in a bare loop."""
+class _Canned:
+    """A StreamHandler answering every request with the same bytes: the BIP cost alone."""
+
+    def __init__(self, response: bytes) -> None:
+        self.response = response
+        self.out = b""
+        self.should_close = False
+        self.idle = True
+
+    def receive_data(self, data: bytes, now: float) -> None:
+        if data.endswith(b"\r\n\r\n"):
+            self.out = self.response
+
+    def data_to_send(self, limit: int | None = None) -> bytes:
+        out, self.out = self.out, b""
+        return out
+
+    def get_timer(self) -> float | None:
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        pass
+
+    def shutdown(self) -> None:
+        self.should_close = True
+
+    def close(self) -> None:
+        pass
+
+
+def _canned_response() -> bytes:
+    store = MemoryStore()
+    store.put(Resource(bench.PAGE_PATH, _page(), "text/html", last_modified=1))
+    settings = CardSettings(ports=(PORT,))
+    site = build_site(store, bench.ICCID)
+    handler = HttpServerConnection(site, settings.limits, RamBudget.for_limits(settings.limits))
+    handler.receive_data(REQUEST, time.time())
+    return handler.data_to_send()
+
+
+def memory_bip(conns: int, requests: int, batches: int, *, canned: bool = False) -> list[float]:
+    """CPU µs per request, one figure per batch, card + terminal engine in a bare loop.
+    `canned`: the HTTP engine replaced by a handler that answers with the same bytes."""
     store = MemoryStore()
     store.put(Resource(bench.PAGE_PATH, _page(), "text/html", last_modified=1))
     card = build_card(store, CardSettings(ports=(PORT,)), bench.ICCID)
+    if canned:
+        response = _canned_response()
+        app = card.toolkit.apps[0]
+        assert isinstance(app, BipServerApp)
+        app.factories[PORT] = lambda channel, now: _Canned(response)
     engine = TerminalEngine(listen=lambda port: True)
     card.power_on()
     actions = engine.channels.actions
@@ -163,6 +210,82 @@ def memory_direct(conns: int, requests: int, batches: int) -> list[float]:
         loop(requests)
         out.append((time.process_time() - t0) / requests * 1e6)
     return out
+
+
+# -- the gateway's shell, without sockets ---------------------------------------------------------
+
+
+class _Transport(asyncio.Transport):
+    """Stands in for a TCP transport: keeps what the gateway writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written.append(bytes(data))
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return default
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+async def _shell(conns: int, requests: int, batches: int) -> list[float]:
+    from openscws.aio.gateway import ClientConnection
+
+    store = MemoryStore()
+    store.put(Resource(bench.PAGE_PATH, _page(), "text/html", last_modified=1))
+    card = build_card(store, CardSettings(ports=(PORT,)), bench.ICCID)
+    gw = Gateway(InProcessLink(card), TerminalEngine(), GatewayConfig(port_map={PORT: 0}))
+    await gw.start()
+    await gw.wait_listening()
+    clients = []
+    for _ in range(conns):
+        conn = ClientConnection(gw, PORT)
+        transport = _Transport()
+        conn.connection_made(transport)
+        await asyncio.sleep(0.01)  # the card opens more channels on demand
+        clients.append((conn, transport, _Client()))
+
+    def loop(limit: int) -> None:
+        done = 0
+        while done < limit:
+            for conn, transport, client in clients:
+                if not transport.written:
+                    raise RuntimeError("no response")
+                data = transport.written.pop()
+                if client.feed(data):
+                    done += 1
+                    conn.data_received(REQUEST)
+
+    await asyncio.sleep(0.01)
+    for conn, _, _ in clients:
+        conn.data_received(REQUEST)
+    loop(100)
+    out = []
+    for _ in range(batches):
+        t0 = time.process_time()
+        loop(requests)
+        out.append((time.process_time() - t0) / requests * 1e6)
+    await gw.stop()
+    return out
+
+
+def memory_shell(conns: int, requests: int, batches: int) -> list[float]:
+    """CPU µs per request through the gateway's shell (socket callbacks, the pump's APDU
+    loop, the actions), with transports that keep what is written: no sockets, no epoll."""
+    return asyncio.run(_shell(conns, requests, batches))
 
 
 # -- through sockets ------------------------------------------------------------------------------
@@ -253,6 +376,10 @@ def main(argv: list[str] | None = None) -> int:
             xs = memory_bip(c, args.requests, args.batches)
             line = f"memory, {c} conn: card+terminal {min(xs):6.1f} us/request (min)"
             line += f", median {statistics.median(xs):6.1f}"
+            zs = memory_shell(c, args.requests, args.batches)
+            line += f"; with the gateway's shell {min(zs):6.1f} (min)"
+            ws = memory_bip(c, args.requests, args.batches, canned=True)
+            line += f"; BIP alone (canned response) {min(ws):6.1f} (min)"
             if args.direct:
                 ys = memory_direct(c, args.requests, args.batches)
                 line += f"; HTTP engine alone {min(ys):6.1f} (min)"

@@ -53,6 +53,23 @@ _UICC_TO_CHANNEL = 0x82, 2, 0x81
 _RECEIVE_DATA_TR = [
     bytes((0x81, 3, n, _RECEIVE_DATA, 0, 0x82, 2, 0x82, 0x81, 0x83, 1)) for n in range(256)
 ]
+_SEND_DATA_HEADS: dict[int, bytes] = {}
+"""SEND DATA up to its data, by size, channel, qualifier and number: the full chunks of a
+transfer differ only in number and qualifier."""
+
+
+def _send_data_head(number: int, qualifier: int, channel: int, size: int) -> bytes:
+    """`SendData.build(number, channel, data, immediately=qualifier & 1).encode()` up to
+    `data` (`size` bytes; tested): the template length, command details, device identities and
+    the channel data tag and length, in their short or 81 forms."""
+    head = (0x81, 3, number, _SEND_DATA, qualifier, *_UICC_TO_CHANNEL, 0x20 + channel, 0xB6)
+    if size < 0x80:
+        if size < 0x75:  # 11 + size < 0x80
+            return bytes((0xD0, 11 + size, *head, size))
+        return bytes((0xD0, 0x81, 11 + size, *head, size))
+    return bytes((0xD0, 0x81, 12 + size, *head, 0x81, size))
+
+
 _SEND_DATA_TR = [
     bytes((0x81, 3, n & 0xFF, _SEND_DATA, n >> 8, 0x82, 2, 0x82, 0x81, 0x83, 1, 0, 0xB7, 1))
     for n in range(512)
@@ -318,14 +335,14 @@ class BipServerApp:
             channel.answered = True
             # SendData.build(number, channel.id, chunk, immediately=last).encode()
             qualifier = SEND_IMMEDIATELY if last else 0
-            head = (0x81, 3, number, _SEND_DATA, qualifier, *_UICC_TO_CHANNEL, 0x20 + channel.id)
-            if size < 0x80:
-                if size < 0x75:  # 11 + size < 0x80
-                    encoded = bytes((0xD0, 11 + size, *head, 0xB6, size)) + chunk
-                else:
-                    encoded = bytes((0xD0, 0x81, 11 + size, *head, 0xB6, size)) + chunk
-            else:
-                encoded = bytes((0xD0, 0x81, 12 + size, *head, 0xB6, 0x81, size)) + chunk
+            key = size << 16 | channel.id << 9 | qualifier << 8 | number
+            head = _SEND_DATA_HEADS.get(key)
+            if head is None:
+                head = _send_data_head(number, qualifier, channel.id, size)
+                if len(_SEND_DATA_HEADS) >= 8192:
+                    _SEND_DATA_HEADS.clear()
+                _SEND_DATA_HEADS[key] = head
+            encoded = head + chunk
             # Its plain TR (result 00) needs nothing done; any other goes the typed way.
             return RawCommand(
                 encoded, _SEND_DATA_TR[number | qualifier << 8], read_done, channel.id
