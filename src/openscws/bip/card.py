@@ -299,12 +299,25 @@ class BipServerApp:
             return None
         rx_pending = channel.rx_pending
         if rx_pending:
-            # ReceiveData.build(number, channel.id, min(rx_pending, MAX_RECEIVE)).encode()
+            # ReceiveData.build(number, channel.id, min(rx_pending, MAX_RECEIVE)).encode():
+            # D0 0C, command details, device identities UICC -> channel, channel data length
+            length = MAX_RECEIVE if rx_pending > MAX_RECEIVE else rx_pending
             encoded = bytes(
                 (
-                    *(0xD0, 12, 0x81, 3, number, _RECEIVE_DATA, 0),
-                    *(*_UICC_TO_CHANNEL, 0x20 + channel.id),
-                    *(0xB7, 1, MAX_RECEIVE if rx_pending > MAX_RECEIVE else rx_pending),
+                    0xD0,
+                    12,
+                    0x81,
+                    3,
+                    number,
+                    0x42,
+                    0,
+                    0x82,
+                    2,
+                    0x81,
+                    0x20 + channel.id,
+                    0xB7,
+                    1,
+                    length,
                 )
             )
             return RawCommand(

@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 
 MAX_CHANNELS = 7
 _ESTABLISHED = ServerState.ESTABLISHED
+_OK = GeneralResult.OK
+_MISSING_INFORMATION = GeneralResult.MISSING_INFORMATION
+_OK_WITH_MODIFICATION = GeneralResult.OK_WITH_MODIFICATION
 MAX_RECEIVE = 237
 """Most channel data one TERMINAL RESPONSE can carry (255 - 18 bytes of other objects)."""
 
@@ -123,8 +126,8 @@ class PendingEvent:
     further: int = FurtherInfo.NONE
 
 
-# A Data available event starts every request: one (immutable) instance per channel.
-_DATA_EVENTS = {i: PendingEvent(i, "data") for i in range(1, MAX_CHANNELS + 1)}
+DATA_EVENTS = {i: PendingEvent(i, "data") for i in range(1, MAX_CHANNELS + 1)}
+"""A Data available event starts every request: one (immutable) instance per channel."""
 
 
 class Channels:
@@ -299,18 +302,22 @@ class Channels:
         if channel is None:
             raise BipError(BipCause.INVALID_CHANNEL, f"no channel {channel_id}")
         rx = channel.rx
-        n = min(asked, MAX_RECEIVE, len(rx))
+        n = len(rx)
+        if asked < n:
+            n = asked
+        if MAX_RECEIVE < n:
+            n = MAX_RECEIVE
         data = bytes(rx[:n])
         del rx[:n]
         if channel.reading_paused and len(rx) < channel.buffer_size:
             channel.reading_paused = False
             self.actions.append(ResumeReading(channel.id))
         if n < asked and asked <= MAX_RECEIVE:
-            general = GeneralResult.MISSING_INFORMATION
+            general = _MISSING_INFORMATION
         elif n < asked:
-            general = GeneralResult.OK_WITH_MODIFICATION
+            general = _OK_WITH_MODIFICATION
         else:
-            general = GeneralResult.OK
+            general = _OK
         return data, len(rx), general
 
     def statuses(self) -> tuple[ChannelStatus, ...]:
@@ -347,7 +354,7 @@ class Channels:
         if len(taken) < len(data):
             channel.reading_paused = True
         if was_empty and taken:
-            event = _DATA_EVENTS.get(channel.id)
+            event = DATA_EVENTS.get(channel.id)
             self.events.append(PendingEvent(channel.id, "data") if event is None else event)
         return len(taken)
 

@@ -17,7 +17,14 @@ from dataclasses import dataclass
 from enum import Enum, auto
 
 from openscws.apdu.command import CommandApdu, Ins
-from openscws.bip.terminal import ChannelFree, Channels, GatewayAction, Mode, PendingEvent
+from openscws.bip.terminal import (
+    DATA_EVENTS,
+    ChannelFree,
+    Channels,
+    GatewayAction,
+    Mode,
+    PendingEvent,
+)
 from openscws.cat.commands import (
     CloseChannel,
     Command,
@@ -72,6 +79,8 @@ class Sent:
 
 _SENT_TR = Sent(Ins.TERMINAL_RESPONSE)
 _SENT_FETCH = Sent(Ins.FETCH)
+# The Data available events, one instance per channel (bip.terminal), each sent as itself.
+_SENT_DATA_EVENTS = {c: Sent(Ins.ENVELOPE, e) for c, e in DATA_EVENTS.items()}
 # APDU headers by length byte (TS 102 221 §10.1.2): every TR, FETCH and event ENVELOPE.
 _TR_HEADS = [bytes((CLA_CAT, Ins.TERMINAL_RESPONSE, 0, 0, n)) for n in range(256)]
 _ENVELOPE_HEADS = [bytes((CLA_CAT, Ins.ENVELOPE, 0, 0, n)) for n in range(256)]
@@ -139,10 +148,11 @@ class TerminalEngine:
             event = events.popleft()
             envelope = self._encode_event(event)
             if envelope is not None:
+                sent = _SENT_DATA_EVENTS.get(event.channel)
+                if sent is None or sent.event is not event:
+                    sent = Sent(Ins.ENVELOPE, event)
                 # CommandApdu(CLA_CAT, Ins.ENVELOPE, 0, 0, envelope).encode(), case 3
-                return self._send(
-                    Sent(Ins.ENVELOPE, event), _ENVELOPE_HEADS[len(envelope)] + envelope
-                )
+                return self._send(sent, _ENVELOPE_HEADS[len(envelope)] + envelope)
         if self._fetch_len:
             self._sent = _SENT_FETCH
             self.phase = Phase.WAITING
@@ -195,9 +205,15 @@ class TerminalEngine:
         if kind is _FETCH:
             self._fetch_len = 0
             if sw1 == 0x91 or (sw1 == 0x90 and raw[n - 1] == 0):
-                # Bulk transfer is a long run of SEND DATA: its plain form is read straight
-                # from the response (see _run).
-                tr = self._fast_send_data(raw, n - 2) if n > 16 and raw[0] == 0xD0 else None
+                # Bulk transfer is a long run of SEND DATA, and every request starts with a
+                # RECEIVE DATA: their plain forms are read straight from the response (see
+                # _run).
+                tr = None
+                if raw[0] == 0xD0:
+                    if n > 16:
+                        tr = self._fast_send_data(raw, n - 2)
+                    elif n == 16 and raw.startswith(b"\xd0\x0c\x81") and raw[5] == 0x42:
+                        tr = self._fast_receive_data(raw)  # reads raw[:14] only
                 if tr is not None:
                     self._tr = tr
                 else:
@@ -315,7 +331,11 @@ class TerminalEngine:
     def _fast_receive_data(self, raw: bytes) -> bytes | None:
         """RECEIVE DATA as `D0 0C 81 03 nn 42 qq 82 02 81 2c B7 01 ll` (§6.6.29), or None."""
         device = raw[10]
-        if raw[3] != 0x03 or raw[7:10] != b"\x82\x02\x81" or raw[11:13] != b"\xb7\x01":
+        if (
+            raw[3] != 0x03
+            or not raw.startswith(b"\x82\x02\x81", 7)
+            or not raw.startswith(b"\xb7\x01", 11)
+        ):
             return None
         if not 0x21 <= device <= 0x27:
             return None
