@@ -69,6 +69,11 @@ class Phase(Enum):
     """A proactive command awaits the shell (a TCP connect) before its TR."""
 
 
+_START = Phase.START
+_RUNNING = Phase.RUNNING
+_WAITING = Phase.WAITING
+
+
 @dataclass(frozen=True, slots=True)
 class Sent:
     """What the APDU in flight was, to read its answer."""
@@ -131,17 +136,18 @@ class TerminalEngine:
 
     def next_apdu(self, now: float) -> bytes | None:
         """The next command APDU for the card, or None when there is nothing to do now."""
-        if self.phase is Phase.START:
+        phase = self.phase
+        if phase is _START:
             self._sent = Sent(Ins.TERMINAL_PROFILE)
-            self.phase = Phase.WAITING
+            self.phase = _WAITING
             return CommandApdu(CLA_CAT, Ins.TERMINAL_PROFILE, 0, 0, self.profile.encode()).encode()
-        if self.phase is not Phase.RUNNING:
+        if phase is not _RUNNING:
             return None
         tr = self._tr
         if tr is not None:
             self._tr = None
             self._sent = _SENT_TR
-            self.phase = Phase.WAITING
+            self.phase = _WAITING
             return _TR_HEADS[len(tr)] + tr
         events = self.channels.events
         while events:
@@ -155,7 +161,7 @@ class TerminalEngine:
                 return self._send(sent, _ENVELOPE_HEADS[len(envelope)] + envelope)
         if self._fetch_len:
             self._sent = _SENT_FETCH
-            self.phase = Phase.WAITING
+            self.phase = _WAITING
             return _FETCHES[self._fetch_len & 0xFF]
         if self.polling and now - self._last_poll >= self.poll_interval:
             self._last_poll = now
@@ -164,7 +170,7 @@ class TerminalEngine:
 
     def _send(self, sent: Sent, apdu: bytes) -> bytes:
         self._sent = sent
-        self.phase = Phase.WAITING
+        self.phase = _WAITING
         return apdu
 
     def next_poll(self) -> float | None:
@@ -192,9 +198,9 @@ class TerminalEngine:
 
     def receive_response(self, raw: bytes, now: float) -> None:
         sent = self._sent
-        if self.phase is not Phase.WAITING or sent is None:
+        if self.phase is not _WAITING or sent is None:
             raise RuntimeError("receive_response without a command in flight")
-        self.phase = Phase.RUNNING
+        self.phase = _RUNNING
         self._sent = None
         n = len(raw)
         if n < 2:
