@@ -219,7 +219,7 @@ def _drop_handler(pair: CatPair) -> None:
 
 
 def _drop_channel(pair: CatPair) -> None:
-    del pair.app.channels[1]
+    pair.app._reset(pair.app.channels[1], ServerState.CLOSED)
 
 
 @pytest.mark.parametrize("change", [_drop_handler, _drop_channel])

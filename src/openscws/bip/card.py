@@ -154,6 +154,7 @@ class BipServerApp:
         self.config = config
         self.factories = factories
         self.channels: dict[int, Channel] = {}
+        self._order: tuple[Channel, ...] | None = None  # channels.values(), kept between changes
         self.enabled = False
         self._events_set = False
         self._opening: dict[int, int] = {}  # port -> OPEN CHANNELs answered so far at start
@@ -169,6 +170,7 @@ class BipServerApp:
         self._events_set = False
         self._check_ports = True
         self.channels.clear()
+        self._order = None
         self._opening = dict.fromkeys(self.config.ports, 0)
         self._refused.clear()
         if not self.enabled:
@@ -220,6 +222,7 @@ class BipServerApp:
         channel.ready = False
         if state is ServerState.CLOSED:
             del self.channels[channel.id]
+            self._order = None
 
     def next_command(self, number: int, now: float) -> Command | RawCommand | None:
         if not self.enabled:
@@ -231,7 +234,9 @@ class BipServerApp:
             if open_port is not None:
                 # Buffer size is two bytes (§8.55): ask for at most 65535.
                 return OpenChannel.server(number, open_port, min(self.config.buffer_size, 0xFFFF))
-        channels = list(self.channels.values())
+        channels = self._order
+        if channels is None or len(channels) != len(self.channels):
+            channels = self._order = tuple(self.channels.values())
         n = len(channels)
         turn = self._turn
         for k in range(n):
@@ -451,6 +456,7 @@ class BipServerApp:
         if response.result.general == GeneralResult.OK_WITH_MODIFICATION:
             log.info("terminal gave channel %d a %d-byte buffer", status.channel, size)
         self.channels[status.channel] = Channel(status.channel, port, size)
+        self._order = None
         log.info("channel %d listening on port %d (buffer %d)", status.channel, port, size)
 
     def next_timer(self) -> float | None:
