@@ -39,6 +39,8 @@ MAX_RECEIVE = 237
 MAX_SEND = 240
 """SEND DATA payload that keeps the proactive command within 255 bytes (15 + n)."""
 _ESTABLISHED = ServerState.ESTABLISHED
+_DATA_AVAILABLE = Event.DATA_AVAILABLE
+_CHANNEL_STATUS = Event.CHANNEL_STATUS
 
 # The transfer commands are built straight to bytes (`RawCommand`), in the plain form the typed
 # encoders give (§6.6.29, §6.6.30; tested): D0 L, command details 81 03 nn tt qq, device
@@ -184,13 +186,13 @@ class BipServerApp:
         if channel is None:
             return None
         events = envelope.event.events
-        if Event.CHANNEL_STATUS in events:
+        if _CHANNEL_STATUS in events:
             self._check_ports = True
             if status.bits & 3 == 3:  # §8.56: b8..b7 = 11 is reserved
                 raise DecodeError("channel status b8..b7 = 11 is reserved", status.value(), 0)
             self._channel_status(channel, ServerState(status.bits & 3), now)
-        elif Event.DATA_AVAILABLE in events and envelope.data_length is not None:
-            if channel.state is ServerState.ESTABLISHED:
+        elif _DATA_AVAILABLE in events and envelope.data_length is not None:
+            if channel.state is _ESTABLISHED:
                 channel.rx_pending = envelope.data_length.length
                 channel.ready = True
         else:
