@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import resource
@@ -53,6 +54,9 @@ from openscws.terminal.engine import TerminalEngine  # noqa: E402
 
 PORT = 3516
 REQUEST = bench.request_bytes(bench.PAGE_PATH)
+CARD = CardSettings(ports=(PORT, 3517))
+"""In memory: `openscws up` serves HTTPS on 4116 too; an idle second port stands in for it, so
+the card schedules as many channels (7 with four clients)."""
 
 
 def _page() -> bytes:
@@ -135,7 +139,7 @@ def memory_bip(conns: int, requests: int, batches: int, *, canned: bool = False)
     `canned`: the HTTP engine replaced by a handler that answers with the same bytes."""
     store = MemoryStore()
     store.put(Resource(bench.PAGE_PATH, _page(), "text/html", last_modified=1))
-    card = build_card(store, CardSettings(ports=(PORT,)), bench.ICCID)
+    card = build_card(store, CARD, bench.ICCID)
     if canned:
         response = _canned_response()
         app = card.toolkit.apps[0]
@@ -246,8 +250,8 @@ async def _shell(conns: int, requests: int, batches: int) -> list[float]:
 
     store = MemoryStore()
     store.put(Resource(bench.PAGE_PATH, _page(), "text/html", last_modified=1))
-    card = build_card(store, CardSettings(ports=(PORT,)), bench.ICCID)
-    gw = Gateway(InProcessLink(card), TerminalEngine(), GatewayConfig(port_map={PORT: 0}))
+    card = build_card(store, CARD, bench.ICCID)
+    gw = Gateway(InProcessLink(card), TerminalEngine(), GatewayConfig(port_map={PORT: 0, 3517: 0}))
     await gw.start()
     await gw.wait_listening()
     clients = []
@@ -306,10 +310,20 @@ async def _wrk(port: int, conns: int, seconds: float) -> tuple[int, float]:
     return int(n.group(1)), cpu
 
 
-async def _serve_gateway(image: CardImage) -> tuple[Gateway, int]:
-    card = build_card(image, CardSettings(ports=(PORT,)), image.meta.iccid)
+async def _serve_gateway(image: CardImage, tmp: Path) -> tuple[Gateway, int]:
+    """The gateway as `openscws up` builds it: HTTP on 3516 and HTTPS on 4116 (idle here,
+    but its listening channels are among those the card schedules), default settings."""
+    from openscws.cli import _card_tls, _gateway
+    from openscws.config import load
+
+    config = tmp / "gateway.toml"
+    config.write_text(f"[ca]\ndir = {json.dumps(str(tmp / 'ca'))}\n")
+    settings = load(config)
     port = bench.free_port()
-    gw = Gateway(InProcessLink(card), TerminalEngine(), GatewayConfig(port_map={PORT: port}))
+    settings.gateway.port_map.update({PORT: port, 4116: bench.free_port()})
+    tls, psk = _card_tls(settings, image)
+    card = build_card(image, settings.card, image.meta.iccid, tls=tls, psk=psk)
+    gw = _gateway(settings, InProcessLink(card), None)
     await gw.start()
     await gw.wait_listening()
     return gw, port
@@ -328,10 +342,15 @@ async def _serve_direct(image: CardImage) -> tuple[asyncio.Server, int]:
 
 
 async def server_rounds(
-    image: CardImage, conns: list[int], rounds: int, seconds: float, only: str | None = None
+    image: CardImage,
+    tmp: Path,
+    conns: list[int],
+    rounds: int,
+    seconds: float,
+    only: str | None = None,
 ) -> dict[str, list[tuple[float, float]]]:
     """{"gateway N" / "direct N": [(µs CPU per request, req/s), ...]}, interleaved."""
-    gw, gw_port = await _serve_gateway(image)
+    gw, gw_port = await _serve_gateway(image, tmp)
     direct, direct_port = await _serve_direct(image)
     results: dict[str, list[tuple[float, float]]] = {}
     try:
@@ -392,7 +411,9 @@ def main(argv: list[str] | None = None) -> int:
         image = CardImage.open(tmp / "image")
         try:
             results = asyncio.run(
-                server_rounds(image, args.conns or [1, 4], args.rounds, args.seconds, args.only)
+                server_rounds(
+                    image, tmp, args.conns or [1, 4], args.rounds, args.seconds, args.only
+                )
             )
         finally:
             image.close()

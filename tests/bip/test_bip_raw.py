@@ -7,9 +7,10 @@ from __future__ import annotations
 import copy
 
 import pytest
-from catpair import CatPair, EchoHandler
+from catpair import CatPair, Client, EchoHandler
 
 from openscws.bip.card import BipServerApp, Channel, ServerConfig
+from openscws.bip.terminal import Disconnect
 from openscws.cat.commands import Command, ReceiveData, SendData, decode_command
 from openscws.cat.objects import ServerState
 from openscws.uicc.toolkit import RawCommand, State
@@ -282,3 +283,59 @@ def test_echo_through_raw_commands_is_byte_exact() -> None:
             kinds.add(type(command))
             assert Command.encode(command) == response[:-2]
     assert {ReceiveData, SendData} <= kinds
+
+
+# -- the scheduler's cached state against recomputing it each time -------------------------------
+
+
+class _Recompute(BipServerApp):
+    """The card's app recomputing the channel order and the saturated ports for every
+    command, as it did before they were kept between changes."""
+
+    def next_command(self, number: int, now: float) -> Command | RawCommand | None:
+        self._order = None
+        self._saturation = None
+        return super().next_command(number, now)
+
+
+def _script_run(seed: int, *, cached: bool, max_channels: int) -> CatPair:
+    import random
+
+    rng = random.Random(seed)
+    pair = CatPair(config=ServerConfig(max_channels=max_channels), close_on=b"!")
+    if not cached:
+        pair.app.__class__ = _Recompute
+    pair.startup()
+    clients: list[Client] = []
+    for _ in range(300):
+        action = rng.random()
+        clients = [c for c in clients if not c.disconnected]
+        live = [c for c in clients if c.channel is not None]
+        if action < 0.15 and len(clients) < 6:
+            clients.append(pair.connect())
+        elif action < 0.65 and live:
+            size = rng.choice([1, 5, 70, 240, 241, 700, 3000])
+            payload = bytes(rng.randrange(33, 126) for _ in range(size))
+            if rng.random() < 0.05:
+                payload += b"!"  # the echo handler asks to close after this
+            pair.send(rng.choice(live), payload)
+        elif action < 0.7 and live:
+            pair.close(rng.choice(live))
+        for _ in range(rng.randrange(0, 40)):
+            if pair.step() is None:
+                break
+    pair.pump()
+    return pair
+
+
+@pytest.mark.parametrize("max_channels", [2, 3, 7])
+@pytest.mark.parametrize("seed", range(6))
+def test_cached_scheduler_state_changes_nothing(seed: int, max_channels: int) -> None:
+    cached = _script_run(seed, cached=True, max_channels=max_channels)
+    recomputed = _script_run(seed, cached=False, max_channels=max_channels)
+    assert cached.exchanges == recomputed.exchanges
+    assert cached.actions == recomputed.actions
+    assert len(cached.exchanges) > 200
+    if max_channels < 7:
+        # finished keep-alive connections were closed for waiting clients
+        assert any(isinstance(a, Disconnect) for a in cached.actions)

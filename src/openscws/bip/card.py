@@ -157,6 +157,7 @@ class BipServerApp:
         self.factories = factories
         self.channels: dict[int, Channel] = {}
         self._order: tuple[Channel, ...] | None = None  # channels.values(), kept between changes
+        self._saturation: frozenset[int] | None = None  # saturated ports, kept between changes
         self.enabled = False
         self._events_set = False
         self._opening: dict[int, int] = {}  # port -> OPEN CHANNELs answered so far at start
@@ -173,6 +174,7 @@ class BipServerApp:
         self._check_ports = True
         self.channels.clear()
         self._order = None
+        self._saturation = None
         self._opening = dict.fromkeys(self.config.ports, 0)
         self._refused.clear()
         if not self.enabled:
@@ -202,6 +204,7 @@ class BipServerApp:
     def _channel_status(self, channel: Channel, state: ServerState, now: float) -> None:
         if state is ServerState.ESTABLISHED:
             channel.state = state
+            self._saturation = None
             channel.handler = self.factories[channel.port](channel.id, now)
             channel.ready = True
             log.debug("channel %d: client connected on port %d", channel.id, channel.port)
@@ -212,6 +215,7 @@ class BipServerApp:
 
     def _reset(self, channel: Channel, state: ServerState) -> None:
         channel.state = state
+        self._saturation = None
         if channel.handler is not None:
             channel.handler.close()
         channel.handler = None
@@ -251,15 +255,18 @@ class BipServerApp:
                 return command
             channel.ready = False  # until the handler hears something
         if n >= self.config.max_channels or self._refused:
-            finished = [c for c in channels if c.answered and c.handler is not None]
+            saturated = self._saturation
+            if saturated is None:
+                saturated = self._saturation = frozenset(
+                    port for port in self.config.ports if self._saturated(port)
+                )
         else:
-            finished = []
-        if finished:
+            saturated = frozenset()
+        if saturated:
             # Clients may be waiting for a channel: a finished keep-alive connection yields.
             # (A new connection is idle too until its request arrives: it is not closed.)
-            saturated = {port for port in self.config.ports if self._saturated(port)}
-            for channel in finished:
-                if channel.port in saturated and channel.handler is not None:
+            for channel in channels:
+                if channel.answered and channel.port in saturated and channel.handler is not None:
                     if channel.handler.idle:
                         channel.closing = True
                         channel.ready = True
@@ -447,6 +454,7 @@ class BipServerApp:
                 pass
 
     def _opened(self, command: OpenChannel, response: TerminalResponse) -> None:
+        self._saturation = None
         port = command.transport.port if command.transport else 0
         self._opening[port] = self._opening.get(port, 0) + 1
         status = response.channel_status
