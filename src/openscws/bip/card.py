@@ -48,6 +48,11 @@ _CHANNEL_STATUS = Event.CHANNEL_STATUS
 _RECEIVE_DATA = CommandType.RECEIVE_DATA
 _SEND_DATA = CommandType.SEND_DATA
 _UICC_TO_CHANNEL = 0x82, 2, 0x81
+_RECEIVE_DATA_HEADS = [
+    bytes((0xD0, 12, 0x81, 3, n, _RECEIVE_DATA, 0, *_UICC_TO_CHANNEL)) for n in range(256)
+]
+"""RECEIVE DATA up to its destination device, by number: then the channel device and the
+channel data length (B7 01 ll)."""
 # What the plain TR of each starts with, by command number (and qualifier): the details echoed
 # (§6.8.1), device identities terminal -> UICC, and the result (§6.8): for RECEIVE DATA up to
 # the general result, for SEND DATA "performed" (00) and the tag and length of the free space,
@@ -313,27 +318,9 @@ class BipServerApp:
             return None
         rx_pending = channel.rx_pending
         if rx_pending:
-            # ReceiveData.build(number, channel.id, min(rx_pending, MAX_RECEIVE)).encode():
-            # D0 0C, command details, device identities UICC -> channel, channel data length
+            # ReceiveData.build(number, channel.id, min(rx_pending, MAX_RECEIVE)).encode()
             length = MAX_RECEIVE if rx_pending > MAX_RECEIVE else rx_pending
-            encoded = bytes(
-                (
-                    0xD0,
-                    12,
-                    0x81,
-                    3,
-                    number,
-                    0x42,
-                    0,
-                    0x82,
-                    2,
-                    0x81,
-                    0x20 + channel.id,
-                    0xB7,
-                    1,
-                    length,
-                )
-            )
+            encoded = _RECEIVE_DATA_HEADS[number] + bytes((0x20 + channel.id, 0xB7, 1, length))
             return RawCommand(
                 encoded, _RECEIVE_DATA_TR[number], self._read_receive_data, channel.id
             )

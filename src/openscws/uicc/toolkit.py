@@ -135,16 +135,10 @@ class Toolkit:
             apps = self.apps
             n = len(apps)
             number = self._number % 0xFE + 1  # §8.6: command numbers 01..FE
-            if n == 1:  # one app: no turns to take (and _pend, inlined)
+            if n == 1:  # one app: no turns to take
                 app = apps[0]
                 command = app.next_command(number, now)
-                if command is None:
-                    return 0
-                self._number = number
-                encoded = command.encoded if isinstance(command, RawCommand) else command.encode()
-                self.pending = Pending(command, encoded, app)
-                self.state = _PENDING
-                return len(encoded)
+                return 0 if command is None else self._pend(command, app, number)
             for k in range(n):
                 app = apps[(self._turn + k) % n]
                 command = app.next_command(number, now)
