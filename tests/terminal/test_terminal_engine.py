@@ -3,9 +3,14 @@ malformed proactive commands, BIP errors, and garbage from the card."""
 
 from __future__ import annotations
 
+import copy
+
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from openscws.cat.commands import ReceiveData
+from openscws.cat.envelopes import data_available
 from openscws.cat.profile import GATEWAY_PROFILE
 from openscws.cat.responses import TerminalResponse
 from openscws.terminal.engine import Phase, TerminalEngine
@@ -216,3 +221,42 @@ def test_fuzz_engine(script: list[tuple[bytes, str]]) -> None:
             continue
         assert 4 <= len(apdu) <= 5 + 255
         engine.receive_response(answer, now)
+
+
+# -- byte-level paths against the typed codec ----------------------------------------------------
+
+
+def _connected(rx: int) -> TerminalEngine:
+    """A client on channel 1, its Channel status event delivered, `rx` bytes in the Rx
+    buffer and their Data available event queued."""
+    engine = with_channel()
+    engine.receive_response(b"\x90\x00", 0.0)
+    assert engine.client_connected(3516) == 1
+    engine.next_apdu(0.0)
+    engine.receive_response(b"\x90\x00", 0.0)
+    channel = engine.channels.channels[1]
+    channel.buffer_size = 1400
+    assert engine.client_data(1, bytes(i & 0xFF for i in range(rx))) == rx
+    return engine
+
+
+@pytest.mark.parametrize("rx", [1, 0x7F, 0xFE, 0xFF, 0x100, 1400])
+def test_data_available_envelope_matches_typed(rx: int) -> None:
+    engine = _connected(rx)
+    status = engine.channels.channels[1].status()
+    typed = data_available(status, rx).encode()
+    assert engine.next_apdu(0.0) == bytes((0x80, 0xC2, 0, 0, len(typed))) + typed
+
+
+@pytest.mark.parametrize("rx", [1, 0x7F, 0x80, 237, 238, 300, 1400])
+@pytest.mark.parametrize("asked", [1, 0x7F, 0x80, 237, 0xFF])
+def test_receive_data_tr_matches_typed(rx: int, asked: int) -> None:
+    engine = _connected(rx)
+    assert engine.next_apdu(0.0) is not None  # the Data available event, delivered
+    engine.receive_response(b"\x90\x00", 0.0)
+    command = ReceiveData.build(0x21, 1, asked)
+    typed_engine = copy.deepcopy(engine)
+    tr = run(engine, command.encode())
+    expected = typed_engine.channels.receive(command).encode()
+    assert tr == expected
+    assert engine.channels.channels[1].rx == typed_engine.channels.channels[1].rx

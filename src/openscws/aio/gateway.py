@@ -318,17 +318,21 @@ class Gateway:
             self._fail_sms_waiters()
 
     def _run_now(self, limit: int) -> int:
-        """Runs up to `limit` APDUs through a link that answers at once; returns the count."""
+        """Runs up to `limit` APDUs through a link that answers at once; returns the count.
+        The engine gets one clock reading per run (a run takes well under a millisecond; the
+        link reads its own for the card), the observer one per APDU."""
         engine = self.engine
         transmit = self.link.transmit_now
         observer = self.observer
         clock = self.clock
         actions = engine.channels.actions
         ran = 0
+        now = clock()
         self._draining = True
         try:
             while ran < limit:
-                now = clock()
+                if observer is not None:
+                    now = clock()
                 apdu = engine.next_apdu(now)
                 if apdu is None:
                     break

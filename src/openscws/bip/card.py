@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from openscws.cat.commands import (
+    SEND_IMMEDIATELY,
     CloseChannel,
     Command,
+    CommandType,
     OpenChannel,
     ReceiveData,
     SendData,
@@ -28,6 +30,7 @@ from openscws.cat.objects import Event, GeneralResult, ServerState
 from openscws.cat.profile import TerminalProfile
 from openscws.cat.responses import TerminalResponse
 from openscws.errors import DecodeError
+from openscws.uicc.toolkit import RawCommand, RawReader, read_done
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,48 @@ MAX_RECEIVE = 237
 MAX_SEND = 240
 """SEND DATA payload that keeps the proactive command within 255 bytes (15 + n)."""
 _ESTABLISHED = ServerState.ESTABLISHED
+_DATA_AVAILABLE = Event.DATA_AVAILABLE
+_CHANNEL_STATUS = Event.CHANNEL_STATUS
+
+# The transfer commands are built straight to bytes (`RawCommand`), in the plain form the typed
+# encoders give (§6.6.29, §6.6.30; tested): D0 L, command details 81 03 nn tt qq, device
+# identities 82 02 81 (UICC) 2c (channel c), then B7 (length) or B6 (data).
+_RECEIVE_DATA = CommandType.RECEIVE_DATA
+_SEND_DATA = CommandType.SEND_DATA
+_UICC_TO_CHANNEL = 0x82, 2, 0x81
+_RECEIVE_DATA_HEADS = [
+    bytes((0xD0, 12, 0x81, 3, n, _RECEIVE_DATA, 0, *_UICC_TO_CHANNEL)) for n in range(256)
+]
+"""RECEIVE DATA up to its destination device, by number: then the channel device and the
+channel data length (B7 01 ll)."""
+# What the plain TR of each starts with, by command number (and qualifier): the details echoed
+# (§6.8.1), device identities terminal -> UICC, and the result (§6.8): for RECEIVE DATA up to
+# the general result, for SEND DATA "performed" (00) and the tag and length of the free space,
+# whose one byte ends the TR.
+_RECEIVE_DATA_TR = [
+    bytes((0x81, 3, n, _RECEIVE_DATA, 0, 0x82, 2, 0x82, 0x81, 0x83, 1)) for n in range(256)
+]
+_SEND_DATA_HEADS: dict[int, bytes] = {}
+"""SEND DATA up to its data, by size, channel, qualifier and number: the full chunks of a
+transfer differ only in number and qualifier."""
+
+
+def _send_data_head(number: int, qualifier: int, channel: int, size: int) -> bytes:
+    """`SendData.build(number, channel, data, immediately=qualifier & 1).encode()` up to
+    `data` (`size` bytes; tested): the template length, command details, device identities and
+    the channel data tag and length, in their short or 81 forms."""
+    head = (0x81, 3, number, _SEND_DATA, qualifier, *_UICC_TO_CHANNEL, 0x20 + channel, 0xB6)
+    if size < 0x80:
+        if size < 0x75:  # 11 + size < 0x80
+            return bytes((0xD0, 11 + size, *head, size))
+        return bytes((0xD0, 0x81, 11 + size, *head, size))
+    return bytes((0xD0, 0x81, 12 + size, *head, 0x81, size))
+
+
+_SEND_DATA_TR = [
+    bytes((0x81, 3, n & 0xFF, _SEND_DATA, n >> 8, 0x82, 2, 0x82, 0x81, 0x83, 1, 0, 0xB7, 1))
+    for n in range(512)
+]
 
 
 class StreamHandler(Protocol):
@@ -95,7 +140,9 @@ class Channel:
     buffer_size: int
     state: ServerState = ServerState.LISTEN
     handler: StreamHandler | None = None
-    out: bytearray = field(default_factory=bytearray)
+    out: bytes = b""
+    """The handler's output being sent, from `out_pos` on."""
+    out_pos: int = 0
     rx_pending: int = 0
     """Bytes the terminal says wait in its Rx buffer (255 means 255 or more)."""
     tx_stored: int = 0
@@ -114,12 +161,15 @@ class BipServerApp:
         self.config = config
         self.factories = factories
         self.channels: dict[int, Channel] = {}
+        self._order: tuple[Channel, ...] | None = None  # channels.values(), kept between changes
+        self._saturation: frozenset[int] | None = None  # saturated ports, kept between changes
         self.enabled = False
         self._events_set = False
         self._opening: dict[int, int] = {}  # port -> OPEN CHANNELs answered so far at start
         self._refused: set[int] = set()  # ports where the terminal refused more channels
         self._turn = 0
         self._check_ports = True
+        self._read_receive_data: RawReader = self._receive_data_response
 
     # -- ToolkitApp ----------------------------------------------------------------------------
 
@@ -128,6 +178,8 @@ class BipServerApp:
         self._events_set = False
         self._check_ports = True
         self.channels.clear()
+        self._order = None
+        self._saturation = None
         self._opening = dict.fromkeys(self.config.ports, 0)
         self._refused.clear()
         if not self.enabled:
@@ -141,13 +193,13 @@ class BipServerApp:
         if channel is None:
             return None
         events = envelope.event.events
-        if Event.CHANNEL_STATUS in events:
+        if _CHANNEL_STATUS in events:
             self._check_ports = True
             if status.bits & 3 == 3:  # §8.56: b8..b7 = 11 is reserved
                 raise DecodeError("channel status b8..b7 = 11 is reserved", status.value(), 0)
             self._channel_status(channel, ServerState(status.bits & 3), now)
-        elif Event.DATA_AVAILABLE in events and envelope.data_length is not None:
-            if channel.state is ServerState.ESTABLISHED:
+        elif _DATA_AVAILABLE in events and envelope.data_length is not None:
+            if channel.state is _ESTABLISHED:
                 channel.rx_pending = envelope.data_length.length
                 channel.ready = True
         else:
@@ -157,6 +209,7 @@ class BipServerApp:
     def _channel_status(self, channel: Channel, state: ServerState, now: float) -> None:
         if state is ServerState.ESTABLISHED:
             channel.state = state
+            self._saturation = None
             channel.handler = self.factories[channel.port](channel.id, now)
             channel.ready = True
             log.debug("channel %d: client connected on port %d", channel.id, channel.port)
@@ -167,10 +220,12 @@ class BipServerApp:
 
     def _reset(self, channel: Channel, state: ServerState) -> None:
         channel.state = state
+        self._saturation = None
         if channel.handler is not None:
             channel.handler.close()
         channel.handler = None
-        channel.out.clear()
+        channel.out = b""
+        channel.out_pos = 0
         channel.rx_pending = 0
         channel.tx_stored = 0
         channel.closing = False
@@ -178,8 +233,9 @@ class BipServerApp:
         channel.ready = False
         if state is ServerState.CLOSED:
             del self.channels[channel.id]
+            self._order = None
 
-    def next_command(self, number: int, now: float) -> Command | None:
+    def next_command(self, number: int, now: float) -> Command | RawCommand | None:
         if not self.enabled:
             return None
         if not self._events_set:
@@ -189,7 +245,9 @@ class BipServerApp:
             if open_port is not None:
                 # Buffer size is two bytes (§8.55): ask for at most 65535.
                 return OpenChannel.server(number, open_port, min(self.config.buffer_size, 0xFFFF))
-        channels = list(self.channels.values())
+        channels = self._order
+        if channels is None or len(channels) != len(self.channels):
+            channels = self._order = tuple(self.channels.values())
         n = len(channels)
         turn = self._turn
         for k in range(n):
@@ -202,15 +260,18 @@ class BipServerApp:
                 return command
             channel.ready = False  # until the handler hears something
         if n >= self.config.max_channels or self._refused:
-            finished = [c for c in channels if c.answered and c.handler is not None]
+            saturated = self._saturation
+            if saturated is None:
+                saturated = self._saturation = frozenset(
+                    port for port in self.config.ports if self._saturated(port)
+                )
         else:
-            finished = []
-        if finished:
+            saturated = frozenset()
+        if saturated:
             # Clients may be waiting for a channel: a finished keep-alive connection yields.
             # (A new connection is idle too until its request arrives: it is not closed.)
-            saturated = {port for port in self.config.ports if self._saturated(port)}
-            for channel in finished:
-                if channel.port in saturated and channel.handler is not None:
+            for channel in channels:
+                if channel.answered and channel.port in saturated and channel.handler is not None:
                     if channel.handler.idle:
                         channel.closing = True
                         channel.ready = True
@@ -251,31 +312,85 @@ class BipServerApp:
             c.port == port and c.state is ServerState.LISTEN for c in self.channels.values()
         )
 
-    def _work(self, channel: Channel, number: int, now: float) -> Command | None:
+    def _work(self, channel: Channel, number: int, now: float) -> Command | RawCommand | None:
         handler = channel.handler
         if channel.state is not _ESTABLISHED or handler is None:
             return None
-        if channel.rx_pending:
-            return ReceiveData.build(number, channel.id, min(channel.rx_pending, MAX_RECEIVE))
+        rx_pending = channel.rx_pending
+        if rx_pending:
+            # ReceiveData.build(number, channel.id, min(rx_pending, MAX_RECEIVE)).encode()
+            length = MAX_RECEIVE if rx_pending > MAX_RECEIVE else rx_pending
+            encoded = _RECEIVE_DATA_HEADS[number] + bytes((0x20 + channel.id, 0xB7, 1, length))
+            return RawCommand(
+                encoded, _RECEIVE_DATA_TR[number], self._read_receive_data, channel.id
+            )
         out = channel.out
-        if not out:
-            out += handler.data_to_send(channel.buffer_size)
-        if out:
+        pos = channel.out_pos
+        left = len(out) - pos
+        if not left:
+            out = channel.out = handler.data_to_send(channel.buffer_size)
+            pos = channel.out_pos = 0
             left = len(out)
+        if left:
             stored = channel.tx_stored
             buffer_size = channel.buffer_size
             size = MAX_SEND if left > MAX_SEND else left
             if size > buffer_size - stored:
                 size = buffer_size - stored
             last = size == left or stored + size + MAX_SEND > buffer_size
-            chunk = bytes(out[:size])
-            del out[:size]
+            end = pos + size
+            chunk = out[pos:end]
+            if end == len(out):
+                channel.out = b""
+                channel.out_pos = 0
+            else:
+                channel.out_pos = end
             channel.tx_stored = 0 if last else stored + size
             channel.answered = True
-            return SendData.build(number, channel.id, chunk, immediately=last)
+            # SendData.build(number, channel.id, chunk, immediately=last).encode()
+            qualifier = SEND_IMMEDIATELY if last else 0
+            key = size << 16 | channel.id << 9 | qualifier << 8 | number
+            head = _SEND_DATA_HEADS.get(key)
+            if head is None:
+                head = _send_data_head(number, qualifier, channel.id, size)
+                if len(_SEND_DATA_HEADS) >= 8192:
+                    _SEND_DATA_HEADS.clear()
+                _SEND_DATA_HEADS[key] = head
+            encoded = head + chunk
+            # Its plain TR (result 00) needs nothing done; any other goes the typed way.
+            return RawCommand(
+                encoded, _SEND_DATA_TR[number | qualifier << 8], read_done, channel.id
+            )
         if handler.should_close or channel.closing:
             return CloseChannel.build(number, channel.id, to_listen=True)
         return None
+
+    def _receive_data_response(self, command: RawCommand, data: bytes, now: float) -> bool:
+        """Reads the plain TR of a RECEIVE DATA, performed:
+        `81 03 nn 42 00 82 02 82 81 83 01 rr B6 LL data B7 01 ll` (rr < 10), and does what
+        `on_terminal_response` does with it."""
+        n = len(data)
+        if n < 17 or not data.startswith(command.expect) or data[11] >= 0x10 or data[12] != 0xB6:
+            return False
+        length = data[13]
+        start = 14
+        if length == 0x81:
+            length = data[14]
+            start = 15
+            if length < 0x80:
+                return False  # malformed: the typed decoder says so
+        elif length > 0x7F:
+            return False
+        end = start + length
+        if n != end + 3 or data[end] != 0xB7 or data[end + 1] != 1:
+            return False
+        channel = self.channels.get(command.channel)
+        if channel is None or channel.handler is None:
+            return True
+        channel.ready = True
+        channel.rx_pending = data[end + 2]
+        channel.handler.receive_data(data[start:end], now)
+        return True
 
     def on_terminal_response(
         self, command: Command, response: TerminalResponse, now: float
@@ -286,7 +401,8 @@ class BipServerApp:
                 channel = self.channels.get(command.channel)
                 if channel is not None:
                     # The client is gone; a Channel status event follows.
-                    channel.out.clear()
+                    channel.out = b""
+                    channel.out_pos = 0
                     channel.tx_stored = 0
             return
         if not isinstance(command, ReceiveData):
@@ -314,7 +430,8 @@ class BipServerApp:
                 channel = self.channels.get(command.channel)
                 if channel is not None and not result.ok:
                     # The client is gone; a Channel status event follows.
-                    channel.out.clear()
+                    channel.out = b""
+                    channel.out_pos = 0
                     channel.tx_stored = 0
             case CloseChannel():
                 channel = self.channels.get(command.channel)
@@ -324,6 +441,7 @@ class BipServerApp:
                 pass
 
     def _opened(self, command: OpenChannel, response: TerminalResponse) -> None:
+        self._saturation = None
         port = command.transport.port if command.transport else 0
         self._opening[port] = self._opening.get(port, 0) + 1
         status = response.channel_status
@@ -335,6 +453,7 @@ class BipServerApp:
         if response.result.general == GeneralResult.OK_WITH_MODIFICATION:
             log.info("terminal gave channel %d a %d-byte buffer", status.channel, size)
         self.channels[status.channel] = Channel(status.channel, port, size)
+        self._order = None
         log.info("channel %d listening on port %d (buffer %d)", status.channel, port, size)
 
     def next_timer(self) -> float | None:

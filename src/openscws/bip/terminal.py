@@ -41,6 +41,9 @@ MAX_CHANNELS = 7
 _ESTABLISHED = ServerState.ESTABLISHED
 DEFAULT_BEARER = BearerDescription(0x03)
 """§8.52 "default bearer for requested transport layer": reported when the card named none."""
+_OK = GeneralResult.OK
+_MISSING_INFORMATION = GeneralResult.MISSING_INFORMATION
+_OK_WITH_MODIFICATION = GeneralResult.OK_WITH_MODIFICATION
 MAX_RECEIVE = 237
 """Most channel data one TERMINAL RESPONSE can carry (255 - 18 bytes of other objects)."""
 
@@ -132,6 +135,10 @@ class PendingEvent:
     channel: int
     kind: str  # "status" or "data"
     further: int = FurtherInfo.NONE
+
+
+DATA_EVENTS = {i: PendingEvent(i, "data") for i in range(1, MAX_CHANNELS + 1)}
+"""A Data available event starts every request: one (immutable) instance per channel."""
 
 
 class Channels:
@@ -328,7 +335,11 @@ class Channels:
         if channel is None:
             raise BipError(BipCause.INVALID_CHANNEL, f"no channel {channel_id}")
         rx = channel.rx
-        n = min(asked, MAX_RECEIVE, len(rx))
+        n = len(rx)
+        if asked < n:
+            n = asked
+        if MAX_RECEIVE < n:
+            n = MAX_RECEIVE
         if not n and channel.state is not _ESTABLISHED and channel.mode is Mode.CLIENT:
             raise BipError(BipCause.CHANNEL_CLOSED, f"channel {channel.id}: the link dropped")
         data = bytes(rx[:n])
@@ -340,11 +351,11 @@ class Channels:
             channel.reading_paused = False
             self.actions.append(ResumeReading(channel.id))
         if n < asked and asked <= MAX_RECEIVE:
-            general = GeneralResult.MISSING_INFORMATION
+            general = _MISSING_INFORMATION
         elif n < asked:
-            general = GeneralResult.OK_WITH_MODIFICATION
+            general = _OK_WITH_MODIFICATION
         else:
-            general = GeneralResult.OK
+            general = _OK
         return data, len(rx), general
 
     def statuses(self) -> tuple[ChannelStatus, ...]:
@@ -381,7 +392,8 @@ class Channels:
         if len(taken) < len(data):
             channel.reading_paused = True
         if was_empty and taken:
-            self.events.append(PendingEvent(channel.id, "data"))
+            event = DATA_EVENTS.get(channel.id)
+            self.events.append(PendingEvent(channel.id, "data") if event is None else event)
         return len(taken)
 
     def client_closed(self, channel_id: int) -> None:

@@ -194,7 +194,7 @@ class HttpServerConnection:
         out = self._out
         if not out:
             return b""
-        if limit is None or (len(out) == 1 and len(out[0]) <= limit):
+        if limit is None or sum(map(len, out)) <= limit:
             data = b"".join(out)
             out.clear()
             return data

@@ -22,7 +22,14 @@ from dataclasses import dataclass, field
 from enum import Enum, StrEnum, auto
 
 from openscws.apdu.command import CommandApdu, Ins
-from openscws.bip.terminal import ChannelFree, Channels, GatewayAction, Mode, PendingEvent
+from openscws.bip.terminal import (
+    DATA_EVENTS,
+    ChannelFree,
+    Channels,
+    GatewayAction,
+    Mode,
+    PendingEvent,
+)
 from openscws.cat.commands import (
     CloseChannel,
     Command,
@@ -45,6 +52,7 @@ from openscws.cat.envelopes import (
 from openscws.cat.layout import MissingObject
 from openscws.cat.objects import (
     Address,
+    ChannelStatus,
     CommandDetails,
     Duration,
     Event,
@@ -110,6 +118,11 @@ class _SmsJob:
     le_retried: bool = False
 
 
+_START = Phase.START
+_RUNNING = Phase.RUNNING
+_WAITING = Phase.WAITING
+
+
 @dataclass(frozen=True, slots=True)
 class Sent:
     """What the APDU in flight was, to read its answer."""
@@ -121,6 +134,8 @@ class Sent:
 
 _SENT_TR = Sent(Ins.TERMINAL_RESPONSE)
 _SENT_FETCH = Sent(Ins.FETCH)
+# The Data available events, one instance per channel (bip.terminal), each sent as itself.
+_SENT_DATA_EVENTS = {c: Sent(Ins.ENVELOPE, e) for c, e in DATA_EVENTS.items()}
 # APDU headers by length byte (TS 102 221 §10.1.2): every TR, FETCH and event ENVELOPE.
 _TR_HEADS = [bytes((CLA_CAT, Ins.TERMINAL_RESPONSE, 0, 0, n)) for n in range(256)]
 _ENVELOPE_HEADS = [bytes((CLA_CAT, Ins.ENVELOPE, 0, 0, n)) for n in range(256)]
@@ -128,6 +143,17 @@ _FETCHES = [bytes((CLA_CAT, Ins.FETCH, 0, 0, n)) for n in range(256)]
 _FETCH = Ins.FETCH
 # What follows the command details in a SEND DATA TR, by the free Tx space byte (§6.8.x).
 _SEND_DATA_OK = [b"\x82\x02\x82\x81\x83\x01\x00\xb7\x01" + bytes((n,)) for n in range(256)]
+# The pieces of a RECEIVE DATA TR (§6.8.x): device identities and result (by general result),
+# the channel data length (by length) and the channel data length left (by count).
+_RECEIVE_DATA_RESULT = [bytes((0x82, 2, 0x82, 0x81, 0x83, 1, g, 0xB6)) for g in range(256)]
+_DATA_LENGTH = [bytes((n,)) if n < 0x80 else bytes((0x81, n)) for n in range(256)]
+_LEFT = [bytes((0xB7, 1, n)) for n in range(256)]
+# A Data available event from a server channel, up to its channel data length, by
+# `state << 3 | channel id` (encode_data_available; tested).
+_DATA_AVAILABLE_SERVER = [
+    encode_data_available(ChannelStatus.server(k & 7, ServerState(k >> 3)), 0)[:-3]
+    for k in range(24)
+]
 _ENVELOPE = Ins.ENVELOPE
 _TERMINAL_RESPONSE = Ins.TERMINAL_RESPONSE
 MAX_ENVELOPE = 255
@@ -170,17 +196,18 @@ class TerminalEngine:
 
     def next_apdu(self, now: float) -> bytes | None:
         """The next command APDU for the card, or None when there is nothing to do now."""
-        if self.phase is Phase.START:
+        phase = self.phase
+        if phase is _START:
             self._sent = Sent(Ins.TERMINAL_PROFILE)
-            self.phase = Phase.WAITING
+            self.phase = _WAITING
             return CommandApdu(CLA_CAT, Ins.TERMINAL_PROFILE, 0, 0, self.profile.encode()).encode()
-        if self.phase is not Phase.RUNNING:
+        if phase is not _RUNNING:
             return None
         tr = self._tr
         if tr is not None:
             self._tr = None
             self._sent = _SENT_TR
-            self.phase = Phase.WAITING
+            self.phase = _WAITING
             return _TR_HEADS[len(tr)] + tr
         if self._sms:
             sms_apdu = self._sms_apdu(now)
@@ -191,13 +218,14 @@ class TerminalEngine:
             event = events.popleft()
             envelope = self._encode_event(event)
             if envelope is not None:
+                sent = _SENT_DATA_EVENTS.get(event.channel)
+                if sent is None or sent.event is not event:
+                    sent = Sent(Ins.ENVELOPE, event)
                 # CommandApdu(CLA_CAT, Ins.ENVELOPE, 0, 0, envelope).encode(), case 3
-                return self._send(
-                    Sent(Ins.ENVELOPE, event), _ENVELOPE_HEADS[len(envelope)] + envelope
-                )
+                return self._send(sent, _ENVELOPE_HEADS[len(envelope)] + envelope)
         if self._fetch_len:
             self._sent = _SENT_FETCH
-            self.phase = Phase.WAITING
+            self.phase = _WAITING
             return _FETCHES[self._fetch_len & 0xFF]
         if self.polling and now - self._last_poll >= self.poll_interval:
             self._last_poll = now
@@ -206,7 +234,7 @@ class TerminalEngine:
 
     def _send(self, sent: Sent, apdu: bytes) -> bytes:
         self._sent = sent
-        self.phase = Phase.WAITING
+        self.phase = _WAITING
         return apdu
 
     def next_poll(self) -> float | None:
@@ -218,18 +246,25 @@ class TerminalEngine:
         if channel is None:
             return None
         if event.kind == "data":
-            if Event.DATA_AVAILABLE not in self.events_enabled or not channel.rx:
+            rx = channel.rx
+            if Event.DATA_AVAILABLE not in self.events_enabled or not rx:
                 return None
-            return encode_data_available(channel.status(), len(channel.rx))
+            if channel.mode is Mode.SERVER:
+                n = len(rx)
+                return (
+                    _DATA_AVAILABLE_SERVER[channel.state << 3 | channel.id]
+                    + _LEFT[n if n < 0xFF else 0xFF]
+                )
+            return encode_data_available(channel.status(), len(rx))
         if Event.CHANNEL_STATUS not in self.events_enabled:
             return None
         return encode_channel_status_event(channel.status(event.further))
 
     def receive_response(self, raw: bytes, now: float) -> None:
         sent = self._sent
-        if self.phase is not Phase.WAITING or sent is None:
+        if self.phase is not _WAITING or sent is None:
             raise RuntimeError("receive_response without a command in flight")
-        self.phase = Phase.RUNNING
+        self.phase = _RUNNING
         self._sent = None
         n = len(raw)
         if n < 2:
@@ -242,7 +277,19 @@ class TerminalEngine:
         if kind is _FETCH:
             self._fetch_len = 0
             if sw1 == 0x91 or (sw1 == 0x90 and raw[n - 1] == 0):
-                self._run(raw[: n - 2], now)
+                # Bulk transfer is a long run of SEND DATA, and every request starts with a
+                # RECEIVE DATA: their plain forms are read straight from the response (see
+                # _run).
+                tr = None
+                if raw[0] == 0xD0:
+                    if n > 16:
+                        tr = self._fast_send_data(raw, n - 2)
+                    elif n == 16 and raw.startswith(b"\xd0\x0c\x81") and raw[5] == 0x42:
+                        tr = self._fast_receive_data(raw)  # reads raw[:14] only
+                if tr is not None:
+                    self._tr = tr
+                else:
+                    self._run(raw[: n - 2], now)
                 if sw1 == 0x91:
                     self._fetch_len = raw[n - 1] or 256
                 return
@@ -291,7 +338,7 @@ class TerminalEngine:
         # frame) straight from the bytes. Anything else goes through the typed decoder, and
         # the tests check that both give the same TERMINAL RESPONSE.
         if len(raw) > 14 and raw[0] == 0xD0:
-            tr = self._fast_send_data(raw)
+            tr = self._fast_send_data(raw, len(raw))
             if tr is not None:
                 self._tr = tr
                 return
@@ -318,9 +365,9 @@ class TerminalEngine:
         if response is not None:
             self._tr = response.encode()
 
-    def _fast_send_data(self, raw: bytes) -> bytes | None:
-        """SEND DATA as `D0 LL 81 03 nn 43 qq 82 02 81 2c B6 LL data` (§6.6.30), or None."""
-        n = len(raw)
+    def _fast_send_data(self, raw: bytes, n: int) -> bytes | None:
+        """SEND DATA as `D0 LL 81 03 nn 43 qq 82 02 81 2c B6 LL data` (§6.6.30) in `raw[:n]`
+        (a FETCH response, before its status word), or None."""
         if raw[1] == 0x81:
             o = 3
             if raw[2] + 3 != n:
@@ -332,8 +379,8 @@ class TerminalEngine:
         # o -> 81 03 nn 43 qq 82 02 81 2c B6 LL
         if (
             raw[o + 3] != 0x43
-            or raw[o : o + 2] != b"\x81\x03"
-            or raw[o + 5 : o + 8] != b"\x82\x02\x81"
+            or not raw.startswith(b"\x81\x03", o)
+            or not raw.startswith(b"\x82\x02\x81", o + 5)
         ):
             return None
         device = raw[o + 8]
@@ -350,7 +397,7 @@ class TerminalEngine:
             return None
         head = raw[o : o + 5]  # 81 03 nn 43 qq, echoed as sent (§6.8.1)
         try:
-            free = self.channels.send_data(device - 0x20, raw[start:], bool(raw[o + 4] & 1))
+            free = self.channels.send_data(device - 0x20, raw[start:n], bool(raw[o + 4] & 1))
         except CatError as e:
             result = bytes((0x83, 1 + len(e.additional), e.result)) + e.additional
             return head + b"\x82\x02\x82\x81" + result
@@ -359,7 +406,11 @@ class TerminalEngine:
     def _fast_receive_data(self, raw: bytes) -> bytes | None:
         """RECEIVE DATA as `D0 0C 81 03 nn 42 qq 82 02 81 2c B7 01 ll` (§6.6.29), or None."""
         device = raw[10]
-        if raw[3] != 0x03 or raw[7:10] != b"\x82\x02\x81" or raw[11:13] != b"\xb7\x01":
+        if (
+            raw[3] != 0x03
+            or not raw.startswith(b"\x82\x02\x81", 7)
+            or not raw.startswith(b"\xb7\x01", 11)
+        ):
             return None
         if not 0x21 <= device <= 0x27:
             return None
@@ -369,13 +420,14 @@ class TerminalEngine:
         except CatError as e:
             result = bytes((0x83, 1 + len(e.additional), e.result)) + e.additional
             return head + b"\x82\x02\x82\x81" + result
-        n = len(data)
-        return (
-            head
-            + bytes((0x82, 2, 0x82, 0x81, 0x83, 1, general, 0xB6))
-            + (bytes((n,)) if n < 0x80 else bytes((0x81, n)))
-            + data
-            + bytes((0xB7, 1, min(left, 0xFF)))
+        return b"".join(
+            (
+                head,
+                _RECEIVE_DATA_RESULT[general],
+                _DATA_LENGTH[len(data)],
+                data,
+                _LEFT[left if left < 0xFF else 0xFF],
+            )
         )
 
     def _error_tr(self, raw: bytes, result: Result, error: Exception) -> bytes:

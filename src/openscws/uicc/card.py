@@ -16,7 +16,7 @@ from openscws.cat.profile import TerminalProfile
 from openscws.cat.responses import TerminalResponse
 from openscws.errors import ApduError, DecodeError
 from openscws.uicc.files import EF_DIR, EF_ICCID, MF, ElementaryFile, encode_iccid
-from openscws.uicc.toolkit import Toolkit
+from openscws.uicc.toolkit import State, Toolkit
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,8 @@ _ENVELOPE = int(Ins.ENVELOPE)
 _OK = b"\x90\x00"
 _NOT_SATISFIED = SW.CONDITIONS_NOT_SATISFIED.to_bytes(2, "big")
 _PENDING = [bytes((0x91, n)) for n in range(256)]
+_STATE_PENDING = State.PENDING
+_STATE_FETCHED = State.FETCHED
 
 
 def _ok(data: bytes = b"") -> bytes:
@@ -93,25 +95,41 @@ class VirtualUicc:
         if n >= 5 and raw[0] == CLA_GSM_CAT and raw[2] == 0 and raw[3] == 0:
             ins = raw[1]
             if ins == _FETCH and n == 5:
-                response = self._fetch_fast(raw[4] or 256)
-                if len(response) > 2:
-                    # Fetched (data + 90 00): run due timers, as _with_pending does; no other
-                    # command can be pending until this one's TERMINAL RESPONSE.
-                    self.toolkit.poll(now)
-                return response
+                # _fetch_fast, inlined
+                toolkit = self.toolkit
+                pending = toolkit.pending
+                if pending is None:
+                    return _NOT_SATISFIED
+                encoded = pending.encoded
+                if (raw[4] or 256) < len(encoded):
+                    return (0x6C00 | len(encoded)).to_bytes(2, "big")
+                if toolkit.state is not _STATE_PENDING:
+                    return _NOT_SATISFIED  # already fetched: the terminal owes its TR
+                toolkit.state = _STATE_FETCHED
+                # Fetched: run due timers, as _with_pending's poll does; no other command can
+                # be pending until this one's TERMINAL RESPONSE.
+                if now >= toolkit.timers_due:
+                    toolkit.run_timers(now)
+                return encoded + b"\x90\x00"
             lc = raw[4]
             if ins == _TERMINAL_RESPONSE and lc and n == 5 + lc:
+                toolkit = self.toolkit
+                data = raw[5:]
                 try:
-                    # _terminal_response_data, inlined
-                    if not self.toolkit.terminal_response(TerminalResponse.decode(raw[5:]), now):
+                    # The plain TRs of the transfer commands are read from their bytes by the
+                    # app that built the command; anything else is decoded (as in
+                    # _terminal_response_data).
+                    if not toolkit.terminal_response_raw(
+                        data, now
+                    ) and not toolkit.terminal_response(TerminalResponse.decode(data), now):
                         return _NOT_SATISFIED
                 except ApduError as e:
                     return e.sw.to_bytes(2, "big")
                 except DecodeError:
                     return SW.WRONG_DATA.to_bytes(2, "big")
                 # 90 00, or 91 XX when a proactive command waits (as in _with_pending).
-                pending = self.toolkit.poll(now)
-                return _PENDING[pending] if pending else _OK
+                waiting = toolkit.poll(now)
+                return _PENDING[waiting] if waiting else _OK
             if ins == _ENVELOPE and lc and n == 5 + lc:
                 try:
                     out = self.toolkit.envelope(decode_envelope(raw[5:]), now)
@@ -123,8 +141,8 @@ class VirtualUicc:
                     return SW.WRONG_DATA.to_bytes(2, "big")
                 if out:
                     return self._with_pending(out + _OK, now)
-                pending = self.toolkit.poll(now)
-                return _PENDING[pending] if pending else _OK
+                waiting = self.toolkit.poll(now)
+                return _PENDING[waiting] if waiting else _OK
         try:
             apdu = CommandApdu.decode(raw)
             if apdu.cla not in (CLA_ISO, CLA_GSM_CAT) and apdu.cla & 0xF0 not in (0x00, 0x80):
@@ -219,6 +237,8 @@ class VirtualUicc:
         return self._terminal_response_data(apdu.data, now)
 
     def _terminal_response_data(self, data: bytes, now: float) -> bytes:
+        if self.toolkit.terminal_response_raw(data, now):
+            return _ok()
         response = TerminalResponse.decode(data)
         if not self.toolkit.terminal_response(response, now):
             raise ApduError(SW.CONDITIONS_NOT_SATISFIED, "no fetched command matches this response")

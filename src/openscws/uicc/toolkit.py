@@ -8,11 +8,12 @@ SEND DATA chunk sized to the terminal's free buffer, say) instead of queueing st
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum, auto
 from typing import Protocol
 
-from openscws.cat.commands import Command
+from openscws.cat.commands import Command, decode_command
 from openscws.cat.envelopes import Envelope
 from openscws.cat.profile import TerminalProfile
 from openscws.cat.responses import TerminalResponse
@@ -25,6 +26,37 @@ TIMER_GRANULARITY = 0.05
 every APDU would cost the bulk-transfer path."""
 
 
+RawReader = Callable[["RawCommand", bytes, float], bool]
+"""Reads the TERMINAL RESPONSE (the APDU data) to a `RawCommand`: acts on it and returns True,
+or returns False, having done nothing, for a form it does not read."""
+
+
+def read_done(command: RawCommand, data: bytes, now: float) -> bool:
+    """The reader of a command whose plain TR needs nothing done: `expect` and one more byte
+    (SEND DATA's: the byte is the free Tx space, which the card does not use)."""
+    return len(data) == len(command.expect) + 1 and data.startswith(command.expect)
+
+
+class RawCommand:
+    """A proactive command its app built straight to bytes (the transfer hot paths: RECEIVE
+    DATA and SEND DATA), with the app's reader of the TERMINAL RESPONSE bytes.
+
+    The reader takes the plain forms it knows, checking the command details echo byte for
+    byte against `expect` (§6.8.1), and acts on them; for any other form it returns False and
+    the toolkit goes the typed way, decoding the command and the response and calling
+    `on_terminal_response`, exactly as for a typed command. The tests check that the bytes
+    equal the typed encoding and that both ways have the same effect."""
+
+    __slots__ = ("channel", "encoded", "expect", "reader")
+
+    def __init__(self, encoded: bytes, expect: bytes, reader: RawReader, channel: int) -> None:
+        self.encoded = encoded
+        self.expect = expect
+        """What the response starts with in the form the reader reads."""
+        self.reader = reader
+        self.channel = channel
+
+
 class ToolkitApp(Protocol):
     """A card application that uses the toolkit. All methods take the current time."""
 
@@ -35,7 +67,7 @@ class ToolkitApp(Protocol):
         envelope is not for this app."""
         ...
 
-    def next_command(self, number: int, now: float) -> Command | None:
+    def next_command(self, number: int, now: float) -> Command | RawCommand | None:
         """The next proactive command this app wants to run, numbered `number`, or None."""
         ...
 
@@ -58,11 +90,23 @@ class State(Enum):
     """The terminal fetched it; a TERMINAL RESPONSE is due."""
 
 
+_IDLE = State.IDLE
+_PENDING = State.PENDING
+_FETCHED = State.FETCHED
+
+
 @dataclass(slots=True)
 class Pending:
-    command: Command
+    command: Command | RawCommand
     encoded: bytes
     owner: ToolkitApp
+
+    def typed(self) -> Command:
+        """The command as an object (a raw one decoded from its bytes, once)."""
+        command = self.command
+        if isinstance(command, RawCommand):
+            command = self.command = decode_command(self.encoded)
+        return command
 
 
 class Toolkit:
@@ -73,7 +117,8 @@ class Toolkit:
         self.pending: Pending | None = None
         self._number = 0
         self._turn = 0
-        self._timers_checked = float("-inf")
+        self.timers_due = float("-inf")
+        """When `poll` next checks the apps' timers (every TIMER_GRANULARITY seconds)."""
 
     def register(self, app: ToolkitApp) -> None:
         self.apps.append(app)
@@ -81,33 +126,44 @@ class Toolkit:
     def poll(self, now: float) -> int:
         """Runs due timers and, when idle, asks the apps (in turn) for a command. Returns the
         length of the pending command, 0 if none."""
-        if now >= self._timers_checked + TIMER_GRANULARITY:
-            self._timers_checked = now
-            for app in self.apps:
-                due = app.next_timer()
-                if due is not None and due <= now:
-                    app.on_timer(now)
+        if now >= self.timers_due:
+            self.run_timers(now)
         state = self.state
-        if state is State.IDLE:
+        if state is _IDLE:
             if self.profile is None:
                 return 0
             apps = self.apps
             n = len(apps)
             number = self._number % 0xFE + 1  # §8.6: command numbers 01..FE
+            if n == 1:  # one app: no turns to take
+                app = apps[0]
+                command = app.next_command(number, now)
+                return 0 if command is None else self._pend(command, app, number)
             for k in range(n):
                 app = apps[(self._turn + k) % n]
                 command = app.next_command(number, now)
                 if command is not None:
-                    self._number = number
                     self._turn = (self._turn + k + 1) % n
-                    encoded = command.encode()
-                    self.pending = Pending(command, encoded, app)
-                    self.state = State.PENDING
-                    return len(encoded)
+                    return self._pend(command, app, number)
             return 0
-        if state is State.PENDING and self.pending is not None:
+        if state is _PENDING and self.pending is not None:
             return len(self.pending.encoded)
         return 0
+
+    def _pend(self, command: Command | RawCommand, app: ToolkitApp, number: int) -> int:
+        self._number = number
+        encoded = command.encoded if isinstance(command, RawCommand) else command.encode()
+        self.pending = Pending(command, encoded, app)
+        self.state = _PENDING
+        return len(encoded)
+
+    def run_timers(self, now: float) -> None:
+        """Runs the apps' due timers (part of `poll`)."""
+        self.timers_due = now + TIMER_GRANULARITY
+        for app in self.apps:
+            due = app.next_timer()
+            if due is not None and due <= now:
+                app.on_timer(now)
 
     def fetch(self) -> bytes | None:
         if self.state is not State.PENDING or self.pending is None:
@@ -115,23 +171,47 @@ class Toolkit:
         self.state = State.FETCHED
         return self.pending.encoded
 
+    def terminal_response_raw(self, data: bytes, now: float) -> bool:
+        """Hands the TR bytes to the reader of a fetched `RawCommand`. True when it read them;
+        False (nothing done) when no raw command was fetched or the reader does not read this
+        form: `terminal_response` with the decoded TR then, as for any command."""
+        pending = self.pending
+        if pending is None or self.state is not _FETCHED:
+            return False
+        command = pending.command
+        if not isinstance(command, RawCommand):
+            return False
+        reader = command.reader
+        if reader is read_done:  # the most frequent by far (SEND DATA): nothing to run
+            expect = command.expect
+            if len(data) == len(expect) + 1 and data.startswith(expect):
+                self.state = _IDLE
+                self.pending = None
+                return True
+            return False
+        # Settled before the reader runs, as `terminal_response` settles before the app.
+        self.state = _IDLE
+        self.pending = None
+        if reader(command, data, now):
+            return True
+        self.state = _FETCHED
+        self.pending = pending
+        return False
+
     def terminal_response(self, response: TerminalResponse, now: float) -> bool:
         """Delivers a TR to the app whose command it answers. False if no command was fetched
         or the command details do not echo it."""
         pending = self.pending
         if self.state is not State.FETCHED or pending is None:
             return False
-        details = pending.command.details
+        command = pending.typed()
+        details = command.details
         if response.details is not details and response.details != details:
-            log.warning(
-                "terminal response echoes %s, expected %s",
-                response.details,
-                pending.command.details,
-            )
+            log.warning("terminal response echoes %s, expected %s", response.details, details)
             return False
         self.state = State.IDLE
         self.pending = None
-        pending.owner.on_terminal_response(pending.command, response, now)
+        pending.owner.on_terminal_response(command, response, now)
         return True
 
     def terminal_profile(self, profile: TerminalProfile, now: float) -> None:
