@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -150,6 +151,7 @@ class AdminAgentApp:
         self._session: AdminSession | None = None
         self._attempts = 0
         self._retry_at: float | None = None
+        self._context: tuple[str, bytes, ssl.SSLContext] | None = None
 
     @property
     def busy(self) -> bool:
@@ -197,10 +199,10 @@ class AdminAgentApp:
                 self._link_ended(now)
 
     def next_timer(self) -> float | None:
-        times = [t for t in (self._retry_at,) if t is not None]
-        if self._link is not None and (t := self._link.next_timer()) is not None:
-            times.append(t)
-        return min(times) if times else None
+        due = self._link.next_timer() if self._link is not None else None
+        if self._retry_at is None:
+            return due
+        return self._retry_at if due is None else min(due, self._retry_at)
 
     def on_timer(self, now: float) -> None:
         if self._link is not None:
@@ -286,9 +288,8 @@ class AdminAgentApp:
         )
         session = AdminSession(params, self.executor(), now)
         self._session = session
-        context = psk_client_context(plan.psk_identity, creds.psk_key, profile=self.tls_profile)
         tls = TlsClientHandler(
-            context,
+            self._psk_context(plan.psk_identity, creds.psk_key),
             session,
             handshake_timeout=self.handshake_timeout,
             record_limit=self.record_limit,
@@ -296,6 +297,14 @@ class AdminAgentApp:
         )
         log.info("admin link up on channel %d: PSK-TLS as %r", channel, plan.psk_identity)
         return tls, tls.start(now)
+
+    def _psk_context(self, identity: str, key: bytes) -> ssl.SSLContext:
+        """Making a context costs more than the session's handshake: keep the last one."""
+        cached = self._context
+        if cached is None or cached[:2] != (identity, key):
+            context = psk_client_context(identity, key, profile=self.tls_profile)
+            self._context = cached = (identity, key, context)
+        return cached[2]
 
     def _link_ended(self, now: float) -> None:
         link, session, plan = self._link, self._session, self._plan

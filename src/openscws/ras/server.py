@@ -20,7 +20,6 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -28,11 +27,11 @@ from openscws.aio.direct import StreamProtocol
 from openscws.amdb.server import CardPost, Closed, ServerExchange
 from openscws.amdb.wire import ScriptStatus
 from openscws.errors import DecodeError
-from openscws.ota.packet import PorStatus
+from openscws.ota.packet import PorStatus, ResponseContent
 from openscws.ota.sms import response_packet_of
 from openscws.ras.senders import DeliveryStatus, SendError, SendResult, SmsSender
 from openscws.ras.service import RasService, SessionWork, TriggerWork
-from openscws.ras.session import ContentItem, RasSession, Verdict
+from openscws.ras.session import RasSession, Verdict
 from openscws.tls.context import Profile, psk_server_context
 from openscws.tls.endpoint import TlsServerHandler
 
@@ -123,7 +122,7 @@ class CardExchange:
             self.session = RasSession(
                 work.job_id,
                 work.operation_dicts(),
-                server.fetch,
+                server.service.content_item,
                 maybe_applied=work.maybe_applied or post.resume,
             )
             log.info(
@@ -247,18 +246,6 @@ class RasServer:
         exchange.identity = identity
         return key
 
-    def fetch(self, path: str, version: int) -> ContentItem:
-        item = self.service.content_item(path, version)
-        info = item.info
-        return ContentItem(
-            path=path,
-            body=item.body,
-            content_type=info.content_type,
-            content_encoding=info.content_encoding,
-            content_language=info.content_language,
-            realm=info.realm,
-        )
-
     # -- life cycle ------------------------------------------------------------------------------
 
     async def start(self, *, triggers: bool = True) -> None:
@@ -319,11 +306,12 @@ class RasServer:
                 except TimeoutError:
                     pass
 
-    async def trigger_due(self, now: Callable[[], float] = time.time) -> int:
+    async def trigger_due(self) -> int:
         """Reaps expired leases, claims due jobs and sends their triggers; the count sent."""
         service = self.service
-        service.reap(_utc(now()))
-        works = service.claim_triggers(self.owner, self.config.trigger_batch, _utc(now()))
+        now = _utc(time.time())
+        service.reap(now)
+        works = service.claim_triggers(self.owner, self.config.trigger_batch, now)
         if not works:
             return 0
         results = await asyncio.gather(*(self._send(w) for w in works))
@@ -374,14 +362,15 @@ def _refusal(result: SendResult) -> str | None:
         return "the card's toolkit was busy"
     if result.status is DeliveryStatus.ERROR:
         return "the terminal or card refused the SMS"
-    if result.status is DeliveryStatus.POR and result.por:
-        try:
-            _, packet = response_packet_of(result.por)
-        except DecodeError:
-            return None
-        # Error PoRs go unsecured (ota.packet.rejection_receipt): CNTR(5), PCNTR, status.
-        if packet.check_length == 0 and len(packet.sealed) >= 7 and packet.sealed[6]:
-            status = packet.sealed[6]
-            name = PorStatus(status).name if status in set(PorStatus) else "?"
-            return f"the card refused the trigger: PoR status {status:02X} ({name})"
-    return None
+    if result.status is not DeliveryStatus.POR or not result.por:
+        return None
+    try:
+        _, packet = response_packet_of(result.por)
+        # Error PoRs go unsecured (ota.packet.rejection_receipt); secured ones say success.
+        status = 0 if packet.check_length else ResponseContent.decode(packet.sealed, 0).status
+    except DecodeError:
+        return None
+    if not status:
+        return None
+    name = PorStatus(status).name if status in set(PorStatus) else "?"
+    return f"the card refused the trigger: PoR status {status:02X} ({name})"

@@ -12,24 +12,12 @@ from __future__ import annotations
 import enum
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from openscws.amdb.embedded import EmbeddedRequest, EmbeddedResponse
+from openscws.ras.service import ContentItem
 
 TX_HEADER = "X-SCWS-Transaction"
-
-
-@dataclass(frozen=True, slots=True)
-class ContentItem:
-    """One version of a repository resource, as the session sends it."""
-
-    path: str
-    body: bytes = field(repr=False)
-    content_type: str
-    content_encoding: str | None = None
-    content_language: str | None = None
-    realm: str | None = None
 
 
 class Verdict(enum.Enum):
@@ -61,6 +49,7 @@ class RasSession:
         self._next = 0
         self._asked_committed = maybe_applied
         self._sent: EmbeddedRequest | None = None
+        self._checking = False  # the last command asked whether the job was committed
         self._committing = False
 
     def next_command(self, answer: EmbeddedResponse | None) -> EmbeddedRequest | None:
@@ -92,17 +81,16 @@ class RasSession:
             if op["op"] == "delete":
                 return EmbeddedRequest("DELETE", path, (tx,))
             item = self._fetch(path, int(op["version"]))
-            headers = [tx, ("Content-Type", item.content_type)]
-            if item.content_encoding:
-                headers.append(("Content-Encoding", item.content_encoding))
-            if item.content_language:
-                headers.append(("Content-Language", item.content_language))
-            headers.append(("X-SCWS-Realm", item.realm or ""))
+            info = item.info
+            headers = [tx, ("Content-Type", info.content_type)]
+            if info.content_encoding:
+                headers.append(("Content-Encoding", info.content_encoding))
+            if info.content_language:
+                headers.append(("Content-Language", info.content_language))
+            headers.append(("X-SCWS-Realm", info.realm or ""))
             return EmbeddedRequest("PUT", path, tuple(headers), item.body)
         self._committing = True
         return EmbeddedRequest("POST", "/.scws/commit", (tx,))
-
-    _checking = False
 
     def _judge(self, sent: EmbeddedRequest, answer: EmbeddedResponse) -> bool:
         status = answer.status

@@ -35,6 +35,7 @@ a partial record, so its own timers would not catch that stall)."""
 
 from __future__ import annotations
 
+import abc
 import enum
 import logging
 import ssl
@@ -70,7 +71,7 @@ class TlsState(enum.Enum):
 _DONE: Final = frozenset({TlsState.SHUTDOWN, TlsState.FAILED, TlsState.CLOSED})
 
 
-class TlsRecordStream:
+class TlsRecordStream(abc.ABC):
     """What every TLS stack's endpoint shares: the StreamHandler contract, the states, the
     handshake and record-stall timers, the record framing of the peer's bytes, the queue of
     records for the peer and `peak_buffer`. A stack supplies `_feed`, `_held`, `_handshake`,
@@ -110,28 +111,31 @@ class TlsRecordStream:
 
     # -- the stack's part -------------------------------------------------------------------
 
+    @abc.abstractmethod
     def _feed(self, data: bytes) -> None:
         """Give the stack ciphertext from the peer; `b""` is the transport's EOF."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _held(self) -> int:
         """Bytes of ciphertext the stack's buffers and `_out` hold now."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _handshake(self) -> None:
-        raise NotImplementedError
+        """Advance the handshake with what `_feed` gave; on success, enter OPEN."""
 
+    @abc.abstractmethod
     def _read(self, now: float) -> None:
-        raise NotImplementedError
+        """Decrypt what arrived and hand the plaintext to the inner handler."""
 
+    @abc.abstractmethod
     def _encrypt(self, plain: bytes) -> None:
-        raise NotImplementedError
+        """Encrypt `plain` into records for the peer."""
 
+    @abc.abstractmethod
     def _shutdown(self) -> None:
         """Write close_notify and enter SHUTDOWN."""
-        raise NotImplementedError
 
-    def _release(self) -> None:
+    def _release(self) -> None:  # noqa: B027 - optional: the stdlib stack frees itself
         """Free what the stack holds (called once, by `close`)."""
 
     # -- StreamHandler ----------------------------------------------------------------------
