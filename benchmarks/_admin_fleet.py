@@ -39,6 +39,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 import time
 import uuid
 from collections import deque
@@ -636,6 +637,21 @@ class MemoryRasService:
             self.ready.append(iccid)
         return True
 
+    def end_session(
+        self,
+        job_id: str,
+        owner: str,
+        outcome: str,
+        reason: str | None,
+        *,
+        started_at: datetime,
+        ended_at: datetime,
+        detail: Sequence[str] = (),
+    ) -> bool:
+        finished = self.finish_job(job_id, owner, outcome, reason, ended_at)
+        self.sessions.append((started_at.timestamp(), ended_at.timestamp(), outcome))
+        return finished
+
     def log_session(
         self,
         iccid: str,
@@ -703,17 +719,21 @@ class TimedService:
 
 class DbTrips:
     """Counts the database round trips of an engine: statements, BEGIN, COMMIT, ROLLBACK and
-    the pool's pre-ping (SELECT 1 on every checkout)."""
+    the pool's ping of a connection that sat idle. `total` is the calling thread's count (the
+    server makes its calls on several threads at once)."""
 
     def __init__(self, engine: Any) -> None:
         from sqlalchemy import event
 
         self.kinds = {"statements": 0, "begin": 0, "commit": 0, "rollback": 0, "ping": 0}
         kinds = self.kinds
+        self._mine = threading.local()
+        mine = self._mine
 
         def counter(kind: str) -> Any:
             def count(*args: Any, **kwargs: Any) -> None:
                 kinds[kind] += 1
+                mine.total = getattr(mine, "total", 0) + 1
 
             return count
 
@@ -726,13 +746,14 @@ class DbTrips:
 
         def do_ping(dbapi_connection: Any) -> Any:
             kinds["ping"] += 1
+            mine.total = getattr(mine, "total", 0) + 1
             return ping(dbapi_connection)
 
         dialect.do_ping = do_ping
 
     @property
     def total(self) -> int:
-        return sum(self.kinds.values())
+        return int(getattr(self._mine, "total", 0))
 
 
 async def server_main(args: argparse.Namespace) -> None:
@@ -761,8 +782,6 @@ async def server_main(args: argparse.Namespace) -> None:
 
         db = RasDatabase(args.db)
         db.check_current()
-        if args.no_pre_ping:
-            db.engine.pool._pre_ping = False  # an experiment: what the ping costs
         trips = DbTrips(db.engine)
         service = RasService(db, Vault.open(Path(args.data_dir)), policy)
     timed = TimedService(service, trips)
@@ -777,6 +796,8 @@ async def server_main(args: argparse.Namespace) -> None:
             trigger_interval=args.trigger_interval,
             trigger_batch=args.trigger_batch,
             owner=f"bench-server-{args.index}",
+            # MemoryRasService's dicts are not for several threads at once.
+            db_workers=1 if memory is not None else EndpointConfig().db_workers,
         ),
     )
     await server.start()
@@ -841,9 +862,6 @@ def main(argv: list[str] | None = None) -> int:
     sv.add_argument("--trigger-ttl", type=float, default=120.0)
     sv.add_argument("--session-ttl", type=float, default=120.0)
     sv.add_argument("--sms-connections", type=int, default=32)
-    sv.add_argument(
-        "--no-pre-ping", action="store_true", help="experiment: the pool's pre-ping off"
-    )
     for sp in (lg, sv):
         sp.add_argument(
             "--profile", help="write a cProfile of the measured window (prof-start/stop) here"

@@ -34,7 +34,8 @@ sessions" section of docs/benchmarks.md (between the bench_admin markers) unless
 --render rewrites it from the --json of such a run. --profile adds one run of the last cell
 with the load generator and server 0 under cProfile for the measured window, and summarises
 it. The servers also time every `RasService` call they make and count its database round
-trips (statements, BEGIN, COMMIT, ROLLBACK, pool pre-ping): see "service_calls" in --json.
+trips (statements, BEGIN, COMMIT, ROLLBACK, the pool's ping of a connection that sat idle):
+see "service_calls" in --json.
 """
 
 from __future__ import annotations
@@ -92,7 +93,6 @@ class Options:
     pg_durable: bool
     log: Callable[[str], None]
     child_log_level: str = "WARNING"
-    no_pre_ping: bool = False
 
 
 # -- processes -----------------------------------------------------------------------------------
@@ -435,8 +435,6 @@ def run_cell(
                 *("--trigger-batch", str(opts.trigger_batch)),
                 *("--log-level", opts.child_log_level),
             ]
-            if opts.no_pre_ping:
-                argv.append("--no-pre-ping")
             if profile is not None and k == 0:
                 argv += ["--profile", str(profile / "server0.prof")]
             child = Child(f"server{k}", argv, cell / f"server{k}.log")
@@ -748,13 +746,13 @@ def cpu_cell(cell: dict[str, Any], key: str) -> str:
 
 
 def db_wait(cell: dict[str, Any]) -> tuple[float, float]:
-    """(ms the servers' event loops spent inside service calls per done session, the share
-    of the servers' time that is)."""
+    """(wall ms inside service calls per done session, summed over the servers' database
+    threads; how many calls were in flight on average over the run)."""
     total = sum(
         t["total_s"] for s in cell["per_server"].values() for t in s["service_calls"].values()
     )
-    share = total / (cell["servers"] * cell["window_s"]) if cell["window_s"] else 0.0
-    return 1000.0 * total / max(1, cell["done"]), share
+    in_flight = total / cell["window_s"] if cell["window_s"] else 0.0
+    return 1000.0 * total / max(1, cell["done"]), in_flight
 
 
 def call_table(cell: dict[str, Any]) -> list[str]:
@@ -901,7 +899,7 @@ def markdown(
         ),
         "",
         "| database, servers | sessions/s | runs | p50 ms | p95 ms | not done | "
-        "CPU ms/session: load gen | servers | PostgreSQL | servers' loop in DB calls | "
+        "CPU ms/session: load gen | servers | PostgreSQL | DB calls: ms/session, in flight | "
         "cores: ours / other work | CPU pressure |",
         "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
@@ -909,7 +907,7 @@ def markdown(
         lat = c["latency_ms"]
         runs = ", ".join(f"{v:.0f}" for v in c.get("runs_sessions_per_s", []))
         wait_ms, wait_share = db_wait(c)
-        waited = f"{wait_ms:.1f} ms ({wait_share:.0%})" if c["db"] != "memory" else "-"
+        waited = f"{wait_ms:.1f} ms, {wait_share:.1f}" if c["db"] != "memory" else "-"
         lines.append(
             f"| {label(c)} | **{c['sessions_per_s']:.1f}** | {runs} | {lat['p50']:.0f} | "
             f"{lat['p95']:.0f} | {c['not_done']} | {cpu_cell(c, 'loadgen')} | "
@@ -954,10 +952,11 @@ def markdown(
             bullet=True,
         ),
         wrap(
-            "servers' loop in DB calls: `RasServer` calls the database synchronously from its "
-            "event loop, so while a call waits for the database no other session of that "
-            "process moves. This is the wall time inside `RasService` calls per done session "
-            "(all servers), and the share of the servers' time it took.",
+            "DB calls: `RasServer` makes its `RasService` calls on worker threads "
+            "(EndpointConfig.db_workers, 4), so its event loop goes on with other sessions "
+            "meanwhile. The first figure is the wall time inside those calls per done "
+            "session (all servers, waiting for locks, commits and the CPU included), the "
+            "second how many calls were in flight on average over the run.",
             bullet=True,
         ),
         wrap(
@@ -977,8 +976,9 @@ def markdown(
             "",
             wrap(
                 f"Database calls of the median {label(cell)} run (wall time, so waiting "
-                "included; round trips: statements, BEGIN, COMMIT, ROLLBACK and the pool's "
-                "pre-ping, each a round trip to the server on PostgreSQL):"
+                "included; round trips: statements, BEGIN, COMMIT, ROLLBACK and the pool's ping "
+                "of a connection idle over 5 s, each a round trip to the server on "
+                "PostgreSQL):"
             ),
             "",
             *call_table(cell),
@@ -988,7 +988,8 @@ def markdown(
         lines += [
             "One more run of that cell with the load generator and server 0 under cProfile",
             "(wall-clock timer, so time blocked in a call counts; profiling slows both, so",
-            "the shares matter, not the seconds):",
+            "the shares matter, not the seconds; the server's main thread only, not its",
+            "database threads):",
             "",
             "| process | share of profiled time by package (tottime) |",
             "|---|---|",
@@ -1095,11 +1096,6 @@ def main(argv: list[str] | None = None) -> int:
         help="measure nothing: rewrite the docs section from a --json file of a full run",
     )
     p.add_argument("--child-log-level", default="WARNING", help="the processes' log level")
-    p.add_argument(
-        "--no-pre-ping",
-        action="store_true",
-        help="experiment: the servers' connection pool without pre-ping (not the default)",
-    )
     p.add_argument("--repeat", type=int, help="runs per cell, the median kept (default 3)")
     args = p.parse_args(argv)
     if args.render:
@@ -1139,7 +1135,6 @@ def main(argv: list[str] | None = None) -> int:
         pg_durable=not args.pg_fast,
         log=log,
         child_log_level=args.child_log_level,
-        no_pre_ping=args.no_pre_ping,
     )
     info = machine_info()
     work = Path(tempfile.mkdtemp(prefix="openscws-bench-admin-"))

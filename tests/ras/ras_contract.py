@@ -474,6 +474,67 @@ class ServiceContract:
         assert trigger.session.http_post is not None
         assert trigger.session.http_post.agent_id == "agent-0"
 
+    def test_end_session_finishes_and_logs_in_one(self, ras: RasService) -> None:
+        cards = seed(ras, 2)
+        ras.create_campaign("c", now=T0)
+        ras.claim_triggers("A", 2, T0)
+        s0 = ras.open_session("id-0", "A", T0)
+        s1 = ras.open_session("id-1", "A", T0)
+        assert s0 is not None
+        assert s1 is not None
+        end = T0 + timedelta(seconds=3)
+        assert ras.end_session(
+            s0.job_id, "A", "done", None, started_at=T0, ended_at=end, detail=["PUT / -> 201"]
+        )
+        job = ras.job(s0.job_id)
+        assert job is not None
+        assert (job.state, job.finished_at, job.lease_owner) == ("done", end, None)
+        (entry,) = ras.session_logs(cards[0])
+        assert (entry.job_id, entry.outcome, entry.detail) == (s0.job_id, "done", ("PUT / -> 201",))
+        assert (entry.started_at, entry.ended_at) == (T0, end)
+        # Not the lease holder: nothing changes, but the session happened and is logged.
+        assert not ras.end_session(s1.job_id, "B", "done", None, started_at=T0, ended_at=end)
+        assert ras.job(s1.job_id).state == "in_session"  # type: ignore[union-attr]
+        # A retry goes back to pending with a backoff.
+        assert ras.end_session(s1.job_id, "A", "retry", "dropped", started_at=T0, ended_at=end)
+        job = ras.job(s1.job_id)
+        assert job is not None
+        assert (job.state, job.last_error) == ("pending", "dropped")
+        assert job.next_attempt_at > end
+        assert [e.outcome for e in ras.session_logs(cards[1])] == ["retry", "done"]
+        # A job that is gone (its card removed): False, and nothing to log against.
+        assert ras.remove_card(cards[1])
+        assert not ras.end_session(s1.job_id, "A", "done", None, started_at=T0, ended_at=end)
+        with pytest.raises(ValueError, match="outcome"):
+            ras.end_session(s0.job_id, "A", "maybe", None, started_at=T0, ended_at=end)  # type: ignore[arg-type]
+
+    def test_triggered_cards_psk_needs_no_lookup(self, ras: RasService) -> None:
+        seed(ras, 1)
+        ras.create_campaign("c", now=T0)
+        ras.claim_triggers("A", 1, T0)
+        # The trigger's claim cached the card's PSK: the handshake reads no database.
+        statements: list[str] = []
+        from sqlalchemy import event
+
+        event.listen(ras._db.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+        assert ras.psk_lookup("id-0") == keys_of(0)[0]
+        assert statements == []
+
+    def test_content_versions_are_cached(self, ras: RasService) -> None:
+        seed(ras, 0)
+        first = ras.content_item("/index.html", 1)
+        from sqlalchemy import event
+
+        statements: list[str] = []
+        event.listen(ras._db.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+        assert ras.content_item("/index.html", 1) is first
+        assert statements == []
+        ras.put_content("/index.html", b"<p>v2</p>", "text/html", now=T0)
+        assert ras.content_item("/index.html", 2).body == b"<p>v2</p>"  # a new version: read
+        assert ras.content_item("/index.html", 1).body == b"<p>v1</p>"
+        with pytest.raises(NotFound):
+            ras.content_item("/index.html", 3)
+
     # -- session logs --------------------------------------------------------------------------
 
     def test_session_logs(self, ras: RasService) -> None:

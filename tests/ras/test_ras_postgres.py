@@ -11,10 +11,12 @@ import threading
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from ras_contract import POLICY, T0, ServiceContract, add_card, iccid, schema_diff, seed
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from openscws.cli import main
 from openscws.ras.db import RasDatabase
@@ -185,3 +187,29 @@ def test_cli_on_postgres(
     assert "pending 1" in out
     assert iccid(1) in out
     assert not (tmp_path / "ras" / "ras.db").exists()  # the state went to PostgreSQL
+
+
+def test_idle_connections_are_pinged(postgres: Any, vault: Vault) -> None:
+    """The pool pings a connection that sat idle (here: any idle time) before use, so a
+    connection the server dropped meanwhile is replaced, not handed out; one in steady use
+    (idle below the threshold) is not pinged, and a dropped one then fails one call only."""
+    name = postgres.create_database()
+    try:
+        pinged = RasDatabase(postgres.url(name), idle_ping=0.0)
+        pinged.upgrade()
+        trusting = RasDatabase(postgres.url(name), idle_ping=3600.0)
+        add_card(RasService(pinged, vault, POLICY), 0)
+        assert RasService(pinged, vault, POLICY).card(iccid(0)) is not None
+        assert RasService(trusting, vault, POLICY).card(iccid(0)) is not None
+        postgres._admin(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+        )
+        assert RasService(pinged, vault, POLICY).card(iccid(0)) is not None
+        with pytest.raises(OperationalError):
+            RasService(trusting, vault, POLICY).card(iccid(0))
+        assert RasService(trusting, vault, POLICY).card(iccid(0)) is not None
+        pinged.dispose()
+        trusting.dispose()
+    finally:
+        postgres.drop_database(name)

@@ -152,6 +152,20 @@ def test_psk_cache_is_bounded(sqlite_db: RasDatabase, vault: Vault) -> None:
     assert len(ras._psk_cache) <= 4
 
 
+def test_content_cache_is_bounded(sqlite_db: RasDatabase, vault: Vault) -> None:
+    from dataclasses import replace
+
+    ras = RasService(sqlite_db, vault, replace(POLICY, content_cache_bytes=4000))
+    for n in range(10):
+        ras.put_content(f"/p{n}", bytes(900), "application/octet-stream", now=T0)
+        ras.content_item(f"/p{n}", 1)
+    assert ras._content_bytes <= 4000
+    assert list(ras._content_cache) == [(f"/p{n}", 1) for n in range(6, 10)]
+    ras.put_content("/big", bytes(1001), "application/octet-stream", now=T0)
+    assert ras.content_item("/big", 1).body == bytes(1001)
+    assert ("/big", 1) not in ras._content_cache  # over a quarter of the cache: never kept
+
+
 # -- SQLite specifics --------------------------------------------------------------------------
 
 

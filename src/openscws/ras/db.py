@@ -10,6 +10,7 @@ READ COMMITTED; the service takes row locks (FOR UPDATE [SKIP LOCKED]) where it 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +22,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from openscws.errors import OpenScwsError
@@ -33,6 +35,9 @@ MIGRATIONS: Final = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
 _READ_ONLY: Final = "openscws_read_only"
 _MIGRATION_LOCK: Final = 0x5CA5_0001  # pg_advisory_xact_lock key: one migrator at a time
+IDLE_PING_S: Final = 5.0
+"""A pooled connection idle for longer is pinged before use (a database restart or an idle
+timeout may have closed it); one in steady use is not: a ping is a round trip."""
 
 
 class RasError(OpenScwsError):
@@ -63,10 +68,13 @@ class RasDatabase:
     """The engine and its transactions. `write()` and `read()` give a Session inside one
     transaction, committed when the block ends and rolled back if it raises."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(self, url: str, *, echo: bool = False, idle_ping: float = IDLE_PING_S) -> None:
         url = _normalise(url)
-        self.engine: Engine = create_engine(url, echo=echo, pool_pre_ping=True)
+        # LIFO: under load the same few connections stay busy (and need no ping); the rest
+        # idle out and are pinged when they come back.
+        self.engine: Engine = create_engine(url, echo=echo, pool_use_lifo=True)
         self.dialect: str = self.engine.dialect.name
+        _ping_when_idle(self.engine, idle_ping)
         if self.dialect == "sqlite":
             _sqlite_setup(self.engine)
         elif self.dialect != "postgresql":
@@ -128,6 +136,28 @@ class RasDatabase:
                 f"the RAS database is at schema {current or 'none'}, this program needs {head}: "
                 "run `openscws admin init` (it migrates)"
             )
+
+
+def _ping_when_idle(engine: Engine, idle: float) -> None:
+    """SQLAlchemy's pool_pre_ping, but only for connections that sat idle over `idle`
+    seconds. A failed ping raises DisconnectionError, on which the pool drops the connection
+    and checks out (or opens) another."""
+
+    @event.listens_for(engine, "checkin")
+    def _checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.pop("idle_since", None)
+        if since is None or time.monotonic() - since < idle:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            raise DisconnectionError(f"a pooled connection is gone: {exc}") from exc
+        if alive is False:
+            raise DisconnectionError("a pooled connection is gone")
 
 
 def _sqlite_setup(engine: Engine) -> None:

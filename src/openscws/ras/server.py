@@ -10,8 +10,13 @@
   next counter, and handed to the SMS sender. A failed send is retried with backoff; a card
   that never calls back is retried once its lease ends (`RasService.reap`).
 
-The database calls are short and synchronous, made from the event loop: a session's few
-queries each take a millisecond or so, and it keeps every step of a job in order."""
+The database calls run on a small pool of worker threads (`EndpointConfig.db_workers`), never
+on the event loop: while one session waits for its transaction to commit, the loop goes on with
+the TLS and HTTP of the others, and concurrent commits share the database's log flushes. A
+session still takes its steps in order: the next command goes out only once the call before it
+has returned. The one database read left on the loop is the PSK lookup of a card that calls
+without a trigger from this process (triggered cards' keys are cached when the trigger is
+claimed), because OpenSSL asks for the key in a synchronous callback."""
 
 from __future__ import annotations
 
@@ -20,8 +25,12 @@ import logging
 import os
 import socket
 import time
+from collections import deque
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 
 from openscws.aio.direct import StreamProtocol
 from openscws.amdb.server import CardPost, Closed, ServerExchange
@@ -30,7 +39,7 @@ from openscws.errors import DecodeError
 from openscws.ota.packet import PorStatus, ResponseContent
 from openscws.ota.sms import response_packet_of
 from openscws.ras.senders import DeliveryStatus, SendError, SendResult, SmsSender
-from openscws.ras.service import RasService, SessionWork, TriggerWork
+from openscws.ras.service import ContentItem, Outcome, RasService, SessionWork, TriggerWork
 from openscws.ras.session import RasSession, Verdict
 from openscws.tls.context import Profile, psk_server_context
 from openscws.tls.endpoint import TlsServerHandler
@@ -55,10 +64,18 @@ class EndpointConfig:
     trigger_batch: int = 50
     owner: str = ""
     """This server process's name in job leases; default host:pid."""
+    db_workers: int = 4
+    """Threads making database calls (each holds at most one pooled connection)."""
+
+
+def _nothing() -> None:
+    pass
 
 
 class CardExchange:
-    """One card connection's plaintext side: a `StreamHandler` for `TlsServerHandler`."""
+    """One card connection's plaintext side: a `StreamHandler` for `TlsServerHandler`. The
+    database calls of a step run in the server's worker threads; when one returns, the step
+    goes on and `wake` (set by the shell) sends what it produced."""
 
     def __init__(self, server: RasServer, now: float) -> None:
         self.server = server
@@ -67,16 +84,22 @@ class CardExchange:
         self.work: SessionWork | None = None
         self.session: RasSession | None = None
         self.started = now
+        self.wake: Callable[[], None] = _nothing
         self._ended = False
         self._closed = False
         self._first = True
+        self._busy: asyncio.Task[None] | None = None
+        self._queued: deque[CardPost] = deque()
 
     # -- StreamHandler -------------------------------------------------------------------------
 
     def receive_data(self, data: bytes, now: float) -> None:
         for event in self.exchange.receive_data(data):
             if isinstance(event, CardPost):
-                self._post(event, now)
+                if self._busy is not None:
+                    self._queued.append(event)
+                else:
+                    self._post(event, now)
             elif isinstance(event, Closed):
                 self._gone(event.reason, now)
 
@@ -89,7 +112,7 @@ class CardExchange:
 
     @property
     def idle(self) -> bool:
-        return not self.exchange.awaiting_answer
+        return not self.exchange.awaiting_answer and self._busy is None
 
     def get_timer(self) -> float | None:
         return None
@@ -106,33 +129,70 @@ class CardExchange:
     # -- the session -----------------------------------------------------------------------------
 
     def _post(self, post: CardPost, now: float) -> None:
-        server = self.server
         if self._first:
             self._first = False
             if self.identity is None:
                 self.exchange.send_error(403, "no PSK identity")
                 return
-            work = server.service.open_session(self.identity, server.owner, _utc(now))
-            if work is None:
-                log.info("card %r called in with nothing to do: 204", self.identity)
+            self._run(self._open(post, now))
+            return
+        self._step(post, now)
+
+    def _run(self, step: Coroutine[None, None, None]) -> None:
+        task = asyncio.get_running_loop().create_task(self._guarded(step))
+        self._busy = task
+        steps = self.server.steps
+        steps.add(task)
+        task.add_done_callback(steps.discard)
+
+    async def _guarded(self, step: Coroutine[None, None, None]) -> None:
+        try:
+            await step
+        except Exception:
+            log.exception("admin session of %r", self.identity)
+            if not self._closed:
+                self.exchange.send_error(500, "the admin server failed")
+        finally:
+            self._busy = None
+        if self._closed:
+            self._gone("the connection closed", time.time())
+        else:
+            while self._queued and self._busy is None and not self._closed:
+                self._post(self._queued.popleft(), time.time())
+        self.wake()
+
+    async def _open(self, post: CardPost, now: float) -> None:
+        server = self.server
+        assert self.identity is not None
+        opened = await server.db(
+            _open_with_content, server.service, self.identity, server.owner, now
+        )
+        if opened is None:
+            log.info("card %r called in with nothing to do: 204", self.identity)
+            self._ended = True
+            if not self._closed:
                 self.exchange.send_end()
-                self._ended = True
-                return
-            self.work = work
-            self.session = RasSession(
-                work.job_id,
-                work.operation_dicts(),
-                server.service.content_item,
-                maybe_applied=work.maybe_applied or post.resume,
-            )
-            log.info(
-                "card %s (%r) in session for job %s, attempt %d%s",
-                work.iccid,
-                post.agent_id,
-                work.job_id,
-                work.attempt,
-                ", resumed" if post.resume else "",
-            )
+            return
+        work, items = opened
+        self.work = work
+        self.session = RasSession(
+            work.job_id,
+            work.operation_dicts(),
+            lambda path, version: items[(path, version)],
+            maybe_applied=work.maybe_applied or post.resume,
+        )
+        log.info(
+            "card %s (%r) in session for job %s, attempt %d%s",
+            work.iccid,
+            post.agent_id,
+            work.job_id,
+            work.attempt,
+            ", resumed" if post.resume else "",
+        )
+        if not self._closed:
+            self._step(post, now)
+
+    def _step(self, post: CardPost, now: float) -> None:
         session = self.session
         if session is None:
             self.exchange.send_end()
@@ -144,43 +204,67 @@ class CardExchange:
         command = session.next_command(answer)
         if command is not None:
             assert self.work is not None
-            self.exchange.send_command(command, f"{server.config.uri}/{self.work.job_id}")
+            self.exchange.send_command(command, f"{self.server.config.uri}/{self.work.job_id}")
             return
         # The verdict is stored before the card hears the end: a done job is done even if
         # the 204 is lost, and the card has committed already.
-        self._finish(session, now)
-        self.exchange.send_end()
+        self._run(self._finish_then_end(session, now))
 
-    def _finish(self, session: RasSession, now: float) -> None:
+    async def _finish_then_end(self, session: RasSession, now: float) -> None:
+        await self._finish(session, now)
+        if not self._closed:
+            self.exchange.send_end()
+
+    async def _finish(self, session: RasSession, now: float) -> None:
         if self._ended or self.work is None:
             return
         self._ended = True
         verdict = session.verdict or Verdict.RETRY
         reason = session.reason
         server = self.server
-        server.service.finish_job(self.work.job_id, server.owner, verdict.value, reason, _utc(now))
-        server.service.log_session(
-            self.work.iccid,
-            job_id=self.work.job_id,
-            started_at=_utc(self.started),
-            ended_at=_utc(now),
-            outcome=verdict.value,
-            detail=session.log,
+        work = self.work
+        await server.db(
+            partial(
+                server.service.end_session,
+                work.job_id,
+                server.owner,
+                verdict.value,
+                reason,
+                started_at=_utc(self.started),
+                ended_at=_utc(now),
+                detail=tuple(session.log),
+            )
         )
         server.sessions_done += verdict is Verdict.DONE
-        log.info("job %s: %s%s", self.work.job_id, verdict.value, f" ({reason})" if reason else "")
+        log.info("job %s: %s%s", work.job_id, verdict.value, f" ({reason})" if reason else "")
 
     def _gone(self, reason: str, now: float) -> None:
-        if self._closed:
-            return
         self._closed = True
+        if self._busy is not None:
+            return  # the step in flight sees _closed when it returns, and comes back here
         session = self.session
         if session is not None and not self._ended:
             if session.verdict is None:
                 session.verdict = Verdict.RETRY
                 session.reason = f"session broke: {reason}"
                 session.log.append(session.reason)
-            self._finish(session, now)
+            self._run(self._finish(session, now))
+
+
+def _open_with_content(
+    service: RasService, identity: str, owner: str, now: float
+) -> tuple[SessionWork, dict[tuple[str, int], ContentItem]] | None:
+    """`open_session` and the bodies its job will send, read in one worker call, so the
+    session's commands are built on the event loop without waiting for the database."""
+    work = service.open_session(identity, owner, _utc(now))
+    if work is None:
+        return None
+    items = {
+        (op.path, op.version): service.content_item(op.path, op.version)
+        for op in work.operations
+        if op.op == "put" and op.version is not None
+    }
+    return work, items
 
 
 class _CardProtocol(StreamProtocol):
@@ -188,6 +272,7 @@ class _CardProtocol(StreamProtocol):
 
     def __init__(self, server: RasServer) -> None:
         self.exchange = CardExchange(server, time.time())
+        self.exchange.wake = self._flush
         self.server = server
         super().__init__(
             TlsServerHandler(
@@ -226,6 +311,9 @@ class RasServer:
         )
         self.sessions_done = 0
         self.triggers_sent = 0
+        self._pool = self._new_pool()
+        self.steps: set[asyncio.Task[None]] = set()
+        """Session steps in flight (each waits for a database call)."""
         self._server: asyncio.Server | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -245,6 +333,14 @@ class RasServer:
             return None
         exchange.identity = identity
         return key
+
+    def _new_pool(self) -> ThreadPoolExecutor:
+        # Threads start on first use: a pool that is never used costs nothing.
+        return ThreadPoolExecutor(max(1, self.config.db_workers), thread_name_prefix="ras-db")
+
+    async def db[T](self, call: Callable[..., T], *args: object) -> T:
+        """`call(*args)` on a database worker thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call, *args)
 
     # -- life cycle ------------------------------------------------------------------------------
 
@@ -286,6 +382,12 @@ class RasServer:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
+        # Sessions that ended as the server closed still record their verdicts (a step may
+        # start the next one, so until none is left).
+        while self.steps:
+            await asyncio.gather(*self.steps, return_exceptions=True)
+        pool, self._pool = self._pool, self._new_pool()
+        await asyncio.get_running_loop().run_in_executor(None, pool.shutdown)
 
     # -- triggers --------------------------------------------------------------------------------
 
@@ -310,8 +412,8 @@ class RasServer:
         """Reaps expired leases, claims due jobs and sends their triggers; the count sent."""
         service = self.service
         now = _utc(time.time())
-        service.reap(now)
-        works = service.claim_triggers(self.owner, self.config.trigger_batch, now)
+        await self.db(service.reap, now)
+        works = await self.db(service.claim_triggers, self.owner, self.config.trigger_batch, now)
         if not works:
             return 0
         results = await asyncio.gather(*(self._send(w) for w in works))
@@ -319,9 +421,7 @@ class RasServer:
 
     async def _send(self, work: TriggerWork) -> int:
         if not work.msisdn:
-            self.service.finish_job(
-                work.job_id, self.owner, "failed", "card has no MSISDN", _utc(time.time())
-            )
+            await self._finish_job(work, "failed", "card has no MSISDN")
             return 0
         try:
             # No agent id: the card's own (X-Admin-From) keeps the trigger in one SMS.
@@ -334,26 +434,29 @@ class RasServer:
             )
         except ValueError as exc:
             log.error("no trigger for %s: %s", work.iccid, exc)
-            self.service.finish_job(work.job_id, self.owner, "failed", str(exc), _utc(time.time()))
+            await self._finish_job(work, "failed", str(exc))
             return 0
         try:
             result = await self.sender.send(work.msisdn, packet)
         except SendError as exc:
             log.warning("trigger for %s not sent: %s", work.iccid, exc)
-            self.service.finish_job(
-                work.job_id, self.owner, "retry", f"trigger not sent: {exc}", _utc(time.time())
-            )
+            await self._finish_job(work, "retry", f"trigger not sent: {exc}")
             return 0
         refused = _refusal(result)
         if refused is not None:
             log.warning("trigger for %s: %s", work.iccid, refused)
-            self.service.finish_job(work.job_id, self.owner, "retry", refused, _utc(time.time()))
+            await self._finish_job(work, "retry", refused)
             return 0
         self.triggers_sent += 1
         log.info(
             "trigger sent to %s (counter %d): %s", work.iccid, work.counter, result.status.value
         )
         return 1
+
+    async def _finish_job(self, work: TriggerWork, outcome: Outcome, reason: str) -> None:
+        await self.db(
+            self.service.finish_job, work.job_id, self.owner, outcome, reason, _utc(time.time())
+        )
 
 
 def _refusal(result: SendResult) -> str | None:

@@ -33,6 +33,7 @@ import re
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -113,6 +114,9 @@ class RasPolicy:
     """Seconds a PSK lookup is cached. Another process's removal of a card is seen after at
     most this long (this process's own changes clear the cache at once)."""
     psk_cache_size: int = 4096
+    content_cache_bytes: int = 16 << 20
+    """Bytes of repository bodies kept in memory by (path, version). Versions never change
+    once stored, so the cache is never stale; 0 turns it off."""
 
     def retry_delay(self, attempts: int) -> timedelta:
         base = self.retry_base.total_seconds()
@@ -321,6 +325,9 @@ class RasService:
         self._monotonic = monotonic
         self._psk_cache: dict[str, tuple[bytes | None, float]] = {}
         self._psk_lock = threading.Lock()
+        self._content_cache: OrderedDict[tuple[str, int], ContentItem] = OrderedDict()
+        self._content_bytes = 0
+        self._content_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"RasService({self._db!r})"
@@ -439,6 +446,11 @@ class RasService:
                 select(Card.iccid, Card.psk_key).where(Card.psk_identity == identity)
             ).first()
         key = None if row is None else self._vault.unseal(row.psk_key, _where(row.iccid, "psk_key"))
+        self._remember_psk(identity, key)
+        return key
+
+    def _remember_psk(self, identity: str, key: bytes | None) -> None:
+        clock = self._monotonic()
         with self._psk_lock:
             cache = self._psk_cache
             if len(cache) >= self.policy.psk_cache_size:
@@ -448,7 +460,6 @@ class RasService:
                 if len(cache) >= self.policy.psk_cache_size:
                     cache.clear()
             cache[identity] = (key, clock + self.policy.psk_cache_ttl)
-        return key
 
     def _forget_psk(self, identity: str) -> None:
         with self._psk_lock:
@@ -575,6 +586,14 @@ class RasService:
             return [_content_row(r) for r in rows]
 
     def content_item(self, path: str, version: int) -> ContentItem:
+        """One version with its body; from memory when read lately (see
+        RasPolicy.content_cache_bytes)."""
+        key = (path, version)
+        with self._content_lock:
+            item = self._content_cache.get(key)
+            if item is not None:
+                self._content_cache.move_to_end(key)
+                return item
         with self._db.read() as s:
             row = s.scalar(
                 select(ContentVersion).where(
@@ -583,7 +602,24 @@ class RasService:
             )
             if row is None:
                 raise NotFound(f"no version {version} of {path}")
-            return ContentItem(_content_info(row, len(row.body)), row.body)
+            item = ContentItem(_content_info(row, len(row.body)), row.body)
+        self._cache_content(key, item)
+        return item
+
+    def _cache_content(self, key: tuple[str, int], item: ContentItem) -> None:
+        limit = self.policy.content_cache_bytes
+        size = len(item.body)
+        if size > limit // 4:
+            return  # a few big bodies would push out everything else
+        with self._content_lock:
+            cache = self._content_cache
+            if key in cache:
+                return
+            cache[key] = item
+            self._content_bytes += size
+            while self._content_bytes > limit:
+                _, old = cache.popitem(last=False)
+                self._content_bytes -= len(old.body)
 
     def content_body(self, path: str, version: int) -> bytes:
         return self.content_item(path, version).body
@@ -769,6 +805,7 @@ class RasService:
             .exists()
         )
         work: list[TriggerWork] = []
+        sealed_psks: list[tuple[str, str, bytes]] = []
         with self._db.write() as s:
             rows = s.execute(
                 select(Job, Card)
@@ -800,6 +837,7 @@ class RasService:
                     self._end(job, JobState.FAILED, str(exc), now)
                     continue
                 card.ota_counter = counter
+                sealed_psks.append((card.psk_identity, card.iccid, card.psk_key))
                 job.state = JobState.TRIGGERED
                 job.attempts += 1
                 job.lease_owner = owner
@@ -818,6 +856,14 @@ class RasService:
                         keys=keys,
                     )
                 )
+        # The triggered cards are about to call: their PSKs go in the cache now, so the TLS
+        # handshake (an OpenSSL callback, on the server's event loop) need not wait for the
+        # database.
+        for identity, iccid, sealed in sealed_psks:
+            try:
+                self._remember_psk(identity, self._vault.unseal(sealed, _where(iccid, "psk_key")))
+            except VaultError as exc:
+                log.error("card %s: %s", iccid, exc)
         for w in work:
             log.debug("job %s: triggered card %s (attempt %d)", w.job_id, w.iccid, w.attempt)
         return work
@@ -893,21 +939,50 @@ class RasService:
             raise ValueError(f"outcome must be done, retry or failed, not {outcome!r}")
         with self._db.write() as s:
             job = s.get(Job, job_id, with_for_update={"key_share": True})
+            return job is not None and self._finish(s, job, owner, outcome, reason, now)
+
+    def end_session(
+        self,
+        job_id: str,
+        owner: str,
+        outcome: Outcome,
+        reason: str | None,
+        *,
+        started_at: datetime,
+        ended_at: datetime,
+        detail: Iterable[str] = (),
+    ) -> bool:
+        """`finish_job` and the card's session log in one transaction: what the card-facing
+        server does when a session ends. The log is written whatever `finish_job` says (the
+        session happened); False as `finish_job` would be, or when the job (with its card) is
+        gone, and then nothing is written."""
+        now = _aware(ended_at)
+        if outcome not in ("done", "retry", "failed"):
+            raise ValueError(f"outcome must be done, retry or failed, not {outcome!r}")
+        with self._db.write() as s:
+            job = s.get(Job, job_id, with_for_update={"key_share": True})
             if job is None:
                 return False
-            if job.state == JobState.DONE:
-                return outcome == "done"
-            if job.state not in ACTIVE_STATES or job.lease_owner != owner:
-                return False
-            match outcome:
-                case "done":
-                    self._end(job, JobState.DONE, None, now)
-                case "failed":
-                    self._end(job, JobState.FAILED, reason or "failed", now)
-                case "retry":
-                    self._retry(s, job, reason or "retry", now)
-            log.debug("job %s: %s -> %s", job_id, outcome, job.state)
-            return True
+            finished = self._finish(s, job, owner, outcome, reason, now)
+            s.add(_session_log(job.card_id, job.id, _aware(started_at), now, outcome, detail))
+            return finished
+
+    def _finish(
+        self, s: Session, job: Job, owner: str, outcome: Outcome, reason: str | None, now: datetime
+    ) -> bool:
+        if job.state == JobState.DONE:
+            return outcome == "done"
+        if job.state not in ACTIVE_STATES or job.lease_owner != owner:
+            return False
+        match outcome:
+            case "done":
+                self._end(job, JobState.DONE, None, now)
+            case "failed":
+                self._end(job, JobState.FAILED, reason or "failed", now)
+            case "retry":
+                self._retry(s, job, reason or "retry", now)
+        log.debug("job %s: %s -> %s", job.id, outcome, job.state)
+        return True
 
     def reap(self, now: datetime, *, limit: int = 1000) -> int:
         """Sends jobs whose lease expired (the card never connected, or a server or card died
@@ -978,13 +1053,13 @@ class RasService:
                 return None
             if job_id is not None and s.get(Job, job_id) is None:
                 job_id = None  # a job id of our own making, or one deleted since
-            entry = SessionLog(
-                card_id=card_id,
-                job_id=job_id,
-                started_at=_aware(started_at),
-                ended_at=None if ended_at is None else _aware(ended_at),
-                outcome=outcome[:32],
-                detail="\n".join(line.replace("\n", " ") for line in detail),
+            entry = _session_log(
+                card_id,
+                job_id,
+                _aware(started_at),
+                None if ended_at is None else _aware(ended_at),
+                outcome,
+                detail,
             )
             s.add(entry)
             s.flush()
@@ -1060,6 +1135,24 @@ def _card_info(card: Card) -> CardInfo:
         ota_kid=card.ota_kid,
         ota_counter=card.ota_counter,
         created_at=card.created_at,
+    )
+
+
+def _session_log(
+    card_id: int,
+    job_id: str | None,
+    started_at: datetime,
+    ended_at: datetime | None,
+    outcome: str,
+    detail: Iterable[str],
+) -> SessionLog:
+    return SessionLog(
+        card_id=card_id,
+        job_id=job_id,
+        started_at=started_at,
+        ended_at=ended_at,
+        outcome=outcome[:32],
+        detail="\n".join(line.replace("\n", " ") for line in detail),
     )
 
 

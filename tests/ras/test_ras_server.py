@@ -1,0 +1,212 @@
+"""RasServer's card endpoint with its database calls on worker threads: a card (python's ssl
+PSK-TLS client around the agent's `AdminSession`) against a real server on SQLite. The steps
+of a session stay in order, the verdict is stored before the card hears the end, and a card
+that leaves while a database call is in flight leaves a retried job and a session log, not a
+stuck lease or a traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from openscws.amdb.client import AdminSession, Outcome, SessionParams
+from openscws.amdb.embedded import EmbeddedRequest, EmbeddedResponse
+from openscws.ras.db import RasDatabase, default_url
+from openscws.ras.senders import DeliveryStatus, SendResult
+from openscws.ras.server import EndpointConfig, RasServer
+from openscws.ras.service import RasService, SessionWork
+from openscws.ras.vault import Vault
+from openscws.tls.context import psk_client_context
+
+ICCID = "8988211000000000007"
+IDENTITY = "scws-card-7"
+KEY = bytes(range(32, 48))
+OWNER = "test-server"
+
+
+class NoSms:
+    async def send(self, msisdn: str, packet: bytes) -> SendResult:
+        return SendResult(DeliveryStatus.ACCEPTED)
+
+
+class SlowOpen(RasService):
+    """open_session waits for `release`: a database call still in flight."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def open_session(self, psk_identity: str, owner: str, now: datetime) -> SessionWork | None:
+        self.entered.set()
+        assert self.release.wait(10)
+        return super().open_session(psk_identity, owner, now)
+
+
+class Card:
+    """The executor of the card's side: answers PUT 201 and the commit 200."""
+
+    def __init__(self, service: RasService) -> None:
+        self.service = service
+        self.seen: list[tuple[str, str]] = []
+        self.state_at_end: str | None = None
+
+    def execute(self, request: EmbeddedRequest, now: float) -> EmbeddedResponse:
+        self.seen.append((request.method, request.target))
+        status = 200 if request.method == "POST" else 201
+        return EmbeddedResponse(status, (("Content-Length", "0"),), b"")
+
+    def end(self, ok: bool) -> None:
+        if ok:
+            job = self.service.card_jobs(ICCID)[0]
+            self.state_at_end = job.state
+
+
+async def run_card(port: int, executor: Card, *, leave_after: int | None = None) -> AdminSession:
+    """One session over PSK-TLS; with `leave_after`, the card drops the connection once it
+    has that many commands."""
+    ctx = psk_client_context(IDENTITY, KEY, profile="compat")
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+    session = AdminSession(SessionParams("127.0.0.1", "//card-7", "/scws/admin"), executor, 0.0)
+    try:
+        writer.write(session.data_to_send())
+        while not session.should_close:
+            data = await asyncio.wait_for(reader.read(65536), 10)
+            session.receive_data(data, 0.0)
+            if leave_after is not None and session.commands_run >= leave_after:
+                break
+            writer.write(session.data_to_send())
+            if not data:
+                break
+    finally:
+        writer.close()
+        await asyncio.gather(writer.wait_closed(), return_exceptions=True)
+    return session
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[SlowOpen]:
+    (tmp_path / "ras").mkdir()
+    db = RasDatabase(default_url(tmp_path / "ras"))
+    db.upgrade()
+    service = SlowOpen(db, Vault.create(tmp_path / "ras"))
+    service.release.set()
+    service.add_card(
+        ICCID,
+        "+15550100007",
+        psk_identity=IDENTITY,
+        psk_key=KEY,
+        agent_id="//card-7",
+        ota_tar=bytes(3),
+        kic_key=bytes(16),
+        kid_key=bytes(16),
+    )
+    service.put_content("/a.html", b"<p>a</p>", "text/html")
+    service.create_campaign("c")
+    assert len(service.claim_triggers(OWNER, 10, datetime.now(UTC))) == 1
+    yield service
+    db.dispose()
+
+
+def serving(service: RasService, body: Callable[[RasServer], Awaitable[None]]) -> None:
+    async def main() -> None:
+        config = EndpointConfig(port=0, owner=OWNER, tls_profile="compat")
+        server = RasServer(service, NoSms(), config)
+        await server.start(triggers=False)
+        try:
+            await body(server)
+        finally:
+            await server.stop()
+
+    asyncio.run(main())
+
+
+async def logged(service: RasService) -> None:
+    for _ in range(200):
+        if service.session_logs(ICCID):
+            return
+        await asyncio.sleep(0.05)
+
+
+def test_session_steps_in_order(service: SlowOpen) -> None:
+    card = Card(service)
+
+    async def body(server: RasServer) -> None:
+        session = await run_card(server.port, card)
+        assert session.outcome is Outcome.DONE
+        assert server.sessions_done == 1
+
+    serving(service, body)
+    assert card.seen == [("PUT", "/a.html"), ("POST", "/.scws/commit")]
+    # The job was done in the database before the card heard the 204.
+    assert card.state_at_end == "done"
+    (entry,) = service.session_logs(ICCID)
+    assert entry.outcome == "done"
+    assert entry.detail == ("PUT /a.html -> 201", "POST /.scws/commit -> 200")
+
+
+def test_card_leaves_while_open_session_runs(
+    service: SlowOpen, caplog: pytest.LogCaptureFixture
+) -> None:
+    service.release.clear()
+    caplog.set_level(logging.INFO, logger="openscws.ras")
+
+    async def body(server: RasServer) -> None:
+        task = asyncio.create_task(run_card(server.port, Card(service)))
+        # The card's first POST is in and the server's open_session is running: the card
+        # drops the connection before any answer, then the call returns.
+        assert await asyncio.to_thread(service.entered.wait, 10)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await asyncio.sleep(0.1)
+        service.release.set()
+        await logged(service)
+
+    serving(service, body)
+    (job,) = service.card_jobs(ICCID)
+    assert job.state == "pending"  # back in the queue, with a backoff
+    assert job.lease_owner is None
+    assert job.last_error is not None
+    assert "session broke" in job.last_error
+    (entry,) = service.session_logs(ICCID)
+    assert entry.outcome == "retry"
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_card_leaves_after_a_command(service: SlowOpen) -> None:
+    card = Card(service)
+
+    async def body(server: RasServer) -> None:
+        session = await run_card(server.port, card, leave_after=1)
+        assert session.outcome is None
+        await logged(service)
+
+    serving(service, body)
+    assert card.seen == [("PUT", "/a.html")]
+    (job,) = service.card_jobs(ICCID)
+    assert job.state == "pending"
+    (entry,) = service.session_logs(ICCID)
+    assert entry.outcome == "retry"
+    assert entry.detail[-1].startswith("session broke")
+
+
+def test_server_stop_waits_for_verdicts(service: SlowOpen) -> None:
+    """A session whose card leaves as the server stops still gets its verdict stored."""
+    service.release.clear()
+
+    async def body(server: RasServer) -> None:
+        task = asyncio.create_task(run_card(server.port, Card(service)))
+        assert await asyncio.to_thread(service.entered.wait, 10)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        threading.Timer(0.3, service.release.set).start()
+
+    serving(service, body)  # stop() returns once the worker calls are through
+    (entry,) = service.session_logs(ICCID)
+    assert entry.outcome == "retry"
