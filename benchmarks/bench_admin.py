@@ -988,8 +988,8 @@ def markdown(
         lines += [
             "One more run of that cell with the load generator and server 0 under cProfile",
             "(wall-clock timer, so time blocked in a call counts; profiling slows both, so",
-            "the shares matter, not the seconds; the server's main thread only, not its",
-            "database threads):",
+            "the shares matter, not the seconds; since Python 3.12 cProfile sees every",
+            "thread, so the server's database threads are in it):",
             "",
             "| process | share of profiled time by package (tottime) |",
             "|---|---|",

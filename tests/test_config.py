@@ -47,6 +47,7 @@ def test_to_toml_of_defaults_reads_back(tmp_path: Path) -> None:
         ("[card.limits]\nmax_body = -1\n", "must be positive"),
         ("[gateway]\nbusy_timeout = true\n", "must be a number"),
         ("[card\n", "d.toml"),
+        ("[admin]\ndb_workers = 0\n", "admin.db_workers must be 1..64"),
     ],
 )
 def test_bad_files_give_config_errors(tmp_path: Path, text: str, message: str) -> None:

@@ -141,6 +141,9 @@ class AdminSettings:
     retry_max: float = 300.0
     max_attempts: int = 5
     """Attempts per job (trigger and session) before it is marked failed."""
+    db_workers: int = 4
+    """Threads the cards' endpoint makes its database calls on (each holds at most one
+    pooled connection), so no session waits for another's commit."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +162,8 @@ class Settings:
             raise ConfigError(f"card.key_type must be rsa or ec: {card.key_type!r}")
         if not 1 <= card.tls_record_limit <= 16384:
             raise ConfigError("card.tls_record_limit must be 1..16384")
+        if not 1 <= self.admin.db_workers <= 64:
+            raise ConfigError("admin.db_workers must be 1..64")
         if self.admin.sms_sender not in ("local", "smpp"):
             raise ConfigError(f"admin.sms_sender must be local or smpp: {self.admin.sms_sender!r}")
 

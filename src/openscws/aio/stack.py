@@ -175,6 +175,7 @@ async def start_admin(
             port=admin.port,
             uri=admin.uri,
             trigger_interval=admin.trigger_interval,
+            db_workers=admin.db_workers,
         ),
     )
     await server.start(triggers=triggers)
