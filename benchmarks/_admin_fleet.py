@@ -614,6 +614,10 @@ class MemoryRasService:
             lease_until=now + self.policy.session_ttl,
         )
 
+    def renew_lease(self, job_id: str, owner: str, now: datetime) -> bool:
+        job = self.jobs.get(job_id)
+        return job is not None and job.state == "in_session"
+
     def finish_job(
         self, job_id: str, owner: str, outcome: str, reason: str | None, now: datetime
     ) -> bool:

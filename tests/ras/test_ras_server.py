@@ -10,7 +10,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,7 @@ from openscws.amdb.embedded import EmbeddedRequest, EmbeddedResponse
 from openscws.ras.db import RasDatabase, default_url
 from openscws.ras.senders import DeliveryStatus, SendResult
 from openscws.ras.server import EndpointConfig, RasServer
-from openscws.ras.service import RasService, SessionWork
+from openscws.ras.service import RasPolicy, RasService, SessionWork
 from openscws.ras.vault import Vault
 from openscws.tls.context import psk_client_context
 
@@ -68,9 +68,16 @@ class Card:
             self.state_at_end = job.state
 
 
-async def run_card(port: int, executor: Card, *, leave_after: int | None = None) -> AdminSession:
+async def run_card(
+    port: int,
+    executor: Card,
+    *,
+    leave_after: int | None = None,
+    pause: float = 0.0,
+    between: Callable[[int], None] | None = None,
+) -> AdminSession:
     """One session over PSK-TLS; with `leave_after`, the card drops the connection once it
-    has that many commands."""
+    has that many commands; `pause` seconds before each answer, after `between(commands)`."""
     ctx = psk_client_context(IDENTITY, KEY, profile="compat")
     reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
     session = AdminSession(SessionParams("127.0.0.1", "//card-7", "/scws/admin"), executor, 0.0)
@@ -81,6 +88,10 @@ async def run_card(port: int, executor: Card, *, leave_after: int | None = None)
             session.receive_data(data, 0.0)
             if leave_after is not None and session.commands_run >= leave_after:
                 break
+            if pause and session.commands_run and not session.should_close:
+                await asyncio.sleep(pause)
+                if between is not None:
+                    await asyncio.to_thread(between, session.commands_run)
             writer.write(session.data_to_send())
             if not data:
                 break
@@ -92,10 +103,20 @@ async def run_card(port: int, executor: Card, *, leave_after: int | None = None)
 
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[SlowOpen]:
+    yield from make_service(tmp_path, RasPolicy())
+
+
+@pytest.fixture
+def short_lease(tmp_path: Path) -> Iterator[SlowOpen]:
+    """Sessions hold their job for 1 s unless renewed."""
+    yield from make_service(tmp_path, RasPolicy(session_ttl=timedelta(seconds=1)))
+
+
+def make_service(tmp_path: Path, policy: RasPolicy) -> Iterator[SlowOpen]:
     (tmp_path / "ras").mkdir()
     db = RasDatabase(default_url(tmp_path / "ras"))
     db.upgrade()
-    service = SlowOpen(db, Vault.create(tmp_path / "ras"))
+    service = SlowOpen(db, Vault.create(tmp_path / "ras"), policy)
     service.release.set()
     service.add_card(
         ICCID,
@@ -210,3 +231,49 @@ def test_server_stop_waits_for_verdicts(service: SlowOpen) -> None:
     serving(service, body)  # stop() returns once the worker calls are through
     (entry,) = service.session_logs(ICCID)
     assert entry.outcome == "retry"
+
+
+def test_a_long_session_renews_its_lease(short_lease: SlowOpen) -> None:
+    """Each answer comes 0.7 s after its command, so the session outlives its 1 s lease;
+    the server renews the lease before each command past half of it, and a reaper running
+    meanwhile (another server's trigger loop) leaves the job alone."""
+    service = short_lease
+    reaped: list[int] = []
+    card = Card(service)
+
+    async def body(server: RasServer) -> None:
+        session = await run_card(
+            server.port,
+            card,
+            pause=0.7,
+            between=lambda _: reaped.append(service.reap(datetime.now(UTC))),
+        )
+        assert session.outcome is Outcome.DONE
+
+    serving(service, body)
+    assert reaped == [0, 0]
+    assert card.state_at_end == "done"
+    (entry,) = service.session_logs(ICCID)
+    assert entry.outcome == "done"
+
+
+def test_a_lost_lease_ends_the_session_without_commit(short_lease: SlowOpen) -> None:
+    """The job is reaped before the server renews its lease (as if this server had stalled):
+    the server sends no further command, above all no commit, and the job is retried."""
+    service = short_lease
+    card = Card(service)
+
+    def lose(commands: int) -> None:
+        assert service.reap(datetime.now(UTC) + timedelta(seconds=5)) == 1
+
+    async def body(server: RasServer) -> None:
+        session = await run_card(server.port, card, pause=0.7, between=lose)
+        assert session.outcome is Outcome.FAILED  # 503: the card drops what it staged
+
+    serving(service, body)
+    assert card.seen == [("PUT", "/a.html")]
+    (job,) = service.card_jobs(ICCID)
+    assert job.state == "pending"
+    (entry,) = service.session_logs(ICCID)
+    assert entry.outcome == "retry"
+    assert entry.detail[-1] == "the job's lease was lost mid-session"

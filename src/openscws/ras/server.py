@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from functools import partial
 
 from openscws.aio.direct import StreamProtocol
+from openscws.amdb.embedded import EmbeddedRequest
 from openscws.amdb.server import CardPost, Closed, ServerExchange
 from openscws.amdb.wire import ScriptStatus
 from openscws.errors import DecodeError
@@ -89,6 +90,7 @@ class CardExchange:
         self._closed = False
         self._first = True
         self._busy: asyncio.Task[None] | None = None
+        self._lease_until = 0.0
         self._queued: deque[CardPost] = deque()
 
     # -- StreamHandler -------------------------------------------------------------------------
@@ -175,6 +177,7 @@ class CardExchange:
             return
         work, items = opened
         self.work = work
+        self._lease_until = work.lease_until.timestamp()
         self.session = RasSession(
             work.job_id,
             work.operation_dicts(),
@@ -203,12 +206,46 @@ class CardExchange:
             answer = None
         command = session.next_command(answer)
         if command is not None:
-            assert self.work is not None
-            self.exchange.send_command(command, f"{self.server.config.uri}/{self.work.job_id}")
+            if self._lease_due(now):
+                self._run(self._renew_then_send(session, command, now))
+            else:
+                self._send(command)
             return
         # The verdict is stored before the card hears the end: a done job is done even if
         # the 204 is lost, and the card has committed already.
         self._run(self._finish_then_end(session, now))
+
+    def _send(self, command: EmbeddedRequest) -> None:
+        assert self.work is not None
+        self.exchange.send_command(command, f"{self.server.config.uri}/{self.work.job_id}")
+
+    def _lease_due(self, now: float) -> bool:
+        """Past half the lease: renew it before the next command (a long session must not
+        be reaped as dead while it still makes progress)."""
+        ttl = self.server.service.policy.session_ttl.total_seconds()
+        return now > self._lease_until - ttl / 2
+
+    async def _renew_then_send(
+        self, session: RasSession, command: EmbeddedRequest, now: float
+    ) -> None:
+        server = self.server
+        assert self.work is not None
+        kept = await server.db(
+            server.service.renew_lease, self.work.job_id, server.owner, _utc(now)
+        )
+        if self._closed:
+            return
+        if kept:
+            self._lease_until = now + server.service.policy.session_ttl.total_seconds()
+            self._send(command)
+            return
+        # The lease ran out and the job went back to the queue (or to another server): no
+        # commit from here; the card drops what it staged.
+        session.verdict = Verdict.RETRY
+        session.reason = "the job's lease was lost mid-session"
+        session.log.append(session.reason)
+        await self._finish(session, now)
+        self.exchange.send_error(503, "the job moved on: try again later")
 
     async def _finish_then_end(self, session: RasSession, now: float) -> None:
         await self._finish(session, now)
