@@ -251,3 +251,16 @@ def test_retry_delay_caps() -> None:
     assert POLICY.retry_delay(2) == timedelta(seconds=20)
     assert POLICY.retry_delay(3) == timedelta(seconds=35)
     assert POLICY.retry_delay(500) == timedelta(seconds=35)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("garbage", "not a database URL"),
+        ("mysql://u@h/db", "unsupported database 'mysql'"),
+        ("postgresql+psycopg2://u@h/db", "no driver for 'postgresql\\+psycopg2'"),
+    ],
+)
+def test_bad_database_urls(url: str, message: str) -> None:
+    with pytest.raises(RasError, match=message):
+        RasDatabase(url)

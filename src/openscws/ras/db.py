@@ -20,9 +20,9 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import ArgumentError, DisconnectionError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
 
 from openscws.errors import OpenScwsError
@@ -69,16 +69,28 @@ class RasDatabase:
     transaction, committed when the block ends and rolled back if it raises."""
 
     def __init__(self, url: str, *, echo: bool = False, idle_ping: float = IDLE_PING_S) -> None:
-        url = _normalise(url)
-        # LIFO: under load the same few connections stay busy (and need no ping); the rest
-        # idle out and are pinged when they come back.
-        self.engine: Engine = create_engine(url, echo=echo, pool_use_lifo=True)
+        try:
+            parsed = make_url(_normalise(url))
+        except ArgumentError:
+            raise RasError(
+                "not a database URL: use sqlite:///<file> or "
+                "postgresql+psycopg://<user>@<host>/<database>"
+            ) from None
+        backend = parsed.get_backend_name()
+        if backend not in ("sqlite", "postgresql"):
+            raise RasError(f"unsupported database {backend!r}: use sqlite or postgresql")
+        try:
+            # LIFO: under load the same few connections stay busy (and need no ping); the
+            # rest idle out and are pinged when they come back.
+            self.engine: Engine = create_engine(parsed, echo=echo, pool_use_lifo=True)
+        except (ImportError, NoSuchModuleError) as exc:
+            raise RasError(
+                f"no driver for {parsed.drivername!r} ({exc}): use sqlite or postgresql+psycopg"
+            ) from None
         self.dialect: str = self.engine.dialect.name
         _ping_when_idle(self.engine, idle_ping)
         if self.dialect == "sqlite":
             _sqlite_setup(self.engine)
-        elif self.dialect != "postgresql":
-            raise RasError(f"unsupported database {self.dialect!r}: use sqlite or postgresql")
         self._write = sessionmaker(self.engine, expire_on_commit=False)
         read_engine = self.engine.execution_options(**{_READ_ONLY: True})
         self._read = sessionmaker(read_engine, expire_on_commit=False)
