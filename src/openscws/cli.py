@@ -23,7 +23,7 @@ from openscws.aio.links import accept_vpcd_card
 from openscws.aio.stack import card_tls, gateway_for, open_image, start_stack
 from openscws.aio.vicc import serve_card
 from openscws.config import Settings, load, to_toml
-from openscws.errors import ConfigError, KeyUseDenied, StoreError
+from openscws.errors import ConfigError, KeyUseDenied, ListenError, StoreError
 from openscws.pki.keys import KeyType
 from openscws.ras import cli as admin_cli
 from openscws.trace.tracer import ApduTracer
@@ -717,7 +717,7 @@ def main(argv: list[str] | None = None) -> int:
             case "config":
                 print(to_toml(settings))
                 return 0
-    except (ConfigError, StoreError, GatewayError, KeyUseDenied) as e:
+    except (ConfigError, StoreError, GatewayError, KeyUseDenied, ListenError) as e:
         print(f"openscws: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

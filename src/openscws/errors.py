@@ -66,6 +66,10 @@ class ConfigError(OpenScwsError):
     """A configuration file or option that cannot be used."""
 
 
+class ListenError(OpenScwsError):
+    """A server cannot listen on its address (in use, not allowed, not an address here)."""
+
+
 class KeyUseDenied(OpenScwsError):
     """A card application asked to use the card's private key without the card's policy
     allowing it (SCWS §11.1.2: only the TLS layer and authorised card applications)."""

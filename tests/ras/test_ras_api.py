@@ -29,6 +29,7 @@ with warnings.catch_warnings():
 from ras_contract import POLICY, T0, add_card, iccid, keys_of
 
 import openscws
+from openscws.errors import ListenError
 from openscws.ras.api import MAX_CONTENT_BYTES, PROBLEM_JSON, create_app
 from openscws.ras.api_server import serve_api, stop_api
 from openscws.ras.db import RasDatabase
@@ -684,9 +685,9 @@ def test_serve_api_in_a_running_loop(ras: RasService) -> None:
             # on_change ran on this loop's thread, where RasServer.wake must be called.
             assert woken == [(asyncio.get_running_loop(), threading.current_thread())]
 
-            # The port is taken now: a clear OSError, not uvicorn's sys.exit.
+            # The port is taken now: a clear ListenError, not uvicorn's sys.exit.
             with pytest.raises(
-                OSError, match=f"REST API: cannot listen on 127.0.0.1:{server.port}"
+                ListenError, match=f"REST API: cannot listen on 127.0.0.1:{server.port}"
             ):
                 await serve_api(create_app(ras), "127.0.0.1", server.port)
         finally:

@@ -17,6 +17,7 @@ import pytest
 
 from openscws.amdb.client import AdminSession, Outcome, SessionParams
 from openscws.amdb.embedded import EmbeddedRequest, EmbeddedResponse
+from openscws.errors import ListenError
 from openscws.ras.db import RasDatabase, default_url
 from openscws.ras.senders import DeliveryStatus, SendResult
 from openscws.ras.server import EndpointConfig, RasServer
@@ -277,3 +278,17 @@ def test_a_lost_lease_ends_the_session_without_commit(short_lease: SlowOpen) -> 
     (entry,) = service.session_logs(ICCID)
     assert entry.outcome == "retry"
     assert entry.detail[-1] == "the job's lease was lost mid-session"
+
+
+def test_a_taken_port_is_a_listen_error(service: SlowOpen) -> None:
+    async def main() -> None:
+        first = RasServer(service, NoSms(), EndpointConfig(port=0, owner=OWNER))
+        await first.start(triggers=False)
+        try:
+            second = RasServer(service, NoSms(), EndpointConfig(port=first.port, owner=OWNER))
+            with pytest.raises(ListenError, match=f"127.0.0.1:{first.port}: Address already"):
+                await second.start(triggers=False)
+        finally:
+            await first.stop()
+
+    asyncio.run(main())

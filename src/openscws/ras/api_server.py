@@ -1,7 +1,7 @@
 """Runs the REST API and console (any ASGI app) with uvicorn inside an already running event
 loop, beside the admin server's own loops.
 
-The listening socket is bound here, before uvicorn starts: a taken port is an OSError from
+The listening socket is bound here, before uvicorn starts: a taken port is a ListenError from
 `serve_api`, where uvicorn would log and `sys.exit`. Signals stay with the host program
 (uvicorn would otherwise take SIGINT and SIGTERM for itself), and so does logging
 (`log_config=None`)."""
@@ -17,6 +17,8 @@ from typing import Final
 
 import uvicorn
 from starlette.types import ASGIApp
+
+from openscws.errors import ListenError
 
 __all__ = ["ApiServer", "serve_api", "stop_api"]
 
@@ -55,7 +57,7 @@ def _listen(host: str, port: int) -> socket.socket:
         )[0]
         sock = socket.socket(family, kind, proto)
     except OSError as exc:
-        raise OSError(exc.errno, f"REST API: cannot listen on {host}:{port}: {exc}") from None
+        raise ListenError(f"REST API: cannot listen on {host}:{port}: {exc}") from None
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
@@ -63,9 +65,7 @@ def _listen(host: str, port: int) -> socket.socket:
         sock.setblocking(False)
     except OSError as exc:
         sock.close()
-        raise OSError(
-            exc.errno, f"REST API: cannot listen on {host}:{port}: {exc.strerror}"
-        ) from None
+        raise ListenError(f"REST API: cannot listen on {host}:{port}: {exc.strerror}") from None
     return sock
 
 

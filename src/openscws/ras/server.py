@@ -36,7 +36,7 @@ from openscws.aio.direct import StreamProtocol
 from openscws.amdb.embedded import EmbeddedRequest
 from openscws.amdb.server import CardPost, Closed, ServerExchange
 from openscws.amdb.wire import ScriptStatus
-from openscws.errors import DecodeError
+from openscws.errors import DecodeError, ListenError
 from openscws.ota.packet import PorStatus, ResponseContent
 from openscws.ota.sms import response_packet_of
 from openscws.ras.senders import DeliveryStatus, SendError, SendResult, SmsSender
@@ -383,9 +383,15 @@ class RasServer:
 
     async def start(self, *, triggers: bool = True) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _CardProtocol(self), self.config.host, self.config.port, backlog=256
-        )
+        try:
+            self._server = await loop.create_server(
+                lambda: _CardProtocol(self), self.config.host, self.config.port, backlog=256
+            )
+        except OSError as exc:
+            raise ListenError(
+                f"admin server: cannot listen on {self.config.host}:{self.config.port}: "
+                f"{os.strerror(exc.errno) if exc.errno else exc}"
+            ) from None
         log.info(
             "admin server: PSK-TLS HTTPS on %s:%d%s (owner %s)",
             self.config.host,
