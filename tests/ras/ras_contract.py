@@ -154,6 +154,15 @@ class ServiceContract:
         assert "two" not in repr(item)
         with pytest.raises(NotFound):
             ras.content_body("/index.html", 9)
+        for beyond in (0, -1, 2**63, 10**30):  # not even storable: not found, not a crash
+            with pytest.raises(NotFound):
+                ras.content_item("/index.html", beyond)
+            with pytest.raises(NotFound):
+                ras.campaign(beyond)
+            with pytest.raises(NotFound):
+                ras.campaign_progress(beyond)
+            with pytest.raises(NotFound):
+                ras.cancel_campaign(beyond)
 
     @pytest.mark.parametrize(
         "path", ["index.html", "/a b", "/a/../b", "/a//b", "/.scws/commit", "/a?x=1", "/\u00e9"]

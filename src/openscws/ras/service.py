@@ -90,6 +90,8 @@ _MSISDN = re.compile(r"\+?[0-9]{3,20}")
 # nothing may break a request line or a header.
 _PATH = re.compile(r"/[\x21-\x7e]*")
 _TOKEN = re.compile(r"[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?")
+DB_INT_MAX: Final = 2**63 - 1
+"""Ids and versions beyond a 64-bit integer cannot be stored, so are never found."""
 RESERVED_PREFIX: Final = "/.scws/"
 """The card's own admin endpoints (transactions, commit): never repository content."""
 
@@ -588,6 +590,8 @@ class RasService:
     def content_item(self, path: str, version: int) -> ContentItem:
         """One version with its body; from memory when read lately (see
         RasPolicy.content_cache_bytes)."""
+        if not 0 < version <= DB_INT_MAX:
+            raise NotFound(f"no version {version} of {path}")
         key = (path, version)
         with self._content_lock:
             item = self._content_cache.get(key)
@@ -1236,6 +1240,8 @@ def _card_ids(s: Session, iccids: Sequence[str] | None) -> list[int]:
 
 
 def _campaign_row(s: Session, campaign_id: int, *, lock: bool = False) -> Campaign:
+    if not 0 < campaign_id <= DB_INT_MAX:
+        raise NotFound(f"no campaign {campaign_id}")
     query = select(Campaign).where(Campaign.id == campaign_id)
     campaign = s.scalar(query.with_for_update() if lock else query)
     if campaign is None:
@@ -1244,6 +1250,8 @@ def _campaign_row(s: Session, campaign_id: int, *, lock: bool = False) -> Campai
 
 
 def _campaign_infos(s: Session, campaign_id: int | None) -> list[CampaignInfo]:
+    if campaign_id is not None and not 0 < campaign_id <= DB_INT_MAX:
+        return []
     query = select(Campaign).order_by(Campaign.id)
     counts = select(Job.campaign_id, Job.state, func.count()).group_by(Job.campaign_id, Job.state)
     if campaign_id is not None:
