@@ -1,5 +1,6 @@
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,20 @@ def test_bad_config_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_config_prints_loadable_toml(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["config"]) == 0
     assert "[card.limits]" in capsys.readouterr().out
+
+
+def test_every_section_of_the_file_counts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The settings the commands use keep every section of the file: [admin] was once
+    dropped for the defaults when the command line's options were applied."""
+    path = tmp_path / "mine.toml"
+    path.write_text('[admin]\nport = 4543\nsms_sender = "smpp"\n[gateway]\nbusy_timeout = 7.5\n')
+    assert main(["config", "-c", str(path)]) == 0
+    shown = tomllib.loads(capsys.readouterr().out)
+    assert shown["admin"]["port"] == 4543
+    assert shown["admin"]["sms_sender"] == "smpp"
+    assert shown["gateway"]["busy_timeout"] == 7.5
 
 
 def test_module_entry_point() -> None:

@@ -324,7 +324,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         trace = replace(trace, enabled=True)
     if getattr(args, "pcap", None):
         trace = replace(trace, pcap=args.pcap)
-    return Settings(card=card, gateway=gateway, trace=trace, ca=ca)
+    return replace(settings, card=card, gateway=gateway, trace=trace, ca=ca)
 
 
 def _tracer(settings: Settings) -> ApduTracer | None:
