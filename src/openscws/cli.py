@@ -19,7 +19,7 @@ from cryptography import x509
 
 from openscws import __version__
 from openscws.aio.gateway import GatewayError
-from openscws.aio.links import accept_vpcd_card
+from openscws.aio.links import CardLink, accept_vpcd_card
 from openscws.aio.stack import card_tls, gateway_for, open_image, start_stack
 from openscws.aio.vicc import serve_card
 from openscws.config import Settings, load, to_toml
@@ -242,14 +242,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     gw = sub.add_parser(
         "gateway",
-        help="run the terminal's BIP gateway alone, waiting for a card over vpcd",
-        description="Run the terminal: it listens for a virtual card on the vpcd port, drives it "
-        "with TERMINAL PROFILE / FETCH / TERMINAL RESPONSE / ENVELOPE, and serves its ports.",
+        help="run the terminal's BIP gateway alone, for a card over vpcd or in a PC/SC reader",
+        description="Run the terminal: it waits for a virtual card on the vpcd port (or takes "
+        "the card in a PC/SC reader with --pcsc), drives it with TERMINAL PROFILE / FETCH / "
+        "TERMINAL RESPONSE / ENVELOPE, and serves its ports.",
     )
     _common(gw)
     _gateway_options(gw)
-    gw.add_argument(
+    link = gw.add_mutually_exclusive_group()
+    link.add_argument(
         "--vpcd", metavar="HOST:PORT", help="where to wait for the card (default 127.0.0.1:35963)"
+    )
+    link.add_argument(
+        "--pcsc",
+        metavar="READER",
+        nargs="?",
+        const="",
+        help="drive a card in a PC/SC reader through pcscd instead: a real UICC, or "
+        "`openscws card` behind pcscd's vpcd driver; READER is part of the reader's name "
+        "(default: the first reader with a card)",
     )
 
     init = sub.add_parser("init", help="create a card image", description="Create a card image.")
@@ -310,6 +321,10 @@ def _settings(args: argparse.Namespace) -> Settings:
         if not port.isdigit():
             raise ConfigError(f"--vpcd wants HOST:PORT, got {args.vpcd!r}")
         gateway = replace(gateway, vpcd_host=host or "127.0.0.1", vpcd_port=int(port))
+    if getattr(args, "pcsc", None) is not None:
+        gateway = replace(gateway, card_link="pcsc", pcsc_reader=args.pcsc)
+    elif getattr(args, "vpcd", None):
+        gateway = replace(gateway, card_link="vpcd")
     if getattr(args, "key_type", None) and args.command == "card":
         card = replace(card, key_type=args.key_type)
     if getattr(args, "http_port", None) is not None:
@@ -429,8 +444,21 @@ async def _card_tcpip(settings: Settings, demo: bool) -> int:
 
 async def _gateway_main(settings: Settings) -> int:
     g = settings.gateway
-    print(f"waiting for a card on vpcd {g.vpcd_host}:{g.vpcd_port}", flush=True)
-    link = await accept_vpcd_card(g.vpcd_host, g.vpcd_port)
+    link: CardLink
+    if g.card_link == "pcsc":
+        from openscws.aio.pcsc import PcscError, open_pcsc_link
+
+        where = f"reader matching {g.pcsc_reader!r}" if g.pcsc_reader else "any reader"
+        print(f"waiting for a card in a PC/SC reader ({where})", flush=True)
+        try:
+            pcsc = await open_pcsc_link(g.pcsc_reader)
+        except PcscError as exc:
+            raise GatewayError(f"PC/SC: {exc}") from None
+        print(f"card in PC/SC reader {pcsc.card.reader!r} ({pcsc.card.protocol})", flush=True)
+        link = pcsc
+    else:
+        print(f"waiting for a card on vpcd {g.vpcd_host}:{g.vpcd_port}", flush=True)
+        link = await accept_vpcd_card(g.vpcd_host, g.vpcd_port)
     tracer = _tracer(settings)
     gateway = gateway_for(settings, link, tracer)
     await gateway.start()

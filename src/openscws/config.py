@@ -81,6 +81,11 @@ class GatewaySettings:
     """Where the gateway waits for a separate card process (`openscws card`)."""
     vpcd_port: int = 35963
     """vsmartcard's vpcd port (0x8C7B), so a card also plugs into pcscd's vpcd."""
+    card_link: str = "vpcd"
+    """How `openscws gateway` reaches its card: "vpcd" (wait for `openscws card` on
+    vpcd_host:vpcd_port) or "pcsc" (a card in a PC/SC reader, through pcscd)."""
+    pcsc_reader: str = ""
+    """With card_link "pcsc": part of the reader's name; empty: the first reader with a card."""
     sms_port: int = 3517
     """Loopback port of the terminal's local SMS endpoint (POST /sms: an SMS-DELIVER TPDU in,
     the card's PoR out), where the admin server's "local" sender delivers triggers; 0: off."""
@@ -164,6 +169,8 @@ class Settings:
             raise ConfigError("card.tls_record_limit must be 1..16384")
         if not 1 <= self.admin.db_workers <= 64:
             raise ConfigError("admin.db_workers must be 1..64")
+        if self.gateway.card_link not in ("vpcd", "pcsc"):
+            raise ConfigError(f"gateway.card_link must be vpcd or pcsc: {self.gateway.card_link!r}")
         if self.admin.sms_sender not in ("local", "smpp"):
             raise ConfigError(f"admin.sms_sender must be local or smpp: {self.admin.sms_sender!r}")
 

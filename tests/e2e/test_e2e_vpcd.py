@@ -1,5 +1,7 @@
 """The card as its own process, over vsmartcard's vpcd protocol: first to `openscws gateway`,
-then to the real pcscd with the vpcd driver, driven by pcsc-tools (pcsc_scan, scriptor)."""
+then to the real pcscd with the vpcd driver, driven by pcsc-tools (pcsc_scan, scriptor), and
+at last by `openscws gateway --pcsc`: the terminal reaching its card through PC/SC, as it
+would a real UICC in a USB reader."""
 
 from __future__ import annotations
 
@@ -170,3 +172,67 @@ def _replies(output: str) -> list[str]:
         elif answers and answers[-1]:
             answers[-1] += " " + line
     return [" ".join(a.split(":", 1)[0].split()) for a in answers if a]
+
+
+def test_gateway_drives_the_card_through_pcscd(
+    pcscd: subprocess.Popen[bytes],
+    need_tool: Callable[[str, str], str],
+    openscws_proc,  # type: ignore[no-untyped-def]
+    free_port,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    """card -> vpcd -> pcscd -> libpcsclite -> `openscws gateway --pcsc` -> curl: every APDU
+    crosses pcscd. HTTP and HTTPS pages come out whole; a second program cannot take the
+    card meanwhile (the terminal holds it exclusively); pulling the card ends the gateway."""
+    curl = need_tool("curl", "curl")
+    http, https = free_port(), free_port()
+    card = openscws_proc(
+        "card", "--data-dir", tmp_path / "card", "--vpcd", f"127.0.0.1:{VPCD_PORT}", name="card"
+    )
+    # The gateway waits for the card to show up in pcscd's reader.
+    maps = ["--port-map", f"3516={http}", "--port-map", f"4116={https}"]
+    gateway = openscws_proc("gateway", "--pcsc", "Virtual PCD", *maps, name="gateway")
+    base = gateway.wait_ready()
+    assert "card in PC/SC reader 'Virtual PCD 00 00'" in gateway.stdout
+    for path in ("/", "/img/card.png"):
+        got = run([curl, "-sS", "--max-time", "15", "-w", "%{http_code}", base + path])
+        want = demo_files()["/index.html" if path == "/" else path]
+        assert got.returncode == 0, got.stderr
+        assert got.stdout == want + b"200"
+    ca = next((tmp_path / "logs").glob("xdg-data*/openscws/ca/ca.pem"))
+    got = run([curl, "-sS", "--max-time", "15", "--cacert", str(ca), f"https://127.0.0.1:{https}/"])
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == demo_files()["/index.html"]
+
+    scriptor = need_tool("scriptor", "pcsc-tools")
+    other = run([scriptor, "-r", "Virtual PCD 00 00"], stdin=b"80 F2 00 0C 00\n", timeout=20)
+    assert b"< " not in other.stdout  # no APDU of another program got through
+    assert b"Sharing violation" in other.stdout + other.stderr
+
+    card.proc.kill()
+    card.proc.wait(10)
+    assert gateway.proc.wait(20) != 0
+    assert "card link lost" in gateway.stderr
+
+
+def test_gateway_without_pcscd_says_so(openscws_proc, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """No pcscd to talk to (here: pcsc-lite pointed at a socket nobody serves): a clear error
+    naming the package, exit 2, no traceback."""
+    need = Path("/usr/lib/x86_64-linux-gnu/libpcsclite.so.1")
+    if not need.exists() and not list(Path("/usr/lib").glob("*/libpcsclite.so.1")):
+        pytest.skip("needs Debian package libpcsclite1")
+    done = subprocess.run(
+        [sys.executable, "-m", "openscws", "gateway", "--pcsc"],
+        env={
+            **__import__("os").environ,
+            "PCSCLITE_CSOCK_NAME": str(tmp_path / "nobody.comm"),
+            "XDG_DATA_HOME": str(tmp_path),
+        },
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "is pcscd running? (Debian package pcscd)" in done.stderr
+    assert "Traceback" not in done.stderr

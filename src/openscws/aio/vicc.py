@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
+from collections.abc import Callable
 
 from openscws.errors import OpenScwsError
 from openscws.uicc.card import VirtualUicc
@@ -41,8 +43,10 @@ async def serve_card(card: VirtualUicc, host: str, port: int, *, retry: float = 
             continue
         log.info("card inserted into vpcd reader %s:%d", host, port)
         deframer = Deframer()
+        quick_ack = _quick_ack(writer)
         try:
             while chunk := await reader.read(65536):
+                quick_ack()
                 for payload in deframer.feed(chunk):
                     reply = answer(card, payload, time.time())
                     if reply is not None:
@@ -54,3 +58,21 @@ async def serve_card(card: VirtualUicc, host: str, port: int, *, retry: float = 
             writer.close()
         log.info("reader closed the link; card removed")
         await asyncio.sleep(retry)
+
+
+def _quick_ack(writer: asyncio.StreamWriter) -> Callable[[], None]:
+    """Re-arms TCP_QUICKACK after each read (Linux clears it as it goes). pcscd's vpcd driver
+    sends each frame's length and its APDU in two writes with Nagle on, so the APDU waits
+    for our ACK of the length: with delayed ACKs that is up to 40 ms per APDU."""
+    sock = writer.get_extra_info("socket")
+    option = getattr(socket, "TCP_QUICKACK", None)
+    if sock is None or option is None:
+        return lambda: None
+
+    def arm() -> None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, option, 1)
+        except OSError:
+            pass
+
+    return arm
