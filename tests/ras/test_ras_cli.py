@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -253,3 +255,54 @@ def test_admin_is_in_the_main_help(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "admin" in capsys.readouterr().out
+
+
+def test_campaign_wait_follows_progress(admin: Admin, tmp_path: Path) -> None:
+    """`--wait` prints the counts as they change while a server (here: a thread driving the
+    service as RasServer would) works the jobs, then the failures; the exit status says how
+    it ended. `--timeout` gives up waiting with 3, the campaign untouched."""
+    page = tmp_path / "a.html"
+    page.write_bytes(b"a")
+    admin("content", "put", "/a.html", str(page))
+    admin("card", "add", ICCID)
+    admin("card", "add", ICCID2)
+    code, out, err = admin("campaign", "create", "slow", "--wait", "--timeout", "0.3")
+    assert code == 3
+    assert "[" in out
+    assert "pending 2" in out
+    assert "2 job(s) still open after 0.3 s" in err
+
+    db = RasDatabase(default_url(tmp_path / "ras"))
+    ras = RasService(db, Vault.open(tmp_path / "ras"))
+
+    def server() -> None:
+        now = datetime.now(UTC)
+        works = ras.claim_triggers("srv", 10, now)
+        for n, work in enumerate(sorted(works, key=lambda w: w.iccid)):
+            time.sleep(0.3)
+            session = ras.open_session(work.psk_identity, "srv", datetime.now(UTC))
+            assert session is not None
+            time.sleep(0.3)
+            outcome = "done" if n == 0 else "failed"
+            reason = None if n == 0 else "the card answered 507 to PUT /a.html"
+            assert ras.finish_job(session.job_id, "srv", outcome, reason, datetime.now(UTC))
+
+    worker = threading.Thread(target=server)
+    worker.start()
+    try:
+        code, out, _ = admin("campaign", "show", "1", "--wait")
+    finally:
+        worker.join()
+        db.dispose()
+    assert code == 1
+    lines = out.splitlines()
+    assert "in_session 1" in out
+    assert lines[-2].split() == [
+        ICCID2,
+        "failed",
+        "1/5",
+        *"the card answered 507 to PUT /a.html".split(),
+    ]
+    assert lines[-1] == "campaign 1: 1 done, 1 failed"
+    counts = [line.split("] ", 1)[1] for line in lines[:-2]]
+    assert len(counts) == len(set(counts))  # a line per change, not per poll

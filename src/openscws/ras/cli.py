@@ -12,6 +12,7 @@ import argparse
 import mimetypes
 import os
 import sys
+import time
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -198,6 +199,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     k_ls = campaigns.add_parser("ls", help="list campaigns with their progress")
     k_show = campaigns.add_parser("show", help="a campaign's progress, card by card")
     k_show.add_argument("campaign_id", metavar="ID", type=int, help="campaign id")
+    for follow in (create, k_show):
+        follow.add_argument(
+            "--wait",
+            action="store_true",
+            help="follow the progress until no job is open (a line per change); exit status "
+            "0 when every card is done, 1 when some failed, 3 when --timeout ran out",
+        )
+        follow.add_argument(
+            "--timeout",
+            type=float,
+            metavar="SECONDS",
+            help="with --wait: give up waiting after this long (the campaign goes on)",
+        )
     cancel = campaigns.add_parser(
         "cancel", help="stop a campaign (running sessions finish, nothing is retried)"
     )
@@ -523,6 +537,8 @@ def _campaign(args: argparse.Namespace, ras: RasService) -> int:
             )
             print(f"campaign {info.id} {info.name!r}: {info.jobs} card(s)")
             print(f"  {_ops(info.operations)}")
+            if args.wait:
+                return _follow(ras, info.id, args.timeout)
         case "ls":
             print(f"{'ID':>4}  {'STATE':<9} {'OPEN':>5} {'JOBS':>5}  {'CREATED':<20} NAME")
             for c in ras.list_campaigns():
@@ -531,6 +547,8 @@ def _campaign(args: argparse.Namespace, ras: RasService) -> int:
                     f"{_when(c.created_at):<20} {c.name}"
                 )
         case "show":
+            if args.wait:
+                return _follow(ras, args.campaign_id, args.timeout)
             info = ras.campaign(args.campaign_id)
             progress = ras.campaign_progress(args.campaign_id)
             print(f"campaign {info.id} {info.name!r}: {info.state}, {_when(info.created_at)}")
@@ -543,6 +561,42 @@ def _campaign(args: argparse.Namespace, ras: RasService) -> int:
             n = ras.cancel_campaign(args.campaign_id)
             print(f"campaign {args.campaign_id} cancelled ({n} job(s) stopped)")
     return 0
+
+
+OPEN_STATES: Final = ("pending", "triggered", "in_session")
+
+
+def _follow(
+    ras: RasService, campaign_id: int, timeout: float | None, *, interval: float = 0.5
+) -> int:
+    """Prints the campaign's counts whenever they change, until no job is open; then the
+    cards that failed, with their reasons. 0: all done; 1: some failed; 3: timed out."""
+    started = time.monotonic()
+    last = ""
+    while True:
+        progress = ras.campaign_progress(campaign_id)
+        line = "  ".join(f"{state} {n}" for state, n in progress.items())
+        elapsed = time.monotonic() - started
+        if line != last:
+            print(f"[{elapsed:6.1f}s] {line}", flush=True)
+            last = line
+        if not any(progress[state] for state in OPEN_STATES):
+            break
+        if timeout is not None and elapsed >= timeout:
+            still = sum(progress[state] for state in OPEN_STATES)
+            print(
+                f"openscws: campaign {campaign_id}: {still} job(s) still open after "
+                f"{timeout:g} s (it goes on; `campaign show {campaign_id} --wait` to follow)",
+                file=sys.stderr,
+            )
+            return 3
+        time.sleep(interval)
+    failed = [row for row in ras.campaign_cards(campaign_id) if row.state == "failed"]
+    for row in failed:
+        print(f"  {row.iccid:<21} failed     {row.attempts}/{row.max_attempts}  {row.last_error}")
+    done = progress["done"]
+    print(f"campaign {campaign_id}: {done} done, {len(failed)} failed")
+    return 1 if failed else 0
 
 
 def _logs(args: argparse.Namespace, ras: RasService) -> int:
