@@ -142,6 +142,7 @@ def test_doctor(capsys: pytest.CaptureFixture[str], dirs: tuple[Path, Path]) -> 
     assert "gnutls-cli" in out
     assert "card image" in out
     assert "none yet" in out
+    assert "PC/SC readers" in out
     run(capsys, "card", "init", "--issue", "--data-dir", card, "--ca-dir", ca)
     cfg = card.parent / "c.toml"
     cfg.write_text(f'[ca]\ndir = "{ca}"\n')

@@ -99,8 +99,23 @@ def run_doctor(settings: Settings, write: Callable[[str], None] = print) -> int:
             missing.append(package)
     if missing:
         write(f"  all missing ones: scripts/install-peers (or apt-get install {' '.join(missing)})")
+    _readers(write)
     _card(settings, write, gnutls_3des=bool(info["gnutls_3des"]))
     return 0
+
+
+def _readers(say: Callable[[str], None]) -> None:
+    """The PC/SC readers `openscws gateway --pcsc` could take a card from."""
+    from openscws.aio.pcsc import PcscError, list_readers
+
+    try:
+        names = list_readers()
+    except PcscError as exc:
+        say(f"PC/SC readers: none usable: {exc}")
+        return
+    say(f"PC/SC readers ({len(names)}): `openscws gateway --pcsc NAME` takes the card in one")
+    for name in names:
+        say(f"  {name}")
 
 
 def _card(settings: Settings, say: Callable[[str], None], *, gnutls_3des: bool) -> None:

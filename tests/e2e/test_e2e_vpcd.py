@@ -189,6 +189,8 @@ def test_gateway_drives_the_card_through_pcscd(
     card = openscws_proc(
         "card", "--data-dir", tmp_path / "card", "--vpcd", f"127.0.0.1:{VPCD_PORT}", name="card"
     )
+    doctor = run([sys.executable, "-m", "openscws", "doctor"], timeout=60)
+    assert b"  Virtual PCD 00 00\n" in doctor.stdout, doctor.stdout
     # The gateway waits for the card to show up in pcscd's reader.
     maps = ["--port-map", f"3516={http}", "--port-map", f"4116={https}"]
     gateway = openscws_proc("gateway", "--pcsc", "Virtual PCD", *maps, name="gateway")
