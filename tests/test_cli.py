@@ -109,3 +109,36 @@ def test_module_entry_point() -> None:
         [sys.executable, "-m", "openscws", "--version"], capture_output=True, text=True, check=True
     )
     assert out.stdout.startswith("openscws ")
+
+
+def test_one_shot_commands_log_only_warnings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A tool's result is its output; its INFO log lines would only repeat it (-v shows them)."""
+    page = tmp_path / "p.html"
+    page.write_text("<p>x</p>")
+    data = str(tmp_path / "card")
+    assert main(["init", "--data-dir", data]) == 0
+    assert "installed the demo site" in capsys.readouterr().err  # init says what it made
+    assert main(["content", "put", str(page), "/p.html", "--data-dir", data]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("put /p.html")
+    assert err == ""
+    assert main(["init", "--data-dir", str(tmp_path / "quiet"), "-q"]) == 0
+    assert capsys.readouterr().err == ""
+    assert main(["admin", "init", "--data-dir", str(tmp_path / "ras"), "-v"]) == 0
+    assert (
+        main(
+            [
+                "admin",
+                "card",
+                "add",
+                "8988211000000000001",
+                "--data-dir",
+                str(tmp_path / "ras"),
+                "-v",
+            ]
+        )
+        == 0
+    )
+    assert "INFO" in capsys.readouterr().err  # -v: "card ... added"

@@ -712,9 +712,28 @@ def _output(data: bytes, path: Path | None) -> None:
         atomic_write(path.resolve(), (data,))
 
 
+def _serves(args: argparse.Namespace) -> bool:
+    """Whether the command runs until stopped (a server or a card process), or sets things
+    up (`init`: what it made is worth a line each)."""
+    match args.command:
+        case "up" | "gateway" | "init":
+            return True
+        case "card":
+            return not getattr(args, "action", None)
+        case "admin":
+            return getattr(args, "admin_command", None) == "serve"
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _configure_logging(-1 if getattr(args, "quiet", False) else getattr(args, "verbose", 0))
+    if getattr(args, "quiet", False):
+        verbosity = -1
+    else:
+        # Servers say what they do at INFO; one-shot commands print their result instead,
+        # and log only warnings unless asked (-v).
+        verbosity = getattr(args, "verbose", 0) - (0 if _serves(args) else 1)
+    _configure_logging(verbosity)
     try:
         settings = _settings(args)
         match args.command:
