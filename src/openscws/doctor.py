@@ -32,6 +32,7 @@ PEERS: Final = (
     ("testssl", "testssl.sh", "TLS audit of port 4116"),
     ("sslscan", "sslscan", "TLS audit of port 4116"),
     ("wrk", "wrk", "HTTP load in benchmarks (a Python client is the fallback)"),
+    ("osmo-auc-gen", "libosmocore-utils", "an independent MILENAGE for the AKA tests"),
 )
 
 
