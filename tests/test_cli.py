@@ -25,6 +25,9 @@ COMMANDS = [
     ["card", "psk"],
     ["card", "psk", "add"],
     ["card", "policy"],
+    ["card", "usim"],
+    ["card", "usim", "set"],
+    ["card", "usim", "show"],
     ["ca"],
     ["ca", "init"],
     ["ca", "sign"],
@@ -142,3 +145,34 @@ def test_one_shot_commands_log_only_warnings(
         == 0
     )
     assert "INFO" in capsys.readouterr().err  # -v: "card ... added"
+
+
+def test_card_usim(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = ["--data-dir", str(tmp_path / "card")]
+    assert main(["card", "usim", "show", *data]) == 2  # no card image yet
+    assert "openscws init" in capsys.readouterr().err
+    assert main(["init", *data, "-q"]) == 0
+    assert main(["card", "usim", "show", *data]) == 0
+    assert "no subscription" in capsys.readouterr().out
+    k, op = "465b5ce8b199b49faa5f0a2ee238a6bc", "cdc202d5123e20f62b6d676ac72cb318"
+    args = ["card", "usim", "set", "--imsi", "001010123456789", "--k", k, "--op", op]
+    assert main([*args, "--sqn", "1000", *data]) == 0
+    out = capsys.readouterr().out
+    assert "IMSI 001010123456789" in out
+    assert k not in out
+    assert main(["card", "usim", "show", *data]) == 0
+    out = capsys.readouterr().out
+    assert "highest SQN accepted: 1000" in out
+    assert k not in out
+    secret = (tmp_path / "card" / "secure" / "usim.json").read_text()
+    assert "cd63cb71954a9f4e48a5994e37a02baf" in secret  # OPc derived from OP
+    assert (tmp_path / "card" / "secure" / "usim.json").stat().st_mode & 0o777 == 0o600
+    assert main(["card", "usim", "set", "--imsi", "1", "--k", k, "--opc", op, *data]) == 2
+    assert "IMSI" in capsys.readouterr().err
+    assert (
+        main(["card", "usim", "set", "--imsi", "001010123456789", "--k", "zz", "--opc", op, *data])
+        == 2
+    )
+    assert "--k must be hex" in capsys.readouterr().err
+    assert main(["card", "usim", "rm", *data]) == 0
+    assert main(["card", "usim", "rm", *data]) == 1

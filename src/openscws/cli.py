@@ -26,6 +26,7 @@ from openscws.config import Settings, load, to_toml
 from openscws.errors import ConfigError, KeyUseDenied, ListenError, StoreError
 from openscws.pki.keys import KeyType
 from openscws.ras import cli as admin_cli
+from openscws.store.cardimage import CardImage
 from openscws.trace.tracer import ApduTracer
 from openscws.uicc.keystore import CardKeyStore
 
@@ -139,8 +140,28 @@ def _card_actions(card: argparse.ArgumentParser) -> None:
     deny = policy_sub.add_parser("deny", help="withdraw an application's authorisation")
     deny.add_argument("app", help="card application name")
     policy_sub.add_parser("ls", help="list authorised applications")
-    parsers = [init, csr, cert, psk, policy, acts.choices["show"]]
+    usim = acts.add_parser(
+        "usim",
+        help="the USIM subscription: IMSI, MILENAGE K and OPc (AUTHENTICATE)",
+        description="The card's USIM application answers AUTHENTICATE (3GPP TS 31.102 "
+        "§7.1.2, 3G and GSM contexts) with MILENAGE. Keys live in the card's secure area "
+        "and are never printed.",
+    )
+    usim_sub = usim.add_subparsers(dest="usim_action", required=True, metavar="USIM_ACTION")
+    u_set = usim_sub.add_parser("set", help="store a subscription (replaces one; SQN restarts)")
+    u_set.add_argument("--imsi", required=True, help="6 to 15 digits")
+    u_set.add_argument("--k", required=True, help="subscriber key K, 32 hex digits")
+    which = u_set.add_mutually_exclusive_group(required=True)
+    which.add_argument("--opc", help="OPc, 32 hex digits")
+    which.add_argument("--op", help="the operator's OP, 32 hex digits (OPc is derived)")
+    u_set.add_argument(
+        "--sqn", type=int, default=0, help="the highest SQN the USIM has accepted (default 0)"
+    )
+    usim_sub.add_parser("show", help="IMSI and SQN (never the keys)")
+    usim_sub.add_parser("rm", help="remove the subscription")
+    parsers = [init, csr, cert, psk, policy, usim, acts.choices["show"]]
     parsers += list(psk_sub.choices.values()) + list(policy_sub.choices.values())
+    parsers += list(usim_sub.choices.values())
     for p in parsers:
         _common(p)
         _card_options(p)
@@ -403,7 +424,7 @@ async def _up(settings: Settings, demo: bool, admin: bool) -> int:
 
 async def _card(settings: Settings, demo: bool) -> int:
     from openscws.agent.credentials import AgentSecrets
-    from openscws.scws.card import admin_agent, build_card
+    from openscws.scws.card import admin_agent, build_card, usim_app
 
     image = open_image(settings, create=True, demo=demo)
     tls, psk = card_tls(settings, image)
@@ -411,7 +432,15 @@ async def _card(settings: Settings, demo: bool) -> int:
     if AgentSecrets(image).credentials() is not None:
         agent = admin_agent(image, image, settings.card)
         log.info("admin agent on: remote administration triggers are taken")
-    card = build_card(image, settings.card, image.meta.iccid, tls=tls, psk=psk, agent=agent)
+    card = build_card(
+        image,
+        settings.card,
+        image.meta.iccid,
+        tls=tls,
+        psk=psk,
+        agent=agent,
+        usim=usim_app(image),
+    )
     g = settings.gateway
     print(f"card {image.meta.iccid} connecting to vpcd {g.vpcd_host}:{g.vpcd_port}", flush=True)
     await _run_until_signal(asyncio.create_task(serve_card(card, g.vpcd_host, g.vpcd_port)))
@@ -580,6 +609,8 @@ def _card_action(args: argparse.Namespace, settings: Settings) -> int:
             _show_card(keys)
         case "psk":
             return _psk(args, keys)
+        case "usim":
+            return _usim(args, image)
         case "policy":
             match args.policy_action:
                 case "allow":
@@ -589,6 +620,48 @@ def _card_action(args: argparse.Namespace, settings: Settings) -> int:
             for app in keys.authorised_apps():
                 print(app)
     return 0
+
+
+def _usim(args: argparse.Namespace, image: CardImage) -> int:
+    from openscws.aka.milenage import opc_of
+    from openscws.aka.vector import SqnState
+    from openscws.uicc.usim import UsimKeys, UsimSecrets
+
+    secrets = UsimSecrets(image)
+    match args.usim_action:
+        case "set":
+            k = _hex_key("--k", args.k)
+            opc = _hex_key("--opc", args.opc) if args.opc else opc_of(k, _hex_key("--op", args.op))
+            keys = UsimKeys(args.imsi, k, opc)
+            if not 0 <= args.sqn < 1 << 48:
+                raise ConfigError("--sqn is a 48-bit number")
+            sqn = SqnState(keys.ind_bits)
+            sqn.accept(args.sqn)
+            secrets.set_keys(keys, sqn=sqn)
+            print(f"USIM: IMSI {keys.imsi}, MILENAGE keys stored, SQN {args.sqn}")
+        case "show":
+            stored = secrets.keys()
+            if stored is None:
+                print("USIM: no subscription (`openscws card usim set`)")
+                return 0
+            print(f"USIM: IMSI {stored.imsi}, MILENAGE, IND {stored.ind_bits} bits")
+            print(f"  highest SQN accepted: {secrets.sqn(stored.ind_bits).sqn_ms}")
+        case "rm":
+            if not secrets.remove():
+                print("openscws: the card has no USIM subscription", file=sys.stderr)
+                return 1
+            print("USIM subscription removed")
+    return 0
+
+
+def _hex_key(option: str, text: str) -> bytes:
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        raise ConfigError(f"{option} must be hex digits") from None
+    if len(key) != 16:
+        raise ConfigError(f"{option} must be 16 bytes (32 hex digits)")
+    return key
 
 
 def _psk(args: argparse.Namespace, keys: CardKeyStore) -> int:

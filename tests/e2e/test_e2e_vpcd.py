@@ -238,3 +238,48 @@ def test_gateway_without_pcscd_says_so(openscws_proc, tmp_path: Path) -> None:  
     assert done.returncode == 2, done.stderr
     assert "is pcscd running? (Debian package pcscd)" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_usim_authenticate_through_pcscd(
+    pcscd: subprocess.Popen[bytes], need_tool: Callable[[str, str], str], tmp_path: Path
+) -> None:
+    """The card's USIM behind pcscd answers AUTHENTICATE as osmo-auc-gen (an independent
+    MILENAGE) computes it: scriptor sends SELECT and AUTHENTICATE through PC/SC."""
+    scriptor = need_tool("scriptor", "pcsc-tools")
+    osmo = need_tool("osmo-auc-gen", "libosmocore-utils")
+    k, opc = "000102030405060708090a0b0c0d0e0f", "f0e0d0c0b0a090807060504030201000"
+    rand, sqn = "00112233445566778899aabbccddeeff", 4660
+    data = ["--data-dir", str(tmp_path / "card")]
+    cli = [sys.executable, "-m", "openscws"]
+    assert run([*cli, "init", *data, "-q"]).returncode == 0
+    usim = ["card", "usim", "set", "--imsi", "001010000000001", "--k", k, "--opc", opc]
+    assert run([*cli, *usim, "--sqn", str(sqn - 32), *data]).returncode == 0
+    vector = run([osmo, "-3", "-a", "milenage", "-k", k, "-o", opc, "-r", rand, "-s", str(sqn)])
+    fields = dict(
+        (name.strip(), value.strip())
+        for name, _, value in (line.partition(":") for line in vector.stdout.decode().splitlines())
+    )
+    card = _spawn([*cli, "card", *data, "--vpcd", f"127.0.0.1:{VPCD_PORT}"], tmp_path / "card.log")
+    try:
+        # scriptor wants the bytes of an APDU apart.
+        body = bytes.fromhex(f"10{rand}10{fields['AUTN']}")
+        spaced = " ".join(f"{b:02X}" for b in body)
+        script = f"00 A4 04 04 07 A0 00 00 00 87 10 02\n00 88 00 81 22 {spaced} 00\n"
+        deadline = time.monotonic() + 20
+        while True:
+            got = run([scriptor], stdin=script.encode(), timeout=20)
+            replies = _replies(got.stdout.decode(errors="replace"))
+            if len(replies) == 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)  # the card is still on its way into pcscd's reader
+        assert len(replies) == 2, (script, got.stdout, got.stderr)
+        assert replies[0].endswith("90 00")
+        answer = replies[1].replace(" ", "").lower()
+        want = "".join(
+            f"{len(v) // 2:02x}{v}"
+            for v in (fields["RES"], fields["CK"], fields["IK"], fields["Kc"])
+        )
+        assert answer == "db" + want + "9000"
+    finally:
+        card.terminate()
+        card.wait(10)

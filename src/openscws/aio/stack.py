@@ -20,7 +20,7 @@ from openscws.aio.gateway import Gateway, GatewayConfig
 from openscws.aio.links import CardLink, InProcessLink
 from openscws.config import AdminSettings, Settings
 from openscws.errors import StoreError
-from openscws.scws.card import admin_agent, build_card
+from openscws.scws.card import admin_agent, build_card, usim_app
 from openscws.store.cardimage import CardImage
 from openscws.terminal.engine import TerminalEngine
 from openscws.trace.tracer import ApduTracer
@@ -251,7 +251,15 @@ async def start_stack(
         except BaseException:
             await admin_stack.stop()
             raise
-    card = build_card(image, settings.card, image.meta.iccid, tls=tls, psk=psk, agent=agent)
+    card = build_card(
+        image,
+        settings.card,
+        image.meta.iccid,
+        tls=tls,
+        psk=psk,
+        agent=agent,
+        usim=usim_app(image),
+    )
     gateway = gateway_for(settings, InProcessLink(card), tracer, sms=admin)
     stack = Stack(settings, image, gateway, admin_stack, tracer)
     try:

@@ -25,6 +25,7 @@ class Ins(IntEnum):
     FETCH = 0x12
     TERMINAL_RESPONSE = 0x14
     ENVELOPE = 0xC2
+    AUTHENTICATE = 0x88  # TS 31.102 §7.1.2 (the USIM's)
 
 
 # INS whose 5-byte form is header + Le (case 2). Every other 5-byte command is case 1 with P3 = 00

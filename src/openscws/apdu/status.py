@@ -12,6 +12,8 @@ class SW(IntEnum):
     """91 XX: normal ending, XX bytes of proactive command pending (low byte is the length)."""
     TOOLKIT_BUSY = 0x9300
     """SIM Application Toolkit busy: the ENVELOPE cannot run now; retry later."""
+    AUTHENTICATION_MAC_FAILURE = 0x9862
+    """TS 31.102 §7.3: AUTHENTICATE refused, the network's MAC (in AUTN) is wrong."""
     WRONG_LENGTH = 0x6700
     WRONG_DATA = 0x6A80
     FILE_NOT_FOUND = 0x6A82

@@ -21,6 +21,7 @@ from openscws.tls import gnutls
 from openscws.tls.dispatch import TlsDispatcher, openssl_suite_codes
 from openscws.tls.endpoint import TlsServerHandler
 from openscws.uicc.card import CardIdentity, VirtualUicc
+from openscws.uicc.usim import UsimApp, UsimSecrets
 
 if TYPE_CHECKING:
     from openscws.uicc.keystore import PskTable, SecretStore
@@ -121,6 +122,12 @@ def admin_agent(
     )
 
 
+def usim_app(secrets: SecretStore) -> UsimApp | None:
+    """The USIM application of the subscription in `secrets`, if one was provisioned
+    (`openscws card usim set`)."""
+    return UsimApp.from_secrets(UsimSecrets(secrets))
+
+
 def build_card(
     store: ResourceStore,
     settings: CardSettings,
@@ -130,11 +137,13 @@ def build_card(
     tls: ssl.SSLContext | None = None,
     psk: PskTable | None = None,
     agent: AdminAgentApp | None = None,
+    usim: UsimApp | None = None,
 ) -> VirtualUicc:
     """The card, serving `settings.ports`; HTTPS ports need `tls` (the card's
     `CardKeyStore.server_context()`); `psk` is the card's PSK table (`psk_table()`), for the
     3DES PSK suite through GnuTLS (see `handler_factories`). `agent` (see `admin_agent`)
-    takes remote administration triggers and runs the sessions."""
+    takes remote administration triggers and runs the sessions; `usim` (see `usim_app`)
+    answers AUTHENTICATE."""
     site = build_site(store, iccid, secret=secret)
     factories = handler_factories(site, settings, tls, psk)
     server = BipServerApp(
@@ -147,7 +156,7 @@ def build_card(
         ),
         factories,
     )
-    card = VirtualUicc(CardIdentity(iccid))
+    card = VirtualUicc(CardIdentity(iccid), usim=usim)
     card.toolkit.register(server)
     if agent is not None:
         card.toolkit.register(agent)

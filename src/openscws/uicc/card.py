@@ -17,6 +17,7 @@ from openscws.cat.responses import TerminalResponse
 from openscws.errors import ApduError, DecodeError
 from openscws.uicc.files import EF_DIR, EF_ICCID, MF, ElementaryFile, encode_iccid
 from openscws.uicc.toolkit import State, Toolkit
+from openscws.uicc.usim import EF_IMSI, USIM_AID, UsimApp
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +49,19 @@ class CardIdentity:
 
 
 class VirtualUicc:
-    def __init__(self, identity: CardIdentity, toolkit: Toolkit | None = None) -> None:
+    def __init__(
+        self,
+        identity: CardIdentity,
+        toolkit: Toolkit | None = None,
+        *,
+        usim: UsimApp | None = None,
+    ) -> None:
         self.identity = identity
         self.toolkit = toolkit or Toolkit()
+        self.usim = usim
+        """The USIM application (AUTHENTICATE), when the card has a subscription."""
+        self.in_usim = False
+        """The USIM's ADF is the current application (SELECT by AID)."""
         self.files: dict[int, ElementaryFile] = {
             EF_ICCID: ElementaryFile(EF_ICCID, encode_iccid(identity.iccid)),
             EF_DIR: ElementaryFile(
@@ -73,6 +84,7 @@ class VirtualUicc:
             Ins.FETCH: self._fetch,
             Ins.TERMINAL_RESPONSE: self._terminal_response,
             Ins.ENVELOPE: self._envelope,
+            Ins.AUTHENTICATE: self._authenticate,
         }
 
     @property
@@ -82,6 +94,7 @@ class VirtualUicc:
     def power_on(self) -> bytes:
         self.powered = True
         self.selected = MF
+        self.in_usim = False
         return self.atr
 
     def power_off(self) -> None:
@@ -170,22 +183,43 @@ class VirtualUicc:
     # -- file commands (TS 102 221 §11.1) --------------------------------------------------------
 
     def _select(self, apdu: CommandApdu, now: float) -> bytes:
+        no_fcp = apdu.p2 & 0x0C == 0x0C
         if apdu.p1 == 0x00 and len(apdu.data) == 2:
             fid = int.from_bytes(apdu.data, "big")
             if fid == MF:
                 self.selected = MF
-                return _ok(b"" if apdu.p2 & 0x0C == 0x0C else bytes.fromhex("620483023F00"))
-            ef = self.files.get(fid)
+                self.in_usim = False
+                return _ok(b"" if no_fcp else bytes.fromhex("620483023F00"))
+            ef = self._ef(fid)
             if ef is None:
                 raise ApduError(SW.FILE_NOT_FOUND, f"no file {fid:04X}")
             self.selected = fid
-            return _ok(b"" if apdu.p2 & 0x0C == 0x0C else ef.fcp())
+            return _ok(b"" if no_fcp else ef.fcp())
         if apdu.p1 == 0x04:
-            raise ApduError(SW.FILE_NOT_FOUND, "no application selectable by AID on this card")
+            # By DF name, a right-truncated AID allowed (TS 102 221 §8.5.2, §11.1.1).
+            if self.usim is None or not 5 <= len(apdu.data) <= 16:
+                raise ApduError(SW.FILE_NOT_FOUND, "no such application on this card")
+            if not USIM_AID.startswith(apdu.data):
+                raise ApduError(SW.FILE_NOT_FOUND, "no such application on this card")
+            self.in_usim = True
+            self.selected = MF
+            # FCP: file descriptor "ADF" (78 21), DF name (the full AID).
+            body = bytes((0x82, 0x02, 0x78, 0x21, 0x84, len(USIM_AID))) + USIM_AID
+            return _ok(b"" if no_fcp else bytes((0x62, len(body))) + body)
         raise ApduError(SW.INCORRECT_P1P2, f"SELECT P1 {apdu.p1:02X} not supported")
 
+    def _ef(self, fid: int) -> ElementaryFile | None:
+        if self.in_usim and fid == EF_IMSI and self.usim is not None:
+            return ElementaryFile(EF_IMSI, self.usim.ef_imsi())
+        return self.files.get(fid)
+
+    def _authenticate(self, apdu: CommandApdu, now: float) -> bytes:
+        if self.usim is None or not self.in_usim:
+            raise ApduError(SW.CONDITIONS_NOT_SATISFIED, "AUTHENTICATE needs the USIM selected")
+        return _ok(self.usim.authenticate(apdu.p1, apdu.p2, apdu.data))
+
     def _selected_ef(self) -> ElementaryFile:
-        ef = self.files.get(self.selected)
+        ef = self._ef(self.selected)
         if ef is None:
             raise ApduError(SW.COMMAND_NOT_ALLOWED_NO_EF, "no EF selected")
         return ef

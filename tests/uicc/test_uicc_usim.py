@@ -1,0 +1,137 @@
+"""The card's USIM application, APDU by APDU: SELECT by (partial) AID, EF_IMSI, AUTHENTICATE
+in the 3G and GSM contexts (TS 31.102 §7.1.2) with MILENAGE test set 1, resynchronisation,
+MAC failure, refusals in status words, and the SQN state kept in the secure area."""
+
+from __future__ import annotations
+
+import pytest
+
+from openscws.aka.milenage import Milenage
+from openscws.aka.vector import SqnState, make_vector, resync_sqn
+from openscws.errors import ConfigError
+from openscws.uicc.card import CardIdentity, VirtualUicc
+from openscws.uicc.usim import UsimApp, UsimKeys, UsimSecrets, encode_imsi
+
+K = bytes.fromhex("465b5ce8b199b49faa5f0a2ee238a6bc")
+OPC = bytes.fromhex("cd63cb71954a9f4e48a5994e37a02baf")
+RAND = "23553cbe9637a89d218ae64dae47bf35"
+AUTN = "55f328b43577b9b94a9ffac354dfafb3"  # test set 1: SQN ff9bb4d0b607, AMF b9b9
+SQN = 0xFF9BB4D0B607
+IMSI = "001010123456789"
+SELECT_USIM = "00A4040407A0000000871002"
+
+
+class Secrets:
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+
+    def get_secret(self, name: str) -> bytes | None:
+        return self.files.get(name)
+
+    def set_secret(self, name: str, data: bytes) -> None:
+        self.files[name] = data
+
+    def delete_secret(self, name: str) -> bool:
+        return self.files.pop(name, None) is not None
+
+
+def card_with(secrets: Secrets, *, last_sqn: int = SQN - 32) -> VirtualUicc:
+    sqn = SqnState()
+    sqn.accept(last_sqn)
+    UsimSecrets(secrets).set_keys(UsimKeys(IMSI, K, OPC), sqn=sqn)
+    app = UsimApp.from_secrets(UsimSecrets(secrets))
+    card = VirtualUicc(CardIdentity("8988211000000000001"), usim=app)
+    card.power_on()
+    return card
+
+
+def send(card: VirtualUicc, apdu: str) -> str:
+    return card.transmit(bytes.fromhex(apdu.replace(" ", "")), 0.0).hex()
+
+
+def auth_3g(rand: str, autn: str) -> str:
+    return f"00 88 00 81 22 10 {rand} 10 {autn} 00"
+
+
+def test_select_read_imsi_and_authenticate() -> None:
+    secrets = Secrets()
+    card = card_with(secrets)
+    fcp = send(card, SELECT_USIM)  # a right-truncated AID
+    assert fcp == "6216820278218410a0000000871002ffffffff8907090000" + "9000"
+    assert send(card, "00A4000C026F07") == "9000"
+    assert send(card, "00B0000009") == "080910101032547698" + "9000"
+    answer = send(card, auth_3g(RAND, AUTN))
+    assert answer == (
+        "db"
+        + "08a54211d5e3ba50bf"
+        + "10b40ba9a3c58b2a05bbf0d987b21bf8cb"
+        + "10f769bcd751044604127672711c6d3441"
+        + "08eae4be823af9a08b"
+        + "9000"
+    )
+    # The accepted SQN was stored before the answer left the card.
+    assert UsimSecrets(secrets).sqn(5).sqn_ms == SQN
+    # The same AUTN again: not fresh, so a resynchronisation token, which the network reads.
+    again = send(card, auth_3g(RAND, AUTN))
+    assert again.startswith("dc0e")
+    assert again.endswith("9000")
+    auts = bytes.fromhex(again[4:32])
+    assert resync_sqn(Milenage(K, OPC), bytes.fromhex(RAND), auts) == SQN
+    # A card restarted from the same secure area remembers it too.
+    restarted = VirtualUicc(
+        CardIdentity("8988211000000000001"), usim=UsimApp.from_secrets(UsimSecrets(secrets))
+    )
+    restarted.power_on()
+    send(restarted, SELECT_USIM)
+    assert send(restarted, auth_3g(RAND, AUTN)).startswith("dc0e")
+    # The network's next vector is taken.
+    fresh = make_vector(Milenage(K, OPC), bytes.fromhex(RAND), SQN + 32, bytes.fromhex("8000"))
+    assert send(restarted, auth_3g(RAND, fresh.autn.hex())).startswith("db08" + fresh.xres.hex())
+
+
+def test_gsm_context() -> None:
+    card = card_with(Secrets())
+    send(card, SELECT_USIM)
+    # SRES = c2(RES), Kc = c3(CK, IK): what osmo-auc-gen prints for test set 1.
+    assert send(card, f"00 88 00 80 11 10 {RAND} 00") == "0446f8416a08eae4be823af9a08b9000"
+
+
+@pytest.mark.parametrize(
+    ("apdu", "sw"),
+    [
+        (auth_3g(RAND, AUTN[:-2] + "00"), "9862"),  # MAC-A wrong: the network is not ours
+        (f"00 88 00 81 11 10 {RAND} 00", "6700"),  # no AUTN
+        (f"00 88 00 84 22 10 {RAND} 10 {AUTN} 00", "6a86"),  # GBA context: not here yet
+        (f"00 88 01 81 22 10 {RAND} 10 {AUTN} 00", "6a86"),  # P1 must be 00
+        ("00A4040407A0000000871003", "6a82"),  # not our AID
+    ],
+)
+def test_refusals(apdu: str, sw: str) -> None:
+    secrets = Secrets()
+    card = card_with(secrets)
+    send(card, SELECT_USIM)
+    assert send(card, apdu) == sw
+    assert UsimSecrets(secrets).sqn(5).sqn_ms == SQN - 32  # nothing accepted
+
+
+def test_authenticate_needs_the_usim() -> None:
+    card = card_with(Secrets())
+    assert send(card, auth_3g(RAND, AUTN)) == "6985"  # MF selected, not the ADF
+    send(card, SELECT_USIM)
+    send(card, "00A4000C023F00")  # back to the MF
+    assert send(card, auth_3g(RAND, AUTN)) == "6985"
+    bare = VirtualUicc(CardIdentity("8988211000000000001"))
+    bare.power_on()
+    assert send(bare, SELECT_USIM) == "6a82"  # no subscription, no USIM
+    assert send(bare, auth_3g(RAND, AUTN)) == "6985"
+
+
+def test_imsi_encoding() -> None:
+    # Length 08; "1001" (odd count, IMSI) under digit 1; then digit pairs, low nibble first.
+    assert encode_imsi("001010123456789").hex() == "080910101032547698"
+    assert encode_imsi("26201123456789").hex() == "082126102143658" + "7f9"  # even: F filler
+    with pytest.raises(ConfigError, match="IMSI"):
+        encode_imsi("12a")
+    keys = UsimKeys(IMSI, K, OPC)
+    assert K.hex() not in repr(keys)
+    assert OPC.hex() not in repr(keys)
