@@ -9,6 +9,7 @@ import pytest
 from openscws.aka.milenage import Milenage
 from openscws.aka.vector import SqnState, make_vector, resync_sqn
 from openscws.errors import ConfigError
+from openscws.gba.kdf import ks_naf
 from openscws.uicc.card import CardIdentity, VirtualUicc
 from openscws.uicc.usim import UsimApp, UsimKeys, UsimSecrets, encode_imsi
 
@@ -19,6 +20,7 @@ AUTN = "55f328b43577b9b94a9ffac354dfafb3"  # test set 1: SQN ff9bb4d0b607, AMF b
 SQN = 0xFF9BB4D0B607
 IMSI = "001010123456789"
 SELECT_USIM = "00A4040407A0000000871002"
+CK_IK = bytes.fromhex("b40ba9a3c58b2a05bbf0d987b21bf8cbf769bcd751044604127672711c6d3441")
 
 
 class Secrets:
@@ -101,7 +103,8 @@ def test_gsm_context() -> None:
     [
         (auth_3g(RAND, AUTN[:-2] + "00"), "9862"),  # MAC-A wrong: the network is not ours
         (f"00 88 00 81 11 10 {RAND} 00", "6700"),  # no AUTN
-        (f"00 88 00 84 22 10 {RAND} 10 {AUTN} 00", "6a86"),  # GBA context: not here yet
+        (f"00 88 00 84 22 10 {RAND} 10 {AUTN} 00", "6a80"),  # GBA context without DD / DE
+        (f"00 88 00 85 22 10 {RAND} 10 {AUTN} 00", "9864"),  # MBMS context: not supported
         (f"00 88 01 81 22 10 {RAND} 10 {AUTN} 00", "6a86"),  # P1 must be 00
         ("00A4040407A0000000871003", "6a82"),  # not our AID
     ],
@@ -135,3 +138,64 @@ def test_imsi_encoding() -> None:
     keys = UsimKeys(IMSI, K, OPC)
     assert K.hex() not in repr(keys)
     assert OPC.hex() not in repr(keys)
+
+
+IMPI = "001010123456789@ims.mnc001.mcc001.3gppnetwork.org"
+NAF_ID = b"bsm.example.org" + bytes.fromhex("0100000001")  # BCAST's Ua id (TS 33.220 H.3)
+B_TID = b"I1U8vpY3qJ0hiuZNrke/NQ==@bsf.mnc001.mcc001.pub.3gppnetwork.org"
+
+
+def lv(data: bytes) -> str:
+    return f"{len(data):02x}{data.hex()}"
+
+
+def test_gba_u_bootstrap_and_naf_derivation() -> None:
+    """GBA_U (TS 31.102 §7.1.2.4, TS 33.220 §5.3): the USIM keeps Ks and Ks_int_NAF, and
+    gives the terminal RES and then Ks_ext_NAF, which equal the GBA_ME keys of test set 1."""
+    secrets = Secrets()
+    card = card_with(secrets)
+    send(card, SELECT_USIM)
+    # No Ks yet: no NAF key.
+    naf_cmd = "DE" + lv(NAF_ID) + lv(IMPI.encode())
+    assert send(card, f"00 88 00 84 {len(naf_cmd) // 2:02x} {naf_cmd} 00") == "6985"
+    # Bootstrapping: RES only; CK and IK stay in the card as Ks.
+    boot = f"00 88 00 84 23 DD 10 {RAND} 10 {AUTN} 00"
+    assert send(card, boot) == "db08a54211d5e3ba50bf9000"
+    send(card, "00 A4 00 0C 02 6F D6")
+    assert send(card, "00 B0 00 00 13") == "10" + RAND + "0000" + "9000"  # B-TID, lifetime empty
+    # The terminal writes the B-TID and key lifetime the BSF gave, after the RAND.
+    tail = lv(B_TID) + lv(b"2026-12-01T00:00:00Z")
+    assert send(card, f"00 D6 00 11 {len(tail) // 2:02x} {tail}") == "9000"
+    assert send(card, "00 D6 00 00 01 00") == "6982"  # the RAND is the USIM's
+    assert send(card, f"00 D6 00 11 02 {'ff' * 2}") == "6a80"  # would break the LV layout
+    # NAF derivation: Ks_ext_NAF out (= Ks_NAF of GBA_ME), Ks_int_NAF kept.
+    got = send(card, f"00 88 00 84 {len(naf_cmd) // 2:02x} {naf_cmd} 00")
+    ks_ext = "6b6a961069b5031c2d7df5004eddc53f67a8c586dff5b6ce9cd4d91b3a632a1b"
+    assert got == "db20" + ks_ext + "9000"
+    assert ks_naf(CK_IK, bytes.fromhex(RAND), IMPI, NAF_ID).hex() == ks_ext
+    send(card, "00 A4 00 0C 02 6F DA")
+    record = send(card, "00 B2 01 04 00")
+    assert record.startswith("80" + lv(NAF_ID) + "81" + lv(B_TID))
+    # A card restarted from its secure area keeps Ks, the B-TID and the NAF key.
+    usim = UsimApp.from_secrets(UsimSecrets(secrets))
+    assert usim is not None
+    assert usim.gba.btid == B_TID
+    assert usim.ks_int_naf(NAF_ID) == bytes.fromhex(
+        "7fed1cf436544d0ad28d4b47a61fae1183dd423779c6223e1d1048f23c4b9106"
+    )
+    assert CK_IK.hex() not in repr(usim.gba)
+    # A new bootstrap replaces Ks: the old B-TID and NAF keys are gone with it.
+    fresh = make_vector(Milenage(K, OPC), bytes.fromhex(RAND), SQN + 32, bytes.fromhex("8000"))
+    assert send(card, SELECT_USIM).endswith("9000")
+    assert send(card, f"00 88 00 84 23 DD 10 {RAND} 10 {fresh.autn.hex()} 00").startswith("db08")
+    assert send(card, f"00 88 00 84 {len(naf_cmd) // 2:02x} {naf_cmd} 00") == "6985"
+
+
+def test_only_ef_gbabp_is_writable() -> None:
+    card = card_with(Secrets())
+    send(card, SELECT_USIM)
+    send(card, "00 A4 00 0C 02 6F 07")
+    assert send(card, "00 D6 00 00 01 00") == "6982"
+    send(card, "00 A4 00 0C 02 3F 00")
+    send(card, "00 A4 00 0C 02 2F E2")
+    assert send(card, "00 D6 00 00 01 00") == "6982"

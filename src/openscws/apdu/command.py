@@ -26,6 +26,7 @@ class Ins(IntEnum):
     TERMINAL_RESPONSE = 0x14
     ENVELOPE = 0xC2
     AUTHENTICATE = 0x88  # TS 31.102 §7.1.2 (the USIM's)
+    UPDATE_BINARY = 0xD6
 
 
 # INS whose 5-byte form is header + Le (case 2). Every other 5-byte command is case 1 with P3 = 00

@@ -14,6 +14,9 @@ class SW(IntEnum):
     """SIM Application Toolkit busy: the ENVELOPE cannot run now; retry later."""
     AUTHENTICATION_MAC_FAILURE = 0x9862
     """TS 31.102 §7.3: AUTHENTICATE refused, the network's MAC (in AUTN) is wrong."""
+    SECURITY_CONTEXT_NOT_SUPPORTED = 0x9864
+    """TS 31.102 §7.3: AUTHENTICATE in a security context this USIM does not support."""
+    SECURITY_STATUS_NOT_SATISFIED = 0x6982
     WRONG_LENGTH = 0x6700
     WRONG_DATA = 0x6A80
     FILE_NOT_FOUND = 0x6A82

@@ -17,7 +17,7 @@ from openscws.cat.responses import TerminalResponse
 from openscws.errors import ApduError, DecodeError
 from openscws.uicc.files import EF_DIR, EF_ICCID, MF, ElementaryFile, encode_iccid
 from openscws.uicc.toolkit import State, Toolkit
-from openscws.uicc.usim import EF_IMSI, USIM_AID, UsimApp
+from openscws.uicc.usim import USIM_AID, UsimApp
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,7 @@ class VirtualUicc:
             Ins.TERMINAL_RESPONSE: self._terminal_response,
             Ins.ENVELOPE: self._envelope,
             Ins.AUTHENTICATE: self._authenticate,
+            Ins.UPDATE_BINARY: self._update_binary,
         }
 
     @property
@@ -209,9 +210,20 @@ class VirtualUicc:
         raise ApduError(SW.INCORRECT_P1P2, f"SELECT P1 {apdu.p1:02X} not supported")
 
     def _ef(self, fid: int) -> ElementaryFile | None:
-        if self.in_usim and fid == EF_IMSI and self.usim is not None:
-            return ElementaryFile(EF_IMSI, self.usim.ef_imsi())
+        if self.in_usim and self.usim is not None:
+            found = self.usim.file(fid)
+            if found is not None:
+                return ElementaryFile(fid, found[0], record_length=found[1])
         return self.files.get(fid)
+
+    def _update_binary(self, apdu: CommandApdu, now: float) -> bytes:
+        ef = self._selected_ef()
+        if ef.record_length:
+            raise ApduError(SW.COMMAND_NOT_ALLOWED_NO_EF, "not a transparent file")
+        if self.usim is None or not self.in_usim:
+            raise ApduError(SW.SECURITY_STATUS_NOT_SATISFIED, f"EF {ef.fid:04X} is read-only")
+        self.usim.update_binary(ef.fid, (apdu.p1 << 8) | apdu.p2, apdu.data)
+        return _ok()
 
     def _authenticate(self, apdu: CommandApdu, now: float) -> bytes:
         if self.usim is None or not self.in_usim:

@@ -10,11 +10,22 @@ AUTHENTICATE (CLA 00, INS 88, P1 00):
       SQN not fresh      DC 0E AUTS
       MAC-A wrong        SW 98 62, no data
     P2 80 (GSM context)  data: 10 RAND  ->  04 SRES 08 Kc  (MILENAGE through c2 and c3)
+    P2 84 (GBA context, GBA_U, TS 31.102 §7.1.2.4 and TS 33.220 §5):
+      bootstrapping      data: DD 10 RAND 10 AUTN  ->  DB 08 RES (or DC 0E AUTS, 98 62);
+                         the USIM keeps Ks = CK || IK and puts RAND in EF_GBABP, where the
+                         terminal then writes the B-TID and key lifetime (UPDATE BINARY)
+      NAF derivation     data: DE L NAF_Id L IMPI  ->  DB 20 Ks_ext_NAF; Ks_int_NAF stays
+                         in the USIM, its NAF_Id and B-TID listed in EF_GBANL
+    any other P2         SW 98 64 (security context not supported)
+
+EF_GBABP (6FD6): LV(RAND) LV(B-TID) LV(key lifetime). EF_GBANL (6FDA): a record per NAF key,
+80 NAF_Id 81 B-TID.
 
 The SQN state is saved (atomically, in the card's secure area) before the answer leaves the
 card: a crash after an answer never lets the same AUTN be accepted twice. The keys and state
-live in the secure area as `usim.json` {"imsi", "k", "opc", "ind_bits"} and `usim-sqn.json`
-{"seqs": [...]}; none of them is ever logged."""
+live in the secure area as `usim.json` {"imsi", "k", "opc", "ind_bits"}, `usim-sqn.json`
+{"seqs": [...]} and `usim-gba.json` {"rand", "ks", "btid", "lifetime", "naf": [{"naf_id",
+"btid", "ks_int"}]}; none of them is ever logged."""
 
 from __future__ import annotations
 
@@ -34,11 +45,15 @@ from openscws.aka.vector import (
 )
 from openscws.apdu.status import SW
 from openscws.errors import ApduError, ConfigError
+from openscws.gba.kdf import FC_NAF, kdf
 from openscws.uicc.keystore import SecretStore
 
 __all__ = [
+    "EF_GBABP",
+    "EF_GBANL",
     "EF_IMSI",
     "USIM_AID",
+    "GbaState",
     "UsimApp",
     "UsimKeys",
     "UsimSecrets",
@@ -48,13 +63,22 @@ __all__ = [
 USIM_AID: Final = bytes.fromhex("A0000000871002FFFFFFFF8907090000")
 """The USIM's AID as EF_DIR lists it (RID A000000087, 3GPP; PIX 1002 = USIM, TS 101 220)."""
 EF_IMSI: Final = 0x6F07
-INS_AUTHENTICATE: Final = 0x88
+EF_GBABP: Final = 0x6FD6
+EF_GBANL: Final = 0x6FDA
+GBANL_RECORD: Final = 255
+"""EF_GBANL's record size here (a NAF_Id TLV and a B-TID TLV, padded with FF)."""
+GBABP_SIZE: Final = 1 + 16 + 1 + 255 + 1 + 64
+"""EF_GBABP's size: LV(RAND), room for LV(B-TID) and LV(key lifetime)."""
 P2_GSM: Final = 0x80
 P2_3G: Final = 0x81
+P2_GBA: Final = 0x84
 TAG_SUCCESS: Final = 0xDB
 TAG_SYNC_FAILURE: Final = 0xDC
+TAG_GBA_BOOTSTRAP: Final = 0xDD
+TAG_GBA_NAF: Final = 0xDE
 KEYS_FILE: Final = "usim.json"
 SQN_FILE: Final = "usim-sqn.json"
+GBA_FILE: Final = "usim-gba.json"
 
 
 def encode_imsi(imsi: str) -> bytes:
@@ -86,6 +110,58 @@ class UsimKeys:
             raise ConfigError("IND is 0 to 10 bits")
 
 
+@dataclass
+class GbaState:
+    """GBA_U in the USIM: the bootstrapped Ks with its RAND, what the terminal wrote into
+    EF_GBABP, and the Ks_int_NAF keys derived since (each with its NAF_Id and B-TID)."""
+
+    rand: bytes = b""
+    ks: bytes = field(default=b"", repr=False)
+    btid: bytes = b""
+    lifetime: bytes = b""
+    naf: list[tuple[bytes, bytes, bytes]] = field(default_factory=list, repr=False)
+    """(NAF_Id, B-TID, Ks_int_NAF)."""
+
+    def ef_gbabp(self) -> bytes:
+        if not self.rand:
+            return b"\xff" * GBABP_SIZE
+        lv = b"".join(bytes((len(v),)) + v for v in (self.rand, self.btid, self.lifetime))
+        return lv.ljust(GBABP_SIZE, b"\xff")
+
+    def ef_gbanl(self) -> bytes:
+        records = [
+            bytes((0x80, len(naf_id))) + naf_id + bytes((0x81, len(btid))) + btid
+            for naf_id, btid, _ in self.naf
+        ]
+        empty = b"\xff" * GBANL_RECORD
+        return b"".join(r.ljust(GBANL_RECORD, b"\xff") for r in records) or empty
+
+    def to_json(self) -> bytes:
+        naf = [{"naf_id": n.hex(), "btid": b.hex(), "ks_int": k.hex()} for n, b, k in self.naf]
+        doc = {
+            "rand": self.rand.hex(),
+            "ks": self.ks.hex(),
+            "btid": self.btid.hex(),
+            "lifetime": self.lifetime.hex(),
+            "naf": naf,
+        }
+        return json.dumps(doc).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> GbaState:
+        doc = json.loads(raw)
+        return cls(
+            rand=bytes.fromhex(doc["rand"]),
+            ks=bytes.fromhex(doc["ks"]),
+            btid=bytes.fromhex(doc["btid"]),
+            lifetime=bytes.fromhex(doc["lifetime"]),
+            naf=[
+                (bytes.fromhex(e["naf_id"]), bytes.fromhex(e["btid"]), bytes.fromhex(e["ks_int"]))
+                for e in doc["naf"]
+            ],
+        )
+
+
 class UsimSecrets:
     """The USIM's keys and SQN state in the card's secure area."""
 
@@ -108,7 +184,8 @@ class UsimSecrets:
             raise ConfigError(f"secure/{KEYS_FILE} is damaged: {exc!r}") from None
 
     def set_keys(self, keys: UsimKeys, *, sqn: SqnState | None = None) -> None:
-        """Stores a subscription, with a fresh SQN state (or `sqn`)."""
+        """Stores a subscription, with a fresh SQN state (or `sqn`) and no GBA keys."""
+        self.store.delete_secret(GBA_FILE)
         doc: dict[str, object] = {
             "imsi": keys.imsi,
             "k": keys.k.hex(),
@@ -121,7 +198,20 @@ class UsimSecrets:
     def remove(self) -> bool:
         removed = self.store.delete_secret(KEYS_FILE)
         self.store.delete_secret(SQN_FILE)
+        self.store.delete_secret(GBA_FILE)
         return removed
+
+    def gba(self) -> GbaState:
+        raw = self.store.get_secret(GBA_FILE)
+        if raw is None:
+            return GbaState()
+        try:
+            return GbaState.from_json(raw)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"secure/{GBA_FILE} is damaged: {exc!r}") from None
+
+    def save_gba(self, state: GbaState) -> None:
+        self.store.set_secret(GBA_FILE, state.to_json())
 
     def sqn(self, ind_bits: int) -> SqnState:
         raw = self.store.get_secret(SQN_FILE)
@@ -141,25 +231,70 @@ class UsimApp:
     """AUTHENTICATE for one subscription. `persist(state)` stores the SQN state; it runs
     before the answer is returned."""
 
-    def __init__(self, keys: UsimKeys, sqn: SqnState, persist: Callable[[SqnState], None]) -> None:
+    def __init__(
+        self,
+        keys: UsimKeys,
+        sqn: SqnState,
+        persist: Callable[[SqnState], None],
+        *,
+        gba: GbaState | None = None,
+        persist_gba: Callable[[GbaState], None] | None = None,
+    ) -> None:
         self.imsi = keys.imsi
         self._milenage = Milenage(keys.k, keys.opc)
         self._sqn = sqn
         self._persist = persist
+        self.gba = gba or GbaState()
+        self._persist_gba = persist_gba or _keep
 
     @classmethod
     def from_secrets(cls, secrets: UsimSecrets) -> UsimApp | None:
         keys = secrets.keys()
         if keys is None:
             return None
-        return cls(keys, secrets.sqn(keys.ind_bits), secrets.save_sqn)
+        return cls(
+            keys,
+            secrets.sqn(keys.ind_bits),
+            secrets.save_sqn,
+            gba=secrets.gba(),
+            persist_gba=secrets.save_gba,
+        )
+
+    def file(self, fid: int) -> tuple[bytes, int] | None:
+        """(content, record length; 0 for transparent) of an EF of the ADF, or None."""
+        if fid == EF_IMSI:
+            return encode_imsi(self.imsi), 0
+        if fid == EF_GBABP:
+            return self.gba.ef_gbabp(), 0
+        if fid == EF_GBANL:
+            return self.gba.ef_gbanl(), GBANL_RECORD
+        return None
+
+    def update_binary(self, fid: int, offset: int, data: bytes) -> None:
+        """UPDATE BINARY: only EF_GBABP is the terminal's to write (B-TID, key lifetime after
+        a bootstrap); the RAND in it stays the USIM's."""
+        if fid != EF_GBABP:
+            raise ApduError(SW.SECURITY_STATUS_NOT_SATISFIED, f"EF {fid:04X} is read-only")
+        current = self.gba.ef_gbabp()
+        if not self.gba.rand or offset < 1 + len(self.gba.rand):
+            raise ApduError(SW.SECURITY_STATUS_NOT_SATISFIED, "EF_GBABP's RAND is the USIM's")
+        if offset + len(data) > len(current):
+            raise ApduError(SW.WRONG_LENGTH, "beyond the end of EF_GBABP")
+        content = current[:offset] + data + current[offset + len(data) :]
+        try:
+            _, rest = _lv(content)
+            btid, rest = _lv(rest)
+            lifetime, _ = _lv(rest)
+        except ValueError:
+            raise ApduError(
+                SW.WRONG_DATA, "EF_GBABP must stay LV(RAND) LV(B-TID) LV(lifetime)"
+            ) from None
+        self.gba.btid, self.gba.lifetime = btid, lifetime
+        self._persist_gba(self.gba)
 
     @property
     def sqn_ms(self) -> int:
         return self._sqn.sqn_ms
-
-    def ef_imsi(self) -> bytes:
-        return encode_imsi(self.imsi)
 
     def authenticate(self, p1: int, p2: int, data: bytes) -> bytes:
         """The response data of AUTHENTICATE; ApduError for a refusal (its status word)."""
@@ -183,7 +318,65 @@ class UsimApp:
             out = self._milenage.f2345(data[1:])
             sres, kc = sres_of(out.res), kc_of(out.ck, out.ik)
             return bytes((len(sres),)) + sres + bytes((len(kc),)) + kc
-        raise ApduError(SW.INCORRECT_P1P2, f"AUTHENTICATE P2 {p2:02X} (3G 81 and GSM 80 only)")
+        if p2 == P2_GBA and data[:1] == bytes((TAG_GBA_BOOTSTRAP,)):
+            return self._gba_bootstrap(data[1:])
+        if p2 == P2_GBA and data[:1] == bytes((TAG_GBA_NAF,)):
+            return self._gba_naf(data[1:])
+        if p2 == P2_GBA:
+            raise ApduError(SW.WRONG_DATA, "GBA context: DD (bootstrapping) or DE (NAF)")
+        raise ApduError(
+            SW.SECURITY_CONTEXT_NOT_SUPPORTED, f"AUTHENTICATE P2 {p2:02X}: GSM, 3G, GBA only"
+        )
+
+    def _gba_bootstrap(self, data: bytes) -> bytes:
+        rand, autn = _lv_pair(data)
+        answer = check_autn(self._milenage, self._sqn, rand, autn)
+        if isinstance(answer, MacFailure):
+            raise ApduError(SW.AUTHENTICATION_MAC_FAILURE, "AUTN: MAC-A does not check")
+        if isinstance(answer, SyncFailure):
+            return bytes((TAG_SYNC_FAILURE, len(answer.auts))) + answer.auts
+        # A new Ks: the old B-TID and NAF keys go with the old one (TS 33.220 §4.5.2).
+        self.gba = GbaState(rand=rand, ks=answer.ck + answer.ik)
+        self._persist(self._sqn)
+        self._persist_gba(self.gba)
+        return bytes((TAG_SUCCESS, len(answer.res))) + answer.res
+
+    def _gba_naf(self, data: bytes) -> bytes:
+        try:
+            naf_id, rest = _lv(data)
+            impi, rest = _lv(rest)
+        except ValueError:
+            raise ApduError(SW.WRONG_LENGTH, "NAF derivation: L NAF_Id L IMPI") from None
+        if rest or len(naf_id) < 6 or not impi:
+            raise ApduError(SW.WRONG_DATA, "NAF derivation: NAF FQDN || Ua id, and an IMPI")
+        gba = self.gba
+        if not gba.ks or not gba.btid:
+            raise ApduError(
+                SW.CONDITIONS_NOT_SATISFIED, "no bootstrapped Ks with a B-TID in EF_GBABP"
+            )
+        ext = kdf(gba.ks, FC_NAF, (b"gba-me", gba.rand, impi, naf_id))
+        internal = kdf(gba.ks, FC_NAF, (b"gba-u", gba.rand, impi, naf_id))
+        gba.naf = [e for e in gba.naf if e[0] != naf_id] + [(naf_id, gba.btid, internal)]
+        self._persist_gba(gba)
+        return bytes((TAG_SUCCESS, len(ext))) + ext
+
+    def ks_int_naf(self, naf_id: bytes) -> bytes | None:
+        """The Ks_int_NAF kept for `naf_id` (for the USIM's own MBMS use, never sent out)."""
+        for n, _, key in self.gba.naf:
+            if n == naf_id:
+                return key
+        return None
+
+
+def _keep(state: GbaState) -> None:
+    pass
+
+
+def _lv(data: bytes) -> tuple[bytes, bytes]:
+    """One length-value field and what follows it."""
+    if not data or len(data) < 1 + data[0]:
+        raise ValueError("truncated LV")
+    return data[1 : 1 + data[0]], data[1 + data[0] :]
 
 
 def _lv_pair(data: bytes) -> tuple[bytes, bytes]:
