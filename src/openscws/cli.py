@@ -20,7 +20,7 @@ from cryptography import x509
 from openscws import __version__
 from openscws.aio.gateway import GatewayError
 from openscws.aio.links import CardLink, accept_vpcd_card
-from openscws.aio.stack import card_tls, gateway_for, open_image, start_stack
+from openscws.aio.stack import card_of, card_tls, gateway_for, open_image, start_stack
 from openscws.aio.vicc import serve_card
 from openscws.config import Settings, load, to_toml
 from openscws.errors import ConfigError, KeyUseDenied, ListenError, StoreError
@@ -424,23 +424,14 @@ async def _up(settings: Settings, demo: bool, admin: bool) -> int:
 
 async def _card(settings: Settings, demo: bool) -> int:
     from openscws.agent.credentials import AgentSecrets
-    from openscws.scws.card import admin_agent, build_card, usim_app
+    from openscws.scws.card import admin_agent
 
     image = open_image(settings, create=True, demo=demo)
-    tls, psk = card_tls(settings, image)
     agent = None
     if AgentSecrets(image).credentials() is not None:
         agent = admin_agent(image, image, settings.card)
         log.info("admin agent on: remote administration triggers are taken")
-    card = build_card(
-        image,
-        settings.card,
-        image.meta.iccid,
-        tls=tls,
-        psk=psk,
-        agent=agent,
-        usim=usim_app(image),
-    )
+    card = card_of(settings, image, agent=agent)
     g = settings.gateway
     print(f"card {image.meta.iccid} connecting to vpcd {g.vpcd_host}:{g.vpcd_port}", flush=True)
     await _run_until_signal(asyncio.create_task(serve_card(card, g.vpcd_host, g.vpcd_port)))

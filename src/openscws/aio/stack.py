@@ -28,9 +28,11 @@ from openscws.trace.tracer import ApduTracer
 if TYPE_CHECKING:
     import uvicorn
 
+    from openscws.agent.app import AdminAgentApp
     from openscws.ras.db import RasDatabase
     from openscws.ras.server import RasServer
     from openscws.ras.service import RasService
+    from openscws.uicc.card import VirtualUicc
     from openscws.uicc.keystore import PskTable
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,27 @@ def open_image(settings: Settings, *, create: bool, demo: bool) -> CardImage:
         n = install_demo(image, int(time.time()))
         log.info("installed the demo site (%d resources)", n)
     return image
+
+
+def card_of(
+    settings: Settings,
+    image: CardImage,
+    *,
+    agent: AdminAgentApp | None,
+    tls: tuple[ssl.SSLContext | None, PskTable | None] | None = None,
+) -> VirtualUicc:
+    """The card of `image`: the SCWS on its ports (with `tls`, else `card_tls`), the admin
+    agent when given, the USIM when the image has a subscription."""
+    context, psk = tls if tls is not None else card_tls(settings, image)
+    return build_card(
+        image,
+        settings.card,
+        image.meta.iccid,
+        tls=context,
+        psk=psk,
+        agent=agent,
+        usim=usim_app(image),
+    )
 
 
 def card_tls(settings: Settings, image: CardImage) -> tuple[ssl.SSLContext | None, PskTable | None]:
@@ -226,7 +249,8 @@ async def start_stack(
     """Everything `openscws up` runs. With `admin`, the gateway's local SMS entry point must
     be on (`gateway.sms_port`), and the card gets its agent."""
     image = open_image(settings, create=True, demo=demo)
-    tls, psk = card_tls(settings, image)
+    # The card's TLS first: on first use it provisions the key pair, CA and certificate.
+    tls = card_tls(settings, image)
     admin_stack: AdminStack | None = None
     agent = None
     if admin:
@@ -251,15 +275,7 @@ async def start_stack(
         except BaseException:
             await admin_stack.stop()
             raise
-    card = build_card(
-        image,
-        settings.card,
-        image.meta.iccid,
-        tls=tls,
-        psk=psk,
-        agent=agent,
-        usim=usim_app(image),
-    )
+    card = card_of(settings, image, agent=agent, tls=tls)
     gateway = gateway_for(settings, InProcessLink(card), tracer, sms=admin)
     stack = Stack(settings, image, gateway, admin_stack, tracer)
     try:

@@ -39,6 +39,7 @@ from openscws.aka.vector import (
     MacFailure,
     SqnState,
     SyncFailure,
+    UsimAnswer,
     check_autn,
     kc_of,
     sres_of,
@@ -302,11 +303,9 @@ class UsimApp:
             raise ApduError(SW.INCORRECT_P1P2, f"AUTHENTICATE P1 {p1:02X}")
         if p2 == P2_3G:
             rand, autn = _lv_pair(data)
-            answer = check_autn(self._milenage, self._sqn, rand, autn)
-            if isinstance(answer, MacFailure):
-                raise ApduError(SW.AUTHENTICATION_MAC_FAILURE, "AUTN: MAC-A does not check")
-            if isinstance(answer, SyncFailure):
-                return bytes((TAG_SYNC_FAILURE, len(answer.auts))) + answer.auts
+            answer = self._aka(rand, autn)
+            if isinstance(answer, bytes):
+                return answer
             self._persist(self._sqn)
             kc = kc_of(answer.ck, answer.ik)
             return bytes((TAG_SUCCESS,)) + b"".join(
@@ -328,13 +327,21 @@ class UsimApp:
             SW.SECURITY_CONTEXT_NOT_SUPPORTED, f"AUTHENTICATE P2 {p2:02X}: GSM, 3G, GBA only"
         )
 
-    def _gba_bootstrap(self, data: bytes) -> bytes:
-        rand, autn = _lv_pair(data)
+    def _aka(self, rand: bytes, autn: bytes) -> UsimAnswer | bytes:
+        """The AUTN check of the 3G and GBA contexts: the answer, or the DC AUTS response
+        data of a sync failure; a MAC failure is SW 98 62."""
         answer = check_autn(self._milenage, self._sqn, rand, autn)
         if isinstance(answer, MacFailure):
             raise ApduError(SW.AUTHENTICATION_MAC_FAILURE, "AUTN: MAC-A does not check")
         if isinstance(answer, SyncFailure):
             return bytes((TAG_SYNC_FAILURE, len(answer.auts))) + answer.auts
+        return answer
+
+    def _gba_bootstrap(self, data: bytes) -> bytes:
+        rand, autn = _lv_pair(data)
+        answer = self._aka(rand, autn)
+        if isinstance(answer, bytes):
+            return answer
         # A new Ks: the old B-TID and NAF keys go with the old one (TS 33.220 §4.5.2).
         self.gba = GbaState(rand=rand, ks=answer.ck + answer.ik)
         self._persist(self._sqn)
