@@ -5,6 +5,8 @@ MAC failure, refusals in status words, and the SQN state kept in the secure area
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from openscws.aka.milenage import Milenage
 from openscws.aka.vector import SqnState, make_vector, resync_sqn
@@ -199,3 +201,40 @@ def test_only_ef_gbabp_is_writable() -> None:
     send(card, "00 A4 00 0C 02 3F 00")
     send(card, "00 A4 00 0C 02 2F E2")
     assert send(card, "00 D6 00 00 01 00") == "6982"
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    p1=st.integers(0, 255),
+    p2=st.sampled_from([0x80, 0x81, 0x84, 0x85, 0x00, 0xFF]),
+    data=st.one_of(
+        st.binary(max_size=80),
+        st.builds(
+            lambda tag, body: bytes((tag,)) + body,
+            st.sampled_from([0xDD, 0xDE]),
+            st.binary(max_size=80),
+        ),
+        st.builds(
+            lambda r, a: bytes((16,)) + r + bytes((16,)) + a,
+            st.binary(min_size=16, max_size=16),
+            st.binary(min_size=16, max_size=16),
+        ),
+    ),
+)
+def test_any_authenticate_gets_a_status_word(p1: int, p2: int, data: bytes) -> None:
+    """Bad input is answered in status words, never an exception; a random AUTN never
+    passes (its MAC-A is 64 bits)."""
+    card = card_with(Secrets())
+    send(card, SELECT_USIM)
+    apdu = (
+        bytes((0x00, 0x88, p1, p2, len(data))) + data + b"\x00"
+        if data
+        else bytes((0, 0x88, p1, p2, 0))
+    )
+    answer = card.transmit(apdu, 0.0)
+    assert len(answer) >= 2
+    sw = answer[-2:].hex()
+    assert sw in {"9000", "6700", "6a80", "6a86", "9862", "9864", "6985"}, sw
+    if sw == "9000":  # only the GSM context, which checks nothing, can succeed
+        assert p2 == 0x80
+        assert answer[:1] == b"\x04"
