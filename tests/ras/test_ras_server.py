@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event
 
 from openscws.amdb.client import AdminSession, Outcome, SessionParams
 from openscws.amdb.embedded import EmbeddedRequest, EmbeddedResponse
@@ -292,3 +293,31 @@ def test_a_taken_port_is_a_listen_error(service: SlowOpen) -> None:
             await first.stop()
 
     asyncio.run(main())
+
+
+def test_the_event_loop_never_reads_the_database(tmp_path: Path) -> None:
+    """A card the server did not trigger (here: a server started after the claim, with an
+    empty PSK cache) still gets its key looked up on a database thread: its identity is read
+    from the ClientKeyExchange and the handshake waits for the key. No statement runs on the
+    event loop's thread, the handshake's included."""
+    seeded = next(make_service(tmp_path, RasPolicy()))
+    fresh = SlowOpen(seeded._db, Vault.open(tmp_path / "ras"), RasPolicy())
+    fresh.release.set()
+    assert not fresh.psk_cached(IDENTITY)
+    on_loop: list[str] = []
+
+    def where(conn, cursor, statement, *args):  # type: ignore[no-untyped-def]
+        if threading.current_thread() is threading.main_thread():
+            on_loop.append(statement)
+
+    event.listen(seeded._db.engine, "before_cursor_execute", where)
+    card = Card(fresh)
+    card.end = lambda ok: None  # type: ignore[method-assign]  # no reads from the test's side
+
+    async def body(server: RasServer) -> None:
+        session = await run_card(server.port, card)
+        assert session.outcome is Outcome.DONE
+
+    serving(fresh, body)
+    assert card.seen == [("PUT", "/a.html"), ("POST", "/.scws/commit")]
+    assert on_loop == [], on_loop

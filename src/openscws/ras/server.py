@@ -14,9 +14,11 @@ The database calls run on a small pool of worker threads (`EndpointConfig.db_wor
 on the event loop: while one session waits for its transaction to commit, the loop goes on with
 the TLS and HTTP of the others, and concurrent commits share the database's log flushes. A
 session still takes its steps in order: the next command goes out only once the call before it
-has returned. The one database read left on the loop is the PSK lookup of a card that calls
-without a trigger from this process (triggered cards' keys are cached when the trigger is
-claimed), because OpenSSL asks for the key in a synchronous callback."""
+has returned. OpenSSL asks for a card's key in a synchronous callback, so the key must be in
+memory by then: triggered cards' keys are cached when the trigger is claimed, and for any other
+card the PSK identity is read from its ClientKeyExchange (`tls.psk_peek`) and the handshake
+waits while a database thread fetches the key. (A TLS 1.3 PSK handshake, which the cards'
+"compat" profile does not use, falls back to a lookup inside the callback.)"""
 
 from __future__ import annotations
 
@@ -44,6 +46,7 @@ from openscws.ras.service import ContentItem, Outcome, RasService, SessionWork, 
 from openscws.ras.session import RasSession, Verdict
 from openscws.tls.context import Profile, psk_server_context
 from openscws.tls.endpoint import TlsServerHandler
+from openscws.tls.psk_peek import PskIdentityPeek
 
 __all__ = ["CardExchange", "EndpointConfig", "RasServer"]
 
@@ -136,11 +139,12 @@ class CardExchange:
             if self.identity is None:
                 self.exchange.send_error(403, "no PSK identity")
                 return
-            self._run(self._open(post, now))
+            self.spawn(self._open(post, now))
             return
         self._step(post, now)
 
-    def _run(self, step: Coroutine[None, None, None]) -> None:
+    def spawn(self, step: Coroutine[None, None, None]) -> None:
+        """Runs `step` as this connection's next step (one at a time; see `_guarded`)."""
         task = asyncio.get_running_loop().create_task(self._guarded(step))
         self._busy = task
         steps = self.server.steps
@@ -207,13 +211,13 @@ class CardExchange:
         command = session.next_command(answer)
         if command is not None:
             if self._lease_due(now):
-                self._run(self._renew_then_send(session, command, now))
+                self.spawn(self._renew_then_send(session, command, now))
             else:
                 self._send(command)
             return
         # The verdict is stored before the card hears the end: a done job is done even if
         # the 204 is lost, and the card has committed already.
-        self._run(self._finish_then_end(session, now))
+        self.spawn(self._finish_then_end(session, now))
 
     def _send(self, command: EmbeddedRequest) -> None:
         assert self.work is not None
@@ -285,7 +289,7 @@ class CardExchange:
                 session.verdict = Verdict.RETRY
                 session.reason = f"session broke: {reason}"
                 session.log.append(session.reason)
-            self._run(self._finish(session, now))
+            self.spawn(self._finish(session, now))
 
 
 def _open_with_content(
@@ -305,12 +309,18 @@ def _open_with_content(
 
 
 class _CardProtocol(StreamProtocol):
-    """Tells the server which connection's handshake the PSK callback is serving."""
+    """Tells the server which connection's handshake the PSK callback is serving, and makes
+    sure that callback finds the key in memory: the client's PSK identity is read from its
+    ClientKeyExchange first (`tls.psk_peek`), and when the key is not cached, the client's
+    bytes wait (reading paused) while a database thread fetches it."""
 
     def __init__(self, server: RasServer) -> None:
         self.exchange = CardExchange(server, time.time())
         self.exchange.wake = self._flush
         self.server = server
+        self._peek: PskIdentityPeek | None = PskIdentityPeek()
+        self._held: bytearray | None = None
+        self._eof = False
         super().__init__(
             TlsServerHandler(
                 server.context,
@@ -322,6 +332,41 @@ class _CardProtocol(StreamProtocol):
         )
 
     def data_received(self, data: bytes) -> None:
+        if self._held is not None:
+            self._held += data  # a key lookup is under way
+            return
+        peek = self._peek
+        if peek is not None:
+            identity = peek.feed(data)
+            if peek.done:
+                self._peek = None
+            if identity is not None and not self.server.service.psk_cached(identity):
+                self._held = bytearray(data)
+                if self.transport is not None:
+                    self.transport.pause_reading()
+                self.exchange.spawn(self._fetch_key(identity))
+                return
+        self._to_tls(data)
+
+    def eof_received(self) -> bool | None:
+        if self._held is not None:
+            self._eof = True  # after the held bytes
+            return True
+        return super().eof_received()
+
+    async def _fetch_key(self, identity: str) -> None:
+        try:
+            await self.server.db(self.server.service.psk_lookup, identity)
+        finally:
+            held, self._held = bytes(self._held or b""), None
+            transport = self.transport
+            if transport is not None and not transport.is_closing():
+                transport.resume_reading()
+                self._to_tls(held)
+                if self._eof:
+                    super().eof_received()
+
+    def _to_tls(self, data: bytes) -> None:
         self.server.handshaking = self.exchange
         try:
             super().data_received(data)

@@ -451,6 +451,12 @@ class RasService:
         self._remember_psk(identity, key)
         return key
 
+    def psk_cached(self, identity: str) -> bool:
+        """Whether `psk_lookup(identity)` would answer from memory now."""
+        with self._psk_lock:
+            hit = self._psk_cache.get(identity)
+        return hit is not None and hit[1] > self._monotonic()
+
     def _remember_psk(self, identity: str, key: bytes | None) -> None:
         clock = self._monotonic()
         with self._psk_lock:
