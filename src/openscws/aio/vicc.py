@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -14,6 +15,9 @@ from openscws.uicc.card import VirtualUicc
 from openscws.uicc.vpcd import Control, Deframer, frame
 
 log = logging.getLogger(__name__)
+
+QUICK_ACK_ENV = "OPENSCWS_VPCD_QUICKACK"
+"""Set to 0 to leave delayed ACKs on (benchmarks/bench_pcsc.py measures what they cost)."""
 
 
 def answer(card: VirtualUicc, payload: bytes, now: float) -> bytes | None:
@@ -66,7 +70,7 @@ def _quick_ack(writer: asyncio.StreamWriter) -> Callable[[], None]:
     for our ACK of the length: with delayed ACKs that is up to 40 ms per APDU."""
     sock = writer.get_extra_info("socket")
     option = getattr(socket, "TCP_QUICKACK", None)
-    if sock is None or option is None:
+    if sock is None or option is None or os.environ.get(QUICK_ACK_ENV) == "0":
         return lambda: None
 
     def arm() -> None:
