@@ -1,0 +1,3 @@
+"""OMA DM session security (seed 003): the application-layer credentials of OMA DM 1.2
+(syncml:auth-basic, syncml:auth-md5, the x-syncml-hmac integrity header) and the Package #0
+server-initiated session alert with its digest, sans-IO."""
