@@ -52,7 +52,6 @@ import queue
 import re
 import shlex
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -73,6 +72,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import _admin_fleet as fleet  # noqa: E402
 import _docs  # noqa: E402
+from run import free_port  # noqa: E402
 
 TARGET: Final = 100.0
 """sessions/s the issue asks for: PostgreSQL, two server processes, this 2-core machine."""
@@ -97,12 +97,6 @@ class Options:
 
 
 # -- processes -----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Child:

@@ -28,7 +28,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -43,6 +42,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "src"))
 
 import _docs  # noqa: E402
+from run import free_port, wait_connectable  # noqa: E402
 
 from openscws.aio.pcsc import PcscCard, PcscError, wait_for_card  # noqa: E402
 from openscws.aio.vicc import QUICK_ACK_ENV  # noqa: E402
@@ -52,24 +52,6 @@ VPCD_PORT = 35963
 STATUS = bytes.fromhex("80F2000C00")
 BEGIN = _docs.PCSC_BEGIN
 END = _docs.PCSC_END
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"nothing listens on 127.0.0.1:{port}") from None
-            time.sleep(0.1)
 
 
 def openscws(*args: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -166,7 +148,7 @@ def run(apdus: int, pages: int, work: Path) -> dict[str, Any]:
         log=work / "up.log",
     )
     try:
-        wait_port(http_port, 60)
+        wait_connectable(http_port, 60)
         rows["in-process"]["page"] = summary(page_times(http_port, pages))
     finally:
         stop(up)
@@ -177,7 +159,7 @@ def run(apdus: int, pages: int, work: Path) -> dict[str, Any]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_port(VPCD_PORT, 15)
+        wait_connectable(VPCD_PORT, 15)
         for name, quick in (("pcscd", "1"), ("pcscd, no quick ACK", "0")):
             card_env = {**env, QUICK_ACK_ENV: quick}
             vicc = openscws(

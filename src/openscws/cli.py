@@ -645,26 +645,21 @@ def _usim(args: argparse.Namespace, image: CardImage) -> int:
     return 0
 
 
-def _hex_key(option: str, text: str) -> bytes:
+def _hex_key(option: str, text: str, size: int | None = 16) -> bytes:
+    """A key given in hex on the command line; `size` bytes unless None."""
     try:
         key = bytes.fromhex(text)
     except ValueError:
         raise ConfigError(f"{option} must be hex digits") from None
-    if len(key) != 16:
-        raise ConfigError(f"{option} must be 16 bytes (32 hex digits)")
+    if size is not None and len(key) != size:
+        raise ConfigError(f"{option} must be {size} bytes ({2 * size} hex digits)")
     return key
 
 
 def _psk(args: argparse.Namespace, keys: CardKeyStore) -> int:
     match args.psk_action:
         case "add":
-            if args.key:
-                try:
-                    key = bytes.fromhex(args.key)
-                except ValueError:
-                    raise ConfigError("--key must be hex digits") from None
-            else:
-                key = os.urandom(16)
+            key = _hex_key("--key", args.key, None) if args.key else os.urandom(16)
             keys.add_psk(args.identity, key)
             print(f"added PSK identity {args.identity!r}")
             if not args.key:

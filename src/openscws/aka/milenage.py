@@ -20,13 +20,14 @@ from typing import Final
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-__all__ = ["Milenage", "MilenageOutput", "opc_of"]
+__all__ = ["Milenage", "MilenageOutput", "opc_of", "xor"]
 
 _ROTATIONS: Final = (64, 0, 32, 64, 96)  # r1..r5, bits
 _CONSTANTS: Final = tuple((0).to_bytes(15, "big") + bytes((c,)) for c in (0, 1, 2, 4, 8))
 
 
-def _xor(a: bytes, b: bytes) -> bytes:
+def xor(a: bytes, b: bytes) -> bytes:
+    """a xor b, for byte strings of one length."""
     return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).to_bytes(len(a), "big")
 
 
@@ -45,7 +46,7 @@ def opc_of(k: bytes, op: bytes) -> bytes:
     """OPc = OP xor E_K(OP): what the card stores instead of the operator's OP."""
     _check("K", k, 16)
     _check("OP", op, 16)
-    return _xor(op, _encryptor(k)(op))
+    return xor(op, _encryptor(k)(op))
 
 
 def _encryptor(k: bytes) -> Callable[[bytes], bytes]:
@@ -85,7 +86,7 @@ class Milenage:
 
     def _temp(self, rand: bytes) -> bytes:
         _check("RAND", rand, 16)
-        return self._ek(_xor(rand, self._opc))
+        return self._ek(xor(rand, self._opc))
 
     def f1(self, rand: bytes, sqn: bytes, amf: bytes) -> tuple[bytes, bytes]:
         """(MAC-A, MAC-S): f1 and f1*, 8 bytes each."""
@@ -93,14 +94,14 @@ class Milenage:
         _check("AMF", amf, 2)
         temp = self._temp(rand)
         in1 = sqn + amf + sqn + amf
-        block = _xor(_xor(temp, _rot(_xor(in1, self._opc), _ROTATIONS[0])), _CONSTANTS[0])
-        out1 = _xor(self._ek(block), self._opc)
+        block = xor(xor(temp, _rot(xor(in1, self._opc), _ROTATIONS[0])), _CONSTANTS[0])
+        out1 = xor(self._ek(block), self._opc)
         return out1[:8], out1[8:]
 
     def f2345(self, rand: bytes) -> MilenageOutput:
-        temp_opc = _xor(self._temp(rand), self._opc)
+        temp_opc = xor(self._temp(rand), self._opc)
         out = [
-            _xor(self._ek(_xor(_rot(temp_opc, r), c)), self._opc)
+            xor(self._ek(xor(_rot(temp_opc, r), c)), self._opc)
             for r, c in zip(_ROTATIONS[1:], _CONSTANTS[1:], strict=True)
         ]
         out2, out3, out4, out5 = out

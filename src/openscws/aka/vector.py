@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
-from openscws.aka.milenage import Milenage
+from openscws.aka.milenage import Milenage, xor
 
 __all__ = [
     "AMF_RESYNC",
@@ -40,10 +40,6 @@ DELTA: Final = 1 << 28
 """Annex C.2.2: how far above the highest accepted SEQ a new one may be."""
 
 
-def _xor(a: bytes, b: bytes) -> bytes:
-    return bytes(x ^ y for x, y in zip(a, b, strict=True))
-
-
 @dataclass(frozen=True, slots=True)
 class AuthVector:
     """A quintet (TS 33.102 §6.3.2)."""
@@ -62,7 +58,7 @@ def make_vector(milenage: Milenage, rand: bytes, sqn: int, amf: bytes) -> AuthVe
     sqn_bytes = sqn.to_bytes(6, "big")
     mac_a, _ = milenage.f1(rand, sqn_bytes, amf)
     out = milenage.f2345(rand)
-    autn = _xor(sqn_bytes, out.ak) + amf + mac_a
+    autn = xor(sqn_bytes, out.ak) + amf + mac_a
     return AuthVector(rand=rand, xres=out.res, ck=out.ck, ik=out.ik, autn=autn)
 
 
@@ -127,7 +123,7 @@ def check_autn(
     if len(autn) != 16:
         raise ValueError("AUTN is 16 bytes")
     out = milenage.f2345(rand)
-    sqn_bytes = _xor(autn[:6], out.ak)
+    sqn_bytes = xor(autn[:6], out.ak)
     amf, mac = autn[6:8], autn[8:]
     xmac, _ = milenage.f1(rand, sqn_bytes, amf)
     if xmac != mac:
@@ -136,7 +132,7 @@ def check_autn(
     if not state.fresh(sqn):
         sqn_ms = state.sqn_ms.to_bytes(6, "big")
         _, mac_s = milenage.f1(rand, sqn_ms, AMF_RESYNC)
-        return SyncFailure(_xor(sqn_ms, out.ak_star) + mac_s)
+        return SyncFailure(xor(sqn_ms, out.ak_star) + mac_s)
     state.accept(sqn)
     return UsimAnswer(res=out.res, ck=out.ck, ik=out.ik, sqn=sqn)
 
@@ -147,7 +143,7 @@ def resync_sqn(milenage: Milenage, rand: bytes, auts: bytes) -> int | None:
     if len(auts) != 14:
         raise ValueError("AUTS is 14 bytes")
     ak_star = milenage.f2345(rand).ak_star
-    sqn_ms = _xor(auts[:6], ak_star)
+    sqn_ms = xor(auts[:6], ak_star)
     _, mac_s = milenage.f1(rand, sqn_ms, AMF_RESYNC)
     return int.from_bytes(sqn_ms, "big") if mac_s == auts[6:] else None
 
@@ -157,10 +153,10 @@ def sres_of(res: bytes) -> bytes:
     padded = res.ljust(16, b"\0")
     out = bytes(4)
     for i in range(0, 16, 4):
-        out = _xor(out, padded[i : i + 4])
+        out = xor(out, padded[i : i + 4])
     return out
 
 
 def kc_of(ck: bytes, ik: bytes) -> bytes:
     """c3: Kc = CK1 xor CK2 xor IK1 xor IK2 (64-bit halves)."""
-    return _xor(_xor(ck[:8], ck[8:]), _xor(ik[:8], ik[8:]))
+    return xor(xor(ck[:8], ck[8:]), xor(ik[:8], ik[8:]))

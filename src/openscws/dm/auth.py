@@ -25,6 +25,7 @@ __all__ = [
     "AUTH_MD5",
     "HmacHeader",
     "basic_credential",
+    "keyed_digest",
     "md5_credential",
     "message_mac",
     "verify",
@@ -57,9 +58,14 @@ def md5_credential(username: str, password: str, nonce: bytes) -> str:
     return _b64(_h(_secret(username, password) + b":" + nonce)).decode("ascii")
 
 
+def keyed_digest(username: str, password: str, nonce: bytes, body: bytes) -> bytes:
+    """H(B64(H(username:password)) ":" nonce ":" B64(H(body))): the MAC of x-syncml-hmac
+    (base64-encoded there) and the digest of Package #0 (raw there)."""
+    return _h(_secret(username, password) + b":" + nonce + b":" + _b64(_h(body)))
+
+
 def message_mac(username: str, password: str, nonce: bytes, body: bytes) -> str:
-    digest = _h(_secret(username, password) + b":" + nonce + b":" + _b64(_h(body)))
-    return _b64(digest).decode("ascii")
+    return _b64(keyed_digest(username, password, nonce, body)).decode("ascii")
 
 
 def verify(expected: str, got: str) -> bool:

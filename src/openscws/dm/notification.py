@@ -20,14 +20,13 @@ are tried. Sans-IO."""
 
 from __future__ import annotations
 
-import base64
 import enum
-import hashlib
 import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
+from openscws.dm.auth import keyed_digest
 from openscws.errors import DecodeError
 
 __all__ = ["RESYNC_NONCES", "SessionAlert", "UiMode", "digest"]
@@ -45,13 +44,8 @@ class UiMode(enum.IntEnum):
     USER_INTERACTION = 3
 
 
-def _h(data: bytes) -> bytes:
-    return hashlib.md5(data, usedforsecurity=False).digest()
-
-
 def digest(server_id: str, password: str, nonce: bytes, trigger: bytes) -> bytes:
-    secret = base64.b64encode(_h(f"{server_id}:{password}".encode()))
-    return _h(secret + b":" + nonce + b":" + base64.b64encode(_h(trigger)))
+    return keyed_digest(server_id, password, nonce, trigger)
 
 
 @dataclass(frozen=True, slots=True)

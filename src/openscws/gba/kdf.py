@@ -67,12 +67,12 @@ def naf_id(fqdn: str, ua_protocol: bytes) -> bytes:
     return parameter(fqdn) + ua_protocol
 
 
-def ks_naf(ks: bytes, rand: bytes, impi: str, naf: bytes) -> bytes:
+def ks_naf(ks: bytes, rand: bytes, impi: str | bytes, naf: bytes) -> bytes:
     """Ks_NAF (GBA_ME), equal to Ks_ext_NAF (GBA_U): the key the ME uses towards the NAF."""
     return kdf(ks, FC_NAF, (b"gba-me", rand, impi, naf))
 
 
-def ks_int_naf(ks: bytes, rand: bytes, impi: str, naf: bytes) -> bytes:
+def ks_int_naf(ks: bytes, rand: bytes, impi: str | bytes, naf: bytes) -> bytes:
     """Ks_int_NAF (GBA_U): stays in the UICC (e.g. an MBMS MUK)."""
     return kdf(ks, FC_NAF, (b"gba-u", rand, impi, naf))
 

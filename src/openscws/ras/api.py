@@ -451,14 +451,13 @@ def _campaign_routes(
     base = f"{API_PREFIX}/campaigns"
 
     def summary(campaign_id: int) -> CampaignOut:
-        return CampaignOut.of(service.campaign(campaign_id), service.campaign_progress(campaign_id))
+        info = service.campaign(campaign_id)
+        return CampaignOut.of(info, info.progress)
 
     @app.get(base, tags=tags)
     def list_campaigns() -> list[CampaignOut]:
         """Every campaign, oldest first, with its jobs per state."""
-        return [
-            CampaignOut.of(c, service.campaign_progress(c.id)) for c in service.list_campaigns()
-        ]
+        return [CampaignOut.of(c, c.progress) for c in service.list_campaigns()]
 
     @app.post(base, tags=tags, status_code=201, responses={**_BAD, **_MISSING})
     async def create_campaign(body: CampaignCreate, response: Response) -> CampaignOut:
@@ -469,7 +468,7 @@ def _campaign_routes(
             info = service.create_campaign(
                 body.name, paths=body.paths, cards=body.cards, max_attempts=body.max_attempts
             )
-            return CampaignOut.of(info, service.campaign_progress(info.id))
+            return CampaignOut.of(info, info.progress)
 
         out = await run_in_threadpool(create)
         if on_change is not None:
@@ -484,9 +483,7 @@ def _campaign_routes(
     def get_campaign(campaign_id: int) -> CampaignDetail:
         """The campaign with each card's job: state, attempts and last error."""
         info = service.campaign(campaign_id)
-        return campaign_detail(
-            info, service.campaign_progress(campaign_id), service.campaign_cards(campaign_id)
-        )
+        return campaign_detail(info, info.progress, service.campaign_cards(campaign_id))
 
     @app.post(f"{base}/{{campaign_id}}/cancel", tags=tags, responses={**_MISSING, **_CONFLICT})
     def cancel_campaign(campaign_id: int) -> CancelResult:

@@ -550,7 +550,7 @@ def _campaign(args: argparse.Namespace, ras: RasService) -> int:
             if args.wait:
                 return _follow(ras, args.campaign_id, args.timeout)
             info = ras.campaign(args.campaign_id)
-            progress = ras.campaign_progress(args.campaign_id)
+            progress = info.progress
             print(f"campaign {info.id} {info.name!r}: {info.state}, {_when(info.created_at)}")
             print(f"  {_ops(info.operations)}")
             print("  " + "  ".join(f"{state} {n}" for state, n in progress.items()))

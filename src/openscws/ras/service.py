@@ -199,6 +199,8 @@ class CampaignInfo:
     created_at: datetime
     jobs: int
     open_jobs: int
+    progress: dict[str, int] = field(default_factory=dict)
+    """Jobs per state (every state present, zeros included)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -695,6 +697,7 @@ class RasService:
                 when,
                 len(card_ids),
                 len(card_ids),
+                {**_no_jobs(), str(JobState.PENDING): len(card_ids)},
             )
 
     def campaign(self, campaign_id: int) -> CampaignInfo:
@@ -709,17 +712,8 @@ class RasService:
             return _campaign_infos(s, None)
 
     def campaign_progress(self, campaign_id: int) -> dict[str, int]:
-        """Jobs per state (every state present, zeros included)."""
-        with self._db.read() as s:
-            _campaign_row(s, campaign_id)
-            counts = dict.fromkeys((str(st) for st in JobState), 0)
-            for state, n in s.execute(
-                select(Job.state, func.count())
-                .where(Job.campaign_id == campaign_id)
-                .group_by(Job.state)
-            ):
-                counts[state] = n
-            return counts
+        """Jobs per state (every state present, zeros included): `campaign(id).progress`."""
+        return self.campaign(campaign_id).progress
 
     def campaign_cards(self, campaign_id: int) -> list[CampaignCard]:
         with self._db.read() as s:
@@ -945,8 +939,7 @@ class RasService:
         changing nothing, when `owner` does not hold the job; finishing a done job as done
         again is True."""
         now = _aware(now)
-        if outcome not in ("done", "retry", "failed"):
-            raise ValueError(f"outcome must be done, retry or failed, not {outcome!r}")
+        _check_outcome(outcome)
         with self._db.write() as s:
             job = s.get(Job, job_id, with_for_update={"key_share": True})
             return job is not None and self._finish(s, job, owner, outcome, reason, now)
@@ -967,8 +960,7 @@ class RasService:
         session happened); False as `finish_job` would be, or when the job (with its card) is
         gone, and then nothing is written."""
         now = _aware(ended_at)
-        if outcome not in ("done", "retry", "failed"):
-            raise ValueError(f"outcome must be done, retry or failed, not {outcome!r}")
+        _check_outcome(outcome)
         with self._db.write() as s:
             job = s.get(Job, job_id, with_for_update={"key_share": True})
             if job is None:
@@ -1100,6 +1092,11 @@ class RasService:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+def _check_outcome(outcome: str) -> None:
+    if outcome not in ("done", "retry", "failed"):
+        raise ValueError(f"outcome must be done, retry or failed, not {outcome!r}")
 
 
 def _check_iccid(iccid: str) -> None:
@@ -1263,23 +1260,25 @@ def _campaign_infos(s: Session, campaign_id: int | None) -> list[CampaignInfo]:
     if campaign_id is not None:
         query = query.where(Campaign.id == campaign_id)
         counts = counts.where(Job.campaign_id == campaign_id)
-    per: dict[int, list[int]] = {}
+    per: dict[int, dict[str, int]] = {}
     for cid, state, n in s.execute(counts):
-        if cid is None:
-            continue
-        total = per.setdefault(cid, [0, 0])
-        total[0] += n
-        if state not in FINAL_STATES:
-            total[1] += n
+        if cid is not None:
+            per.setdefault(cid, _no_jobs())[state] = n
     out = []
     for c in s.scalars(query):
-        jobs, open_jobs = per.get(c.id, [0, 0])
+        progress = per.get(c.id) or _no_jobs()
+        jobs = sum(progress.values())
+        open_jobs = sum(n for st, n in progress.items() if st not in FINAL_STATES)
         state = c.state
         if state == CampaignState.ACTIVE and open_jobs == 0:
             state = "finished"
         ops = tuple(Operation.from_json(d) for d in c.operations)
-        out.append(CampaignInfo(c.id, c.name, state, ops, c.created_at, jobs, open_jobs))
+        out.append(CampaignInfo(c.id, c.name, state, ops, c.created_at, jobs, open_jobs, progress))
     return out
+
+
+def _no_jobs() -> dict[str, int]:
+    return dict.fromkeys((str(st) for st in JobState), 0)
 
 
 def _first_in_line(s: Session, rows: Sequence[Any]) -> list[tuple[Job, Card]]:

@@ -46,7 +46,7 @@ from openscws.aka.vector import (
 )
 from openscws.apdu.status import SW
 from openscws.errors import ApduError, ConfigError
-from openscws.gba.kdf import FC_NAF, kdf
+from openscws.gba.kdf import ks_int_naf, ks_naf
 from openscws.uicc.keystore import SecretStore
 
 __all__ = [
@@ -361,8 +361,8 @@ class UsimApp:
             raise ApduError(
                 SW.CONDITIONS_NOT_SATISFIED, "no bootstrapped Ks with a B-TID in EF_GBABP"
             )
-        ext = kdf(gba.ks, FC_NAF, (b"gba-me", gba.rand, impi, naf_id))
-        internal = kdf(gba.ks, FC_NAF, (b"gba-u", gba.rand, impi, naf_id))
+        ext = ks_naf(gba.ks, gba.rand, impi, naf_id)
+        internal = ks_int_naf(gba.ks, gba.rand, impi, naf_id)
         gba.naf = [e for e in gba.naf if e[0] != naf_id] + [(naf_id, gba.btid, internal)]
         self._persist_gba(gba)
         return bytes((TAG_SUCCESS, len(ext))) + ext
