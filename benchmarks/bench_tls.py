@@ -567,14 +567,14 @@ def _neg(n: tuple[str, str] | list[str] | None) -> str:
 
 
 def markdown(result: dict[str, Any], ram: dict[str, Any] | None) -> str:
-    """The "TLS (issue 3)" section of docs/benchmarks.md."""
+    """The "TLS" section of docs/benchmarks.md."""
     import bench_tls_ram
 
     plan = result["plan"]
     hs = result["handshakes"]
     bulk = result["bulk"]
     lines = [
-        "## TLS (issue 3)",
+        "## TLS",
         "",
         "HTTPS on card port 4116, with TLS terminated inside the card (`TlsServerHandler` over",
         "`ssl.MemoryBIO`; the gateway relays TLS records as BIP APDUs), next to `openssl",

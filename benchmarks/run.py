@@ -24,7 +24,7 @@ Then the TLS benchmarks: benchmarks/bench_tls.py (handshakes/s through the gatew
 `openssl s_server`, HTTPS vs HTTP bulk) and benchmarks/bench_tls_ram.py (card RAM per HTTPS
 channel, in memory); --no-tls skips them, --only tls runs only them.
 
-Writes docs/benchmarks.md unless --no-docs; with --only tls only its "TLS (issue 3)" section is
+Writes docs/benchmarks.md unless --no-docs; with --only tls only its "TLS" section is
 replaced (between the TLS_BEGIN/TLS_END markers), the rest of the page is left as it was. A full
 write keeps the sections other benchmarks own (benchmarks/bench_admin.py's, between its
 markers), and the TLS section when --no-tls.

@@ -29,7 +29,7 @@ from openscws.ota.trigger import (
 
 h = bytes.fromhex
 
-# ../shared/spec/scws-admin-acp.md §3.2 worked example (our own values), 74 bytes
+# A worked example of the GP Amendment B §3.8 trigger (our own values), 74 bytes
 DIGEST_EXAMPLE = h(
     "8148"
     "8346"

@@ -1,11 +1,12 @@
 """The card's SCWS administration commands: what the admin agent does with each HTTP request an
-administration session brings (`application/vnd.oma-scws-http-request`, digest §2.5).
+administration session brings (`application/vnd.oma-scws-http-request`, the media type OMA
+registered with IANA).
 
-**This is our reading, not the OMA TS** (whose body could not be read, digest §2.6): PUT, GET
-and DELETE of resources and deleting a whole directory are confirmed topics of SCWS V1.1; the
-`/.scws/` namespace, the transaction header and the JSON bodies are our own choices. The
-table below is the whole contract; each row is one entry of `_ADMIN_ROUTES` or a branch of
-`ScwsAdminExecutor._resource`, so it is easy to adapt.
+**This is our reading, not the OMA TS** (whose administration command clauses could not be
+read): PUT, GET and DELETE of resources and deleting a whole directory are confirmed topics of
+SCWS V1.1; the `/.scws/` namespace, the transaction header and the JSON bodies are our own
+choices. The table below is the whole contract; each row is one entry of `_ADMIN_ROUTES` or a
+branch of `ScwsAdminExecutor._resource`, so it is easy to adapt.
 
 =========================================  =====================================  ==============
 request                                    effect                                 answer
@@ -92,7 +93,8 @@ TRANSACTION_HEADER: Final = "X-SCWS-Transaction"
 REALM_HEADER: Final = "X-SCWS-Realm"
 DELETED_HEADER: Final = "X-SCWS-Deleted"
 ACP_KEY: Final = "scws.acp"
-"""Value key of the access-control policy (SCWS V1.2 ACP enforcer, digest §1.1)."""
+"""Value key of the access-control policy (the SCWS Gateway's ACP enforcement,
+OMA-AD-Smartcard_Web_Server V1.2 §5.3.1.2)."""
 RESERVED_VALUE_PREFIX: Final = "scws."
 """Value keys the executor owns (written through their own commands only)."""
 

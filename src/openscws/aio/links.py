@@ -1,5 +1,5 @@
 """The card link: one method, `transmit(apdu) -> response`, the same bytes whichever way the
-terminal reaches the card (ARCHITECTURE.md, "card link")."""
+terminal reaches the card (docs/architecture.md, "card link")."""
 
 from __future__ import annotations
 

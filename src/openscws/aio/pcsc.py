@@ -1,4 +1,4 @@
-"""The card link's third join (ARCHITECTURE.md, "card link"): a card in a PC/SC reader, through
+"""The card link's third join (docs/architecture.md, "card link"): a card in a PC/SC reader, through
 pcsc-lite (the library every pcscd client uses). A real UICC in a USB reader, or openscws's
 own card behind pcscd's vpcd driver (`openscws card --vpcd 127.0.0.1:35963`), is driven by the
 same gateway with the same APDU bytes as in-process.

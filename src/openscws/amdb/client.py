@@ -73,7 +73,7 @@ class Outcome(enum.Enum):
 @dataclass(frozen=True, slots=True)
 class SessionParams:
     """Where and who: from the trigger's HTTP POST parameters (tag 89: 8A host, 8B agent id,
-    8C admin URI, digest §3.2) or the security domain's defaults."""
+    8C admin URI, GP Amendment B §3.8) or the security domain's defaults."""
 
     host: str
     agent_id: str

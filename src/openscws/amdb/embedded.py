@@ -1,6 +1,6 @@
 """The HTTP messages an administration session carries as bodies: the SCWS command (an HTTP
 request, `application/vnd.oma-scws-http-request`) and the SCWS's answer (an HTTP response,
-`application/vnd.oma-scws-http-response`), digest §2.5.
+`application/vnd.oma-scws-http-response`, registered with IANA by OMA for the SCWS).
 
 Each body is one complete HTTP/1.1 message (RFC 9112). Decoding takes a body framed by
 Content-Length, by chunked transfer coding, or (a response only) by the end of the data; the

@@ -1,6 +1,6 @@
-"""The administration server's side of GP Amd B "RAM over HTTP" for the SCWS (digest §2.3 to
-2.5), sans-IO: what the server's shell (sockets, TLS, the command queue in the database)
-needs to read a card's POST and answer it.
+"""The administration server's side of GP Amd B "RAM over HTTP" for the SCWS (the reverse-HTTP
+exchange and its headers, Amd B §3.4), sans-IO: what the server's shell (sockets, TLS, the
+command queue in the database) needs to read a card's POST and answer it.
 
 Two levels: `parse_card_post` / `command_response` / `end_response` for a shell whose HTTP
 server is someone else's (it hands over method, target, fields and the whole body), and

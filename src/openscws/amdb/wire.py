@@ -1,8 +1,7 @@
 """GlobalPlatform Card Spec v2.2 Amendment B "Remote Application Management over HTTP", as the
 SCWS remote administration protocol: every name and value it puts on the wire, declared once
-with its source. References are to the project's spec digest
-(/work/shared/spec/scws-admin-acp.md) and the sources it cites (S5 GP Amd B, S6 pySim, S9 the
-IANA registry as mirrored by mime-db and Apache mime.types, S14 GSMA SGP.02)."""
+with its source: GP Amendment B v1.1 (GPC_SPE_011), the IANA media-type registry, and GSMA
+SGP.02 §2.4 (the same machinery on an eUICC); values checked against pySim."""
 
 from __future__ import annotations
 
@@ -27,11 +26,11 @@ __all__ = [
 ]
 
 PROTOCOL: Final = "globalplatform-remote-admin/1.0"
-"""X-Admin-Protocol value, on every POST and echoed by the server (Amd B §3.4; digest §2.3)."""
+"""X-Admin-Protocol value, on every POST and echoed by the server (Amd B §3.4)."""
 
 
 class AdminHeader(enum.StrEnum):
-    """Amd B §3.4 header fields (digest §2.3)."""
+    """Amd B §3.4 header fields."""
 
     PROTOCOL = "X-Admin-Protocol"
     """Both directions: `PROTOCOL`."""
@@ -48,7 +47,7 @@ class AdminHeader(enum.StrEnum):
 
 
 class ScriptStatus(enum.StrEnum):
-    """X-Admin-Script-Status values (Amd B §3.4; digest §2.3, confirmed in S6)."""
+    """X-Admin-Script-Status values (Amd B §3.4, as pySim also uses them)."""
 
     OK = "ok"
     """The body carries the result of the previous command."""
@@ -60,7 +59,7 @@ class ScriptStatus(enum.StrEnum):
     """The command failed a security check (no body)."""
 
 
-# Media types, exact IANA spelling (digest §2.4, S9). The GP and ETSI types require the
+# Media types, exact IANA spelling (the IANA media-type registry). The GP and ETSI types require the
 # version parameter, so it is part of what we send.
 SCWS_HTTP_REQUEST: Final = "application/vnd.oma-scws-http-request"
 """Server → card: one complete HTTP/1.1 request for the SCWS."""
@@ -94,7 +93,7 @@ _PAYLOADS: Final[dict[str, Payload]] = {
     "application/vnd.oma-scws-http-request": Payload.SCWS_REQUEST,
     "application/vnd.oma-scws-http-response": Payload.SCWS_RESPONSE,
     "application/vnd.oma-scws-config": Payload.SCWS_CONFIG,
-    # Digest §2.4 spelling warning: which spelling the OMA TS uses is unverified, so the
+    # IANA registers `vnd.oma-scws-...`; which spelling the OMA TS uses is unverified, so the
     # dotted one is accepted too (never sent).
     "application/vnd.oma.scws-http-request": Payload.SCWS_REQUEST,
     "application/vnd.oma.scws-http-response": Payload.SCWS_RESPONSE,

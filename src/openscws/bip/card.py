@@ -35,7 +35,8 @@ from openscws.uicc.toolkit import RawCommand, RawReader, read_done
 log = logging.getLogger(__name__)
 
 MAX_RECEIVE = 237
-"""RECEIVE DATA payload that fits one TERMINAL RESPONSE (spec digest §3.9: 255 - 18)."""
+"""RECEIVE DATA payload that fits one TERMINAL RESPONSE (one short APDU, TS 102 221 §10.1:
+255 - 18)."""
 MAX_SEND = 240
 """SEND DATA payload that keeps the proactive command within 255 bytes (15 + n)."""
 _ESTABLISHED = ServerState.ESTABLISHED

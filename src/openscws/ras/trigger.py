@@ -58,7 +58,8 @@ TRIGGER_SPI: Final = Spi(
 """SPI 16 0A (byte 1: CC, ciphered, counter higher; byte 2: PoR on error, PoR with CC)."""
 
 DEFAULT_PSK_KEY_VERSION: Final = 0x40
-"""Tag 85 key version of the SCP81 PSK (GP's 0x40..0x4F range; our spec digest's example)."""
+"""Tag 85 key version of the SCP81 PSK (GP's 0x40..0x4F range for PSK-TLS
+keys, as in pySim's SCP81 examples)."""
 DEFAULT_PSK_KEY_ID: Final = 0x01
 
 _SMS_HEADER: Final = 3  # 02 70 00 in front of the packet

@@ -157,7 +157,7 @@ _DATA_AVAILABLE_SERVER = [
 _ENVELOPE = Ins.ENVELOPE
 _TERMINAL_RESPONSE = Ins.TERMINAL_RESPONSE
 MAX_ENVELOPE = 255
-"""ENVELOPE data is one short APDU (spec digest §3.9)."""
+"""ENVELOPE data is one short APDU (TS 102 221 §10.1: Lc is one byte)."""
 
 
 class TerminalEngine:

@@ -5,7 +5,8 @@ One exchange (command APDU + response APDU) becomes one GSMTAP message: the 16-b
 (``GSMTAP_TYPE_SIM``) and sub_type 00 (``GSMTAP_SIM_APDU``), followed by
 ``CLA INS P1 P2 P3 [body] SW1 SW2``, the layout SIMtrace2 and pySim-trace use.
 
-Payload rules (spec digest §7, checked against the real tshark 4.0.17 of Debian bookworm):
+Payload rules (osmocom gsmtap.h and Wireshark's gsmtap and gsm_sim dissectors, checked against the
+real tshark 4.0.17 of Debian bookworm):
 
 - No command data (case 1 and case 2: FETCH, STATUS, GET RESPONSE, READ BINARY/RECORD...):
   ``hdr P3 <response data> SW`` where **P3 is rewritten to the length of the response data
