@@ -75,7 +75,7 @@ import _docs  # noqa: E402
 from run import free_port  # noqa: E402
 
 TARGET: Final = 100.0
-"""sessions/s the target asks for: PostgreSQL, two server processes, this 2-core machine."""
+"""Required sessions/s: PostgreSQL, two server processes, this 2-core machine."""
 ADMIN_BEGIN: Final = _docs.ADMIN_BEGIN
 ADMIN_END: Final = _docs.ADMIN_END
 TICK: Final = os.sysconf("SC_CLK_TCK")

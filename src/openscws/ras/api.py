@@ -33,6 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import openscws
 from openscws.agent.credentials import ADMIN_TAR
+from openscws.ras.api_docs import add_offline_docs
 from openscws.ras.api_models import (
     CampaignCreate,
     CampaignDetail,
@@ -174,7 +175,7 @@ def create_app(service: RasService, *, on_change: Callable[[], None] | None = No
             "RFC 9457 problem documents."
         ),
         openapi_url=f"{API_PREFIX}/openapi.json",
-        docs_url="/api/docs",
+        docs_url=None,  # served by add_offline_docs, assets included
         redoc_url=None,
     )
     app.add_middleware(_SecurityHeaders)
@@ -192,6 +193,8 @@ def create_app(service: RasService, *, on_change: Callable[[], None] | None = No
             log.warning("health check: %s", type(exc).__name__)
             raise HTTPException(503, "the database does not answer") from None
         return Health(version=app.version)
+
+    add_offline_docs(app)
 
     # Last: everything the API does not claim is the console's (index.html at /).
     app.mount("/", StaticFiles(directory=CONSOLE_DIR, html=True), name="console")
