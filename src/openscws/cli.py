@@ -445,7 +445,7 @@ async def _card_tcpip(settings: Settings, demo: bool) -> int:
 
     image = open_image(settings, create=True, demo=demo)
     c = settings.card
-    site = build_site(image, image.meta.iccid)
+    site = build_site(image, image.meta.iccid, started=time.time())
     factories = handler_factories(site, c, *card_tls(settings, image))
     ports = {p: (c.tcpip_https_port if p in c.tls_ports else c.tcpip_http_port) for p in factories}
     server = DirectServer(c.tcpip_host, factories, ports)

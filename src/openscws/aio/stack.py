@@ -73,6 +73,7 @@ def card_of(
         psk=psk,
         agent=agent,
         usim=usim_app(image),
+        started=time.time(),
     )
 
 

@@ -15,7 +15,7 @@ from typing import Protocol, runtime_checkable
 
 from openscws.scws.model import ResourceStore
 
-__all__ = ["AppContext", "CardApp", "Request", "Response"]
+__all__ = ["AppContext", "CardApp", "Request", "RequestCounters", "Response"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +87,30 @@ class Response:
         return cls(status, (("Content-Type", "application/json"), *headers), text.encode())
 
 
+@dataclass(slots=True)
+class RequestCounters:
+    """What a card's site has answered since the card started (kept in RAM, not in the
+    image). Every request the site dispatches counts once in `requests`, and in at most one
+    of `applications`, `not_modified` and `errors`."""
+
+    started: float | None = None
+    """Unix seconds at which the card started serving (the first request's time if the
+    shell did not say)."""
+    requests: int = 0
+    https: int = 0
+    """Requests that came over TLS."""
+    applications: int = 0
+    """Requests handed to a card application."""
+    not_modified: int = 0
+    """Conditional requests answered 304 Not Modified."""
+    errors: int = 0
+    """Requests refused with a 4xx or 5xx status by the site or an application."""
+
+    def uptime(self, now: float) -> float:
+        """Seconds since `started` (0 before the first request)."""
+        return max(0.0, now - self.started) if self.started is not None else 0.0
+
+
 @dataclass(frozen=True, slots=True)
 class AppContext:
     """What an application may use besides the request."""
@@ -98,6 +122,8 @@ class AppContext:
     """Unix seconds at which the request completed."""
     prefix: str
     """The URL prefix the application is registered on ("/app")."""
+    counters: RequestCounters = field(default_factory=RequestCounters)
+    """The site's request counters and start time (read them; the site updates them)."""
 
     def get_value(self, key: str) -> bytes | None:
         """A small persistent value of the card's applications (`ResourceStore.get_value`)."""

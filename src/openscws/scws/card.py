@@ -31,8 +31,16 @@ log = logging.getLogger(__name__)
 INFO_APP_PATH = "/app/info"
 
 
-def build_site(store: ResourceStore, iccid: str, *, secret: bytes | None = None) -> Site:
-    site = Site(store, card={"ICCID": iccid}, secret=secret)
+def build_site(
+    store: ResourceStore,
+    iccid: str,
+    *,
+    secret: bytes | None = None,
+    started: float | None = None,
+) -> Site:
+    """The card's site: the image's resources and the card information application on
+    /app/info. `started` (unix seconds) is when the card started, for its uptime."""
+    site = Site(store, card={"ICCID": iccid}, secret=secret, started=started)
     site.register_app(INFO_APP_PATH, CardInfoApp())
     return site
 
@@ -138,13 +146,15 @@ def build_card(
     psk: PskTable | None = None,
     agent: AdminAgentApp | None = None,
     usim: UsimApp | None = None,
+    started: float | None = None,
 ) -> VirtualUicc:
     """The card, serving `settings.ports`; HTTPS ports need `tls` (the card's
     `CardKeyStore.server_context()`); `psk` is the card's PSK table (`psk_table()`), for the
     3DES PSK suite through GnuTLS (see `handler_factories`). `agent` (see `admin_agent`)
     takes remote administration triggers and runs the sessions; `usim` (see `usim_app`)
-    answers AUTHENTICATE."""
-    site = build_site(store, iccid, secret=secret)
+    answers AUTHENTICATE. `started` (unix seconds) is when the card started, for the uptime
+    its information page shows."""
+    site = build_site(store, iccid, secret=secret, started=started)
     factories = handler_factories(site, settings, tls, psk)
     server = BipServerApp(
         ServerConfig(

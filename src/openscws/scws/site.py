@@ -11,7 +11,7 @@ from http import HTTPStatus
 
 from openscws.errors import HttpError
 from openscws.http._dates import format_http_date, parse_http_date
-from openscws.scws.apps import AppContext, CardApp, Request, Response
+from openscws.scws.apps import AppContext, CardApp, Request, RequestCounters, Response
 from openscws.scws.auth import Authenticator
 from openscws.scws.model import Resource, ResourceStore
 
@@ -63,7 +63,8 @@ class Site:
     """One card's web site, shared by all HTTP connections of that card.
 
     `secret` keys the Digest nonces (random when None); `card` holds facts about the card
-    shown to applications (`AppContext.card`)."""
+    shown to applications (`AppContext.card`); `started` is when the card started serving
+    (unix seconds; the first request's time when None), for `counters`."""
 
     def __init__(
         self,
@@ -73,8 +74,10 @@ class Site:
         secret: bytes | None = None,
         card: Mapping[str, str] | None = None,
         nonce_lifetime: float = 300.0,
+        started: float | None = None,
     ) -> None:
         self.store = store
+        self.counters = RequestCounters(started=started)
         self.server_name = server_name
         self.card: Mapping[str, str] = dict(card or {})
         self.auth = Authenticator(
@@ -165,7 +168,27 @@ class Site:
         """Decide on a request from its head: either the final `Response` (static resources,
         OPTIONS, errors) or a `Handler` to call once the body is in (applications).
 
-        Raises `HttpError` for 401, 404, 405, 501 and the like."""
+        Raises `HttpError` for 401, 404, 405, 501 and the like. Counts the request in
+        `counters`."""
+        counters = self.counters
+        if counters.started is None:
+            counters.started = now
+        counters.requests += 1
+        if request.scheme == "https":
+            counters.https += 1
+        try:
+            answer = self._prepare(request, now)
+        except HttpError:
+            counters.errors += 1
+            raise
+        if isinstance(answer, Response):
+            if answer.status == 304:
+                counters.not_modified += 1
+        else:
+            counters.applications += 1
+        return answer
+
+    def _prepare(self, request: Request, now: float) -> Response | Handler:
         method = request.method
         if method not in KNOWN_METHODS:
             raise HttpError(501, f"method {method} not implemented")
@@ -214,11 +237,19 @@ class Site:
         prefix = mount.prefix
         store = self.store
         card = self.card
+        counters = self.counters
 
         def handler(req: Request, when: float) -> Response:
             if user is not None:
                 req = _with_user(req, user)
-            return app.handle(req, AppContext(store, card, when, prefix))
+            try:
+                response = app.handle(req, AppContext(store, card, when, prefix, counters))
+            except HttpError:
+                counters.errors += 1
+                raise
+            if response.status >= 400:
+                counters.errors += 1
+            return response
 
         return handler
 
