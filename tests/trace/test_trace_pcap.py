@@ -18,6 +18,7 @@ from openscws.trace import (
     pcap_record,
 )
 from openscws.trace.pcap import internet_checksum
+from openscws.trace.tracer import ApduTracer
 
 H = bytes.fromhex
 
@@ -92,7 +93,7 @@ def test_writer_path_flushes_each_packet(tmp_path: Path) -> None:
     atr = H("3B 9F 96 80 1F 87 80 31 E0 73 FE 21 1B 67 4A 4C 75 30 34 05 4B A9")
     with PcapWriter(path) as writer:
         assert path.read_bytes() == pcap_global_header()
-        writer.write_atr(atr, 100.5)
+        writer.write_gsmtap(gsmtap_sim_atr(atr), 100.5)
         writer.write_apdu(H("80 F2 00 0C 00"), H("90 00"), 101.0)
         # Readable while still open: every packet is flushed.
         records = _records(path.read_bytes())
@@ -122,7 +123,7 @@ def test_writer_rejects_write_after_close(tmp_path: Path) -> None:
     writer = PcapWriter(str(tmp_path / "t.pcap"))
     writer.close()
     with pytest.raises(ValueError, match="closed"):
-        writer.write_atr(H("3B 00"), 0.0)
+        writer.write_apdu(H("80 F2 00 0C 00"), H("90 00"), 0.0)
 
 
 def test_writer_ip_ident_wraps() -> None:
@@ -132,3 +133,20 @@ def test_writer_ip_ident_wraps() -> None:
             writer.write_gsmtap(b"", 0.0)
     records = _records(stream.getvalue())
     assert [r[1][4:6] for r in records[-2:]] == [H("FFFF"), H("0000")]
+
+
+def test_tracer_keeps_the_atr_out_of_the_pcap(tmp_path: Path) -> None:
+    """tshark 4.0 ignores the GSMTAP SIM sub_type and would read an ATR frame as an APDU with
+    a bogus status word: the ATR goes to the text trace, the pcap gets the exchanges."""
+    atr = H("3B 9F 96 80 1F 87 80 31 E0 73 FE 21 1B 67 4A 4C 75 30 34 05 4B A9")
+    text = io.StringIO()
+    tracer = ApduTracer(text, tmp_path / "t.pcap")
+    tracer(b"", atr, 10.0)
+    tracer(H("80 F2 00 0C 00"), H("90 00"), 10.5)
+    tracer.close()
+    records = _records((tmp_path / "t.pcap").read_bytes())
+    assert records == [
+        (10.5, ipv4_udp_packet(gsmtap_sim_apdu(H("80 F2 00 0C"), H("90 00")), ident=0))
+    ]
+    first, *_ = text.getvalue().splitlines()
+    assert first == "   0.0000 ATR " + atr.hex(" ").upper()

@@ -39,9 +39,10 @@ tests/trace/test_trace_tshark.py):
   ``.result.bip``. Channel status, Channel data and Channel data length have no field of their
   own in 4.0 (shown as text only).
 
-ATR messages use sub_type 01 (``GSMTAP_SIM_ATR``) with the raw ATR as payload. As tshark 4.0
-ignores sub_type it shows an ATR as a meaningless APDU (the sysmocom ATR reads as INS 9F,
-SW 4BA9); pySim-trace tells them apart.
+ATR messages use sub_type 01 (``GSMTAP_SIM_ATR``) with the raw ATR as payload, for live
+GSMTAP consumers that read sub_type (pySim-trace). As tshark 4.0 ignores sub_type it would show
+an ATR as a meaningless APDU (the sysmocom ATR reads as INS 9F, "Unknown status word: 4ba9"),
+so the pcap the tracer writes leaves the ATR out and the text trace keeps it.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import struct
 from types import TracebackType
 from typing import BinaryIO, Final, Self
 
-from openscws.trace.gsmtap import GSMTAP_UDP_PORT, gsmtap_sim_apdu, gsmtap_sim_atr
+from openscws.trace.gsmtap import GSMTAP_UDP_PORT, gsmtap_sim_apdu
 
 __all__ = [
     "LINKTYPE_RAW",
@@ -137,10 +137,6 @@ class PcapWriter:
     def write_apdu(self, command: bytes, response: bytes, ts: float) -> None:
         """Record one command/response exchange seen at `ts` (Unix time, seconds)."""
         self.write_gsmtap(gsmtap_sim_apdu(command, response), ts)
-
-    def write_atr(self, atr: bytes, ts: float) -> None:
-        """Record the card's ATR seen at `ts`."""
-        self.write_gsmtap(gsmtap_sim_atr(atr), ts)
 
     def write_gsmtap(self, message: bytes, ts: float) -> None:
         """Record one ready-made GSMTAP message (header included)."""

@@ -1,4 +1,8 @@
-"""The APDU tracer behind `--trace`: a decoded line per exchange, and a GSMTAP pcap."""
+"""The APDU tracer behind `--trace`: a decoded line per exchange, and a GSMTAP pcap.
+
+The ATR goes to the text trace only: Wireshark up to 4.0 ignores the GSMTAP SIM sub_type and
+would show an ATR frame (sub_type ``GSMTAP_SIM_ATR``) as a bogus APDU, so the pcap holds the
+command/response exchanges alone, each one a frame tshark decodes as what it is."""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ log = logging.getLogger(__name__)
 
 class ApduTracer:
     """An `ApduObserver`: called with (command, response, time) for each exchange; an empty
-    command means `response` is the ATR."""
+    command means `response` is the ATR (written to the text trace, not to the pcap)."""
 
     def __init__(self, out: TextIO | None = None, pcap: Path | None = None) -> None:
         self.out = out
@@ -26,12 +30,9 @@ class ApduTracer:
         self.count += 1
         if self._t0 is None:
             self._t0 = now
-        if self.pcap is not None:
+        if self.pcap is not None and command:
             try:
-                if command:
-                    self.pcap.write_apdu(command, response, now)
-                else:
-                    self.pcap.write_atr(response, now)
+                self.pcap.write_apdu(command, response, now)
             except Exception:
                 log.exception("cannot write the pcap trace")
         if self.out is not None:
