@@ -305,6 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--type", dest="content_type", help="Content-Type (default: from the file name)"
     )
     put.add_argument("--realm", help="protect the resource with this realm")
+    put.add_argument(
+        "--cache-control",
+        metavar="POLICY",
+        help='the resource\'s cache policy, sent as Cache-Control (RFC 9111), e.g. "max-age=86400";'
+        " default: the site's (see content cache-policy)",
+    )
     get = csub.add_parser("get", help="print a resource, or write it to a file")
     get.add_argument("path", help="URL path on the card")
     get.add_argument("-o", "--output", type=Path, help="write here instead of standard output")
@@ -315,7 +321,17 @@ def build_parser() -> argparse.ArgumentParser:
     rm.add_argument(
         "-r", "--recursive", action="store_true", help="remove everything under the path"
     )
-    for action in (put, get, ls, rm):
+    policy = csub.add_parser(
+        "cache-policy",
+        help="show or set the site's default cache policy",
+        description="The Cache-Control the card sends for every resource that has no policy "
+        "of its own (set one with content put --cache-control). The built-in default is "
+        '"no-cache" ("private, no-cache" for protected resources): caches keep pages but '
+        "revalidate them, which the card answers with 304 thanks to ETag and Last-Modified.",
+    )
+    policy.add_argument("value", nargs="?", help='a Cache-Control value, e.g. "max-age=300"')
+    policy.add_argument("--builtin", action="store_true", help="go back to the built-in default")
+    for action in (put, get, ls, rm, policy):
         _common(action)
         _card_options(action)
 
@@ -506,14 +522,25 @@ def _content(args: argparse.Namespace, settings: Settings) -> int:
             source: Path = args.source
             if source.is_dir():
                 done = content.install_tree(
-                    image, source, args.path or "/", realm=args.realm, now=now
+                    image,
+                    source,
+                    args.path or "/",
+                    realm=args.realm,
+                    cache_control=args.cache_control,
+                    now=now,
                 )
                 for r in done:
                     print(f"put {r.path} ({len(r.body)} B, {r.content_type})")
             else:
                 url = args.path or "/" + source.name
                 r = content.put_file(
-                    image, source, url, content_type=args.content_type, realm=args.realm, now=now
+                    image,
+                    source,
+                    url,
+                    content_type=args.content_type,
+                    realm=args.realm,
+                    cache_control=args.cache_control,
+                    now=now,
                 )
                 print(f"put {r.path} ({len(r.body)} B, {r.content_type})")
         case "get":
@@ -526,7 +553,8 @@ def _content(args: argparse.Namespace, settings: Settings) -> int:
             for row in content.list_resources(image, args.prefix):
                 stamp = time.strftime("%Y-%m-%d %H:%M", time.gmtime(row.last_modified))
                 realm = f" realm={row.realm}" if row.realm else ""
-                print(f"{row.size:>9}  {stamp}  {row.content_type:<32} {row.path}{realm}")
+                cache = f" cache-control={row.cache_control!r}" if row.cache_control else ""
+                print(f"{row.size:>9}  {stamp}  {row.content_type:<32} {row.path}{realm}{cache}")
         case "rm":
             removed = content.remove(image, args.path, recursive=args.recursive)
             if not removed:
@@ -534,7 +562,19 @@ def _content(args: argparse.Namespace, settings: Settings) -> int:
                 return 1
             for path in removed:
                 print(f"removed {path}")
+        case "cache-policy":
+            if args.builtin and args.value:
+                raise StoreError("give a policy or --builtin, not both")
+            if args.builtin or args.value:
+                content.set_site_cache_control(image, None if args.builtin else args.value)
+            current = content.site_cache_control(image)
+            print(f"site default: {current}" if current else _BUILTIN_POLICY_TEXT)
     return 0
+
+
+_BUILTIN_POLICY_TEXT = (
+    'site default: built-in ("no-cache"; "private, no-cache" for protected resources)'
+)
 
 
 def _card_action(args: argparse.Namespace, settings: Settings) -> int:

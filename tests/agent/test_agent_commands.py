@@ -87,6 +87,20 @@ def test_put_keeps_content_headers_and_realm(ex: ScwsAdminExecutor, store: Memor
     assert doc.realm is None
 
 
+def test_put_keeps_the_cache_policy(ex: ScwsAdminExecutor, store: MemoryStore) -> None:
+    policy = ("Cache-Control", "Max-Age=600")
+    assert run(ex, "PUT", "/img.png", HTML, TX, policy, body=b"i").status == 201
+    got = run(ex, "GET", "/img.png", TX)
+    assert got.header("cache-control") == "max-age=600"
+    bad = run(ex, "PUT", "/x.png", HTML, TX, ("Cache-Control", "max-age=soon"), body=b"i")
+    assert bad.status == 400
+    commit(ex)
+    img = store.get("/img.png")
+    assert img is not None
+    assert img.cache_control == "max-age=600"
+    assert store.get("/x.png") is None
+
+
 def test_now_fn_dates_resources(store: MemoryStore) -> None:
     ex = ScwsAdminExecutor(store, max_resource=10, now_fn=lambda: 42.9)
     run(ex, "PUT", "/d", HTML, TX)

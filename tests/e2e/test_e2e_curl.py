@@ -99,6 +99,8 @@ def test_get_root_serves_index(curl: Callable[..., CurlResult]) -> None:
     assert r.headers["content-type"] == "text/html; charset=utf-8"
     assert r.headers["etag"].startswith('"')
     assert r.headers["last-modified"].endswith(" GMT")
+    # Caches do not pick their own freshness: every resource says (RFC 9111 §5.2).
+    assert r.headers["cache-control"] == "no-cache"
 
 
 def test_head(curl: Callable[..., CurlResult]) -> None:
@@ -116,6 +118,7 @@ def test_not_modified_by_etag(curl: Callable[..., CurlResult]) -> None:
     assert r.status == 304
     assert r.body == b""
     assert r.headers["etag"] == etag
+    assert r.headers["cache-control"] == "no-cache"  # a 304 repeats it (RFC 9110 §15.4.5)
     assert curl("/style.css", "-H", 'If-None-Match: "other"').status == 200
 
 

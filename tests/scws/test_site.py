@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 from httpwire import INDEX, NOW, EchoApp
 
 from openscws.errors import HttpError
+from openscws.http.cache import SITE_CACHE_CONTROL_KEY
 from openscws.scws.apps import AppContext, Request, Response
-from openscws.scws.model import MemoryStore, Resource
+from openscws.scws.model import MemoryStore, Realm, Resource
 from openscws.scws.site import Site
 
 
@@ -104,10 +107,47 @@ def test_content_encoding_and_language_headers() -> None:
         )
     plain = site.prepare(_request("/plain"), NOW)
     assert isinstance(plain, Response)
-    assert [name for name, _ in plain.headers] == ["Content-Type", "ETag"]
-    # A 304 carries the validators only.
+    assert [name for name, _ in plain.headers] == ["Content-Type", "ETag", "Cache-Control"]
+    # A 304 carries the validators and the cache policy only.
     etag = store.get("/z").etag  # type: ignore[union-attr]
     not_modified = site.prepare(_request("/z", "GET", (b"if-none-match", etag.encode())), NOW)
     assert isinstance(not_modified, Response)
     assert not_modified.status == 304
-    assert [name for name, _ in not_modified.headers] == ["ETag"]
+    assert [name for name, _ in not_modified.headers] == ["ETag", "Cache-Control"]
+
+
+def _cache_control(site: Site, path: str, *headers: tuple[bytes, bytes]) -> tuple[int, str]:
+    response = site.prepare(_request(path, "GET", *headers), NOW)
+    assert isinstance(response, Response)
+    fields = dict(response.headers)
+    return response.status, fields["Cache-Control"]
+
+
+def test_cache_policy_resource_then_site_default_then_builtin() -> None:
+    """Every static answer says how long caches may keep it (RFC 9111 §5.2): the resource's
+    own policy, else the site default in the card image, else no-cache (private for a
+    protected resource), on 200 and on 304 alike."""
+    store = MemoryStore()
+    store.put(Resource("/page.html", b"p", "text/html", 1_000))
+    store.put(Resource("/img/card.png", b"i", "image/png", 1_000, cache_control="max-age=86400"))
+    store.put(Resource("/private.html", b"s", "text/html", 1_000, realm="operator"))
+    site = Site(store, secret=b"s" * 32)
+    site.store.put_realm(Realm("operator", {"admin": "scws"}, schemes=("Basic",)))
+    basic = (b"authorization", b"Basic " + base64.b64encode(b"admin:scws"))
+    assert _cache_control(site, "/page.html") == (200, "no-cache")
+    assert _cache_control(site, "/img/card.png") == (200, "max-age=86400")
+    assert _cache_control(site, "/private.html", basic) == (200, "private, no-cache")
+    ims = (b"if-modified-since", b"Thu, 01 Jan 1970 00:16:40 GMT")
+    assert _cache_control(site, "/page.html", ims) == (304, "no-cache")
+    assert _cache_control(site, "/img/card.png", ims) == (304, "max-age=86400")
+
+    # The site default (a card image value) takes over where no resource policy is set,
+    # at once, without a restart.
+    store.set_value(SITE_CACHE_CONTROL_KEY, b"max-age=60")
+    assert site.site_cache_control() == "max-age=60"
+    assert _cache_control(site, "/page.html") == (200, "max-age=60")
+    assert _cache_control(site, "/page.html", ims) == (304, "max-age=60")
+    assert _cache_control(site, "/private.html", basic) == (200, "max-age=60")
+    assert _cache_control(site, "/img/card.png") == (200, "max-age=86400")
+    store.set_value(SITE_CACHE_CONTROL_KEY, b"")
+    assert _cache_control(site, "/page.html") == (200, "no-cache")

@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from openscws.errors import StoreError
+from openscws.http.cache import SITE_CACHE_CONTROL_KEY
 from openscws.scws.apps import Request, Response
 from openscws.scws.model import (
     MemoryStore,
@@ -612,6 +613,35 @@ def test_content_headers_validated(image: CardImage, field: str, value: str) -> 
         image.put(Resource("/x", b"", **{field: value}))
 
 
+# --- cache policy ---------------------------------------------------------------------------
+
+
+def test_cache_policy_round_trips_through_image_transaction_and_site(image: CardImage) -> None:
+    tx = image.begin("cache")
+    tx.put(Resource("/img/a.png", b"png", "image/png", 1, cache_control="max-age=86400"))
+    tx.put(Resource("/page.html", b"page", "text/html", 1))
+    tx.commit()
+    image.set_value(SITE_CACHE_CONTROL_KEY, b"max-age=60")
+    reopened = CardImage.open(image.root)
+    assert reopened.get("/img/a.png").cache_control == "max-age=86400"  # type: ignore[union-attr]
+    assert reopened.get("/page.html").cache_control is None  # type: ignore[union-attr]
+    site = Site(reopened, secret=b"s" * 32)
+    policies = {}
+    for path in ("/img/a.png", "/page.html"):
+        response = site.prepare(Request("GET", path, path, "", ()), 1e9)
+        assert isinstance(response, Response)
+        policies[path] = dict(response.headers)["Cache-Control"]
+    assert policies == {"/img/a.png": "max-age=86400", "/page.html": "max-age=60"}
+    file = image.root / "content" / hashlib.sha256(b"/page.html").hexdigest()
+    assert b"cache_control" not in file.read_bytes()  # files without a policy keep the format
+
+
+@pytest.mark.parametrize("value", ["", "no cache", "max-age=x", "Max-Age=5", "a\r\nX-Evil: 1"])
+def test_cache_policy_validated(image: CardImage, value: str) -> None:
+    with pytest.raises(StoreError, match=r"[Cc]ache"):
+        image.put(Resource("/x", b"", cache_control=value))
+
+
 # --- the same results as MemoryStore --------------------------------------------------------
 
 resources = st.builds(
@@ -623,6 +653,7 @@ resources = st.builds(
     realm=st.none() | st.sampled_from(REALM_NAMES),
     content_encoding=st.none() | st.sampled_from(["gzip", "br"]),
     content_language=st.none() | st.sampled_from(["en", "de-CH"]),
+    cache_control=st.none() | st.sampled_from(["no-cache", "max-age=60, public"]),
 )
 realms = st.builds(
     Realm,

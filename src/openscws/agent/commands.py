@@ -13,7 +13,8 @@ request                                    effect                               
 =========================================  =====================================  ==============
 ``PUT <path>`` + Content-Type (and         stage the resource, last_modified =    201 new,
 Content-Encoding, Content-Language,        now; X-SCWS-Realm names its            204 replaced
-X-SCWS-Realm: <name>; empty = public)      protection realm
+X-SCWS-Realm: <name>; empty = public;      protection realm; Cache-Control is     400 bad
+Cache-Control: the resource's policy)      the resource's cache policy            policy
 ``GET`` / ``HEAD <path>``                  read through the transaction           200 / 404
                                            (the staged view)
 ``DELETE <path>``                          stage the delete                       204 / 404
@@ -68,6 +69,7 @@ from urllib.parse import unquote
 from openscws.amdb.embedded import EmbeddedRequest, EmbeddedResponse, Headers
 from openscws.errors import HttpError, StoreError
 from openscws.http._dates import format_http_date
+from openscws.http.cache import normalize_cache_control
 from openscws.scws.model import (
     Realm,
     Resource,
@@ -316,6 +318,8 @@ class ScwsAdminExecutor:
             headers.append(("Content-Language", resource.content_language))
         if resource.realm is not None:
             headers.append((REALM_HEADER, resource.realm))
+        if resource.cache_control:
+            headers.append(("Cache-Control", resource.cache_control))
         # An embedded message is framed on its own: a HEAD answer's Content-Length is 0.
         return EmbeddedResponse(200, tuple(headers), b"" if head else resource.body)
 
@@ -332,6 +336,12 @@ class ScwsAdminExecutor:
             realm = None
         elif realm is not None and not _REALM_NAME.fullmatch(realm):
             raise _refuse(400, f"malformed {REALM_HEADER}")
+        cache_control = _header_text(req, "Cache-Control") or None
+        if cache_control is not None:
+            try:
+                cache_control = normalize_cache_control(cache_control)
+            except ValueError as exc:
+                raise _refuse(400, str(exc)) from None
         self._check_size(req)
         tx = self._begin(req)
         clock = self._now_fn() if self._now_fn is not None else now
@@ -343,6 +353,7 @@ class ScwsAdminExecutor:
             realm,
             content_encoding=encoding,
             content_language=language,
+            cache_control=cache_control,
         )
         existed = tx.get(path) is not None
         tx.put(resource)

@@ -27,6 +27,9 @@ class Resource:
     """Content-Encoding set by the admin server (SCWS V1.1), sent back as is on GET."""
     content_language: str | None = None
     """Content-Language set by the admin server (SCWS V1.1), sent back as is on GET."""
+    cache_control: str | None = None
+    """This resource's cache policy, a Cache-Control value (RFC 9111 §5.2), normalised by
+    `openscws.http.cache.normalize_cache_control`; None: the site default."""
 
     def __post_init__(self) -> None:
         if not self.path.startswith("/"):

@@ -11,6 +11,7 @@ from http import HTTPStatus
 
 from openscws.errors import HttpError
 from openscws.http._dates import format_http_date, parse_http_date
+from openscws.http.cache import SITE_CACHE_CONTROL_KEY, effective_cache_control
 from openscws.scws.apps import AppContext, CardApp, Request, RequestCounters, Response
 from openscws.scws.auth import Authenticator
 from openscws.scws.model import Resource, ResourceStore
@@ -41,8 +42,9 @@ class _Mount:
 @dataclass(frozen=True, slots=True)
 class _StaticEntry:
     resource: Resource
+    site_default: str | None  # the site's Cache-Control default this entry was made with
     headers: tuple[tuple[str, str], ...]  # Content-Type[, -Encoding, -Language], validators
-    validators: tuple[tuple[str, str], ...]  # ETag[, Last-Modified] (for 304)
+    validators: tuple[tuple[str, str], ...]  # ETag[, Last-Modified], Cache-Control (for 304)
     opaque_tag: str  # the ETag without quotes, for If-None-Match
 
 
@@ -139,13 +141,24 @@ class Site:
             realm, request.method, request.target, request.header("authorization"), now
         )
 
+    def site_cache_control(self) -> str | None:
+        """The site's default Cache-Control, from the card image (None: the built-in one)."""
+        raw = self.store.get_value(SITE_CACHE_CONTROL_KEY)
+        return raw.decode("ascii", "replace") if raw else None
+
     def _static_entry(self, resource: Resource) -> _StaticEntry:
+        site_default = None if resource.cache_control else self.site_cache_control()
         entry = self._static.get(resource.path)
-        if entry is not None and entry.resource is resource:
+        if entry is not None and entry.resource is resource and entry.site_default == site_default:
             return entry
         validators: tuple[tuple[str, str], ...] = (("ETag", resource.etag),)
         if resource.last_modified > 0:
             validators += (("Last-Modified", format_http_date(resource.last_modified)),)
+        # Cache-Control goes on the 304 too (RFC 9110 §15.4.5): the cache refreshes by it.
+        policy = effective_cache_control(
+            resource.cache_control, site_default, protected=resource.realm is not None
+        )
+        validators += (("Cache-Control", policy),)
         headers: tuple[tuple[str, str], ...] = (("Content-Type", resource.content_type),)
         if resource.content_encoding is not None:
             headers += (("Content-Encoding", resource.content_encoding),)
@@ -153,6 +166,7 @@ class Site:
             headers += (("Content-Language", resource.content_language),)
         entry = _StaticEntry(
             resource,
+            site_default,
             headers + validators,
             validators,
             resource.etag.removeprefix("W/").strip('"'),

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Self
 
 from openscws.errors import StoreError
+from openscws.http.cache import normalize_cache_control
 from openscws.scws.model import Realm, Resource
 from openscws.store.atomic import TMP_PREFIX
 from openscws.store.atomic import StatKey as _StatKey
@@ -166,11 +167,25 @@ def _validate_resource(resource: Resource) -> None:
         _validate_token("content encoding", resource.content_encoding)
     if resource.content_language is not None:
         _validate_token("content language", resource.content_language)
+    if resource.cache_control is not None:
+        _validate_cache_control(resource.cache_control)
     lm = resource.last_modified
     if type(lm) is not int or lm < 0:
         raise StoreError(f"last_modified must be a non-negative int: {lm!r}")
     if not isinstance(resource.body, bytes):
         raise StoreError(f"resource body must be bytes, not {type(resource.body).__name__}")
+
+
+def _validate_cache_control(value: object) -> str:
+    if not isinstance(value, str):
+        raise StoreError(f"cache control must be a string: {value!r}")
+    try:
+        normal = normalize_cache_control(value)
+    except ValueError as exc:
+        raise StoreError(str(exc)) from None
+    if normal != value:
+        raise StoreError(f"cache control not in normal form: {value!r} (use {normal!r})")
+    return value
 
 
 # --- file codec -------------------------------------------------------------------------
@@ -220,6 +235,8 @@ def encode_resource(resource: Resource) -> bytes:
         header["content_encoding"] = resource.content_encoding
     if resource.content_language is not None:
         header["content_language"] = resource.content_language
+    if resource.cache_control is not None:
+        header["cache_control"] = resource.cache_control
     return _frame(CONTENT_MAGIC, header)
 
 
@@ -240,6 +257,9 @@ def decode_resource(data: bytes, what: str = "content file") -> Resource:
         language = header.get("content_language")
         if language is not None:
             _validate_token("content language", language)
+        cache_control = header.get("cache_control")  # absent in older files
+        if cache_control is not None:
+            _validate_cache_control(cache_control)
     except StoreError as exc:
         raise StoreError(f"{what}: {exc}") from None
     last_modified = header.get("last_modified")
@@ -255,6 +275,7 @@ def decode_resource(data: bytes, what: str = "content file") -> Resource:
         etag=etag,
         content_encoding=encoding,
         content_language=language,
+        cache_control=cache_control,
     )
 
 

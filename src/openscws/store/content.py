@@ -11,6 +11,7 @@ from pathlib import Path, PurePosixPath
 from typing import Final
 
 from openscws.errors import StoreError
+from openscws.http.cache import SITE_CACHE_CONTROL_KEY, normalize_cache_control
 from openscws.scws.model import Resource, ResourceStore
 from openscws.store.cardimage import validate_path
 
@@ -22,6 +23,8 @@ __all__ = [
     "list_resources",
     "put_file",
     "remove",
+    "set_site_cache_control",
+    "site_cache_control",
 ]
 
 DEFAULT_CONTENT_TYPE: Final = "application/octet-stream"
@@ -65,6 +68,7 @@ class ResourceRow:
     last_modified: int
     realm: str | None
     etag: str
+    cache_control: str | None = None
 
 
 def _read_local(local_path: Path) -> bytes:
@@ -81,13 +85,16 @@ def put_file(
     *,
     content_type: str | None = None,
     realm: str | None = None,
+    cache_control: str | None = None,
     now: int,
 ) -> Resource:
     """Store the local file at `url_path`; returns the stored resource.
 
     The content type is guessed from `local_path`'s name unless given. `now` (Unix seconds)
-    becomes Last-Modified."""
+    becomes Last-Modified. `cache_control` is the resource's own cache policy (a
+    Cache-Control value; None: the site default)."""
     validate_path(url_path)
+    policy = _cache_control(cache_control)
     body = _read_local(local_path)
     resource = Resource(
         path=url_path,
@@ -95,9 +102,33 @@ def put_file(
         content_type=content_type or guess_content_type(Path(local_path).name),
         last_modified=now,
         realm=realm,
+        cache_control=policy,
     )
     image.put(resource)
     return resource
+
+
+def _cache_control(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return normalize_cache_control(value)
+    except ValueError as exc:
+        raise StoreError(f"bad cache policy: {exc}") from None
+
+
+def site_cache_control(image: ResourceStore) -> str | None:
+    """The site's default cache policy stored in the image, or None (the built-in one)."""
+    raw = image.get_value(SITE_CACHE_CONTROL_KEY)
+    return raw.decode("ascii") if raw else None
+
+
+def set_site_cache_control(image: ResourceStore, value: str | None) -> str | None:
+    """Store the site's default cache policy (None or "": back to the built-in one); returns
+    it in normal form. Resources with their own policy keep it."""
+    policy = _cache_control(value) if value else None
+    image.set_value(SITE_CACHE_CONTROL_KEY, (policy or "").encode("ascii"))
+    return policy
 
 
 def get_resource(image: ResourceStore, url_path: str) -> Resource:
@@ -126,6 +157,7 @@ def list_resources(image: ResourceStore, prefix: str = "/") -> list[ResourceRow]
                 last_modified=resource.last_modified,
                 realm=resource.realm,
                 etag=resource.etag,
+                cache_control=resource.cache_control,
             )
         )
     return rows
@@ -148,6 +180,7 @@ def install_tree(
     prefix: str = "/",
     *,
     realm: str | None = None,
+    cache_control: str | None = None,
     now: int,
 ) -> list[Resource]:
     """Store every file under `directory` at `prefix` + its relative path, sorted by path.
@@ -168,4 +201,8 @@ def install_tree(
                 continue
             url_path = base + "/".join((*rel.parts, filename))
             plan.append((Path(dirpath) / filename, validate_path(url_path)))
-    return [put_file(image, local, url, realm=realm, now=now) for local, url in plan]
+    policy = _cache_control(cache_control)
+    return [
+        put_file(image, local, url, realm=realm, cache_control=policy, now=now)
+        for local, url in plan
+    ]
