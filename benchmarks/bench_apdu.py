@@ -185,7 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=3.0, help="measuring time (split in 3)")
     p.add_argument("--size", type=int, default=1 << 20, help="resource size in bytes")
     p.add_argument("--json", type=Path, help="also write the numbers here")
+    p.add_argument("--quick", action="store_true", help="a short smoke run (0.3 s, 64 KiB)")
     args = p.parse_args(argv)
+    if args.quick:
+        args.seconds, args.size = 0.3, 64 * 1024
     r = run(args.seconds, args.size)
     print(
         f"in-memory card<->terminal, {args.size} B downloads on one connection (median of 3):\n"

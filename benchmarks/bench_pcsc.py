@@ -42,7 +42,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "src"))
 
 import _docs  # noqa: E402
-from run import free_port, wait_connectable  # noqa: E402
+from run import child_env, free_port, up_config, wait_connectable  # noqa: E402
 
 from openscws.aio.pcsc import PcscCard, PcscError, wait_for_card  # noqa: E402
 from openscws.aio.vicc import QUICK_ACK_ENV  # noqa: E402
@@ -120,7 +120,9 @@ def ready_line(proc_log: Path, timeout: float) -> int:
 
 
 def run(apdus: int, pages: int, work: Path) -> dict[str, Any]:
-    env = {**os.environ, "XDG_DATA_HOME": str(work / "xdg"), "PYTHONPATH": str(ROOT / "src")}
+    env = {**child_env(), "XDG_DATA_HOME": str(work / "xdg")}
+    # Free ports for everything besides the card's: SMS entry point, admin server, its API.
+    cfg = str(up_config(work / "pcsc.toml", work))
     card_dir = str(work / "card")
     subprocess.run(
         [sys.executable, "-m", "openscws", "init", "--data-dir", card_dir, "-q"],
@@ -137,6 +139,8 @@ def run(apdus: int, pages: int, work: Path) -> dict[str, Any]:
     http_port = free_port()
     up = openscws(
         "up",
+        "-c",
+        cfg,
         "--no-admin",
         "--data-dir",
         card_dir,
@@ -179,6 +183,8 @@ def run(apdus: int, pages: int, work: Path) -> dict[str, Any]:
                 http_port = free_port()
                 gateway = openscws(
                     "gateway",
+                    "-c",
+                    cfg,
                     "--pcsc",
                     "Virtual PCD",
                     "--port-map",
@@ -248,8 +254,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pages", type=int, default=30)
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--no-docs", action="store_true", help="do not touch docs/benchmarks.md")
-    p.add_argument("--docs", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    p.add_argument("--docs", type=Path, help="the page to write (default docs/benchmarks.md)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a short smoke run: 5 APDUs, 2 pages, no docs unless --docs",
+    )
     args = p.parse_args(argv)
+    if args.quick:
+        args.apdus, args.pages = 5, 2
+        args.no_docs = args.no_docs or args.docs is None
+    args.docs = args.docs or ROOT / "docs" / "benchmarks.md"
     if (
         shutil.which("pcscd") is None
         or not Path("/usr/lib/pcsc/drivers/serial/libifdvpcd.so").exists()

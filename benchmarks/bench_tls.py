@@ -165,10 +165,9 @@ def cli(*args: str | Path) -> None:
 
 
 def write_config(path: Path, tmp: Path, record_limit: int) -> Path:
-    path.write_text(
-        f"[card]\ntls_record_limit = {record_limit}\n\n[ca]\ndir = {json.dumps(str(tmp / 'ca'))}\n"
-    )
-    return path
+    """Free ports for the admin server, its API and the SMS entry point (`base.up_config`):
+    the two gateways of a run must not both take the default admin port."""
+    return base.up_config(path, tmp, f"tls_record_limit = {record_limit}")
 
 
 def prepare(tmp: Path) -> Setup:

@@ -389,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--json", nargs="?", const="-", metavar="FILE", help="write the numbers (- for stdout)"
     )
+    p.add_argument("--quick", action="store_true", help="the same measure (it is quick already)")
     args = p.parse_args(argv)
     result = run()
     if args.json == "-":

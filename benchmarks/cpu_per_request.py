@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import re
 import resource
@@ -313,17 +312,15 @@ async def _wrk(port: int, conns: int, seconds: float) -> tuple[int, float]:
 async def _serve_gateway(image: CardImage, tmp: Path) -> tuple[Gateway, int]:
     """The gateway as `openscws up` builds it: HTTP on 3516 and HTTPS on 4116 (idle here,
     but its listening channels are among those the card schedules), default settings."""
-    from openscws.cli import _card_tls, _gateway
+    from openscws.aio.stack import card_tls, gateway_for
     from openscws.config import load
 
-    config = tmp / "gateway.toml"
-    config.write_text(f"[ca]\ndir = {json.dumps(str(tmp / 'ca'))}\n")
-    settings = load(config)
+    settings = load(bench.up_config(tmp / "gateway.toml", tmp))
     port = bench.free_port()
     settings.gateway.port_map.update({PORT: port, 4116: bench.free_port()})
-    tls, psk = _card_tls(settings, image)
+    tls, psk = card_tls(settings, image)
     card = build_card(image, settings.card, image.meta.iccid, tls=tls, psk=psk)
-    gw = _gateway(settings, InProcessLink(card), None)
+    gw = gateway_for(settings, InProcessLink(card), None)
     await gw.start()
     await gw.wait_listening()
     return gw, port
@@ -381,7 +378,12 @@ async def server_rounds(
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("mode", choices=("memory", "server"))
+    p.add_argument("mode", nargs="?", choices=("memory", "server"))
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a short smoke run: both modes, 1 connection, a few batches and one 1 s round",
+    )
     p.add_argument("--conns", type=int, nargs="+", default=None)
     p.add_argument("--batches", type=int, default=15)
     p.add_argument("--requests", type=int, default=400, help="requests per batch (memory)")
@@ -390,6 +392,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=2.0)
     p.add_argument("--only", choices=("gateway", "direct"), help="server: measure one only")
     args = p.parse_args(argv)
+    if args.quick:
+        if args.mode is not None:
+            p.error("--quick runs both modes: give no mode")
+        args.conns, args.batches, args.requests, args.rounds, args.seconds = [1], 2, 40, 1, 1.0
+        args.mode = "memory"
+        main_mode(args)
+        args.mode = "server"
+    elif args.mode is None:
+        p.error("give a mode: memory or server (or --quick)")
+    return main_mode(args)
+
+
+def main_mode(args: argparse.Namespace) -> int:
     if args.mode == "memory":
         for c in args.conns or [1, 4]:
             xs = memory_bip(c, args.requests, args.batches)

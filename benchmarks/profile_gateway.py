@@ -97,7 +97,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--small-seconds", type=float, default=2.0, help="1 KB phase (0: skip)")
     p.add_argument("--out", type=Path, default=HERE / "profile_gateway.txt")
     p.add_argument("--top", type=int, default=30)
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a short smoke run: 0.5 s phases, the report not written",
+    )
     args = p.parse_args(argv)
+    if args.quick:
+        args.seconds, args.small_seconds = 0.5, 0.5
     sections: list[str] = []
     with tempfile.TemporaryDirectory(prefix="openscws-prof-") as tmpdir:
         tmp = Path(tmpdir)
@@ -138,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
         "Command: .venv/bin/python benchmarks/profile_gateway.py\n"
         f"Python {sys.version.split()[0]}; generated {stamp}\n\n"
     )
+    if args.quick:
+        print(f"quick run: {args.out} left as it was")
+        return 0
     args.out.write_text(header + "\n".join(sections))
     print(f"wrote {args.out}")
     return 0

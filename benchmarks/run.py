@@ -131,6 +131,40 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def up_config(path: Path, tmp: Path, card: str = "") -> Path:
+    """Writes a settings file for `openscws up` / `openscws gateway` that keeps the run to
+    itself: a free port for every listener that --port-map does not give (the admin server's
+    PSK-TLS endpoint, its REST API, the gateway's SMS entry point), and the issuer CA and the
+    admin server's state under `tmp`, not in ~/.local/share/openscws. `card` is extra lines of
+    the [card] section. Two gateways started with two such files never share a port."""
+    sms = free_port()
+    lines = ["[card]", card] if card else []
+    lines += [
+        "[gateway]",
+        f"sms_port = {sms}",
+        "[ca]",
+        f"dir = {json.dumps(str(tmp / 'ca'))}",
+        "[admin]",
+        f"data_dir = {json.dumps(str(tmp / ('ras-' + path.stem)))}",
+        'db = ""',
+        f"port = {free_port()}",
+        f"api_port = {free_port()}",
+        f'sms_url = "http://127.0.0.1:{sms}/sms"',
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def child_env() -> dict[str, str]:
+    """The environment of the servers a benchmark starts: this one, with openscws on the path
+    and without a database the user exported for the admin commands (the config decides)."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENSCWS_RAS_DB"}
+    env["PYTHONUNBUFFERED"] = "1"
+    src = str(ROOT / "src")
+    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
 @dataclass
 class Server:
     name: str
@@ -149,9 +183,7 @@ class Server:
 
 
 def start_server(name: str, argv: list[str], port: int | None, timeout: float = 20.0) -> Server:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    src = str(ROOT / "src")
-    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    env = child_env()
     proc = subprocess.Popen(
         argv,
         stdout=subprocess.PIPE,
@@ -205,10 +237,9 @@ def start_all(tmp: Path) -> dict[str, Server]:
     servers: dict[str, Server] = {}
     try:
         gw_port = free_port()
-        # The card also serves HTTPS (4116): give it a free port and keep the issuer CA it
-        # makes on first start in the temporary directory (not ~/.local/share/openscws).
-        config = tmp / "gateway.toml"
-        config.write_text(f"[ca]\ndir = {json.dumps(str(tmp / 'ca'))}\n")
+        # The card also serves HTTPS (4116): give it a free port; the file gives the admin
+        # server, its API and the SMS entry point theirs and keeps the CA in `tmp`.
+        config = up_config(tmp / "gateway.toml", tmp)
         servers["gateway"] = start_server(
             "gateway",
             [
@@ -746,7 +777,11 @@ def splice_tls(path: Path, tls_md: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="openscws benchmarks (see the module docstring)")
-    p.add_argument("--quick", action="store_true", help="short runs")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="short runs, a smoke test of the whole plan: no docs unless --docs",
+    )
     p.add_argument("--json", type=Path, help="write every number here")
     p.add_argument("--no-wrk", action="store_true", help="use the Python client even with wrk")
     p.add_argument("--no-apdu", action="store_true", help="skip the in-memory APDU benchmark")
@@ -757,8 +792,11 @@ def main(argv: list[str] | None = None) -> int:
         help="run only the TLS benchmarks and replace only their section of the docs",
     )
     p.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
-    p.add_argument("--docs", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    p.add_argument("--docs", type=Path, help="the page to write (default docs/benchmarks.md)")
     args = p.parse_args(argv)
+    if args.quick:  # a quick run's figures never replace the measured ones
+        args.no_docs = args.no_docs or args.docs is None
+    args.docs = args.docs or ROOT / "docs" / "benchmarks.md"
     if args.only == "tls" and args.no_tls:
         p.error("--only tls and --no-tls contradict each other")
     plan = QUICK if args.quick else FULL

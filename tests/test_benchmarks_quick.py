@@ -1,0 +1,172 @@
+"""Every benchmark's --quick mode, run as a smoke test: a benchmark that no longer starts
+(an import gone, a port taken, a peer's output changed) fails the suite instead of rotting
+until the next full run. Quick runs check that each harness works end to end, not how fast,
+and never touch docs/benchmarks.md.
+
+Benchmarks that need a third-party peer skip with the Debian package to install (and fail in
+CI, where OPENSCWS_REQUIRE_PEERS=1)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
+DOCS = ROOT / "docs" / "benchmarks.md"
+SERVERS = frozenset({"baseline_server.py", "direct_server.py"})
+"""Servers benchmarks/run.py starts and measures: smoke-tested through run.py."""
+ADMIN_CARDS = 5
+
+
+def _check_admin(doc: dict[str, Any], out: str, tmp: Path) -> None:
+    cells = {(c["db"], c["servers"]): c for c in doc["cells"]}
+    assert set(cells) == {("sqlite", 1)}
+    cell = cells["sqlite", 1]
+    assert cell["done"] == ADMIN_CARDS
+    assert cell["sessions_per_s"] > 0
+    assert cell["latency_ms"]["p50"] > 0
+    assert cell["loadgen"]["agent_sessions_ok"] == ADMIN_CARDS
+    server0 = cell["per_server"]["server0"]
+    assert server0["sessions_done"] == ADMIN_CARDS
+    assert server0["service_calls"]["open_session"]["calls"] == ADMIN_CARDS
+    assert not (tmp / "benchmarks.md").exists()  # a partial, quick run never writes docs
+
+
+def _check_pcsc(doc: dict[str, Any], out: str, tmp: Path) -> None:
+    rows = doc["rows"]
+    assert list(rows) == ["in-process", "pcscd", "pcscd, no quick ACK"]
+    for row in rows.values():
+        assert row["apdu"]["median_ms"] > 0
+        assert row["page"]["median_ms"] > 0
+    assert "| pcscd |" in out
+
+
+def _check_run(doc: dict[str, Any], out: str, tmp: Path) -> None:
+    assert set(doc["results"]) >= {"gateway", "direct", "baseline"}
+    assert doc["tls"] is not None  # the full plan's TLS part ran (two gateways at once)
+    assert doc["apdu"]["apdu_per_s"] > 0
+
+
+def _check_apdu(doc: dict[str, Any], out: str, tmp: Path) -> None:
+    assert doc["apdu_per_s"] > 0
+    assert doc["mb_per_s"] > 0
+
+
+def _check_tls_ram(doc: dict[str, Any], out: str, tmp: Path) -> None:
+    assert doc["rows"]
+
+
+def _check_cpu(doc: dict[str, Any], out: str, tmp: Path) -> None:
+    assert "memory, 1 conn: card+terminal" in out
+    assert "1 conn: gateway" in out
+
+
+def _check_profile(doc: dict[str, Any], out: str, tmp: Path) -> None:
+    assert "bulk:" in out
+    assert "small:" in out
+
+
+def _pcsc_peers(
+    need_file: Callable[[str, str], Path], peer_unavailable: Callable[[str], None]
+) -> None:
+    need_file("/usr/lib/pcsc/drivers/serial/libifdvpcd.so", "vsmartcard-vpcd")
+    if Path("/run/pcscd/pcscd.comm").exists():
+        peer_unavailable("a pcscd is already running (/run/pcscd/pcscd.comm)")
+    with socket.socket() as s:  # the vpcd driver's port is fixed in its configuration
+        try:
+            s.bind(("0.0.0.0", 35963))
+        except OSError:
+            peer_unavailable("port 35963 (vpcd) is in use")
+
+
+@dataclass(frozen=True)
+class Quick:
+    """How the smoke test runs one benchmark: arguments after --quick (JSON and DOCS stand
+    for files in the test's directory), the peer programs it needs, and what it checks."""
+
+    args: tuple[str, ...] = ()
+    tools: tuple[tuple[str, str], ...] = ()
+    """(program, Debian package)."""
+    peers: Callable[[Callable[[str, str], Path], Callable[[str], None]], None] | None = None
+    """Further conditions: (need_file, peer_unavailable) -> None, skipping when unmet."""
+    check: Callable[[dict[str, Any], str, Path], None] | None = None
+    timeout: float = 300.0
+
+
+QUICK: dict[str, Quick] = {
+    "bench_admin.py": Quick(
+        (
+            *("--cards", str(ADMIN_CARDS), "--repeat", "1", "--db", "sqlite", "--servers", "1"),
+            *("--json", "JSON", "--docs", "DOCS"),
+        ),
+        check=_check_admin,
+    ),
+    "bench_apdu.py": Quick(("--json", "JSON"), check=_check_apdu),
+    "bench_pcsc.py": Quick(
+        ("--json", "JSON"), tools=(("pcscd", "pcscd"),), peers=_pcsc_peers, check=_check_pcsc
+    ),
+    "bench_tls.py": Quick(("--json", "JSON"), tools=(("openssl", "openssl"),), timeout=400),
+    "bench_tls_ram.py": Quick(("--json", "JSON"), check=_check_tls_ram),
+    "cpu_per_request.py": Quick(tools=(("wrk", "wrk"),), check=_check_cpu),
+    "profile_gateway.py": Quick(check=_check_profile),
+    "run.py": Quick(
+        ("--json", "JSON"),
+        tools=(("openssl", "openssl"), ("wrk", "wrk")),
+        check=_check_run,
+        timeout=600,
+    ),
+}
+
+
+def _entry_points() -> list[str]:
+    return sorted(
+        p.name for p in BENCH.glob("*.py") if not p.name.startswith("_") and p.name not in SERVERS
+    )
+
+
+def test_every_benchmark_has_a_quick_run() -> None:
+    """A new benchmark gets an entry above (and so a --quick mode), or this fails."""
+    assert _entry_points() == sorted(QUICK)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(name, marks=[pytest.mark.peer] if q.tools or q.peers else [])
+        for name, q in sorted(QUICK.items())
+    ],
+)
+def test_quick_run(
+    name: str,
+    tmp_path: Path,
+    need_tool: Callable[[str, str], str],
+    need_file: Callable[[str, str], Path],
+    peer_unavailable: Callable[[str], None],
+) -> None:
+    quick = QUICK[name]
+    for program, package in quick.tools:
+        need_tool(program, package)
+    if quick.peers is not None:
+        quick.peers(need_file, peer_unavailable)
+    files = {"JSON": str(tmp_path / "out.json"), "DOCS": str(tmp_path / "benchmarks.md")}
+    argv = [sys.executable, str(BENCH / name), "--quick"]
+    argv += [files.get(a, a) for a in quick.args]
+    before = hashlib.sha256(DOCS.read_bytes()).hexdigest()
+    done = subprocess.run(
+        argv, capture_output=True, text=True, timeout=quick.timeout, check=False, cwd=tmp_path
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    assert hashlib.sha256(DOCS.read_bytes()).hexdigest() == before, "a quick run wrote the docs"
+    doc = json.loads(Path(files["JSON"]).read_text()) if "JSON" in quick.args else {}
+    if quick.check is not None:
+        quick.check(doc, done.stdout, tmp_path)
