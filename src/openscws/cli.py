@@ -24,6 +24,7 @@ from openscws.aio.stack import card_of, card_tls, gateway_for, open_image, start
 from openscws.aio.vicc import serve_card
 from openscws.config import Settings, load, to_toml
 from openscws.errors import ConfigError, KeyUseDenied, ListenError, StoreError
+from openscws.listing import print_listing
 from openscws.pki.keys import KeyType
 from openscws.ras import cli as admin_cli
 from openscws.store.cardimage import CardImage
@@ -550,11 +551,13 @@ def _content(args: argparse.Namespace, settings: Settings) -> int:
             else:
                 sys.stdout.buffer.write(r.body)
         case "ls":
-            for row in content.list_resources(image, args.prefix):
-                stamp = time.strftime("%Y-%m-%d %H:%M", time.gmtime(row.last_modified))
-                realm = f" realm={row.realm}" if row.realm else ""
-                cache = f" cache-control={row.cache_control!r}" if row.cache_control else ""
-                print(f"{row.size:>9}  {stamp}  {row.content_type:<32} {row.path}{realm}{cache}")
+            print_listing(
+                f"{row.size:>9}  {time.strftime('%Y-%m-%d %H:%M', time.gmtime(row.last_modified))}"
+                f"  {row.content_type:<32} {row.path}"
+                + (f" realm={row.realm}" if row.realm else "")
+                + (f" cache-control={row.cache_control!r}" if row.cache_control else "")
+                for row in content.list_resources(image, args.prefix)
+            )
         case "rm":
             removed = content.remove(image, args.path, recursive=args.recursive)
             if not removed:
@@ -599,7 +602,7 @@ def _card_action(args: argparse.Namespace, settings: Settings) -> int:
                 )
             else:
                 keys.generate(key_type, replace=args.force)
-                print(f"made a {key_type.upper()} key pair in {image.root}/secure")
+                print(f"made an {key_type.upper()} key pair in {image.root}/secure")
             if args.issue:
                 ca_dir = settings.ca.dir
                 ca = (
@@ -648,8 +651,7 @@ def _card_action(args: argparse.Namespace, settings: Settings) -> int:
                     keys.set_authorised_apps([*keys.authorised_apps(), args.app])
                 case "deny":
                     keys.set_authorised_apps(a for a in keys.authorised_apps() if a != args.app)
-            for app in keys.authorised_apps():
-                print(app)
+            print_listing(keys.authorised_apps())
     return 0
 
 
@@ -715,8 +717,7 @@ def _psk(args: argparse.Namespace, keys: CardKeyStore) -> int:
                 f"PSK-TLS {'enabled' if table.enabled else 'disabled'}"
                 + (f", hint {table.hint!r}" if table.hint else "")
             )
-            for identity in sorted(table.keys):
-                print(f"  {identity}")
+            print_listing(sorted(table.keys), indent="  ")
         case "enable":
             keys.set_psk_enabled(True, args.hint)
             print("PSK-TLS enabled on the card's HTTPS port (takes effect at the next start)")

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from openscws.config import Settings, load
 from openscws.errors import ConfigError
+from openscws.listing import print_listing
 
 if TYPE_CHECKING:
     from openscws.ras.service import RasService
@@ -436,13 +437,14 @@ def _card(args: argparse.Namespace, ras: RasService) -> int:
             if generated:
                 print("These keys are shown only now: load them into the card.")
         case "ls":
-            rows = ras.list_cards()
-            print(f"{'ICCID':<21} {'MSISDN':<16} {'TAR':<6} {'CNTR':>6}  PSK identity")
-            for c in rows:
-                print(
+            print_listing(
+                (
                     f"{c.iccid:<21} {c.msisdn or '-':<16} {c.ota_tar:<6} {c.ota_counter:>6}  "
                     f"{c.psk_identity}"
-                )
+                    for c in ras.list_cards()
+                ),
+                header=f"{'ICCID':<21} {'MSISDN':<16} {'TAR':<6} {'CNTR':>6}  PSK identity",
+            )
         case "show":
             found = ras.card(args.card_iccid)
             if found is None:
@@ -456,15 +458,16 @@ def _card(args: argparse.Namespace, ras: RasService) -> int:
             print(f"KIc / KID     {found.ota_kic:02X} / {found.ota_kid:02X}")
             print(f"OTA counter   {found.ota_counter} (last used)")
             print(f"added         {_when(found.created_at)}")
-            jobs = ras.card_jobs(found.iccid, limit=10)
-            if jobs:
-                print("jobs (newest first):")
-            for job in jobs:
-                error = f"  {job.last_error}" if job.last_error else ""
-                print(
-                    f"  {job.id}  campaign {job.campaign_id or '-'}  {job.state:<10} "
-                    f"attempts {job.attempts}/{job.max_attempts}{error}"
-                )
+            print("jobs (newest first):")
+            print_listing(
+                (
+                    f"{job.id}  campaign {job.campaign_id or '-'}  {job.state:<10} "
+                    f"attempts {job.attempts}/{job.max_attempts}"
+                    + (f"  {job.last_error}" if job.last_error else "")
+                    for job in ras.card_jobs(found.iccid, limit=10)
+                ),
+                indent="  ",
+            )
         case "rm":
             if not ras.remove_card(args.card_iccid):
                 print(f"openscws: no card {args.card_iccid}", file=sys.stderr)
@@ -495,8 +498,9 @@ def _content(args: argparse.Namespace, ras: RasService) -> int:
             verb = "unchanged" if same else "put"
             print(f"{verb} {info.path} v{info.version} ({info.size} B, {info.content_type})")
         case "ls":
-            for c in ras.list_content():
-                extra = "".join(
+            print_listing(
+                f"v{c.version:<4} {c.size:>9}  {c.content_type:<28} {c.path}"
+                + "".join(
                     f" {k}={v}"
                     for k, v in (
                         ("encoding", c.content_encoding),
@@ -505,7 +509,8 @@ def _content(args: argparse.Namespace, ras: RasService) -> int:
                     )
                     if v
                 )
-                print(f"v{c.version:<4} {c.size:>9}  {c.content_type:<28} {c.path}{extra}")
+                for c in ras.list_content()
+            )
         case "history":
             versions = ras.content_history(args.content_path)
             if not versions:
@@ -540,12 +545,14 @@ def _campaign(args: argparse.Namespace, ras: RasService) -> int:
             if args.wait:
                 return _follow(ras, info.id, args.timeout)
         case "ls":
-            print(f"{'ID':>4}  {'STATE':<9} {'OPEN':>5} {'JOBS':>5}  {'CREATED':<20} NAME")
-            for c in ras.list_campaigns():
-                print(
+            print_listing(
+                (
                     f"{c.id:>4}  {c.state:<9} {c.open_jobs:>5} {c.jobs:>5}  "
                     f"{_when(c.created_at):<20} {c.name}"
-                )
+                    for c in ras.list_campaigns()
+                ),
+                header=f"{'ID':>4}  {'STATE':<9} {'OPEN':>5} {'JOBS':>5}  {'CREATED':<20} NAME",
+            )
         case "show":
             if args.wait:
                 return _follow(ras, args.campaign_id, args.timeout)
@@ -554,9 +561,14 @@ def _campaign(args: argparse.Namespace, ras: RasService) -> int:
             print(f"campaign {info.id} {info.name!r}: {info.state}, {_when(info.created_at)}")
             print(f"  {_ops(info.operations)}")
             print("  " + "  ".join(f"{state} {n}" for state, n in progress.items()))
-            for row in ras.campaign_cards(args.campaign_id):
-                error = f"  {row.last_error}" if row.last_error else ""
-                print(f"  {row.iccid:<21} {row.state:<10} {row.attempts}/{row.max_attempts}{error}")
+            print_listing(
+                (
+                    f"{row.iccid:<21} {row.state:<10} {row.attempts}/{row.max_attempts}"
+                    + (f"  {row.last_error}" if row.last_error else "")
+                    for row in ras.campaign_cards(args.campaign_id)
+                ),
+                indent="  ",
+            )
         case "cancel":
             n = ras.cancel_campaign(args.campaign_id)
             print(f"campaign {args.campaign_id} cancelled ({n} job(s) stopped)")
@@ -603,11 +615,9 @@ def _logs(args: argparse.Namespace, ras: RasService) -> int:
     if ras.card(args.card_iccid) is None:
         print(f"openscws: no card {args.card_iccid}", file=sys.stderr)
         return 1
-    for entry in ras.session_logs(args.card_iccid, args.limit):
-        print(
-            f"{_when(entry.started_at)} .. {_when(entry.ended_at)}  {entry.outcome:<8} "
-            f"job {entry.job_id or '-'}"
-        )
-        for line in entry.detail:
-            print(f"    {line}")
+    print_listing(
+        f"{_when(entry.started_at)} .. {_when(entry.ended_at)}  {entry.outcome:<8} "
+        f"job {entry.job_id or '-'}" + "".join(f"\n    {line}" for line in entry.detail)
+        for entry in ras.session_logs(args.card_iccid, args.limit)
+    )
     return 0
