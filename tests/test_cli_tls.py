@@ -27,11 +27,11 @@ def test_issuer_flow_by_hand(capsys: pytest.CaptureFixture[str], dirs: tuple[Pat
     c = ("--ca-dir", ca)
     code, out, _ = run(capsys, "card", "init", *d, "--key-type", "ec", "--no-demo")
     assert code == 0
-    assert "made a EC key pair" in out
+    assert "made an EC key pair" in out
     assert "openscws card csr" in out
     code, out, _ = run(capsys, "card", "init", *d)
     assert code == 0
-    assert "already has a EC key pair" in out
+    assert "already has an EC key pair" in out
     assert run(capsys, "card", "csr", *d, "-o", card / "card.csr")[0] == 0
     csr = x509.load_pem_x509_csr((card / "card.csr").read_bytes())
     assert csr.is_signature_valid

@@ -597,7 +597,7 @@ def _card_action(args: argparse.Namespace, settings: Settings) -> int:
             key_type: KeyType = "ec" if settings.card.key_type == "ec" else "rsa"
             if keys.has_key and not args.force:
                 print(
-                    f"the card already has a {keys.key_type().upper()} key pair "
+                    f"the card already has an {keys.key_type().upper()} key pair "
                     "(--force makes a new one)"
                 )
             else:
