@@ -455,6 +455,24 @@ def median(xs: list[float]) -> float:
     return float(statistics.median(xs))
 
 
+def contention_note(info: dict[str, str]) -> list[str]:
+    """A paragraph for the page when the machine was busy with other work during the run
+    (load average above the CPU count before or after it), else nothing."""
+    after = info.get("loadavg_after", "")
+    loads = [float(x) for x in (info["loadavg"].split()[:1] + after.split()[:1])]
+    cpus = int(info["nproc"] or "1")
+    if max(loads) <= cpus:
+        return []
+    return [
+        "",
+        f"**Shared machine.** The load average was {info['loadavg'].split()[0]} before the run "
+        f"and {after.split()[0] if after else '?'} after it, above the {cpus} CPUs: other work "
+        "ran during the measurements, so the figures on this page are lower than the same code "
+        "gives on an idle machine, and a target shown as not met may be met there. Compare "
+        "runs only on an idle machine.",
+    ]
+
+
 def machine() -> dict[str, str]:
     model = "unknown"
     try:
@@ -653,6 +671,7 @@ def write_docs(
         f"- source: {info['revision']}; load average before the run: {info['loadavg']}",
         f"- run: {when}, {'quick' if plan.reqs_seconds < 2 else 'full'} plan, "
         f"{wall:.0f} s wall time",
+        *contention_note(info),
         "",
         "## Reproduce",
         "",
@@ -873,6 +892,7 @@ def main(argv: list[str] | None = None) -> int:
         command += " --no-wrk"
     if args.no_tls:
         command += " --no-tls"
+    info["loadavg_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     if not args.no_docs:
         args.docs.parent.mkdir(parents=True, exist_ok=True)
         write_docs(args.docs, info, plan, command, use_wrk, summary, rat, apdu, wall, tls_md)

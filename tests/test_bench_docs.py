@@ -51,3 +51,14 @@ def test_rewrite_keeps_sections_the_new_text_lacks(tmp_path: Path) -> None:
     assert _docs.section_of(text, *A) == "old a"  # kept
     assert _docs.section_of(text, *B) == "new b"  # the new text's own
     assert text.index("<!-- a: end -->") < text.index("## Method")
+
+
+def test_a_busy_machine_is_noted_on_the_page() -> None:
+    import run
+
+    busy = {"loadavg": "6.68 5.98 3.95", "loadavg_after": "8.24 7.74 5.63", "nproc": "2"}
+    note = "\n".join(run.contention_note(busy))
+    assert "**Shared machine.**" in note
+    assert "6.68 before the run and 8.24 after it, above the 2 CPUs" in note
+    idle = {"loadavg": "0.26 0.79 1.26", "loadavg_after": "1.10 0.90 1.00", "nproc": "2"}
+    assert run.contention_note(idle) == []
