@@ -11,7 +11,7 @@ import pytest
 from openscws.cli import main
 from openscws.listing import print_listing
 
-ICCID = "8988211000000000001"
+ICCID = "8988211000000000003"  # E.118 Luhn check digit valid
 
 
 @pytest.fixture(autouse=True)
