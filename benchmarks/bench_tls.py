@@ -158,7 +158,7 @@ class Setup:
 
 def cli(*args: str | Path) -> None:
     argv = [sys.executable, "-m", "openscws", *map(str, args)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    env = base.child_env()
     out = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
     if out.returncode:
         raise RuntimeError(f"{' '.join(argv[2:])} failed:\n{out.stdout}{out.stderr}")

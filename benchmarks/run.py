@@ -157,8 +157,9 @@ def up_config(path: Path, tmp: Path, card: str = "") -> Path:
 
 def child_env() -> dict[str, str]:
     """The environment of the servers a benchmark starts: this one, with openscws on the path
-    and without a database the user exported for the admin commands (the config decides)."""
-    env = {k: v for k, v in os.environ.items() if k != "OPENSCWS_RAS_DB"}
+    and without any OPENSCWS_* setting the user exported (a database, a port): the settings
+    file the benchmark writes decides."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENSCWS_")}
     env["PYTHONUNBUFFERED"] = "1"
     src = str(ROOT / "src")
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
