@@ -17,7 +17,8 @@ def test_defaults_without_a_file() -> None:
 def test_to_toml_reads_back(tmp_path: Path) -> None:
     path = tmp_path / "openscws.toml"
     path.write_text(
-        "[card]\nbuffer_size = 4096\nports = [3516]\n[card.limits]\nmax_body = 1000\n"
+        "[card]\nbuffer_size = 4096\nports = [3516]\ntls_ports = []\n"
+        "[card.limits]\nmax_body = 1000\n"
         "[gateway]\nbusy_timeout = 2.5\n[gateway.port_map]\n3516 = 8080\n"
         '[trace]\nenabled = true\npcap = "x.pcap"\n'
     )
@@ -47,7 +48,7 @@ def test_to_toml_of_defaults_reads_back(tmp_path: Path) -> None:
         ("[card.limits]\nmax_body = -1\n", "must be positive"),
         ("[gateway]\nbusy_timeout = true\n", "must be a number"),
         ("[card\n", "d.toml"),
-        ("[admin]\ndb_workers = 0\n", "admin.db_workers must be 1..64"),
+        ("[admin]\ndb_workers = 0\n", "admin.db_workers = 0: must be 1..64"),
     ],
 )
 def test_bad_files_give_config_errors(tmp_path: Path, text: str, message: str) -> None:

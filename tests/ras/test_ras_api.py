@@ -339,9 +339,9 @@ def test_content_paths_that_look_like_routes(client: TestClient) -> None:
     ]
     assert [v["path"] for v in client.get(f"{V1}/content/x/history").json()] == ["/x"]
     assert client.get(f"{V1}/content/x/history/versions/1").content == b"h"
-    # The site's root is a path too.
-    assert put(client, "/", b"root").json()["path"] == "/"
-    assert client.get(f"{V1}/content//versions/1").content == b"root"
+    # A trailing "/" names a directory, never a resource: one would hide its index.html.
+    problem(put(client, "/", b"root"), 400, "directory")
+    problem(put(client, "/dir/", b"dir"), 400, "directory")
 
 
 def test_content_errors(client: TestClient) -> None:

@@ -52,8 +52,9 @@ from openscws.ras.api_models import (
     card_created,
     card_detail,
 )
-from openscws.ras.service import Conflict, NotFound, RasError, RasService
+from openscws.ras.service import Conflict, NotFound, RasError, RasService, TooLarge
 from openscws.ras.vault import VaultError
+from openscws.scws.paths import MAX_ADMIN_RESOURCE
 
 __all__ = ["API_PREFIX", "CONSOLE_DIR", "MAX_CONTENT_BYTES", "PROBLEM_JSON", "create_app"]
 
@@ -62,7 +63,8 @@ log = logging.getLogger(__name__)
 API_PREFIX: Final = "/api/v1"
 CONSOLE_DIR: Final = Path(__file__).parent / "console"
 PROBLEM_JSON: Final = "application/problem+json"
-MAX_CONTENT_BYTES: Final = 4 * 1024 * 1024
+MAX_CONTENT_BYTES: Final = MAX_ADMIN_RESOURCE
+"""What one GP Amendment B command carries to a card: the repository takes no more."""
 """Largest body a content upload may have (a card's whole web space is smaller)."""
 _TITLE: Final = "openscws remote administration"
 # Key sizes by the algorithm nibble of a KIc / KID byte (TS 102 225 §5.1.2-3): DES, 3DES with
@@ -207,6 +209,8 @@ def _error_handlers(app: FastAPI) -> None:
             return _problem_response(404, str(exc))
         if isinstance(exc, Conflict):
             return _problem_response(409, str(exc))
+        if isinstance(exc, TooLarge):
+            return _problem_response(413, str(exc))
         if isinstance(exc, VaultError):
             log.error("vault: %s", exc)
             return _problem_response(500, "the server cannot open its stored card keys")
