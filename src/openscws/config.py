@@ -153,10 +153,15 @@ class AdminSettings:
     sms_url: str = "http://127.0.0.1:3517/sms"
     """The local sender's target: a gateway's SMS endpoint (`gateway.sms_port`)."""
     smpp_host: str = "127.0.0.1"
+    """The "smpp" sender's SMSC (SMPP 3.4 over TCP)."""
     smpp_port: int = 2775
+    """The SMSC's port (2775, SMPP's registered port)."""
     smpp_system_id: str = "openscws"
+    """The system_id this server binds to the SMSC as (SMPP 3.4 §4.1, bind_transmitter)."""
     smpp_password: str = ""
+    """Its password at the SMSC (never logged)."""
     smpp_source_addr: str = "12345"
+    """The source address (short code) of the trigger SMS."""
     trigger_interval: float = 0.5
     """Seconds between looks for due jobs to trigger."""
     trigger_ttl: float = 60.0
@@ -166,6 +171,7 @@ class AdminSettings:
     retry_base: float = 5.0
     """First retry delay; doubles per attempt up to retry_max."""
     retry_max: float = 300.0
+    """Longest retry delay, in seconds."""
     max_attempts: int = 5
     """Attempts per job (trigger and session) before it is marked failed."""
     db_workers: int = 4

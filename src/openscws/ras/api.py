@@ -33,6 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import openscws
 from openscws.agent.credentials import ADMIN_TAR
+from openscws.ids import default_agent_id, default_psk_identity
 from openscws.ras.api_models import (
     CampaignCreate,
     CampaignDetail,
@@ -276,9 +277,9 @@ def _card_routes(app: FastAPI, service: RasService) -> None:
         card = service.add_card(
             body.iccid,
             body.msisdn,
-            psk_identity=body.psk_identity or f"scws-{body.iccid}",
+            psk_identity=body.psk_identity or default_psk_identity(body.iccid),
             psk_key=psk,
-            agent_id=body.agent_id or f"//se-id/iccid/{body.iccid}",
+            agent_id=body.agent_id or default_agent_id(body.iccid),
             ota_tar=ADMIN_TAR if body.ota_tar is None else bytes.fromhex(body.ota_tar),
             kic_key=kic_key,
             kid_key=kid_key,

@@ -43,6 +43,7 @@ from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
+from openscws.ids import iccid_problem
 from openscws.ota import COUNTER_MAX, KeyRef
 from openscws.ras.db import Conflict, NotFound, RasDatabase, RasError, TooLarge
 from openscws.ras.models import (
@@ -1119,8 +1120,11 @@ def _check_outcome(outcome: str) -> None:
 
 
 def _check_iccid(iccid: str) -> None:
+    problem = iccid_problem(iccid) if _ICCID.fullmatch(iccid) else None
     if not _ICCID.fullmatch(iccid):
         raise RasError(f"an ICCID has 19 or 20 decimal digits, not {iccid!r}")
+    if problem is not None:
+        raise RasError(problem)
 
 
 def _check_text(what: str, value: str, limit: int) -> None:
