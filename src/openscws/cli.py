@@ -404,7 +404,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(cfg)
     admin_cli.register(sub)
+    _describe(parser)
     return parser
+
+
+def _describe(parser: argparse.ArgumentParser) -> None:
+    """Every command that has no description of its own gets its one-line help as one, so
+    `openscws X --help` always says what X does."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for choice in action._choices_actions:
+                sub = action.choices[choice.dest]
+                if not sub.description and choice.help:
+                    sub.description = choice.help[0].upper() + choice.help[1:] + "."
+                _describe(sub)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -685,6 +698,7 @@ def _card_action(args: argparse.Namespace, settings: Settings) -> int:
         case "csr":
             from openscws.pki.profile import DEFAULT_HOSTS
 
+            _check_output(args.output)
             hosts = tuple(args.host or DEFAULT_HOSTS)
             pem = keys.make_csr(
                 common_name=hosts[0],
@@ -836,9 +850,11 @@ def _ca_action(args: argparse.Namespace, settings: Settings) -> int:
             print(f"created CA {ca.certificate.subject.rfc4514_string()} at {ca_dir}")
             print(f"trust it: curl --cacert {ca.cert_path} ...")
         case "sign":
+            csr = parse_csr(_read(args.csr))
+            _check_output(args.output)
             ca = IssuerCa.open(ca_dir)
             issued, path = ca.sign(
-                parse_csr(_read(args.csr)),
+                csr,
                 now=now,
                 days=args.days or settings.ca.days,
                 hosts=tuple(args.host) if args.host else None,
@@ -877,11 +893,18 @@ def _output(data: bytes, path: Path | None) -> None:
         return
     from openscws.store.atomic import atomic_write
 
+    _check_output(path)
+    atomic_write(path.resolve(), (data,))
+
+
+def _check_output(path: Path | None) -> None:
+    """-o PATH names a file that can be written: checked before the work that fills it."""
+    if path is None:
+        return
     if path.is_dir():
         raise ConfigError(f"-o {path}: is a directory; name a file to write")
     if not path.resolve().parent.is_dir():
         raise ConfigError(f"-o {path}: no directory {path.resolve().parent} to write it in")
-    atomic_write(path.resolve(), (data,))
 
 
 def _wanted_iccid(args: argparse.Namespace, settings: Settings) -> str | None:

@@ -330,7 +330,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings, data_dir: Path, url:
             case "logs":
                 return _logs(args, ras)
             case "enrol":
-                return _enrol(args, ras, settings)
+                return _enrol(args, ras, _admin_settings(args, settings, data_dir, url))
     finally:
         db.dispose()
     return 2
@@ -396,7 +396,7 @@ def _enrol(args: argparse.Namespace, ras: RasService, settings: Settings) -> int
             image,
             iccid=iccid,
             msisdn=msisdn,
-            endpoint=AdminEndpoint(a.host, args.port or a.port, "localhost", a.uri),
+            endpoint=AdminEndpoint(a.host, a.port, "localhost", a.uri),
         )
     finally:
         image.close()
