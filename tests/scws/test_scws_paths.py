@@ -73,3 +73,24 @@ def test_one_admin_command_carries_the_largest_resource() -> None:
 
     params = SessionParams(host="h", agent_id="a", uri="/x")
     assert (params.max_body, params.max_header) == (AMDB_MAX_COMMAND, AMDB_MAX_HEAD)
+
+
+def test_the_largest_put_the_repository_takes_fits_one_command() -> None:
+    """The worst case the repository accepts (longest path and header values, largest body)
+    is one embedded request the card's agent holds and decodes (GP Amendment B)."""
+    from openscws.amdb.embedded import EmbeddedRequest
+
+    path = "/" + "p" * 1023
+    headers = (
+        ("X-SCWS-Transaction", "t" * 64),
+        ("Content-Type", "t/" + "x" * 253),
+        ("Content-Encoding", "e" * 64),
+        ("Content-Language", "l" * 64),
+        ("X-SCWS-Realm", "r" * 255),
+    )
+    assert admin_path_problem(path) is None
+    request = EmbeddedRequest("PUT", path, headers, b"\0" * MAX_ADMIN_RESOURCE)
+    wire = request.encode()
+    assert len(wire) <= AMDB_MAX_COMMAND
+    back = EmbeddedRequest.decode(wire, max_body=AMDB_MAX_COMMAND, max_header=AMDB_MAX_HEAD)
+    assert len(back.body) == MAX_ADMIN_RESOURCE
