@@ -165,3 +165,53 @@ def test_every_setting_printed_has_its_comment() -> None:
         if " = " in line and not line.startswith(("#", '"')):
             assert lines[i - 1].startswith("# "), f"{name} has no comment"
     assert "# Channel buffer size asked for in OPEN CHANNEL" in text
+
+
+def _numeric_settings() -> list[str]:
+    from dataclasses import fields, is_dataclass
+
+    names: list[str] = []
+
+    def walk(obj: object, where: str) -> None:
+        for f in fields(obj):  # type: ignore[arg-type]
+            value = getattr(obj, f.name)
+            if is_dataclass(value):
+                walk(value, f"{where}.{f.name}")
+            elif isinstance(value, int | float) and not isinstance(value, bool):
+                names.append(f"{where}.{f.name}")
+
+    defaults = Settings()
+    for section in ("card", "gateway", "trace", "ca", "admin"):
+        walk(getattr(defaults, section), section)
+    return names
+
+
+@pytest.mark.parametrize("name", _numeric_settings())
+def test_every_number_has_a_range(tmp_path: Path, name: str) -> None:
+    """A setting added without a range check fails here: -1 is out of every range."""
+    *tables, key = name.split(".")
+    path = tmp_path / "s.toml"
+    path.write_text(f"[{'.'.join(tables)}]\n{key} = -1\n")
+    with pytest.raises(ConfigError, match=key):
+        load(path)
+
+
+def test_only_the_cli_reads_settings() -> None:
+    """Every command gets its settings from openscws.cli (config.resolve: file, environment,
+    options); no other module loads the file or reads OPENSCWS_* variables itself."""
+    import ast
+
+    import openscws
+
+    root = Path(openscws.__file__).parent
+    for source in root.rglob("*.py"):
+        rel = source.relative_to(root).as_posix()
+        tree = ast.parse(source.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == "openscws.config":
+                imported = {a.name for a in node.names}
+                assert "load" not in imported or rel == "cli.py", f"{rel} loads settings itself"
+                assert "resolve" not in imported or rel == "cli.py", rel
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                if node.value.startswith("OPENSCWS_") and rel not in ("config.py", "aio/vicc.py"):
+                    raise AssertionError(f"{rel} names the variable {node.value}")
