@@ -185,6 +185,10 @@ def _cases(tmp: Path) -> list[tuple[str, list[str], str]]:
         ("luhn iccid, card init", ["card", "init", "--iccid", NOT_LUHN, *card], "Luhn"),
         ("luhn iccid, admin", ["admin", "card", "add", NOT_LUHN, *ras], "Luhn"),
         ("other iccid", ["init", "--iccid", "8988211000000000011", *card], "has ICCID"),
+        # a database URL that names no database
+        ("bad db url", ["admin", "card", "ls", "--db", "nonsense://x", *ras], "unsupported"),
+        ("bad db url 2", ["admin", "card", "ls", "--db", "sqlite:///x//:bad@", *ras], "database"),
+        ("no db", ["admin", "card", "ls", "--db", "sqlite:////no/such/dir/x.db", *ras], "database"),
         # content paths
         ("folder to a file path", ["content", "put", a_dir, "/x.html", *card], "end with '/'"),
         ("delete for a file", ["content", "put", bad_toml, "/", "--delete", *card], "folder"),

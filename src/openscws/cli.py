@@ -661,7 +661,7 @@ def _card_action(args: argparse.Namespace, settings: Settings) -> int:
         settings,
         create=args.action == "init",
         demo=not args.no_demo if args.action == "init" else False,
-        iccid=_wanted_iccid(args, settings),
+        iccid=_wanted_iccid(args, settings) if args.action == "init" else None,
     )
     keys = CardKeyStore(image)
     now = datetime.datetime.now(datetime.UTC)
@@ -956,18 +956,20 @@ def _one_line(exc: BaseException) -> str:
         what = exc.strerror or str(exc)
         where = f"{exc.filename}: " if exc.filename else ""
         return f"{where}{what}"
-    orig = getattr(exc, "orig", None)  # SQLAlchemy's DBAPIError: the driver's message only
-    if orig is not None:
-        return f"database error: {orig}"
+    if _is_database_error(exc):
+        # The driver's own message only: the statement and its parameters stay out.
+        orig = getattr(exc, "orig", None)
+        text = str(orig if orig is not None else exc).split("\n(Background")[0]
+        return "database error: " + " ".join(text.split())
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _is_database_error(exc: BaseException) -> bool:
     if "sqlalchemy" not in sys.modules:
         return False
-    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.exc import SQLAlchemyError
 
-    return isinstance(exc, DBAPIError)
+    return isinstance(exc, SQLAlchemyError)
 
 
 def main(argv: list[str] | None = None) -> int:
