@@ -56,7 +56,7 @@ class Backoff:
 
 
 async def serve_card(
-    card: VirtualUicc, host: str, port: int, *, retry: float = 1.0, max_retry: float = 5.0
+    card: VirtualUicc, host: str, port: int, *, retry: float = 0.5, max_retry: float = 2.0
 ) -> None:
     """Connects to the reader and serves it, reconnecting while the reader restarts. While
     no reader answers it says so once, then waits longer between tries (`retry` doubling up to
