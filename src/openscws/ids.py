@@ -65,6 +65,6 @@ def default_psk_identity(iccid: str) -> str:
 
 
 def default_agent_id(iccid: str) -> str:
-    """The admin agent id the card sends in X-Admin-From (GP Amendment B §3.3.2):
+    """The admin agent id the card sends in X-Admin-From (GP Amendment B §3.4):
     ``//se-id/iccid/<ICCID>``."""
     return f"//se-id/iccid/{iccid}"
