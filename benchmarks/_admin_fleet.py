@@ -58,6 +58,7 @@ if str(ROOT / "src") not in sys.path:
 from openscws.agent.credentials import ADMIN_TAR, AgentCredentials, AgentSecrets  # noqa: E402
 from openscws.aio.gateway import Gateway, GatewayConfig  # noqa: E402
 from openscws.aio.links import CardGone, InProcessLink  # noqa: E402
+from openscws.ids import default_agent_id, default_psk_identity, luhn_digit  # noqa: E402
 from openscws.ota import KeyRef  # noqa: E402
 from openscws.ras.senders import (  # noqa: E402
     SMS_MEDIA_TYPE,
@@ -81,7 +82,7 @@ from openscws.terminal.engine import TerminalEngine  # noqa: E402
 log = logging.getLogger("bench_admin")
 
 ICCID_PREFIX: Final = "8988211"
-"""ICCIDs are this and 12 digits of the card's index: 19 digits."""
+"""ICCIDs are this, 11 digits of the card's index and the E.118 Luhn check digit: 19."""
 KEY_BYTE: Final = 0x12
 """KIc / KID: key version 1, AES (what `RasService.add_card` defaults to)."""
 CONTENT_PATH: Final = "/bench/page.html"
@@ -110,13 +111,14 @@ def card_keys(seed: str, index: int) -> CardKeys:
     def derive(what: str) -> bytes:
         return hashlib.blake2b(f"{seed}/{index}/{what}".encode(), digest_size=16).digest()
 
-    iccid = f"{ICCID_PREFIX}{index:012d}"
+    base = f"{ICCID_PREFIX}{index:011d}"
+    iccid = base + str(luhn_digit(base))
     return CardKeys(
         index=index,
         iccid=iccid,
         msisdn=f"+1555{index:08d}",
-        psk_identity=f"scws-{iccid}",
-        agent_id=f"//se-id/iccid/{iccid}",
+        psk_identity=default_psk_identity(iccid),
+        agent_id=default_agent_id(iccid),
         psk_key=derive("psk"),
         kic_key=derive("kic"),
         kid_key=derive("kid"),

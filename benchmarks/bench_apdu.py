@@ -31,7 +31,7 @@ from openscws.scws.model import MemoryStore, Resource
 from openscws.terminal.engine import TerminalEngine
 
 PORT = 3516
-ICCID = "8988211000000000001"
+ICCID = "8988211000000000003"
 
 
 @dataclass

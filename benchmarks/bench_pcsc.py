@@ -133,7 +133,7 @@ def run(apdus: int, pages: int, work: Path) -> dict[str, Any]:
     rows: dict[str, Any] = {}
 
     # The baseline: the card in this process.
-    card = VirtualUicc(CardIdentity("8988211000000000001"))
+    card = VirtualUicc(CardIdentity("8988211000000000003"))
     card.power_on()
     rows["in-process"] = {"apdu": summary(apdu_times(lambda a: card.transmit(a, 0.0), apdus))}
     http_port = free_port()

@@ -58,7 +58,7 @@ from openscws.store.provision import ensure_card_tls
 from openscws.tls.endpoint import TlsServerHandler
 from openscws.uicc.keystore import CardKeyStore
 
-ICCID = "8988211000000000001"
+ICCID = "8988211000000000003"
 BODY_SIZE = 64 * 1024
 STREAM_CHUNK = 1024
 PSK_IDENTITY = "card1"

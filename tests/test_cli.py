@@ -136,7 +136,7 @@ def test_one_shot_commands_log_only_warnings(
                 "admin",
                 "card",
                 "add",
-                "8988211000000000001",
+                "8988211000000000003",
                 "--data-dir",
                 str(tmp_path / "ras"),
                 "-v",

@@ -21,7 +21,7 @@ PAGE = b"<p>hello</p>" * 100
 async def _gateway() -> tuple[Gateway, int]:
     store = MemoryStore()
     store.put(Resource("/index.html", PAGE, "text/html", last_modified=1))
-    card = build_card(store, CardSettings(ports=(3516,)), "8988211000000000001")
+    card = build_card(store, CardSettings(ports=(3516,)), "8988211000000000003")
     gw = Gateway(InProcessLink(card), TerminalEngine(), GatewayConfig(port_map={3516: 0}))
     await gw.start()
     await gw.wait_listening()

@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -22,20 +23,28 @@ from openscws.aio.gateway import GatewayError
 from openscws.aio.links import CardLink, accept_vpcd_card
 from openscws.aio.stack import card_of, card_tls, gateway_for, open_image, start_stack
 from openscws.aio.vicc import serve_card
-from openscws.config import Settings, load, to_toml
-from openscws.errors import ConfigError, KeyUseDenied, ListenError, StoreError
+from openscws.config import Settings, notes, resolve, to_toml
+from openscws.errors import ConfigError, NotFoundError, OpenScwsError, StoreError
+from openscws.ids import DEFAULT_ICCID
 from openscws.listing import print_listing
 from openscws.pki.keys import KeyType
 from openscws.ras import cli as admin_cli
 from openscws.store.cardimage import CardImage
+from openscws.store.running import RunningLock
 from openscws.trace.tracer import ApduTracer
 from openscws.uicc.keystore import CardKeyStore
 
 log = logging.getLogger("openscws")
 
 EPILOG = """\
-Settings come from --config FILE (TOML; `openscws config` prints every setting with its
-default), then from the options given here, which win.
+Settings: every command reads the file given with -c/--config FILE (TOML; `openscws config`
+prints every setting, a comment each), then the environment (OPENSCWS_<SECTION>_<NAME>, e.g.
+OPENSCWS_ADMIN_DB=postgresql+psycopg://ras@host/ras; OPENSCWS_RAS_DB is the same), then the
+options given here; each later one wins. -c may come before or after the command.
+
+Exit status: 0 done; 1 not found (no such resource, card, campaign, identity or application);
+2 bad input or usage (one line on stderr; -v adds the traceback); 3 `--wait` timed out;
+130 interrupted.
 """
 
 
@@ -75,19 +84,38 @@ def _port_map(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"ports must be numbers: {text!r}") from None
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-c", "--config", type=Path, help="TOML settings file")
+def common_options(p: argparse.ArgumentParser, *, top: bool = False) -> None:
+    """-c, -v, -q: on the top-level parser (defaults) and on every command (only when given,
+    so `openscws -c FILE config` and `openscws config -c FILE` both work)."""
+    config: object = None if top else argparse.SUPPRESS
+    verbose: object = 0 if top else argparse.SUPPRESS
+    quiet: object = False if top else argparse.SUPPRESS
+    p.add_argument("-c", "--config", type=Path, default=config, help="TOML settings file")
     p.add_argument(
-        "-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)"
+        "-v",
+        "--verbose",
+        action="count",
+        default=verbose,
+        help="more log output and, on an error, the traceback (-vv: debug)",
     )
-    p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    p.add_argument(
+        "-q", "--quiet", action="store_true", default=quiet, help="warnings and errors only"
+    )
 
 
-def _card_options(p: argparse.ArgumentParser) -> None:
+_common = common_options
+
+
+def _card_options(p: argparse.ArgumentParser, *, iccid: bool = False) -> None:
     p.add_argument(
         "--data-dir", type=Path, help="card image directory (default: see `openscws config`)"
     )
-    p.add_argument("--iccid", help="ICCID for a new card image (19-20 digits)")
+    if iccid:
+        p.add_argument(
+            "--iccid",
+            help="ICCID of a new card image (19-20 digits, the last the E.118 Luhn check "
+            "digit); an existing image with another ICCID is an error",
+        )
 
 
 def _gateway_options(p: argparse.ArgumentParser) -> None:
@@ -117,12 +145,30 @@ def _card_actions(card: argparse.ArgumentParser) -> None:
     init.add_argument("--force", action="store_true", help="replace an existing key pair")
     init.add_argument("--issue", action="store_true", help="also issue the device certificate")
     init.add_argument("--no-demo", action="store_true", help="leave a new image empty")
-    csr = acts.add_parser("csr", help="print a CSR for the card's key (signed in the card)")
+    csr = acts.add_parser(
+        "csr",
+        help="print a CSR for the card's key (signed in the card)",
+        description="Print a PKCS #10 certificate signing request for the card's key pair, "
+        "signed inside the card (the private key never leaves its secure area). The subject "
+        "carries the ICCID as serialNumber; --host adds subjectAltName entries. Sign it with "
+        "`openscws ca sign` or any CA, then `openscws card install-cert`.",
+    )
     csr.add_argument("-o", "--output", type=Path, help="write here instead of standard output")
     csr.add_argument("--host", action="append", help="subjectAltName entry (repeatable)")
-    cert = acts.add_parser("install-cert", help="install the device certificate chain")
+    cert = acts.add_parser(
+        "install-cert",
+        help="install the device certificate chain",
+        description="Install the device certificate chain the card's HTTPS port presents "
+        "(SCWS §11.1.2): the certificate for the card's own key first, then its issuers.",
+    )
     cert.add_argument("chain", type=Path, help="PEM: device certificate first, then issuers")
-    acts.add_parser("show", help="the card's key, certificate, PSK identities and policy")
+    acts.add_parser(
+        "show",
+        help="the card's key, certificate, PSK identities and policy",
+        description="Show what the card's secure area holds, never a secret: the key pair's "
+        "type, the device certificate (subject, issuer, validity, serial), whether PSK-TLS "
+        "is on and how many identities it has, and which card applications may use the key.",
+    )
     psk = acts.add_parser("psk", help="PSK-TLS identities on the card's HTTPS port")
     psk_sub = psk.add_subparsers(dest="psk_action", required=True, metavar="PSK_ACTION")
     add = psk_sub.add_parser("add", help="add or replace an identity")
@@ -165,7 +211,7 @@ def _card_actions(card: argparse.ArgumentParser) -> None:
     parsers += list(usim_sub.choices.values())
     for p in parsers:
         _common(p)
-        _card_options(p)
+        _card_options(p, iccid=p is init)
         p.add_argument("--ca-dir", type=Path, help="CA directory (default: ca.dir)")
 
 
@@ -178,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"openscws {__version__}")
+    common_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up = sub.add_parser(
@@ -190,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo site, the card's key pair, certificate and admin keys. Prints the URLs.",
     )
     _common(up)
-    _card_options(up)
+    _card_options(up, iccid=True)
     _gateway_options(up)
     up.add_argument(
         "--no-demo", action="store_true", help="do not install the demo site in a new image"
@@ -208,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
         "reader: `openscws gateway`, or pcscd with the vpcd driver (port 35963).",
     )
     _common(card)
-    _card_options(card)
+    _card_options(card, iccid=True)
     card.add_argument(
         "--vpcd", metavar="HOST:PORT", help="reader to connect to (default 127.0.0.1:35963)"
     )
@@ -246,8 +293,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--host", action="append", help="subjectAltName entry (repeatable; default: the CSR's)"
     )
     ca_sign.add_argument("--days", type=int, help="validity (default ca.days, 825)")
-    ca_sub.add_parser("show", help="print the CA certificate's path, subject and validity")
-    ca_sub.add_parser("profile", help="print the device certificate profile, field by field")
+    ca_sub.add_parser(
+        "show",
+        help="print the CA certificate's path, subject and validity",
+        description="Print where the issuer CA's certificate is (trust it: curl --cacert "
+        "PATH), its subject, its validity and how many device certificates it has issued.",
+    )
+    ca_sub.add_parser(
+        "profile",
+        help="print the device certificate profile, field by field",
+        description="Print the X.509 profile the CA follows for device certificates and for "
+        "itself, field by field, each with the clause it comes from (WAP-211-WAPCert, "
+        "RFC 5280, SCWS §11.1.2).",
+    )
     for action in ca_sub.choices.values():
         _common(action)
         action.add_argument("--ca-dir", type=Path, help="CA directory (default: ca.dir)")
@@ -285,9 +343,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the first reader with a card)",
     )
 
-    init = sub.add_parser("init", help="create a card image", description="Create a card image.")
+    init = sub.add_parser(
+        "init",
+        help="create a card image",
+        description="Create a card image (with the demo site unless --no-demo). On an "
+        "existing image it changes nothing; an --iccid other than the image's is an error.",
+    )
     _common(init)
-    _card_options(init)
+    _card_options(init, iccid=True)
     init.add_argument("--no-demo", action="store_true", help="leave the image empty")
 
     content = sub.add_parser(
@@ -297,10 +360,23 @@ def build_parser() -> argparse.ArgumentParser:
         "put leaves the old or the new resource, never a torn one.",
     )
     csub = content.add_subparsers(dest="action", required=True, metavar="ACTION")
-    put = csub.add_parser("put", help="store a local file or folder as a card resource")
+    put = csub.add_parser(
+        "put",
+        help="store a local file or folder as a card resource",
+        description="Store SOURCE on the card at PATH. A PATH ending in '/' names a directory: "
+        "a file keeps its name inside it (`put page.html /` stores /page.html), a folder's "
+        "files go under it (a folder's PATH must end in '/'). Without PATH: /<file name>, or / "
+        "for a folder. --delete makes the directory mirror the folder (resources it no longer "
+        "has are removed).",
+    )
     put.add_argument("source", type=Path, help="local file or directory")
     put.add_argument(
         "path", nargs="?", help="URL path on the card (default /<file name>, or / for a folder)"
+    )
+    put.add_argument(
+        "--delete",
+        action="store_true",
+        help="folder only: remove resources under PATH that the folder does not have",
     )
     put.add_argument(
         "--type", dest="content_type", help="Content-Type (default: from the file name)"
@@ -336,14 +412,38 @@ def build_parser() -> argparse.ArgumentParser:
         _common(action)
         _card_options(action)
 
-    cfg = sub.add_parser("config", help="print the effective settings as TOML")
+    cfg = sub.add_parser(
+        "config",
+        help="print the effective settings as TOML",
+        description="Print the settings every command would use, after the file (-c), the "
+        "environment (OPENSCWS_<SECTION>_<NAME>) and the defaults, as a TOML file `-c` reads "
+        "back, with a comment saying what each setting does.",
+    )
     _common(cfg)
     admin_cli.register(sub)
+    _describe(parser)
     return parser
 
 
+def _describe(parser: argparse.ArgumentParser) -> None:
+    """Every command that has no description of its own gets its one-line help as one, so
+    `openscws X --help` always says what X does."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for choice in action._choices_actions:
+                sub = action.choices[choice.dest]
+                if not sub.description and choice.help:
+                    sub.description = choice.help[0].upper() + choice.help[1:] + "."
+                _describe(sub)
+
+
 def _settings(args: argparse.Namespace) -> Settings:
-    settings = load(args.config)
+    """The file, then the environment, then this command's options (config.resolve)."""
+    return resolve(args.config, os.environ, lambda settings: _options(settings, args))
+
+
+def _options(settings: Settings, args: argparse.Namespace) -> Settings:
+    """`settings` with the command line's options applied (each names its setting)."""
     card = settings.card
     if getattr(args, "data_dir", None):
         card = replace(card, data_dir=args.data_dir)
@@ -377,7 +477,12 @@ def _settings(args: argparse.Namespace) -> Settings:
         trace = replace(trace, enabled=True)
     if getattr(args, "pcap", None):
         trace = replace(trace, pcap=args.pcap)
-    return replace(settings, card=card, gateway=gateway, trace=trace, ca=ca)
+    admin = settings.admin
+    if getattr(args, "admin_data_dir", None):
+        admin = replace(admin, data_dir=args.admin_data_dir)
+    if getattr(args, "admin_db", None):
+        admin = replace(admin, db=args.admin_db)
+    return replace(settings, card=card, gateway=gateway, trace=trace, ca=ca, admin=admin)
 
 
 def _tracer(settings: Settings) -> ApduTracer | None:
@@ -418,9 +523,14 @@ def _announce(
         print(f"HTTPS issuer CA: {ca} (curl --cacert {ca})", flush=True)
 
 
-async def _up(settings: Settings, demo: bool, admin: bool) -> int:
+async def _up(settings: Settings, demo: bool, admin: bool, iccid: str | None) -> int:
     tracer = _tracer(settings)
-    stack = await start_stack(settings, demo=demo, admin=admin, tracer=tracer)
+    try:
+        stack = await start_stack(settings, demo=demo, admin=admin, tracer=tracer, iccid=iccid)
+    except BaseException:
+        if tracer is not None:
+            tracer.close()
+        raise
     try:
         _announce(stack.gateway.local_port, settings.gateway.host, settings)
         if stack.admin is not None:
@@ -439,11 +549,12 @@ async def _up(settings: Settings, demo: bool, admin: bool) -> int:
     return 0
 
 
-async def _card(settings: Settings, demo: bool) -> int:
+async def _card(settings: Settings, demo: bool, iccid: str | None) -> int:
     from openscws.agent.credentials import AgentSecrets
     from openscws.scws.card import admin_agent
 
-    image = open_image(settings, create=True, demo=demo)
+    image = open_image(settings, create=True, demo=demo, iccid=iccid)
+    running = RunningLock.take(image.root)  # held until this process ends
     agent = None
     if AgentSecrets(image).credentials() is not None:
         agent = admin_agent(image, image, settings.card)
@@ -451,16 +562,20 @@ async def _card(settings: Settings, demo: bool) -> int:
     card = card_of(settings, image, agent=agent)
     g = settings.gateway
     print(f"card {image.meta.iccid} connecting to vpcd {g.vpcd_host}:{g.vpcd_port}", flush=True)
-    await _run_until_signal(asyncio.create_task(serve_card(card, g.vpcd_host, g.vpcd_port)))
+    try:
+        await _run_until_signal(asyncio.create_task(serve_card(card, g.vpcd_host, g.vpcd_port)))
+    finally:
+        running.release()
     return 0
 
 
-async def _card_tcpip(settings: Settings, demo: bool) -> int:
+async def _card_tcpip(settings: Settings, demo: bool, iccid: str | None) -> int:
     """A card with its own TCP/IP (SCWS §8.2): HTTP and HTTPS on sockets, no BIP."""
     from openscws.aio.direct import DirectServer
     from openscws.scws.card import build_site, handler_factories
 
-    image = open_image(settings, create=True, demo=demo)
+    image = open_image(settings, create=True, demo=demo, iccid=iccid)
+    running = RunningLock.take(image.root)  # held until this process ends
     c = settings.card
     site = build_site(image, image.meta.iccid, started=time.time())
     factories = handler_factories(site, c, *card_tls(settings, image))
@@ -476,6 +591,7 @@ async def _card_tcpip(settings: Settings, demo: bool) -> int:
         await _run_until_signal(asyncio.ensure_future(_wait_event(asyncio.Event())))
     finally:
         await server.stop()
+        running.release()
     return 0
 
 
@@ -520,36 +636,25 @@ def _content(args: argparse.Namespace, settings: Settings) -> int:
     now = int(time.time())
     match args.action:
         case "put":
-            source: Path = args.source
-            if source.is_dir():
-                done = content.install_tree(
-                    image,
-                    source,
-                    args.path or "/",
-                    realm=args.realm,
-                    cache_control=args.cache_control,
-                    now=now,
-                )
-                for r in done:
-                    print(f"put {r.path} ({len(r.body)} B, {r.content_type})")
-            else:
-                url = args.path or "/" + source.name
-                r = content.put_file(
-                    image,
-                    source,
-                    url,
-                    content_type=args.content_type,
-                    realm=args.realm,
-                    cache_control=args.cache_control,
-                    now=now,
-                )
+            done = content.put(
+                image,
+                args.source,
+                args.path,
+                content_type=args.content_type,
+                realm=args.realm,
+                cache_control=args.cache_control,
+                delete=args.delete,
+                now=now,
+            )
+            for r in done.stored:
                 print(f"put {r.path} ({len(r.body)} B, {r.content_type})")
+            for path in done.removed:
+                print(f"removed {path}")
+            for warning in done.warnings:
+                print(f"openscws: warning: {warning}", file=sys.stderr)
         case "get":
             r = content.get_resource(image, args.path)
-            if args.output:
-                args.output.write_bytes(r.body)
-            else:
-                sys.stdout.buffer.write(r.body)
+            _output(r.body, args.output)
         case "ls":
             print_listing(
                 f"{row.size:>9}  {time.strftime('%Y-%m-%d %H:%M', time.gmtime(row.last_modified))}"
@@ -589,6 +694,7 @@ def _card_action(args: argparse.Namespace, settings: Settings) -> int:
         settings,
         create=args.action == "init",
         demo=not args.no_demo if args.action == "init" else False,
+        iccid=_wanted_iccid(args, settings) if args.action == "init" else None,
     )
     keys = CardKeyStore(image)
     now = datetime.datetime.now(datetime.UTC)
@@ -625,6 +731,7 @@ def _card_action(args: argparse.Namespace, settings: Settings) -> int:
         case "csr":
             from openscws.pki.profile import DEFAULT_HOSTS
 
+            _check_output(args.output)
             hosts = tuple(args.host or DEFAULT_HOSTS)
             pem = keys.make_csr(
                 common_name=hosts[0],
@@ -650,7 +757,13 @@ def _card_action(args: argparse.Namespace, settings: Settings) -> int:
                 case "allow":
                     keys.set_authorised_apps([*keys.authorised_apps(), args.app])
                 case "deny":
-                    keys.set_authorised_apps(a for a in keys.authorised_apps() if a != args.app)
+                    apps = keys.authorised_apps()
+                    if args.app not in apps:
+                        raise NotFoundError(
+                            f"{args.app!r} is not authorised (authorised: "
+                            f"{', '.join(apps) or 'none'})"
+                        )
+                    keys.set_authorised_apps(a for a in apps if a != args.app)
             print_listing(keys.authorised_apps())
     return 0
 
@@ -768,9 +881,11 @@ def _ca_action(args: argparse.Namespace, settings: Settings) -> int:
             print(f"created CA {ca.certificate.subject.rfc4514_string()} at {ca_dir}")
             print(f"trust it: curl --cacert {ca.cert_path} ...")
         case "sign":
+            csr = parse_csr(_read(args.csr))
+            _check_output(args.output)
             ca = IssuerCa.open(ca_dir)
             issued, path = ca.sign(
-                parse_csr(_read(args.csr)),
+                csr,
                 now=now,
                 days=args.days or settings.ca.days,
                 hosts=tuple(args.host) if args.host else None,
@@ -806,10 +921,29 @@ def _output(data: bytes, path: Path | None) -> None:
     if path is None:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
-    else:
-        from openscws.store.atomic import atomic_write
+        return
+    from openscws.store.atomic import atomic_write
 
-        atomic_write(path.resolve(), (data,))
+    _check_output(path)
+    atomic_write(path.resolve(), (data,))
+
+
+def _check_output(path: Path | None) -> None:
+    """-o PATH names a file that can be written: checked before the work that fills it."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise ConfigError(f"-o {path}: is a directory; name a file to write")
+    if not path.resolve().parent.is_dir():
+        raise ConfigError(f"-o {path}: no directory {path.resolve().parent} to write it in")
+
+
+def _wanted_iccid(args: argparse.Namespace, settings: Settings) -> str | None:
+    """The ICCID the user asked for (--iccid, or card.iccid set away from the default), which
+    an existing image must have; None: whatever the image has."""
+    if getattr(args, "iccid", None):
+        return settings.card.iccid
+    return settings.card.iccid if settings.card.iccid != DEFAULT_ICCID else None
 
 
 def _serves(args: argparse.Namespace) -> bool:
@@ -825,8 +959,55 @@ def _serves(args: argparse.Namespace) -> bool:
     return False
 
 
+def _leaf(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the (sub)command `args` names: its usage is the one to show."""
+    while True:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs:
+            return parser
+        chosen = getattr(args, subs[0].dest, None)
+        if chosen is None:
+            return parser
+        parser = subs[0].choices[chosen]
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """argv parsed; an unknown option is reported with its own command's usage (`openscws up
+    --bogus` shows `up`'s), not the top level's."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        _leaf(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def _one_line(exc: BaseException) -> str:
+    """An error as the one line the command prints."""
+    if isinstance(exc, OSError):
+        what = exc.strerror or str(exc)
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{what}"
+    if _is_database_error(exc):
+        # The driver's own message only: the statement and its parameters stay out.
+        orig = getattr(exc, "orig", None)
+        text = str(orig if orig is not None else exc).split("\n(Background")[0]
+        return "database error: " + " ".join(text.split())
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _is_database_error(exc: BaseException) -> bool:
+    if "sqlalchemy" not in sys.modules:
+        return False
+    from sqlalchemy.exc import SQLAlchemyError
+
+    return isinstance(exc, SQLAlchemyError)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """The `openscws` command; returns the exit status (see EPILOG). This is the CLI's one
+    error boundary: every OSError, bad setting or input and database error becomes one line
+    on stderr and status 2 (1 for "not found"), the traceback only with -v."""
+    args = _parse(argv)
     if getattr(args, "quiet", False):
         verbosity = -1
     else:
@@ -835,40 +1016,61 @@ def main(argv: list[str] | None = None) -> int:
         verbosity = getattr(args, "verbose", 0) - (0 if _serves(args) else 1)
     _configure_logging(verbosity)
     try:
-        settings = _settings(args)
-        match args.command:
-            case "up":
-                return asyncio.run(_up(settings, not args.no_demo, not args.no_admin))
-            case "card" if args.action:
-                return _card_action(args, settings)
-            case "card" if args.tcpip:
-                return asyncio.run(_card_tcpip(settings, not args.no_demo))
-            case "card":
-                return asyncio.run(_card(settings, not args.no_demo))
-            case "ca":
-                return _ca_action(args, settings)
-            case "doctor":
-                from openscws.doctor import run_doctor
-
-                return run_doctor(settings)
-            case "gateway":
-                return asyncio.run(_gateway_main(settings))
-            case "init":
-                image = open_image(settings, create=True, demo=not args.no_demo)
-                print(f"card image at {image.root} (ICCID {image.meta.iccid})")
-                return 0
-            case "content":
-                return _content(args, settings)
-            case "admin":
-                return admin_cli.run(args)
-            case "config":
-                print(to_toml(settings))
-                return 0
-    except (ConfigError, StoreError, GatewayError, KeyUseDenied, ListenError) as e:
-        print(f"openscws: {e}", file=sys.stderr)
-        return 2
+        return _run(args)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        if not isinstance(exc, OpenScwsError | OSError | ValueError) and not _is_database_error(
+            exc
+        ):
+            raise
+        print(f"openscws: {_one_line(exc)}", file=sys.stderr)
+        if getattr(args, "verbose", 0) > 0:
+            traceback.print_exc()
+        return 1 if isinstance(exc, NotFoundError) else 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    for note in notes(settings):
+        log.warning("%s", note)
+    match args.command:
+        case "up":
+            return asyncio.run(
+                _up(settings, not args.no_demo, not args.no_admin, _wanted_iccid(args, settings))
+            )
+        case "card" if args.action:
+            return _card_action(args, settings)
+        case "card" if args.tcpip:
+            return asyncio.run(
+                _card_tcpip(settings, not args.no_demo, _wanted_iccid(args, settings))
+            )
+        case "card":
+            return asyncio.run(_card(settings, not args.no_demo, _wanted_iccid(args, settings)))
+        case "ca":
+            return _ca_action(args, settings)
+        case "doctor":
+            from openscws.doctor import run_doctor
+
+            return run_doctor(settings)
+        case "gateway":
+            return asyncio.run(_gateway_main(settings))
+        case "init":
+            image = open_image(
+                settings,
+                create=True,
+                demo=not args.no_demo,
+                iccid=_wanted_iccid(args, settings),
+            )
+            print(f"card image at {image.root} (ICCID {image.meta.iccid})")
+            return 0
+        case "content":
+            return _content(args, settings)
+        case "admin":
+            return admin_cli.run(args, settings)
+        case "config":
+            print(to_toml(settings))
+            return 0
     return 0
 
 

@@ -1,18 +1,36 @@
 """Settings, as frozen dataclasses loaded from one TOML file (tomllib).
 
-Every field has a default, so `openscws up` runs with no file at all. Command-line options
-override the file. `openscws config` prints the effective settings as TOML."""
+Every field has a default, so `openscws up` runs with no file at all. Every command reads its
+settings the same way (`resolve`): the file, then the environment (`OPENSCWS_<SECTION>_<NAME>`,
+e.g. OPENSCWS_ADMIN_DB; OPENSCWS_RAS_DB is another name for it), then the command-line options,
+each later one winning. The whole result is checked once (`Settings.__post_init__`): every
+field's range and every rule between fields, one error naming the setting and what it allows.
+`openscws config` prints the effective settings as TOML, a comment per setting."""
 
 from __future__ import annotations
 
+import ast
+import inspect
+import itertools
 import os
+import re
+import textwrap
 import tomllib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from openscws.errors import ConfigError
 from openscws.http.limits import CardLimits
+from openscws.ids import DEFAULT_ICCID, iccid_problem
+from openscws.scws.paths import MAX_ADMIN_RESOURCE
+
+ENV_PREFIX: Final = "OPENSCWS_"
+"""Environment variables OPENSCWS_<SECTION>_<NAME> set a setting (after the file, before the
+options); the value is TOML (a number, true, [3516, 4116]) or, for text and paths, plain."""
+ENV_ALIASES: Final = {"OPENSCWS_RAS_DB": ("admin", "db")}
+"""Other names of some variables (OPENSCWS_RAS_DB: admin.db, the admin server's database)."""
 
 
 def default_data_dir() -> Path:
@@ -24,8 +42,9 @@ def default_data_dir() -> Path:
 class CardSettings:
     data_dir: Path = field(default_factory=lambda: default_data_dir() / "card")
     """The card image: card.json, content/, values/, realms.json."""
-    iccid: str = "8988211000000000001"
-    """ICCID written when the image is first created (19 or 20 digits)."""
+    iccid: str = DEFAULT_ICCID
+    """ICCID written when the image is first created (19 or 20 digits, the last one the
+    ITU-T E.118 Luhn check digit)."""
     msisdn: str = "+15550100001"
     """The subscriber number the admin server sends trigger SMS to."""
     ports: tuple[int, ...] = (3516, 4116)
@@ -57,12 +76,15 @@ class CardSettings:
     max_channels: int = 7
     """Most BIP channels the card opens (the terminal profile may allow fewer)."""
     buffer_size: int = 8192
-    """Channel buffer size asked for in OPEN CHANNEL (at most 65535). The terminal holds the
+    """Channel buffer size asked for in OPEN CHANNEL (1..65535, ETSI TS 102 223 §8.55; the
+    terminal may grant less, up to gateway.max_buffer_size). The terminal holds the
     buffer; a larger one means fewer socket writes per response (a 1 KB page in one)."""
     limits: CardLimits = field(default_factory=CardLimits)
     """The "card RAM" bounds of the HTTP engine."""
-    admin_max_resource: int = 1024 * 1024
-    """Largest resource body a remote administration command may store (larger: 413)."""
+    admin_max_resource: int = MAX_ADMIN_RESOURCE
+    """Largest resource body a remote administration command may store (larger: 413); at
+    most what one GP Amendment B command can carry to the card (the admin server refuses a
+    larger resource at once)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,10 +153,15 @@ class AdminSettings:
     sms_url: str = "http://127.0.0.1:3517/sms"
     """The local sender's target: a gateway's SMS endpoint (`gateway.sms_port`)."""
     smpp_host: str = "127.0.0.1"
+    """The "smpp" sender's SMSC (SMPP 3.4 over TCP)."""
     smpp_port: int = 2775
+    """The SMSC's port (2775, SMPP's registered port)."""
     smpp_system_id: str = "openscws"
+    """The system_id this server binds to the SMSC as (SMPP 3.4 §4.1, bind_transmitter)."""
     smpp_password: str = ""
+    """Its password at the SMSC (never logged)."""
     smpp_source_addr: str = "12345"
+    """The source address (short code) of the trigger SMS."""
     trigger_interval: float = 0.5
     """Seconds between looks for due jobs to trigger."""
     trigger_ttl: float = 60.0
@@ -144,6 +171,7 @@ class AdminSettings:
     retry_base: float = 5.0
     """First retry delay; doubles per attempt up to retry_max."""
     retry_max: float = 300.0
+    """Longest retry delay, in seconds."""
     max_attempts: int = 5
     """Attempts per job (trigger and session) before it is marked failed."""
     db_workers: int = 4
@@ -160,33 +188,131 @@ class Settings:
     admin: AdminSettings = field(default_factory=AdminSettings)
 
     def __post_init__(self) -> None:
-        card = self.card
-        if card.tls_profile not in ("modern", "compat"):
-            raise ConfigError(f"card.tls_profile must be modern or compat: {card.tls_profile!r}")
-        if card.key_type not in ("rsa", "ec"):
-            raise ConfigError(f"card.key_type must be rsa or ec: {card.key_type!r}")
-        if not 1 <= card.tls_record_limit <= 16384:
-            raise ConfigError("card.tls_record_limit must be 1..16384")
-        if not 1 <= self.admin.db_workers <= 64:
-            raise ConfigError("admin.db_workers must be 1..64")
-        if self.gateway.card_link not in ("vpcd", "pcsc"):
-            raise ConfigError(f"gateway.card_link must be vpcd or pcsc: {self.gateway.card_link!r}")
-        if self.admin.sms_sender not in ("local", "smpp"):
-            raise ConfigError(f"admin.sms_sender must be local or smpp: {self.admin.sms_sender!r}")
+        problem = _problem(self)
+        if problem is not None:
+            raise ConfigError(problem)
 
 
-def _convert(cls: Any, value: Any, where: str) -> Any:
-    """Builds dataclass `cls` from a TOML table, checking names and basic types."""
+PORT: Final = (1, 65535)
+LOCAL_PORT: Final = (0, 65535)
+"""A port this machine listens on: 0 takes any free one."""
+
+
+def _problem(s: Settings) -> str | None:
+    """The first setting that is out of range or breaks a rule between settings, as one line
+    naming it and what it allows; None when all are usable."""
+    c, g, a = s.card, s.gateway, s.admin
+    ranges: list[tuple[str, object, tuple[float, float], str]] = [
+        ("card.tls_record_limit", c.tls_record_limit, (1, 16384), ""),
+        ("card.tcpip_http_port", c.tcpip_http_port, PORT, ""),
+        ("card.tcpip_https_port", c.tcpip_https_port, PORT, ""),
+        ("card.max_channels", c.max_channels, (1, 7), " (ETSI TS 102 223 channel ids 1-7)"),
+        ("card.initial_channels", c.initial_channels, (1, c.max_channels), " (card.max_channels)"),
+        ("card.listening_channels", c.listening_channels, (1, c.max_channels), ""),
+        ("card.buffer_size", c.buffer_size, (1, 65535), " (ETSI TS 102 223 §8.55 buffer size)"),
+        (
+            "card.admin_max_resource",
+            c.admin_max_resource,
+            (1, MAX_ADMIN_RESOURCE),
+            " (what one GP Amendment B command carries to the card)",
+        ),
+        ("gateway.max_buffer_size", g.max_buffer_size, (1, 65535), " (ETSI TS 102 223 §8.55)"),
+        ("gateway.vpcd_port", g.vpcd_port, PORT, ""),
+        ("gateway.sms_port", g.sms_port, LOCAL_PORT, " (0: off)"),
+        ("admin.port", a.port, LOCAL_PORT, " (0: any free port)"),
+        ("admin.api_port", a.api_port, LOCAL_PORT, " (0: any free port)"),
+        ("admin.smpp_port", a.smpp_port, PORT, ""),
+        ("admin.max_attempts", a.max_attempts, (1, 1000), ""),
+        ("admin.db_workers", a.db_workers, (1, 64), ""),
+        ("ca.days", s.ca.days, (1, 36500), ""),
+    ]
+    for name, value, (low, high), why in ranges:
+        if not isinstance(value, int) or not low <= value <= high:
+            return f"{name} = {value!r}: must be {low}..{high}{why}"
+    positive = [
+        ("card.tls_handshake_timeout", c.tls_handshake_timeout),
+        ("gateway.busy_timeout", g.busy_timeout),
+        ("gateway.poll_interval", g.poll_interval),
+        ("gateway.connect_timeout", g.connect_timeout),
+        ("admin.trigger_interval", a.trigger_interval),
+        ("admin.trigger_ttl", a.trigger_ttl),
+        ("admin.session_ttl", a.session_ttl),
+        ("admin.retry_base", a.retry_base),
+        ("admin.retry_max", a.retry_max),
+    ]
+    for name, number in positive:
+        if not number > 0:
+            return f"{name} = {number!r}: must be a number of seconds above 0"
+    if a.retry_max < a.retry_base:
+        return (
+            f"admin.retry_max = {a.retry_max!r}: must be at least admin.retry_base "
+            f"({a.retry_base!r})"
+        )
+    if not c.ports:
+        return "card.ports = []: the card must open at least one port"
+    for port in c.ports:
+        if not isinstance(port, int) or not PORT[0] <= port <= PORT[1]:
+            return f"card.ports: {port!r} must be 1..65535"
+    if len(set(c.ports)) != len(c.ports):
+        return f"card.ports = {list(c.ports)}: a port is named twice"
+    stray = [p for p in c.tls_ports if p not in c.ports]
+    if stray:
+        return (
+            f"card.tls_ports = {list(c.tls_ports)}: {stray[0]!r} is not in card.ports = "
+            f"{list(c.ports)} (a TLS port must be one the card opens)"
+        )
+    for card_port, local in g.port_map.items():
+        if not PORT[0] <= card_port <= PORT[1]:
+            return f"gateway.port_map: card port {card_port} must be 1..65535"
+        if not LOCAL_PORT[0] <= local <= LOCAL_PORT[1]:
+            return (
+                f"gateway.port_map: local port {local} (for card port {card_port}) must be "
+                "0..65535 (0: any free port)"
+            )
+    choices = [
+        ("card.tls_profile", c.tls_profile, ("modern", "compat")),
+        ("card.key_type", c.key_type, ("rsa", "ec")),
+        ("gateway.card_link", g.card_link, ("vpcd", "pcsc")),
+        ("admin.sms_sender", a.sms_sender, ("local", "smpp")),
+    ]
+    for name, chosen, allowed in choices:
+        if chosen not in allowed:
+            return f"{name} = {chosen!r}: must be {' or '.join(allowed)}"
+    iccid_why = iccid_problem(c.iccid)
+    if iccid_why is not None:
+        return f"card.iccid: {iccid_why}"
+    if not re.fullmatch(r"\+?[0-9]{3,20}", c.msisdn):
+        return f"card.msisdn = {c.msisdn!r}: must be 3 to 20 digits, optionally after '+'"
+    return None
+
+
+def notes(settings: Settings) -> list[str]:
+    """Settings that are allowed but probably not meant: each as a warning line."""
+    out: list[str] = []
+    unused = sorted(set(settings.gateway.port_map) - set(settings.card.ports))
+    for port in unused:
+        out.append(
+            f"gateway.port_map maps card port {port}, which the card never opens "
+            f"(card.ports = {list(settings.card.ports)})"
+        )
+    return out
+
+
+def _convert(
+    cls: Any, value: Any, where: str, *, base: Any = None, label: str | None = None
+) -> Any:
+    """Builds dataclass `cls` from a TOML table over `base` (default: the defaults),
+    checking names and basic types; `label` names where the values came from."""
     if not isinstance(value, dict):
         raise ConfigError(f"[{where}] must be a table")
     known = {f.name: f for f in fields(cls)}
-    defaults = cls()
+    defaults = cls() if base is None else base
     kwargs: dict[str, Any] = {}
     for key, raw in value.items():
         if key not in known:
             raise ConfigError(f"unknown setting {where}.{key} (known: {', '.join(sorted(known))})")
         current = getattr(defaults, key)
-        name = f"{where}.{key}"
+        name = f"{where}.{key}" if label is None else f"{label} ({where}.{key})"
         if is_dataclass(current):
             kwargs[key] = _convert(type(current), raw, name)
         elif isinstance(current, Path) or (current is None and key in {"pcap"}):
@@ -229,23 +355,84 @@ def _convert(cls: Any, value: Any, where: str) -> Any:
 _SECTIONS = ("card", "gateway", "trace", "ca", "admin")
 
 
-def load(path: Path | None) -> Settings:
-    if path is None:
-        return Settings()
+def load(path: Path | None, environ: Mapping[str, str] | None = None) -> Settings:
+    """The settings of file `path` (None: the defaults), then of `environ`'s OPENSCWS_*
+    variables (see `ENV_PREFIX`). Checked whole (ConfigError on the first problem)."""
+    defaults = Settings()
+    parts: dict[str, Any] = {}
+    if path is not None:
+        for key, table in _read_file(path).items():
+            try:
+                parts[key] = _convert(type(getattr(defaults, key)), table, key)
+            except ConfigError as e:
+                raise ConfigError(f"{path}: {e}") from None
+    for section, key, raw, name in _from_environment(environ or {}):
+        base = parts.get(section, getattr(defaults, section))
+        parts[section] = _convert(type(base), {key: raw}, section, base=base, label=name)
+    return replace(defaults, **parts)
+
+
+def _read_file(path: Path) -> dict[str, dict[str, Any]]:
     try:
         with path.open("rb") as f:
             data = tomllib.load(f)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory, not a TOML file") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: {e}") from None
-    settings = Settings()
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not valid TOML: not UTF-8 text") from None
     for key, table in data.items():
         if key not in _SECTIONS:
             known = ", ".join(_SECTIONS)
             raise ConfigError(f"{path}: unknown section [{key}] (known: {known})")
-        settings = replace(settings, **{key: _convert(type(getattr(settings, key)), table, key)})
-    return settings
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: [{key}] must be a table")
+    return data
+
+
+def _from_environment(environ: Mapping[str, str]) -> list[tuple[str, str, Any, str]]:
+    """(section, key, value, variable) for every OPENSCWS_<SECTION>_<NAME> set in `environ`
+    that names a setting; other OPENSCWS_* variables (the tests' own) are not settings."""
+    names = dict(ENV_ALIASES)
+    defaults = Settings()
+    for section in _SECTIONS:
+        for f in fields(getattr(defaults, section)):
+            kind = getattr(getattr(defaults, section), f.name)
+            if not is_dataclass(kind) and not isinstance(kind, dict):
+                names[f"{ENV_PREFIX}{section}_{f.name}".upper()] = (section, f.name)
+    found = []
+    for name, (section, key) in names.items():
+        text = environ.get(name)
+        if text is None:
+            continue
+        current = getattr(getattr(defaults, section), key)
+        value: Any = text
+        if not isinstance(current, str | Path) and current is not None:
+            try:
+                value = tomllib.loads(f"v = {text}")["v"]
+            except tomllib.TOMLDecodeError:
+                raise ConfigError(
+                    f"{name}={text!r}: not a value for {section}.{key} (TOML: a number, "
+                    "true/false, or a list like [3516, 4116])"
+                ) from None
+        found.append((section, key, value, name))
+    return found
+
+
+def resolve(
+    path: Path | None,
+    environ: Mapping[str, str],
+    options: Callable[[Settings], Settings] = lambda s: s,
+) -> Settings:
+    """What every command runs with: the file, then the environment, then `options` (the
+    command line's, as a function of the settings so far). Checked whole, once more, after
+    the options (ConfigError naming the setting)."""
+    return options(load(path, environ))
 
 
 def to_toml(settings: Settings) -> str:
@@ -255,8 +442,11 @@ def to_toml(settings: Settings) -> str:
     def emit(obj: Any, section: str) -> None:
         nested: list[tuple[str, Any]] = []
         lines.append(f"[{section}]")
+        docs = field_docs(obj)
         for f in fields(obj):
             value = getattr(obj, f.name)
+            if f.name in docs and not is_dataclass(value) and not isinstance(value, dict):
+                lines.extend(_comment(docs[f.name]))
             if is_dataclass(value):
                 nested.append((f"{section}.{f.name}", value))
             elif isinstance(value, dict):
@@ -268,6 +458,10 @@ def to_toml(settings: Settings) -> str:
         lines.append("")
         for name, value in nested:
             if isinstance(value, dict):
+                parent = name.rpartition(".")
+                doc = field_docs(_section_of(settings, parent[0])).get(parent[2])
+                if doc:
+                    lines.extend(_comment(doc))
                 lines.append(f"[{name}]")
                 lines.extend(f'"{k}" = {v}' for k, v in value.items())
                 lines.append("")
@@ -280,6 +474,49 @@ def to_toml(settings: Settings) -> str:
     emit(settings.ca, "ca")
     emit(settings.admin, "admin")
     return "\n".join(lines)
+
+
+def _section_of(settings: Settings, dotted: str) -> Any:
+    obj: Any = settings
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _comment(doc: str) -> list[str]:
+    text = " ".join(line.strip() for line in doc.splitlines() if line.strip())
+    return textwrap.wrap(text, width=96, initial_indent="# ", subsequent_indent="# ")
+
+
+def field_docs(obj: Any) -> dict[str, str]:
+    """The docstring under each field of `obj`'s dataclass (its source's string literal
+    after the annotated assignment); empty when the source cannot be read."""
+    cls = type(obj)
+    if cls not in _DOCS:
+        _DOCS[cls] = _field_docs(cls)
+    return _DOCS[cls]
+
+
+_DOCS: dict[type[Any], dict[str, str]] = {}
+
+
+def _field_docs(cls: type[Any]) -> dict[str, str]:
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError, SyntaxError):
+        return {}
+    docs: dict[str, str] = {}
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    for node, after in itertools.pairwise(body):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
+            docs[node.target.id] = after.value.value
+    return docs
 
 
 def _toml_value(value: Any) -> str:

@@ -62,6 +62,11 @@ class StoreError(OpenScwsError):
     """The card image cannot be read or written."""
 
 
+class NotFoundError(OpenScwsError):
+    """Something asked for by name does not exist (a resource, a card, a campaign). The
+    command line answers it with exit status 1; bad input and usage errors are 2."""
+
+
 class ConfigError(OpenScwsError):
     """A configuration file or option that cannot be used."""
 

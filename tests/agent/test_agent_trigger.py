@@ -59,7 +59,7 @@ def _card() -> tuple[VirtualUicc, AdminAgentApp, AgentSecrets]:
     )
     store = MemoryStore()
     app = AdminAgentApp(secrets, lambda: ScwsAdminExecutor(store, max_resource=1 << 20))
-    card = VirtualUicc(CardIdentity("8988211000000000001"))
+    card = VirtualUicc(CardIdentity("8988211000000000003"))
     card.toolkit.register(app)
     card.power_on()
     profile = TerminalProfile(

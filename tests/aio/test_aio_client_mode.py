@@ -169,7 +169,7 @@ def test_server_mode_and_client_mode_share_the_gateway() -> None:
     async def main() -> None:
         store = MemoryStore()
         store.put(Resource("/index.html", b"<p>hi</p>", "text/html", last_modified=1))
-        card = build_card(store, CardSettings(ports=(3516,)), "8988211000000000001")
+        card = build_card(store, CardSettings(ports=(3516,)), "8988211000000000003")
         app = ClientApp(send=b"admin hello", expect=11, open_on_profile=False, por=b"\x01\x02")
         card.toolkit.register(app)
         async with server(echo) as port:

@@ -187,7 +187,7 @@ vpcd_port = {self.vpcd_port}
         on the same database (each CLI run costs ~1 s of start-up)."""
         src = self.root / f"{gen}0.bin"
         src.write_bytes(_body(gen, 0))
-        self.admin_cli("content", "put", "--type", "application/octet-stream", PATHS[0], src)
+        self.admin_cli("content", "put", "--type", "application/octet-stream", src, PATHS[0])
         for i, path in enumerate(PATHS[1:], 1):
             self.svc.put_content(path, _body(gen, i), "application/octet-stream")
         out = self.admin_cli("campaign", "create", gen)

@@ -146,7 +146,7 @@ def test_chromium_dump_dom_of_card_app(start_up, chromium) -> None:  # type: ign
     sp = start_up()
     dom = chromium(sp.base_url + "/app/info", "--dump-dom").decode()
     assert "<h1>Card information</h1>" in dom
-    assert "<td>8988211000000000001</td>" in dom  # the ICCID, from the card application
+    assert "<td>8988211000000000003</td>" in dom  # the ICCID, from the card application
     match = re.search(r'<strong id="visits">(\d+)</strong>', dom)
     assert match is not None, dom
     assert match.group(1) == "1"  # a fresh card: Chromium's was the first visit

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from openscws.ids import luhn_digit
 from openscws.ras.api import create_app
 from openscws.ras.api_server import ApiServer, serve_api, stop_api
 from openscws.ras.db import RasDatabase, default_url
@@ -41,7 +42,9 @@ TAR = bytes(3)
 
 
 def iccid(n: int) -> str:
-    return f"89882110000000{n:05d}"
+    """Card n's ICCID: 19 digits, the last the E.118 Luhn check digit."""
+    base = f"8988211000000{n:05d}"
+    return base + str(luhn_digit(base))
 
 
 def keys_of(n: int) -> tuple[bytes, bytes, bytes]:

@@ -151,7 +151,7 @@ def test_curl_https_card_application(curl_exe: str, card: Card) -> None:
     assert status == 200, done.err
     page = body.decode()
     assert "<h1>Card information</h1>" in page
-    assert "<td>8988211000000000001</td>" in page  # the ICCID, from the card application
+    assert "<td>8988211000000000003</td>" in page  # the ICCID, from the card application
     status, body, _ = curl(curl_exe, base + "/app/info/json", "--cacert", str(card.ca))
     assert status == 200
     assert isinstance(json.loads(body)["visits"], int)
@@ -268,7 +268,7 @@ def test_openssl_s_client_verifies_and_gets_the_page(
     assert done.code == 0, done.err
     assert "Verify return code: 0 (ok)" in done.text
     assert f"New, {version}, Cipher is " in done.text, done.text
-    assert "subject=O = openscws SCWS, CN = localhost, serialNumber = 8988211000000000001" in (
+    assert "subject=O = openscws SCWS, CN = localhost, serialNumber = 8988211000000000003" in (
         done.text
     )
     status, body = http_response(done.out)

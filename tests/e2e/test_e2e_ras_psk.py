@@ -18,7 +18,7 @@ from openscws.config import Settings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.peer]
 
-ICCID = "8988211000000000042"
+ICCID = "8988211000000000045"
 IDENTITY = "scws-psk-test"
 KEY = bytes(range(16))
 FIRST_POST = (

@@ -24,7 +24,7 @@ from openscws.pki.profile import (
 )
 
 NOW = datetime.datetime(2026, 11, 22, 12, 0, tzinfo=datetime.UTC)
-ICCID = "8988211000000000001"
+ICCID = "8988211000000000003"
 
 
 @pytest.fixture(scope="module", params=["rsa", "ec"])

@@ -13,6 +13,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
+from openscws.ids import luhn_digit
 from openscws.ota import (
     CounterMode,
     Integrity,
@@ -44,7 +45,9 @@ TAR = bytes.fromhex("B20100")
 
 
 def iccid(n: int) -> str:
-    return f"89882110000000{n:05d}"
+    """Card n's ICCID: 19 digits, the last the E.118 Luhn check digit."""
+    base = f"8988211000000{n:05d}"
+    return base + str(luhn_digit(base))
 
 
 def keys_of(n: int) -> tuple[bytes, bytes, bytes]:

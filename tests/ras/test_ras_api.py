@@ -14,7 +14,7 @@ import threading
 import urllib.request
 import warnings
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -33,8 +33,10 @@ from openscws.errors import ListenError
 from openscws.ras.api import MAX_CONTENT_BYTES, PROBLEM_JSON, create_app
 from openscws.ras.api_server import serve_api, stop_api
 from openscws.ras.db import RasDatabase
-from openscws.ras.service import RasService
+from openscws.ras.models import ContentVersion
+from openscws.ras.service import RasService, TooLarge
 from openscws.ras.vault import Vault
+from openscws.scws.paths import MAX_ADMIN_RESOURCE
 
 V1 = "/api/v1"
 OWNER = "api-test:1"
@@ -339,9 +341,9 @@ def test_content_paths_that_look_like_routes(client: TestClient) -> None:
     ]
     assert [v["path"] for v in client.get(f"{V1}/content/x/history").json()] == ["/x"]
     assert client.get(f"{V1}/content/x/history/versions/1").content == b"h"
-    # The site's root is a path too.
-    assert put(client, "/", b"root").json()["path"] == "/"
-    assert client.get(f"{V1}/content//versions/1").content == b"root"
+    # A trailing "/" names a directory, never a resource: one would hide its index.html.
+    problem(put(client, "/", b"root"), 400, "directory")
+    problem(put(client, "/dir/", b"dir"), 400, "directory")
 
 
 def test_content_errors(client: TestClient) -> None:
@@ -352,7 +354,37 @@ def test_content_errors(client: TestClient) -> None:
     problem(put(client, "/a.html", b"x", headers={"Content-Language": "e" * 65}), 422)
     r = put(client, "/big.bin", b"\0" * (MAX_CONTENT_BYTES + 1), "application/octet-stream")
     problem(r, 413, str(MAX_CONTENT_BYTES))
+    # What the card refuses, the repository refuses at once, with the card's reason.
+    problem(put(client, "/a%5Cb.html", b"no"), 400, "forbidden characters")
     assert client.get(f"{V1}/content").json() == []
+
+
+def test_the_repository_takes_what_one_admin_command_carries(ras: RasService) -> None:
+    assert MAX_CONTENT_BYTES == MAX_ADMIN_RESOURCE
+    assert ras.put_content("/max.bin", b"\0" * MAX_ADMIN_RESOURCE, "application/x").version == 1
+    with pytest.raises(TooLarge, match=f"over the {MAX_ADMIN_RESOURCE} bytes"):
+        ras.put_content("/big.bin", b"\0" * (MAX_ADMIN_RESOURCE + 1), "application/x")
+
+
+def test_purge_erases_an_entry_the_cards_refuse(ras: RasService, client: TestClient) -> None:
+    seed_content(client)
+    with ras._db.write() as s:  # as an older server could store it
+        s.add(
+            ContentVersion(
+                path="/a\\b.html",
+                version=1,
+                sha256="0" * 64,
+                body=b"x",
+                content_type="text/html",
+                deleted=False,
+                created_at=datetime.now(UTC),
+            )
+        )
+    assert "/a\\b.html" in [c.path for c in ras.list_content()]
+    assert ras.purge_content("/a\\b.html") == 1
+    assert ras.content_history("/a\\b.html") == []
+    assert ras.purge_content("/a\\b.html") == 0
+    assert [c.path for c in ras.list_content()] == ["/app.js", "/index.html"]
 
 
 def test_delete_content(client: TestClient) -> None:

@@ -19,8 +19,8 @@ from openscws.ras.vault import Vault
 
 Admin = Callable[..., tuple[int, str, str]]
 
-ICCID = "8988211000000000001"
-ICCID2 = "8988211000000000002"
+ICCID = "8988211000000000003"
+ICCID2 = "8988211000000000011"
 
 COMMANDS = [
     ["admin"],
@@ -161,18 +161,19 @@ def test_cards(admin: Admin) -> None:
 def test_content(admin: Admin, tmp_path: Path) -> None:
     page = tmp_path / "index.html"
     page.write_bytes(b"<p>one</p>")
-    code, out, _ = admin("content", "put", "/index.html", str(page))
+    code, out, _ = admin("content", "put", str(page), "/index.html")
     assert (code, out.strip()) == (0, "put /index.html v1 (10 B, text/html)")
-    code, out, _ = admin("content", "put", "/index.html", str(page))
+    code, out, err = admin("content", "put", "/index.html", str(page))  # the old order
     assert out.startswith("unchanged /index.html v1")
+    assert "deprecated" in err
     page.write_bytes(b"<p>two</p>")
     code, out, _ = admin(
-        "content", "put", "/index.html", str(page), "--language", "en", "--realm", "staff"
+        "content", "put", str(page), "/index.html", "--language", "en", "--realm", "staff"
     )
     assert out.startswith("put /index.html v2")
     blob = tmp_path / "blob"
     blob.write_bytes(b"\0\1")
-    admin("content", "put", "/data/blob", str(blob), "--type", "application/x-thing")
+    admin("content", "put", str(blob), "/data/blob", "--type", "application/x-thing")
     code, out, _ = admin("content", "ls")
     assert code == 0
     assert "application/x-thing" in out
@@ -184,10 +185,10 @@ def test_content(admin: Admin, tmp_path: Path) -> None:
     assert code == 0
     assert out.splitlines()[-1].endswith("deleted")
     assert admin("content", "history", "/nope")[0] == 1
-    code, _, err = admin("content", "put", "no-slash", str(page))
+    code, _, err = admin("content", "put", str(page), "no-slash")
     assert code == 2
     assert "path" in err
-    code, _, err = admin("content", "put", "/x", str(tmp_path / "missing"))
+    code, _, err = admin("content", "put", str(tmp_path / "missing"), "/x")
     assert code == 2
     assert "cannot read" in err
 
@@ -195,7 +196,7 @@ def test_content(admin: Admin, tmp_path: Path) -> None:
 def test_campaigns_and_logs(admin: Admin, tmp_path: Path) -> None:
     page = tmp_path / "a.html"
     page.write_bytes(b"a")
-    admin("content", "put", "/a.html", str(page))
+    admin("content", "put", str(page), "/a.html")
     code, _, err = admin("campaign", "create", "empty")
     assert code == 2
     assert "no cards" in err
@@ -221,10 +222,10 @@ def test_campaigns_and_logs(admin: Admin, tmp_path: Path) -> None:
     assert "cancelled" in out
     assert "failed 2" in out
     code, _, err = admin("campaign", "show", "99")
-    assert code == 2
+    assert code == 1  # not found
     assert "no campaign 99" in err
     code, _, err = admin("campaign", "create", "x", "--path", "/nope")
-    assert code == 2
+    assert code == 1  # not found
     assert "/nope" in err
     code, out, _ = admin("card", "show", ICCID)
     assert "cancelled" in out
@@ -264,7 +265,7 @@ def test_campaign_wait_follows_progress(admin: Admin, tmp_path: Path) -> None:
     it ended. `--timeout` gives up waiting with 3, the campaign untouched."""
     page = tmp_path / "a.html"
     page.write_bytes(b"a")
-    admin("content", "put", "/a.html", str(page))
+    admin("content", "put", str(page), "/a.html")
     admin("card", "add", ICCID)
     admin("card", "add", ICCID2)
     code, out, err = admin("campaign", "create", "slow", "--wait", "--timeout", "0.3")

@@ -179,7 +179,7 @@ def test_cli_on_postgres(
     assert main(["admin", "card", "add", iccid(1), "--msisdn", "+15550100001", *where]) == 0
     page = tmp_path / "a.html"
     page.write_bytes(b"<p>a</p>")
-    assert main(["admin", "content", "put", "/a.html", str(page), *where]) == 0
+    assert main(["admin", "content", "put", str(page), "/a.html", *where]) == 0
     assert main(["admin", "campaign", "create", "pg", *where]) == 0
     capsys.readouterr()
     assert main(["admin", "campaign", "show", "1", *where]) == 0

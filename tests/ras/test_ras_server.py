@@ -26,7 +26,7 @@ from openscws.ras.service import RasPolicy, RasService, SessionWork
 from openscws.ras.vault import Vault
 from openscws.tls.context import psk_client_context
 
-ICCID = "8988211000000000007"
+ICCID = "8988211000000000003"
 IDENTITY = "scws-card-7"
 KEY = bytes(range(32, 48))
 OWNER = "test-server"

@@ -10,7 +10,7 @@ from openscws.scws.site import Site
 
 
 def _site() -> Site:
-    site = Site(MemoryStore(), card={"ICCID": "8988211000000000001"})
+    site = Site(MemoryStore(), card={"ICCID": "8988211000000000003"})
     site.register_app("/app/info", CardInfoApp())
     return site
 
@@ -38,7 +38,7 @@ def test_log_is_chunked_for_http11() -> None:
     assert response.status_code == 200
     assert (b"transfer-encoding", b"chunked") in response.headers
     assert body.decode().splitlines() == [
-        f"0000{i} card 8988211000000000001: line {i} of 3" for i in (1, 2, 3)
+        f"0000{i} card 8988211000000000003: line {i} of 3" for i in (1, 2, 3)
     ]
 
 

@@ -16,6 +16,7 @@ from openscws.store import (
     put_file,
     remove,
 )
+from openscws.store.content import put
 
 
 @pytest.mark.parametrize(
@@ -104,3 +105,81 @@ def test_functions_work_on_memory_store(tmp_path: Path) -> None:
     (tmp_path / "a.css").write_text("p{}")
     put_file(store, tmp_path / "a.css", "/a.css", now=1)
     assert [r.content_type for r in list_resources(store)] == ["text/css; charset=utf-8"]
+
+
+# -- put: where a SOURCE goes (a trailing "/" names a directory) ------------------------------
+
+
+def _site(tmp_path: Path) -> Path:
+    site = tmp_path / "site"
+    (site / "img").mkdir(parents=True)
+    (site / "index.html").write_text("<p>home</p>")
+    (site / "img" / "a.png").write_bytes(b"\x89PNG")
+    return site
+
+
+@pytest.mark.parametrize(
+    ("path", "stored"),
+    [
+        (None, "/page.html"),
+        ("/", "/page.html"),  # a directory: the file keeps its name (never a resource "/")
+        ("/dir/", "/dir/page.html"),
+        ("/other.html", "/other.html"),
+    ],
+)
+def test_put_a_file(image: CardImage, tmp_path: Path, path: str | None, stored: str) -> None:
+    page = tmp_path / "page.html"
+    page.write_text("<p>x</p>")
+    done = put(image, page, path, now=1)
+    assert [r.path for r in done.stored] == [stored]
+    assert image.paths() == [stored]
+
+
+def test_put_a_folder_needs_a_directory_path(image: CardImage, tmp_path: Path) -> None:
+    site = _site(tmp_path)
+    with pytest.raises(StoreError, match=r"must end with '/'.*/x.html/"):
+        put(image, site, "/x.html", now=1)
+    assert image.paths() == []
+    done = put(image, site, "/x.html/", now=1)
+    assert [r.path for r in done.stored] == ["/x.html/index.html", "/x.html/img/a.png"]
+    assert [r.path for r in put(image, site, now=1).stored] == ["/index.html", "/img/a.png"]
+
+
+def test_put_a_folder_with_delete_mirrors_it(image: CardImage, tmp_path: Path) -> None:
+    site = _site(tmp_path)
+    put(image, site, "/app/", now=1)
+    put(image, site, "/", now=1)
+    (site / "img" / "a.png").unlink()
+    kept = put(image, site, "/app/", now=2)
+    assert kept.removed == []
+    assert "/app/img/a.png" in image.paths()  # without --delete: kept
+    done = put(image, site, "/app/", delete=True, now=3)
+    assert done.removed == ["/app/img/a.png"]
+    # Only under the folder's PATH: /img/a.png (from the put at /) stays.
+    assert image.paths() == ["/app/index.html", "/img/a.png", "/index.html"]
+
+
+def test_delete_is_for_folders(image: CardImage, tmp_path: Path) -> None:
+    page = tmp_path / "page.html"
+    page.write_text("x")
+    with pytest.raises(StoreError, match="folder"):
+        put(image, page, "/", delete=True, now=1)
+
+
+def test_a_put_that_a_directory_resource_hides_is_warned_about(
+    image: CardImage, tmp_path: Path
+) -> None:
+    image.put(Resource("/", b"old", "text/plain", 1))  # as older versions could store
+    index = tmp_path / "index.html"
+    index.write_text("<p>home</p>")
+    done = put(image, index, "/", now=2)
+    assert [r.path for r in done.stored] == ["/index.html"]
+    assert len(done.warnings) == 1
+    assert "the resource named / hides /index.html" in done.warnings[0]
+
+
+def test_get_of_a_missing_resource_is_not_found(image: CardImage) -> None:
+    from openscws.errors import NotFoundError
+
+    with pytest.raises(NotFoundError, match="no resource at /none"):
+        get_resource(image, "/none")

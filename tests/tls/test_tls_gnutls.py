@@ -697,7 +697,7 @@ def test_dispatch_is_bounded(pki: Pki) -> None:
 
 
 def factories(pki: Pki, profile: str, psk: PskTable | None) -> Callable[[int, float], object]:
-    site = Site(MemoryStore(), card={"ICCID": "8988211000000000001"}, secret=b"0" * 32)
+    site = Site(MemoryStore(), card={"ICCID": "8988211000000000003"}, secret=b"0" * 32)
     settings_ = CardSettings(tls_profile=profile, limits=CardLimits())
     ctx = server_context(pki.chain_pem, pki.key_pem, profile=profile)  # type: ignore[arg-type]
     return handler_factories(site, settings_, ctx, psk)[4116]

@@ -44,7 +44,7 @@ def card_with(secrets: Secrets, *, last_sqn: int = SQN - 32) -> VirtualUicc:
     sqn.accept(last_sqn)
     UsimSecrets(secrets).set_keys(UsimKeys(IMSI, K, OPC), sqn=sqn)
     app = UsimApp.from_secrets(UsimSecrets(secrets))
-    card = VirtualUicc(CardIdentity("8988211000000000001"), usim=app)
+    card = VirtualUicc(CardIdentity("8988211000000000003"), usim=app)
     card.power_on()
     return card
 
@@ -83,7 +83,7 @@ def test_select_read_imsi_and_authenticate() -> None:
     assert resync_sqn(Milenage(K, OPC), bytes.fromhex(RAND), auts) == SQN
     # A card restarted from the same secure area remembers it too.
     restarted = VirtualUicc(
-        CardIdentity("8988211000000000001"), usim=UsimApp.from_secrets(UsimSecrets(secrets))
+        CardIdentity("8988211000000000003"), usim=UsimApp.from_secrets(UsimSecrets(secrets))
     )
     restarted.power_on()
     send(restarted, SELECT_USIM)
@@ -125,7 +125,7 @@ def test_authenticate_needs_the_usim() -> None:
     send(card, SELECT_USIM)
     send(card, "00A4000C023F00")  # back to the MF
     assert send(card, auth_3g(RAND, AUTN)) == "6985"
-    bare = VirtualUicc(CardIdentity("8988211000000000001"))
+    bare = VirtualUicc(CardIdentity("8988211000000000003"))
     bare.power_on()
     assert send(bare, SELECT_USIM) == "6a82"  # no subscription, no USIM
     assert send(bare, auth_3g(RAND, AUTN)) == "6985"

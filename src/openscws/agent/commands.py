@@ -77,6 +77,7 @@ from openscws.scws.model import (
     StoreTransaction,
     TransactionalStore,
 )
+from openscws.scws.paths import path_problem
 
 __all__ = [
     "ACP_KEY",
@@ -100,7 +101,6 @@ OMA-AD-Smartcard_Web_Server V1.2 §5.3.1.2)."""
 RESERVED_VALUE_PREFIX: Final = "scws."
 """Value keys the executor owns (written through their own commands only)."""
 
-MAX_PATH_BYTES: Final = 1024
 MAX_KEY_BYTES: Final = 256
 _TXID: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _REALM_NAME: Final = re.compile(r"[\x20-\x21\x23-\x5b\x5d-\x7e]{1,64}")
@@ -108,7 +108,6 @@ _REALM_NAME: Final = re.compile(r"[\x20-\x21\x23-\x5b\x5d-\x7e]{1,64}")
 _APP_ID: Final = re.compile(r"[0-9a-f]{64}|\*")
 _MEDIA_TYPE: Final = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+/[-!#$%&'*+.^_`|~0-9A-Za-z]+(;.*)?")
 _PRINTABLE: Final = re.compile(r"[\x20-\x7e]+")
-_BAD_PATH_CHARS: Final = frozenset("\\?#") | frozenset(map(chr, [*range(0x20), 0x7F]))
 _SCHEMES: Final = {"digest": "Digest", "basic": "Basic"}
 _TEXT: Final = (("Content-Type", "text/plain; charset=utf-8"),)
 _JSON: Final = "application/json"
@@ -138,22 +137,11 @@ def _decode_segment(text: str, what: str) -> str:
 
 
 def _check_path(path: str) -> str:
-    """`path` if absolute and normalised (a single trailing "/" allowed), else 400."""
-    if not path.startswith("/"):
-        raise _refuse(400, "path must be absolute")
-    if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
-        raise _refuse(400, f"path over {MAX_PATH_BYTES} bytes")
-    if not _BAD_PATH_CHARS.isdisjoint(path):
-        raise _refuse(400, "forbidden character in path")
-    segments = path[1:].split("/")
-    if segments[-1] == "":
-        segments.pop()
-    if any(s in ("", ".", "..") for s in segments):
-        raise _refuse(400, "path is not normalised")
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        raise _refuse(400, "path is not valid Unicode") from None
+    """`path` if a card resource path (openscws.scws.paths: absolute, normalised, a single
+    trailing "/" for a directory), else 400 with the reason."""
+    problem = path_problem(path)
+    if problem is not None:
+        raise _refuse(400, problem)
     return path
 
 

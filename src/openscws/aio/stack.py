@@ -22,6 +22,7 @@ from openscws.config import AdminSettings, Settings
 from openscws.errors import StoreError
 from openscws.scws.card import admin_agent, build_card, usim_app
 from openscws.store.cardimage import CardImage
+from openscws.store.running import RunningLock
 from openscws.terminal.engine import TerminalEngine
 from openscws.trace.tracer import ApduTracer
 
@@ -38,11 +39,22 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def open_image(settings: Settings, *, create: bool, demo: bool) -> CardImage:
-    """Opens the card image, creating it (and the demo site) on first use when `create`."""
+def open_image(
+    settings: Settings, *, create: bool, demo: bool, iccid: str | None = None
+) -> CardImage:
+    """Opens the card image, creating it (and the demo site) on first use when `create`.
+    `iccid`: the ICCID asked for (settings.card.iccid when the image is made); an existing
+    image with another one is an error, not silently kept."""
     root = settings.card.data_dir
     if (root / "card.json").exists():
-        return CardImage.open(root)
+        image = CardImage.open(root)
+        if iccid is not None and image.meta.iccid != iccid:
+            image.close()
+            raise StoreError(
+                f"the card image at {root} has ICCID {image.meta.iccid}, not {iccid} (an "
+                "image keeps its ICCID: give another --data-dir for a new card)"
+            )
+        return image
     if not create:
         raise StoreError(f"no card image at {root}; create one with `openscws init`")
     image = CardImage.create(root, iccid=settings.card.iccid, now=int(time.time()))
@@ -228,6 +240,8 @@ class Stack:
     admin: AdminStack | None = None
     tracer: ApduTracer | None = None
     extra: dict[str, object] = field(default_factory=dict)
+    running: RunningLock | None = None
+    """This process's hold on the card image (openscws.store.running)."""
 
     async def stop(self) -> None:
         try:
@@ -237,6 +251,8 @@ class Stack:
                 await self.admin.stop()
             if self.tracer is not None:
                 self.tracer.close()
+            if self.running is not None:
+                self.running.release()
 
 
 async def start_stack(
@@ -246,10 +262,28 @@ async def start_stack(
     admin: bool = True,
     api: bool = True,
     tracer: ApduTracer | None = None,
+    iccid: str | None = None,
 ) -> Stack:
     """Everything `openscws up` runs. With `admin`, the gateway's local SMS entry point must
-    be on (`gateway.sms_port`), and the card gets its agent."""
-    image = open_image(settings, create=True, demo=demo)
+    be on (`gateway.sms_port`), and the card gets its agent. The card image is held
+    (`RunningLock`) until `Stack.stop`: a second process on it gets ImageInUse."""
+    image = open_image(settings, create=True, demo=demo, iccid=iccid)
+    running = RunningLock.take(image.root)
+    try:
+        return await _start_stack(settings, image, running, admin, api, tracer)
+    except BaseException:
+        running.release()
+        raise
+
+
+async def _start_stack(
+    settings: Settings,
+    image: CardImage,
+    running: RunningLock,
+    admin: bool,
+    api: bool,
+    tracer: ApduTracer | None,
+) -> Stack:
     # The card's TLS first: on first use it provisions the key pair, CA and certificate.
     tls = card_tls(settings, image)
     admin_stack: AdminStack | None = None
@@ -278,7 +312,7 @@ async def start_stack(
             raise
     card = card_of(settings, image, agent=agent, tls=tls)
     gateway = gateway_for(settings, InProcessLink(card), tracer, sms=admin)
-    stack = Stack(settings, image, gateway, admin_stack, tracer)
+    stack = Stack(settings, image, gateway, admin_stack, tracer, running=running)
     try:
         await gateway.start()
         await gateway.wait_listening()

@@ -36,15 +36,54 @@ def answer(card: VirtualUicc, payload: bytes, now: float) -> bytes | None:
     return card.transmit(payload, now)
 
 
-async def serve_card(card: VirtualUicc, host: str, port: int, *, retry: float = 1.0) -> None:
-    """Connects to the reader and serves it, reconnecting while the reader restarts."""
+class Backoff:
+    """Delays between attempts: `first`, doubling up to `most`; `reset` after a success."""
+
+    def __init__(self, first: float, most: float) -> None:
+        if not 0 < first <= most:
+            raise ValueError("backoff wants 0 < first <= most")
+        self.first = first
+        self.most = most
+        self._next = first
+
+    def next(self) -> float:
+        delay = self._next
+        self._next = min(self._next * 2, self.most)
+        return delay
+
+    def reset(self) -> None:
+        self._next = self.first
+
+
+async def serve_card(
+    card: VirtualUicc, host: str, port: int, *, retry: float = 0.5, max_retry: float = 2.0
+) -> None:
+    """Connects to the reader and serves it, reconnecting while the reader restarts. While
+    no reader answers it says so once, then waits longer between tries (`retry` doubling up to
+    `max_retry` seconds), each further try logged at debug level only."""
+    backoff = Backoff(retry, max(retry, max_retry))
+    waiting = False
     while True:
         try:
             reader, writer = await asyncio.open_connection(host, port)
         except OSError as e:
-            log.info("no vpcd reader at %s:%d (%s); retrying", host, port, e.strerror or e)
-            await asyncio.sleep(retry)
+            delay = backoff.next()
+            if not waiting:
+                log.info(
+                    "waiting for a vpcd reader at %s:%d (%s): `openscws gateway`, or pcscd "
+                    "with vsmartcard's vpcd driver; trying again every %g s, then less often",
+                    host,
+                    port,
+                    e.strerror or e,
+                    delay,
+                )
+                waiting = True
+            else:
+                log.debug("still no vpcd reader at %s:%d; next try in %g s", host, port, delay)
+            await asyncio.sleep(delay)
             continue
+        waiting = False
+        backoff.reset()
         log.info("card inserted into vpcd reader %s:%d", host, port)
         deframer = Deframer()
         quick_ack = _quick_ack(writer)

@@ -32,6 +32,7 @@ from openscws.amdb.wire import (
     is_request_target,
 )
 from openscws.errors import AdminProtocolError
+from openscws.scws.paths import AMDB_MAX_COMMAND, AMDB_MAX_HEAD
 
 __all__ = ["AdminSession", "CommandExecutor", "Outcome", "SessionParams"]
 
@@ -82,9 +83,9 @@ class SessionParams:
     """Send X-Admin-Resume: true on the first POST (a retry after a broken session)."""
     response_timeout: float = 30.0
     """Seconds the server may stay silent while an answer is due."""
-    max_body: int = 64 * 1024
+    max_body: int = AMDB_MAX_COMMAND
     """Largest command (the embedded request, head and body) held in RAM."""
-    max_header: int = 8192
+    max_header: int = AMDB_MAX_HEAD
     """Largest head, of the server's answers and of an embedded request."""
 
     def __post_init__(self) -> None:

@@ -38,10 +38,12 @@ class CardLimits:
         for name in ("max_request_target", "max_header_bytes", "max_body", "ram_budget"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
-        if self.max_pipeline_bytes < 0 or self.retry_after < 0:
-            raise ValueError("max_pipeline_bytes and retry_after must not be negative")
-        if self.idle_timeout <= 0 or self.request_timeout <= 0:
-            raise ValueError("timeouts must be positive")
+        for name in ("max_pipeline_bytes", "retry_after"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
+        for name in ("idle_timeout", "request_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
 
 
 class RamBudget:

@@ -33,6 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import openscws
 from openscws.agent.credentials import ADMIN_TAR
+from openscws.ids import default_agent_id, default_psk_identity
 from openscws.ras.api_docs import add_offline_docs
 from openscws.ras.api_models import (
     CampaignCreate,
@@ -53,8 +54,9 @@ from openscws.ras.api_models import (
     card_created,
     card_detail,
 )
-from openscws.ras.service import Conflict, NotFound, RasError, RasService
+from openscws.ras.service import Conflict, NotFound, RasError, RasService, TooLarge
 from openscws.ras.vault import VaultError
+from openscws.scws.paths import MAX_ADMIN_RESOURCE
 
 __all__ = ["API_PREFIX", "CONSOLE_DIR", "MAX_CONTENT_BYTES", "PROBLEM_JSON", "create_app"]
 
@@ -63,7 +65,8 @@ log = logging.getLogger(__name__)
 API_PREFIX: Final = "/api/v1"
 CONSOLE_DIR: Final = Path(__file__).parent / "console"
 PROBLEM_JSON: Final = "application/problem+json"
-MAX_CONTENT_BYTES: Final = 4 * 1024 * 1024
+MAX_CONTENT_BYTES: Final = MAX_ADMIN_RESOURCE
+"""What one GP Amendment B command carries to a card: the repository takes no more."""
 """Largest body a content upload may have (a card's whole web space is smaller)."""
 _TITLE: Final = "openscws remote administration"
 # Key sizes by the algorithm nibble of a KIc / KID byte (TS 102 225 §5.1.2-3): DES, 3DES with
@@ -210,6 +213,8 @@ def _error_handlers(app: FastAPI) -> None:
             return _problem_response(404, str(exc))
         if isinstance(exc, Conflict):
             return _problem_response(409, str(exc))
+        if isinstance(exc, TooLarge):
+            return _problem_response(413, str(exc))
         if isinstance(exc, VaultError):
             log.error("vault: %s", exc)
             return _problem_response(500, "the server cannot open its stored card keys")
@@ -275,9 +280,9 @@ def _card_routes(app: FastAPI, service: RasService) -> None:
         card = service.add_card(
             body.iccid,
             body.msisdn,
-            psk_identity=body.psk_identity or f"scws-{body.iccid}",
+            psk_identity=body.psk_identity or default_psk_identity(body.iccid),
             psk_key=psk,
-            agent_id=body.agent_id or f"//se-id/iccid/{body.iccid}",
+            agent_id=body.agent_id or default_agent_id(body.iccid),
             ota_tar=ADMIN_TAR if body.ota_tar is None else bytes.fromhex(body.ota_tar),
             kic_key=kic_key,
             kid_key=kid_key,

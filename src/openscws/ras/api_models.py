@@ -93,7 +93,7 @@ class CardCreate(_In):
     """A card to register. Keys left out are generated (16 random bytes: AES-128 for the
     default KIc/KID 0x12) and returned once in the 201 response."""
 
-    iccid: str = Field(pattern=r"^[0-9]{19,20}$", examples=["8988211000000000001"])
+    iccid: str = Field(pattern=r"^[0-9]{19,20}$", examples=["8988211000000000003"])
     msisdn: str | None = Field(default=None, pattern=r"^\+?[0-9]{3,20}$")
     psk_identity: str | None = Field(
         default=None, max_length=128, description='Default "scws-<iccid>"'

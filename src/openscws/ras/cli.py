@@ -3,8 +3,10 @@ session logs). `register` adds the parsers; `run` carries out a parsed command. 
 (SQLAlchemy, Alembic) wait until a command runs, so other `openscws` commands start fast.
 
 Where the state lives: --data-dir (default admin.data_dir, i.e. $XDG_DATA_HOME/openscws/ras)
-holds master.key and, by default, ras.db; the database URL is --db, else $OPENSCWS_RAS_DB,
-else admin.db from --config, else SQLite in the data dir."""
+holds master.key and, by default, ras.db; the database URL is admin.db, read like every
+setting (openscws.config.resolve): the file (--config), then the environment
+($OPENSCWS_ADMIN_DB, or its other name $OPENSCWS_RAS_DB), then --db; else SQLite in the data
+dir. Errors go to the `openscws` command's one error boundary (openscws.cli.main)."""
 
 from __future__ import annotations
 
@@ -18,16 +20,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from openscws.config import Settings, load
-from openscws.errors import ConfigError
+from openscws.config import ENV_ALIASES, Settings
+from openscws.errors import ConfigError, NotFoundError
+from openscws.ids import check_iccid, default_agent_id, default_psk_identity
 from openscws.listing import print_listing
+from openscws.scws.paths import MAX_ADMIN_RESOURCE
 
 if TYPE_CHECKING:
     from openscws.ras.service import RasService
 
 __all__ = ["DB_ENV", "register", "run"]
 
-DB_ENV: Final = "OPENSCWS_RAS_DB"
+DB_ENV: Final = next(name for name, where in ENV_ALIASES.items() if where == ("admin", "db"))
 
 _DESCRIPTION = """\
 The operator's SCWS remote administration server: the cards it manages, the versioned content
@@ -53,11 +57,9 @@ def _byte(text: str) -> int:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-c", "--config", type=Path, help="TOML settings file ([admin] section)")
-    p.add_argument(
-        "-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)"
-    )
-    p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    from openscws.cli import common_options
+
+    common_options(p)
     p.add_argument(
         "--data-dir",
         dest="admin_data_dir",
@@ -69,8 +71,8 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--db",
         dest="admin_db",
         metavar="URL",
-        help=f"database URL, e.g. postgresql+psycopg://ras@host/ras (default: ${DB_ENV}, "
-        "admin.db, else SQLite in the data dir)",
+        help="database URL, e.g. postgresql+psycopg://ras@host/ras (default: admin.db, "
+        f"${DB_ENV}, else SQLite in the data dir)",
     )
 
 
@@ -102,13 +104,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "given, and are printed once: load them into the card's security domain. They are "
         "stored encrypted under the master key.",
     )
-    add.add_argument("card_iccid", metavar="ICCID", help="the card's ICCID (19-20 digits)")
+    add.add_argument(
+        "card_iccid",
+        metavar="ICCID",
+        help="the card's ICCID (19-20 digits, the last the E.118 Luhn check digit)",
+    )
     add.add_argument("--msisdn", help="number the trigger SMS goes to, e.g. +15550100001")
-    add.add_argument("--psk-identity", help="PSK-TLS identity (default: the ICCID)")
+    add.add_argument("--psk-identity", help="PSK-TLS identity (default: scws-<ICCID>)")
     add.add_argument(
         "--psk-key", type=_hex, metavar="HEX", help="PSK in hex, 16-64 bytes (default: random)"
     )
-    add.add_argument("--agent-id", help="admin agent id, X-Admin-From (default: the ICCID)")
+    add.add_argument(
+        "--agent-id", help="admin agent id, X-Admin-From (default: //se-id/iccid/<ICCID>)"
+    )
     add.add_argument(
         "--tar",
         type=_hex,
@@ -139,8 +147,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=0,
         help="last OTA counter the card accepted (default 0)",
     )
-    ls = cards.add_parser("ls", help="list cards (never their keys)")
-    show = cards.add_parser("show", help="a card's settings and its recent jobs")
+    ls = cards.add_parser(
+        "ls", help="list cards (never their keys)", description="List the registered cards."
+    )
+    show = cards.add_parser(
+        "show",
+        help="a card's settings and its recent jobs",
+        description="Show a card's settings (never its keys) and its ten newest jobs.",
+    )
     show.add_argument("card_iccid", metavar="ICCID", help="the card's ICCID")
     rm = cards.add_parser("rm", help="remove a card, its jobs and its session logs")
     rm.add_argument("card_iccid", metavar="ICCID", help="the card's ICCID")
@@ -151,11 +165,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     put = contents.add_parser(
         "put",
         help="store a file as the next version of a path",
-        description="Store FILE as the next version of PATH. Nothing changes when the "
-        "latest version already has the same bytes and headers.",
+        description="Store FILE as the next version of PATH (the same order as `openscws "
+        "content put SOURCE PATH`). Nothing changes when the latest version already has the "
+        "same bytes and headers. PATH follows the cards' rules (no '\\', no directory "
+        f"ending in '/'), and FILE may be at most {MAX_ADMIN_RESOURCE} bytes, what one GP "
+        "Amendment B command carries to a card. The old order PATH FILE still works, with a "
+        "warning.",
     )
-    put.add_argument("content_path", metavar="PATH", help="URL path on the cards, e.g. /a.html")
     put.add_argument("file", type=Path, help="local file")
+    put.add_argument("content_path", metavar="PATH", help="URL path on the cards, e.g. /a.html")
     put.add_argument("--type", dest="content_type", help="Content-Type (default: from FILE)")
     put.add_argument("--encoding", help="Content-Encoding, e.g. gzip")
     put.add_argument("--language", help="Content-Language, e.g. en")
@@ -167,7 +185,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "rm", help="delete a path (a tombstone version: campaigns delete it on cards)"
     )
     c_rm.add_argument("content_path", metavar="PATH", help="URL path")
-    leaves += [put, c_ls, history, c_rm]
+    purge = contents.add_parser(
+        "purge",
+        help="erase every version of a path, even one the cards' rules refuse",
+        description="Erase PATH and all its versions from the repository, with no tombstone: "
+        "for an entry the cards cannot take (a path or size they refuse), which a tombstone "
+        "would not fix. Cards that got an earlier version keep it (`content rm` first if they "
+        "should delete it); jobs still pinned to a purged version fail.",
+    )
+    purge.add_argument("content_path", metavar="PATH", help="the repository path, as listed")
+    leaves += [put, c_ls, history, c_rm, purge]
 
     campaign = groups.add_parser("campaign", help="campaigns: push content to cards")
     campaigns = campaign.add_subparsers(dest="admin_action", required=True, metavar="ACTION")
@@ -259,40 +286,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         _common(leaf)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Carries out a parsed `openscws admin ...` command; returns the exit status."""
-    from sqlalchemy.exc import DBAPIError
-
-    from openscws.ras.db import RasError
-
-    try:
-        return _dispatch(args)
-    except (RasError, ConfigError) as exc:
-        print(f"openscws: {exc}", file=sys.stderr)
-        return 2
-    except DBAPIError as exc:
-        # The driver's own message only: the statement and its parameters stay out.
-        print(f"openscws: database error: {exc.orig}", file=sys.stderr)
-        return 2
-
-
-def _locate(args: argparse.Namespace) -> tuple[Path, str]:
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Carries out a parsed `openscws admin ...` command with `settings` (the file, the
+    environment and the options, as every command reads them); returns the exit status.
+    Errors (RasError, ConfigError, the database's) go up to the CLI's error boundary."""
     from openscws.ras.db import default_url
 
-    admin = load(args.config).admin
-    data_dir: Path = args.admin_data_dir or admin.data_dir
-    url = args.admin_db or os.environ.get(DB_ENV) or admin.db or default_url(data_dir)
-    return data_dir, url
+    data_dir = settings.admin.data_dir
+    url = settings.admin.db or default_url(data_dir)
+    return _dispatch(args, settings, data_dir, url)
 
 
-def _dispatch(args: argparse.Namespace) -> int:
+def _dispatch(args: argparse.Namespace, settings: Settings, data_dir: Path, url: str) -> int:
     from openscws.ras.db import RasDatabase
     from openscws.ras.service import RasService
     from openscws.ras.vault import Vault
 
-    data_dir, url = _locate(args)
     if args.admin_command == "serve":
-        return _serve(args, data_dir, url)
+        return _serve(args, settings, data_dir, url)
     if args.admin_command == "init":
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         vault = Vault.create(data_dir)
@@ -320,14 +331,15 @@ def _dispatch(args: argparse.Namespace) -> int:
             case "logs":
                 return _logs(args, ras)
             case "enrol":
-                return _enrol(args, ras)
+                return _enrol(args, ras, _admin_settings(args, settings, data_dir, url))
     finally:
         db.dispose()
     return 2
 
 
-def _admin_settings(args: argparse.Namespace, data_dir: Path, url: str) -> Settings:
-    settings = load(args.config)
+def _admin_settings(
+    args: argparse.Namespace, settings: Settings, data_dir: Path, url: str
+) -> Settings:
     admin = replace(settings.admin, data_dir=data_dir, db=url)
     if getattr(args, "port", None) is not None:
         admin = replace(admin, port=args.port)
@@ -338,13 +350,13 @@ def _admin_settings(args: argparse.Namespace, data_dir: Path, url: str) -> Setti
     return replace(settings, admin=admin)
 
 
-def _serve(args: argparse.Namespace, data_dir: Path, url: str) -> int:
+def _serve(args: argparse.Namespace, settings: Settings, data_dir: Path, url: str) -> int:
     import asyncio
     import signal
 
     from openscws.aio.stack import start_admin
 
-    settings = _admin_settings(args, data_dir, url)
+    settings = _admin_settings(args, settings, data_dir, url)
 
     async def main() -> None:
         stack = await start_admin(settings, api=not args.no_api)
@@ -365,26 +377,53 @@ def _serve(args: argparse.Namespace, data_dir: Path, url: str) -> int:
     return 0
 
 
-def _enrol(args: argparse.Namespace, ras: RasService) -> int:
+def _enrol(args: argparse.Namespace, ras: RasService, settings: Settings) -> int:
     from openscws.ras.provision import AdminEndpoint, ensure_card_admin
     from openscws.store.cardimage import CardImage
 
-    settings = load(args.config)
     a = settings.admin
     image = CardImage.open(args.card_dir)
+    iccid = image.meta.iccid
+    msisdn = args.msisdn or _free_msisdn(ras, iccid, settings.card.msisdn)
+    taken = [c.iccid for c in ras.list_cards() if c.msisdn == msisdn and c.iccid != iccid]
+    if taken:
+        image.close()
+        raise ConfigError(
+            f"MSISDN {msisdn} already belongs to card {taken[0]}: give this card its own (--msisdn)"
+        )
     try:
         made = ensure_card_admin(
             ras,
             image,
-            iccid=image.meta.iccid,
-            msisdn=args.msisdn or settings.card.msisdn,
-            endpoint=AdminEndpoint(a.host, args.port or a.port, "localhost", a.uri),
+            iccid=iccid,
+            msisdn=msisdn,
+            endpoint=AdminEndpoint(a.host, a.port, "localhost", a.uri),
         )
     finally:
         image.close()
     what = "enrolled with new keys" if made else "already enrolled"
-    print(f"card {image.meta.iccid}: {what}")
+    print(f"card {iccid}: {what} (MSISDN {msisdn})")
     return 0
+
+
+def _free_msisdn(ras: RasService, iccid: str, configured: str) -> str:
+    """The card's MSISDN when none is given: its own if enrolled, card.msisdn if no other
+    card has it, else card.msisdn's digits with the ICCID's last digits before the check
+    digit (distinct for each card of one issuer's range)."""
+    known = ras.card(iccid)
+    if known is not None and known.msisdn:
+        return known.msisdn
+    used = {c.msisdn for c in ras.list_cards() if c.iccid != iccid}
+    if configured not in used:
+        return configured
+    plus = "+" if configured.startswith("+") else ""
+    digits = configured.lstrip("+")
+    for width in range(6, 13):
+        serial = iccid[-1 - width : -1]
+        candidate = plus + digits[: max(3, len(digits) - width)] + serial
+        if candidate not in used:
+            return candidate
+    raise ConfigError(f"no free MSISDN derived from {configured}: give one (--msisdn)")
 
 
 def _when(moment: datetime | None) -> str:
@@ -399,7 +438,7 @@ def _key_length(ref: int) -> int:
 def _card(args: argparse.Namespace, ras: RasService) -> int:
     match args.admin_action:
         case "add":
-            iccid: str = args.card_iccid
+            iccid = check_iccid(args.card_iccid)
             given: dict[str, bytes | None] = {
                 "psk": args.psk_key,
                 "kic": args.kic,
@@ -413,9 +452,9 @@ def _card(args: argparse.Namespace, ras: RasService) -> int:
             info = ras.add_card(
                 iccid,
                 args.msisdn,
-                psk_identity=args.psk_identity or iccid,
+                psk_identity=args.psk_identity or default_psk_identity(iccid),
                 psk_key=keys["psk"],
-                agent_id=args.agent_id or iccid,
+                agent_id=args.agent_id or default_agent_id(iccid),
                 ota_tar=args.tar,
                 kic_key=keys["kic"],
                 kid_key=keys["kid"],
@@ -448,8 +487,7 @@ def _card(args: argparse.Namespace, ras: RasService) -> int:
         case "show":
             found = ras.card(args.card_iccid)
             if found is None:
-                print(f"openscws: no card {args.card_iccid}", file=sys.stderr)
-                return 1
+                raise NotFoundError(f"no card {args.card_iccid}")
             print(f"ICCID         {found.iccid}")
             print(f"MSISDN        {found.msisdn or '-'}")
             print(f"agent id      {found.agent_id}")
@@ -470,8 +508,7 @@ def _card(args: argparse.Namespace, ras: RasService) -> int:
             )
         case "rm":
             if not ras.remove_card(args.card_iccid):
-                print(f"openscws: no card {args.card_iccid}", file=sys.stderr)
-                return 1
+                raise NotFoundError(f"no card {args.card_iccid}")
             print(f"removed card {args.card_iccid}")
     return 0
 
@@ -479,12 +516,15 @@ def _card(args: argparse.Namespace, ras: RasService) -> int:
 def _content(args: argparse.Namespace, ras: RasService) -> int:
     match args.admin_action:
         case "put":
-            path: Path = args.file
+            path, repo_path = _put_order(args.file, args.content_path)
+            if path.is_dir():
+                raise ConfigError(f"{path} is a directory: the repository takes one file a path")
             try:
                 body = path.read_bytes()
             except OSError as exc:
                 raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
             guessed, _ = mimetypes.guess_type(path.name)
+            args.content_path = repo_path
             before = ras.content_history(args.content_path)
             info = ras.put_content(
                 args.content_path,
@@ -514,18 +554,34 @@ def _content(args: argparse.Namespace, ras: RasService) -> int:
         case "history":
             versions = ras.content_history(args.content_path)
             if not versions:
-                print(f"openscws: {args.content_path} is not in the repository", file=sys.stderr)
-                return 1
+                raise NotFoundError(f"{args.content_path} is not in the repository")
             for c in versions:
                 what = "deleted" if c.deleted else f"{c.size} B {c.content_type}"
                 print(f"v{c.version:<4} {_when(c.created_at)}  {c.sha256[:12]}  {what}")
         case "rm":
             gone = ras.delete_content(args.content_path)
             if gone is None:
-                print(f"openscws: no current {args.content_path} to delete", file=sys.stderr)
-                return 1
+                raise NotFoundError(f"no current {args.content_path} to delete")
             print(f"deleted {gone.path} (tombstone v{gone.version})")
+        case "purge":
+            n = ras.purge_content(args.content_path)
+            if not n:
+                raise NotFoundError(f"{args.content_path} is not in the repository")
+            print(f"purged {args.content_path} ({n} version(s))")
     return 0
+
+
+def _put_order(file: Path, path: str) -> tuple[Path, str]:
+    """(FILE, PATH) of `admin content put FILE PATH`; the old order PATH FILE (a repository
+    path first, then an existing file) still works, with a deprecation warning."""
+    if str(file).startswith("/") and not file.exists() and Path(path).exists():
+        print(
+            "openscws: warning: `admin content put PATH FILE` is deprecated: write FILE PATH, "
+            "as `openscws content put SOURCE PATH`",
+            file=sys.stderr,
+        )
+        return Path(path), str(file)
+    return file, path
 
 
 def _ops(ops: Any) -> str:
@@ -613,8 +669,7 @@ def _follow(
 
 def _logs(args: argparse.Namespace, ras: RasService) -> int:
     if ras.card(args.card_iccid) is None:
-        print(f"openscws: no card {args.card_iccid}", file=sys.stderr)
-        return 1
+        raise NotFoundError(f"no card {args.card_iccid}")
     print_listing(
         f"{_when(entry.started_at)} .. {_when(entry.ended_at)}  {entry.outcome:<8} "
         f"job {entry.job_id or '-'}" + "".join(f"\n    {line}" for line in entry.detail)

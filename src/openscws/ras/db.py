@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import ArgumentError, DisconnectionError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
 
-from openscws.errors import OpenScwsError
+from openscws.errors import NotFoundError, OpenScwsError
 
 __all__ = ["Conflict", "NotFound", "RasDatabase", "RasError", "default_url"]
 
@@ -44,8 +44,12 @@ class RasError(OpenScwsError):
     """A RAS request that cannot be carried out (bad input, or a state that forbids it)."""
 
 
-class NotFound(RasError):
+class NotFound(RasError, NotFoundError):
     """No such card, content version, campaign or job."""
+
+
+class TooLarge(RasError):
+    """A body over what a card accepts (openscws.scws.paths.MAX_ADMIN_RESOURCE)."""
 
 
 class Conflict(RasError):

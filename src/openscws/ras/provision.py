@@ -12,6 +12,7 @@ import secrets
 from dataclasses import dataclass, replace
 
 from openscws.agent.credentials import ADMIN_TAR, AgentCredentials, AgentSecrets
+from openscws.ids import default_agent_id, default_psk_identity
 from openscws.ras.service import RasService
 from openscws.uicc.keystore import SecretStore
 
@@ -55,8 +56,8 @@ def ensure_card_admin(
         log.info("card %s: keys out of step with the admin server, making new ones", iccid)
         service.remove_card(iccid)
     psk, kic, kid = (secrets.token_bytes(16) for _ in range(3))
-    identity = f"scws-{iccid}"
-    agent_id = f"//se-id/iccid/{iccid}"
+    identity = default_psk_identity(iccid)
+    agent_id = default_agent_id(iccid)
     agent.set_credentials(
         AgentCredentials(
             agent_id=agent_id,

@@ -43,8 +43,9 @@ from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
+from openscws.ids import iccid_problem
 from openscws.ota import COUNTER_MAX, KeyRef
-from openscws.ras.db import Conflict, NotFound, RasDatabase, RasError
+from openscws.ras.db import Conflict, NotFound, RasDatabase, RasError, TooLarge
 from openscws.ras.models import (
     ACTIVE_STATES,
     FINAL_STATES,
@@ -59,6 +60,7 @@ from openscws.ras.models import (
 )
 from openscws.ras.trigger import CardOtaKeys, build_trigger, validate_ota_keys
 from openscws.ras.vault import Vault, VaultError
+from openscws.scws.paths import ADMIN_RESERVED_PREFIX, MAX_ADMIN_RESOURCE, admin_path_problem
 
 __all__ = [
     "CampaignCard",
@@ -77,6 +79,7 @@ __all__ = [
     "RasService",
     "SessionLogInfo",
     "SessionWork",
+    "TooLarge",
     "TriggerWork",
 ]
 
@@ -88,12 +91,10 @@ _ICCID = re.compile(r"[0-9]{19,20}")
 _MSISDN = re.compile(r"\+?[0-9]{3,20}")
 # Printable ASCII without space: paths and header values go into embedded HTTP requests, so
 # nothing may break a request line or a header.
-_PATH = re.compile(r"/[\x21-\x7e]*")
 _TOKEN = re.compile(r"[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?")
 DB_INT_MAX: Final = 2**63 - 1
 """Ids and versions beyond a 64-bit integer cannot be stored, so are never found."""
-RESERVED_PREFIX: Final = "/.scws/"
-"""The card's own admin endpoints (transactions, commit): never repository content."""
+RESERVED_PREFIX: Final = ADMIN_RESERVED_PREFIX
 
 
 # -- results ---------------------------------------------------------------------------------
@@ -491,6 +492,11 @@ class RasService:
         """Stores `body` as the next version of `path`; returns the latest version unchanged
         when it already holds the same bytes and headers."""
         _check_path(path)
+        if len(body) > MAX_ADMIN_RESOURCE:
+            raise TooLarge(
+                f"{path}: {len(body)} bytes is over the {MAX_ADMIN_RESOURCE} bytes one "
+                "administration command carries to a card"
+            )
         _check_text("Content-Type", content_type, 255)
         for name, value, limit in (
             ("Content-Encoding", encoding, 64),
@@ -554,6 +560,20 @@ class RasService:
             return _content_info(row, 0)
 
         return self._versioned_write(attempt)
+
+    def purge_content(self, path: str) -> int:
+        """Erases every version of `path`, with no tombstone; returns how many. For an entry
+        the cards cannot take (stored before the repository checked the cards' rules): its
+        path is taken as listed, unchecked. Jobs still pinned to a purged version fail."""
+        if not path:
+            raise RasError("a path to purge is not empty")
+        with self._db.write() as s:
+            result = s.execute(delete(ContentVersion).where(ContentVersion.path == path))
+            count = int(getattr(result, "rowcount", 0) or 0)
+        with self._content_lock:
+            for key in [k for k in self._content_cache if k[0] == path]:
+                self._content_bytes -= len(self._content_cache.pop(key).body)
+        return count
 
     def _versioned_write[T](self, attempt: Callable[[Session], T]) -> T:
         # Two writers of one path pick the same next version; the unique (path, version)
@@ -1100,8 +1120,11 @@ def _check_outcome(outcome: str) -> None:
 
 
 def _check_iccid(iccid: str) -> None:
+    problem = iccid_problem(iccid) if _ICCID.fullmatch(iccid) else None
     if not _ICCID.fullmatch(iccid):
         raise RasError(f"an ICCID has 19 or 20 decimal digits, not {iccid!r}")
+    if problem is not None:
+        raise RasError(problem)
 
 
 def _check_text(what: str, value: str, limit: int) -> None:
@@ -1112,13 +1135,10 @@ def _check_text(what: str, value: str, limit: int) -> None:
 
 
 def _check_path(path: str) -> None:
-    if not _PATH.fullmatch(path) or len(path) > 1024:
-        raise RasError(f"a path is '/' then printable ASCII without spaces: {path!r}")
-    if any(c in path for c in "?#") or path.startswith(RESERVED_PREFIX):
-        raise RasError(f"{path!r}: no query, fragment or /.scws/ paths")
-    segments = path.split("/")[1:]
-    if any(seg in (".", "..") for seg in segments) or "" in segments[:-1]:
-        raise RasError(f"{path!r}: no empty, '.' or '..' segments")
+    """The card's path rules and the repository's own (openscws.scws.paths)."""
+    problem = admin_path_problem(path)
+    if problem is not None:
+        raise RasError(problem)
 
 
 def _tar(value: bytes) -> bytes:

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any, Final, Self
 from openscws.errors import StoreError
 from openscws.http.cache import normalize_cache_control
 from openscws.scws.model import Realm, Resource
+from openscws.scws.paths import MAX_PATH_BYTES, validate_path
 from openscws.store.atomic import TMP_PREFIX
 from openscws.store.atomic import StatKey as _StatKey
 from openscws.store.atomic import atomic_write as _atomic_write
@@ -71,7 +72,6 @@ __all__ = [
 ]
 
 FORMAT_VERSION: Final = 1
-MAX_PATH_BYTES: Final = 1024
 MAX_KEY_BYTES: Final = 256
 MAX_HEADER_BYTES: Final = 64 * 1024
 
@@ -90,38 +90,9 @@ COMMITTED_FILE: Final = "committed.json"
 _SECRET_NAME_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
 MAX_SECRET_BYTES: Final = 1024 * 1024
 _LEN: Final = struct.Struct(">I")
-_FORBIDDEN_PATH_CHARS: Final = frozenset("\\?#") | frozenset(map(chr, [*range(0x20), 0x7F]))
 
 
 # --- validation ---------------------------------------------------------------------------
-
-
-def validate_path(path: object) -> str:
-    """Return `path` if it is an absolute, normalised URL path, else raise StoreError.
-
-    Accepted: starts with "/", at most 1024 UTF-8 bytes, no empty, "." or ".." segment (a
-    single trailing "/" is allowed, as in "/" or "/app/"), no NUL or other control character,
-    no backslash, no "?" or "#"."""
-    if not isinstance(path, str):
-        raise StoreError(f"resource path must be a string, not {type(path).__name__}")
-    if not path.startswith("/"):
-        raise StoreError(f"resource path must be absolute: {path!r}")
-    try:
-        size = len(path.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise StoreError(f"resource path is not valid Unicode: {path!r}") from None
-    if size > MAX_PATH_BYTES:
-        raise StoreError(f"resource path longer than {MAX_PATH_BYTES} bytes: {path[:40]!r}...")
-    bad = _FORBIDDEN_PATH_CHARS.intersection(path)
-    if bad:
-        raise StoreError(f"resource path {path!r} contains forbidden characters {sorted(bad)!r}")
-    segments = path[1:].split("/")
-    if segments[-1] == "":
-        segments.pop()  # "/" or a trailing slash
-    for segment in segments:
-        if segment in ("", ".", ".."):
-            raise StoreError(f"resource path is not normalised: {path!r}")
-    return path
 
 
 def _validate_key(key: object) -> str:

@@ -1,6 +1,18 @@
 """What the ``openscws content put|get|ls|rm`` commands do, as functions returning data.
 
-The CLI parses arguments, calls these and prints; nothing here prints or reads argv."""
+The CLI parses arguments, calls these and prints; nothing here prints or reads argv.
+
+Where `put` stores a SOURCE (the rules of openscws.scws.paths: a trailing "/" names a
+directory, never a resource):
+
+- a file, no PATH: ``/<file name>``; PATH ending in "/" (a directory, "/" too): the file
+  keeps its name inside it (``put page.html /`` stores /page.html); another PATH: exactly
+  there.
+- a folder: its files under PATH, which names a directory so must end in "/" (``put site
+  /x.html`` is refused: write ``/x.html/`` if that is meant); no PATH: "/". With `delete`,
+  resources under PATH that the folder no longer has are removed (a mirror).
+- a resource a put would hide is named in `PutResult.warnings`: a stored ``<dir>/index.html``
+  while a resource named ``<dir>/`` exists (the SCWS answers ``<dir>/`` with that one)."""
 
 from __future__ import annotations
 
@@ -10,17 +22,19 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Final
 
-from openscws.errors import StoreError
+from openscws.errors import NotFoundError, StoreError
 from openscws.http.cache import SITE_CACHE_CONTROL_KEY, normalize_cache_control
 from openscws.scws.model import Resource, ResourceStore
-from openscws.store.cardimage import validate_path
+from openscws.scws.paths import is_directory, validate_path
 
 __all__ = [
+    "PutResult",
     "ResourceRow",
     "get_resource",
     "guess_content_type",
     "install_tree",
     "list_resources",
+    "put",
     "put_file",
     "remove",
     "set_site_cache_control",
@@ -136,8 +150,12 @@ def get_resource(image: ResourceStore, url_path: str) -> Resource:
     validate_path(url_path)
     resource = image.get(url_path)
     if resource is None:
-        raise StoreError(f"no resource at {url_path}")
+        raise MissingResource(f"no resource at {url_path}")
     return resource
+
+
+class MissingResource(StoreError, NotFoundError):
+    """No resource at the path asked for."""
 
 
 def list_resources(image: ResourceStore, prefix: str = "/") -> list[ResourceRow]:
@@ -206,3 +224,82 @@ def install_tree(
         put_file(image, local, url, realm=realm, cache_control=policy, now=now)
         for local, url in plan
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class PutResult:
+    """What `put` did: the resources stored, the paths removed (`delete`), and warnings."""
+
+    stored: list[Resource]
+    removed: list[str]
+    warnings: list[str]
+
+
+def put(
+    image: ResourceStore,
+    source: Path,
+    path: str | None = None,
+    *,
+    content_type: str | None = None,
+    realm: str | None = None,
+    cache_control: str | None = None,
+    delete: bool = False,
+    now: int,
+) -> PutResult:
+    """Stores the file or folder `source` at `path` by the module's rules."""
+    source = Path(source)
+    if path is not None:
+        validate_path(path)
+    if source.is_dir():
+        if content_type is not None:
+            raise StoreError("--type names one file's type; a folder's files get theirs by name")
+        folder = "/" if path is None else path
+        if not is_directory(folder):
+            raise StoreError(
+                f"{source} is a folder, so PATH names a directory and must end with '/' "
+                f"(refused: {path}; did you mean {path}/ ?)"
+            )
+        stored = install_tree(
+            image, source, folder, realm=realm, cache_control=cache_control, now=now
+        )
+        removed: list[str] = []
+        if delete:
+            kept = {r.path for r in stored}
+            gone = [p for p in image.paths() if p.startswith(folder) and p not in kept]
+            removed = [p for p in gone if image.delete(p)]
+        return PutResult(stored, removed, _hidden(image, stored))
+    if delete:
+        raise StoreError("--delete mirrors a folder's deletions; SOURCE is a single file")
+    if not source.exists():
+        raise StoreError(f"cannot read {source}: no such file or directory")
+    if path is None:
+        url = "/" + source.name
+    elif is_directory(path):
+        url = path + source.name
+    else:
+        url = path
+    stored = [
+        put_file(
+            image,
+            source,
+            url,
+            content_type=content_type,
+            realm=realm,
+            cache_control=cache_control,
+            now=now,
+        )
+    ]
+    return PutResult(stored, [], _hidden(image, stored))
+
+
+def _hidden(image: ResourceStore, stored: list[Resource]) -> list[str]:
+    out = []
+    for r in stored:
+        if r.path.endswith("/index.html"):
+            folder = r.path.removesuffix("index.html")
+            if image.get(folder) is not None:
+                out.append(
+                    f"the resource named {folder} hides {r.path}: the card answers {folder} "
+                    f"with it (`openscws content rm {folder}` to serve the index)"
+                )
+    return out
