@@ -22,6 +22,7 @@ from openscws.aio.gateway import GatewayError
 from openscws.aio.links import CardLink, accept_vpcd_card
 from openscws.aio.stack import card_of, card_tls, gateway_for, open_image, start_stack
 from openscws.aio.vicc import serve_card
+from openscws.bsf import cli as bsf_cli
 from openscws.config import Settings, load, to_toml
 from openscws.errors import ConfigError, KeyUseDenied, ListenError, StoreError
 from openscws.pki.keys import KeyType
@@ -322,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     cfg = sub.add_parser("config", help="print the effective settings as TOML")
     _common(cfg)
     admin_cli.register(sub)
+    bsf_cli.register(sub)
     return parser
 
 
@@ -781,6 +783,8 @@ def _serves(args: argparse.Namespace) -> bool:
             return not getattr(args, "action", None)
         case "admin":
             return getattr(args, "admin_command", None) == "serve"
+        case "bsf":
+            return bsf_cli.serves(args)
     return False
 
 
@@ -820,6 +824,8 @@ def main(argv: list[str] | None = None) -> int:
                 return _content(args, settings)
             case "admin":
                 return admin_cli.run(args)
+            case "bsf":
+                return bsf_cli.run(args)
             case "config":
                 print(to_toml(settings))
                 return 0
