@@ -25,6 +25,7 @@ from openscws.aio.vicc import serve_card
 from openscws.bsf import cli as bsf_cli
 from openscws.config import Settings, load, to_toml
 from openscws.errors import ConfigError, KeyUseDenied, ListenError, StoreError
+from openscws.gba import cli as gba_cli
 from openscws.pki.keys import KeyType
 from openscws.ras import cli as admin_cli
 from openscws.store.cardimage import CardImage
@@ -324,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(cfg)
     admin_cli.register(sub)
     bsf_cli.register(sub)
+    gba_cli.register(sub)
     return parser
 
 
@@ -826,6 +828,8 @@ def main(argv: list[str] | None = None) -> int:
                 return admin_cli.run(args)
             case "bsf":
                 return bsf_cli.run(args)
+            case "gba":
+                return gba_cli.run(args, settings)
             case "config":
                 print(to_toml(settings))
                 return 0

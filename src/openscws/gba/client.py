@@ -63,6 +63,7 @@ __all__ = [
     "CardAka",
     "GbaClient",
     "GbaError",
+    "GbaMode",
     "HttpResponse",
     "fetch_naf_keys",
     "http_request",
