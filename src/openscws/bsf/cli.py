@@ -167,6 +167,8 @@ def _open(args: argparse.Namespace, *, create: bool) -> tuple[Vault, BsfDatabase
     if create:
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         vault = Vault.create(data_dir)
+    elif not (data_dir / "master.key").exists():
+        raise ConfigError(f"no BSF state in {data_dir}: run `openscws bsf init` first")
     else:
         vault = Vault.open(data_dir)
     db = BsfDatabase(url)
@@ -185,7 +187,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     from openscws.bsf.hss import SqlHss
 
     action = getattr(args, "bsf_action", None)
-    vault, db = _open(args, create=action in (None, "serve", "init"))
+    adding = (
+        getattr(args, "sub_action", None) == "add" or getattr(args, "naf_action", None) == "add"
+    )
+    vault, db = _open(args, create=action in (None, "serve", "init") or adding)
     try:
         if action in (None, "serve"):
             return _serve(args, vault, db)
