@@ -133,7 +133,9 @@ class World:
 
 
 @asynccontextmanager
-async def world(tmp_path: Path, gba_type: GbaType, *, sqn: int = 0) -> AsyncIterator[World]:
+async def world(
+    tmp_path: Path, gba_type: GbaType, *, sqn: int = 0, ub_port: int = 0
+) -> AsyncIterator[World]:
     vault = Vault.create(tmp_path / "bsf")
     db = BsfDatabase(default_url(tmp_path / "bsf"))
     db.upgrade()
@@ -141,7 +143,7 @@ async def world(tmp_path: Path, gba_type: GbaType, *, sqn: int = 0) -> AsyncIter
     hss.add(SubscriberKeys(IMPI, K, OPC, sqn=sqn, gba_type=gba_type))
     now = [1_900_000_000.0]
     service = BsfService(db, vault, hss, server_name="bsf.openscws.test", clock=lambda: now[0])
-    bsf = await start_bsf(service, port=0, zn_port=0)
+    bsf = await start_bsf(service, port=ub_port, zn_port=0)
     assert bsf.zn_url is not None
     naf = DemoNaf(bsf.zn_url, service.add_naf(NAF_FQDN))
     server = await asyncio.start_server(naf.handle, "127.0.0.1", 0)
