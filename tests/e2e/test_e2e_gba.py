@@ -231,3 +231,114 @@ def test_bootstrap_again_on_expiry_and_rejection(tmp_path: Path) -> None:
             assert third.btid not in (first.btid, second.btid)
 
     run(main)
+
+
+def _pki(directory: Path) -> tuple[Path, dict[str, tuple[Path, Path]]]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate for the NAF."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
+    ca = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+        .public_key(ca_key.public_key()).serial_number(1)
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_path = directory / "ca.pem"
+    ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    out = {}
+    for n, (name, usage) in enumerate(
+        (("server", ExtendedKeyUsageOID.SERVER_AUTH), ("naf", ExtendedKeyUsageOID.CLIENT_AUTH)),
+        start=2,
+    ):
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(n)
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False,
+            )
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                critical=False,
+            )
+            .sign(ca_key, hashes.SHA256())
+        )  # fmt: skip
+        cert_path, key_path = directory / f"{name}.pem", directory / f"{name}.key"
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key_path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        out[name] = (cert_path, key_path)
+    return ca_path, out
+
+
+def test_ub_over_https_and_zn_over_mutual_tls(tmp_path: Path) -> None:
+    import ssl
+
+    from openscws.bsf.server import TlsFiles
+    from openscws.gba.client import GbaError
+
+    ca, certs = _pki(tmp_path / "pki")
+    server_tls = TlsFiles(*certs["server"])
+
+    async def main() -> None:
+        vault = Vault.create(tmp_path / "bsf")
+        db = BsfDatabase(default_url(tmp_path / "bsf"))
+        db.upgrade()
+        hss = SqlHss(db, vault)
+        hss.add(SubscriberKeys(IMPI, K, OPC))
+        service = BsfService(db, vault, hss, server_name="bsf.openscws.test")
+        token = service.add_naf(NAF_FQDN)
+        bsf = await start_bsf(
+            service, tls=server_tls, zn_tls=TlsFiles(*certs["server"], client_ca=ca)
+        )
+        try:
+            assert bsf.ub_url.startswith("https://")
+            assert bsf.zn_url is not None
+            assert bsf.zn_url.startswith("https://")
+            trust = ssl.create_default_context(cafile=str(ca))
+            client = GbaClient(CardAka(InProcessLink(make_card())), bsf.ub_url, ssl_context=trust)
+            boot = await client.bootstrap()
+            key = await client.naf_key(NAF_FQDN)
+            # Zn refuses a NAF without a client certificate ...
+            with pytest.raises(GbaError):
+                await fetch_naf_keys(bsf.zn_url, token, boot.btid, NAF_FQDN, ssl_context=trust)
+            # ... and answers one with a certificate from the CA (and its token).
+            naf_ctx = ssl.create_default_context(cafile=str(ca))
+            naf_ctx.load_cert_chain(*certs["naf"])
+            got = await fetch_naf_keys(bsf.zn_url, token, boot.btid, NAF_FQDN, ssl_context=naf_ctx)
+            assert got is not None
+            assert bytes.fromhex(got["ks_ext_naf"]) == key
+        finally:
+            await bsf.stop()
+            db.dispose()
+
+    run(main)
