@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Final, Protocol
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
 
 from openscws.aka.milenage import Milenage
 from openscws.aka.vector import AuthVector, make_vector, resync_sqn
@@ -86,18 +87,19 @@ class SqlHss:
 
     def vector(self, impi: str) -> tuple[AuthVector, GbaType] | None:
         with self.db.write() as s:
-            row = s.execute(
-                update(Subscriber)
-                .where(Subscriber.impi == impi)
-                .values(seq=Subscriber.seq + 1)
-                .returning(
-                    Subscriber.seq,
-                    Subscriber.k,
-                    Subscriber.opc,
-                    Subscriber.amf,
-                    Subscriber.gba_type,
-                )
-            ).one_or_none()
+            return self.vector_in(s, impi)
+
+    def vector_in(self, s: Session, impi: str) -> tuple[AuthVector, GbaType] | None:
+        """`vector` inside the caller's transaction: the BSF, when this store is in its own
+        database, commits the SQN and the challenge made from it together."""
+        row = s.execute(
+            update(Subscriber)
+            .where(Subscriber.impi == impi)
+            .values(seq=Subscriber.seq + 1)
+            .returning(
+                Subscriber.seq, Subscriber.k, Subscriber.opc, Subscriber.amf, Subscriber.gba_type
+            )
+        ).one_or_none()
         if row is None:
             return None
         seq, k, opc, amf, gba_type = row

@@ -32,7 +32,7 @@ from typing import Any, Final
 from sqlalchemy import delete, select, update
 
 from openscws.bsf.db import BsfDatabase
-from openscws.bsf.hss import Hss
+from openscws.bsf.hss import Hss, SqlHss
 from openscws.bsf.models import BootstrapSession, GbaType, NafClient, PendingChallenge
 from openscws.gba.bootstrap_xml import BootstrappingInfo, format_lifetime
 from openscws.gba.digest import Credentials, DigestError, check_response, sync_failure_password
@@ -205,24 +205,31 @@ class BsfService:
             raise UbStateError(f"{event} is not allowed: the challenge was already answered")
 
     def _challenge(self, impi: str, *, stale: bool = False) -> HttpAnswer:
-        got = self.hss.vector(impi)  # SQN committed here, before anything leaves
-        if got is None:
-            log.warning("Ub: %s: unknown IMPI", impi)
-            return self._fail("unknown-user")
-        vector, gba_type = got
-        challenge = bsf_challenge(self.server_name, vector.rand, vector.autn, self.random(16).hex())
-        if stale:
-            challenge = replace(challenge, stale=True)
+        """A vector, its challenge stored, the 401. The SQN is committed before the 401
+        leaves: together with the challenge when the subscriber store is this database,
+        else by the store itself first."""
         with self.db.write() as s:
+            if isinstance(self.hss, SqlHss) and self.hss.db is self.db:
+                got = self.hss.vector_in(s, impi)
+            else:
+                got = self.hss.vector(impi)
+            if got is None:
+                log.warning("Ub: %s: unknown IMPI", impi)
+                return self._fail("unknown-user")
+            vector, gba_type = got
+            challenge = bsf_challenge(
+                self.server_name, vector.rand, vector.autn, self.random(16).hex()
+            )
+            if stale:
+                challenge = replace(challenge, stale=True)
+            where = f"bsf/challenge/{challenge.nonce}"
             s.add(
                 PendingChallenge(
                     nonce=challenge.nonce,
                     impi=impi,
                     rand=vector.rand,
-                    xres=self.vault.seal(vector.xres, f"bsf/challenge/{challenge.nonce}/xres"),
-                    ks=self.vault.seal(
-                        vector.ck + vector.ik, f"bsf/challenge/{challenge.nonce}/ks"
-                    ),
+                    xres=self.vault.seal(vector.xres, f"{where}/xres"),
+                    ks=self.vault.seal(vector.ck + vector.ik, f"{where}/ks"),
                     gba_type=str(gba_type),
                     state=BsfState.CHALLENGED.value,
                     created_ms=self._now_ms(),
