@@ -191,8 +191,8 @@ def render(cells: list[dict[str, Any]]) -> str:
         "## GBA bootstraps\n\n"
         "Complete bootstraps per second against `openscws bsf` (benchmarks/bench_gba.py): two\n"
         "HTTP round trips on new connections, MILENAGE at both ends, three database\n"
-        f"transactions (two of them writes); {first['clients']} concurrent terminals, {first['bootstraps']} "
-        f"bootstraps a database, {platform.python_implementation()} "
+        f"transactions (two of them writes); {first['clients']} concurrent terminals, "
+        f"{first['bootstraps']} bootstraps a database, {platform.python_implementation()} "
         f"{platform.python_version()}, {os.cpu_count()} CPUs shared with the load generator.\n\n"
         "| database | bootstraps/s | p50 ms | p95 ms | server CPU ms / bootstrap | load avg |\n"
         "|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n" + ratio
