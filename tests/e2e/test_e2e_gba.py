@@ -342,3 +342,19 @@ def test_ub_over_https_and_zn_over_mutual_tls(tmp_path: Path) -> None:
             db.dispose()
 
     run(main)
+
+
+def test_card_refuses_a_foreign_network(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The BSF's AUTN was made with another K: the card answers 98 62, the terminal stops with
+    a clear error and sends nothing more; the BSF's challenge stays unanswered."""
+    from openscws.gba.client import GbaError
+
+    async def main() -> None:
+        async with world(tmp_path, GbaType.GBA_U) as w:
+            w.hss.add(SubscriberKeys(IMPI, bytes(16), OPC), replace=True)
+            client = GbaClient(CardAka(InProcessLink(make_card())), w.ub_url)
+            with pytest.raises(GbaError, match="MAC failure"):
+                await client.bootstrap()
+            assert client.current is None
+
+    run(main)
