@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 
@@ -201,6 +202,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="card and gateway only: no admin server, REST API or console, no SMS entry point",
     )
+    up.add_argument(
+        "--gba",
+        action="store_true",
+        help="also run a GBA BSF (Ub and Zn, state in $XDG_DATA_HOME/openscws/bsf) with the "
+        "card's USIM as a GBA_U subscriber: see docs/gba.md",
+    )
+    up.add_argument("--bsf-port", type=int, default=8080, help="with --gba: Ub port (8080)")
+    up.add_argument("--zn-port", type=int, default=8443, help="with --gba: Zn port (8443)")
 
     card = sub.add_parser(
         "card",
@@ -405,10 +414,15 @@ def _announce(
         print(f"HTTPS issuer CA: {ca} (curl --cacert {ca})", flush=True)
 
 
-async def _up(settings: Settings, demo: bool, admin: bool) -> int:
+async def _up(
+    settings: Settings, demo: bool, admin: bool, gba: argparse.Namespace | None = None
+) -> int:
     tracer = _tracer(settings)
     stack = await start_stack(settings, demo=demo, admin=admin, tracer=tracer)
+    bsf = None
     try:
+        if gba is not None:
+            bsf = await _start_gba(stack.image, settings, gba)
         _announce(stack.gateway.local_port, settings.gateway.host, settings)
         if stack.admin is not None:
             a = settings.admin
@@ -422,8 +436,41 @@ async def _up(settings: Settings, demo: bool, admin: bool) -> int:
                 print(f"REST API: {stack.admin.api_url}api/v1 (OpenAPI: /api/v1/openapi.json)")
         await _run_until_signal(asyncio.ensure_future(stack.gateway.wait()))
     finally:
+        if bsf is not None:
+            await bsf.stop()
+            bsf.service.db.dispose()
         await stack.stop()
     return 0
+
+
+async def _start_gba(image: CardImage, settings: Settings, args: argparse.Namespace) -> Any:
+    """`up --gba`: the BSF in this process, the card's USIM (if any) its GBA_U subscriber."""
+    from openscws.bsf.server import start_bsf
+    from openscws.config import default_data_dir
+    from openscws.uicc.usim import UsimSecrets
+
+    def prepare() -> Any:
+        service = bsf_cli.open_service(default_data_dir() / "bsf")
+        keys = UsimSecrets(image).keys()
+        if keys is not None:
+            usim = UsimSecrets(image).sqn(keys.ind_bits)
+            impi = bsf_cli.provision_card(service, keys, usim.sqn_ms)
+            if impi is not None:
+                log.info("GBA: the card's USIM is BSF subscriber %s (GBA_U)", impi)
+        return service
+
+    service = await asyncio.to_thread(prepare)
+    host = settings.gateway.host
+    try:
+        server = await start_bsf(
+            service, host=host, port=args.bsf_port, zn_host=host, zn_port=args.zn_port
+        )
+    except BaseException:
+        service.db.dispose()
+        raise
+    print(f"BSF Ub ready: {server.ub_url}", flush=True)
+    print(f"BSF Zn ready: {server.zn_url}", flush=True)
+    return server
 
 
 async def _card(settings: Settings, demo: bool) -> int:
@@ -803,7 +850,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = _settings(args)
         match args.command:
             case "up":
-                return asyncio.run(_up(settings, not args.no_demo, not args.no_admin))
+                gba = args if args.gba else None
+                return asyncio.run(_up(settings, not args.no_demo, not args.no_admin, gba))
             case "card" if args.action:
                 return _card_action(args, settings)
             case "card" if args.tcpip:

@@ -117,3 +117,29 @@ def test_bsf_and_gba_bootstrap_programs(  # type: ignore[no-untyped-def]
                   "--data-dir", card_dir)  # fmt: skip
     assert no_bsf.returncode == 2
     assert no_bsf.stderr.startswith("openscws: GET http://127.0.0.1:")
+
+
+def test_up_with_gba(  # type: ignore[no-untyped-def]
+    openscws_proc, free_port: Callable[[], int], tmp_path: Path
+) -> None:
+    """`openscws up --gba`: the BSF runs beside the card and gateway, with the card's USIM as
+    its GBA_U subscriber, so the terminal bootstraps at once."""
+    card_dir = tmp_path / "card"
+    for args in (
+        ("init", "--data-dir", card_dir),
+        ("card", "usim", "set", "--data-dir", card_dir, "--imsi", IMSI, "--k", K, "--op", OP),
+    ):
+        assert _cli(*args).returncode == 0
+    ports = [free_port() for _ in range(4)]
+    up = openscws_proc(
+        "up", "--data-dir", card_dir, "--no-admin", "--port-map", f"3516={ports[0]}",
+        "--port-map", f"4116={ports[1]}", "--gba", "--bsf-port", str(ports[2]),
+        "--zn-port", str(ports[3]), name="up",
+    )  # fmt: skip
+    url = up.wait_for("BSF Ub ready:").split("ready:", 1)[1].strip()
+    assert url == f"http://127.0.0.1:{ports[2]}/"
+    up.wait_for("SCWS ready")
+    boot = _cli("gba", "bootstrap", "--bsf", url, "--data-dir", card_dir)
+    assert boot.returncode == 0, boot.stderr
+    assert "GBA: GBA_U" in boot.stdout
+    assert "is BSF subscriber" in up.stderr

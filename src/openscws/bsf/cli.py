@@ -299,3 +299,42 @@ def _serve(args: argparse.Namespace, vault: Vault, db: BsfDatabase) -> int:
 
     asyncio.run(main())
     return 0
+
+
+def open_service(
+    data_dir: Path, url: str | None = None, *, name: str = "bsf.openscws.test"
+) -> BsfService:
+    """The BSF's service over its state in `data_dir` (created and migrated when new); the
+    caller disposes `service.db`."""
+    from openscws.bsf.db import BsfDatabase, default_url
+    from openscws.bsf.hss import SqlHss
+    from openscws.bsf.service import BsfService
+    from openscws.ras.vault import Vault
+
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    vault = Vault.create(data_dir)
+    db = BsfDatabase(url or os.environ.get(DB_ENV) or default_url(data_dir))
+    try:
+        db.upgrade()
+    except BaseException:
+        db.dispose()
+        raise
+    return BsfService(db, vault, SqlHss(db, vault), server_name=name)
+
+
+def provision_card(service: BsfService, keys: object, sqn_ms: int) -> str | None:
+    """Adds the card's USIM subscription (`uicc.usim.UsimKeys`) as a GBA_U subscriber, unless
+    its IMPI is there already; returns the IMPI when added."""
+    from openscws.bsf.hss import SqlHss, SubscriberKeys
+    from openscws.gba.uicc import impi_of_imsi
+    from openscws.ras.db import Conflict
+    from openscws.uicc.usim import UsimKeys
+
+    assert isinstance(keys, UsimKeys)
+    assert isinstance(service.hss, SqlHss)
+    impi = impi_of_imsi(keys.imsi)
+    try:
+        service.hss.add(SubscriberKeys(impi, keys.k, keys.opc, sqn=sqn_ms))
+    except Conflict:
+        return None
+    return impi
