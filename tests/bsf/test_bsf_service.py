@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 from bsf_fixtures import Bsf, make_bsf
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from openscws.aka.milenage import Milenage
 from openscws.aka.vector import MacFailure, SqnState, SyncFailure, UsimAnswer, check_autn
@@ -195,3 +197,58 @@ def test_migrations_match_the_models(bsf: Bsf) -> None:
         )
         assert list(compare_metadata(context, Base.metadata)) == []
     assert bsf.db.current_revision() == bsf.db.head_revision() == "bsf0001"
+
+
+def test_concurrent_answers_to_one_nonce(bsf: Bsf) -> None:
+    """Two copies of one right answer at once: exactly one bootstraps, the other is a replay."""
+    import threading
+
+    bsf.hss.add(SubscriberKeys(IMPI, K, OPC))
+    client, need = _challenge(bsf)
+    aka = check_autn(Milenage(K, OPC), SqnState(), need.rand, need.autn)
+    assert isinstance(aka, UsimAnswer)
+    auth = _headers(client.answer(aka.res).headers)["authorization"]
+    statuses: list[int] = []
+    barrier = threading.Barrier(4)
+
+    def answer() -> None:
+        barrier.wait()
+        statuses.append(bsf.service.ub("GET", auth).status)
+
+    threads = [threading.Thread(target=answer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(statuses) == [200, 401, 401, 401]
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.one_of(
+        st.text(max_size=300),
+        st.builds(
+            lambda user, nonce, extra: (
+                f'Digest username="{user}", realm="bsf.example.net", nonce="{nonce}", '
+                f'uri="/", response="{"0" * 32}"{extra}'
+            ),
+            st.sampled_from([IMPI, "x@y", ""]),
+            st.text("ABCDabcd0123+/=", max_size=60),
+            st.sampled_from(
+                [
+                    "",
+                    ', qop=auth-int, nc=00000001, cnonce="c"',
+                    ', auts="AAAA"',
+                    ', auts="' + "A" * 19 + '="',
+                    ", algorithm=SHA-1",
+                ]
+            ),
+        ),
+    )
+)
+def test_fuzz_ub_answers_in_http_terms(bsf: Bsf, field: str) -> None:
+    if not bsf.hss.list():
+        bsf.hss.add(SubscriberKeys(IMPI, K, OPC))
+    assert bsf.service.ub("GET", field).status in (400, 401, 403)
