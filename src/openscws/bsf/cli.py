@@ -126,17 +126,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _where(ls)
     rm = s_acts.add_parser("rm", help="remove a subscriber")
     _where(rm)
-    rm.add_argument("impi")
+    rm.add_argument("impi", help="the IMPI to remove")
     naf = acts.add_parser("naf", help="NAFs allowed to fetch keys on Zn")
     n_acts = naf.add_subparsers(dest="naf_action", required=True, metavar="ACTION")
     n_add = n_acts.add_parser("add", help="allow a NAF; prints its Zn token once")
     _where(n_add)
-    n_add.add_argument("fqdn")
+    n_add.add_argument("fqdn", help="the NAF's FQDN (the keys it may ask for are its own)")
     n_ls = n_acts.add_parser("ls", help="list the NAFs")
     _where(n_ls)
     n_rm = n_acts.add_parser("rm", help="remove a NAF (its token stops working)")
     _where(n_rm)
-    n_rm.add_argument("fqdn")
+    n_rm.add_argument("fqdn", help="the NAF's FQDN")
 
 
 def serves(args: argparse.Namespace) -> bool:
