@@ -4,7 +4,9 @@ with its HTTP status and a log line, and the SQN state surviving kill -9 of the 
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -22,11 +24,23 @@ IMSI = "001010123456789"
 IMPI = f"{IMSI}@ims.mnc001.mcc001.3gppnetwork.org"
 
 
-def _cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    from conftest import openscws_cmd
+XDG: dict[str, str] = {}
+"""XDG_DATA_HOME of the commands a test runs (set per test): the card's CA goes there."""
 
+
+@pytest.fixture(autouse=True)
+def _own_data_home(tmp_path: Path) -> None:
+    XDG["XDG_DATA_HOME"] = str(tmp_path / "xdg-data")
+
+
+def _cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        openscws_cmd(*args), capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-m", "openscws", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, **XDG},
     )
 
 
@@ -38,6 +52,7 @@ def _challenge_sqn(url: str) -> int:
         urllib.request.urlopen(request, timeout=10)
     assert raised.value.code == 401
     challenge = Challenge.parse(raised.value.headers["WWW-Authenticate"])
+    raised.value.close()
     rand, autn, _ = split_aka_nonce(challenge.nonce)
     ak = Milenage(bytes.fromhex(K), OPC).f2345(rand).ak
     return int.from_bytes(xor(autn[:6], ak), "big")
@@ -46,9 +61,11 @@ def _challenge_sqn(url: str) -> int:
 def _status(url: str, authorization: str) -> int:
     request = urllib.request.Request(url, headers={"Authorization": authorization})
     try:
-        return int(urllib.request.urlopen(request, timeout=10).status)
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return int(answer.status)
     except urllib.error.HTTPError as exc:
-        return int(exc.code)
+        with exc:
+            return int(exc.code)
 
 
 def test_bsf_and_gba_bootstrap_programs(  # type: ignore[no-untyped-def]
