@@ -33,6 +33,11 @@ COMMANDS = [
     ["ca", "sign"],
     ["ca", "profile"],
     ["doctor"],
+    ["bsf"],
+    ["bsf", "init"],
+    ["bsf", "subscriber", "add"],
+    ["bsf", "naf", "add"],
+    ["gba", "bootstrap"],
 ]
 
 

@@ -15,6 +15,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 
@@ -23,8 +24,10 @@ from openscws.aio.gateway import GatewayError
 from openscws.aio.links import CardLink, accept_vpcd_card
 from openscws.aio.stack import card_of, card_tls, gateway_for, open_image, start_stack
 from openscws.aio.vicc import serve_card
+from openscws.bsf import cli as bsf_cli
 from openscws.config import Settings, notes, resolve, to_toml
 from openscws.errors import ConfigError, NotFoundError, OpenScwsError, StoreError
+from openscws.gba import cli as gba_cli
 from openscws.ids import DEFAULT_ICCID
 from openscws.listing import print_listing
 from openscws.pki.keys import KeyType
@@ -247,6 +250,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="card and gateway only: no admin server, REST API or console, no SMS entry point",
     )
+    up.add_argument(
+        "--gba",
+        action="store_true",
+        help="also run a GBA BSF (Ub and Zn, state in $XDG_DATA_HOME/openscws/bsf) with the "
+        "card's USIM as a GBA_U subscriber: see docs/gba.md",
+    )
+    up.add_argument("--bsf-port", type=int, default=8080, help="with --gba: Ub port (8080)")
+    up.add_argument("--zn-port", type=int, default=8443, help="with --gba: Zn port (8443)")
 
     card = sub.add_parser(
         "card",
@@ -421,6 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(cfg)
     admin_cli.register(sub)
+    bsf_cli.register(sub)
+    gba_cli.register(sub)
     _describe(parser)
     return parser
 
@@ -523,7 +536,13 @@ def _announce(
         print(f"HTTPS issuer CA: {ca} (curl --cacert {ca})", flush=True)
 
 
-async def _up(settings: Settings, demo: bool, admin: bool, iccid: str | None) -> int:
+async def _up(
+    settings: Settings,
+    demo: bool,
+    admin: bool,
+    iccid: str | None,
+    gba: argparse.Namespace | None = None,
+) -> int:
     tracer = _tracer(settings)
     try:
         stack = await start_stack(settings, demo=demo, admin=admin, tracer=tracer, iccid=iccid)
@@ -531,7 +550,10 @@ async def _up(settings: Settings, demo: bool, admin: bool, iccid: str | None) ->
         if tracer is not None:
             tracer.close()
         raise
+    bsf = None
     try:
+        if gba is not None:
+            bsf = await _start_gba(stack.image, settings, gba)
         _announce(stack.gateway.local_port, settings.gateway.host, settings)
         if stack.admin is not None:
             a = settings.admin
@@ -545,8 +567,40 @@ async def _up(settings: Settings, demo: bool, admin: bool, iccid: str | None) ->
                 print(f"REST API: {stack.admin.api_url}api/v1 (OpenAPI: /api/v1/openapi.json)")
         await _run_until_signal(asyncio.ensure_future(stack.gateway.wait()))
     finally:
+        if bsf is not None:
+            await bsf.stop()
+            bsf.service.db.dispose()
         await stack.stop()
     return 0
+
+
+async def _start_gba(image: CardImage, settings: Settings, args: argparse.Namespace) -> Any:
+    """`up --gba`: the BSF in this process, the card's USIM (if any) its GBA_U subscriber."""
+    from openscws.bsf.server import start_bsf
+    from openscws.uicc.usim import UsimSecrets
+
+    def prepare() -> Any:
+        service = bsf_cli.open_service(settings.bsf.data_dir, settings.bsf.db or None)
+        keys = UsimSecrets(image).keys()
+        if keys is not None:
+            usim = UsimSecrets(image).sqn(keys.ind_bits)
+            impi = bsf_cli.provision_card(service, keys, usim.sqn_ms)
+            if impi is not None:
+                log.info("GBA: the card's USIM is BSF subscriber %s (GBA_U)", impi)
+        return service
+
+    service = await asyncio.to_thread(prepare)
+    host = settings.gateway.host
+    try:
+        server = await start_bsf(
+            service, host=host, port=args.bsf_port, zn_host=host, zn_port=args.zn_port
+        )
+    except BaseException:
+        service.db.dispose()
+        raise
+    print(f"BSF Ub ready: {server.ub_url}", flush=True)
+    print(f"BSF Zn ready: {server.zn_url}", flush=True)
+    return server
 
 
 async def _card(settings: Settings, demo: bool, iccid: str | None) -> int:
@@ -956,6 +1010,8 @@ def _serves(args: argparse.Namespace) -> bool:
             return not getattr(args, "action", None)
         case "admin":
             return getattr(args, "admin_command", None) == "serve"
+        case "bsf":
+            return bsf_cli.serves(args)
     return False
 
 
@@ -1036,9 +1092,9 @@ def _run(args: argparse.Namespace) -> int:
         log.warning("%s", note)
     match args.command:
         case "up":
-            return asyncio.run(
-                _up(settings, not args.no_demo, not args.no_admin, _wanted_iccid(args, settings))
-            )
+            gba = args if args.gba else None
+            iccid = _wanted_iccid(args, settings)
+            return asyncio.run(_up(settings, not args.no_demo, not args.no_admin, iccid, gba))
         case "card" if args.action:
             return _card_action(args, settings)
         case "card" if args.tcpip:
@@ -1068,6 +1124,10 @@ def _run(args: argparse.Namespace) -> int:
             return _content(args, settings)
         case "admin":
             return admin_cli.run(args, settings)
+        case "bsf":
+            return bsf_cli.run(args, settings)
+        case "gba":
+            return gba_cli.run(args, settings)
         case "config":
             print(to_toml(settings))
             return 0

@@ -180,12 +180,23 @@ class AdminSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class BsfSettings:
+    data_dir: Path = field(default_factory=lambda: default_data_dir() / "bsf")
+    """The GBA BSF's data (`openscws bsf`, `up --gba`): bsf.db (SQLite) and master.key
+    (seals subscriber keys and Ks at rest)."""
+    db: str = ""
+    """SQLAlchemy URL of the BSF's state; empty: SQLite in data_dir. PostgreSQL for scale,
+    e.g. "postgresql+psycopg://bsf@127.0.0.1/bsf"."""
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     card: CardSettings = field(default_factory=CardSettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     trace: TraceSettings = field(default_factory=TraceSettings)
     ca: CaSettings = field(default_factory=CaSettings)
     admin: AdminSettings = field(default_factory=AdminSettings)
+    bsf: BsfSettings = field(default_factory=BsfSettings)
 
     def __post_init__(self) -> None:
         problem = _problem(self)
@@ -352,7 +363,7 @@ def _convert(
         raise ConfigError(f"[{where}]: {e}") from None
 
 
-_SECTIONS = ("card", "gateway", "trace", "ca", "admin")
+_SECTIONS = ("card", "gateway", "trace", "ca", "admin", "bsf")
 
 
 def load(path: Path | None, environ: Mapping[str, str] | None = None) -> Settings:

@@ -1,0 +1,217 @@
+"""The BSF's network shell: Ub (HTTP or HTTPS) and Zn (HTTPS, or HTTP on loopback only) as two
+small ASGI apps under uvicorn, each request handed to `BsfService` in a worker thread (the
+database and MILENAGE block). A periodic task drops expired challenges and sessions.
+
+Zn with `zn_client_ca` requires a client certificate from that CA (mutual TLS) on top of the
+NAF's bearer token."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import uvicorn
+
+from openscws.bsf.service import BsfService, HttpAnswer
+from openscws.errors import ConfigError
+
+__all__ = ["BsfServer", "TlsFiles", "start_bsf"]
+
+log = logging.getLogger(__name__)
+
+MAX_BODY: Final = 65536
+PURGE_EVERY_S: Final = 60.0
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+    """Mutual TLS: clients must present a certificate from this CA."""
+
+
+class _App:
+    def __init__(
+        self, name: str, handler: Callable[[str, str, dict[str, str], bytes], HttpAnswer]
+    ) -> None:
+        self.name = name
+        self.handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        body = bytearray()
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if len(body) > MAX_BODY:
+                await _send(send, HttpAnswer(413))
+                return
+            if not message.get("more_body"):
+                break
+        try:
+            answer = await asyncio.to_thread(
+                self.handler, scope["method"], scope["path"], headers, bytes(body)
+            )
+        except Exception:
+            log.exception("%s: the request failed", self.name)
+            answer = HttpAnswer(500)
+        await _send(send, answer)
+
+
+async def _send(send: Send, answer: HttpAnswer) -> None:
+    fields = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers]
+    fields.append((b"content-length", str(len(answer.body)).encode()))
+    await send({"type": "http.response.start", "status": answer.status, "headers": fields})
+    await send({"type": "http.response.body", "body": answer.body})
+
+
+class _Server(uvicorn.Server):
+    task: asyncio.Task[None] | None = None
+    port: int = 0
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Any:  # the host program keeps its signals
+        yield
+
+
+def _listen(what: str, host: str, port: int) -> socket.socket:
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot listen on {host}:{port}: {exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(256)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"{what}: cannot listen on {host}:{port}: {exc.strerror}") from None
+    return sock
+
+
+async def _serve(app: _App, host: str, port: int, tls: TlsFiles | None) -> _Server:
+    sock = _listen(app.name, host, port)
+    options: dict[str, Any] = {}
+    if tls is not None:
+        options = {"ssl_certfile": str(tls.cert), "ssl_keyfile": str(tls.key)}
+        if tls.client_ca is not None:
+            options |= {"ssl_ca_certs": str(tls.client_ca), "ssl_cert_reqs": ssl.CERT_REQUIRED}
+    config = uvicorn.Config(
+        app, host=host, port=port, log_config=None, lifespan="off", access_log=False,
+        timeout_graceful_shutdown=2, server_header=False, **options,
+    )  # fmt: skip
+    server = _Server(config)
+    server.port = int(sock.getsockname()[1])
+    server.task = asyncio.create_task(server.serve(sockets=[sock]), name=app.name)
+    while not server.started:
+        if server.task.done():
+            sock.close()
+            server.task.result()
+            raise ConfigError(f"{app.name}: the server stopped while starting")
+        await asyncio.sleep(0.01)
+    return server
+
+
+@dataclass
+class BsfServer:
+    service: BsfService
+    ub: _Server
+    zn: _Server | None
+    ub_url: str
+    zn_url: str | None
+    _purger: asyncio.Task[None]
+
+    async def stop(self) -> None:
+        self._purger.cancel()
+        for server in (self.ub, self.zn):
+            if server is None or server.task is None:
+                continue
+            server.should_exit = True
+            try:
+                await asyncio.wait_for(asyncio.shield(server.task), 5)
+            except TimeoutError:
+                server.force_exit = True
+                server.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await server.task
+
+
+def _url(scheme: str, host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{shown}:{port}/"
+
+
+async def start_bsf(
+    service: BsfService,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    tls: TlsFiles | None = None,
+    zn_host: str = "127.0.0.1",
+    zn_port: int | None = 0,
+    zn_tls: TlsFiles | None = None,
+) -> BsfServer:
+    """Serves Ub on host:port and, unless `zn_port` is None, Zn on zn_host:zn_port (0: a free
+    port). Zn without TLS is refused anywhere but on loopback."""
+    if zn_port is not None and zn_tls is None and zn_host not in ("127.0.0.1", "::1", "localhost"):
+        raise ConfigError("Zn carries NAF keys: give it TLS (--zn-cert/--zn-key) off loopback")
+
+    def ub(method: str, _path: str, headers: dict[str, str], body: bytes) -> HttpAnswer:
+        if method not in ("GET", "POST"):
+            return HttpAnswer(405, (("Allow", "GET, POST"),))
+        return service.ub(method, headers.get("authorization"), body)
+
+    def zn(method: str, path: str, headers: dict[str, str], body: bytes) -> HttpAnswer:
+        if path != "/zn/v1/keys":
+            return HttpAnswer(404)
+        if method != "POST":
+            return HttpAnswer(405, (("Allow", "POST"),))
+        return service.zn(headers.get("authorization"), body)
+
+    ub_server = await _serve(_App("BSF Ub", ub), host, port, tls)
+    zn_server = None
+    if zn_port is not None:
+        try:
+            zn_server = await _serve(_App("BSF Zn", zn), zn_host, zn_port, zn_tls)
+        except BaseException:
+            ub_server.should_exit = True
+            raise
+    purger = asyncio.create_task(_purge(service), name="bsf-purge")
+    ub_url = _url("https" if tls else "http", host, ub_server.port)
+    zn_url = None
+    if zn_server is not None:
+        zn_url = _url("https" if zn_tls else "http", zn_host, zn_server.port) + "zn/v1/keys"
+    log.info("BSF %s: Ub on %s, Zn on %s", service.server_name, ub_url, zn_url or "(off)")
+    return BsfServer(service, ub_server, zn_server, ub_url, zn_url, purger)
+
+
+async def _purge(service: BsfService) -> None:
+    while True:
+        await asyncio.sleep(PURGE_EVERY_S)
+        try:
+            challenges, sessions = await asyncio.to_thread(service.purge)
+        except Exception:
+            log.exception("BSF: purging expired state failed")
+            continue
+        if challenges or sessions:
+            log.info(
+                "BSF: dropped %d expired challenges, %d expired sessions", challenges, sessions
+            )

@@ -1,0 +1,36 @@
+"""Smoke test of the GBA benchmark harness (benchmarks/bench_gba.py): a few bootstraps against
+`openscws bsf` on SQLite. It checks that the harness works end to end, not how fast."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_gba_quick_run(tmp_path: Path) -> None:
+    out = tmp_path / "gba.json"
+    docs = tmp_path / "benchmarks.md"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bench_gba.py"),
+            *("--quick", "--bootstraps", "6", "--clients", "2"),
+            *("--json", str(out), "--docs", str(docs)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        check=False,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    cells = json.loads(out.read_text())["cells"]
+    assert [c["db"] for c in cells] == ["sqlite"]
+    assert cells[0]["bootstraps"] == 6
+    assert cells[0]["bootstraps_per_s"] > 0
+    assert cells[0]["server_cpu_ms_per_bootstrap"] > 0
+    assert not docs.exists()  # a quick run never writes the docs
