@@ -199,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="card and gateway only: no admin server, REST API or console, no SMS entry point",
     )
+    admin_cli.api_options(up)
 
     card = sub.add_parser(
         "card",
@@ -360,7 +361,10 @@ def _settings(args: argparse.Namespace) -> Settings:
         trace = replace(trace, enabled=True)
     if getattr(args, "pcap", None):
         trace = replace(trace, pcap=args.pcap)
-    return replace(settings, card=card, gateway=gateway, trace=trace, ca=ca)
+    admin = settings.admin
+    if args.command == "up":
+        admin = admin_cli.api_overrides(admin, args)
+    return replace(settings, card=card, gateway=gateway, trace=trace, ca=ca, admin=admin)
 
 
 def _tracer(settings: Settings) -> ApduTracer | None:
@@ -416,6 +420,9 @@ async def _up(settings: Settings, demo: bool, admin: bool) -> int:
             if stack.admin.api_url:
                 print(f"admin console: {stack.admin.api_url}", flush=True)
                 print(f"REST API: {stack.admin.api_url}api/v1 (OpenAPI: /api/v1/openapi.json)")
+                if stack.admin.api_ca is not None:
+                    ca = stack.admin.api_ca
+                    print(f"admin console CA: {ca} (curl --cacert {ca})", flush=True)
         await _run_until_signal(asyncio.ensure_future(stack.gateway.wait()))
     finally:
         await stack.stop()

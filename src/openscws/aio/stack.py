@@ -128,6 +128,8 @@ class AdminStack:
     service: RasService
     server: RasServer
     api: uvicorn.Server | None = None
+    api_ca: Path | None = None
+    """The issuer CA that signed the API's certificate (admin.api_tls = "ca")."""
 
     async def stop(self) -> None:
         if self.api is not None:
@@ -139,8 +141,12 @@ class AdminStack:
 
     @property
     def api_url(self) -> str | None:
+        from openscws.ras.api_server import ApiServer
+
         if self.api is None:
             return None
+        if isinstance(self.api, ApiServer):
+            return self.api.url
         sock = self.api.servers[0].sockets[0]
         host, port = sock.getsockname()[:2]
         return f"http://{host}:{port}/"
@@ -178,6 +184,11 @@ async def start_admin(
     from openscws.ras.server import EndpointConfig, RasServer
 
     admin = settings.admin
+    tls = None
+    if api:
+        from openscws.ras.api_tls import api_tls
+
+        tls = api_tls(settings)  # refuses plain HTTP off loopback before anything starts
     db, service = admin_service(admin)
     sender: SmsSender
     if admin.sms_sender == "smpp":
@@ -202,14 +213,17 @@ async def start_admin(
         ),
     )
     await server.start(triggers=triggers)
-    stack = AdminStack(db, service, server)
+    stack = AdminStack(db, service, server, api_ca=tls.ca_path if tls else None)
     if api:
         from openscws.ras.api import create_app
         from openscws.ras.api_server import serve_api
 
         try:
             stack.api = await serve_api(
-                create_app(service, on_change=server.wake), admin.api_host, admin.api_port
+                create_app(service, on_change=server.wake),
+                admin.api_host,
+                admin.api_port,
+                tls=tls.context if tls else None,
             )
         except BaseException:
             await stack.stop()
@@ -248,6 +262,10 @@ async def start_stack(
 ) -> Stack:
     """Everything `openscws up` runs. With `admin`, the gateway's local SMS entry point must
     be on (`gateway.sms_port`), and the card gets its agent."""
+    if admin and api:
+        from openscws.ras.api_tls import check_api_bind
+
+        check_api_bind(settings.admin, warn=False)  # before anything is made or started
     image = open_image(settings, create=True, demo=demo)
     # The card's TLS first: on first use it provisions the key pair, CA and certificate.
     tls = card_tls(settings, image)

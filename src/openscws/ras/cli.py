@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from openscws.config import Settings, load
+from openscws.config import AdminSettings, Settings, load
 from openscws.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -71,6 +71,49 @@ def _common(p: argparse.ArgumentParser) -> None:
         help=f"database URL, e.g. postgresql+psycopg://ras@host/ras (default: ${DB_ENV}, "
         "admin.db, else SQLite in the data dir)",
     )
+
+
+def api_options(p: argparse.ArgumentParser) -> None:
+    """Where the REST API and console listen, and their TLS (`openscws up`, `admin serve`)."""
+    p.add_argument("--api-host", metavar="ADDR", help="REST API and console address")
+    p.add_argument("--api-port", type=int, metavar="PORT", help="REST API and console port")
+    p.add_argument(
+        "--api-tls",
+        choices=("off", "ca", "files"),
+        help="TLS for the REST API and console: off, ca (a certificate from the issuer CA) or "
+        "files (--api-cert, --api-key) (default admin.api_tls)",
+    )
+    p.add_argument("--api-cert", type=Path, metavar="PEM", help="certificate chain (api-tls files)")
+    p.add_argument("--api-key", type=Path, metavar="PEM", help="its private key (api-tls files)")
+    p.add_argument(
+        "--insecure-bind",
+        action="store_true",
+        help="serve the REST API without TLS on a non-loopback address anyway (not advised)",
+    )
+
+
+def api_overrides(admin: AdminSettings, args: argparse.Namespace) -> AdminSettings:
+    """`admin` with the `api_options` given on the command line."""
+    changes: dict[str, Any] = {}
+    for option, name in (
+        ("api_host", "api_host"),
+        ("api_port", "api_port"),
+        ("api_tls", "api_tls"),
+        ("api_cert", "api_cert"),
+        ("api_key", "api_key"),
+    ):
+        value = getattr(args, option, None)
+        if value is not None:
+            changes[name] = value
+    if changes.get("api_cert") or changes.get("api_key"):
+        changes.setdefault("api_tls", "files")
+    if getattr(args, "insecure_bind", False):
+        changes["api_insecure_bind"] = True
+    if not changes:
+        return admin
+    updated = replace(admin, **changes)
+    Settings(admin=updated)  # the same checks as a config file gets
+    return updated
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -228,7 +271,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "PostgreSQL database; each card's job runs in exactly one of them.",
     )
     serve.add_argument("--port", type=int, help="PSK-TLS endpoint port (default admin.port)")
-    serve.add_argument("--api-port", type=int, help="REST API and console port")
+    api_options(serve)
     serve.add_argument("--no-api", action="store_true", help="no REST API and console")
     serve.add_argument(
         "--sms-url", help="the local sender's target, a gateway's POST /sms (admin.sms_url)"
@@ -330,8 +373,7 @@ def _admin_settings(args: argparse.Namespace, data_dir: Path, url: str) -> Setti
     admin = replace(settings.admin, data_dir=data_dir, db=url)
     if getattr(args, "port", None) is not None:
         admin = replace(admin, port=args.port)
-    if getattr(args, "api_port", None) is not None:
-        admin = replace(admin, api_port=args.api_port)
+    admin = api_overrides(admin, args)
     if getattr(args, "sms_url", None):
         admin = replace(admin, sms_url=args.sms_url)
     return replace(settings, admin=admin)
@@ -351,6 +393,8 @@ def _serve(args: argparse.Namespace, data_dir: Path, url: str) -> int:
         print(f"admin server: PSK-TLS https://{a.host}:{stack.server.port}{a.uri}", flush=True)
         if stack.api_url:
             print(f"admin console: {stack.api_url}", flush=True)
+        if stack.api_ca is not None:
+            print(f"admin console CA: {stack.api_ca} (curl --cacert {stack.api_ca})", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
