@@ -353,6 +353,46 @@ class ServiceContract:
         assert (resumed.job_id, resumed.maybe_applied, resumed.attempt) == (s.job_id, True, 2)
         assert ras.finish_job(s.job_id, "B", "done", None, job.next_attempt_at)
 
+    def test_release_leases_of_a_restarted_owner(self, ras: RasService) -> None:
+        seed(ras, 3)
+        ras.create_campaign("c", now=T0, max_attempts=2)
+        a_trigger, a_session, b_job = ras.claim_triggers("A", 2, T0) + ras.claim_triggers(
+            "B", 10, T0
+        )
+        session = ras.open_session(
+            ras.card(a_session.iccid).psk_identity,  # type: ignore[union-attr]
+            "A",
+            T0,
+        )
+        assert session is not None
+        later = T0 + timedelta(seconds=1)  # long before any lease runs out
+        assert ras.release_leases("A", later) == 2
+        for work in (a_trigger, a_session):
+            job = ras.job(work.job_id)
+            assert job is not None
+            assert (job.state, job.lease_owner, job.next_attempt_at) == ("pending", None, later)
+            assert job.last_error is not None
+            assert "released at restart" in job.last_error
+        other = ras.job(b_job.job_id)
+        assert other is not None
+        assert (other.state, other.lease_owner) == ("triggered", "B")  # B's lease stays
+        assert ras.release_leases("A", later) == 0
+        # Due at once: claimed again now, with the next counter; the session resumes.
+        again = ras.claim_triggers("A", 10, later)
+        assert {w.job_id for w in again} == {a_trigger.job_id, a_session.job_id}
+        resumed = ras.open_session(
+            ras.card(a_session.iccid).psk_identity,  # type: ignore[union-attr]
+            "A",
+            later,
+        )
+        assert resumed is not None
+        assert resumed.maybe_applied
+        # A crash loop still ends: at max_attempts a released job fails.
+        assert ras.release_leases("A", later) == 2
+        job = ras.job(a_session.job_id)
+        assert job is not None
+        assert job.state == "failed"
+
     def test_open_session_takes_over_expired_lease(self, ras: RasService) -> None:
         seed(ras, 1)
         ras.create_campaign("c", now=T0)

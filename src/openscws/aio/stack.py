@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
     from openscws.agent.app import AdminAgentApp
     from openscws.ras.db import RasDatabase
+    from openscws.ras.owner import OwnerSlot
     from openscws.ras.server import RasServer
     from openscws.ras.service import RasService
     from openscws.uicc.card import VirtualUicc
@@ -130,14 +131,20 @@ class AdminStack:
     api: uvicorn.Server | None = None
     api_ca: Path | None = None
     """The issuer CA that signed the API's certificate (admin.api_tls = "ca")."""
+    owner: OwnerSlot | None = None
+    """This process's name in job leases, held while it runs."""
 
     async def stop(self) -> None:
-        if self.api is not None:
-            from openscws.ras.api_server import stop_api
+        try:
+            if self.api is not None:
+                from openscws.ras.api_server import stop_api
 
-            await stop_api(self.api)
-        await self.server.stop()
-        self.db.dispose()
+                await stop_api(self.api)
+            await self.server.stop()
+            self.db.dispose()
+        finally:
+            if self.owner is not None:
+                self.owner.close()
 
     @property
     def api_url(self) -> str | None:
@@ -159,7 +166,7 @@ def admin_service(admin: AdminSettings) -> tuple[RasDatabase, RasService]:
     from openscws.ras.vault import Vault
 
     directory = admin.data_dir
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     db = RasDatabase(admin.db or default_url(directory))
     db.upgrade()
     vault = (
@@ -180,6 +187,7 @@ async def start_admin(
 ) -> AdminStack:
     """The admin server: its database, the cards' PSK-TLS endpoint with the trigger loop
     (unless not `triggers`), and (with `api`) the REST API and console."""
+    from openscws.ras.owner import claim_owner
     from openscws.ras.senders import LocalTerminalSender, SmppSender, SmsSender
     from openscws.ras.server import EndpointConfig, RasServer
 
@@ -190,6 +198,11 @@ async def start_admin(
 
         tls = api_tls(settings)  # refuses plain HTTP off loopback before anything starts
     db, service = admin_service(admin)
+    try:
+        owner = claim_owner(admin.data_dir)
+    except BaseException:
+        db.dispose()
+        raise
     sender: SmsSender
     if admin.sms_sender == "smpp":
         sender = SmppSender(
@@ -210,10 +223,17 @@ async def start_admin(
             uri=admin.uri,
             trigger_interval=admin.trigger_interval,
             db_workers=admin.db_workers,
+            owner=owner.name,
+            release_own_leases=True,
         ),
     )
-    await server.start(triggers=triggers)
-    stack = AdminStack(db, service, server, api_ca=tls.ca_path if tls else None)
+    try:
+        await server.start(triggers=triggers)
+    except BaseException:
+        owner.close()
+        db.dispose()
+        raise
+    stack = AdminStack(db, service, server, api_ca=tls.ca_path if tls else None, owner=owner)
     if api:
         from openscws.ras.api import create_app
         from openscws.ras.api_server import serve_api

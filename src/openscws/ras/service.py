@@ -1008,7 +1008,32 @@ class RasService:
                 log.info("reaped %d jobs with expired leases", len(jobs))
             return len(jobs)
 
-    def _retry(self, s: Session, job: Job, reason: str, now: datetime) -> None:
+    def release_leases(self, owner: str, now: datetime) -> int:
+        """Sends every job `owner` holds (triggered or in_session) down the retry path, due at
+        once: what a server does when it starts again under the name it had before it died
+        (see `ras.owner`), so its jobs need not wait for their leases to run out. The attempt
+        it had is spent (a crash loop still ends at max_attempts). Returns how many."""
+        now = _aware(now)
+        with self._db.write() as s:
+            jobs = s.scalars(
+                select(Job)
+                .where(Job.state.in_(ACTIVE_STATES), Job.lease_owner == owner)
+                .order_by(Job.lease_until)
+                .with_for_update(key_share=True)
+            ).all()
+            for job in jobs:
+                self._retry(
+                    s,
+                    job,
+                    f"released at restart: the server holding it ({owner}) had stopped",
+                    now,
+                    delay=False,
+                )
+            return len(jobs)
+
+    def _retry(
+        self, s: Session, job: Job, reason: str, now: datetime, *, delay: bool = True
+    ) -> None:
         cancelled = job.campaign_id is not None and (
             s.scalar(select(Campaign.state).where(Campaign.id == job.campaign_id))
             == CampaignState.CANCELLED
@@ -1019,7 +1044,7 @@ class RasService:
             self._end(job, JobState.FAILED, f"{reason} (after {job.attempts} attempts)", now)
         else:
             job.state = JobState.PENDING
-            job.next_attempt_at = now + self.policy.retry_delay(job.attempts)
+            job.next_attempt_at = now + self.policy.retry_delay(job.attempts) if delay else now
             job.lease_owner = None
             job.lease_until = None
             job.last_error = reason
