@@ -353,6 +353,20 @@ class ServiceContract:
         assert (resumed.job_id, resumed.maybe_applied, resumed.attempt) == (s.job_id, True, 2)
         assert ras.finish_job(s.job_id, "B", "done", None, job.next_attempt_at)
 
+    def test_reseal_under_the_next_master_key(self, ras: RasService) -> None:
+        seed(ras, 2)
+        vault = ras._vault
+        vault.begin_rotation()
+        assert ras.unsealed_elsewhere() == 6
+        assert ras.reseal() == 2
+        assert ras.unsealed_elsewhere() == 0
+        add_card(ras, 5)  # written during the rotation: under the next key
+        vault.finish_rotation()
+        assert not vault.rotating
+        assert ras.unsealed_elsewhere() == 0
+        for n in (0, 1, 5):
+            assert ras.psk_lookup(f"id-{n}") == keys_of(n)[0]
+
     def test_release_leases_of_a_restarted_owner(self, ras: RasService) -> None:
         seed(ras, 3)
         ras.create_campaign("c", now=T0, max_attempts=2)

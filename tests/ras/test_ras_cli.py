@@ -41,6 +41,8 @@ COMMANDS = [
     ["admin", "campaign", "show"],
     ["admin", "campaign", "cancel"],
     ["admin", "logs"],
+    ["admin", "vault"],
+    ["admin", "vault", "rotate"],
 ]
 
 

@@ -172,6 +172,12 @@ def admin_service(admin: AdminSettings) -> tuple[RasDatabase, RasService]:
     vault = (
         Vault.open(directory) if (directory / "master.key").exists() else Vault.create(directory)
     )
+    if vault.rotating:
+        log.warning(
+            "a master key rotation was cut short (%s.next exists): both keys open card keys "
+            "meanwhile; run `openscws admin vault rotate` to finish it",
+            vault.path,
+        )
     policy = RasPolicy(
         trigger_ttl=datetime.timedelta(seconds=admin.trigger_ttl),
         session_ttl=datetime.timedelta(seconds=admin.session_ttl),

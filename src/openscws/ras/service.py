@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
@@ -92,6 +92,9 @@ _PATH = re.compile(r"/[\x21-\x7e]*")
 _TOKEN = re.compile(r"[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?")
 DB_INT_MAX: Final = 2**63 - 1
 """Ids and versions beyond a 64-bit integer cannot be stored, so are never found."""
+_SEALED_COLUMNS: Final = ("psk_key", "ota_kic_key", "ota_kid_key")
+"""The Card columns the vault seals."""
+_VAULT_LOCK: Final = 0x5CA5_0002  # pg_advisory_xact_lock key: sealers shared, re-seal exclusive
 RESERVED_PREFIX: Final = "/.scws/"
 """The card's own admin endpoints (transactions, commit): never repository content."""
 
@@ -382,23 +385,23 @@ class RasService:
         except ValueError as exc:
             raise RasError(f"OTA keys: {exc}") from None
         when = self._now(now)
-        seal = self._vault.seal
-        card = Card(
-            iccid=iccid,
-            msisdn=msisdn,
-            agent_id=agent_id,
-            psk_identity=psk_identity,
-            psk_key=seal(psk_key, _where(iccid, "psk_key")),
-            ota_tar=keys.tar.hex().upper(),
-            ota_kic=kic,
-            ota_kid=kid,
-            ota_kic_key=seal(kic_key, _where(iccid, "ota_kic_key")),
-            ota_kid_key=seal(kid_key, _where(iccid, "ota_kid_key")),
-            ota_counter=ota_counter,
-            created_at=when,
-        )
         try:
             with self._db.write() as s:
+                seal = self._sealer(s)
+                card = Card(
+                    iccid=iccid,
+                    msisdn=msisdn,
+                    agent_id=agent_id,
+                    psk_identity=psk_identity,
+                    psk_key=seal(psk_key, _where(iccid, "psk_key")),
+                    ota_tar=keys.tar.hex().upper(),
+                    ota_kic=kic,
+                    ota_kid=kid,
+                    ota_kic_key=seal(kic_key, _where(iccid, "ota_kic_key")),
+                    ota_kid_key=seal(kid_key, _where(iccid, "ota_kid_key")),
+                    ota_counter=ota_counter,
+                    created_at=when,
+                )
                 taken = s.scalar(
                     select(Card.iccid).where(
                         or_(Card.iccid == iccid, Card.psk_identity == psk_identity)
@@ -415,6 +418,47 @@ class RasService:
         self._forget_psk(psk_identity)
         log.info("card %s added", iccid)
         return info
+
+    def _sealer(self, s: Session, *, exclusive: bool = False) -> Callable[[bytes, str], bytes]:
+        """The vault's `seal`, for values this transaction writes. It first takes the vault
+        lock (shared; `exclusive` for a re-seal of everything) and re-reads the key files, so
+        a value is never sealed under a key that a concurrent rotation has just retired:
+        SQLite's write transactions are serial anyway; PostgreSQL gets an advisory lock."""
+        if self._db.is_postgresql:
+            lock = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+            s.execute(text(f"SELECT {lock}(:key)"), {"key": _VAULT_LOCK})
+        self._vault.refresh()
+        return self._vault.seal
+
+    def reseal(self) -> int:
+        """Opens every sealed value and seals it again with the vault's sealing key (the next
+        key during a rotation), in one transaction. Returns the number of cards."""
+        with self._db.write() as s:
+            seal = self._sealer(s, exclusive=True)
+            cards = s.scalars(select(Card).order_by(Card.id).with_for_update()).all()
+            for card in cards:
+                for column in _SEALED_COLUMNS:
+                    where = _where(card.iccid, column)
+                    setattr(
+                        card, column, seal(self._vault.unseal(getattr(card, column), where), where)
+                    )
+        with self._psk_lock:
+            self._psk_cache.clear()
+        log.info("re-sealed the keys of %d card(s)", len(cards))
+        return len(cards)
+
+    def unsealed_elsewhere(self) -> int:
+        """How many sealed values do not open under the vault's sealing key (0 once a
+        rotation's re-seal has committed)."""
+        with self._db.read() as s:
+            rows = s.execute(
+                select(Card.iccid, Card.psk_key, Card.ota_kic_key, Card.ota_kid_key)
+            ).all()
+        return sum(
+            not self._vault.sealed_by_next(blob, _where(row.iccid, column))
+            for row in rows
+            for column, blob in zip(_SEALED_COLUMNS, row[1:], strict=True)
+        )
 
     def list_cards(self) -> list[CardInfo]:
         with self._db.read() as s:
