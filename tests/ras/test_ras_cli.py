@@ -40,6 +40,7 @@ COMMANDS = [
     ["admin", "campaign", "ls"],
     ["admin", "campaign", "show"],
     ["admin", "campaign", "cancel"],
+    ["admin", "campaign", "rotate-keys"],
     ["admin", "logs"],
     ["admin", "vault"],
     ["admin", "vault", "rotate"],

@@ -240,10 +240,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="N",
         help="attempts per card before giving up (default 5)",
     )
+    rekey = campaigns.add_parser(
+        "rotate-keys",
+        help="give cards new admin keys: PSK, PSK identity, OTA keys (KIc, KID)",
+        description="Create a campaign that gives each card a new PSK under a new PSK "
+        "identity and new OTA keys (the next key version, same algorithms). The card "
+        "applies them in the job's transaction; the server moves to them when the job is "
+        "done, and the card drops the old ones at the first trigger under the new ones. No "
+        "key is ever printed.",
+    )
+    rekey.add_argument("name", help="a name for people")
+    rekey.add_argument(
+        "--card", action="append", metavar="ICCID", help="only this ICCID (repeatable)"
+    )
+    rekey.add_argument("--max-attempts", type=int, metavar="N", help="attempts per card")
     k_ls = campaigns.add_parser("ls", help="list campaigns with their progress")
     k_show = campaigns.add_parser("show", help="a campaign's progress, card by card")
     k_show.add_argument("campaign_id", metavar="ID", type=int, help="campaign id")
-    for follow in (create, k_show):
+    for follow in (create, rekey, k_show):
         follow.add_argument(
             "--wait",
             action="store_true",
@@ -260,7 +274,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "cancel", help="stop a campaign (running sessions finish, nothing is retried)"
     )
     cancel.add_argument("campaign_id", metavar="ID", type=int, help="campaign id")
-    leaves += [create, k_ls, k_show, cancel]
+    leaves += [create, rekey, k_ls, k_show, cancel]
 
     serve = groups.add_parser(
         "serve",
@@ -599,7 +613,10 @@ def _content(args: argparse.Namespace, ras: RasService) -> int:
 
 def _ops(ops: Any) -> str:
     return ", ".join(
-        f"{op.op} {op.path}" + (f" v{op.version}" if op.version is not None else "") for op in ops
+        "new admin keys"
+        if op.op == "rotate-keys"
+        else f"{op.op} {op.path}" + (f" v{op.version}" if op.version is not None else "")
+        for op in ops
     )
 
 
@@ -611,6 +628,13 @@ def _campaign(args: argparse.Namespace, ras: RasService) -> int:
             )
             print(f"campaign {info.id} {info.name!r}: {info.jobs} card(s)")
             print(f"  {_ops(info.operations)}")
+            if args.wait:
+                return _follow(ras, info.id, args.timeout)
+        case "rotate-keys":
+            info = ras.create_key_rotation(
+                args.name, cards=args.card, max_attempts=args.max_attempts
+            )
+            print(f"campaign {info.id} {info.name!r}: new keys for {info.jobs} card(s)")
             if args.wait:
                 return _follow(ras, info.id, args.timeout)
         case "ls":
