@@ -23,7 +23,7 @@ from openscws.aio.links import CardLink, accept_vpcd_card
 from openscws.aio.stack import card_of, card_tls, gateway_for, open_image, start_stack
 from openscws.aio.vicc import serve_card
 from openscws.config import Settings, load, to_toml
-from openscws.errors import ConfigError, KeyUseDenied, ListenError, StoreError
+from openscws.errors import ConfigError, KeyUseDenied, ListenError, OpenScwsError, StoreError
 from openscws.pki.keys import KeyType
 from openscws.ras import cli as admin_cli
 from openscws.store.cardimage import CardImage
@@ -831,6 +831,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(to_toml(settings))
                 return 0
     except (ConfigError, StoreError, GatewayError, KeyUseDenied, ListenError) as e:
+        print(f"openscws: {e}", file=sys.stderr)
+        return 2
+    except OpenScwsError as e:  # e.g. the admin server's state (a master key open to others)
         print(f"openscws: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -190,3 +190,52 @@ def test_key_rotation_campaign_then_the_next_session_and_trigger_use_the_new_key
             await stack.stop()
 
     asyncio.run(main())
+
+
+def test_key_rotation_whose_end_the_server_never_recorded_is_retried_under_the_old_keys(
+    tmp_path: Path,
+) -> None:
+    """The card commits the key change, but the server loses the session's end (as if it
+    died before recording it). The job's lease runs out, the retry is triggered with the old
+    keys, the card still takes them, reports the transaction committed, and only then does
+    the server move to the new keys."""
+    settings = _settings(tmp_path)
+    settings = replace(settings, admin=replace(settings.admin, session_ttl=2.0))
+
+    async def main() -> None:
+        stack = await start_stack(settings, demo=False, api=False)
+        try:
+            assert stack.admin is not None
+            service = stack.admin.service
+            iccid = settings.card.iccid
+            agent = AgentSecrets(stack.image)
+            before = service.card(iccid)
+            assert before is not None
+            real_end = service.end_session
+            lost: list[str] = []
+
+            def lose_first_end(job_id: str, *args: object, **kwargs: object) -> bool:
+                if not lost:
+                    lost.append(job_id)
+                    return False  # nothing recorded: the job stays in_session
+                return real_end(job_id, *args, **kwargs)  # type: ignore[arg-type]
+
+            service.end_session = lose_first_end  # type: ignore[method-assign]
+            campaign = service.create_key_rotation("rekey")
+            stack.admin.server.wake()
+            progress = await _wait_done(stack, campaign.id, timeout=60)
+            assert progress["done"] == 1, service.campaign_cards(campaign.id)
+            assert lost
+            creds = agent.credentials()
+            after = service.card(iccid)
+            assert creds is not None
+            assert after is not None
+            assert after.psk_identity == creds.psk_identity != before.psk_identity
+            (row,) = service.campaign_cards(campaign.id)
+            assert row.attempts == 2
+            (log, *_) = service.session_logs(iccid)
+            assert any("committed in an earlier attempt" in line for line in log.detail), log
+        finally:
+            await stack.stop()
+
+    asyncio.run(main())

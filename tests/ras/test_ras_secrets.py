@@ -206,3 +206,22 @@ def test_cli_rotate(setup: tuple[RasDatabase, Path], capsys: pytest.CaptureFixtu
             assert key.hex() not in out.lower()
     _all_keys_open(_service(db, directory))
     assert iccid(0) not in out
+
+
+@pytest.mark.parametrize("command", [["up", "--no-demo"], ["admin", "card", "ls"]])
+def test_a_readable_master_key_stops_the_cli_in_one_line(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: list[str],
+) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    monkeypatch.delenv("OPENSCWS_RAS_DB", raising=False)
+    ras_dir = tmp_path / "openscws" / "ras"
+    Vault.create(ras_dir)
+    (ras_dir / MASTER_KEY_FILE).chmod(0o644)
+    assert main([*command, "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith("openscws: ")
+    assert "chmod 600" in err

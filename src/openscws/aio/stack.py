@@ -167,11 +167,16 @@ def admin_service(admin: AdminSettings) -> tuple[RasDatabase, RasService]:
 
     directory = admin.data_dir
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    db = RasDatabase(admin.db or default_url(directory))
-    db.upgrade()
+    # The key first: one open to others stops the start before the database is touched.
     vault = (
         Vault.open(directory) if (directory / "master.key").exists() else Vault.create(directory)
     )
+    db = RasDatabase(admin.db or default_url(directory))
+    try:
+        db.upgrade()
+    except BaseException:
+        db.dispose()
+        raise
     if vault.rotating:
         log.warning(
             "a master key rotation was cut short (%s.next exists): both keys open card keys "
@@ -301,9 +306,13 @@ async def start_stack(
         sms_port = settings.gateway.sms_port
         if not sms_port:
             raise StoreError("remote administration needs the gateway's SMS entry point on")
-        admin_stack = await start_admin(
-            settings, sms_url=f"http://127.0.0.1:{sms_port}/sms", api=api
-        )
+        try:
+            admin_stack = await start_admin(
+                settings, sms_url=f"http://127.0.0.1:{sms_port}/sms", api=api
+            )
+        except BaseException:
+            image.close()
+            raise
         try:
             from openscws.ras.provision import AdminEndpoint, ensure_card_admin
 
