@@ -13,7 +13,7 @@ Three ways, `admin.api_tls`:
 The context is strict whatever the certificate: TLS 1.2 and 1.3 only, and on TLS 1.2 only
 ECDHE key exchange with AEAD suites (AES-GCM, ChaCha20-Poly1305), RFC 9325 §4.2's
 recommendation; TLS 1.3's suites are all AEAD. No compression, no renegotiation, the
-server's suite order, no session tickets."""
+server's suite order, no TLS 1.2 session tickets."""
 
 from __future__ import annotations
 
