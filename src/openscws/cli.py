@@ -258,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--bsf-port", type=int, default=8080, help="with --gba: Ub port (8080)")
     up.add_argument("--zn-port", type=int, default=8443, help="with --gba: Zn port (8443)")
+    admin_cli.api_options(up)
 
     card = sub.add_parser(
         "card",
@@ -495,6 +496,8 @@ def _options(settings: Settings, args: argparse.Namespace) -> Settings:
         admin = replace(admin, data_dir=args.admin_data_dir)
     if getattr(args, "admin_db", None):
         admin = replace(admin, db=args.admin_db)
+    if args.command == "up":
+        admin = admin_cli.api_overrides(admin, args)
     return replace(settings, card=card, gateway=gateway, trace=trace, ca=ca, admin=admin)
 
 
@@ -565,6 +568,9 @@ async def _up(
             if stack.admin.api_url:
                 print(f"admin console: {stack.admin.api_url}", flush=True)
                 print(f"REST API: {stack.admin.api_url}api/v1 (OpenAPI: /api/v1/openapi.json)")
+                if stack.admin.api_ca is not None:
+                    ca = stack.admin.api_ca
+                    print(f"admin console CA: {ca} (curl --cacert {ca})", flush=True)
         await _run_until_signal(asyncio.ensure_future(stack.gateway.wait()))
     finally:
         if bsf is not None:

@@ -148,6 +148,20 @@ class AdminSettings:
     """Address of the REST API and web console (operators' side)."""
     api_port: int = 8116
     """Port of the REST API and web console."""
+    api_tls: str = "off"
+    """TLS for the REST API and console: "off" (plain HTTP, loopback addresses only), "ca"
+    (a certificate from the issuer CA in [ca] dir, made on first start, kept in
+    data_dir/api-tls/ and renewed when due) or "files" (api_cert and api_key)."""
+    api_cert: Path | None = None
+    """With api_tls "files": the certificate chain (PEM, the server's certificate first)."""
+    api_key: Path | None = None
+    """With api_tls "files": its private key (PEM, unencrypted; not readable by others)."""
+    api_tls_hosts: tuple[str, ...] = ()
+    """With api_tls "ca": names the certificate is for, besides localhost, 127.0.0.1, ::1
+    and api_host (e.g. ["ras.example.net"])."""
+    api_insecure_bind: bool = False
+    """Serve the REST API and console without TLS on a non-loopback api_host anyway (a loud
+    warning at start). Without it such a start is refused."""
     sms_sender: str = "local"
     """"local": hand the SMS to a terminal's local SMS endpoint; "smpp": submit it to an SMSC."""
     sms_url: str = "http://127.0.0.1:3517/sms"
@@ -202,6 +216,20 @@ class Settings:
         problem = _problem(self)
         if problem is not None:
             raise ConfigError(problem)
+        _check_api_tls(self.admin)
+
+
+API_TLS_MODES = ("off", "ca", "files")
+
+
+def _check_api_tls(admin: AdminSettings) -> None:
+    if admin.api_tls not in API_TLS_MODES:
+        raise ConfigError(f"admin.api_tls must be off, ca or files: {admin.api_tls!r}")
+    files = admin.api_cert is not None, admin.api_key is not None
+    if admin.api_tls == "files" and not all(files):
+        raise ConfigError('admin.api_tls = "files" needs admin.api_cert and admin.api_key')
+    if admin.api_tls != "files" and any(files):
+        raise ConfigError('admin.api_cert and admin.api_key are used with admin.api_tls = "files"')
 
 
 PORT: Final = (1, 65535)
@@ -326,7 +354,7 @@ def _convert(
         name = f"{where}.{key}" if label is None else f"{label} ({where}.{key})"
         if is_dataclass(current):
             kwargs[key] = _convert(type(current), raw, name)
-        elif isinstance(current, Path) or (current is None and key in {"pcap"}):
+        elif isinstance(current, Path) or (current is None and key in _OPTIONAL_PATHS):
             kwargs[key] = Path(os.path.expanduser(str(raw)))
         elif isinstance(current, tuple):
             if not isinstance(raw, list):
@@ -364,6 +392,7 @@ def _convert(
 
 
 _SECTIONS = ("card", "gateway", "trace", "ca", "admin", "bsf")
+_OPTIONAL_PATHS = frozenset({"pcap", "api_cert", "api_key"})
 
 
 def load(path: Path | None, environ: Mapping[str, str] | None = None) -> Settings:

@@ -13,8 +13,9 @@ from aio_cardapps import ClientApp, card_with, until
 
 from openscws.aio.gateway import Gateway, GatewayConfig
 from openscws.aio.links import CardGone, InProcessLink
-from openscws.aio.smsc_local import SmsLocalEndpoint
+from openscws.aio.smsc_local import SmsLocalEndpoint, is_loopback_peer
 from openscws.cat.objects import Address
+from openscws.errors import ConfigError
 from openscws.ota.sms import Iei, SmsDeliver
 from openscws.ras.senders import DeliveryStatus, LocalTerminalSender, SendError
 from openscws.terminal.engine import SmsResult, SmsStatus, TerminalEngine
@@ -323,5 +324,98 @@ def test_triggered_admin_link_after_the_sms() -> None:
         finally:
             srv.close()
         assert bytes(app.received) == b"POST /admin"
+
+    asyncio.run(main())
+
+
+# -- local only ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.1", "localhost", ""])
+def test_local_endpoint_listens_on_loopback_only(host: str) -> None:
+    with pytest.raises(ConfigError, match="loopback only"):
+        SmsLocalEndpoint(lambda tpdu: asyncio.sleep(0), host=host)  # type: ignore[arg-type,return-value]
+
+
+@pytest.mark.parametrize(
+    ("peer", "local"),
+    [
+        (("127.0.0.1", 5000), True),
+        (("127.8.9.10", 5000), True),
+        (("::1", 5000, 0, 0), True),
+        (("::ffff:127.0.0.1", 5000, 0, 0), True),
+        (("192.0.2.7", 5000), False),
+        (("::ffff:192.0.2.7", 5000, 0, 0), False),
+        (("2001:db8::1", 5000, 0, 0), False),
+        (None, False),
+        ("/tmp/socket", False),
+    ],
+)
+def test_loopback_peers(peer: object, local: bool) -> None:
+    assert is_loopback_peer(peer) is local
+
+
+def test_local_endpoint_refuses_a_caller_from_the_network() -> None:
+    """A connection whose peer is not loopback (as a wildcard listener would see one) is closed
+    without an answer and nothing reaches the card."""
+
+    async def main() -> None:
+        delivered: list[bytes] = []
+
+        async def deliver(tpdu: bytes) -> SmsResult:
+            delivered.append(tpdu)
+            return SmsResult(SmsStatus.DELIVERED, 0x9000, b"")
+
+        endpoint = SmsLocalEndpoint(deliver)
+        reader = asyncio.StreamReader()
+        reader.feed_data(b"POST /sms HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        reader.feed_eof()
+        written: list[bytes] = []
+
+        class FarWriter:
+            closed = False
+
+            def get_extra_info(self, name: str) -> object:
+                return ("192.0.2.7", 40000) if name == "peername" else None
+
+            def write(self, data: bytes) -> None:
+                written.append(data)
+
+            def close(self) -> None:
+                self.closed = True
+
+        writer = FarWriter()
+        await endpoint._serve(reader, writer)  # type: ignore[arg-type]
+        assert writer.closed
+        assert written == []
+        assert delivered == []
+        assert endpoint.refused == 1
+
+    asyncio.run(main())
+
+
+def test_local_endpoint_caps_its_connections() -> None:
+    async def main() -> None:
+        app = ClientApp(open_on_profile=False, por=POR)
+        async with gateway(app) as gw:
+            endpoint = SmsLocalEndpoint(gw.deliver_sms, max_connections=2)
+            await endpoint.start()
+            try:
+                held = [await asyncio.open_connection("127.0.0.1", endpoint.port) for _ in range(2)]
+                await until(lambda: len(endpoint._connections) == 2)
+                reader, writer = await asyncio.open_connection("127.0.0.1", endpoint.port)
+                answer = await asyncio.wait_for(reader.read(), 5)
+                writer.close()
+                assert answer.startswith(b"HTTP/1.1 503 ")
+                assert b"Retry-After: 1" in answer
+                assert endpoint.refused == 1
+                # One held connection goes: a new one is served again.
+                held[0][1].close()
+                await until(lambda: len(endpoint._connections) == 1)
+                status, headers, body = await post(endpoint.port, TPDU)
+                assert (status, headers["x-sms-status"], body) == (200, "por", POR)
+                held[1][1].close()
+            finally:
+                await endpoint.close()
 
     asyncio.run(main())

@@ -343,7 +343,8 @@ def test_kill_card_mid_session(rig: Rig) -> None:
 def test_kill_admin_server_mid_session(rig: Rig) -> None:
     campaign = rig.campaign("new")
     _kill_mid_session(rig, campaign, "admin")
-    # The dead server's lease stays in the database until it runs out (session_ttl).
+    # The dead server's lease stays in the database until it runs out (session_ttl) or
+    # the server starts again (it releases its own leases at once).
     state, _ = rig.job_state(campaign)
     assert state == "in_session"
     rig.start_admin()

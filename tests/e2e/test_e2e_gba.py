@@ -63,7 +63,7 @@ def make_card(last_seq: int = 0) -> VirtualUicc:
         sqn.accept(last_seq << 5)
     UsimSecrets(secrets).set_keys(UsimKeys(IMSI, K, OPC), sqn=sqn)
     usim = UsimApp.from_secrets(UsimSecrets(secrets))
-    card = VirtualUicc(CardIdentity("8988211000000000001"), usim=usim)
+    card = VirtualUicc(CardIdentity("8988211000000000003"), usim=usim)
     card.power_on()
     return card
 

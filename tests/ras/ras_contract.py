@@ -13,6 +13,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
+from openscws.agent.credentials import KeyChange
 from openscws.ids import luhn_digit
 from openscws.ota import (
     CounterMode,
@@ -355,6 +356,130 @@ class ServiceContract:
         assert resumed is not None
         assert (resumed.job_id, resumed.maybe_applied, resumed.attempt) == (s.job_id, True, 2)
         assert ras.finish_job(s.job_id, "B", "done", None, job.next_attempt_at)
+
+    def test_key_rotation_campaign(self, ras: RasService) -> None:
+        seed(ras, 2)
+        campaign = ras.create_key_rotation("rekey", cards=[iccid(0)], now=T0)
+        assert (campaign.jobs, [op.op for op in campaign.operations]) == (1, ["rotate-keys"])
+        assert ras.unsealed_elsewhere() == 0
+        (work,) = ras.claim_triggers("A", 10, T0)
+        assert work.psk_identity == "id-0"  # triggers use the old keys until done
+        session = ras.open_session("id-0", "A", T0)
+        assert session is not None
+        (op,) = session.operation_dicts()
+        assert (op["op"], op["path"]) == ("rotate-keys", "/.scws/keys")
+        change = KeyChange.from_json(op["body"])
+        assert change.psk_identity.startswith("id-0#k")
+        assert (change.kic_version, change.kid_version) == (2, 2)
+        assert len(change.psk_key) == 32
+        assert change.kic_key != keys_of(0)[1]
+        for secret in (change.psk_key, change.kic_key, change.kid_key):
+            assert secret.hex() not in repr(session)
+            assert secret.hex() not in repr(ras.job(session.job_id))
+        assert ras.psk_lookup("id-0") == keys_of(0)[0]
+        assert ras.end_session(session.job_id, "A", "done", None, started_at=T0, ended_at=T0)
+        card = ras.card(iccid(0))
+        assert card is not None
+        assert (card.psk_identity, card.ota_kic, card.ota_kid) == (change.psk_identity, 0x22, 0x22)
+        assert ras.psk_lookup(change.psk_identity) == change.psk_key
+        assert ras.psk_lookup("id-0") is None
+        job = ras.job(session.job_id)
+        assert job is not None
+        assert job.state == "done"
+        assert all(o.keys is None for o in job.operations)  # nothing sealed is kept
+        # The next trigger is sealed with the new keys.
+        ras.put_content("/x", b"x", "text/plain", now=T0)
+        ras.create_campaign("after", cards=[iccid(0)], now=T0)
+        (after,) = ras.claim_triggers("A", 10, T0)
+        assert after.psk_identity == change.psk_identity
+        assert (after.keys.kic_key, after.keys.kid_key) == (change.kic_key, change.kid_key)
+        # Another card was not touched.
+        assert ras.psk_lookup("id-1") == keys_of(1)[0]
+
+    def test_key_rotation_failed_or_cancelled_forgets_the_keys(self, ras: RasService) -> None:
+        seed(ras, 2)
+        campaign = ras.create_key_rotation("rekey", now=T0, max_attempts=1)
+        ras.claim_triggers("A", 1, T0)
+        ras.cancel_campaign(campaign.id, now=T0)
+        for row in ras.campaign_cards(campaign.id):
+            job = ras.job(row.job_id)
+            assert job is not None
+            if job.state == "failed":
+                assert all(o.keys is None for o in job.operations)
+            else:
+                assert job.state == "triggered"
+                assert ras.finish_job(job.id, "A", "failed", "no", T0)
+                gone = ras.job(job.id)
+                assert gone is not None
+                assert all(o.keys is None for o in gone.operations)
+        assert {c.psk_identity for c in ras.list_cards()} == {"id-0", "id-1"}
+
+    def test_reseal_covers_pending_key_changes(self, ras: RasService) -> None:
+        seed(ras, 1)
+        ras.create_key_rotation("rekey", now=T0)
+        ras._vault.begin_rotation()
+        assert ras.unsealed_elsewhere() == 6  # 3 card keys + 3 in the job
+        ras.reseal()
+        assert ras.unsealed_elsewhere() == 0
+        ras._vault.finish_rotation()
+        ras.claim_triggers("A", 10, T0)
+        session = ras.open_session("id-0", "A", T0)
+        assert session is not None
+        KeyChange.from_json(session.operation_dicts()[0]["body"])  # still opens
+
+    def test_reseal_under_the_next_master_key(self, ras: RasService) -> None:
+        seed(ras, 2)
+        vault = ras._vault
+        vault.begin_rotation()
+        assert ras.unsealed_elsewhere() == 6
+        assert ras.reseal() == 2
+        assert ras.unsealed_elsewhere() == 0
+        add_card(ras, 5)  # written during the rotation: under the next key
+        vault.finish_rotation()
+        assert not vault.rotating
+        assert ras.unsealed_elsewhere() == 0
+        for n in (0, 1, 5):
+            assert ras.psk_lookup(f"id-{n}") == keys_of(n)[0]
+
+    def test_release_leases_of_a_restarted_owner(self, ras: RasService) -> None:
+        seed(ras, 3)
+        ras.create_campaign("c", now=T0, max_attempts=2)
+        a_trigger, a_session, b_job = ras.claim_triggers("A", 2, T0) + ras.claim_triggers(
+            "B", 10, T0
+        )
+        session = ras.open_session(
+            ras.card(a_session.iccid).psk_identity,  # type: ignore[union-attr]
+            "A",
+            T0,
+        )
+        assert session is not None
+        later = T0 + timedelta(seconds=1)  # long before any lease runs out
+        assert ras.release_leases("A", later) == 2
+        for work in (a_trigger, a_session):
+            job = ras.job(work.job_id)
+            assert job is not None
+            assert (job.state, job.lease_owner, job.next_attempt_at) == ("pending", None, later)
+            assert job.last_error is not None
+            assert "released at restart" in job.last_error
+        other = ras.job(b_job.job_id)
+        assert other is not None
+        assert (other.state, other.lease_owner) == ("triggered", "B")  # B's lease stays
+        assert ras.release_leases("A", later) == 0
+        # Due at once: claimed again now, with the next counter; the session resumes.
+        again = ras.claim_triggers("A", 10, later)
+        assert {w.job_id for w in again} == {a_trigger.job_id, a_session.job_id}
+        resumed = ras.open_session(
+            ras.card(a_session.iccid).psk_identity,  # type: ignore[union-attr]
+            "A",
+            later,
+        )
+        assert resumed is not None
+        assert resumed.maybe_applied
+        # A crash loop still ends: at max_attempts a released job fails.
+        assert ras.release_leases("A", later) == 2
+        job = ras.job(a_session.job_id)
+        assert job is not None
+        assert job.state == "failed"
 
     def test_open_session_takes_over_expired_lease(self, ras: RasService) -> None:
         seed(ras, 1)

@@ -40,7 +40,10 @@ COMMANDS = [
     ["admin", "campaign", "ls"],
     ["admin", "campaign", "show"],
     ["admin", "campaign", "cancel"],
+    ["admin", "campaign", "rotate-keys"],
     ["admin", "logs"],
+    ["admin", "vault"],
+    ["admin", "vault", "rotate"],
 ]
 
 

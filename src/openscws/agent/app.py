@@ -238,6 +238,11 @@ class AdminAgentApp:
         except (DecodeError, ValueError) as exc:
             log.warning("trigger authentic but unusable: %s", exc)
             return _por(accepted, BAD_TRIGGER)
+        if creds.previous_psks and plan.psk_identity == creds.psk_identity:
+            # An authentic trigger names the new PSK identity: the server has moved to the
+            # keys of the last key change, so the ones it replaced are dropped now.
+            self.secrets.set_credentials(creds.settled())
+            log.info("admin keys: the server uses the new ones; the replaced keys are dropped")
         log.info(
             "trigger accepted (counter %s): session to %s:%d%s",
             accepted.content.counter,
@@ -288,8 +293,11 @@ class AdminAgentApp:
         )
         session = AdminSession(params, self.executor(), now)
         self._session = session
+        # The trigger's identity picks the key: the current one, or one a key change
+        # replaced (a retry of the session that changed them).
+        key = creds.psk_for(plan.psk_identity) or creds.psk_key
         tls = TlsClientHandler(
-            self._psk_context(plan.psk_identity, creds.psk_key),
+            self._psk_context(plan.psk_identity, key),
             session,
             handshake_timeout=self.handshake_timeout,
             record_limit=self.record_limit,

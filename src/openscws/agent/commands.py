@@ -29,6 +29,11 @@ Cache-Control: the resource's policy)      the resource's cache policy          
 ``DELETE /.scws/values/<key>``                                                    204 / 404
 ``PUT /.scws/acp`` JSON [{"app": "<sha256  access-control policy, validated,      204
 hex>|*", "allow": ["/prefix/", ...]}]      stored as value "scws.acp"
+``PUT /.scws/keys`` JSON {"psk_identity",  stage new agent keys (the card's        204
+"psk_key" hex, "kic": {"version", "key"},  secure area), applied by the commit
+"kid": {...}}                              with the rest; the keys they replace
+                                           stay valid until a trigger names the
+                                           new PSK identity
 ``GET /.scws/resources``                   audit: JSON [{path, etag, length,      200
                                            content_type, realm}] (staged view)
 ``POST /.scws/commit``                     commit the transaction                 200 +
@@ -66,14 +71,16 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import unquote
 
+from openscws.agent.credentials import AGENT_FILE, AgentCredentials, KeyChange
 from openscws.amdb.embedded import EmbeddedRequest, EmbeddedResponse, Headers
-from openscws.errors import HttpError, StoreError
+from openscws.errors import ConfigError, HttpError, StoreError
 from openscws.http._dates import format_http_date
 from openscws.http.cache import normalize_cache_control
 from openscws.scws.model import (
     Realm,
     Resource,
     ResourceStore,
+    SecretTransaction,
     StoreTransaction,
     TransactionalStore,
 )
@@ -177,6 +184,7 @@ _ADMIN_ROUTES: Final = {
     "realms": _Route(("PUT", "DELETE"), named=True),
     "values": _Route(("PUT", "DELETE"), named=True),
     "acp": _Route(("PUT",), named=False),
+    "keys": _Route(("PUT",), named=False),
     "resources": _Route(("GET",), named=False),
     "commit": _Route(("POST",), named=False),
     "transactions": _Route(("GET",), named=True),
@@ -382,6 +390,8 @@ class ScwsAdminExecutor:
                 return self._value(req, name)
             case "acp":
                 return self._acp(req)
+            case "keys":
+                return self._keys(req)
             case "resources":
                 return self._audit()
             case "commit":
@@ -432,6 +442,27 @@ class ScwsAdminExecutor:
         tx = self._begin(req)
         tx.set_value(ACP_KEY, json.dumps(policy, separators=(",", ":")).encode())
         self._staged += 1
+        return EmbeddedResponse(204)
+
+    def _keys(self, req: EmbeddedRequest) -> EmbeddedResponse:
+        self._check_size(req)
+        try:
+            change = KeyChange.from_json(req.body)
+        except ConfigError as exc:
+            raise _refuse(400, str(exc)) from None
+        tx = self._begin(req)
+        if not isinstance(tx, SecretTransaction):
+            raise _refuse(501, "this card's store keeps no agent keys")
+        current = tx.get_secret(AGENT_FILE)
+        if current is None:
+            raise _refuse(409, "the agent has no keys to change")
+        try:
+            new = AgentCredentials.from_json(current).rekeyed(change)
+        except ConfigError as exc:
+            raise _refuse(409, str(exc)) from None
+        tx.set_secret(AGENT_FILE, new.to_json())
+        self._staged += 1
+        logger.info("agent keys staged: PSK identity %r", change.psk_identity)
         return EmbeddedResponse(204)
 
     def _audit(self) -> EmbeddedResponse:

@@ -4,7 +4,13 @@ server. Files (the card image's secure/ directory, 0600, written atomically):
 
     admin-agent.json   {"agent_id", "psk_identity", "psk_key" (hex), "server": {"address",
                         "port", "host", "uri"}, "tar" (hex), "kic": {version: hex},
-                        "kid": {version: hex}, "retry": {"count", "delay"}}
+                        "kid": {version: hex}, "retry": {"count", "delay"},
+                        "previous": {"psk": {identity: hex}, "kic": [version],
+                        "kid": [version]}}
+                       "previous" names what a key change (`rekey`) replaced: still
+                       accepted until a trigger names the new PSK identity, so a session
+                       that committed the change on the card but whose end the server
+                       never recorded can be retried under the old keys
     ota-counter.json   {"<tar hex>": counter}: rewritten on every accepted trigger, before the
                        trigger acts (TS 102 225 §5.1.1), so a replay after a crash is refused
 """
@@ -13,7 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from openscws.errors import ConfigError
@@ -21,7 +27,7 @@ from openscws.ota.packet import MinimumSecurityLevel, TarSecurity
 from openscws.ota.spi import CounterMode, Integrity
 from openscws.uicc.keystore import SecretStore, validate_identity, validate_psk
 
-__all__ = ["ADMIN_TAR", "AgentCredentials", "AgentSecrets"]
+__all__ = ["ADMIN_TAR", "AGENT_FILE", "AgentCredentials", "AgentSecrets", "KeyChange"]
 
 AGENT_FILE: Final = "admin-agent.json"
 COUNTER_FILE: Final = "ota-counter.json"
@@ -49,6 +55,11 @@ class AgentCredentials:
     kid_keys: dict[int, bytes] = field(default_factory=dict, repr=False)
     retry_count: int = 3
     retry_delay: float = 5.0
+    previous_psks: dict[str, bytes] = field(default_factory=dict, repr=False)
+    """PSK identities a key change replaced, still accepted (see the module docstring)."""
+    previous_kic: tuple[int, ...] = ()
+    """KIc key versions a key change replaced: dropped with previous_psks."""
+    previous_kid: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         validate_identity(self.psk_identity)
@@ -75,7 +86,48 @@ class AgentCredentials:
             "kid": {str(v): k.hex() for v, k in self.kid_keys.items()},
             "retry": {"count": self.retry_count, "delay": self.retry_delay},
         }
+        if self.previous_psks or self.previous_kic or self.previous_kid:
+            doc["previous"] = {
+                "psk": {i: k.hex() for i, k in self.previous_psks.items()},
+                "kic": list(self.previous_kic),
+                "kid": list(self.previous_kid),
+            }
         return json.dumps(doc, indent=1, sort_keys=True).encode()
+
+    def psk_for(self, identity: str) -> bytes | None:
+        """The PSK of `identity`: the current one, or one a key change replaced."""
+        if identity == self.psk_identity:
+            return self.psk_key
+        return self.previous_psks.get(identity)
+
+    def rekeyed(self, change: KeyChange) -> AgentCredentials:
+        """These credentials after `change`: the new PSK and key versions current, the ones
+        in use now kept as "previous" (older previous ones dropped)."""
+        if change.psk_identity == self.psk_identity:
+            raise ConfigError("a key change needs a new PSK identity")
+        kic = {v: k for v, k in self.kic_keys.items() if v not in self.previous_kic}
+        kid = {v: k for v, k in self.kid_keys.items() if v not in self.previous_kid}
+        return replace(
+            self,
+            psk_identity=change.psk_identity,
+            psk_key=change.psk_key,
+            kic_keys={**kic, change.kic_version: change.kic_key},
+            kid_keys={**kid, change.kid_version: change.kid_key},
+            previous_psks={self.psk_identity: self.psk_key},
+            previous_kic=tuple(v for v in kic if v != change.kic_version),
+            previous_kid=tuple(v for v in kid if v != change.kid_version),
+        )
+
+    def settled(self) -> AgentCredentials:
+        """Without what a key change replaced (the server has moved to the new keys)."""
+        return replace(
+            self,
+            kic_keys={v: k for v, k in self.kic_keys.items() if v not in self.previous_kic},
+            kid_keys={v: k for v, k in self.kid_keys.items() if v not in self.previous_kid},
+            previous_psks={},
+            previous_kic=(),
+            previous_kid=(),
+        )
 
     @classmethod
     def from_json(cls, data: bytes) -> AgentCredentials:
@@ -83,7 +135,13 @@ class AgentCredentials:
             doc: dict[str, Any] = json.loads(data)
             server = doc.get("server", {})
             retry = doc.get("retry", {})
+            previous = doc.get("previous", {})
             return cls(
+                previous_psks={
+                    str(i): bytes.fromhex(k) for i, k in previous.get("psk", {}).items()
+                },
+                previous_kic=tuple(int(v) for v in previous.get("kic", ())),
+                previous_kid=tuple(int(v) for v in previous.get("kid", ())),
                 agent_id=str(doc["agent_id"]),
                 psk_identity=str(doc["psk_identity"]),
                 psk_key=bytes.fromhex(doc["psk_key"]),
@@ -99,6 +157,57 @@ class AgentCredentials:
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ConfigError(f"{AGENT_FILE} is not valid: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyChange:
+    """New keys for the agent, as the admin server sends them (`PUT /.scws/keys`)."""
+
+    psk_identity: str
+    psk_key: bytes = field(repr=False)
+    kic_version: int
+    kic_key: bytes = field(repr=False)
+    kid_version: int
+    kid_key: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        validate_identity(self.psk_identity)
+        validate_psk(self.psk_key)
+        for name, version, key in (
+            ("KIc", self.kic_version, self.kic_key),
+            ("KID", self.kid_version, self.kid_key),
+        ):
+            if not 1 <= version <= 15:
+                raise ConfigError(f"{name} key version must be 1..15")
+            if len(key) not in (8, 16, 24, 32):
+                raise ConfigError(f"{name} key must be 8, 16, 24 or 32 bytes")
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {
+                "psk_identity": self.psk_identity,
+                "psk_key": self.psk_key.hex(),
+                "kic": {"version": self.kic_version, "key": self.kic_key.hex()},
+                "kid": {"version": self.kid_version, "key": self.kid_key.hex()},
+            },
+            sort_keys=True,
+        ).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> KeyChange:
+        """ConfigError for anything malformed (the message names no key material)."""
+        try:
+            doc = json.loads(data)
+            return cls(
+                psk_identity=str(doc["psk_identity"]),
+                psk_key=bytes.fromhex(doc["psk_key"]),
+                kic_version=int(doc["kic"]["version"]),
+                kic_key=bytes.fromhex(doc["kic"]["key"]),
+                kid_version=int(doc["kid"]["version"]),
+                kid_key=bytes.fromhex(doc["kid"]["key"]),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ConfigError(f"not a key change: {type(exc).__name__}") from None
 
 
 class AgentSecrets:

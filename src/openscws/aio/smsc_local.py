@@ -9,18 +9,25 @@ SMS, as the network would over the air.
 answers `200` with the card's response data (the PoR user data, or nothing) and
 `X-SMS-Status: delivered | por | busy | error` (`terminal.engine.SmsStatus`) plus `X-SMS-SW`,
 the status word in hex; `400` for a TPDU that does not decode, `415` for another media type,
-`503` when the card is gone. HTTP/1.1 on h11 over asyncio streams; keep-alive is served."""
+`503` when the card is gone. HTTP/1.1 on h11 over asyncio streams; keep-alive is served.
+
+It is local only: it listens on a loopback address (another `host` is refused), closes any
+connection whose peer is not a loopback address, and serves at most `max_connections` at once
+(default MAX_CONNECTIONS): one more is answered `503` with `Retry-After` and closed. Nothing
+but processes on this machine can hand the card an SMS."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any, Final
 
 import h11
 
-from openscws.errors import DecodeError
+from openscws.errors import ConfigError, DecodeError
 from openscws.ota.sms import SmsDeliver
 from openscws.terminal.engine import SmsResult
 
@@ -32,6 +39,31 @@ MAX_TPDU = 200
 """Bytes of request body accepted: an SMS-DELIVER is at most 164 octets."""
 IDLE_TIMEOUT = 30.0
 """Seconds a connection may sit between requests."""
+MAX_CONNECTIONS: Final = 16
+"""Connections served at once; the admin server's sender uses one or two."""
+_BUSY: Final = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nRetry-After: 1\r\n"
+    b"Connection: close\r\nContent-Length: 26\r\n\r\ntoo many SMS connections\r\n"
+)
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        address = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def is_loopback_peer(peername: Any) -> bool:
+    """Whether a socket peer name (host, port[, ...]) is a loopback address."""
+    if not isinstance(peername, tuple) or not peername or not isinstance(peername[0], str):
+        return False
+    address = _address(peername[0])
+    return address is not None and address.is_loopback
+
 
 Deliver = Callable[[bytes], Awaitable[SmsResult]]
 
@@ -39,9 +71,22 @@ Deliver = Callable[[bytes], Awaitable[SmsResult]]
 class SmsLocalEndpoint:
     """Serves `POST /sms` on `host:port` (port 0: the OS picks one, see `port`)."""
 
-    def __init__(self, deliver: Deliver, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        deliver: Deliver,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_connections: int = MAX_CONNECTIONS,
+    ) -> None:
+        address = _address(host)
+        if address is None or not address.is_loopback:
+            raise ConfigError(f"the local SMS entry point listens on loopback only, not {host!r}")
         self.deliver = deliver
         self.host = host
+        self.max_connections = max_connections
+        self.refused = 0
+        """Connections refused (not loopback, or over max_connections)."""
         self._port = port
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
@@ -75,6 +120,23 @@ class SmsLocalEndpoint:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        peer = writer.get_extra_info("peername")
+        if not is_loopback_peer(peer):
+            self.refused += 1
+            log.warning("local SMS entry point: refused %s (loopback callers only)", peer)
+            writer.close()
+            return
+        if len(self._connections) >= self.max_connections:
+            self.refused += 1
+            log.warning(
+                "local SMS entry point: %d connections open, refused one more",
+                len(self._connections),
+            )
+            writer.write(_BUSY)
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+            writer.close()
+            return
         self._connections.add(task)
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=8192)
         try:

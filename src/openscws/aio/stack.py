@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from openscws.agent.app import AdminAgentApp
     from openscws.ras.db import RasDatabase
+    from openscws.ras.owner import OwnerSlot
     from openscws.ras.server import RasServer
     from openscws.ras.service import RasService
     from openscws.uicc.card import VirtualUicc
@@ -141,19 +142,31 @@ class AdminStack:
     service: RasService
     server: RasServer
     api: uvicorn.Server | None = None
+    api_ca: Path | None = None
+    """The issuer CA that signed the API's certificate (admin.api_tls = "ca")."""
+    owner: OwnerSlot | None = None
+    """This process's name in job leases, held while it runs."""
 
     async def stop(self) -> None:
-        if self.api is not None:
-            from openscws.ras.api_server import stop_api
+        try:
+            if self.api is not None:
+                from openscws.ras.api_server import stop_api
 
-            await stop_api(self.api)
-        await self.server.stop()
-        self.db.dispose()
+                await stop_api(self.api)
+            await self.server.stop()
+            self.db.dispose()
+        finally:
+            if self.owner is not None:
+                self.owner.close()
 
     @property
     def api_url(self) -> str | None:
+        from openscws.ras.api_server import ApiServer
+
         if self.api is None:
             return None
+        if isinstance(self.api, ApiServer):
+            return self.api.url
         sock = self.api.servers[0].sockets[0]
         host, port = sock.getsockname()[:2]
         return f"http://{host}:{port}/"
@@ -166,12 +179,23 @@ def admin_service(admin: AdminSettings) -> tuple[RasDatabase, RasService]:
     from openscws.ras.vault import Vault
 
     directory = admin.data_dir
-    directory.mkdir(parents=True, exist_ok=True)
-    db = RasDatabase(admin.db or default_url(directory))
-    db.upgrade()
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # The key first: one open to others stops the start before the database is touched.
     vault = (
         Vault.open(directory) if (directory / "master.key").exists() else Vault.create(directory)
     )
+    db = RasDatabase(admin.db or default_url(directory))
+    try:
+        db.upgrade()
+    except BaseException:
+        db.dispose()
+        raise
+    if vault.rotating:
+        log.warning(
+            "a master key rotation was cut short (%s.next exists): both keys open card keys "
+            "meanwhile; run `openscws admin vault rotate` to finish it",
+            vault.path,
+        )
     policy = RasPolicy(
         trigger_ttl=datetime.timedelta(seconds=admin.trigger_ttl),
         session_ttl=datetime.timedelta(seconds=admin.session_ttl),
@@ -187,11 +211,22 @@ async def start_admin(
 ) -> AdminStack:
     """The admin server: its database, the cards' PSK-TLS endpoint with the trigger loop
     (unless not `triggers`), and (with `api`) the REST API and console."""
+    from openscws.ras.owner import claim_owner
     from openscws.ras.senders import LocalTerminalSender, SmppSender, SmsSender
     from openscws.ras.server import EndpointConfig, RasServer
 
     admin = settings.admin
+    tls = None
+    if api:
+        from openscws.ras.api_tls import api_tls
+
+        tls = api_tls(settings)  # refuses plain HTTP off loopback before anything starts
     db, service = admin_service(admin)
+    try:
+        owner = claim_owner(admin.data_dir)
+    except BaseException:
+        db.dispose()
+        raise
     sender: SmsSender
     if admin.sms_sender == "smpp":
         sender = SmppSender(
@@ -212,17 +247,27 @@ async def start_admin(
             uri=admin.uri,
             trigger_interval=admin.trigger_interval,
             db_workers=admin.db_workers,
+            owner=owner.name,
+            release_own_leases=True,
         ),
     )
-    await server.start(triggers=triggers)
-    stack = AdminStack(db, service, server)
+    try:
+        await server.start(triggers=triggers)
+    except BaseException:
+        owner.close()
+        db.dispose()
+        raise
+    stack = AdminStack(db, service, server, api_ca=tls.ca_path if tls else None, owner=owner)
     if api:
         from openscws.ras.api import create_app
         from openscws.ras.api_server import serve_api
 
         try:
             stack.api = await serve_api(
-                create_app(service, on_change=server.wake), admin.api_host, admin.api_port
+                create_app(service, on_change=server.wake),
+                admin.api_host,
+                admin.api_port,
+                tls=tls.context if tls else None,
             )
         except BaseException:
             await stack.stop()
@@ -267,6 +312,10 @@ async def start_stack(
     """Everything `openscws up` runs. With `admin`, the gateway's local SMS entry point must
     be on (`gateway.sms_port`), and the card gets its agent. The card image is held
     (`RunningLock`) until `Stack.stop`: a second process on it gets ImageInUse."""
+    if admin and api:
+        from openscws.ras.api_tls import check_api_bind
+
+        check_api_bind(settings.admin, warn=False)  # before anything is made or started
     image = open_image(settings, create=True, demo=demo, iccid=iccid)
     running = RunningLock.take(image.root)
     try:
@@ -292,9 +341,13 @@ async def _start_stack(
         sms_port = settings.gateway.sms_port
         if not sms_port:
             raise StoreError("remote administration needs the gateway's SMS entry point on")
-        admin_stack = await start_admin(
-            settings, sms_url=f"http://127.0.0.1:{sms_port}/sms", api=api
-        )
+        try:
+            admin_stack = await start_admin(
+                settings, sms_url=f"http://127.0.0.1:{sms_port}/sms", api=api
+            )
+        except BaseException:
+            image.close()
+            raise
         try:
             from openscws.ras.provision import AdminEndpoint, ensure_card_admin
 

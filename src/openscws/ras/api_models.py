@@ -149,7 +149,7 @@ class CardCreated(CardOut):
 
 
 class OperationOut(_Out):
-    op: Literal["put", "delete"]
+    op: Literal["put", "delete", "rotate-keys"]
     path: str
     version: int | None = None
 

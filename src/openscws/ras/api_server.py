@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 from collections.abc import Iterator
 from typing import Final
 
@@ -34,6 +35,7 @@ class ApiServer(uvicorn.Server):
     serve_task: asyncio.Task[None] | None = None
     address: tuple[str, int] = ("", 0)
     """Where it listens (kept after it stops, for messages)."""
+    tls: bool = False
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -47,7 +49,8 @@ class ApiServer(uvicorn.Server):
     @property
     def url(self) -> str:
         host, port = self.address
-        return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://[{host}]:{port}/" if ":" in host else f"{scheme}://{host}:{port}/"
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -69,9 +72,17 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve_api(app: ASGIApp, host: str, port: int, *, access_log: bool = True) -> ApiServer:
+async def serve_api(
+    app: ASGIApp,
+    host: str,
+    port: int,
+    *,
+    access_log: bool = True,
+    tls: ssl.SSLContext | None = None,
+) -> ApiServer:
     """Starts serving `app` on host:port (0: any free port, see `ApiServer.port`) and returns
-    once it accepts connections. Stop it with `stop_api`."""
+    once it accepts connections; over TLS with the `tls` context (see `ras.api_tls`). Stop it
+    with `stop_api`."""
     sock = _listen(host, port)
     config = uvicorn.Config(
         app,
@@ -82,7 +93,12 @@ async def serve_api(app: ASGIApp, host: str, port: int, *, access_log: bool = Tr
         access_log=access_log,
         timeout_graceful_shutdown=int(STOP_GRACE),
     )
+    if tls is not None:
+        # Our own context (ras.api_tls), not one uvicorn would build from file names.
+        config.load()
+        config.ssl = tls
     server = ApiServer(config)
+    server.tls = tls is not None
     host_bound, port_bound = sock.getsockname()[:2]
     server.address = (str(host_bound), int(port_bound))
     task = asyncio.create_task(server.serve(sockets=[sock]), name="ras-api")

@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from openscws.config import ENV_ALIASES, Settings
+from openscws.config import ENV_ALIASES, AdminSettings, Settings
 from openscws.errors import ConfigError, NotFoundError
 from openscws.ids import check_iccid, default_agent_id, default_psk_identity
 from openscws.listing import print_listing
@@ -28,6 +28,7 @@ from openscws.scws.paths import MAX_ADMIN_RESOURCE
 
 if TYPE_CHECKING:
     from openscws.ras.service import RasService
+    from openscws.ras.vault import Vault
 
 __all__ = ["DB_ENV", "register", "run"]
 
@@ -74,6 +75,49 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="database URL, e.g. postgresql+psycopg://ras@host/ras (default: admin.db, "
         f"${DB_ENV}, else SQLite in the data dir)",
     )
+
+
+def api_options(p: argparse.ArgumentParser) -> None:
+    """Where the REST API and console listen, and their TLS (`openscws up`, `admin serve`)."""
+    p.add_argument("--api-host", metavar="ADDR", help="REST API and console address")
+    p.add_argument("--api-port", type=int, metavar="PORT", help="REST API and console port")
+    p.add_argument(
+        "--api-tls",
+        choices=("off", "ca", "files"),
+        help="TLS for the REST API and console: off, ca (a certificate from the issuer CA) or "
+        "files (--api-cert, --api-key) (default admin.api_tls)",
+    )
+    p.add_argument("--api-cert", type=Path, metavar="PEM", help="certificate chain (api-tls files)")
+    p.add_argument("--api-key", type=Path, metavar="PEM", help="its private key (api-tls files)")
+    p.add_argument(
+        "--insecure-bind",
+        action="store_true",
+        help="serve the REST API without TLS on a non-loopback address anyway (not advised)",
+    )
+
+
+def api_overrides(admin: AdminSettings, args: argparse.Namespace) -> AdminSettings:
+    """`admin` with the `api_options` given on the command line."""
+    changes: dict[str, Any] = {}
+    for option, name in (
+        ("api_host", "api_host"),
+        ("api_port", "api_port"),
+        ("api_tls", "api_tls"),
+        ("api_cert", "api_cert"),
+        ("api_key", "api_key"),
+    ):
+        value = getattr(args, option, None)
+        if value is not None:
+            changes[name] = value
+    if changes.get("api_cert") or changes.get("api_key"):
+        changes.setdefault("api_tls", "files")
+    if getattr(args, "insecure_bind", False):
+        changes["api_insecure_bind"] = True
+    if not changes:
+        return admin
+    updated = replace(admin, **changes)
+    Settings(admin=updated)  # the same checks as a config file gets
+    return updated
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -224,10 +268,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="N",
         help="attempts per card before giving up (default 5)",
     )
+    rekey = campaigns.add_parser(
+        "rotate-keys",
+        help="give cards new admin keys: PSK, PSK identity, OTA keys (KIc, KID)",
+        description="Create a campaign that gives each card a new PSK under a new PSK "
+        "identity and new OTA keys (the next key version, same algorithms). The card "
+        "applies them in the job's transaction; the server moves to them when the job is "
+        "done, and the card drops the old ones at the first trigger under the new ones. No "
+        "key is ever printed.",
+    )
+    rekey.add_argument("name", help="a name for people")
+    rekey.add_argument(
+        "--card", action="append", metavar="ICCID", help="only this ICCID (repeatable)"
+    )
+    rekey.add_argument("--max-attempts", type=int, metavar="N", help="attempts per card")
     k_ls = campaigns.add_parser("ls", help="list campaigns with their progress")
     k_show = campaigns.add_parser("show", help="a campaign's progress, card by card")
     k_show.add_argument("campaign_id", metavar="ID", type=int, help="campaign id")
-    for follow in (create, k_show):
+    for follow in (create, rekey, k_show):
         follow.add_argument(
             "--wait",
             action="store_true",
@@ -244,7 +302,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "cancel", help="stop a campaign (running sessions finish, nothing is retried)"
     )
     cancel.add_argument("campaign_id", metavar="ID", type=int, help="campaign id")
-    leaves += [create, k_ls, k_show, cancel]
+    leaves += [create, rekey, k_ls, k_show, cancel]
 
     serve = groups.add_parser(
         "serve",
@@ -256,7 +314,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "PostgreSQL database; each card's job runs in exactly one of them.",
     )
     serve.add_argument("--port", type=int, help="PSK-TLS endpoint port (default admin.port)")
-    serve.add_argument("--api-port", type=int, help="REST API and console port")
+    api_options(serve)
     serve.add_argument("--no-api", action="store_true", help="no REST API and console")
     serve.add_argument(
         "--sms-url", help="the local sender's target, a gateway's POST /sms (admin.sms_url)"
@@ -274,6 +332,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     enrol.add_argument("--msisdn", help="the card's number (default card.msisdn)")
     enrol.add_argument("--port", type=int, help="the server port the card calls by default")
     leaves.append(enrol)
+
+    vault = groups.add_parser("vault", help="the master key that seals card keys at rest")
+    vaults = vault.add_subparsers(dest="admin_action", required=True, metavar="ACTION")
+    rotate = vaults.add_parser(
+        "rotate",
+        help="re-seal every card key under a new master key, in one transaction",
+        description="Make a new master key (master.key.next, 0600), re-seal every card's PSK "
+        "and OTA keys under it in one database transaction, then rename it over master.key. "
+        "Crash-safe: until the rename both keys open values, and running this again "
+        "finishes a rotation that was cut short. Running servers pick up the new key by "
+        "themselves. Backups of the database need the master key of their time.",
+    )
+    leaves.append(rotate)
 
     logs = groups.add_parser("logs", help="a card's admin sessions, newest first")
     logs.add_argument("card_iccid", metavar="ICCID", help="the card's ICCID")
@@ -332,6 +403,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings, data_dir: Path, url:
                 return _logs(args, ras)
             case "enrol":
                 return _enrol(args, ras, _admin_settings(args, settings, data_dir, url))
+            case "vault":
+                return _vault(ras, vault)
     finally:
         db.dispose()
     return 2
@@ -343,8 +416,7 @@ def _admin_settings(
     admin = replace(settings.admin, data_dir=data_dir, db=url)
     if getattr(args, "port", None) is not None:
         admin = replace(admin, port=args.port)
-    if getattr(args, "api_port", None) is not None:
-        admin = replace(admin, api_port=args.api_port)
+    admin = api_overrides(admin, args)
     if getattr(args, "sms_url", None):
         admin = replace(admin, sms_url=args.sms_url)
     return replace(settings, admin=admin)
@@ -364,6 +436,8 @@ def _serve(args: argparse.Namespace, settings: Settings, data_dir: Path, url: st
         print(f"admin server: PSK-TLS https://{a.host}:{stack.server.port}{a.uri}", flush=True)
         if stack.api_url:
             print(f"admin console: {stack.api_url}", flush=True)
+        if stack.api_ca is not None:
+            print(f"admin console CA: {stack.api_ca} (curl --cacert {stack.api_ca})", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -374,6 +448,20 @@ def _serve(args: argparse.Namespace, settings: Settings, data_dir: Path, url: st
             await stack.stop()
 
     asyncio.run(main())
+    return 0
+
+
+def _vault(ras: RasService, vault: Vault) -> int:
+    resumed = vault.rotating
+    vault.begin_rotation()
+    cards = ras.reseal()
+    vault.finish_rotation()
+    left = ras.unsealed_elsewhere()
+    if left:  # another process sealed under the old key meanwhile: never expected
+        print(f"openscws: {left} value(s) are not under the new key", file=sys.stderr)
+        return 1
+    note = " (finished a rotation that had been cut short)" if resumed else ""
+    print(f"master key rotated: {vault.path}; {cards} card(s) re-sealed{note}")
     return 0
 
 
@@ -586,7 +674,10 @@ def _put_order(file: Path, path: str) -> tuple[Path, str]:
 
 def _ops(ops: Any) -> str:
     return ", ".join(
-        f"{op.op} {op.path}" + (f" v{op.version}" if op.version is not None else "") for op in ops
+        "new admin keys"
+        if op.op == "rotate-keys"
+        else f"{op.op} {op.path}" + (f" v{op.version}" if op.version is not None else "")
+        for op in ops
     )
 
 
@@ -598,6 +689,13 @@ def _campaign(args: argparse.Namespace, ras: RasService) -> int:
             )
             print(f"campaign {info.id} {info.name!r}: {info.jobs} card(s)")
             print(f"  {_ops(info.operations)}")
+            if args.wait:
+                return _follow(ras, info.id, args.timeout)
+        case "rotate-keys":
+            info = ras.create_key_rotation(
+                args.name, cards=args.card, max_attempts=args.max_attempts
+            )
+            print(f"campaign {info.id} {info.name!r}: new keys for {info.jobs} card(s)")
             if args.wait:
                 return _follow(ras, info.id, args.timeout)
         case "ls":

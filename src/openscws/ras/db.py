@@ -9,7 +9,9 @@ READ COMMITTED; the service takes row locks (FOR UPDATE [SKIP LOCKED]) where it 
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -94,6 +96,7 @@ class RasDatabase:
         self.dialect: str = self.engine.dialect.name
         _ping_when_idle(self.engine, idle_ping)
         if self.dialect == "sqlite":
+            _private_sqlite_files(parsed.database)
             _sqlite_setup(self.engine)
         self._write = sessionmaker(self.engine, expire_on_commit=False)
         read_engine = self.engine.execution_options(**{_READ_ONLY: True})
@@ -174,6 +177,32 @@ def _ping_when_idle(engine: Engine, idle: float) -> None:
             raise DisconnectionError(f"a pooled connection is gone: {exc}") from exc
         if alive is False:
             raise DisconnectionError("a pooled connection is gone")
+
+
+SQLITE_FILE_SUFFIXES: Final = ("", "-wal", "-shm", "-journal")
+
+
+def _private_sqlite_files(database: str | None) -> None:
+    """Creates the database file 0600 before SQLite does (it gives its -wal, -shm and
+    -journal files the database file's mode), and takes group and other access away from
+    files an older version made. The database holds sealed card keys and session logs."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return  # SQLite reports it (a missing directory, no permission) in its own words
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for suffix in SQLITE_FILE_SUFFIXES[1:]:
+        with contextlib.suppress(OSError):  # missing, or not ours: SQLite will say
+            extra = Path(f"{database}{suffix}")
+            if extra.stat().st_mode & 0o077:
+                extra.chmod(0o600)
 
 
 def _sqlite_setup(engine: Engine) -> None:

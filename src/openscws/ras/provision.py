@@ -41,7 +41,13 @@ def ensure_card_admin(
     agent = AgentSecrets(card_secrets)
     creds = agent.credentials()
     known = service.card(iccid)
-    if creds is not None and known is not None and known.psk_identity == creds.psk_identity:
+    # A key change the card committed but whose end the server has not recorded yet leaves
+    # the server one identity behind: still in step (the job's retry settles it).
+    if (
+        creds is not None
+        and known is not None
+        and (known.psk_identity == creds.psk_identity or known.psk_identity in creds.previous_psks)
+    ):
         wanted = replace(
             creds,
             server_address=endpoint.address,

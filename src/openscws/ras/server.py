@@ -68,6 +68,9 @@ class EndpointConfig:
     trigger_batch: int = 50
     owner: str = ""
     """This server process's name in job leases; default host:pid."""
+    release_own_leases: bool = False
+    """At start, release the jobs leased under `owner` (a name kept across restarts, see
+    `ras.owner`: they belong to this server's previous, dead, run)."""
     db_workers: int = 4
     """Threads making database calls (each holds at most one pooled connection)."""
 
@@ -428,6 +431,14 @@ class RasServer:
 
     async def start(self, *, triggers: bool = True) -> None:
         loop = asyncio.get_running_loop()
+        if self.config.release_own_leases:
+            released = await self.db(self.service.release_leases, self.owner, _utc(time.time()))
+            if released:
+                log.info(
+                    "released %d job(s) leased by this server (owner %s) before it restarted",
+                    released,
+                    self.owner,
+                )
         try:
             self._server = await loop.create_server(
                 lambda: _CardProtocol(self), self.config.host, self.config.port, backlog=256

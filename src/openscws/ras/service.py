@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import threading
 import time
@@ -39,10 +40,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
+from openscws.agent.credentials import KeyChange
 from openscws.ids import iccid_problem
 from openscws.ota import COUNTER_MAX, KeyRef
 from openscws.ras.db import Conflict, NotFound, RasDatabase, RasError, TooLarge
@@ -94,6 +96,11 @@ _MSISDN = re.compile(r"\+?[0-9]{3,20}")
 _TOKEN = re.compile(r"[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?")
 DB_INT_MAX: Final = 2**63 - 1
 """Ids and versions beyond a 64-bit integer cannot be stored, so are never found."""
+_SEALED_COLUMNS: Final = ("psk_key", "ota_kic_key", "ota_kid_key")
+"""The Card columns the vault seals."""
+_JOB_SEALED: Final = ("psk_key", "kic_key", "kid_key")
+"""The sealed keys of a job's key change (its "rotate-keys" operation)."""
+_VAULT_LOCK: Final = 0x5CA5_0002  # pg_advisory_xact_lock key: sealers shared, re-seal exclusive
 RESERVED_PREFIX: Final = ADMIN_RESERVED_PREFIX
 
 
@@ -165,28 +172,44 @@ class ContentItem:
     body: bytes = field(repr=False)
 
 
+KEYS_PATH: Final = "/.scws/keys"
+"""Where a key change goes on the card (`agent.commands`)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Operation:
-    """One step of a job: put `path` at repository `version`, or delete `path`."""
+    """One step of a job: put `path` at repository `version`, delete `path`, or change the
+    card's admin keys ("rotate-keys": `keys` holds the new ones, sealed, in the database;
+    `body` the request a session sends, only in memory)."""
 
-    op: Literal["put", "delete"]
+    op: Literal["put", "delete", "rotate-keys"]
     path: str
     version: int | None = None
+    keys: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    body: bytes | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         if self.op == "put":
             return {"op": "put", "path": self.path, "version": self.version}
+        if self.op == "rotate-keys":
+            doc: dict[str, Any] = {"op": "rotate-keys", "path": KEYS_PATH}
+            if self.keys is not None:
+                doc["keys"] = self.keys
+            return doc
         return {"op": "delete", "path": self.path}
 
     @classmethod
     def from_json(cls, doc: Any) -> Operation:
-        if not isinstance(doc, dict) or doc.get("op") not in ("put", "delete"):
-            raise RasError(f"malformed job operation {doc!r}")
+        if not isinstance(doc, dict) or doc.get("op") not in ("put", "delete", "rotate-keys"):
+            raise RasError("malformed job operation")
         version = doc.get("version")
         if doc["op"] == "put":
             if not isinstance(version, int):
                 raise RasError(f"put without a version: {doc!r}")
             return cls("put", str(doc["path"]), version)
+        if doc["op"] == "rotate-keys":
+            keys = doc.get("keys")
+            return cls("rotate-keys", KEYS_PATH, keys=keys if isinstance(keys, dict) else None)
         return cls("delete", str(doc["path"]))
 
 
@@ -278,7 +301,14 @@ class SessionWork:
     lease_until: datetime
 
     def operation_dicts(self) -> list[dict[str, Any]]:
-        return [op.to_json() for op in self.operations]
+        """The operations as `RasSession` takes them (a key change with its request body)."""
+        out = []
+        for op in self.operations:
+            if op.op == "rotate-keys":
+                out.append({"op": "rotate-keys", "path": KEYS_PATH, "body": op.body})
+            else:
+                out.append(op.to_json())
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,23 +413,23 @@ class RasService:
         except ValueError as exc:
             raise RasError(f"OTA keys: {exc}") from None
         when = self._now(now)
-        seal = self._vault.seal
-        card = Card(
-            iccid=iccid,
-            msisdn=msisdn,
-            agent_id=agent_id,
-            psk_identity=psk_identity,
-            psk_key=seal(psk_key, _where(iccid, "psk_key")),
-            ota_tar=keys.tar.hex().upper(),
-            ota_kic=kic,
-            ota_kid=kid,
-            ota_kic_key=seal(kic_key, _where(iccid, "ota_kic_key")),
-            ota_kid_key=seal(kid_key, _where(iccid, "ota_kid_key")),
-            ota_counter=ota_counter,
-            created_at=when,
-        )
         try:
             with self._db.write() as s:
+                seal = self._sealer(s)
+                card = Card(
+                    iccid=iccid,
+                    msisdn=msisdn,
+                    agent_id=agent_id,
+                    psk_identity=psk_identity,
+                    psk_key=seal(psk_key, _where(iccid, "psk_key")),
+                    ota_tar=keys.tar.hex().upper(),
+                    ota_kic=kic,
+                    ota_kid=kid,
+                    ota_kic_key=seal(kic_key, _where(iccid, "ota_kic_key")),
+                    ota_kid_key=seal(kid_key, _where(iccid, "ota_kid_key")),
+                    ota_counter=ota_counter,
+                    created_at=when,
+                )
                 taken = s.scalar(
                     select(Card.iccid).where(
                         or_(Card.iccid == iccid, Card.psk_identity == psk_identity)
@@ -416,6 +446,77 @@ class RasService:
         self._forget_psk(psk_identity)
         log.info("card %s added", iccid)
         return info
+
+    def _sealer(self, s: Session, *, exclusive: bool = False) -> Callable[[bytes, str], bytes]:
+        """The vault's `seal`, for values this transaction writes. It first takes the vault
+        lock (shared; `exclusive` for a re-seal of everything) and re-reads the key files, so
+        a value is never sealed under a key that a concurrent rotation has just retired:
+        SQLite's write transactions are serial anyway; PostgreSQL gets an advisory lock."""
+        if self._db.is_postgresql:
+            lock = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+            s.execute(text(f"SELECT {lock}(:key)"), {"key": _VAULT_LOCK})
+        self._vault.refresh()
+        return self._vault.seal
+
+    def reseal(self) -> int:
+        """Opens every sealed value (cards' keys, and the new keys of open key-change jobs)
+        and seals it again with the vault's sealing key (the next key during a rotation), in
+        one transaction. Returns the number of cards."""
+        with self._db.write() as s:
+            seal = self._sealer(s, exclusive=True)
+            unseal = self._vault.unseal
+            cards = s.scalars(select(Card).order_by(Card.id).with_for_update()).all()
+            for card in cards:
+                for column in _SEALED_COLUMNS:
+                    where = _where(card.iccid, column)
+                    setattr(card, column, seal(unseal(getattr(card, column), where), where))
+            for job in s.scalars(
+                select(Job).where(Job.state.in_(OPEN_STATES)).with_for_update()
+            ).all():
+                docs = []
+                for doc in job.operations:
+                    keys = doc.get("keys") if isinstance(doc, dict) else None
+                    if isinstance(keys, dict):
+                        keys = dict(keys)
+                        for column in _JOB_SEALED:
+                            where = f"job/{job.id}/{column}"
+                            keys[column] = seal(
+                                unseal(bytes.fromhex(keys[column]), where), where
+                            ).hex()
+                        doc = {**doc, "keys": keys}
+                    docs.append(doc)
+                job.operations = docs
+        with self._psk_lock:
+            self._psk_cache.clear()
+        log.info("re-sealed the keys of %d card(s)", len(cards))
+        return len(cards)
+
+    def unsealed_elsewhere(self) -> int:
+        """How many sealed values do not open under the vault's sealing key (0 once a
+        rotation's re-seal has committed)."""
+        with self._db.read() as s:
+            rows = s.execute(
+                select(Card.iccid, Card.psk_key, Card.ota_kic_key, Card.ota_kid_key)
+            ).all()
+            pending = [
+                (job_id, doc["keys"])
+                for job_id, docs in s.execute(
+                    select(Job.id, Job.operations).where(Job.state.in_(OPEN_STATES))
+                )
+                for doc in docs
+                if isinstance(doc, dict) and isinstance(doc.get("keys"), dict)
+            ]
+        cards = sum(
+            not self._vault.sealed_by_next(blob, _where(row.iccid, column))
+            for row in rows
+            for column, blob in zip(_SEALED_COLUMNS, row[1:], strict=True)
+        )
+        jobs = sum(
+            not self._vault.sealed_by_next(bytes.fromhex(keys[c]), f"job/{job_id}/{c}")
+            for job_id, keys in pending
+            for c in _JOB_SEALED
+        )
+        return cards + jobs
 
     def list_cards(self) -> list[CardInfo]:
         with self._db.read() as s:
@@ -720,6 +821,175 @@ class RasService:
                 {**_no_jobs(), str(JobState.PENDING): len(card_ids)},
             )
 
+    def create_key_rotation(
+        self,
+        name: str,
+        *,
+        cards: Sequence[str] | None = None,
+        max_attempts: int | None = None,
+        now: datetime | None = None,
+    ) -> CampaignInfo:
+        """A campaign that gives each card (None: every card) a new PSK under a new PSK
+        identity, and new OTA keys (KIc / KID: the next key version, same algorithms). Each
+        job holds its card's new keys sealed; the card stages them in the job's transaction
+        (`PUT /.scws/keys`), and the server moves to them when the job is done, in the
+        transaction that records it. Until then triggers use the old keys, which the card
+        keeps accepting until a trigger names the new identity."""
+        _check_text("campaign name", name, 255)
+        attempts = self.policy.max_attempts if max_attempts is None else max_attempts
+        if not 1 <= attempts <= 1000:
+            raise RasError("max attempts must be 1..1000")
+        when = self._now(now)
+        with self._db.write() as s:
+            seal = self._sealer(s)
+            card_ids = _card_ids(s, cards)
+            if not card_ids:
+                raise RasError("no cards to send to")
+            rows = s.scalars(
+                select(Card).where(Card.id.in_(card_ids)).order_by(Card.id).with_for_update()
+            ).all()
+            ops = (Operation("rotate-keys", KEYS_PATH),)
+            campaign = Campaign(
+                name=name,
+                operations=[op.to_json() for op in ops],
+                created_at=when,
+                state=CampaignState.ACTIVE,
+            )
+            s.add(campaign)
+            s.flush()
+            taken = set(s.scalars(select(Card.psk_identity)))
+            for card in rows:
+                job_id = str(uuid.uuid4())
+                keys = self._new_keys(card, job_id, seal, taken)
+                s.add(
+                    Job(
+                        id=job_id,
+                        card_id=card.id,
+                        campaign_id=campaign.id,
+                        operations=[Operation("rotate-keys", KEYS_PATH, keys=keys).to_json()],
+                        state=JobState.PENDING,
+                        attempts=0,
+                        max_attempts=attempts,
+                        session_starts=0,
+                        next_attempt_at=when,
+                        created_at=when,
+                        updated_at=when,
+                    )
+                )
+            s.flush()
+            log.info("campaign %d %r: new keys for %d cards", campaign.id, name, len(rows))
+            return CampaignInfo(
+                campaign.id,
+                name,
+                str(CampaignState.ACTIVE),
+                ops,
+                when,
+                len(rows),
+                len(rows),
+                {**_no_jobs(), str(JobState.PENDING): len(rows)},
+            )
+
+    def _new_keys(
+        self, card: Card, job_id: str, seal: Callable[[bytes, str], bytes], taken: set[str]
+    ) -> dict[str, Any]:
+        """A card's next keys, sealed for the job's row: a 32-byte PSK under a new identity,
+        KIc / KID keys of the current lengths under the next key version (1..15, wrapping)."""
+        unseal = self._vault.unseal
+        kic_len = len(unseal(card.ota_kic_key, _where(card.iccid, "ota_kic_key")))
+        kid_len = len(unseal(card.ota_kid_key, _where(card.iccid, "ota_kid_key")))
+        kic = (((card.ota_kic >> 4) % 15) + 1) << 4 | (card.ota_kic & 0x0F)
+        kid = (((card.ota_kid >> 4) % 15) + 1) << 4 | (card.ota_kid & 0x0F)
+        base = card.psk_identity.split("#k", 1)[0]
+        if len(base.encode()) > 100:
+            base = card.iccid
+        identity = f"{base}#k{os.urandom(4).hex()}"
+        while identity in taken:
+            identity = f"{base}#k{os.urandom(4).hex()}"
+        taken.add(identity)
+        psk, kic_key, kid_key = os.urandom(32), os.urandom(kic_len), os.urandom(kid_len)
+        try:
+            validate_ota_keys(
+                CardOtaKeys(
+                    tar=bytes.fromhex(card.ota_tar),
+                    kic=KeyRef.from_byte(kic),
+                    kid=KeyRef.from_byte(kid),
+                    kic_key=kic_key,
+                    kid_key=kid_key,
+                )
+            )
+        except ValueError as exc:
+            raise RasError(f"card {card.iccid}: new OTA keys: {exc}") from None
+        where = f"job/{job_id}"
+        return {
+            "psk_identity": identity,
+            "kic": kic,
+            "kid": kid,
+            "psk_key": seal(psk, f"{where}/psk_key").hex(),
+            "kic_key": seal(kic_key, f"{where}/kic_key").hex(),
+            "kid_key": seal(kid_key, f"{where}/kid_key").hex(),
+        }
+
+    def _key_change(
+        self, job_id: str, keys: dict[str, Any]
+    ) -> tuple[str, int, int, bytes, bytes, bytes]:
+        """A job's sealed new keys, opened: (identity, KIc byte, KID byte, PSK, KIc, KID)."""
+        where = f"job/{job_id}"
+        unseal = self._vault.unseal
+        try:
+            identity, kic, kid = str(keys["psk_identity"]), int(keys["kic"]), int(keys["kid"])
+            sealed = [bytes.fromhex(keys[c]) for c in _JOB_SEALED]
+        except (KeyError, TypeError, ValueError):
+            raise RasError(f"job {job_id}: malformed key change") from None
+        psk, kic_key, kid_key = (
+            unseal(blob, f"{where}/{c}") for blob, c in zip(sealed, _JOB_SEALED, strict=True)
+        )
+        return identity, kic, kid, psk, kic_key, kid_key
+
+    def _session_operation(self, job_id: str, doc: Any) -> Operation:
+        op = Operation.from_json(doc)
+        if op.op != "rotate-keys":
+            return op
+        if op.keys is None:
+            raise RasError(f"job {job_id}: the key change has no keys")
+        identity, kic, kid, psk, kic_key, kid_key = self._key_change(job_id, op.keys)
+        body = KeyChange(identity, psk, kic >> 4, kic_key, kid >> 4, kid_key).to_json()
+        return Operation("rotate-keys", KEYS_PATH, body=body)
+
+    def _apply_key_change(self, s: Session, job: Job) -> list[str]:
+        """On a done job: the card's row takes the job's new keys (sealed for the card), and
+        the job keeps only the new identity. Returns the identities to drop from the cache."""
+        changed: list[str] = []
+        docs = []
+        for doc in job.operations:
+            op = Operation.from_json(doc)
+            if op.op != "rotate-keys" or op.keys is None:
+                docs.append(doc)
+                continue
+            identity, kic, kid, psk, kic_key, kid_key = self._key_change(job.id, op.keys)
+            card = s.scalar(select(Card).where(Card.id == job.card_id).with_for_update())
+            if card is None:
+                continue
+            seal = self._sealer(s)
+            changed += [card.psk_identity, identity]
+            card.psk_identity = identity
+            card.psk_key = seal(psk, _where(card.iccid, "psk_key"))
+            card.ota_kic, card.ota_kid = kic, kid
+            card.ota_kic_key = seal(kic_key, _where(card.iccid, "ota_kic_key"))
+            card.ota_kid_key = seal(kid_key, _where(card.iccid, "ota_kid_key"))
+            docs.append({"op": "rotate-keys", "path": KEYS_PATH, "psk_identity": identity})
+            log.info("card %s: on its new keys now (PSK identity %r)", card.iccid, identity)
+        job.operations = docs
+        return changed
+
+    @staticmethod
+    def _drop_key_change(job: Job) -> None:
+        """A job that ends without applying its key change forgets the sealed keys."""
+        if any(isinstance(d, dict) and "keys" in d for d in job.operations):
+            job.operations = [
+                {k: v for k, v in d.items() if k != "keys"} if isinstance(d, dict) else d
+                for d in job.operations
+            ]
+
     def campaign(self, campaign_id: int) -> CampaignInfo:
         with self._db.read() as s:
             found = _campaign_infos(s, campaign_id)
@@ -778,6 +1048,11 @@ class RasService:
                 .execution_options(synchronize_session=False)
             )
             cancelled: int = getattr(result, "rowcount", 0)
+            if any(op.get("op") == "rotate-keys" for op in campaign.operations):
+                for job in s.scalars(
+                    select(Job).where(Job.campaign_id == campaign_id, Job.state == JobState.FAILED)
+                ):
+                    self._drop_key_change(job)
             log.info("campaign %d cancelled (%d jobs)", campaign_id, cancelled)
             return cancelled
 
@@ -929,7 +1204,7 @@ class RasService:
             job.lease_owner = owner
             job.lease_until = now + self.policy.session_ttl
             job.updated_at = now
-            ops = tuple(Operation.from_json(d) for d in job.operations)
+            ops = tuple(self._session_operation(job.id, d) for d in job.operations)
             log.debug("job %s: session with card %s", job.id, card.iccid)
             return SessionWork(
                 job_id=job.id,
@@ -998,6 +1273,8 @@ class RasService:
             return False
         match outcome:
             case "done":
+                for identity in self._apply_key_change(s, job):
+                    self._forget_psk(identity)
                 self._end(job, JobState.DONE, None, now)
             case "failed":
                 self._end(job, JobState.FAILED, reason or "failed", now)
@@ -1028,7 +1305,32 @@ class RasService:
                 log.info("reaped %d jobs with expired leases", len(jobs))
             return len(jobs)
 
-    def _retry(self, s: Session, job: Job, reason: str, now: datetime) -> None:
+    def release_leases(self, owner: str, now: datetime) -> int:
+        """Sends every job `owner` holds (triggered or in_session) down the retry path, due at
+        once: what a server does when it starts again under the name it had before it died
+        (see `ras.owner`), so its jobs need not wait for their leases to run out. The attempt
+        it had is spent (a crash loop still ends at max_attempts). Returns how many."""
+        now = _aware(now)
+        with self._db.write() as s:
+            jobs = s.scalars(
+                select(Job)
+                .where(Job.state.in_(ACTIVE_STATES), Job.lease_owner == owner)
+                .order_by(Job.lease_until)
+                .with_for_update(key_share=True)
+            ).all()
+            for job in jobs:
+                self._retry(
+                    s,
+                    job,
+                    f"released at restart: the server holding it ({owner}) had stopped",
+                    now,
+                    delay=False,
+                )
+            return len(jobs)
+
+    def _retry(
+        self, s: Session, job: Job, reason: str, now: datetime, *, delay: bool = True
+    ) -> None:
         cancelled = job.campaign_id is not None and (
             s.scalar(select(Campaign.state).where(Campaign.id == job.campaign_id))
             == CampaignState.CANCELLED
@@ -1039,14 +1341,15 @@ class RasService:
             self._end(job, JobState.FAILED, f"{reason} (after {job.attempts} attempts)", now)
         else:
             job.state = JobState.PENDING
-            job.next_attempt_at = now + self.policy.retry_delay(job.attempts)
+            job.next_attempt_at = now + self.policy.retry_delay(job.attempts) if delay else now
             job.lease_owner = None
             job.lease_until = None
             job.last_error = reason
             job.updated_at = now
 
-    @staticmethod
-    def _end(job: Job, state: JobState, reason: str | None, now: datetime) -> None:
+    def _end(self, job: Job, state: JobState, reason: str | None, now: datetime) -> None:
+        if state == JobState.FAILED:
+            self._drop_key_change(job)
         job.state = state
         job.lease_owner = None
         job.lease_until = None

@@ -1,6 +1,7 @@
 """What the admin server says to one card in one Amd B session, sans-IO.
 
-A job is a list of operations on the card's content, pinned to repository versions. The
+A job is a list of operations on the card's content, pinned to repository versions, or a
+change of the card's admin keys (`PUT /.scws/keys`, committed with the job). The
 session sends them as SCWS admin commands (embedded HTTP requests, `agent.commands`), all
 under the job's id as the card's transaction id, then `POST /.scws/commit`; the job is done
 only when the card answers that commit. When an earlier attempt may have reached the commit
@@ -78,6 +79,11 @@ class RasSession:
             op = self._ops[self._next]
             self._next += 1
             path = str(op["path"])
+            if op["op"] == "rotate-keys":
+                body = op["body"]
+                assert isinstance(body, bytes)
+                json_type = ("Content-Type", "application/json")
+                return EmbeddedRequest("PUT", path, (tx, json_type), body)
             if op["op"] == "delete":
                 return EmbeddedRequest("DELETE", path, (tx,))
             item = self._fetch(path, int(op["version"]))

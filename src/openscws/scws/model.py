@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +109,16 @@ class StoreTransaction(Protocol):
     def abort(self) -> None:
         """Drop every staged change. The transaction is finished afterwards."""
         ...
+
+
+@runtime_checkable
+class SecretTransaction(StoreTransaction, Protocol):
+    """A transaction that also replaces files of the card's secure area (the admin agent's
+    keys), committed with the rest."""
+
+    def get_secret(self, name: str) -> bytes | None: ...
+
+    def set_secret(self, name: str, data: bytes) -> None: ...
 
 
 class TransactionalStore(ResourceStore, Protocol):

@@ -9,6 +9,7 @@ can be large, so only the list of changes stays in RAM. Layout under the image r
         lock                        flock'ed by the live transaction for its whole life
         content/<sha256>            staged resources, same codec as content/
         values/<sha256>             staged values, same codec as values/
+        secure/<name>               staged secrets (the admin agent's new keys), 0600
         manifest.json               every change (last word per path, key, realm), at commit
     committed.json                  the ids of the most recent COMMITTED_KEPT commits
 
@@ -51,7 +52,9 @@ from openscws.errors import StoreError
 from openscws.scws.model import COMMITTED_KEPT, Realm, Resource
 from openscws.store.atomic import TMP_PREFIX, atomic_write, fsync_dir
 from openscws.store.cardimage import (
+    _SECRET_NAME_CHARS,
     COMMIT_MARKER,
+    MAX_SECRET_BYTES,
     VALUE_MAGIC,
     CardImage,
     _decode_value,
@@ -74,6 +77,7 @@ MANIFEST: Final = "manifest.json"
 LOCK: Final = "lock"
 CONTENT: Final = "content"
 VALUES: Final = "values"
+SECURE: Final = "secure"
 JOURNAL_PREFIX: Final = "tx-"
 """Journal directories are named tx-<16 hex nonce>-<txid>."""
 
@@ -112,6 +116,8 @@ class Changes:
     """Key -> True (staged under values/) or False (deleted)."""
     realms: dict[str, Realm | None] = field(default_factory=dict)
     """Realm name -> the new realm, or None (deleted)."""
+    secrets: dict[str, bool] = field(default_factory=dict)
+    """Secret name -> True (staged under secure/; secrets are only ever replaced)."""
 
     def to_json(self) -> bytes:
         put = {n: r for n, r in self.realms.items() if r is not None}
@@ -119,6 +125,7 @@ class Changes:
             "txid": self.txid,
             "resources": self.resources,
             "values": self.values,
+            "secrets": self.secrets,
             "realms": json.loads(_realms_to_json(put)),
             "realms_deleted": sorted(n for n, r in self.realms.items() if r is None),
         }
@@ -138,9 +145,14 @@ class Changes:
             doc.get("values"),
             doc.get("realms_deleted"),
         )
+        secrets = doc.get("secrets", {})  # manifests of older versions have none
         try:
             txid = validate_txid(doc.get("txid"))
-            for flags, check in ((resources, validate_path), (values, _validate_key)):
+            for flags, check in (
+                (resources, validate_path),
+                (values, _validate_key),
+                (secrets, _validate_secret_name),
+            ):
                 if not isinstance(flags, dict):
                     raise StoreError("bad change list")
                 for name, put in flags.items():
@@ -153,9 +165,18 @@ class Changes:
             raise StoreError(f"{what} is corrupt: {exc}") from None
         assert isinstance(resources, dict)
         assert isinstance(values, dict)
+        assert isinstance(secrets, dict)
+        if not all(secrets.values()):
+            raise StoreError(f"{what} is corrupt: a secret can only be replaced")
         realms: dict[str, Realm | None] = dict(_realms_from_doc(doc.get("realms"), what))
         realms.update(dict.fromkeys(deleted))
-        return cls(txid, resources, values, realms)
+        return cls(txid, resources, values, realms, secrets)
+
+
+def _validate_secret_name(name: str) -> str:
+    if not name or name[0] == "." or not _SECRET_NAME_CHARS.issuperset(name):
+        raise StoreError(f"invalid secret name {name!r}")
+    return name
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +290,9 @@ def _apply(image: CardImage, directory: Path, changes: Changes) -> None:
     _apply_files(directory / CONTENT, image._content_dir, resources)
     values = {_file_name(k): put for k, put in changes.values.items()}
     _apply_files(directory / VALUES, image._values_dir, values)
+    if changes.secrets:
+        image._secure_dir.mkdir(mode=0o700, exist_ok=True)
+        _apply_files(directory / SECURE, image._secure_dir, changes.secrets)
     if changes.realms:
         current = image._load_realms()
         realms = dict(current)
@@ -399,6 +423,7 @@ def begin(image: CardImage, txid: str) -> CardImageTransaction:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 os.mkdir(directory / CONTENT, 0o700)
                 os.mkdir(directory / VALUES, 0o700)
+                os.mkdir(directory / SECURE, 0o700)
             except BaseException:
                 os.close(fd)
                 raise
@@ -556,6 +581,28 @@ class CardImageTransaction:
             self._unstage(self._values, _file_name(key))
         self._changes.values[key] = False
         return existed
+
+    # secrets (the card's secure area): replaced together with the rest, or not at all
+
+    def get_secret(self, name: str) -> bytes | None:
+        self._check()
+        if self._changes.secrets.get(_validate_secret_name(name)):
+            loaded = _read_file(self._dir / SECURE / name)
+            if loaded is None:
+                raise StoreError(f"staged secret {name!r} is missing")
+            return loaded[1]
+        return self._image.get_secret(name)
+
+    def set_secret(self, name: str, data: bytes) -> None:
+        self._check()
+        _validate_secret_name(name)
+        if not isinstance(data, bytes) or len(data) > MAX_SECRET_BYTES:
+            raise StoreError(f"secret {name!r} must be bytes of at most {MAX_SECRET_BYTES}")
+        secure = self._dir / SECURE
+        with _io(f"stage secret {name!r}"):
+            secure.mkdir(mode=0o700, exist_ok=True)  # journals of older versions lack it
+            atomic_write(secure / name, (data,), 0o600)
+        self._changes.secrets[name] = True
 
     # the end
 
