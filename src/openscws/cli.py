@@ -414,8 +414,11 @@ async def _up(settings: Settings, demo: bool, admin: bool) -> int:
                 flush=True,
             )
             if stack.admin.api_url:
+                from openscws.ras.cli import first_admin
+
                 print(f"admin console: {stack.admin.api_url}", flush=True)
                 print(f"REST API: {stack.admin.api_url}api/v1 (OpenAPI: /api/v1/openapi.json)")
+                await asyncio.to_thread(first_admin, stack.admin.service, stack.admin.api_url)
         await _run_until_signal(asyncio.ensure_future(stack.gateway.wait()))
     finally:
         await stack.stop()

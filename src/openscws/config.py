@@ -126,6 +126,9 @@ class AdminSettings:
     """Address of the REST API and web console (operators' side)."""
     api_port: int = 8116
     """Port of the REST API and web console."""
+    api_hosts: tuple[str, ...] = ()
+    """Host names the REST API and console answer to, besides localhost, 127.0.0.1, [::1]
+    and api_host: any other Host header gets 421 (a DNS-rebinding page gets nothing)."""
     sms_sender: str = "local"
     """"local": hand the SMS to a terminal's local SMS endpoint; "smpp": submit it to an SMSC."""
     sms_url: str = "http://127.0.0.1:3517/sms"

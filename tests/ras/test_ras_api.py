@@ -26,13 +26,14 @@ with warnings.catch_warnings():
     # dev extra); the client works the same either way.
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
     from fastapi.testclient import TestClient
-from ras_contract import POLICY, T0, add_card, iccid, keys_of
+from ras_contract import FAST_HASHER, POLICY, T0, add_card, iccid, keys_of
 
 import openscws
 from openscws.errors import ListenError
 from openscws.ras.api import MAX_CONTENT_BYTES, PROBLEM_JSON, create_app
 from openscws.ras.api_server import serve_api, stop_api
 from openscws.ras.db import RasDatabase
+from openscws.ras.models import Role
 from openscws.ras.service import RasService
 from openscws.ras.vault import Vault
 
@@ -42,7 +43,14 @@ OWNER = "api-test:1"
 
 @pytest.fixture
 def ras(sqlite_db: RasDatabase, vault: Vault) -> RasService:
-    return RasService(sqlite_db, vault, POLICY)
+    return RasService(sqlite_db, vault, POLICY, password_hasher=FAST_HASHER)
+
+
+def admin_token(ras: RasService) -> str:
+    """An admin's API token (the user is made on first use)."""
+    if ras.accounts.user("root") is None:
+        ras.accounts.add_user("root", "a long enough password", Role.ADMIN)
+    return ras.accounts.create_token("root", "tests")[1]
 
 
 class Wakes:
@@ -58,9 +66,15 @@ def wakes() -> Wakes:
     return Wakes()
 
 
+def api_client(ras: RasService, app: Any, **kw: Any) -> TestClient:
+    """A client of `app` as an admin with an API token, on http://localhost."""
+    auth = {"Authorization": f"Bearer {admin_token(ras)}"}
+    return TestClient(app, base_url="http://localhost", headers=auth, **kw)
+
+
 @pytest.fixture
 def client(ras: RasService, wakes: Wakes) -> Iterator[TestClient]:
-    with TestClient(create_app(ras, on_change=wakes)) as c:
+    with api_client(ras, create_app(ras, on_change=wakes)) as c:
         yield c
 
 
@@ -475,7 +489,7 @@ def test_a_failing_wake_does_not_fail_the_campaign(
 
     add_card(ras, 1)
     ras.put_content("/a", b"a", "text/plain")
-    with TestClient(create_app(ras, on_change=wake)) as client:
+    with api_client(ras, create_app(ras, on_change=wake)) as client:
         assert client.post(f"{V1}/campaigns", json={"name": "x"}).status_code == 201
     assert "waking the trigger loop failed" in caplog.text
 
@@ -497,7 +511,7 @@ def test_unexpected_errors_are_problems_without_traceback(
         raise RuntimeError("secret internals")
 
     ras.list_cards = broken  # type: ignore[method-assign,assignment]
-    with TestClient(create_app(ras), raise_server_exceptions=False) as client:
+    with api_client(ras, create_app(ras), raise_server_exceptions=False) as client:
         r = client.get(f"{V1}/cards")
     body = problem(r, 500, "server's log")
     assert "secret internals" not in r.text
@@ -590,6 +604,12 @@ def test_openapi_document(client: TestClient) -> None:
         f"{V1}/campaigns": {"get", "post"},
         f"{V1}/campaigns/{{campaign_id}}": {"get"},
         f"{V1}/campaigns/{{campaign_id}}/cancel": {"post"},
+        f"{V1}/auth/login": {"post"},
+        f"{V1}/auth/logout": {"post"},
+        f"{V1}/auth/me": {"get"},
+        f"{V1}/tokens": {"get", "post"},
+        f"{V1}/tokens/{{token_id}}": {"delete"},
+        f"{V1}/audit": {"get"},
     }
     assert {p: set(ops) for p, ops in paths.items()} == expected
     operation_ids = set()
@@ -626,12 +646,32 @@ def test_openapi_document(client: TestClient) -> None:
     headers = {p["name"].lower() for p in paths[f"{V1}/content/{{path}}"]["put"]["parameters"]}
     assert {"content-encoding", "content-language", "realm"} <= headers
 
-    docs = client.get("/api/docs")
-    assert docs.status_code == 200
-    assert f"{V1}/openapi.json" in docs.text
+    # The docs page is for a logged-in console (a token cannot be sent by a browser).
+    assert client.get("/api/docs", follow_redirects=False).headers["location"] == "/login.html"
 
 
-def test_console_is_served(client: TestClient) -> None:
+def login(client: TestClient, ras: RasService, role: Role = Role.ADMIN) -> str:
+    """Logs `client` in to the console as a user of `role`; returns the CSRF token."""
+    name = f"console-{role}"
+    if ras.accounts.user(name) is None:
+        ras.accounts.add_user(name, "a long enough password", role)
+    r = client.post(f"{V1}/auth/login", json={"name": name, "password": "a long enough password"})
+    assert r.status_code == 200, r.text
+    csrf: str = r.json()["csrf_token"]
+    return csrf
+
+
+def test_console_is_served(ras: RasService) -> None:
+    client = TestClient(create_app(ras), base_url="http://localhost")
+    # Not logged in: the page is the login form; the scripts and style are no secret.
+    r = client.get("/", follow_redirects=False)
+    assert (r.status_code, r.headers["location"]) == (303, "/login.html")
+    for hidden in ("/index.html", "/api/docs"):
+        assert client.get(hidden, follow_redirects=False).status_code in (303, 404)
+    page = client.get("/login.html")
+    assert page.status_code == 200
+    assert '<script type="module" src="login.js"></script>' in page.text
+    login(client, ras)
     r = client.get("/")
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/html")
@@ -643,21 +683,28 @@ def test_console_is_served(client: TestClient) -> None:
         assert asset.status_code == 200
         assert kind in asset.headers["content-type"]
     problem(client.get("/missing.png"), 404)
-    # The docs UI loads from a CDN: the console's policy is not put on it.
-    assert "content-security-policy" not in client.get("/api/docs").headers
+    # The docs UI loads from a CDN: it gets its own policy, with its inline script's hash.
+    docs = client.get("/api/docs")
+    assert docs.status_code == 200
+    assert f"{V1}/openapi.json" in docs.text
+    policy = docs.headers["content-security-policy"]
+    assert "'sha256-" in policy
+    assert "unsafe-inline" not in policy
 
 
 # -- serve_api -------------------------------------------------------------------------------
 
 
-def _get(url: str) -> tuple[int, bytes]:
-    with urllib.request.urlopen(url, timeout=10) as r:
+def _get(url: str, token: str) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=10) as r:
         return r.status, r.read()
 
 
-def _post(url: str, body: dict[str, Any]) -> int:
+def _post(url: str, body: dict[str, Any], token: str) -> int:
     data = json.dumps(body).encode()
-    req = urllib.request.Request(url, data, {"Content-Type": "application/json"}, method="POST")
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+    req = urllib.request.Request(url, data, headers, method="POST")
     with urllib.request.urlopen(req, timeout=10) as r:
         return int(r.status)
 
@@ -666,6 +713,7 @@ def test_serve_api_in_a_running_loop(ras: RasService) -> None:
     add_card(ras, 1)
     ras.put_content("/a", b"a", "text/plain")
     woken: list[tuple[asyncio.AbstractEventLoop, threading.Thread]] = []
+    token = admin_token(ras)
 
     def wake() -> None:
         woken.append((asyncio.get_running_loop(), threading.current_thread()))
@@ -677,10 +725,12 @@ def test_serve_api_in_a_running_loop(ras: RasService) -> None:
             assert server.started
             assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
             assert server.url == f"http://127.0.0.1:{server.port}/"
-            status, body = await asyncio.to_thread(_get, f"{server.url}api/v1/health")
+            status, body = await asyncio.to_thread(_get, f"{server.url}api/v1/health", token)
             assert status == 200
             assert json.loads(body)["status"] == "ok"
-            status = await asyncio.to_thread(_post, f"{server.url}api/v1/campaigns", {"name": "x"})
+            status = await asyncio.to_thread(
+                _post, f"{server.url}api/v1/campaigns", {"name": "x"}, token
+            )
             assert status == 201
             # on_change ran on this loop's thread, where RasServer.wake must be called.
             assert woken == [(asyncio.get_running_loop(), threading.current_thread())]

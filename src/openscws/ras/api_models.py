@@ -24,6 +24,7 @@ from openscws.ras.service import (
 )
 
 __all__ = [
+    "AuditOut",
     "CampaignCardOut",
     "CampaignCreate",
     "CampaignDetail",
@@ -38,10 +39,15 @@ __all__ = [
     "GeneratedKeys",
     "Health",
     "JobOut",
+    "LoginIn",
+    "Me",
     "OperationOut",
     "Problem",
     "Progress",
     "SessionLogOut",
+    "TokenCreate",
+    "TokenCreated",
+    "TokenOut",
     "campaign_detail",
     "card_created",
     "card_detail",
@@ -315,6 +321,59 @@ class CampaignDetail(CampaignOut):
 class CancelResult(_Out):
     cancelled: int = Field(description="Jobs failed by the cancel (running sessions finish)")
     campaign: CampaignOut
+
+
+# -- operators -------------------------------------------------------------------------------
+
+RoleName = Literal["viewer", "operator", "admin"]
+
+
+class LoginIn(_In):
+    name: str = Field(min_length=1, max_length=64)
+    password: SecretStr = Field(min_length=1, max_length=1024)
+
+
+class Me(_Out):
+    """Who is logged in. `csrf_token` (console sessions only) goes into the X-CSRF-Token
+    header of every POST, PUT and DELETE."""
+
+    user: str
+    role: RoleName
+    via: Literal["token", "session"]
+    token_id: str | None = None
+    csrf_token: str | None = None
+
+
+class TokenCreate(_In):
+    name: str = Field(min_length=1, max_length=64, description="What the token is for")
+    role: RoleName | None = Field(default=None, description="At most yours (default: yours)")
+    expires_in_days: int = Field(default=90, ge=1, le=3650)
+
+
+class TokenOut(_Out):
+    token_id: str
+    user: str
+    name: str
+    role: RoleName
+    state: Literal["active", "expired", "revoked"]
+    created_at: datetime
+    expires_at: datetime
+    last_used_at: datetime | None
+
+
+class TokenCreated(TokenOut):
+    token: str = Field(description="The bearer token itself: shown this once, stored hashed")
+
+
+class AuditOut(_Out):
+    id: int
+    at: datetime
+    actor: str = Field(description="user, user/token-id, local:<login> (CLI) or - (nobody)")
+    address: str
+    action: str
+    target: str
+    result: str = Field(description="ok, or the refusal's status")
+    detail: str
 
 
 # -- helpers ---------------------------------------------------------------------------------

@@ -37,13 +37,14 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
 from openscws.ota import COUNTER_MAX, KeyRef
+from openscws.ras.accounts import Accounts
 from openscws.ras.db import Conflict, NotFound, RasDatabase, RasError
 from openscws.ras.models import (
     ACTIVE_STATES,
@@ -59,6 +60,9 @@ from openscws.ras.models import (
 )
 from openscws.ras.trigger import CardOtaKeys, build_trigger, validate_ota_keys
 from openscws.ras.vault import Vault, VaultError
+
+if TYPE_CHECKING:
+    from argon2 import PasswordHasher
 
 __all__ = [
     "CampaignCard",
@@ -321,8 +325,11 @@ class RasService:
         *,
         clock: Callable[[], datetime] = utc_now,
         monotonic: Callable[[], float] = time.monotonic,
+        password_hasher: PasswordHasher | None = None,
     ) -> None:
         self._db = db
+        self.accounts = Accounts(db, clock=clock, hasher=password_hasher)
+        """Operators: users, API tokens, console sessions and the audit trail."""
         self._vault = vault
         self.policy = policy or RasPolicy()
         self._clock = clock

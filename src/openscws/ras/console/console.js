@@ -129,11 +129,31 @@ class ApiError extends Error {
   }
 }
 
+// The logged-in user ({user, role, csrf_token}), from /auth/me before the first view.
+let me = null;
+const ROLES = ["viewer", "operator", "admin"];
+
+function can(role) {
+  return me !== null && ROLES.indexOf(me.role) >= ROLES.indexOf(role);
+}
+
+function toLogin() {
+  location.assign("/login.html");
+}
+
+// Every state-changing request carries the session's CSRF token; the cookie goes by itself
+// (same origin), and the server also checks the Origin header the browser adds.
 async function request(path, options = {}) {
+  const method = (options.method ?? "GET").toUpperCase();
+  const csrf = method === "GET" || method === "HEAD" || me === null ? {} : { "X-CSRF-Token": me.csrf_token };
   const response = await fetch(API + path, {
     ...options,
-    headers: { Accept: "application/json", ...(options.headers ?? {}) },
+    credentials: "same-origin",
+    headers: { Accept: "application/json", ...csrf, ...(options.headers ?? {}) },
   });
+  if (response.status === 401 && path !== "/auth/me") {
+    toLogin();
+  }
   if (!response.ok) {
     let problem = { title: response.statusText, detail: "" };
     try {
@@ -765,7 +785,7 @@ async function loadHistory(slot, path) {
       h("td", { class: "mono" }, v.realm ?? "—"),
       h("td", { class: "num" }, v.deleted ? "—" : bytes(v.size)),
       h("td", null, when(v.created_at)),
-      h("td", { class: "col-actions" }, v.deleted ? null : h("a", { class: "btn small", href: `${API}/content${encodePath(path)}/versions/${v.version}`, target: "_blank", rel: "noopener" }, "Open")),
+      h("td", { class: "col-actions" }, v.deleted ? null : h("a", { class: "btn small", href: `${API}/content${encodePath(path)}/versions/${v.version}`, download: "", rel: "noopener" }, "Download")),
     ),
   );
   fill(slot,
@@ -837,9 +857,132 @@ function toggleUploadForm(slot, reload) {
   path.focus();
 }
 
+// -- API tokens -----------------------------------------------------------------------------
+
+function tokensView(root) {
+  const tbody = h("tbody");
+  const created = h("div");
+  const columns = ["Token", "Name", "User", "Role", "State", "Expires", "Last used", { label: "", class: "col-actions" }];
+  const name = h("input", { name: "name", required: true, maxlength: 64, placeholder: "ci-deploy" });
+  const role = h("select", { name: "role" }, ROLES.filter(can).map((r) => h("option", { value: r, selected: r === me.role }, r)));
+  const days = h("input", { name: "expires_in_days", type: "number", min: 1, max: 3650, value: 90 });
+  const form = h(
+    "form",
+    {
+      class: "form-grid",
+      id: "token-form",
+      onsubmit: async (event) => {
+        event.preventDefault();
+        try {
+          const token = await send("POST", "/tokens", { name: name.value, role: role.value, expires_in_days: Number(days.value) });
+          fill(
+            created,
+            h(
+              "div",
+              { class: "keys-once", id: "new-token" },
+              h("strong", null, "Your new token (shown only now):"),
+              h("code", { class: "mono", id: "new-token-value" }, token.token),
+            ),
+          );
+          name.value = "";
+          await load();
+        } catch (error) {
+          failed(error);
+        }
+      },
+    },
+    field("Name", name),
+    field("Role", role, "at most yours"),
+    field("Expires in (days)", days),
+    h("div", { class: "form-actions" }, h("button", { class: "btn primary", type: "submit" }, "Create token")),
+  );
+  async function load() {
+    const tokens = await api("/tokens");
+    fill(
+      tbody,
+      tokens.length
+        ? tokens.map((t) =>
+            h(
+              "tr",
+              { dataset: { token: t.token_id, state: t.state } },
+              h("td", { class: "mono" }, t.token_id),
+              h("td", null, t.name),
+              h("td", null, t.user),
+              h("td", null, t.role),
+              h("td", null, pill(t.state, t.state === "active" ? "green" : "grey")),
+              h("td", null, when(t.expires_at)),
+              h("td", null, when(t.last_used_at)),
+              h(
+                "td",
+                { class: "col-actions" },
+                t.state === "active"
+                  ? h(
+                      "button",
+                      {
+                        class: "btn small danger-ghost",
+                        onclick: async () => {
+                          try {
+                            await api(`/tokens/${encodeURIComponent(t.token_id)}`, { method: "DELETE" });
+                            toast(`Token ${t.token_id} revoked`);
+                            await load();
+                          } catch (error) {
+                            failed(error);
+                          }
+                        },
+                      },
+                      "Revoke",
+                    )
+                  : null,
+              ),
+            ),
+          )
+        : emptyRow(columns.length, "No API tokens yet."),
+    );
+  }
+  fill(
+    root,
+    pageHeader("API tokens", "For scripts and CI: Authorization: Bearer <token>. A token is shown once, when it is made."),
+    panel("New token", h("div", null, form, created)),
+    panel("Tokens", table(columns, tbody)),
+  );
+  load().catch(failed);
+  return { stop() {} };
+}
+
+// -- audit trail ----------------------------------------------------------------------------
+
+function auditView(root) {
+  const tbody = h("tbody");
+  const columns = ["When", "Who", "From", "Action", "Target", "Result", "Detail"];
+  fill(root, pageHeader("Audit trail", "Every state change and every refused attempt, newest first."), panel(null, table(columns, tbody)));
+  async function load() {
+    const entries = await api("/audit?limit=200");
+    fill(
+      tbody,
+      entries.length
+        ? entries.map((e) =>
+            h(
+              "tr",
+              { dataset: { audit: e.id, action: e.action, result: e.result } },
+              h("td", null, when(e.at)),
+              h("td", { class: "mono" }, e.actor),
+              h("td", { class: "mono" }, e.address),
+              h("td", { class: "mono" }, e.action),
+              h("td", { class: "mono" }, e.target),
+              h("td", null, pill(e.result, e.result === "ok" ? "green" : "red")),
+              h("td", null, e.detail),
+            ),
+          )
+        : emptyRow(columns.length, "Nothing yet."),
+    );
+  }
+  const poll = poller(load, 5000);
+  return poll;
+}
+
 // -- routing --------------------------------------------------------------------------------
 
-const VIEWS = { campaigns: campaignsView, cards: cardsView, content: contentView };
+const VIEWS = { campaigns: campaignsView, cards: cardsView, content: contentView, tokens: tokensView, audit: auditView };
 let active = null;
 
 function route() {
@@ -864,8 +1007,31 @@ function route() {
   active = VIEWS[view](root, arg);
 }
 
-window.addEventListener("hashchange", route);
-document.addEventListener("visibilitychange", () => document.hidden || checkHealth());
-checkHealth();
-setInterval(checkHealth, HEALTH_MS);
-route();
+async function logout() {
+  try {
+    await request("/auth/logout", { method: "POST" });
+  } catch {
+    // Logged out already: the login page either way.
+  }
+  toLogin();
+}
+
+async function start() {
+  try {
+    me = await api("/auth/me");
+  } catch {
+    toLogin();
+    return;
+  }
+  const who = document.getElementById("who");
+  fill(who, h("span", { class: "who-name", dataset: { role: me.role } }, `${me.user} · ${me.role}`));
+  document.getElementById("logout").addEventListener("click", logout);
+  for (const tab of document.querySelectorAll(".tabs a[data-role]")) tab.hidden = !can(tab.dataset.role);
+  window.addEventListener("hashchange", route);
+  document.addEventListener("visibilitychange", () => document.hidden || checkHealth());
+  checkHealth();
+  setInterval(checkHealth, HEALTH_MS);
+  route();
+}
+
+start();
