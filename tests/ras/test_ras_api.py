@@ -30,6 +30,7 @@ from ras_contract import FAST_HASHER, POLICY, T0, add_card, iccid, keys_of
 
 import openscws
 from openscws.errors import ListenError
+from openscws.ras.accounts import key_checksum
 from openscws.ras.api import MAX_CONTENT_BYTES, PROBLEM_JSON, create_app
 from openscws.ras.api_server import serve_api, stop_api
 from openscws.ras.db import RasDatabase
@@ -126,20 +127,20 @@ def test_health_reports_a_dead_database(ras: RasService, client: TestClient) -> 
 # -- cards -----------------------------------------------------------------------------------
 
 
-def test_create_card_generates_keys_once(client: TestClient, ras: RasService) -> None:
+def test_create_card_answers_check_values_never_keys(client: TestClient, ras: RasService) -> None:
     assert client.get(f"{V1}/cards").json() == []
-    r = client.post(f"{V1}/cards", json={"iccid": iccid(1), "msisdn": "+15550100001"})
+    psk, kic, kid = keys_of(1)
+    keys = {"psk_key": psk.hex(), "kic_key": kic.hex(), "kid_key": kid.hex()}
+    r = client.post(f"{V1}/cards", json={"iccid": iccid(1), "msisdn": "+15550100001", **keys})
     assert r.status_code == 201, r.text
     assert r.headers["location"] == f"{V1}/cards/{iccid(1)}"
     assert r.headers["cache-control"] == "no-store"
     card = r.json()
-    keys = card["generated_keys"]
-    assert {k: len(bytes.fromhex(v)) for k, v in keys.items()} == {
-        "psk_key": 16,
-        "kic_key": 16,
-        "kid_key": 16,
+    assert card["key_checks"] == {
+        "psk_key": key_checksum(psk),
+        "kic_key": key_checksum(kic),
+        "kid_key": key_checksum(kid),
     }
-    assert len(set(keys.values())) == 3
     assert card["psk_identity"] == f"scws-{iccid(1)}"
     assert card["agent_id"] == f"//se-id/iccid/{iccid(1)}"
     assert (card["ota_tar"], card["ota_kic"], card["ota_kid"], card["ota_counter"]) == (
@@ -148,21 +149,24 @@ def test_create_card_generates_keys_once(client: TestClient, ras: RasService) ->
         0x12,
         0,
     )
-    # The keys shown are the ones the server holds.
-    assert ras.psk_lookup(f"scws-{iccid(1)}") == bytes.fromhex(keys["psk_key"])
+    # The keys sent are the ones the server holds.
+    assert ras.psk_lookup(f"scws-{iccid(1)}") == psk
     put(client, "/a.html", b"a")
     client.post(f"{V1}/campaigns", json={"name": "k"})
     (work,) = ras.claim_triggers(OWNER, 5, T0 + timedelta(days=3650))
-    assert work.keys.kic_key == bytes.fromhex(keys["kic_key"])
-    assert work.keys.kid_key == bytes.fromhex(keys["kid_key"])
+    assert (work.keys.kic_key, work.keys.kid_key) == (kic, kid)
 
-    # Never again: list and get show no key.
-    for r in (client.get(f"{V1}/cards"), client.get(f"{V1}/cards/{iccid(1)}")):
-        assert r.status_code == 200
+    # No answer shows a key, not even the first.
+    for answer in (r, client.get(f"{V1}/cards"), client.get(f"{V1}/cards/{iccid(1)}")):
+        assert answer.status_code in (200, 201)
         for key in keys.values():
-            assert key not in r.text
-            assert key.lower() not in r.text
-        assert "generated_keys" not in r.text
+            assert key not in answer.text.lower()
+
+
+def test_create_card_needs_its_keys(client: TestClient) -> None:
+    r = client.post(f"{V1}/cards", json={"iccid": iccid(3), "kic": 0x19, "kid": 0x15})
+    body = problem(r, 422, "body.psk_key", "body.kic_key", "body.kid_key")
+    assert "generated" not in json.dumps(body)
 
 
 def test_create_card_with_given_keys(client: TestClient, ras: RasService) -> None:
@@ -182,29 +186,25 @@ def test_create_card_with_given_keys(client: TestClient, ras: RasService) -> Non
     )
     assert r.status_code == 201, r.text
     body = r.json()
-    assert body["generated_keys"] == {"psk_key": None, "kic_key": None, "kid_key": None}
+    assert set(body["key_checks"]) == {"psk_key", "kic_key", "kid_key"}
     for key in (psk, kic, kid):
         assert key.hex() not in r.text.lower()
     assert (body["msisdn"], body["ota_tar"], body["ota_counter"]) == (None, "B20100", 41)
     assert ras.psk_lookup("id-2") == psk
 
 
-def test_create_card_sizes_generated_keys_by_algorithm(client: TestClient) -> None:
-    # KIc 0x19 / KID 0x15: triple DES with three keys (24 bytes) and with two (16 bytes).
-    r = client.post(f"{V1}/cards", json={"iccid": iccid(3), "kic": 0x19, "kid": 0x15})
-    assert r.status_code == 201, r.text
-    keys = r.json()["generated_keys"]
-    assert (len(keys["kic_key"]), len(keys["kid_key"])) == (48, 32)
-
-
 def test_card_errors(client: TestClient, ras: RasService) -> None:
     add_card(ras, 1)
-    problem(client.post(f"{V1}/cards", json={"iccid": iccid(1)}), 409, "exists")
-    r = client.post(f"{V1}/cards", json={"iccid": iccid(4), "psk_identity": "id-1"})
+    psk, kic, kid = keys_of(4)
+    k = {"psk_key": psk.hex(), "kic_key": kic.hex(), "kid_key": kid.hex()}
+    problem(client.post(f"{V1}/cards", json={"iccid": iccid(1), **k}), 409, "exists")
+    r = client.post(f"{V1}/cards", json={"iccid": iccid(4), "psk_identity": "id-1", **k})
     problem(r, 409, "PSK identity")
-    body = problem(client.post(f"{V1}/cards", json={"iccid": "123"}), 422, "body.iccid")
+    body = problem(client.post(f"{V1}/cards", json={"iccid": "123", **k}), 422, "body.iccid")
     assert body["errors"][0]["loc"] == "body.iccid"
-    problem(client.post(f"{V1}/cards", json={"iccid": iccid(4), "colour": "red"}), 422, "colour")
+    problem(
+        client.post(f"{V1}/cards", json={"iccid": iccid(4), "colour": "red", **k}), 422, "colour"
+    )
     problem(client.post(f"{V1}/cards", json={}), 422, "body.iccid")
     problem(
         client.post(
@@ -212,14 +212,14 @@ def test_card_errors(client: TestClient, ras: RasService) -> None:
         ),
         422,
     )
-    problem(client.post(f"{V1}/cards", json={"iccid": iccid(4), "kic": 256}), 422, "body.kic")
+    problem(client.post(f"{V1}/cards", json={"iccid": iccid(4), "kic": 256, **k}), 422, "body.kic")
     # Rules of the service itself are 400s.
-    r = client.post(f"{V1}/cards", json={"iccid": iccid(4), "psk_key": "00" * 8})
+    r = client.post(f"{V1}/cards", json={"iccid": iccid(4), **k, "psk_key": "00" * 8})
     problem(r, 400, "16 to 64 bytes")
-    r = client.post(f"{V1}/cards", json={"iccid": iccid(4), "kic_key": "ab" * 5})
+    r = client.post(f"{V1}/cards", json={"iccid": iccid(4), **k, "kic_key": "ab" * 5})
     problem(r, 400, "OTA keys", "5 bytes")
     assert "ab" * 5 not in r.text
-    problem(client.post(f"{V1}/cards", json={"iccid": iccid(4), "kic": 0x10}), 400, "OTA keys")
+    problem(client.post(f"{V1}/cards", json={"iccid": iccid(4), "kic": 0x10, **k}), 400, "OTA keys")
     assert [c.iccid for c in ras.list_cards()] == [iccid(1)]
 
 
@@ -526,8 +526,13 @@ def test_keys_stay_out_of_answers_and_logs(
     psk, kic, kid = keys_of(3)
     given = {"psk_key": psk.hex(), "kic_key": kic.hex(), "kid_key": kid.hex()}
     assert client.post(f"{V1}/cards", json={"iccid": iccid(3), **given}).status_code == 201
-    created = client.post(f"{V1}/cards", json={"iccid": iccid(4), "msisdn": "+15550100004"})
-    secrets = [*given.values(), *(v for v in created.json()["generated_keys"].values())]
+    psk4, kic4, kid4 = keys_of(4)
+    given4 = {"psk_key": psk4.hex(), "kic_key": kic4.hex(), "kid_key": kid4.hex()}
+    created = client.post(
+        f"{V1}/cards", json={"iccid": iccid(4), "msisdn": "+15550100004", **given4}
+    )
+    assert created.status_code == 201
+    secrets = [*given.values(), *given4.values()]
     secrets += [s.upper() for s in secrets] + [s.lower() for s in secrets]
 
     seed_content(client)
@@ -636,11 +641,16 @@ def test_openapi_document(client: TestClient) -> None:
         resolve(doc, ref)
     for schema in schemas.values():
         assert schema.get("type") == "object" or "enum" in schema or "anyOf" in schema
-    # Keys a client sends are write-only secrets; no response model has a key but CardCreated.
+    # Keys a client sends are write-only secrets; no response model has a key.
     create = schemas["CardCreate"]["properties"]
-    assert create["psk_key"]["anyOf"][0]["writeOnly"] is True
-    holders = {name for name, s in schemas.items() if "generated_keys" in s.get("properties", {})}
-    assert holders == {"CardCreated"}
+    for name in ("psk_key", "kic_key", "kid_key"):
+        assert create[name]["writeOnly"] is True
+    assert {"psk_key", "kic_key", "kid_key"} <= set(schemas["CardCreate"]["required"])
+    for name, schema in schemas.items():
+        if name not in ("CardCreate", "LoginIn"):  # what clients send
+            for prop in schema.get("properties", {}).values():
+                assert prop.get("writeOnly") is not True, name
+    assert "generated_keys" not in json.dumps(doc)
     body = paths[f"{V1}/content/{{path}}"]["put"]["requestBody"]
     assert body["content"]["*/*"]["schema"]["format"] == "binary"
     headers = {p["name"].lower() for p in paths[f"{V1}/content/{{path}}"]["put"]["parameters"]}

@@ -4,8 +4,8 @@ A thin shell over `RasService`: each endpoint is one or two service calls. Error
 problem documents (`{"type", "title", "status", "detail"}`, application/problem+json): the
 service's NotFound is 404, Conflict 409, other RasErrors 400, and malformed requests 422.
 
-Card keys appear only in the 201 answer to a card creation, and only those the server made.
-They are never logged: nothing here logs a request body, and the service logs ICCIDs only.
+Card keys appear in no answer (a new card's as check values only), no log line (nothing here
+logs a request body, and the service logs ICCIDs only) and no audit entry.
 
 Service calls are synchronous. FastAPI runs plain `def` endpoints in its thread pool; the
 `async` ones hand the service call to that pool themselves, so that `on_change` runs on the
@@ -19,7 +19,6 @@ import importlib.metadata
 import logging
 import math
 import re
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -35,7 +34,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import SecretStr
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -72,8 +70,8 @@ from openscws.ras.api_models import (
     CardOut,
     ContentOut,
     FieldError,
-    GeneratedKeys,
     Health,
+    KeyChecks,
     LoginIn,
     Me,
     Problem,
@@ -99,9 +97,6 @@ PROBLEM_JSON: Final = "application/problem+json"
 MAX_CONTENT_BYTES: Final = 4 * 1024 * 1024
 """Largest body a content upload may have (a card's whole web space is smaller)."""
 _TITLE: Final = "openscws remote administration"
-# Key sizes by the algorithm nibble of a KIc / KID byte (TS 102 225 §5.1.2-3): DES, 3DES with
-# two or three keys, AES-128.
-_KEY_SIZES: Final = {0x1: 8, 0xD: 8, 0x5: 16, 0x9: 24, 0x2: 16}
 # The console is static and same-origin: nothing inline, nothing from elsewhere.
 _CONSOLE_CSP: Final = (
     "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
@@ -555,15 +550,6 @@ def _error_handlers(app: FastAPI) -> None:
 # -- cards -----------------------------------------------------------------------------------
 
 
-def _new_key(given: SecretStr | None, key_byte: int) -> tuple[bytes, str | None]:
-    """The key sent (hex in a SecretStr), or a fresh one sized for `key_byte`'s algorithm
-    together with its hex, to be shown once."""
-    if given is not None:
-        return bytes.fromhex(given.get_secret_value()), None
-    key = secrets.token_bytes(_KEY_SIZES.get(key_byte & 0x0F, 16))
-    return key, key.hex().upper()
-
-
 def _card_routes(app: FastAPI, service: RasService, guard: Guard) -> None:
     tags: list[str | Enum] = ["cards"]
 
@@ -580,11 +566,11 @@ def _card_routes(app: FastAPI, service: RasService, guard: Guard) -> None:
         **guard.need(Role.ADMIN, "card.create"),
     )
     def create_card(body: CardCreate, request: Request, response: Response) -> CardCreated:
-        """Registers a card. Keys left out are generated and returned in `generated_keys`,
-        this once: put them on the card (its personalisation)."""
-        psk, psk_hex = _new_key(body.psk_key, 0x02)
-        kic_key, kic_hex = _new_key(body.kic_key, body.kic)
-        kid_key, kid_hex = _new_key(body.kid_key, body.kid)
+        """Registers a card with its keys (the card's personalisation holds the same). The
+        answer names the keys by check value only."""
+        psk = bytes.fromhex(body.psk_key.get_secret_value())
+        kic_key = bytes.fromhex(body.kic_key.get_secret_value())
+        kid_key = bytes.fromhex(body.kid_key.get_secret_value())
         card = service.add_card(
             body.iccid,
             body.msisdn,
@@ -604,8 +590,10 @@ def _card_routes(app: FastAPI, service: RasService, guard: Guard) -> None:
             f"KID {card.ota_kid:02X} check {key_checksum(kid_key)}"
         )
         response.headers["Location"] = f"{API_PREFIX}/cards/{card.iccid}"
-        keys = GeneratedKeys(psk_key=psk_hex, kic_key=kic_hex, kid_key=kid_hex)
-        return card_created(card, keys)
+        checks = KeyChecks(
+            psk_key=key_checksum(psk), kic_key=key_checksum(kic_key), kid_key=key_checksum(kid_key)
+        )
+        return card_created(card, checks)
 
     @app.get(
         f"{API_PREFIX}/cards/{{iccid}}",

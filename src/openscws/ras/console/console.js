@@ -603,7 +603,7 @@ function toggleCardForm(slot, keysSlot, reload) {
     field("MSISDN", msisdn, "Where trigger SMS go."),
     field("PSK identity", identity),
     field("Admin agent TAR", tar, "3 bytes, hex."),
-    h("p", { class: "hint span-all" }, "The PSK and the OTA keys (KIc, KID: AES-128) are generated and shown once."),
+    h("p", { class: "hint span-all" }, "The PSK and the OTA keys (KIc, KID: AES-128) are made here, in your browser, and shown once; the server keeps them sealed and never shows them."),
     h(
       "div",
       { class: "form-actions" },
@@ -617,10 +617,11 @@ function toggleCardForm(slot, keysSlot, reload) {
     if (msisdn.value.trim()) body.msisdn = msisdn.value.trim();
     if (identity.value.trim()) body.psk_identity = identity.value.trim();
     if (tar.value.trim()) body.ota_tar = tar.value.trim();
+    const keys = { psk_key: randomHex(16), kic_key: randomHex(16), kid_key: randomHex(16) };
     try {
-      const card = await send("POST", "/cards", body);
+      const card = await send("POST", "/cards", { ...body, ...keys });
       slot.replaceChildren();
-      showKeys(keysSlot, card);
+      showKeys(keysSlot, card, keys);
       await reload();
     } catch (error) {
       failed(error);
@@ -630,13 +631,16 @@ function toggleCardForm(slot, keysSlot, reload) {
   iccid.focus();
 }
 
-// The generated keys live only in this panel: dismissing it forgets them.
-function showKeys(slot, card) {
-  const keys = Object.entries(card.generated_keys).filter(([, v]) => v);
-  if (!keys.length) {
-    toast(`Card ${card.iccid} registered`, "success");
-    return;
-  }
+// Key bytes from the browser's cryptographic random source, as upper-case hex.
+function randomHex(n) {
+  const bytes = crypto.getRandomValues(new Uint8Array(n));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("").toUpperCase();
+}
+
+// The keys made for a card live only in this panel: dismissing it forgets them. Each is shown
+// with the check value the server computed from what it stored.
+function showKeys(slot, card, made) {
+  const keys = Object.entries(made).map(([k, v]) => [k, `${v}  (check ${card.key_checks[k]})`]);
   const labels = { psk_key: "PSK", kic_key: "KIc key", kid_key: "KID key" };
   fill(slot,
     h(
