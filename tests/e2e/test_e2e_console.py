@@ -3,7 +3,7 @@ on 127.0.0.1) over a real SQLite-backed RasService.
 
 The jobs are driven through their real life cycle (claim_triggers / open_session /
 finish_job), so a campaign has cards in every state. Chromium (driven over the DevTools
-protocol, cdp.py) logs in through the console's login form as a viewer, runs the console's
+protocol, cdp.py) logs in through the console's login form as an operator, runs the console's
 JavaScript, and the assertions read the rendered DOM. The campaign view's screenshot is
 docs/img/console-campaign.png: written when missing, or rewritten with
 OPENSCWS_UPDATE_SCREENSHOTS=1."""
@@ -40,7 +40,7 @@ WIDTH, HEIGHT = 1280, 900
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "img" / "console-campaign.png"
 OWNER = "ras-e2e:1"
 TAR = bytes(3)
-VIEWER, PASSWORD = "vera", "a long enough password"
+OPERATOR, PASSWORD = "olga", "a long enough password"
 
 
 def iccid(n: int) -> str:
@@ -185,7 +185,7 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     db = RasDatabase(default_url(root))
     db.upgrade()
     ras = RasService(db, Vault.create(root / "vault"))
-    ras.accounts.add_user(VIEWER, PASSWORD, Role.VIEWER)
+    ras.accounts.add_user(OPERATOR, PASSWORD, Role.OPERATOR)
     world = populate(ras)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="api-loop", daemon=True)
@@ -216,9 +216,9 @@ def browser(need_tool: Callable[[str, str], str], tmp_path: Path) -> Iterator[Ch
 
 @pytest.fixture
 def page(browser: Chromium, console: Console) -> Page:
-    """A tab logged in to the console as a viewer, through the login form."""
+    """A tab logged in to the console as an operator, through the login form."""
     tab = browser.page()
-    tab.login(console.url, VIEWER, PASSWORD)
+    tab.login(console.url, OPERATOR, PASSWORD)
     return tab
 
 
@@ -376,6 +376,11 @@ def test_cards_content_and_session_views(console: Console, page: Page) -> None:
     assert sorted(rows) == sorted(world.states)
     assert "scws-" + iccid(3) in rows[iccid(3)]
     assert "+491555010003" in rows[iccid(3)]
+    # An operator's console offers no card registration or removal (the admin's).
+    buttons = [t for _, t in dom.find("button")]
+    assert "Add card" not in buttons
+    assert "Remove" not in buttons
+    assert "Log out" in buttons
     no_secrets(html, world)
 
     html = view(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import http.server
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +24,7 @@ import pytest
 from argon2 import PasswordHasher
 from cdp import Chromium
 
+from openscws.ras.accounts import key_checksum
 from openscws.ras.api import create_app
 from openscws.ras.api_auth import SESSION_COOKIE
 from openscws.ras.api_server import ApiServer, serve_api, stop_api
@@ -286,3 +288,33 @@ def test_uploaded_page_runs_no_script_in_the_console_origin(api: Api, browser: C
         assert tab.eval("document.title") != "ran"
     assert "xss" not in campaigns(api.ras)
     assert page.eval("location.pathname") == "/"
+
+
+def test_admin_registers_a_card_with_keys_made_in_the_browser(api: Api, browser: Chromium) -> None:
+    page = browser.page()
+    page.login(api.url, "the-admin", PASSWORD)
+    page.goto(f"{api.url}/#/cards")
+    add = "[...document.querySelectorAll('button')].find(b => b.textContent === 'Add card')"
+    page.wait(f"!!{add}")
+    page.eval(f"{add}.click(); true")
+    page.wait("!!document.querySelector('input[name=iccid]')")
+    page.eval(
+        "document.querySelector('input[name=iccid]').value = '8988211000000000002';"
+        "[...document.querySelectorAll('button')].find(b => b.textContent === 'Register card')"
+        ".click(); true"
+    )
+    shown = page.wait(
+        "document.querySelectorAll('dl.keys dd').length === 3 && "
+        "[...document.querySelectorAll('dl.keys dd')].map(d => d.textContent)"
+    )
+    match = re.fullmatch(r"([0-9A-F]{32})  \(check ([0-9A-F]{6})\)", shown[0])
+    assert match is not None, shown
+    psk_text, psk_check = match.groups()
+    psk = bytes.fromhex(psk_text)
+    assert api.ras.psk_lookup("scws-8988211000000000002") == psk
+    assert psk_check == key_checksum(psk)
+    assert len({s.split()[0] for s in shown}) == 3  # three different keys
+    (entry,) = [e for e in api.ras.accounts.audit_log(20) if e.action == "card.create"]
+    assert entry.actor == "the-admin"
+    assert f"PSK check {psk_check}" in entry.detail
+    assert psk_text not in entry.detail

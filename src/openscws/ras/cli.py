@@ -423,7 +423,7 @@ def _audit_cli(args: argparse.Namespace, ras: RasService, result: str, why: str 
     target = next(
         (
             str(getattr(args, name))
-            for name in ("card_iccid", "content_path", "campaign_id", "user_name", "token_id")
+            for name in ("card_iccid", "content_path", "campaign_id", "token_id", "user_name")
             if getattr(args, name, None) is not None
         ),
         getattr(args, "name", None) or str(getattr(args, "card_dir", "")),

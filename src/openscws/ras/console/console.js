@@ -280,7 +280,7 @@ function campaignsView(root, selected) {
     pageHeader(
       "Campaigns",
       "Content versions pinned at creation, deployed to each card by an SMS-triggered admin session.",
-      h("button", { class: "btn primary", type: "button", onclick: () => toggleCampaignForm(formSlot) }, "New campaign"),
+      can("operator") ? h("button", { class: "btn primary", type: "button", onclick: () => toggleCampaignForm(formSlot) }, "New campaign") : null,
     ),
     formSlot,
     panel(
@@ -456,7 +456,7 @@ function campaignDetail(slot, id) {
         h("span", { class: `legend-item state-${s}`, dataset: { state: s } }, h("i", { class: "dot" }), STATE_LABEL[s], h("b", null, c.progress[s])),
       ),
     );
-    cancel.hidden = c.state !== "active";
+    cancel.hidden = c.state !== "active" || !can("operator");
     fill(tbody,
       ...(c.cards.length
         ? c.cards.map((card) => {
@@ -544,7 +544,7 @@ function cardsView(root, iccid) {
   const tbody = h("tbody");
   const count = h("span");
   root.append(
-    pageHeader("Cards", count, h("button", { class: "btn primary", type: "button", onclick: () => toggleCardForm(formSlot, keysSlot, load) }, "Add card")),
+    pageHeader("Cards", count, can("admin") ? h("button", { class: "btn primary", type: "button", onclick: () => toggleCardForm(formSlot, keysSlot, load) }, "Add card") : null),
     keysSlot,
     formSlot,
     panel(null, table(["ICCID", "MSISDN", "PSK identity", "TAR", "KIc / KID", { label: "OTA counter", class: "num" }, "Registered", { label: "", class: "col-actions" }], tbody)),
@@ -566,7 +566,7 @@ function cardsView(root, iccid) {
               h("td", { class: "mono" }, `${hexByte(c.ota_kic)} / ${hexByte(c.ota_kid)}`),
               h("td", { class: "num" }, c.ota_counter),
               h("td", null, when(c.created_at)),
-              h("td", { class: "col-actions" }, h("button", { class: "btn small danger-ghost", type: "button", onclick: () => removeCard(c.iccid, load) }, "Remove")),
+              h("td", { class: "col-actions" }, can("admin") ? h("button", { class: "btn small danger-ghost", type: "button", onclick: () => removeCard(c.iccid, load) }, "Remove") : null),
             ),
           )
         : [emptyRow(8, "No cards yet: add one, or let `openscws up` register its card.")]),
@@ -737,7 +737,7 @@ function contentView(root, selected) {
     pageHeader(
       "Content",
       "The versioned repository. A campaign pins the current versions; uploading changes no card by itself.",
-      h("button", { class: "btn primary", type: "button", onclick: () => toggleUploadForm(formSlot, load) }, "Upload"),
+      can("operator") ? h("button", { class: "btn primary", type: "button", onclick: () => toggleUploadForm(formSlot, load) }, "Upload") : null,
     ),
     formSlot,
     panel(null, table(["Path", "Version", "Type", { label: "Size", class: "num" }, "SHA-256", "Stored", { label: "", class: "col-actions" }], tbody)),
@@ -758,7 +758,7 @@ function contentView(root, selected) {
               h("td", { class: "num" }, bytes(c.size)),
               h("td", null, mono(c.sha256.slice(0, 12), c.sha256)),
               h("td", null, when(c.created_at)),
-              h("td", { class: "col-actions" }, h("button", { class: "btn small danger-ghost", type: "button", onclick: () => deleteContent(c.path, load) }, "Delete")),
+              h("td", { class: "col-actions" }, can("operator") ? h("button", { class: "btn small danger-ghost", type: "button", onclick: () => deleteContent(c.path, load) }, "Delete") : null),
             ),
           )
         : [emptyRow(7, "The repository is empty: upload a file.")]),
