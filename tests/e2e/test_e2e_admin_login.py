@@ -139,3 +139,28 @@ def test_first_login_token_and_campaign(
     assert status == 200
     again.stop()
     assert "one-time password" not in again.stdout
+
+
+def test_admin_serve_first_run(
+    openscws_proc: Callable[..., Any], free_port: Callable[[], int], tmp_path: Path
+) -> None:
+    """`openscws admin serve` on an empty database: the same one-time password, once."""
+    port, api = free_port(), free_port()
+    data = tmp_path / "ras"
+    args = ("admin", "serve", "--data-dir", data, "--port", str(port), "--api-port", str(api))
+    serve = openscws_proc(*args, name="serve")
+    line = serve.wait_for("one-time password")
+    match = re.search(
+        r"console at (http://\S+/) as user admin with the one-time password (\S+)", line
+    )
+    assert match is not None, serve.stdout
+    assert match[1] == f"http://127.0.0.1:{api}/"
+    login = {"name": "admin", "password": match[2]}
+    assert request(f"{match[1]}api/v1/auth/login", login)[0] == 200
+    assert request(f"{match[1]}api/v1/cards")[0] == 401
+    serve.stop()
+    again = openscws_proc(*args, name="serve-again")
+    again.wait_for("admin console:")
+    assert request(f"{match[1]}api/v1/auth/login", login)[0] == 200
+    again.stop()
+    assert "one-time password" not in again.stdout

@@ -210,6 +210,11 @@ def test_sessions_need_the_csrf_token_and_the_same_origin(
         == 403
     )
     assert anonymous.post(cancel, headers=token).status_code == 200
+    # Under TLS the cookie is Secure too.
+    tls = TestClient(create_app(ras), base_url="https://localhost")
+    r = tls.post(f"{V1}/auth/login", json={"name": "the-viewer", "password": PASSWORD})
+    assert r.status_code == 200
+    assert "; Secure" in r.headers["set-cookie"]
     # Logging out ends the session.
     r = anonymous.post(f"{V1}/auth/login", json={"name": "the-viewer", "password": PASSWORD})
     csrf = r.json()["csrf_token"]
