@@ -30,7 +30,7 @@ with warnings.catch_warnings():
 from openscws.cli import main
 from openscws.ras.accounts import LoginThrottle
 from openscws.ras.api import create_app
-from openscws.ras.api_auth import CSRF_HEADER, ROLE_KEY, SESSION_COOKIE
+from openscws.ras.api_auth import CSRF_HEADER, ROLE_KEY, SESSION_COOKIE, SESSION_ONLY_KEY
 from openscws.ras.api_server import serve_api, stop_api
 from openscws.ras.db import RasDatabase
 from openscws.ras.models import Role
@@ -61,10 +61,11 @@ def anonymous(ras: RasService) -> Iterator[TestClient]:
 
 
 def operations(doc: dict[str, Any]) -> Iterator[tuple[str, str, str]]:
-    """(method, path template, role) of every operation in the OpenAPI document."""
+    """(method, path template, role) of every operation in the OpenAPI document; the role
+    is "session" for operations a console session may call and an API token may not."""
     for path, item in doc["paths"].items():
         for method, op in item.items():
-            yield method.upper(), path, op[ROLE_KEY]
+            yield method.upper(), path, "session" if op.get(SESSION_ONLY_KEY) else op[ROLE_KEY]
 
 
 def concrete(path: str) -> str:
@@ -110,9 +111,11 @@ def test_every_operation_declares_a_role_and_the_security_schemes(
     assert schemes["consoleSession"]["in"] == "cookie"
     assert schemes["consoleSession"]["name"] == SESSION_COOKIE
     table = {(m, p): r for m, p, r in operations(doc)}
+    assert [k for k, r in table.items() if r == "session"] == [("POST", f"{V1}/tokens")]
     assert len(table) >= 20
     for (method, path), role in table.items():
         op = doc["paths"][path][method.lower()]
+        role = op[ROLE_KEY]
         if role == "none":
             assert (method, path) == ("POST", f"{V1}/auth/login")
             assert op["security"] == []
@@ -164,11 +167,22 @@ def test_every_operation_checks_credentials_and_role(
             assert call(anonymous, method, path, headers=headers) == 401, where
         for role, token in tokens.items():
             status = call(anonymous, method, path, headers={"Authorization": f"Bearer {token}"})
-            if role.allows(Role(needed)):
+            if needed == "session":
+                assert status == 403, (where, role, status)  # a token never makes a token
+            elif role.allows(Role(needed)):
                 assert status not in (401, 403), (where, role, status)
             else:
                 assert status == 403, (where, role, status)
     assert seen >= 19
+    # What a token may not do, a session of the same role may.
+    r = anonymous.post(f"{V1}/auth/login", json={"name": "the-viewer", "password": PASSWORD})
+    csrf = {CSRF_HEADER: r.json()["csrf_token"]}
+    made = anonymous.post(f"{V1}/tokens", json={"name": "from-session"}, headers=csrf)
+    assert made.status_code == 201
+    assert made.json()["role"] == "viewer"
+    refused = anonymous.post(f"{V1}/tokens", json={"name": "up", "role": "operator"}, headers=csrf)
+    assert refused.status_code == 400  # above the session's role
+    anonymous.cookies.clear()
     # Each refusal of a state change is in the audit trail, with who and why.
     refused = [e for e in ras.accounts.audit_log(1000) if e.result == "403 forbidden"]
     assert {e.action for e in refused} >= {"card.create", "card.delete", "campaign.cancel"}

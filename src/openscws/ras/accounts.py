@@ -17,6 +17,7 @@ import hmac
 import logging
 import re
 import secrets
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -46,6 +47,9 @@ log = logging.getLogger(__name__)
 TOKEN_PREFIX: Final = "oscws_"
 _TOKEN: Final = re.compile(r"oscws_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
 _NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+MAX_HASHING: Final = 2
+"""Password hashes computed at once: each argon2id run takes 64 MiB, and a flood of logins
+must not take the server's memory."""
 MIN_PASSWORD: Final = 12
 MAX_PASSWORD: Final = 1024
 DEFAULT_TOKEN_TTL: Final = timedelta(days=90)
@@ -167,6 +171,7 @@ class Accounts:
         self._db = db
         self._clock = clock
         self._hasher = hasher or PasswordHasher()
+        self._hashing = threading.BoundedSemaphore(MAX_HASHING)
         self._dummy: str | None = None
 
     def _dummy_hash(self) -> str:
@@ -260,7 +265,8 @@ class Accounts:
             stored = None if user is None else user.password_hash
             info = None if user is None else _user_info(user)
         try:
-            self._hasher.verify(stored or self._dummy_hash(), password[:MAX_PASSWORD])
+            with self._hashing:
+                self._hasher.verify(stored or self._dummy_hash(), password[:MAX_PASSWORD])
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return None
         if info is None or stored is None:
@@ -465,6 +471,9 @@ class LoginThrottle:
     def _limits(self, account: str, address: str) -> tuple[tuple[str, int], ...]:
         return ((f"user:{account}", self.per_account), (f"addr:{address}", self.per_address))
 
+    max_keys: int = 100_000
+    """Accounts and addresses remembered; beyond, the expired ones are dropped at once."""
+
     def _recent(self, key: str, now: float) -> list[float]:
         times = [t for t in self._failures.get(key, ()) if now - t < self.window]
         if times:
@@ -484,6 +493,9 @@ class LoginThrottle:
 
     def failed(self, account: str, address: str, now: float) -> bool:
         """Records a failure; True when this one locks the account or the address."""
+        if len(self._failures) >= self.max_keys:
+            for key in list(self._failures):
+                self._recent(key, now)
         locked = False
         for key, limit in self._limits(account, address):
             times = [*self._recent(key, now), now][-limit:]

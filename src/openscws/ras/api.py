@@ -449,11 +449,11 @@ def _operator_routes(app: FastAPI, service: RasService, guard: Guard) -> None:
         tags=tags,
         status_code=201,
         responses=_BAD,
-        **guard.need(Role.VIEWER, "token.create"),
+        **guard.need(Role.VIEWER, "token.create", session_only=True),
     )
     def create_token(body: TokenCreate, request: Request) -> TokenCreated:
-        """A new API token of yours, with a role up to yours. The token is in this answer
-        only: it is stored hashed."""
+        """A new API token of yours, with a role up to yours, from a console session (a token
+        cannot make tokens). The token is in this answer only: it is stored hashed."""
         principal: Principal = request.state.principal
         role = Role(body.role) if body.role else principal.role
         if not principal.role.allows(role):

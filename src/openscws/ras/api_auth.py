@@ -39,6 +39,7 @@ __all__ = [
     "DEFAULT_BODY_LIMIT",
     "ROLE_KEY",
     "SESSION_COOKIE",
+    "SESSION_ONLY_KEY",
     "AuditTrail",
     "BodyCap",
     "Guard",
@@ -52,6 +53,8 @@ SESSION_COOKIE: Final = "openscws_session"
 CSRF_HEADER: Final = "X-CSRF-Token"
 ROLE_KEY: Final = "x-openscws-role"
 """The OpenAPI operation field naming the role a route needs ("none": no login)."""
+SESSION_ONLY_KEY: Final = "x-openscws-session-only"
+"""Set on operations a console session may call but an API token may not."""
 BODY_KEY: Final = "x-max-body-bytes"
 DEFAULT_BODY_LIMIT: Final = 64 * 1024
 SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -145,8 +148,10 @@ class Guard:
         cookie = request.cookies.get(SESSION_COOKIE)
         return None if cookie is None else self.accounts.session(cookie)
 
-    def need(self, role: Role, action: str) -> dict[str, Any]:
-        """What a route declares: `@app.post(path, **guard.need(Role.OPERATOR, "x.y"))`."""
+    def need(self, role: Role, action: str, *, session_only: bool = False) -> dict[str, Any]:
+        """What a route declares: `@app.post(path, **guard.need(Role.OPERATOR, "x.y"))`.
+        `session_only`: a logged-in person only, never an API token (making tokens: a token
+        that could make tokens would outlive its own expiry and revocation)."""
 
         def check(
             request: Request,
@@ -167,9 +172,14 @@ class Guard:
                 check_unsafe(request, principal)
             if not principal.role.allows(role):
                 raise HTTPException(403, f"{action} needs the {role} role ({principal.role})")
+            if session_only and principal.via != "session":
+                raise HTTPException(403, f"{action} needs a console session, not an API token")
             return principal
 
-        return {"dependencies": [Depends(check)], "openapi_extra": {ROLE_KEY: role.value}}
+        extra: dict[str, Any] = {ROLE_KEY: role.value}
+        if session_only:
+            extra[SESSION_ONLY_KEY] = True
+        return {"dependencies": [Depends(check)], "openapi_extra": extra}
 
 
 def check_unsafe(request: Request, principal: Principal | None) -> None:
