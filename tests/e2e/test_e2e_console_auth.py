@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import http.server
+import json
 import re
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,6 +130,23 @@ def test_login_cookie_csrf_and_logout(api: Api, browser: Chromium) -> None:
     assert with_token == 201
     assert "no-token" not in campaigns(api.ras)
     assert "with-token" in campaigns(api.ras)
+
+    # The Tokens page makes an API token, shown once, that works for scripts.
+    page.goto(f"{api.url}/#/tokens")
+    page.wait("!!document.getElementById('token-form')")
+    page.eval(
+        "document.querySelector('#token-form input[name=name]').value = 'ci';"
+        "document.querySelector('#token-form button[type=submit]').click(); true"
+    )
+    token = page.wait(
+        "document.querySelectorAll('tr[data-token]').length === 1 && "
+        "document.getElementById('new-token-value')?.textContent"
+    )
+    request = urllib.request.Request(
+        f"{api.url}/api/v1/auth/me", headers={"Authorization": f"Bearer {token}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as r:
+        assert json.loads(r.read())["user"] == "the-operator"
 
     # The console's own buttons send the token: cancel from the campaign view.
     page.goto(f"{api.url}/#/campaigns/{api.campaign_id}")

@@ -410,6 +410,9 @@ _CHANGES: Final = {
     ("user", "passwd"): "user.password",
     ("token", "create"): "token.create",
     ("token", "revoke"): "token.revoke",
+    # Key changes (the key rotation commands, where this build has them).
+    ("campaign", "rotate-keys"): "card.rotate-keys",
+    ("vault", "rotate"): "vault.rotate",
 }
 
 

@@ -98,6 +98,7 @@ function when(iso) {
 
 function relative(date) {
   const seconds = Math.round((Date.now() - date.getTime()) / 1000);
+  if (seconds < -60) return date.toISOString().slice(0, 16).replace("T", " ");
   if (seconds < 5) return "just now";
   if (seconds < 60) return `${seconds} s ago`;
   if (seconds < 3600) return `${Math.floor(seconds / 60)} min ago`;
@@ -865,7 +866,7 @@ function toggleUploadForm(slot, reload) {
 
 function tokensView(root) {
   const tbody = h("tbody");
-  const created = h("div");
+  const created = h("div", { class: "keys-once", hidden: true });
   const columns = ["Token", "Name", "User", "Role", "State", "Expires", "Last used", { label: "", class: "col-actions" }];
   const name = h("input", { name: "name", required: true, maxlength: 64, placeholder: "ci-deploy" });
   const role = h("select", { name: "role" }, ROLES.filter(can).map((r) => h("option", { value: r, selected: r === me.role }, r)));
@@ -879,14 +880,11 @@ function tokensView(root) {
         event.preventDefault();
         try {
           const token = await send("POST", "/tokens", { name: name.value, role: role.value, expires_in_days: Number(days.value) });
+          created.hidden = false;
           fill(
             created,
-            h(
-              "div",
-              { class: "keys-once", id: "new-token" },
-              h("strong", null, "Your new token (shown only now):"),
-              h("code", { class: "mono", id: "new-token-value" }, token.token),
-            ),
+            h("strong", { id: "new-token" }, "Your new token (shown only now):"),
+            h("code", { class: "mono", id: "new-token-value" }, token.token),
           );
           name.value = "";
           await load();
@@ -900,6 +898,8 @@ function tokensView(root) {
     field("Expires in (days)", days),
     h("div", { class: "form-actions" }, h("button", { class: "btn primary", type: "submit" }, "Create token")),
   );
+  const newPanel = panel("New token", form);
+  newPanel.append(created);
   async function load() {
     const tokens = await api("/tokens");
     fill(
@@ -946,7 +946,7 @@ function tokensView(root) {
   fill(
     root,
     pageHeader("API tokens", "For scripts and CI: Authorization: Bearer <token>. A token is shown once, when it is made."),
-    panel("New token", h("div", null, form, created)),
+    newPanel,
     panel("Tokens", table(columns, tbody)),
   );
   load().catch(failed);
