@@ -234,10 +234,12 @@ class Accounts:
             if user is None:
                 return False
             if user.role == Role.ADMIN:
-                admins = s.scalar(
-                    select(func.count()).select_from(User).where(User.role == Role.ADMIN.value)
-                )
-                if (admins or 0) <= 1:
+                # Locked (PostgreSQL; SQLite's writers queue anyway): two removals at once
+                # cannot leave no admin.
+                admins = s.scalars(
+                    select(User.id).where(User.role == Role.ADMIN.value).with_for_update()
+                ).all()
+                if len(admins) <= 1:
                     raise RasError(f"{name} is the last admin: add another admin first")
             s.execute(delete(ApiToken).where(ApiToken.user_id == user.id))
             s.execute(delete(ConsoleSession).where(ConsoleSession.user_id == user.id))
