@@ -217,7 +217,12 @@ class HostCheck:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not self.accepts(_header(scope, b"host")):
             _state(scope)["audit_action"] = "request.host"
-            await _send_problem(scope, send, 421, "this server does not answer for that host name")
+            await _send_problem(
+                scope,
+                send,
+                421,
+                "not a host name of this server (those are in admin.api_hosts)",
+            )
             return
         await self.app(scope, receive, send)
 
