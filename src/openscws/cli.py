@@ -566,11 +566,14 @@ async def _up(
                 flush=True,
             )
             if stack.admin.api_url:
+                from openscws.ras.cli import first_admin
+
                 print(f"admin console: {stack.admin.api_url}", flush=True)
                 print(f"REST API: {stack.admin.api_url}api/v1 (OpenAPI: /api/v1/openapi.json)")
                 if stack.admin.api_ca is not None:
                     ca = stack.admin.api_ca
                     print(f"admin console CA: {ca} (curl --cacert {ca})", flush=True)
+                await asyncio.to_thread(first_admin, stack.admin.service, stack.admin.api_url)
         await _run_until_signal(asyncio.ensure_future(stack.gateway.wait()))
     finally:
         if bsf is not None:

@@ -156,9 +156,10 @@ class AdminSettings:
     """With api_tls "files": the certificate chain (PEM, the server's certificate first)."""
     api_key: Path | None = None
     """With api_tls "files": its private key (PEM, unencrypted; not readable by others)."""
-    api_tls_hosts: tuple[str, ...] = ()
-    """With api_tls "ca": names the certificate is for, besides localhost, 127.0.0.1, ::1
-    and api_host (e.g. ["ras.example.net"])."""
+    api_hosts: tuple[str, ...] = ()
+    """Host names of the REST API and console besides localhost, 127.0.0.1, [::1] and
+    api_host (e.g. ["ras.example.net"]): any other Host header gets 421 (a DNS-rebinding
+    page gets nothing), and with api_tls "ca" the certificate names them too."""
     api_insecure_bind: bool = False
     """Serve the REST API and console without TLS on a non-loopback api_host anyway (a loud
     warning at start). Without it such a start is refused."""

@@ -2,10 +2,11 @@
 on 127.0.0.1) over a real SQLite-backed RasService.
 
 The jobs are driven through their real life cycle (claim_triggers / open_session /
-finish_job), so a campaign has cards in every state. Chromium runs the console's JavaScript
-(--virtual-time-budget lets its one-second polls happen) and the assertions read the
-rendered DOM (--dump-dom). The campaign view's screenshot is docs/img/console-campaign.png:
-written when missing, or rewritten with OPENSCWS_UPDATE_SCREENSHOTS=1."""
+finish_job), so a campaign has cards in every state. Chromium (driven over the DevTools
+protocol, cdp.py) logs in through the console's login form as an operator, runs the console's
+JavaScript, and the assertions read the rendered DOM. The campaign view's screenshot is
+docs/img/console-campaign.png: written when missing, or rewritten with
+OPENSCWS_UPDATE_SCREENSHOTS=1."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import hashlib
 import os
 import re
 import shutil
-import subprocess
 import threading
 import urllib.request
 from collections import Counter
@@ -25,11 +25,13 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from cdp import Chromium, Page
 
 from openscws.ids import luhn_digit
 from openscws.ras.api import create_app
 from openscws.ras.api_server import ApiServer, serve_api, stop_api
 from openscws.ras.db import RasDatabase, default_url
+from openscws.ras.models import Role
 from openscws.ras.service import RasService
 from openscws.ras.vault import Vault
 
@@ -39,6 +41,7 @@ WIDTH, HEIGHT = 1280, 900
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "img" / "console-campaign.png"
 OWNER = "ras-e2e:1"
 TAR = bytes(3)
+OPERATOR, PASSWORD = "olga", "a long enough password"
 
 
 def iccid(n: int) -> str:
@@ -185,6 +188,7 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     db = RasDatabase(default_url(root))
     db.upgrade()
     ras = RasService(db, Vault.create(root / "vault"))
+    ras.accounts.add_user(OPERATOR, PASSWORD, Role.OPERATOR)
     world = populate(ras)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="api-loop", daemon=True)
@@ -205,36 +209,27 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
 
 
 @pytest.fixture
-def chromium(need_tool: Callable[[str, str], str], tmp_path: Path) -> Callable[..., str]:
-    exe = need_tool("chromium", "chromium")
-    home = tmp_path
+def browser(need_tool: Callable[[str, str], str], tmp_path: Path) -> Iterator[Chromium]:
+    chromium = Chromium(need_tool("chromium", "chromium"), tmp_path / "profile")
+    try:
+        yield chromium
+    finally:
+        chromium.close()
 
-    def browse(url: str, *mode: str) -> str:
-        args = [
-            exe,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--hide-scrollbars",
-            "--force-device-scale-factor=1",
-            f"--user-data-dir={home / 'profile'}",
-            f"--window-size={WIDTH},{HEIGHT}",
-            # Runs the console's polls: timers advance, network fetches are waited for.
-            "--virtual-time-budget=4000",
-            *mode,
-            url,
-        ]
-        env = {**os.environ, "HOME": str(home), "TZ": "UTC"}
-        proc = subprocess.run(args, capture_output=True, timeout=90, env=env, check=False)
-        assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-2000:]
-        return proc.stdout.decode()
 
-    return browse
+@pytest.fixture
+def page(browser: Chromium, console: Console) -> Page:
+    """A tab logged in to the console as an operator, through the login form."""
+    tab = browser.page()
+    tab.login(console.url, OPERATOR, PASSWORD)
+    return tab
+
+
+def view(page: Page, url: str, ready: str) -> str:
+    """The DOM of the console at `url` once the JavaScript `ready` holds."""
+    page.goto(url)
+    page.wait(ready)
+    return page.html()
 
 
 class Dom(HTMLParser):
@@ -289,11 +284,15 @@ def no_secrets(html: str, world: World) -> None:
 
 @pytest.mark.peer
 def test_campaign_view_renders_progress_and_card_states(
-    console: Console, chromium: Callable[..., str], tmp_path: Path
+    console: Console, page: Page, tmp_path: Path
 ) -> None:
     world = console.world
     url = f"{console.url}/#/campaigns/{world.campaign_id}"
-    html = chromium(url, "--dump-dom")
+    ready = (
+        "document.querySelectorAll('#campaign tr[data-iccid]').length === 7 && "
+        "document.querySelectorAll('tr[data-campaign]').length === 3"
+    )
+    html = view(page, url, ready)
     dom = Dom(html)
 
     # The list: three campaigns, newest first, each with its progress.
@@ -359,7 +358,7 @@ def test_campaign_view_renders_progress_and_card_states(
 
     # The picture for the docs: the same view, rendered.
     shot = tmp_path / "console-campaign.png"
-    chromium(url, f"--screenshot={shot}")
+    shot.write_bytes(page.screenshot())
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     assert (int.from_bytes(data[16:20]), int.from_bytes(data[20:24])) == (WIDTH, HEIGHT)
@@ -370,17 +369,29 @@ def test_campaign_view_renders_progress_and_card_states(
 
 
 @pytest.mark.peer
-def test_cards_content_and_session_views(console: Console, chromium: Callable[..., str]) -> None:
+def test_cards_content_and_session_views(console: Console, page: Page) -> None:
     world = console.world
-    html = chromium(f"{console.url}/#/cards", "--dump-dom")
+    html = view(
+        page, f"{console.url}/#/cards", "document.querySelectorAll('tr[data-iccid]').length === 7"
+    )
     dom = Dom(html)
     rows = {a["data-iccid"]: t for a, t in dom.find("tr") if "data-iccid" in a}
     assert sorted(rows) == sorted(world.states)
     assert "scws-" + iccid(3) in rows[iccid(3)]
     assert "+491555010003" in rows[iccid(3)]
+    # An operator's console offers no card registration or removal (the admin's).
+    buttons = [t for _, t in dom.find("button")]
+    assert "Add card" not in buttons
+    assert "Remove" not in buttons
+    assert "Log out" in buttons
     no_secrets(html, world)
 
-    html = chromium(f"{console.url}/#/cards/{iccid(2)}", "--dump-dom")
+    html = view(
+        page,
+        f"{console.url}/#/cards/{iccid(2)}",
+        "document.querySelectorAll('article').length === 2 && "
+        "document.querySelectorAll('tr[data-job]').length === 2",
+    )
     dom = Dom(html)
     sessions = dom.find("article")
     assert len(sessions) == 2  # launch-site and spring-promo
@@ -391,7 +402,11 @@ def test_cards_content_and_session_views(console: Console, chromium: Callable[..
     assert jobs == ["failed", "done"]
     no_secrets(html, world)
 
-    html = chromium(f"{console.url}/#/content/index.html", "--dump-dom")
+    html = view(
+        page,
+        f"{console.url}/#/content/index.html",
+        "document.querySelectorAll('tr[data-version]').length === 2",
+    )
     dom = Dom(html)
     paths = [a["data-path"] for a, _ in dom.find("tr") if "data-path" in a]
     assert paths == ["/img/banner.png", "/index.html", "/promo/spring.html", "/style.css"]
@@ -413,12 +428,10 @@ def test_console_assets_are_served_with_a_strict_policy(console: Console) -> Non
             assert r.read()
 
 
-def test_api_docs_page_renders_without_the_internet(
-    console: Console, chromium: Callable[..., str]
-) -> None:
+def test_api_docs_page_renders_without_the_internet(console: Console, page: Page) -> None:
     """The API docs page's Swagger UI comes from the admin server itself: the operations are
     rendered (by its script) with no request leaving the machine."""
-    html = chromium(f"{console.url}/api/docs", "--dump-dom")
+    html = view(page, f"{console.url}/api/docs", "document.body.innerText.includes('OAS 3.1')")
     dom = Dom(html)
     scripts = [a.get("src", "") for a, _ in dom.find("script") if a.get("src")]
     assert scripts

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from argon2 import PasswordHasher
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
@@ -24,7 +25,7 @@ from openscws.ota import (
     check_command,
 )
 from openscws.ras.db import RasDatabase
-from openscws.ras.models import Base
+from openscws.ras.models import Base, Role
 from openscws.ras.service import (
     Conflict,
     NotFound,
@@ -35,6 +36,8 @@ from openscws.ras.service import (
 )
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+"""argon2id with small costs: the tests hash many passwords."""
 POLICY = RasPolicy(
     trigger_ttl=timedelta(seconds=60),
     session_ttl=timedelta(seconds=120),
@@ -696,6 +699,101 @@ class ServiceContract:
             iccid(42), job_id=None, started_at=T0, ended_at=None, outcome="x", detail=()
         )
         assert gone is None  # the card was removed mid-session: nothing to log against
+
+    # -- operators: accounts, tokens, sessions, audit -----------------------------------------
+
+    def test_users_and_passwords(self, ras: RasService) -> None:
+        accounts = ras.accounts
+        assert accounts.list_users() == []
+        first = accounts.ensure_first_admin()
+        assert first is not None
+        assert len(first) >= 20
+        assert accounts.ensure_first_admin() is None  # once only
+        assert accounts.check_password("admin", first) is not None
+        assert accounts.check_password("admin", first + "x") is None
+        assert accounts.check_password("nobody", first) is None
+        ann = accounts.add_user("ann", "correct horse battery", Role.OPERATOR)
+        assert ann.role is Role.OPERATOR
+        with pytest.raises(Conflict):
+            accounts.add_user("ann", "another long password", Role.VIEWER)
+        with pytest.raises(RasError, match="password"):
+            accounts.add_user("bob", "short", Role.VIEWER)
+        with pytest.raises(RasError, match="user name"):
+            accounts.add_user("-bad name", "a long enough password", Role.VIEWER)
+        assert [u.name for u in accounts.list_users()] == ["admin", "ann"]
+        with accounts._db.read() as s:  # only the argon2id hash is stored
+            stored = s.execute(text("SELECT password_hash FROM users WHERE name = 'ann'"))
+            hashed = stored.scalar()
+        assert hashed.startswith("$argon2id$")
+        assert "correct horse" not in hashed
+        cookie, _ = accounts.open_session("ann", "127.0.0.1")
+        accounts.set_password("ann", "a new long password")
+        assert accounts.session(cookie) is None  # a new password ends the sessions
+        assert accounts.check_password("ann", "correct horse battery") is None
+        assert accounts.check_password("ann", "a new long password") is not None
+        with pytest.raises(RasError, match="last admin"):
+            accounts.remove_user("admin")
+        assert accounts.remove_user("ann")
+        assert not accounts.remove_user("ann")
+
+    def test_tokens(self, ras: RasService) -> None:
+        accounts = ras.accounts
+        accounts.add_user("ops", "a long enough password", Role.OPERATOR)
+        info, token = accounts.create_token("ops", "ci", Role.VIEWER, timedelta(days=1))
+        assert token.startswith("oscws_" + info.token_id + "_")
+        assert info.role is Role.VIEWER
+        principal = accounts.authenticate_token(token)
+        assert principal is not None
+        assert (principal.user, principal.role, principal.via) == ("ops", Role.VIEWER, "token")
+        assert principal.actor == f"ops/{info.token_id}"
+        with accounts._db.read() as s:  # only the token's SHA-256 is stored
+            rows = s.execute(text("SELECT token_sha256 FROM api_tokens")).scalars().all()
+        assert rows == [hashlib.sha256(token.encode()).hexdigest()]
+        assert accounts.authenticate_token(token[:-1] + ("A" if token[-1] != "A" else "B")) is None
+        assert accounts.authenticate_token("oscws_nonsense") is None
+        with pytest.raises(RasError, match="cannot have the admin role"):
+            accounts.create_token("ops", "up", Role.ADMIN)
+        with pytest.raises(NotFound):
+            accounts.create_token("nobody", "x")
+        (listed,) = accounts.list_tokens("ops")
+        assert listed.token_id == info.token_id
+        assert listed.last_used_at is not None
+        assert accounts.revoke_token(info.token_id)
+        assert accounts.authenticate_token(token) is None
+        assert accounts.list_tokens()[0].state(datetime.now(UTC)) == "revoked"
+        assert not accounts.revoke_token("000000000000")
+        # Expired tokens: a clock past the expiry.
+        _, short = accounts.create_token("ops", "short", ttl=timedelta(minutes=1))
+        assert accounts.authenticate_token(short) is not None
+        accounts._clock = lambda: datetime.now(UTC) + timedelta(minutes=2)
+        assert accounts.authenticate_token(short) is None
+        # The user's role caps the token at each use; removing the user ends the token.
+        accounts._clock = lambda: datetime.now(UTC)
+        _, again = accounts.create_token("ops", "again")
+        assert accounts.authenticate_token(again) is not None
+        accounts.add_user("root", "a long enough password", Role.ADMIN)
+        assert accounts.remove_user("ops")
+        assert accounts.authenticate_token(again) is None
+
+    def test_sessions_and_audit(self, ras: RasService) -> None:
+        accounts = ras.accounts
+        accounts.add_user("vic", "a long enough password", Role.VIEWER)
+        cookie, csrf = accounts.open_session("vic", "192.0.2.1")
+        principal = accounts.session(cookie)
+        assert principal is not None
+        assert (principal.user, principal.role, principal.csrf_token) == ("vic", "viewer", csrf)
+        assert accounts.session(cookie + "x") is None
+        assert accounts.close_session(cookie)
+        assert accounts.session(cookie) is None
+        for n in range(3):
+            accounts.audit("vic", "content.put", f"/p{n}", "ok", address="192.0.2.1")
+        accounts.audit("-", "campaign.cancel", "/api/v1/campaigns/1/cancel", "403 forbidden")
+        entries = accounts.audit_log(2)
+        assert [e.action for e in entries] == ["campaign.cancel", "content.put"]
+        assert entries[0].result == "403 forbidden"
+        assert entries[1].address == "192.0.2.1"
+        older = accounts.audit_log(10, before=entries[1].id)
+        assert [e.target for e in older] == ["/p1", "/p0"]
 
 
 def schema_diff(db: RasDatabase) -> list[object]:

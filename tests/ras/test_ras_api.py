@@ -26,14 +26,15 @@ with warnings.catch_warnings():
     # dev extra); the client works the same either way.
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
     from fastapi.testclient import TestClient
-from ras_contract import POLICY, T0, add_card, iccid, keys_of
+from ras_contract import FAST_HASHER, POLICY, T0, add_card, iccid, keys_of
 
 import openscws
 from openscws.errors import ListenError
+from openscws.ras.accounts import key_checksum
 from openscws.ras.api import MAX_CONTENT_BYTES, PROBLEM_JSON, create_app
 from openscws.ras.api_server import serve_api, stop_api
 from openscws.ras.db import RasDatabase
-from openscws.ras.models import ContentVersion
+from openscws.ras.models import ContentVersion, Role
 from openscws.ras.service import RasService, TooLarge
 from openscws.ras.vault import Vault
 from openscws.scws.paths import MAX_ADMIN_RESOURCE
@@ -44,7 +45,14 @@ OWNER = "api-test:1"
 
 @pytest.fixture
 def ras(sqlite_db: RasDatabase, vault: Vault) -> RasService:
-    return RasService(sqlite_db, vault, POLICY)
+    return RasService(sqlite_db, vault, POLICY, password_hasher=FAST_HASHER)
+
+
+def admin_token(ras: RasService) -> str:
+    """An admin's API token (the user is made on first use)."""
+    if ras.accounts.user("root") is None:
+        ras.accounts.add_user("root", "a long enough password", Role.ADMIN)
+    return ras.accounts.create_token("root", "tests")[1]
 
 
 class Wakes:
@@ -60,9 +68,15 @@ def wakes() -> Wakes:
     return Wakes()
 
 
+def api_client(ras: RasService, app: Any, **kw: Any) -> TestClient:
+    """A client of `app` as an admin with an API token, on http://localhost."""
+    auth = {"Authorization": f"Bearer {admin_token(ras)}"}
+    return TestClient(app, base_url="http://localhost", headers=auth, **kw)
+
+
 @pytest.fixture
 def client(ras: RasService, wakes: Wakes) -> Iterator[TestClient]:
-    with TestClient(create_app(ras, on_change=wakes)) as c:
+    with api_client(ras, create_app(ras, on_change=wakes)) as c:
         yield c
 
 
@@ -114,20 +128,20 @@ def test_health_reports_a_dead_database(ras: RasService, client: TestClient) -> 
 # -- cards -----------------------------------------------------------------------------------
 
 
-def test_create_card_generates_keys_once(client: TestClient, ras: RasService) -> None:
+def test_create_card_answers_check_values_never_keys(client: TestClient, ras: RasService) -> None:
     assert client.get(f"{V1}/cards").json() == []
-    r = client.post(f"{V1}/cards", json={"iccid": iccid(1), "msisdn": "+15550100001"})
+    psk, kic, kid = keys_of(1)
+    keys = {"psk_key": psk.hex(), "kic_key": kic.hex(), "kid_key": kid.hex()}
+    r = client.post(f"{V1}/cards", json={"iccid": iccid(1), "msisdn": "+15550100001", **keys})
     assert r.status_code == 201, r.text
     assert r.headers["location"] == f"{V1}/cards/{iccid(1)}"
     assert r.headers["cache-control"] == "no-store"
     card = r.json()
-    keys = card["generated_keys"]
-    assert {k: len(bytes.fromhex(v)) for k, v in keys.items()} == {
-        "psk_key": 16,
-        "kic_key": 16,
-        "kid_key": 16,
+    assert card["key_checks"] == {
+        "psk_key": key_checksum(psk),
+        "kic_key": key_checksum(kic),
+        "kid_key": key_checksum(kid),
     }
-    assert len(set(keys.values())) == 3
     assert card["psk_identity"] == f"scws-{iccid(1)}"
     assert card["agent_id"] == f"//se-id/iccid/{iccid(1)}"
     assert (card["ota_tar"], card["ota_kic"], card["ota_kid"], card["ota_counter"]) == (
@@ -136,21 +150,24 @@ def test_create_card_generates_keys_once(client: TestClient, ras: RasService) ->
         0x12,
         0,
     )
-    # The keys shown are the ones the server holds.
-    assert ras.psk_lookup(f"scws-{iccid(1)}") == bytes.fromhex(keys["psk_key"])
+    # The keys sent are the ones the server holds.
+    assert ras.psk_lookup(f"scws-{iccid(1)}") == psk
     put(client, "/a.html", b"a")
     client.post(f"{V1}/campaigns", json={"name": "k"})
     (work,) = ras.claim_triggers(OWNER, 5, T0 + timedelta(days=3650))
-    assert work.keys.kic_key == bytes.fromhex(keys["kic_key"])
-    assert work.keys.kid_key == bytes.fromhex(keys["kid_key"])
+    assert (work.keys.kic_key, work.keys.kid_key) == (kic, kid)
 
-    # Never again: list and get show no key.
-    for r in (client.get(f"{V1}/cards"), client.get(f"{V1}/cards/{iccid(1)}")):
-        assert r.status_code == 200
+    # No answer shows a key, not even the first.
+    for answer in (r, client.get(f"{V1}/cards"), client.get(f"{V1}/cards/{iccid(1)}")):
+        assert answer.status_code in (200, 201)
         for key in keys.values():
-            assert key not in r.text
-            assert key.lower() not in r.text
-        assert "generated_keys" not in r.text
+            assert key not in answer.text.lower()
+
+
+def test_create_card_needs_its_keys(client: TestClient) -> None:
+    r = client.post(f"{V1}/cards", json={"iccid": iccid(3), "kic": 0x19, "kid": 0x15})
+    body = problem(r, 422, "body.psk_key", "body.kic_key", "body.kid_key")
+    assert "generated" not in json.dumps(body)
 
 
 def test_create_card_with_given_keys(client: TestClient, ras: RasService) -> None:
@@ -170,29 +187,25 @@ def test_create_card_with_given_keys(client: TestClient, ras: RasService) -> Non
     )
     assert r.status_code == 201, r.text
     body = r.json()
-    assert body["generated_keys"] == {"psk_key": None, "kic_key": None, "kid_key": None}
+    assert set(body["key_checks"]) == {"psk_key", "kic_key", "kid_key"}
     for key in (psk, kic, kid):
         assert key.hex() not in r.text.lower()
     assert (body["msisdn"], body["ota_tar"], body["ota_counter"]) == (None, "B20100", 41)
     assert ras.psk_lookup("id-2") == psk
 
 
-def test_create_card_sizes_generated_keys_by_algorithm(client: TestClient) -> None:
-    # KIc 0x19 / KID 0x15: triple DES with three keys (24 bytes) and with two (16 bytes).
-    r = client.post(f"{V1}/cards", json={"iccid": iccid(3), "kic": 0x19, "kid": 0x15})
-    assert r.status_code == 201, r.text
-    keys = r.json()["generated_keys"]
-    assert (len(keys["kic_key"]), len(keys["kid_key"])) == (48, 32)
-
-
 def test_card_errors(client: TestClient, ras: RasService) -> None:
     add_card(ras, 1)
-    problem(client.post(f"{V1}/cards", json={"iccid": iccid(1)}), 409, "exists")
-    r = client.post(f"{V1}/cards", json={"iccid": iccid(4), "psk_identity": "id-1"})
+    psk, kic, kid = keys_of(4)
+    k = {"psk_key": psk.hex(), "kic_key": kic.hex(), "kid_key": kid.hex()}
+    problem(client.post(f"{V1}/cards", json={"iccid": iccid(1), **k}), 409, "exists")
+    r = client.post(f"{V1}/cards", json={"iccid": iccid(4), "psk_identity": "id-1", **k})
     problem(r, 409, "PSK identity")
-    body = problem(client.post(f"{V1}/cards", json={"iccid": "123"}), 422, "body.iccid")
+    body = problem(client.post(f"{V1}/cards", json={"iccid": "123", **k}), 422, "body.iccid")
     assert body["errors"][0]["loc"] == "body.iccid"
-    problem(client.post(f"{V1}/cards", json={"iccid": iccid(4), "colour": "red"}), 422, "colour")
+    problem(
+        client.post(f"{V1}/cards", json={"iccid": iccid(4), "colour": "red", **k}), 422, "colour"
+    )
     problem(client.post(f"{V1}/cards", json={}), 422, "body.iccid")
     problem(
         client.post(
@@ -200,14 +213,14 @@ def test_card_errors(client: TestClient, ras: RasService) -> None:
         ),
         422,
     )
-    problem(client.post(f"{V1}/cards", json={"iccid": iccid(4), "kic": 256}), 422, "body.kic")
+    problem(client.post(f"{V1}/cards", json={"iccid": iccid(4), "kic": 256, **k}), 422, "body.kic")
     # Rules of the service itself are 400s.
-    r = client.post(f"{V1}/cards", json={"iccid": iccid(4), "psk_key": "00" * 8})
+    r = client.post(f"{V1}/cards", json={"iccid": iccid(4), **k, "psk_key": "00" * 8})
     problem(r, 400, "16 to 64 bytes")
-    r = client.post(f"{V1}/cards", json={"iccid": iccid(4), "kic_key": "ab" * 5})
+    r = client.post(f"{V1}/cards", json={"iccid": iccid(4), **k, "kic_key": "ab" * 5})
     problem(r, 400, "OTA keys", "5 bytes")
     assert "ab" * 5 not in r.text
-    problem(client.post(f"{V1}/cards", json={"iccid": iccid(4), "kic": 0x10}), 400, "OTA keys")
+    problem(client.post(f"{V1}/cards", json={"iccid": iccid(4), "kic": 0x10, **k}), 400, "OTA keys")
     assert [c.iccid for c in ras.list_cards()] == [iccid(1)]
 
 
@@ -507,7 +520,7 @@ def test_a_failing_wake_does_not_fail_the_campaign(
 
     add_card(ras, 1)
     ras.put_content("/a", b"a", "text/plain")
-    with TestClient(create_app(ras, on_change=wake)) as client:
+    with api_client(ras, create_app(ras, on_change=wake)) as client:
         assert client.post(f"{V1}/campaigns", json={"name": "x"}).status_code == 201
     assert "waking the trigger loop failed" in caplog.text
 
@@ -529,7 +542,7 @@ def test_unexpected_errors_are_problems_without_traceback(
         raise RuntimeError("secret internals")
 
     ras.list_cards = broken  # type: ignore[method-assign,assignment]
-    with TestClient(create_app(ras), raise_server_exceptions=False) as client:
+    with api_client(ras, create_app(ras), raise_server_exceptions=False) as client:
         r = client.get(f"{V1}/cards")
     body = problem(r, 500, "server's log")
     assert "secret internals" not in r.text
@@ -544,8 +557,13 @@ def test_keys_stay_out_of_answers_and_logs(
     psk, kic, kid = keys_of(3)
     given = {"psk_key": psk.hex(), "kic_key": kic.hex(), "kid_key": kid.hex()}
     assert client.post(f"{V1}/cards", json={"iccid": iccid(3), **given}).status_code == 201
-    created = client.post(f"{V1}/cards", json={"iccid": iccid(4), "msisdn": "+15550100004"})
-    secrets = [*given.values(), *(v for v in created.json()["generated_keys"].values())]
+    psk4, kic4, kid4 = keys_of(4)
+    given4 = {"psk_key": psk4.hex(), "kic_key": kic4.hex(), "kid_key": kid4.hex()}
+    created = client.post(
+        f"{V1}/cards", json={"iccid": iccid(4), "msisdn": "+15550100004", **given4}
+    )
+    assert created.status_code == 201
+    secrets = [*given.values(), *given4.values()]
     secrets += [s.upper() for s in secrets] + [s.lower() for s in secrets]
 
     seed_content(client)
@@ -622,6 +640,12 @@ def test_openapi_document(client: TestClient) -> None:
         f"{V1}/campaigns": {"get", "post"},
         f"{V1}/campaigns/{{campaign_id}}": {"get"},
         f"{V1}/campaigns/{{campaign_id}}/cancel": {"post"},
+        f"{V1}/auth/login": {"post"},
+        f"{V1}/auth/logout": {"post"},
+        f"{V1}/auth/me": {"get"},
+        f"{V1}/tokens": {"get", "post"},
+        f"{V1}/tokens/{{token_id}}": {"delete"},
+        f"{V1}/audit": {"get"},
     }
     assert {p: set(ops) for p, ops in paths.items()} == expected
     operation_ids = set()
@@ -648,24 +672,29 @@ def test_openapi_document(client: TestClient) -> None:
         resolve(doc, ref)
     for schema in schemas.values():
         assert schema.get("type") == "object" or "enum" in schema or "anyOf" in schema
-    # Keys a client sends are write-only secrets; no response model has a key but CardCreated.
+    # Keys a client sends are write-only secrets; no response model has a key.
     create = schemas["CardCreate"]["properties"]
-    assert create["psk_key"]["anyOf"][0]["writeOnly"] is True
-    holders = {name for name, s in schemas.items() if "generated_keys" in s.get("properties", {})}
-    assert holders == {"CardCreated"}
+    for name in ("psk_key", "kic_key", "kid_key"):
+        assert create[name]["writeOnly"] is True
+    assert {"psk_key", "kic_key", "kid_key"} <= set(schemas["CardCreate"]["required"])
+    for name, schema in schemas.items():
+        if name not in ("CardCreate", "LoginIn"):  # what clients send
+            for prop in schema.get("properties", {}).values():
+                assert prop.get("writeOnly") is not True, name
+    assert "generated_keys" not in json.dumps(doc)
     body = paths[f"{V1}/content/{{path}}"]["put"]["requestBody"]
     assert body["content"]["*/*"]["schema"]["format"] == "binary"
     headers = {p["name"].lower() for p in paths[f"{V1}/content/{{path}}"]["put"]["parameters"]}
     assert {"content-encoding", "content-language", "realm"} <= headers
 
-    docs = client.get("/api/docs")
-    assert docs.status_code == 200
-    assert f"{V1}/openapi.json" in docs.text
+    # The docs page is for a logged-in console (a token cannot be sent by a browser).
+    assert client.get("/api/docs", follow_redirects=False).headers["location"] == "/login.html"
 
 
-def test_api_docs_page_works_offline(client: TestClient) -> None:
+def test_api_docs_page_works_offline(client: TestClient, ras: RasService) -> None:
     """Every script, stylesheet and icon the docs page names is served by the server itself:
     no CDN, so the page is not blank on a machine without Internet access."""
+    login(client, ras)
     page = client.get("/api/docs")
     assert page.status_code == 200
     urls = re.findall(r"""(?:src|href|url)\s*[=:]\s*['"]([^'"]+)['"]""", page.text)
@@ -687,7 +716,28 @@ def test_api_docs_page_works_offline(client: TestClient) -> None:
     assert "/api/docs" not in client.get(f"{V1}/openapi.json").text
 
 
-def test_console_is_served(client: TestClient) -> None:
+def login(client: TestClient, ras: RasService, role: Role = Role.ADMIN) -> str:
+    """Logs `client` in to the console as a user of `role`; returns the CSRF token."""
+    name = f"console-{role}"
+    if ras.accounts.user(name) is None:
+        ras.accounts.add_user(name, "a long enough password", role)
+    r = client.post(f"{V1}/auth/login", json={"name": name, "password": "a long enough password"})
+    assert r.status_code == 200, r.text
+    csrf: str = r.json()["csrf_token"]
+    return csrf
+
+
+def test_console_is_served(ras: RasService) -> None:
+    client = TestClient(create_app(ras), base_url="http://localhost")
+    # Not logged in: the page is the login form; the scripts and style are no secret.
+    r = client.get("/", follow_redirects=False)
+    assert (r.status_code, r.headers["location"]) == (303, "/login.html")
+    for hidden in ("/index.html", "/api/docs"):
+        assert client.get(hidden, follow_redirects=False).status_code in (303, 404)
+    page = client.get("/login.html")
+    assert page.status_code == 200
+    assert '<script type="module" src="login.js"></script>' in page.text
+    login(client, ras)
     r = client.get("/")
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/html")
@@ -699,21 +749,29 @@ def test_console_is_served(client: TestClient) -> None:
         assert asset.status_code == 200
         assert kind in asset.headers["content-type"]
     problem(client.get("/missing.png"), 404)
-    # The docs UI is FastAPI's page with an inline script: the console's policy is not put on it.
-    assert "content-security-policy" not in client.get("/api/docs").headers
+    # The docs UI has its own policy: scripts from this origin, its inline script by hash.
+    docs = client.get("/api/docs")
+    assert docs.status_code == 200
+    assert f"{V1}/openapi.json" in docs.text
+    policy = docs.headers["content-security-policy"]
+    assert "'sha256-" in policy
+    assert "unsafe-inline" not in policy
+    assert "script-src 'self'" in policy
 
 
 # -- serve_api -------------------------------------------------------------------------------
 
 
-def _get(url: str) -> tuple[int, bytes]:
-    with urllib.request.urlopen(url, timeout=10) as r:
+def _get(url: str, token: str) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=10) as r:
         return r.status, r.read()
 
 
-def _post(url: str, body: dict[str, Any]) -> int:
+def _post(url: str, body: dict[str, Any], token: str) -> int:
     data = json.dumps(body).encode()
-    req = urllib.request.Request(url, data, {"Content-Type": "application/json"}, method="POST")
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+    req = urllib.request.Request(url, data, headers, method="POST")
     with urllib.request.urlopen(req, timeout=10) as r:
         return int(r.status)
 
@@ -722,6 +780,7 @@ def test_serve_api_in_a_running_loop(ras: RasService) -> None:
     add_card(ras, 1)
     ras.put_content("/a", b"a", "text/plain")
     woken: list[tuple[asyncio.AbstractEventLoop, threading.Thread]] = []
+    token = admin_token(ras)
 
     def wake() -> None:
         woken.append((asyncio.get_running_loop(), threading.current_thread()))
@@ -733,10 +792,12 @@ def test_serve_api_in_a_running_loop(ras: RasService) -> None:
             assert server.started
             assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
             assert server.url == f"http://127.0.0.1:{server.port}/"
-            status, body = await asyncio.to_thread(_get, f"{server.url}api/v1/health")
+            status, body = await asyncio.to_thread(_get, f"{server.url}api/v1/health", token)
             assert status == 200
             assert json.loads(body)["status"] == "ok"
-            status = await asyncio.to_thread(_post, f"{server.url}api/v1/campaigns", {"name": "x"})
+            status = await asyncio.to_thread(
+                _post, f"{server.url}api/v1/campaigns", {"name": "x"}, token
+            )
             assert status == 201
             # on_change ran on this loop's thread, where RasServer.wake must be called.
             assert woken == [(asyncio.get_running_loop(), threading.current_thread())]

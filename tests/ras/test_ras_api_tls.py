@@ -79,7 +79,7 @@ def test_certificate_from_the_issuer_ca_is_kept_then_renewed(tmp_path: Path) -> 
     ensure_api_certificate(admin, tmp_path / "ca", now=NOW)
     assert cert.read_bytes() == first
     # Another name: a new one for it.
-    more = replace(admin, api_tls_hosts=("ras.example.net",))
+    more = replace(admin, api_hosts=("ras.example.net",))
     ensure_api_certificate(more, tmp_path / "ca", now=NOW)
     renamed = x509.load_pem_x509_certificates(cert.read_bytes())[0]
     names = renamed.extensions.get_extension_for_class(x509.SubjectAlternativeName).value

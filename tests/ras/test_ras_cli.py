@@ -44,6 +44,16 @@ COMMANDS = [
     ["admin", "logs"],
     ["admin", "vault"],
     ["admin", "vault", "rotate"],
+    ["admin", "user"],
+    ["admin", "user", "add"],
+    ["admin", "user", "ls"],
+    ["admin", "user", "rm"],
+    ["admin", "user", "passwd"],
+    ["admin", "token"],
+    ["admin", "token", "create"],
+    ["admin", "token", "ls"],
+    ["admin", "token", "revoke"],
+    ["admin", "audit"],
 ]
 
 
@@ -79,12 +89,21 @@ def test_init(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "ras"
     assert main(["admin", "init", "--data-dir", str(data)]) == 0
     out = capsys.readouterr().out
-    assert "schema: 0001" in out
+    assert "schema: 0002" in out
     assert (data / "master.key").stat().st_mode & 0o777 == 0o600
     assert (data / "ras.db").exists()
+    # The first admin's password, once.
+    match = re.search(r"as user admin with the one-time password (\S+)", out)
+    assert match is not None, out
+    db = RasDatabase(default_url(data))
+    try:
+        assert RasService(db, Vault.open(data)).accounts.check_password("admin", match[1])
+    finally:
+        db.dispose()
     key = (data / "master.key").read_bytes()
     assert main(["admin", "init", "--data-dir", str(data)]) == 0  # again: keeps the key
     assert (data / "master.key").read_bytes() == key
+    assert "one-time password" not in capsys.readouterr().out
 
 
 def test_default_data_dir_follows_xdg(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -311,3 +330,65 @@ def test_campaign_wait_follows_progress(admin: Admin, tmp_path: Path) -> None:
     assert lines[-1] == "campaign 1: 1 done, 1 failed"
     counts = [line.split("] ", 1)[1] for line in lines[:-2]]
     assert len(counts) == len(set(counts))  # a line per change, not per poll
+
+
+def test_users_tokens_and_audit(
+    admin: Admin, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Accounts and tokens from the command line: it works on the database directly, so it
+    needs no login; every change it makes is in the audit trail as local:<login>."""
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("a long enough password\n"))
+    code, out, _ = admin("user", "add", "ann", "--role", "operator", "--password-stdin")
+    assert code == 0, out
+    assert "user ann added (operator)" in out
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # not a terminal: a password is made
+    code, out, _ = admin("user", "add", "vic")
+    assert code == 0
+    made = re.search(r"password (\S+)  \(shown only now\)", out)
+    assert made is not None, out
+    monkeypatch.setattr("sys.stdin", io.StringIO("a long enough password\n"))
+    code, out, err = admin("user", "add", "ann", "--password-stdin")
+    assert (code, err.strip()) == (2, "openscws: user ann exists")
+    code, out, _ = admin("user", "ls")
+    assert re.search(r"^ann\s+operator", out, re.M)
+    assert re.search(r"^vic\s+viewer", out, re.M)
+
+    code, out, err = admin("token", "create", "ann", "--name", "ci", "--days", "7")
+    assert code == 0, err
+    token = out.splitlines()[1]
+    assert re.fullmatch(r"oscws_[0-9a-f]{12}_[A-Za-z0-9_-]{43}", token)
+    token_id = token.split("_")[1]
+    assert "shown only now" in err
+    code, out, err = admin("token", "create", "ann", "--role", "admin")
+    assert code == 2
+    assert "cannot have the admin role" in err
+    code, out, _ = admin("token", "ls")
+    assert re.search(rf"^{token_id}\s+ann\s+operator\s+active", out, re.M)
+    assert token not in out
+    assert admin("token", "revoke", token_id)[0] == 0
+    assert re.search(rf"^{token_id}\s+ann\s+operator\s+revoked", admin("token", "ls")[1], re.M)
+    assert admin("token", "revoke", "000000000000")[0] == 1
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("another long password\n"))
+    assert admin("user", "passwd", "ann", "--password-stdin")[0] == 0
+    assert admin("user", "rm", "vic")[0] == 0
+    assert admin("user", "rm", "vic")[0] == 1
+    code, _, err = admin("user", "rm", "admin")
+    assert (code, "last admin" in err) == (2, True)
+
+    code, out, _ = admin("card", "add", ICCID, "--psk-key", "00112233445566778899AABBCCDDEEFF")
+    assert code == 0
+    code, out, _ = admin("audit")
+    lines = out.splitlines()
+    actions = [line.split()[4] for line in lines]
+    assert actions[-1] == "card.create"
+    assert {"user.create", "token.create", "token.revoke", "user.password", "user.delete"} <= set(
+        actions
+    )
+    assert all(" local:" in line for line in lines)
+    assert any("last admin" in line and "user.delete" in line for line in lines)
+    assert "00112233445566778899AABBCCDDEEFF" not in out
+    assert "PSK check" in lines[-1]
+    assert token not in out

@@ -12,7 +12,18 @@ from sqlalchemy import inspect
 
 from openscws.ras.db import MIGRATIONS, RasDatabase, RasError, default_url
 
-TABLES = {"alembic_version", "cards", "content_versions", "campaigns", "jobs", "session_logs"}
+TABLES = {
+    "alembic_version",
+    "cards",
+    "content_versions",
+    "campaigns",
+    "jobs",
+    "session_logs",
+    "users",
+    "api_tokens",
+    "console_sessions",
+    "audit_log",
+}
 
 
 @pytest.fixture
@@ -27,11 +38,29 @@ def test_fresh_database_upgrades(fresh: RasDatabase) -> None:
     with pytest.raises(RasError, match="admin init"):
         fresh.check_current()
     fresh.upgrade()
-    assert fresh.current_revision() == fresh.head_revision() == "0001"
+    assert fresh.current_revision() == fresh.head_revision() == "0002"
     fresh.check_current()
     assert set(inspect(fresh.engine).get_table_names()) == TABLES
     fresh.upgrade()  # at head already: nothing happens
-    assert fresh.current_revision() == "0001"
+    assert fresh.current_revision() == "0002"
+
+
+def test_operator_tables_come_on_top_of_an_existing_database(fresh: RasDatabase) -> None:
+    """A database made by the first schema gains the operator tables and keeps its rows."""
+    fresh.upgrade("0001")
+    with fresh.engine.begin() as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO campaigns (name, operations, created_at, state) "
+            "VALUES ('old', '[]', '2025-01-01 00:00:00', 'active')"
+        )
+    fresh.upgrade()
+    assert fresh.current_revision() == "0002"
+    assert schema_diff(fresh) == []
+    assert {"users", "api_tokens", "console_sessions", "audit_log"} <= set(
+        inspect(fresh.engine).get_table_names()
+    )
+    with fresh.engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT name FROM campaigns").scalar() == "old"
 
 
 def test_models_match_migrations(fresh: RasDatabase) -> None:
@@ -69,6 +98,9 @@ def test_partial_unique_index_is_migrated(fresh: RasDatabase) -> None:
 
 def test_migrations_ship_as_package_data() -> None:
     assert (MIGRATIONS / "env.py").is_file()
-    assert sorted(p.name for p in (MIGRATIONS / "versions").glob("*.py")) == ["0001_initial.py"]
+    assert sorted(p.name for p in (MIGRATIONS / "versions").glob("*.py")) == [
+        "0001_initial.py",
+        "0002_operators.py",
+    ]
     pyproject = Path(__file__).parents[2] / "pyproject.toml"
     assert '"ras/migrations/**/*.py"' in pyproject.read_text()

@@ -14,7 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ras_contract import POLICY, T0, ServiceContract, add_card, iccid, schema_diff, seed
+from ras_contract import (
+    FAST_HASHER,
+    POLICY,
+    T0,
+    ServiceContract,
+    add_card,
+    iccid,
+    schema_diff,
+    seed,
+)
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
@@ -28,7 +37,7 @@ WORKER = Path(__file__).with_name("ras_pg_worker.py")
 
 @pytest.fixture
 def ras(pg_db: RasDatabase, vault: Vault) -> RasService:
-    return RasService(pg_db, vault, POLICY)
+    return RasService(pg_db, vault, POLICY, password_hasher=FAST_HASHER)
 
 
 class TestPostgres(ServiceContract):
@@ -37,7 +46,7 @@ class TestPostgres(ServiceContract):
 
 def test_models_match_migrations(pg_db: RasDatabase) -> None:
     assert pg_db.dialect == "postgresql"
-    assert pg_db.current_revision() == "0001"
+    assert pg_db.current_revision() == "0002"
     assert schema_diff(pg_db) == []
     pg_db.upgrade()  # a second migrator finds nothing to do
 

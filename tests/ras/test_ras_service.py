@@ -9,7 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from ras_contract import POLICY, T0, ServiceContract, add_card, iccid, keys_of, seed
+from ras_contract import FAST_HASHER, POLICY, T0, ServiceContract, add_card, iccid, keys_of, seed
 from sqlalchemy import text
 
 from openscws.ras.db import RasDatabase, RasError, default_url
@@ -19,7 +19,7 @@ from openscws.ras.vault import MASTER_KEY_FILE, Vault, VaultError
 
 @pytest.fixture
 def ras(sqlite_db: RasDatabase, vault: Vault) -> RasService:
-    return RasService(sqlite_db, vault, POLICY)
+    return RasService(sqlite_db, vault, POLICY, password_hasher=FAST_HASHER)
 
 
 class TestSqlite(ServiceContract):

@@ -263,8 +263,11 @@ async def start_admin(
         from openscws.ras.api_server import serve_api
 
         try:
+            from openscws.ras.api_auth import default_hosts
+
+            hosts = (*default_hosts(admin.api_host), *admin.api_hosts)
             stack.api = await serve_api(
-                create_app(service, on_change=server.wake),
+                create_app(service, on_change=server.wake, hosts=hosts),
                 admin.api_host,
                 admin.api_port,
                 tls=tls.context if tls else None,

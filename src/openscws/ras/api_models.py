@@ -1,7 +1,7 @@
 """The REST API's request and response bodies (pydantic), built from the service's dataclasses.
 
-Card keys appear in exactly one model, `CardCreated.generated_keys`: the keys the server made
-for a new card, shown once. Keys a client sends are `SecretStr`, so they stay out of reprs,
+Card keys appear in no answer: a new card's come back as check values only
+(`CardCreated.key_checks`). Keys a client sends are `SecretStr`, so they stay out of reprs,
 logs and validation errors."""
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from openscws.ras.service import (
 )
 
 __all__ = [
+    "AuditOut",
     "CampaignCardOut",
     "CampaignCreate",
     "CampaignDetail",
@@ -35,13 +36,18 @@ __all__ = [
     "CardOut",
     "ContentOut",
     "FieldError",
-    "GeneratedKeys",
     "Health",
     "JobOut",
+    "KeyChecks",
+    "LoginIn",
+    "Me",
     "OperationOut",
     "Problem",
     "Progress",
     "SessionLogOut",
+    "TokenCreate",
+    "TokenCreated",
+    "TokenOut",
     "campaign_detail",
     "card_created",
     "card_detail",
@@ -90,8 +96,8 @@ class Health(_Out):
 
 
 class CardCreate(_In):
-    """A card to register. Keys left out are generated (16 random bytes: AES-128 for the
-    default KIc/KID 0x12) and returned once in the 201 response."""
+    """A card to register, with its keys (made by whoever personalises the card; the
+    console makes them in the browser). The answer names them by check value only."""
 
     iccid: str = Field(pattern=r"^[0-9]{19,20}$", examples=["8988211000000000003"])
     msisdn: str | None = Field(default=None, pattern=r"^\+?[0-9]{3,20}$")
@@ -101,21 +107,21 @@ class CardCreate(_In):
     agent_id: str | None = Field(
         default=None, max_length=255, description='Default "//se-id/iccid/<iccid>"'
     )
-    psk_key: SecretStr | None = Field(default=None, description="Hex, 16 to 64 bytes")
+    psk_key: SecretStr = Field(description="Hex, 16 to 64 bytes")
     ota_tar: str | None = Field(
         default=None, pattern=r"^[0-9A-Fa-f]{6}$", description="3 bytes hex; default 000000"
     )
     kic: int = Field(default=0x12, ge=0, le=0xFF, description="The KIc byte (0x12: v1, AES)")
     kid: int = Field(default=0x12, ge=0, le=0xFF, description="The KID byte (0x12: v1, AES)")
-    kic_key: SecretStr | None = Field(default=None, description="Hex")
-    kid_key: SecretStr | None = Field(default=None, description="Hex")
+    kic_key: SecretStr = Field(description="Hex, sized for the KIc byte's algorithm")
+    kid_key: SecretStr = Field(description="Hex, sized for the KID byte's algorithm")
     ota_counter: int = Field(default=0, ge=0, le=COUNTER_MAX, description="The last CNTR used")
 
     @field_validator("psk_key", "kic_key", "kid_key")
     @classmethod
-    def _hex(cls, value: SecretStr | None) -> SecretStr | None:
+    def _hex(cls, value: SecretStr) -> SecretStr:
         # The message names no value: the input is a key.
-        if value is not None and not _HEX.fullmatch(value.get_secret_value()):
+        if not _HEX.fullmatch(value.get_secret_value()):
             raise ValueError("must be an even number of hex digits")
         return value
 
@@ -136,16 +142,17 @@ class CardOut(_Out):
         return cls(**_card_fields(card))
 
 
-class GeneratedKeys(_Out):
-    """Hex. Only the keys the server generated; they are never shown again."""
+class KeyChecks(_Out):
+    """Check values of the keys just stored (the first 3 bytes of each key's SHA-256, hex):
+    compare them with the personalisation's. The keys themselves are never shown."""
 
-    psk_key: str | None = None
-    kic_key: str | None = None
-    kid_key: str | None = None
+    psk_key: str
+    kic_key: str
+    kid_key: str
 
 
 class CardCreated(CardOut):
-    generated_keys: GeneratedKeys
+    key_checks: KeyChecks
 
 
 class OperationOut(_Out):
@@ -317,6 +324,59 @@ class CancelResult(_Out):
     campaign: CampaignOut
 
 
+# -- operators -------------------------------------------------------------------------------
+
+RoleName = Literal["viewer", "operator", "admin"]
+
+
+class LoginIn(_In):
+    name: str = Field(min_length=1, max_length=64)
+    password: SecretStr = Field(min_length=1, max_length=1024)
+
+
+class Me(_Out):
+    """Who is logged in. `csrf_token` (console sessions only) goes into the X-CSRF-Token
+    header of every POST, PUT and DELETE."""
+
+    user: str
+    role: RoleName
+    via: Literal["token", "session"]
+    token_id: str | None = None
+    csrf_token: str | None = None
+
+
+class TokenCreate(_In):
+    name: str = Field(min_length=1, max_length=64, description="What the token is for")
+    role: RoleName | None = Field(default=None, description="At most yours (default: yours)")
+    expires_in_days: int = Field(default=90, ge=1, le=3650)
+
+
+class TokenOut(_Out):
+    token_id: str
+    user: str
+    name: str
+    role: RoleName
+    state: Literal["active", "expired", "revoked"]
+    created_at: datetime
+    expires_at: datetime
+    last_used_at: datetime | None
+
+
+class TokenCreated(TokenOut):
+    token: str = Field(description="The bearer token itself: shown this once, stored hashed")
+
+
+class AuditOut(_Out):
+    id: int
+    at: datetime
+    actor: str = Field(description="user, user/token-id, local:<login> (CLI) or - (nobody)")
+    address: str
+    action: str
+    target: str
+    result: str = Field(description="ok, or the refusal's status")
+    detail: str
+
+
 # -- helpers ---------------------------------------------------------------------------------
 
 
@@ -334,8 +394,8 @@ def _card_fields(card: CardInfo) -> dict[str, Any]:
     }
 
 
-def card_created(card: CardInfo, keys: GeneratedKeys) -> CardCreated:
-    return CardCreated(**_card_fields(card), generated_keys=keys)
+def card_created(card: CardInfo, checks: KeyChecks) -> CardCreated:
+    return CardCreated(**_card_fields(card), key_checks=checks)
 
 
 def card_detail(card: CardInfo, jobs: list[JobInfo]) -> CardDetail:

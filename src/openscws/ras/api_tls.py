@@ -134,7 +134,7 @@ def check_api_bind(admin: AdminSettings, *, warn: bool = True) -> None:
 
 def _hosts(admin: AdminSettings) -> tuple[str, ...]:
     hosts = list(DEFAULT_HOSTS)
-    extra = list(admin.api_tls_hosts)
+    extra = list(admin.api_hosts)
     if admin.api_host in _WILDCARDS:
         extra.append(socket.gethostname())
     else:

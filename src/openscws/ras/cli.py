@@ -346,6 +346,64 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     leaves.append(rotate)
 
+    user = groups.add_parser(
+        "user",
+        help="operator accounts of the REST API and console: add, ls, rm, passwd",
+        description="Operator accounts. Roles: viewer (read), operator (content and "
+        "campaigns), admin (cards and their keys, accounts, the audit trail). Passwords are "
+        "stored as argon2id hashes. This command works on the database directly, so it needs "
+        "no login: whoever can run it can read the data directory anyway.",
+    )
+    users = user.add_subparsers(dest="admin_action", required=True, metavar="ACTION")
+    u_add = users.add_parser("add", help="add an account (the password is asked, or generated)")
+    u_add.add_argument("user_name", metavar="NAME", help="the login name")
+    u_add.add_argument(
+        "--role", choices=("viewer", "operator", "admin"), default="viewer", help="default viewer"
+    )
+    u_ls = users.add_parser("ls", help="list accounts")
+    u_rm = users.add_parser("rm", help="remove an account with its tokens and sessions")
+    u_rm.add_argument("user_name", metavar="NAME", help="the login name")
+    u_pw = users.add_parser("passwd", help="set a new password (ends the account's sessions)")
+    u_pw.add_argument("user_name", metavar="NAME", help="the login name")
+    for leaf in (u_add, u_pw):
+        leaf.add_argument(
+            "--password-stdin",
+            action="store_true",
+            help="read the password from the first line of stdin (default: ask on a "
+            "terminal, else generate one and print it once)",
+        )
+    leaves += [u_add, u_ls, u_rm, u_pw]
+
+    token = groups.add_parser(
+        "token",
+        help="API tokens for scripts and CI: create, ls, revoke",
+        description="API tokens (Authorization: Bearer oscws_...). A token is printed once "
+        "when it is made and stored hashed; its role is at most its user's.",
+    )
+    tokens = token.add_subparsers(dest="admin_action", required=True, metavar="ACTION")
+    t_new = tokens.add_parser("create", help="make a token for a user; printed once")
+    t_new.add_argument("user_name", metavar="USER", help="whose token it is")
+    t_new.add_argument("--name", dest="token_name", default="cli", help="what it is for")
+    t_new.add_argument(
+        "--role", choices=("viewer", "operator", "admin"), help="default: the user's role"
+    )
+    t_new.add_argument(
+        "--days", type=int, default=90, metavar="N", help="valid for N days (default 90)"
+    )
+    t_ls = tokens.add_parser("ls", help="list tokens (never the tokens themselves)")
+    t_ls.add_argument("--user", dest="user_name", metavar="USER", help="only this user's")
+    t_rm = tokens.add_parser("revoke", help="revoke a token by its id")
+    t_rm.add_argument("token_id", metavar="TOKEN_ID", help="as `token ls` shows it")
+    leaves += [t_new, t_ls, t_rm]
+
+    audit = groups.add_parser(
+        "audit", help="the audit trail: every state change and refused attempt, newest first"
+    )
+    audit.add_argument(
+        "--limit", type=int, metavar="N", default=50, help="how many entries (default 50)"
+    )
+    leaves.append(audit)
+
     logs = groups.add_parser("logs", help="a card's admin sessions, newest first")
     logs.add_argument("card_iccid", metavar="ICCID", help="the card's ICCID")
     logs.add_argument(
@@ -384,6 +442,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings, data_dir: Path, url:
             print(f"master key: {vault.path}")
             print(f"database: {db.engine.url.render_as_string(hide_password=True)}")
             print(f"schema: {db.current_revision()}")
+            first_admin(RasService(db, vault))
         finally:
             db.dispose()
         return 0
@@ -392,22 +451,185 @@ def _dispatch(args: argparse.Namespace, settings: Settings, data_dir: Path, url:
     try:
         db.check_current()
         ras = RasService(db, vault)
-        match args.admin_command:
-            case "card":
-                return _card(args, ras)
-            case "content":
-                return _content(args, ras)
-            case "campaign":
-                return _campaign(args, ras)
-            case "logs":
-                return _logs(args, ras)
-            case "enrol":
-                return _enrol(args, ras, _admin_settings(args, settings, data_dir, url))
-            case "vault":
-                return _vault(ras, vault)
+        try:
+            match args.admin_command:
+                case "card":
+                    status = _card(args, ras)
+                case "content":
+                    status = _content(args, ras)
+                case "campaign":
+                    status = _campaign(args, ras)
+                case "logs":
+                    status = _logs(args, ras)
+                case "enrol":
+                    status = _enrol(args, ras, _admin_settings(args, settings, data_dir, url))
+                case "user":
+                    status = _user(args, ras)
+                case "token":
+                    status = _token(args, ras)
+                case "audit":
+                    status = _audit(args, ras)
+                case "vault":
+                    status = _vault(ras, vault)
+                case _:
+                    status = 2
+        except Exception as exc:
+            _audit_cli(args, ras, f"error: {type(exc).__name__}", str(exc))
+            raise
+        _audit_cli(args, ras, "ok" if status == 0 else f"exit {status}")
+        return status
     finally:
         db.dispose()
-    return 2
+
+
+_CHANGES: Final = {
+    ("card", "add"): "card.create",
+    ("card", "rm"): "card.delete",
+    ("content", "put"): "content.put",
+    ("content", "rm"): "content.delete",
+    ("campaign", "create"): "campaign.create",
+    ("campaign", "cancel"): "campaign.cancel",
+    ("enrol", None): "card.enrol",
+    ("user", "add"): "user.create",
+    ("user", "rm"): "user.delete",
+    ("user", "passwd"): "user.password",
+    ("token", "create"): "token.create",
+    ("token", "revoke"): "token.revoke",
+    # Key changes (the key rotation commands, where this build has them).
+    ("campaign", "rotate-keys"): "card.rotate-keys",
+    ("vault", "rotate"): "vault.rotate",
+}
+
+
+def _audit_cli(args: argparse.Namespace, ras: RasService, result: str, why: str = "") -> None:
+    """One audit entry for a state-changing command, as `local:<login>` from `local`."""
+    import getpass
+
+    action = _CHANGES.get((args.admin_command, getattr(args, "admin_action", None)))
+    if action is None:
+        return
+    target = next(
+        (
+            str(getattr(args, name))
+            for name in ("card_iccid", "content_path", "campaign_id", "token_id", "user_name")
+            if getattr(args, name, None) is not None
+        ),
+        getattr(args, "name", None) or str(getattr(args, "card_dir", "")),
+    )
+    try:
+        login = getpass.getuser()
+    except (KeyError, OSError):
+        login = str(os.getuid())
+    detail = getattr(args, "audit_detail", "") or why
+    ras.accounts.audit(f"local:{login}", action, target, result[:32], detail=detail)
+
+
+def first_admin(ras: RasService, console: str | None = None) -> None:
+    """On a database without accounts: makes `admin` and prints its password, once."""
+    password = ras.accounts.ensure_first_admin()
+    if password is None:
+        return
+    ras.accounts.audit("local:first-run", "user.create", "admin", "ok", detail="role admin")
+    where = f" at {console}" if console else ""
+    print(
+        f"first run: log in to the console{where} as user admin with the one-time password "
+        f"{password}\n  (shown only now; change it with `openscws admin user passwd admin`)",
+        flush=True,
+    )
+
+
+def _new_password(args: argparse.Namespace) -> tuple[str, bool]:
+    """The password from stdin, the terminal, or a new random one (True: print it)."""
+    import getpass
+    import secrets
+
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n"), False
+    if sys.stdin.isatty():
+        first = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != first:
+            raise ConfigError("the two passwords differ")
+        return first, False
+    return secrets.token_urlsafe(18), True
+
+
+def _user(args: argparse.Namespace, ras: RasService) -> int:
+    from openscws.ras.models import Role
+
+    accounts = ras.accounts
+    match args.admin_action:
+        case "add":
+            password, show = _new_password(args)
+            info = accounts.add_user(args.user_name, password, Role(args.role))
+            args.audit_detail = f"role {info.role}"
+            print(f"user {info.name} added ({info.role})")
+            if show:
+                print(f"  password {password}  (shown only now)")
+        case "ls":
+            print(f"{'NAME':<24} {'ROLE':<9} {'ADDED':<20} PASSWORD SET")
+            for u in accounts.list_users():
+                print(
+                    f"{u.name:<24} {u.role:<9} {_when(u.created_at):<20} "
+                    f"{_when(u.password_changed_at)}"
+                )
+        case "rm":
+            if not accounts.remove_user(args.user_name):
+                print(f"openscws: no user {args.user_name}", file=sys.stderr)
+                return 1
+            print(f"removed user {args.user_name} with their tokens and sessions")
+        case "passwd":
+            password, show = _new_password(args)
+            accounts.set_password(args.user_name, password)
+            print(f"password of {args.user_name} changed; their console sessions ended")
+            if show:
+                print(f"  password {password}  (shown only now)")
+    return 0
+
+
+def _token(args: argparse.Namespace, ras: RasService) -> int:
+    from datetime import UTC, timedelta
+    from datetime import datetime as dt
+
+    from openscws.ras.models import Role
+
+    accounts = ras.accounts
+    match args.admin_action:
+        case "create":
+            role = Role(args.role) if args.role else None
+            info, token = accounts.create_token(
+                args.user_name, args.token_name, role, timedelta(days=args.days)
+            )
+            args.token_id = info.token_id
+            args.audit_detail = f"user {info.user}, role {info.role}"
+            print(
+                f"token {info.token_id} of {info.user} ({info.role}) until {_when(info.expires_at)}"
+            )
+            print(token)
+            print("This token is shown only now: Authorization: Bearer <token>.", file=sys.stderr)
+        case "ls":
+            now = dt.now(UTC)
+            print(f"{'TOKEN ID':<13} {'USER':<16} {'ROLE':<9} {'STATE':<8} {'EXPIRES':<20} NAME")
+            for t in accounts.list_tokens(args.user_name):
+                print(
+                    f"{t.token_id:<13} {t.user:<16} {t.role:<9} {t.state(now):<8} "
+                    f"{_when(t.expires_at):<20} {t.name}"
+                )
+        case "revoke":
+            if not accounts.revoke_token(args.token_id):
+                print(f"openscws: no token {args.token_id}", file=sys.stderr)
+                return 1
+            print(f"token {args.token_id} revoked")
+    return 0
+
+
+def _audit(args: argparse.Namespace, ras: RasService) -> int:
+    for e in reversed(ras.accounts.audit_log(args.limit)):
+        detail = f"  {e.detail}" if e.detail else ""
+        print(
+            f"{_when(e.at)}  {e.actor:<24} {e.address:<15} {e.action:<16} {e.result:<22} "
+            f"{e.target}{detail}"
+        )
+    return 0
 
 
 def _admin_settings(
@@ -436,6 +658,7 @@ def _serve(args: argparse.Namespace, settings: Settings, data_dir: Path, url: st
         print(f"admin server: PSK-TLS https://{a.host}:{stack.server.port}{a.uri}", flush=True)
         if stack.api_url:
             print(f"admin console: {stack.api_url}", flush=True)
+            await asyncio.to_thread(first_admin, stack.service, stack.api_url)
         if stack.api_ca is not None:
             print(f"admin console CA: {stack.api_ca} (curl --cacert {stack.api_ca})", flush=True)
         stop = asyncio.Event()
@@ -549,6 +772,13 @@ def _card(args: argparse.Namespace, ras: RasService) -> int:
                 kic=args.kic_ref,
                 kid=args.kid_ref,
                 ota_counter=args.counter,
+            )
+            from openscws.ras.accounts import key_checksum
+
+            args.audit_detail = (
+                f"psk-identity {info.psk_identity}, PSK check {key_checksum(keys['psk'])}, "
+                f"KIc {info.ota_kic:02X} check {key_checksum(keys['kic'])}, "
+                f"KID {info.ota_kid:02X} check {key_checksum(keys['kid'])}"
             )
             print(f"card {info.iccid} added")
             print(f"  PSK identity  {info.psk_identity}")

@@ -204,3 +204,97 @@ class SessionLog(Base):
     outcome: Mapped[str] = mapped_column(String(32))
     detail: Mapped[str] = mapped_column(Text, default="")
     """One line per event of the session."""
+
+
+# -- operators: accounts, API tokens, console sessions, the audit trail ------------------------
+
+
+class Role(enum.StrEnum):
+    """What an operator may do; each role includes the ones before it."""
+
+    VIEWER = "viewer"
+    """Read cards, content, campaigns and session logs."""
+    OPERATOR = "operator"
+    """Also: change content, create and cancel campaigns."""
+    ADMIN = "admin"
+    """Also: register and remove cards (their keys), manage accounts, read the audit trail."""
+
+    @property
+    def rank(self) -> int:
+        return _RANKS[self]
+
+    def allows(self, needed: Role) -> bool:
+        return self.rank >= needed.rank
+
+
+_RANKS: dict[Role, int] = {Role.VIEWER: 0, Role.OPERATOR: 1, Role.ADMIN: 2}
+_ROLE_SQL = "role IN ('viewer', 'operator', 'admin')"
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = (CheckConstraint(_ROLE_SQL, name="role"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    """argon2id, in the PHC string format ($argon2id$v=19$m=...,t=...,p=...$salt$hash)."""
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+    password_changed_at: Mapped[datetime]
+
+
+class ApiToken(Base):
+    """A bearer token: `oscws_<token_id>_<secret>`. Only the SHA-256 of the whole token is
+    kept (the secret has 256 random bits, so a slow hash adds nothing)."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (CheckConstraint(_ROLE_SQL, name="role"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_id: Mapped[str] = mapped_column(String(16), unique=True)
+    """The public part, shown by `token ls` and used to revoke."""
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    token_sha256: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(16))
+    """At most the user's role; the user's current role caps it again at each use."""
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+
+
+class ConsoleSession(Base):
+    """A logged-in console: the cookie carries the secret, the row its SHA-256."""
+
+    __tablename__ = "console_sessions"
+    __table_args__ = (Index(None, "user_id"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    """SHA-256 (hex) of the cookie's value."""
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    address: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+
+
+class AuditEntry(Base):
+    """One state change, or one refused attempt at one: who, what, when, from where, result.
+    Never holds key material: only key identifiers and checksums."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index(None, "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(128))
+    """user name, `user/token-id`, `local:<login>` (the CLI) or `-` (unauthenticated)."""
+    address: Mapped[str] = mapped_column(String(64))
+    """The client's IP address, or `local` for the CLI."""
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(1024))
+    result: Mapped[str] = mapped_column(String(32))
+    """ok, or why it was refused / failed (a status code and a word)."""
+    detail: Mapped[str] = mapped_column(Text, default="")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 
 from openscws.agent.credentials import ADMIN_TAR, AgentCredentials, AgentSecrets
 from openscws.ids import default_agent_id, default_psk_identity
+from openscws.ras.accounts import key_checksum
 from openscws.ras.service import RasService
 from openscws.uicc.keystore import SecretStore
 
@@ -88,6 +89,17 @@ def ensure_card_admin(
         kic_key=kic,
         kid_key=kid,
         ota_counter=agent.counters().get(ADMIN_TAR, 0),
+    )
+    service.accounts.audit(
+        "local:enrol",
+        "card.create",
+        iccid,
+        "ok",
+        detail=(
+            f"psk-identity {identity}, PSK check {key_checksum(psk)}, "
+            f"KIc 12 check {key_checksum(kic)}, KID 12 check {key_checksum(kid)}"
+            + (" (re-registered: the keys were out of step)" if known is not None else "")
+        ),
     )
     log.info("card %s registered with the admin server as %r", iccid, identity)
     return True

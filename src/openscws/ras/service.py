@@ -38,7 +38,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from sqlalchemy import and_, delete, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
@@ -47,6 +47,7 @@ from sqlalchemy.orm import Session, aliased
 from openscws.agent.credentials import KeyChange
 from openscws.ids import iccid_problem
 from openscws.ota import COUNTER_MAX, KeyRef
+from openscws.ras.accounts import Accounts
 from openscws.ras.db import Conflict, NotFound, RasDatabase, RasError, TooLarge
 from openscws.ras.models import (
     ACTIVE_STATES,
@@ -63,6 +64,9 @@ from openscws.ras.models import (
 from openscws.ras.trigger import CardOtaKeys, build_trigger, validate_ota_keys
 from openscws.ras.vault import Vault, VaultError
 from openscws.scws.paths import ADMIN_RESERVED_PREFIX, MAX_ADMIN_RESOURCE, admin_path_problem
+
+if TYPE_CHECKING:
+    from argon2 import PasswordHasher
 
 __all__ = [
     "CampaignCard",
@@ -352,8 +356,11 @@ class RasService:
         *,
         clock: Callable[[], datetime] = utc_now,
         monotonic: Callable[[], float] = time.monotonic,
+        password_hasher: PasswordHasher | None = None,
     ) -> None:
         self._db = db
+        self.accounts = Accounts(db, clock=clock, hasher=password_hasher)
+        """Operators: users, API tokens, console sessions and the audit trail."""
         self._vault = vault
         self.policy = policy or RasPolicy()
         self._clock = clock

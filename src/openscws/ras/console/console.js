@@ -98,6 +98,7 @@ function when(iso) {
 
 function relative(date) {
   const seconds = Math.round((Date.now() - date.getTime()) / 1000);
+  if (seconds < -60) return date.toISOString().slice(0, 16).replace("T", " ");
   if (seconds < 5) return "just now";
   if (seconds < 60) return `${seconds} s ago`;
   if (seconds < 3600) return `${Math.floor(seconds / 60)} min ago`;
@@ -129,11 +130,31 @@ class ApiError extends Error {
   }
 }
 
+// The logged-in user ({user, role, csrf_token}), from /auth/me before the first view.
+let me = null;
+const ROLES = ["viewer", "operator", "admin"];
+
+function can(role) {
+  return me !== null && ROLES.indexOf(me.role) >= ROLES.indexOf(role);
+}
+
+function toLogin() {
+  location.assign("/login.html");
+}
+
+// Every state-changing request carries the session's CSRF token; the cookie goes by itself
+// (same origin), and the server also checks the Origin header the browser adds.
 async function request(path, options = {}) {
+  const method = (options.method ?? "GET").toUpperCase();
+  const csrf = method === "GET" || method === "HEAD" || me === null ? {} : { "X-CSRF-Token": me.csrf_token };
   const response = await fetch(API + path, {
     ...options,
-    headers: { Accept: "application/json", ...(options.headers ?? {}) },
+    credentials: "same-origin",
+    headers: { Accept: "application/json", ...csrf, ...(options.headers ?? {}) },
   });
+  if (response.status === 401 && path !== "/auth/me") {
+    toLogin();
+  }
   if (!response.ok) {
     let problem = { title: response.statusText, detail: "" };
     try {
@@ -260,7 +281,7 @@ function campaignsView(root, selected) {
     pageHeader(
       "Campaigns",
       "Content versions pinned at creation, deployed to each card by an SMS-triggered admin session.",
-      h("button", { class: "btn primary", type: "button", onclick: () => toggleCampaignForm(formSlot) }, "New campaign"),
+      can("operator") ? h("button", { class: "btn primary", type: "button", onclick: () => toggleCampaignForm(formSlot) }, "New campaign") : null,
     ),
     formSlot,
     panel(
@@ -436,7 +457,7 @@ function campaignDetail(slot, id) {
         h("span", { class: `legend-item state-${s}`, dataset: { state: s } }, h("i", { class: "dot" }), STATE_LABEL[s], h("b", null, c.progress[s])),
       ),
     );
-    cancel.hidden = c.state !== "active";
+    cancel.hidden = c.state !== "active" || !can("operator");
     fill(tbody,
       ...(c.cards.length
         ? c.cards.map((card) => {
@@ -524,7 +545,7 @@ function cardsView(root, iccid) {
   const tbody = h("tbody");
   const count = h("span");
   root.append(
-    pageHeader("Cards", count, h("button", { class: "btn primary", type: "button", onclick: () => toggleCardForm(formSlot, keysSlot, load) }, "Add card")),
+    pageHeader("Cards", count, can("admin") ? h("button", { class: "btn primary", type: "button", onclick: () => toggleCardForm(formSlot, keysSlot, load) }, "Add card") : null),
     keysSlot,
     formSlot,
     panel(null, table(["ICCID", "MSISDN", "PSK identity", "TAR", "KIc / KID", { label: "OTA counter", class: "num" }, "Registered", { label: "", class: "col-actions" }], tbody)),
@@ -546,7 +567,7 @@ function cardsView(root, iccid) {
               h("td", { class: "mono" }, `${hexByte(c.ota_kic)} / ${hexByte(c.ota_kid)}`),
               h("td", { class: "num" }, c.ota_counter),
               h("td", null, when(c.created_at)),
-              h("td", { class: "col-actions" }, h("button", { class: "btn small danger-ghost", type: "button", onclick: () => removeCard(c.iccid, load) }, "Remove")),
+              h("td", { class: "col-actions" }, can("admin") ? h("button", { class: "btn small danger-ghost", type: "button", onclick: () => removeCard(c.iccid, load) }, "Remove") : null),
             ),
           )
         : [emptyRow(8, "No cards yet: add one, or let `openscws up` register its card.")]),
@@ -583,7 +604,7 @@ function toggleCardForm(slot, keysSlot, reload) {
     field("MSISDN", msisdn, "Where trigger SMS go."),
     field("PSK identity", identity),
     field("Admin agent TAR", tar, "3 bytes, hex."),
-    h("p", { class: "hint span-all" }, "The PSK and the OTA keys (KIc, KID: AES-128) are generated and shown once."),
+    h("p", { class: "hint span-all" }, "The PSK and the OTA keys (KIc, KID: AES-128) are made here, in your browser, and shown once; the server keeps them sealed and never shows them."),
     h(
       "div",
       { class: "form-actions" },
@@ -597,10 +618,11 @@ function toggleCardForm(slot, keysSlot, reload) {
     if (msisdn.value.trim()) body.msisdn = msisdn.value.trim();
     if (identity.value.trim()) body.psk_identity = identity.value.trim();
     if (tar.value.trim()) body.ota_tar = tar.value.trim();
+    const keys = { psk_key: randomHex(16), kic_key: randomHex(16), kid_key: randomHex(16) };
     try {
-      const card = await send("POST", "/cards", body);
+      const card = await send("POST", "/cards", { ...body, ...keys });
       slot.replaceChildren();
-      showKeys(keysSlot, card);
+      showKeys(keysSlot, card, keys);
       await reload();
     } catch (error) {
       failed(error);
@@ -610,13 +632,16 @@ function toggleCardForm(slot, keysSlot, reload) {
   iccid.focus();
 }
 
-// The generated keys live only in this panel: dismissing it forgets them.
-function showKeys(slot, card) {
-  const keys = Object.entries(card.generated_keys).filter(([, v]) => v);
-  if (!keys.length) {
-    toast(`Card ${card.iccid} registered`, "success");
-    return;
-  }
+// Key bytes from the browser's cryptographic random source, as upper-case hex.
+function randomHex(n) {
+  const bytes = crypto.getRandomValues(new Uint8Array(n));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("").toUpperCase();
+}
+
+// The keys made for a card live only in this panel: dismissing it forgets them. Each is shown
+// with the check value the server computed from what it stored.
+function showKeys(slot, card, made) {
+  const keys = Object.entries(made).map(([k, v]) => [k, `${v}  (check ${card.key_checks[k]})`]);
   const labels = { psk_key: "PSK", kic_key: "KIc key", kid_key: "KID key" };
   fill(slot,
     h(
@@ -713,7 +738,7 @@ function contentView(root, selected) {
     pageHeader(
       "Content",
       "The versioned repository. A campaign pins the current versions; uploading changes no card by itself.",
-      h("button", { class: "btn primary", type: "button", onclick: () => toggleUploadForm(formSlot, load) }, "Upload"),
+      can("operator") ? h("button", { class: "btn primary", type: "button", onclick: () => toggleUploadForm(formSlot, load) }, "Upload") : null,
     ),
     formSlot,
     panel(null, table(["Path", "Version", "Type", { label: "Size", class: "num" }, "SHA-256", "Stored", { label: "", class: "col-actions" }], tbody)),
@@ -734,7 +759,7 @@ function contentView(root, selected) {
               h("td", { class: "num" }, bytes(c.size)),
               h("td", null, mono(c.sha256.slice(0, 12), c.sha256)),
               h("td", null, when(c.created_at)),
-              h("td", { class: "col-actions" }, h("button", { class: "btn small danger-ghost", type: "button", onclick: () => deleteContent(c.path, load) }, "Delete")),
+              h("td", { class: "col-actions" }, can("operator") ? h("button", { class: "btn small danger-ghost", type: "button", onclick: () => deleteContent(c.path, load) }, "Delete") : null),
             ),
           )
         : [emptyRow(7, "The repository is empty: upload a file.")]),
@@ -765,7 +790,7 @@ async function loadHistory(slot, path) {
       h("td", { class: "mono" }, v.realm ?? "—"),
       h("td", { class: "num" }, v.deleted ? "—" : bytes(v.size)),
       h("td", null, when(v.created_at)),
-      h("td", { class: "col-actions" }, v.deleted ? null : h("a", { class: "btn small", href: `${API}/content${encodePath(path)}/versions/${v.version}`, target: "_blank", rel: "noopener" }, "Open")),
+      h("td", { class: "col-actions" }, v.deleted ? null : h("a", { class: "btn small", href: `${API}/content${encodePath(path)}/versions/${v.version}`, download: "", rel: "noopener" }, "Download")),
     ),
   );
   fill(slot,
@@ -837,9 +862,131 @@ function toggleUploadForm(slot, reload) {
   path.focus();
 }
 
+// -- API tokens -----------------------------------------------------------------------------
+
+function tokensView(root) {
+  const tbody = h("tbody");
+  const created = h("div", { class: "keys-once", hidden: true });
+  const columns = ["Token", "Name", "User", "Role", "State", "Expires", "Last used", { label: "", class: "col-actions" }];
+  const name = h("input", { name: "name", required: true, maxlength: 64, placeholder: "ci-deploy" });
+  const role = h("select", { name: "role" }, ROLES.filter(can).map((r) => h("option", { value: r, selected: r === me.role }, r)));
+  const days = h("input", { name: "expires_in_days", type: "number", min: 1, max: 3650, value: 90 });
+  const form = h(
+    "form",
+    {
+      class: "form-grid",
+      id: "token-form",
+      onsubmit: async (event) => {
+        event.preventDefault();
+        try {
+          const token = await send("POST", "/tokens", { name: name.value, role: role.value, expires_in_days: Number(days.value) });
+          created.hidden = false;
+          fill(
+            created,
+            h("strong", { id: "new-token" }, "Your new token (shown only now):"),
+            h("code", { class: "mono", id: "new-token-value" }, token.token),
+          );
+          name.value = "";
+          await load();
+        } catch (error) {
+          failed(error);
+        }
+      },
+    },
+    field("Name", name),
+    field("Role", role, "at most yours"),
+    field("Expires in (days)", days),
+    h("div", { class: "form-actions" }, h("button", { class: "btn primary", type: "submit" }, "Create token")),
+  );
+  const newPanel = panel("New token", form);
+  newPanel.append(created);
+  async function load() {
+    const tokens = await api("/tokens");
+    fill(
+      tbody,
+      tokens.length
+        ? tokens.map((t) =>
+            h(
+              "tr",
+              { dataset: { token: t.token_id, state: t.state } },
+              h("td", { class: "mono" }, t.token_id),
+              h("td", null, t.name),
+              h("td", null, t.user),
+              h("td", null, t.role),
+              h("td", null, pill(t.state, t.state === "active" ? "green" : "grey")),
+              h("td", null, when(t.expires_at)),
+              h("td", null, when(t.last_used_at)),
+              h(
+                "td",
+                { class: "col-actions" },
+                t.state === "active"
+                  ? h(
+                      "button",
+                      {
+                        class: "btn small danger-ghost",
+                        onclick: async () => {
+                          try {
+                            await api(`/tokens/${encodeURIComponent(t.token_id)}`, { method: "DELETE" });
+                            toast(`Token ${t.token_id} revoked`);
+                            await load();
+                          } catch (error) {
+                            failed(error);
+                          }
+                        },
+                      },
+                      "Revoke",
+                    )
+                  : null,
+              ),
+            ),
+          )
+        : emptyRow(columns.length, "No API tokens yet."),
+    );
+  }
+  fill(
+    root,
+    pageHeader("API tokens", "For scripts and CI: Authorization: Bearer <token>. A token is shown once, when it is made."),
+    newPanel,
+    panel("Tokens", table(columns, tbody)),
+  );
+  load().catch(failed);
+  return { stop() {} };
+}
+
+// -- audit trail ----------------------------------------------------------------------------
+
+function auditView(root) {
+  const tbody = h("tbody");
+  const columns = ["When", "Who", "From", "Action", "Target", "Result", "Detail"];
+  fill(root, pageHeader("Audit trail", "Every state change and every refused attempt, newest first."), panel(null, table(columns, tbody)));
+  async function load() {
+    const entries = await api("/audit?limit=200");
+    fill(
+      tbody,
+      entries.length
+        ? entries.map((e) =>
+            h(
+              "tr",
+              { dataset: { audit: e.id, action: e.action, result: e.result } },
+              h("td", null, when(e.at)),
+              h("td", { class: "mono" }, e.actor),
+              h("td", { class: "mono" }, e.address),
+              h("td", { class: "mono" }, e.action),
+              h("td", { class: "mono" }, e.target),
+              h("td", null, pill(e.result, e.result === "ok" ? "green" : "red")),
+              h("td", null, e.detail),
+            ),
+          )
+        : emptyRow(columns.length, "Nothing yet."),
+    );
+  }
+  const poll = poller(load, 5000);
+  return poll;
+}
+
 // -- routing --------------------------------------------------------------------------------
 
-const VIEWS = { campaigns: campaignsView, cards: cardsView, content: contentView };
+const VIEWS = { campaigns: campaignsView, cards: cardsView, content: contentView, tokens: tokensView, audit: auditView };
 let active = null;
 
 function route() {
@@ -864,8 +1011,31 @@ function route() {
   active = VIEWS[view](root, arg);
 }
 
-window.addEventListener("hashchange", route);
-document.addEventListener("visibilitychange", () => document.hidden || checkHealth());
-checkHealth();
-setInterval(checkHealth, HEALTH_MS);
-route();
+async function logout() {
+  try {
+    await request("/auth/logout", { method: "POST" });
+  } catch {
+    // Logged out already: the login page either way.
+  }
+  toLogin();
+}
+
+async function start() {
+  try {
+    me = await api("/auth/me");
+  } catch {
+    toLogin();
+    return;
+  }
+  const who = document.getElementById("who");
+  fill(who, h("span", { class: "who-name", dataset: { role: me.role } }, `${me.user} · ${me.role}`));
+  document.getElementById("logout").addEventListener("click", logout);
+  for (const tab of document.querySelectorAll(".tabs a[data-role]")) tab.hidden = !can(tab.dataset.role);
+  window.addEventListener("hashchange", route);
+  document.addEventListener("visibilitychange", () => document.hidden || checkHealth());
+  checkHealth();
+  setInterval(checkHealth, HEALTH_MS);
+  route();
+}
+
+start();
