@@ -159,14 +159,32 @@ def test_wrong_key_is_refused_in_the_handshake(
     assert "alert" in out.lower(), out
 
 
-def test_unknown_identity_is_refused_in_the_handshake(
+def _alert_lines(out: str) -> list[str]:
+    return [line.split(":", 5)[-1] for line in out.splitlines() if "alert" in line.lower()]
+
+
+def test_unknown_identity_is_refused_as_a_wrong_key(
     ras: Running, need_tool: Callable[[str, str], str]
 ) -> None:
+    """RFC 4279 §2: an unknown identity (scws-<ICCID> names a card) gets the very alert a
+    wrong key gets, so identities cannot be enumerated; s_client and gnutls-cli both."""
     openssl = need_tool("openssl", "openssl")
-    code, out = _s_client(openssl, ras.port, "nobody", KEY, FIRST_POST)
+    code, out = _s_client(openssl, ras.port, "scws-8988211000000000999", KEY, FIRST_POST)
     assert code != 0
     assert "HTTP/1.1" not in out
-    assert "unknown psk identity" in out.lower() or "alert" in out.lower(), out
+    _, wrong = _s_client(openssl, ras.port, IDENTITY, bytes(16), FIRST_POST)
+    assert "SSL alert number 20" in out, out
+    assert _alert_lines(out) == _alert_lines(wrong), (out, wrong)
+    gnutls = need_tool("gnutls-cli", "gnutls-bin")
+    seen = []
+    for identity, key in (("scws-8988211000000000999", KEY), (IDENTITY, bytes(16))):
+        cmd = [
+            gnutls, "--port", str(ras.port), "--pskusername", identity, "--pskkey", key.hex(),
+            "--priority", "NORMAL:-VERS-TLS1.3:-KX-ALL:+PSK", "127.0.0.1",
+        ]  # fmt: skip
+        _, said = _talk(cmd, FIRST_POST)
+        seen.append([line for line in said.splitlines() if "Received alert" in line])
+    assert seen[0] == seen[1] == ["*** Received alert [20]: Bad record MAC"], seen
 
 
 def test_oversized_post_is_refused_with_413(

@@ -179,16 +179,21 @@ def test_wrong_psk_key_client_sees_alert() -> None:
     assert server.data_to_send() == b""  # the alert already went out
 
 
-def test_unknown_psk_identity_alert() -> None:
-    server = TlsServerHandler(psk_server_context(lookup), EchoInner(), now=NOW)
-    client = RawClient(psk_client_context("stranger", KEY))
-    with pytest.raises(ssl.SSLError) as info:
-        pump(client, server, step=client.handshake)
-    assert "alert" in str(info.value)
-    assert server.should_close
-    assert server.error is not None
-    assert server.error.description is not None
-    assert not server.error.received
+def test_unknown_psk_identity_alert_is_the_wrong_key_one() -> None:
+    """RFC 4279 §2: the card answers an unknown identity as if its key were wrong, so the
+    alerts cannot tell which identities exist."""
+    seen = []
+    for identity, key in (("stranger", KEY), (IDENTITY, b"\xff" * 16)):
+        server = TlsServerHandler(psk_server_context(lookup), EchoInner(), now=NOW)
+        client = RawClient(psk_client_context(identity, key))
+        with pytest.raises(ssl.SSLError) as info:
+            pump(client, server, step=client.handshake)
+        assert server.should_close
+        assert server.error is not None
+        assert not server.error.received
+        seen.append((info.value.reason, server.error.description, server.error.reason))
+    assert seen[0] == seen[1]
+    assert seen[0][1] == 20  # bad_record_mac
 
 
 def test_psk_server_refuses_certificate_only_client(pki: Pki) -> None:

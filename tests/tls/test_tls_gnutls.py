@@ -244,23 +244,30 @@ def test_wrong_key_gnutls_client() -> None:
     assert client.error.description == srv.error.description
 
 
-def test_unknown_identity_python_client() -> None:
-    srv = server()
-    client = python_client(identity="stranger")
-    with pytest.raises(ssl.SSLError, match="unknown psk identity"):
-        pump(client, srv, step=client.handshake)
-    assert srv.should_close
-    assert srv.error is not None
-    assert srv.error.description == 115  # unknown_psk_identity, RFC 4279 §2
-    assert srv.error.reason == "unknown PSK identity"
+def test_unknown_identity_python_client_same_as_wrong_key() -> None:
+    """RFC 4279 §2: an unknown identity fails as a wrong key does (no identity oracle)."""
+    answers = []
+    for identity, key in (("stranger", KEY), (IDENTITY, b"\xff" * 16)):
+        srv = server()
+        client = python_client(identity=identity, key=key)
+        with pytest.raises(ssl.SSLError) as info:
+            pump(client, srv, step=client.handshake)
+        assert srv.should_close
+        assert srv.error is not None
+        answers.append((info.value.reason, srv.error.description, srv.error.reason))
+    assert answers[0] == answers[1]
+    assert answers[0][1] == 20  # bad_record_mac
 
 
-def test_unknown_identity_gnutls_client() -> None:
-    client, _, srv, _ = gnutls_pair(identity="stranger")
-    assert srv.error is not None
-    assert srv.error.description == 115
-    assert client.error is not None
-    assert (client.error.description, client.error.received) == (115, True)
+def test_unknown_identity_gnutls_client_same_as_wrong_key() -> None:
+    seen = []
+    for identity, key in (("stranger", KEY), (IDENTITY, b"\x01" * 16)):
+        client, _, srv, _ = gnutls_pair(identity=identity, key=key)
+        assert srv.error is not None
+        assert client.error is not None
+        seen.append((srv.error.description, client.error.description, client.error.received))
+    assert seen[0] == seen[1]
+    assert seen[0] == (20, 20, True)
 
 
 def test_lookup_that_raises_is_an_unknown_identity() -> None:
@@ -272,7 +279,7 @@ def test_lookup_that_raises_is_an_unknown_identity() -> None:
     with pytest.raises(ssl.SSLError):
         pump(client, srv, step=client.handshake)
     assert srv.error is not None
-    assert srv.error.description == 115
+    assert srv.error.description == 20
 
 
 def test_certificate_only_client_refused(pki: Pki) -> None:

@@ -38,6 +38,7 @@ from typing import Final, Literal
 
 from openscws.errors import ConfigError
 from openscws.tls._openssl import disable_session_cache
+from openscws.tls.psk import server_key
 
 __all__ = [
     "CERT_CIPHERS",
@@ -192,10 +193,10 @@ def psk_server_context(
     """A PSK-TLS server context (RFC 4279, SCWS §11.1.1), TLS ≤ 1.2.
 
     `lookup(identity)` gives the key for a client's PSK identity, or None for an unknown
-    identity (the handshake then fails with an alert). It runs inside OpenSSL's callback:
-    it must not raise, and it must never log the key. `identity_hint` is sent in the
-    ServerKeyExchange. The "compat" profile also enables TLS 1.0/1.1 and, where this
-    OpenSSL still has it, PSK-3DES-EDE-CBC-SHA."""
+    identity (the handshake then fails as with a wrong key: `openscws.tls.psk`). It runs
+    inside OpenSSL's callback: it must not raise, and it must never log the key.
+    `identity_hint` is sent in the ServerKeyExchange. The "compat" profile also enables
+    TLS 1.0/1.1 and, where this OpenSSL still has it, PSK-3DES-EDE-CBC-SHA."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     _set_profile(ctx, profile, psk=True)
     _set_ciphers(ctx, _psk_ciphers(ciphers, profile), profile, psk=True)
@@ -231,8 +232,8 @@ def _set_psk_server(
     ctx: ssl.SSLContext, lookup: Callable[[str | None], bytes | None], hint: str | None
 ) -> None:
     def callback(identity: str | None) -> bytes:
-        key = lookup(identity)
-        return key if key else b""  # an empty key makes OpenSSL fail the handshake
+        # An unknown identity gets a decoy: it fails as a wrong key does (no identity oracle).
+        return server_key(lookup, identity)
 
     ctx.set_psk_server_callback(callback, hint)
 

@@ -18,8 +18,9 @@ gnutls_record_recv return GNUTLS_E_AGAIN and carry on when more bytes arrive.
 
 Only plain PSK key exchange is enabled (RFC 4279 §2: no certificate, no (EC)DHE), TLS 1.0 to
 1.2; `PSK_SPEC_PRIORITY` offers the two spec suites and nothing else. The PSK comes from a
-`lookup(identity)` callback (the card's `PskTable.lookup`); an unknown identity fails the
-handshake with the unknown_psk_identity alert (RFC 4279 §2), as OpenSSL does.
+`lookup(identity)` callback (the card's `PskTable.lookup`); an unknown identity gets a decoy
+key (`openscws.tls.psk.server_key`), so its handshake fails exactly as a wrong key's does
+(RFC 4279 §2), as with OpenSSL.
 `GnutlsPskClientHandler` is the same machine on the client side, used to check the stack in
 memory (`self_test`, `openscws doctor`) and by the tests.
 
@@ -46,6 +47,7 @@ from typing import TYPE_CHECKING, Any, Final
 from openscws.errors import OpenScwsError
 from openscws.tls.alert import TlsAlert
 from openscws.tls.endpoint import MAX_RECORD, TlsRecordStream, TlsState
+from openscws.tls.psk import server_key
 
 if TYPE_CHECKING:
     from openscws.bip.card import StreamHandler
@@ -98,9 +100,7 @@ _NONBLOCK: Final = 1 << 3
 _CRD_PSK: Final = 4
 _SHUT_WR: Final = 1
 _AL_WARNING: Final = 1
-_AL_FATAL: Final = 2
 _A_NO_RENEGOTIATION: Final = 100
-_A_UNKNOWN_PSK_IDENTITY: Final = 115
 _PSK_KEY_RAW: Final = 0
 _E_FATAL_ALERT_RECEIVED: Final = -12
 _E_WARNING_ALERT_RECEIVED: Final = -16
@@ -390,20 +390,17 @@ def _pull_timeout(ptr: int | None, ms: int) -> int:
 
 def _psk_server(session: int | None, username: bytes | None, key: ctypes._Pointer[_Datum]) -> int:
     """gnutls_psk_server_credentials_function: 0 with `key` set (allocated with
-    gnutls_malloc: GnuTLS frees it), or -1 for an unknown identity."""
+    gnutls_malloc: GnuTLS frees it); an unknown identity gets its decoy key."""
     try:
         lib = _lib()
         ep = _endpoint(lib.gnutls_session_get_ptr(session))
-        if not isinstance(ep, GnutlsPskServerHandler) or username is None:
+        if not isinstance(ep, GnutlsPskServerHandler):
             return -1
         try:
-            identity = username.decode("utf-8")
+            identity = None if username is None else username.decode("utf-8")
         except UnicodeDecodeError:
             identity = None
-        secret = ep._lookup_key(identity)
-        if not secret:
-            ep._unknown_identity = True
-            return -1
+        secret = server_key(ep._lookup, identity)
         buf = lib.malloc(len(secret))
         if not buf:
             return -1
@@ -438,9 +435,6 @@ class _GnutlsEndpoint(TlsRecordStream):
     """The GnuTLS stack, shared by both sides."""
 
     _stack = "GnuTLS"
-
-    _unknown_identity = False
-    """The PSK callback saw an identity the card does not know."""
 
     def __init__(
         self,
@@ -551,14 +545,8 @@ class _GnutlsEndpoint(TlsRecordStream):
         if code == _E_FATAL_ALERT_RECEIVED:
             self.error = TlsAlert(reason, int(lib.gnutls_alert_get(self._session)), received=True)
         else:
-            description: int | None
-            if self._unknown_identity:
-                reason = "unknown PSK identity"
-                description = _A_UNKNOWN_PSK_IDENTITY
-                lib.gnutls_alert_send(self._session, _AL_FATAL, description)
-            else:
-                description = int(lib.gnutls_error_to_alert(code, None))
-                lib.gnutls_alert_send_appropriate(self._session, code)
+            description: int | None = int(lib.gnutls_error_to_alert(code, None))
+            lib.gnutls_alert_send_appropriate(self._session, code)
             self._measure()
             self.error = TlsAlert(reason, description if len(self._out) > before else None)
         self._state = TlsState.FAILED
@@ -662,9 +650,10 @@ class GnutlsPskServerHandler(_GnutlsEndpoint):
     """The card's side of one PSK-TLS connection through GnuTLS, wrapping `inner`.
 
     `lookup(identity)` gives the PSK for a client's identity, or None for an unknown one
-    (the card's `PskTable.lookup`); it must not raise and must never log the key. `hint` is
-    sent as the ServerKeyExchange identity hint. `priority` is a GnuTLS priority string
-    (default `PSK_SPEC_PRIORITY`). Raises `GnutlsUnavailable` when GnuTLS cannot be used."""
+    (the card's `PskTable.lookup`; the handshake then fails as with a wrong key); it must
+    not raise and must never log the key. `hint` is sent as the ServerKeyExchange identity
+    hint. `priority` is a GnuTLS priority string (default `PSK_SPEC_PRIORITY`). Raises
+    `GnutlsUnavailable` when GnuTLS cannot be used."""
 
     def __init__(
         self,
@@ -678,7 +667,6 @@ class GnutlsPskServerHandler(_GnutlsEndpoint):
         now: float | None = None,
     ) -> None:
         self._lookup = lookup
-        self._unknown_identity = False
         super().__init__(
             inner,
             server_side=True,
@@ -692,13 +680,6 @@ class GnutlsPskServerHandler(_GnutlsEndpoint):
         if hint is not None:
             lib.gnutls_psk_set_server_credentials_hint(self._cred, hint.encode())
         self._set_credentials()
-
-    def _lookup_key(self, identity: str | None) -> bytes | None:
-        try:
-            return self._lookup(identity)
-        except Exception:  # the contract says it does not raise; an unknown identity then
-            logger.exception("PSK lookup failed")
-            return None
 
 
 class GnutlsPskClientHandler(_GnutlsEndpoint):
