@@ -43,8 +43,10 @@ from openscws.tls.psk import server_key
 __all__ = [
     "CERT_CIPHERS",
     "CERT_CIPHERS_COMPAT",
+    "FFDHE2048_PEM",
     "PSK_CIPHERS",
     "PSK_SPEC_SUITES",
+    "RSA_KX_SUITE",
     "Profile",
     "cert_cipher_string",
     "describe_stack",
@@ -55,15 +57,40 @@ __all__ = [
 
 Profile = Literal["modern", "compat"]
 
-_EXCLUDE: Final = "!aNULL:!eNULL:!EXPORT:!RC4:!MD5:!DES:!3DES:!SRP:!DSS:!kRSA"
+_WEAK: Final = "!aNULL:!eNULL:!EXPORT:!RC4:!MD5:!DES:!3DES:!SRP:!DSS"
+_EXCLUDE: Final = _WEAK + ":!kRSA"
 CERT_CIPHERS: Final = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:" + _EXCLUDE
 """Certificate suites of the "modern" profile, TLS 1.2: forward secret AEAD only (TLS 1.3
 suites are OpenSSL's own and always AEAD). No static-RSA key exchange, no CBC."""
+RSA_KX_SUITE: Final = "AES128-SHA"
+"""TLS_RSA_WITH_AES_128_CBC_SHA (0x002F): the suite every TLS 1.0-1.2 implementation must have
+(RFC 5246 §9, "mandatory cipher suite"), so the one a TLS 1.0 client of SCWS §11.1.2 surely
+offers. Static RSA key exchange (no forward secrecy, needs an RSA card key): "compat" only,
+and the only static-RSA suite ever offered."""
 CERT_CIPHERS_COMPAT: Final = (
-    "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:ECDHE+AES:DHE+AES:" + _EXCLUDE
+    "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:ECDHE+AES:DHE+AES:"
+    + RSA_KX_SUITE
+    + ":"
+    + _WEAK
 )
-"""The "compat" profile adds the forward secret AES-CBC suites that TLS 1.0 and 1.1 need
-(ECDHE-RSA-AES128-SHA and kin); still no static RSA, 3DES or weaker."""
+"""The "compat" profile adds the AES-CBC suites that TLS 1.0 and 1.1 need: the forward secret
+ones (ECDHE-RSA-AES128-SHA, DHE-RSA-AES128-SHA and kin) and `RSA_KX_SUITE`; still no 3DES
+with certificates, nor anything weaker."""
+
+FFDHE2048_PEM: Final = b"""\
+-----BEGIN DH PARAMETERS-----
+MIIBCAKCAQEA//////////+t+FRYortKmq/cViAnPTzx2LnFg84tNpWp4TZBFGQz
++8yTnc4kmz75fS/jY2MMddj2gbICrsRhetPfHtXV/WVhJDP1H18GbtCFY2VVPe0a
+87VXE15/V8k1mE8McODmi3fipona8+/och3xWKE2rec1MKzKT0g6eXq8CrGCsyT7
+YdEIqUuyyOP7uWrat2DX9GgdT0Kj3jlN9K5W7edjcrsZCwenyO4KbXCeAvzhzffi
+7MA0BM0oNC9hkXL+nOmFg/+OTxIy7vKBg8P+OxtMb61zO7X8vC7CIAXFjvGDfRaD
+ssbzSibBsu/6iGtCOGEoXJf//////////wIBAg==
+-----END DH PARAMETERS-----
+"""
+"""The group for DHE key exchange: ffdhe2048 of RFC 7919 Appendix A.1 (a 2048-bit safe prime,
+generator 2), as PKCS #3 DHParameter in PEM (`openssl genpkey -genparam -algorithm DH -pkeyopt
+group:ffdhe2048` prints exactly this). Without DH parameters OpenSSL never picks a DHE suite.
+RFC 7919 §3 recommends the named groups over freshly generated ones."""
 
 PSK_SPEC_SUITES: Final = ("PSK-AES128-CBC-SHA", "PSK-3DES-EDE-CBC-SHA")
 """OpenSSL names of SCWS §11.1.1.1's TLS_PSK_WITH_AES_128_CBC_SHA (0x008C) and
@@ -165,14 +192,17 @@ def server_context(
     with tempfile.TemporaryDirectory(prefix="openscws-tls-") as tmp:
         cert_path = Path(tmp) / "chain.pem"
         key_path = Path(tmp) / "key.pem"
+        dh_path = Path(tmp) / "dh.pem"
         try:
             _write_private(cert_path, cert_chain_pem)
             _write_private(key_path, key_pem)
             ctx.load_cert_chain(cert_path, key_path)
+            _write_private(dh_path, FFDHE2048_PEM)
+            ctx.load_dh_params(str(dh_path))
         except ssl.SSLError as exc:
             raise ConfigError(f"cannot load the TLS certificate or key: {exc}") from exc
         finally:
-            for path in (key_path, cert_path):
+            for path in (key_path, cert_path, dh_path):
                 path.unlink(missing_ok=True)
     return ctx
 
