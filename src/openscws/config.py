@@ -63,6 +63,10 @@ class CardSettings:
     """The "card RAM" bounds of the HTTP engine."""
     admin_max_resource: int = 1024 * 1024
     """Largest resource body a remote administration command may store (larger: 413)."""
+    admin_tls_suites: tuple[str, ...] = ()
+    """Suites the card's admin agent offers the admin server; empty: its `tls_profile`'s list
+    ("compat" adds TLS 1.0/1.1 and both SCWS §11.1.1.1 suites). Else some of
+    "TLS_PSK_WITH_AES_128_CBC_SHA", "TLS_PSK_WITH_3DES_EDE_CBC_SHA" (offered through GnuTLS)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +126,9 @@ class AdminSettings:
     """Port of that endpoint; triggers name it, and cards connect there."""
     uri: str = "/scws/admin"
     """First POST URI the trigger gives the card (Amd B tag 8C)."""
+    tls_profile: str = "modern"
+    """"modern": PSK-TLS 1.2 only; "compat": also TLS 1.0/1.1 and the SCWS suite
+    TLS_PSK_WITH_3DES_EDE_CBC_SHA (through GnuTLS), off by default: 3DES has 64-bit blocks."""
     api_host: str = "127.0.0.1"
     """Address of the REST API and web console (operators' side)."""
     api_port: int = 8116
@@ -167,6 +174,18 @@ class Settings:
             raise ConfigError(f"card.key_type must be rsa or ec: {card.key_type!r}")
         if not 1 <= card.tls_record_limit <= 16384:
             raise ConfigError("card.tls_record_limit must be 1..16384")
+        if self.admin.tls_profile not in ("modern", "compat"):
+            raise ConfigError(
+                f"admin.tls_profile must be modern or compat: {self.admin.tls_profile!r}"
+            )
+        from openscws.tls.gnutls import SPEC_SUITE_PRIORITY
+
+        for suite in card.admin_tls_suites:
+            if suite not in SPEC_SUITE_PRIORITY:
+                raise ConfigError(
+                    f"card.admin_tls_suites: {suite!r} is not one of "
+                    + ", ".join(SPEC_SUITE_PRIORITY)
+                )
         if not 1 <= self.admin.db_workers <= 64:
             raise ConfigError("admin.db_workers must be 1..64")
         if self.gateway.card_link not in ("vpcd", "pcsc"):

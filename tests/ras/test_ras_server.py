@@ -171,7 +171,9 @@ def test_session_steps_in_order(service: SlowOpen) -> None:
     assert card.state_at_end == "done"
     (entry,) = service.session_logs(ICCID)
     assert entry.outcome == "done"
-    assert entry.detail == ("PUT /a.html -> 201", "POST /.scws/commit -> 200")
+    assert entry.detail[1:] == ("PUT /a.html -> 201", "POST /.scws/commit -> 200")
+    # The session log names the suite the handshake negotiated.
+    assert entry.detail[0].startswith(f"PSK-TLS as {IDENTITY!r}: TLSv1.2 "), entry.detail
 
 
 def test_card_leaves_while_open_session_runs(

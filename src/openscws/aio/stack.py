@@ -197,6 +197,7 @@ async def start_admin(
             host=admin.host,
             port=admin.port,
             uri=admin.uri,
+            tls_profile="compat" if admin.tls_profile == "compat" else "modern",
             trigger_interval=admin.trigger_interval,
             db_workers=admin.db_workers,
         ),

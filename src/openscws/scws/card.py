@@ -117,6 +117,8 @@ def admin_agent(
     return AdminAgentApp(
         AgentSecrets(secrets),
         executor,
+        tls_profile="compat" if settings.tls_profile == "compat" else "modern",
+        psk_suites=settings.admin_tls_suites,
         record_limit=settings.tls_record_limit,
         handshake_timeout=settings.tls_handshake_timeout,
     )

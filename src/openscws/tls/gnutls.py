@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PSK_3DES_PRIORITY",
+    "PSK_AGENT_COMPAT_PRIORITY",
     "PSK_SPEC_PRIORITY",
     "SUITE_PSK_3DES_EDE_CBC_SHA",
     "SUITE_PSK_AES_128_CBC_SHA",
@@ -62,6 +63,7 @@ __all__ = [
     "GnutlsUnavailable",
     "available",
     "priority_suites",
+    "psk_priority",
     "self_test",
     "version",
 ]
@@ -92,6 +94,34 @@ PSK_3DES_PRIORITY: Final = (
 )
 """Only TLS_PSK_WITH_3DES_EDE_CBC_SHA: what a 3DES-only client (and `self_test`) offers.
 (A GnuTLS client needs signature algorithms enabled to offer TLS 1.2 at all, even for PSK.)"""
+
+PSK_AGENT_COMPAT_PRIORITY: Final = (
+    "NONE:+VERS-TLS1.2:+VERS-TLS1.1:+VERS-TLS1.0:+PSK:+AES-128-GCM:+AES-256-GCM:"
+    "+CHACHA20-POLY1305:+AES-128-CBC:+3DES-CBC:+AEAD:+SHA256:+SHA1:+COMP-NULL:+SIGN-ALL"
+)
+"""What the card's admin agent offers in the "compat" profile: plain PSK, TLS 1.0-1.2, the
+AEAD suites first, then TLS_PSK_WITH_AES_128_CBC_SHA256, and both SCWS §11.1.1.1 suites
+(TLS_PSK_WITH_AES_128_CBC_SHA, TLS_PSK_WITH_3DES_EDE_CBC_SHA), last, so a server that has
+better picks better."""
+
+SPEC_SUITE_PRIORITY: Final = {
+    "TLS_PSK_WITH_AES_128_CBC_SHA": "+AES-128-CBC",
+    "TLS_PSK_WITH_3DES_EDE_CBC_SHA": "+3DES-CBC",
+}
+"""The SCWS §11.1.1.1 suites by IANA name, and the GnuTLS cipher keyword of each."""
+
+
+def psk_priority(suites: tuple[str, ...]) -> str:
+    """A GnuTLS priority offering exactly `suites` (IANA names, keys of `SPEC_SUITE_PRIORITY`),
+    plain PSK, TLS 1.0-1.2. Raises ValueError for any other name."""
+    unknown = [s for s in suites if s not in SPEC_SUITE_PRIORITY]
+    if unknown or not suites:
+        raise ValueError(
+            f"PSK suites must be some of {', '.join(SPEC_SUITE_PRIORITY)}, not {unknown or '()'}"
+        )
+    ciphers = ":".join(SPEC_SUITE_PRIORITY[s] for s in suites)
+    return f"NONE:+VERS-TLS1.2:+VERS-TLS1.1:+VERS-TLS1.0:+PSK:{ciphers}:+SHA1:+COMP-NULL:+SIGN-ALL"
+
 
 # GnuTLS constants (gnutls/gnutls.h).
 _SERVER: Final = 1
@@ -684,7 +714,8 @@ class GnutlsPskServerHandler(_GnutlsEndpoint):
 
 class GnutlsPskClientHandler(_GnutlsEndpoint):
     """The client side, PSK `identity` and `key` (raw bytes); call `start()` and send what it
-    returns (the ClientHello). For `self_test` and the tests: the card itself is a server."""
+    returns (the ClientHello). The card's admin agent uses it in the "compat" profile (so it
+    can offer TLS_PSK_WITH_3DES_EDE_CBC_SHA), and `self_test` to check the stack."""
 
     def __init__(
         self,

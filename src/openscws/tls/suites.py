@@ -50,7 +50,7 @@ _KEY: Final = bytes(range(16))
 _IDENTITY: Final = "suites"
 GNUTLS_3DES: Final = "PSK-3DES-EDE-CBC-SHA"
 """The OpenSSL spelling of TLS_PSK_WITH_3DES_EDE_CBC_SHA, served by GnuTLS."""
-_GNUTLS_ENDPOINTS: Final = ("card",)
+_GNUTLS_ENDPOINTS: Final = ("card", "admin")
 """Endpoints that hand a 3DES-only PSK client to GnuTLS in "compat"."""
 _GNUTLS_VERSION: Final = {
     "TLSv1": "VERS-TLS1.0",
