@@ -20,6 +20,7 @@ from openscws.tls import (
     server_context,
 )
 from openscws.tls.alert import alert_name
+from openscws.tls.psk import PskKeys
 
 KEY = bytes.fromhex("00112233445566778899aabbccddeeff")
 IDENTITY = "card-admin-01"
@@ -143,7 +144,7 @@ def test_client_rejects_unknown_ca(pki: Pki) -> None:
 
 def test_psk_aes128_cbc_sha(pki: Pki) -> None:
     client, client_inner, server, server_inner = client_pair(
-        psk_server_context(lookup, identity_hint="scws"),
+        psk_server_context(PskKeys(lookup, "scws")),
         psk_client_context(IDENTITY, KEY, ciphers="PSK-AES128-CBC-SHA"),
     )
     assert server.cipher is not None
@@ -159,14 +160,16 @@ def test_psk_aes128_cbc_sha(pki: Pki) -> None:
 
 
 def test_psk_default_suites_prefer_aead() -> None:
-    _, _, server, _ = client_pair(psk_server_context(lookup), psk_client_context(IDENTITY, KEY))
+    _, _, server, _ = client_pair(
+        psk_server_context(PskKeys(lookup)), psk_client_context(IDENTITY, KEY)
+    )
     assert server.cipher is not None
     assert server.cipher[0] in {"PSK-AES128-GCM-SHA256", "PSK-AES256-GCM-SHA384"}
     assert server.version == "TLSv1.2"  # PSK contexts are capped at TLS 1.2
 
 
 def test_wrong_psk_key_client_sees_alert() -> None:
-    server = TlsServerHandler(psk_server_context(lookup), EchoInner(), now=NOW)
+    server = TlsServerHandler(psk_server_context(PskKeys(lookup)), EchoInner(), now=NOW)
     client = RawClient(psk_client_context(IDENTITY, b"\xff" * 16))
     with pytest.raises(ssl.SSLError) as info:
         pump(client, server, step=client.handshake)
@@ -184,7 +187,7 @@ def test_unknown_psk_identity_alert_is_the_wrong_key_one() -> None:
     alerts cannot tell which identities exist."""
     seen = []
     for identity, key in (("stranger", KEY), (IDENTITY, b"\xff" * 16)):
-        server = TlsServerHandler(psk_server_context(lookup), EchoInner(), now=NOW)
+        server = TlsServerHandler(psk_server_context(PskKeys(lookup)), EchoInner(), now=NOW)
         client = RawClient(psk_client_context(identity, key))
         with pytest.raises(ssl.SSLError) as info:
             pump(client, server, step=client.handshake)
@@ -197,7 +200,7 @@ def test_unknown_psk_identity_alert_is_the_wrong_key_one() -> None:
 
 
 def test_psk_server_refuses_certificate_only_client(pki: Pki) -> None:
-    server = TlsServerHandler(psk_server_context(lookup), EchoInner(), now=NOW)
+    server = TlsServerHandler(psk_server_context(PskKeys(lookup)), EchoInner(), now=NOW)
     client = RawClient(cert_client(pki), server_hostname="localhost")
     with pytest.raises(ssl.SSLError):
         pump(client, server, step=client.handshake)
@@ -217,7 +220,7 @@ def test_psk_server_refuses_certificate_only_client(pki: Pki) -> None:
     ],
 )
 def test_garbage_gives_alert_and_close(garbage: bytes, description: int) -> None:
-    server = TlsServerHandler(psk_server_context(lookup), EchoInner(), now=NOW)
+    server = TlsServerHandler(psk_server_context(PskKeys(lookup)), EchoInner(), now=NOW)
     server.receive_data(garbage, NOW)
     out = server.data_to_send()
     assert records(out) == [(ALERT, 0x0303, 2)]
@@ -238,7 +241,7 @@ def test_garbage_gives_alert_and_close(garbage: bytes, description: int) -> None
 )
 def test_non_tls_input_closes_without_alert(garbage: bytes, reason: str) -> None:
     """OpenSSL writes no alert when it cannot tell a TLS version: nothing to send, close."""
-    server = TlsServerHandler(psk_server_context(lookup), EchoInner(), now=NOW)
+    server = TlsServerHandler(psk_server_context(PskKeys(lookup)), EchoInner(), now=NOW)
     server.receive_data(garbage, NOW)
     assert server.data_to_send() == b""
     assert server.should_close
@@ -495,7 +498,9 @@ def test_compat_profile_negotiates_legacy_tls(pki: Pki, version: ssl.TLSVersion)
 
 
 def test_compat_psk_over_tls10() -> None:
-    server = TlsServerHandler(psk_server_context(lookup, profile="compat"), EchoInner(), now=NOW)
+    server = TlsServerHandler(
+        psk_server_context(PskKeys(lookup), profile="compat"), EchoInner(), now=NOW
+    )
     client_ctx = psk_client_context(IDENTITY, KEY, profile="compat", ciphers="PSK-AES128-CBC-SHA")
     pin(client_ctx, ssl.TLSVersion.TLSv1)
     client = RawClient(client_ctx)
@@ -548,7 +553,7 @@ def test_corrupted_handshake_never_raises(junk: bytes, offset: int) -> None:
     server.data_to_send()
 
 
-_PSK_CTX = psk_server_context(lookup)
+_PSK_CTX = psk_server_context(PskKeys(lookup))
 
 
 def test_after_close_everything_is_inert(pki: Pki) -> None:

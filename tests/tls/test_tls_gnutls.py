@@ -32,6 +32,7 @@ from openscws.tls.gnutls import (
     GnutlsUnavailable,
 )
 from openscws.tls.hello import MAX_HELLO_BYTES
+from openscws.tls.psk import PskKeys
 from openscws.uicc.keystore import PskTable
 
 KEY = bytes.fromhex("00112233445566778899aabbccddeeff")
@@ -66,9 +67,12 @@ def request(path: str = "/index.html", close: bool = False) -> bytes:
     return b"GET %s HTTP/1.1\r\nHost: card\r\n%s\r\n" % (path.encode(), extra)
 
 
-def server(inner: EchoInner | None = None, **kw: object) -> GnutlsPskServerHandler:
+def server(
+    inner: EchoInner | None = None, hint: str | None = None, **kw: object
+) -> GnutlsPskServerHandler:
     kw.setdefault("now", NOW)
-    return GnutlsPskServerHandler(lookup, inner or EchoInner(), **kw)  # type: ignore[arg-type]
+    keys = PskKeys(lookup, hint)
+    return GnutlsPskServerHandler(keys, inner or EchoInner(), **kw)  # type: ignore[arg-type]
 
 
 def gnutls_pair(
@@ -117,7 +121,7 @@ def test_priority_enables_plain_psk_only() -> None:
 
 def test_bad_priority_is_refused() -> None:
     with pytest.raises(GnutlsUnavailable, match="priority"):
-        GnutlsPskServerHandler(lookup, EchoInner(), priority="NONE:+NO-SUCH-THING")
+        GnutlsPskServerHandler(PskKeys(lookup), EchoInner(), priority="NONE:+NO-SUCH-THING")
 
 
 def test_unavailable_library(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -125,7 +129,7 @@ def test_unavailable_library(monkeypatch: pytest.MonkeyPatch) -> None:
     assert gnutls.available() == "libgnutls.so.30 not found"
     assert gnutls.version() is None
     with pytest.raises(GnutlsUnavailable):
-        GnutlsPskServerHandler(lookup, EchoInner())
+        GnutlsPskServerHandler(PskKeys(lookup), EchoInner())
     info = describe_stack()
     assert info["gnutls_3des"] is False
     assert info["gnutls_3des_why"] == "libgnutls.so.30 not found"
@@ -274,7 +278,7 @@ def test_lookup_that_raises_is_an_unknown_identity() -> None:
     def bad(identity: str | None) -> bytes | None:
         raise RuntimeError("store gone")
 
-    srv = GnutlsPskServerHandler(bad, EchoInner(), now=NOW)
+    srv = GnutlsPskServerHandler(PskKeys(bad), EchoInner(), now=NOW)
     client = python_client()
     with pytest.raises(ssl.SSLError):
         pump(client, srv, step=client.handshake)
@@ -338,7 +342,7 @@ def test_inner_handler_exceptions_propagate() -> None:
         def receive_data(self, data: bytes, now: float) -> None:
             raise ZeroDivisionError("the inner handler's own bug")
 
-    srv = GnutlsPskServerHandler(lookup, Boom(), now=NOW)
+    srv = GnutlsPskServerHandler(PskKeys(lookup), Boom(), now=NOW)
     peer_inner = EchoInner(serve=False)
     peer = GnutlsPskClientHandler(IDENTITY, KEY, peer_inner, now=NOW)
     srv.receive_data(peer.start(), NOW)
@@ -352,7 +356,7 @@ def test_inner_handler_exceptions_propagate() -> None:
 
 
 def test_truncated_client_hello_waits_then_times_out() -> None:
-    srv = GnutlsPskServerHandler(lookup, EchoInner(), handshake_timeout=5.0)
+    srv = GnutlsPskServerHandler(PskKeys(lookup), EchoInner(), handshake_timeout=5.0)
     assert srv.get_timer() is None  # no `now` yet
     hello = GnutlsPskClientHandler(IDENTITY, KEY, EchoInner(serve=False)).start()
     srv.receive_data(hello[:-1], NOW)
@@ -499,9 +503,9 @@ def test_no_record_limit_sends_big_records() -> None:
 
 def test_record_limit_validated() -> None:
     with pytest.raises(ValueError, match="record_limit"):
-        GnutlsPskServerHandler(lookup, EchoInner(), record_limit=0)
+        GnutlsPskServerHandler(PskKeys(lookup), EchoInner(), record_limit=0)
     with pytest.raises(ValueError, match="record_limit"):
-        GnutlsPskServerHandler(lookup, EchoInner(), record_limit=16385)
+        GnutlsPskServerHandler(PskKeys(lookup), EchoInner(), record_limit=16385)
 
 
 def test_data_to_send_respects_limit() -> None:
@@ -549,9 +553,9 @@ def test_corrupted_handshake_never_raises(offset: int, junk: bytes) -> None:
 
 
 def dispatcher(pki: Pki, inner: EchoInner | None = None, **kw: object) -> TlsDispatcher:
-    ctx = server_context(pki.chain_pem, pki.key_pem, profile="compat", psk_lookup=lookup)
+    ctx = server_context(pki.chain_pem, pki.key_pem, profile="compat", psk=PskKeys(lookup))
     kw.setdefault("now", NOW)
-    return TlsDispatcher(ctx, inner or EchoInner(), lookup, **kw)  # type: ignore[arg-type]
+    return TlsDispatcher(ctx, inner or EchoInner(), PskKeys(lookup), **kw)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("chunk", [None, 255, 1])
@@ -729,7 +733,7 @@ def test_card_without_gnutls_keeps_openssl(pki: Pki, monkeypatch: pytest.MonkeyP
 
 
 def test_openssl_suite_codes(pki: Pki) -> None:
-    ctx = server_context(pki.chain_pem, pki.key_pem, profile="compat", psk_lookup=lookup)
+    ctx = server_context(pki.chain_pem, pki.key_pem, profile="compat", psk=PskKeys(lookup))
     codes = openssl_suite_codes(ctx)
     assert 0x008C in codes  # PSK-AES128-CBC-SHA
     assert 0x1301 in codes  # TLS 1.3 suites count too

@@ -48,6 +48,7 @@ from openscws.tls import gnutls
 from openscws.tls.context import Profile, psk_server_context
 from openscws.tls.dispatch import TlsDispatcher, openssl_suite_codes
 from openscws.tls.endpoint import TlsServerHandler
+from openscws.tls.psk import PskKeys
 from openscws.tls.psk_peek import PskIdentityPeek
 
 __all__ = ["CardExchange", "EndpointConfig", "RasServer"]
@@ -65,6 +66,8 @@ class EndpointConfig:
     port: int = 4443
     uri: str = "/scws/admin"
     tls_profile: Profile = "modern"
+    psk_hint: str | None = None
+    """PSK identity hint sent to the cards (RFC 4279 §2); None: none."""
     """"compat": also TLS 1.0/1.1 and TLS_PSK_WITH_3DES_EDE_CBC_SHA through GnuTLS."""
     handshake_timeout: float = 10.0
     trigger_interval: float = 0.5
@@ -407,9 +410,9 @@ class RasServer:
         self.config = config or EndpointConfig()
         self.owner = self.config.owner or f"{socket.gethostname()}:{os.getpid()}"
         self.handshaking: CardExchange | None = None
-        self.context = psk_server_context(
-            self._psk_lookup, identity_hint=None, profile=self.config.tls_profile
-        )
+        self.psk = PskKeys(self._psk_lookup, self.config.psk_hint)
+        """The cards' key table (the database, `RasService.psk_lookup`) and the hint."""
+        self.context = psk_server_context(self.psk, profile=self.config.tls_profile)
         self._gnutls = self.config.tls_profile == "compat" and _gnutls_3des()
         self._openssl_suites = openssl_suite_codes(self.context)
         self.sessions_done = 0
@@ -445,8 +448,7 @@ class RasServer:
             return TlsDispatcher(
                 self.context,
                 exchange,
-                self._psk_lookup,
-                psk_hint=None,
+                self.psk,
                 openssl_suites=self._openssl_suites,
                 handshake_timeout=self.config.handshake_timeout,
                 record_limit=None,

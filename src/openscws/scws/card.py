@@ -86,8 +86,7 @@ def handler_factories(
         return TlsDispatcher(
             tls,
             HttpServerConnection(site, settings.limits, budget, scheme="https", now=now),
-            table.lookup,
-            psk_hint=table.hint,
+            table.psk_keys(),
             openssl_suites=suites,
             handshake_timeout=settings.tls_handshake_timeout,
             record_limit=settings.tls_record_limit,

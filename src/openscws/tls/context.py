@@ -32,13 +32,12 @@ import os
 import ssl
 import tempfile
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Final, Literal
 
 from openscws.errors import ConfigError
 from openscws.tls._openssl import disable_session_cache
-from openscws.tls.psk import server_key
+from openscws.tls.psk import PskKeys
 
 __all__ = [
     "CERT_CIPHERS",
@@ -164,16 +163,15 @@ def server_context(
     key_pem: bytes,
     *,
     profile: Profile = "modern",
-    psk_lookup: Callable[[str | None], bytes | None] | None = None,
-    psk_hint: str | None = None,
+    psk: PskKeys | None = None,
 ) -> ssl.SSLContext:
     """The certificate-authenticated server context (SCWS §11.1.2).
 
-    With `psk_lookup` the same context also offers the PSK suites (SCWS §11.1: the local
-    HTTPS server MAY implement PSK-TLS too), after the certificate ones: OpenSSL follows the
-    client's order, so a client that wants PSK offers only PSK suites (`openssl s_client
-    -psk ... -cipher PSK`, or gnutls-cli's PSK priority). PSK suites need TLS <= 1.2: a client
-    that offers TLS 1.3 gets a certificate handshake.
+    With `psk` (a key table and hint) the same context also offers the PSK suites (SCWS
+    §11.1: the local HTTPS server MAY implement PSK-TLS too), after the certificate ones:
+    OpenSSL follows the client's order, so a client that wants PSK offers only PSK suites
+    (`openssl s_client -psk ... -cipher PSK`, or gnutls-cli's PSK priority). PSK suites
+    need TLS <= 1.2: a client that offers TLS 1.3 gets a certificate handshake.
 
     `cert_chain_pem` is the leaf certificate followed by any intermediates, `key_pem` its
     unencrypted private key (PEM). `ssl.SSLContext.load_cert_chain` only reads files, so both
@@ -185,9 +183,9 @@ def server_context(
     cached sessions are state on the card."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     _set_profile(ctx, profile, psk=False)
-    _set_ciphers(ctx, cert_cipher_string(profile, psk=psk_lookup is not None), profile, psk=False)
-    if psk_lookup is not None:
-        _set_psk_server(ctx, psk_lookup, psk_hint)
+    _set_ciphers(ctx, cert_cipher_string(profile, psk=psk is not None), profile, psk=False)
+    if psk is not None:
+        _set_psk_server(ctx, psk)
     _no_resumption(ctx)
     with tempfile.TemporaryDirectory(prefix="openscws-tls-") as tmp:
         cert_path = Path(tmp) / "chain.pem"
@@ -214,23 +212,22 @@ def _write_private(path: Path, data: bytes) -> None:
 
 
 def psk_server_context(
-    lookup: Callable[[str | None], bytes | None],
+    keys: PskKeys,
     *,
-    identity_hint: str | None = None,
     profile: Profile = "modern",
     ciphers: str = PSK_CIPHERS,
 ) -> ssl.SSLContext:
     """A PSK-TLS server context (RFC 4279, SCWS §11.1.1), TLS ≤ 1.2.
 
-    `lookup(identity)` gives the key for a client's PSK identity, or None for an unknown
+    `keys.lookup(identity)` gives the key for a client's PSK identity, or None for an unknown
     identity (the handshake then fails as with a wrong key: `openscws.tls.psk`). It runs
     inside OpenSSL's callback: it must not raise, and it must never log the key.
-    `identity_hint` is sent in the ServerKeyExchange. The "compat" profile also enables
+    `keys.hint` is sent in the ServerKeyExchange. The "compat" profile also enables
     TLS 1.0/1.1 and, where this OpenSSL still has it, PSK-3DES-EDE-CBC-SHA."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     _set_profile(ctx, profile, psk=True)
     _set_ciphers(ctx, _psk_ciphers(ciphers, profile), profile, psk=True)
-    _set_psk_server(ctx, lookup, identity_hint)
+    _set_psk_server(ctx, keys)
     _no_resumption(ctx)
     return ctx
 
@@ -258,14 +255,9 @@ def _psk_ciphers(ciphers: str, profile: Profile) -> str:
     return ciphers
 
 
-def _set_psk_server(
-    ctx: ssl.SSLContext, lookup: Callable[[str | None], bytes | None], hint: str | None
-) -> None:
-    def callback(identity: str | None) -> bytes:
-        # An unknown identity gets a decoy: it fails as a wrong key does (no identity oracle).
-        return server_key(lookup, identity)
-
-    ctx.set_psk_server_callback(callback, hint)
+def _set_psk_server(ctx: ssl.SSLContext, keys: PskKeys) -> None:
+    # An unknown identity gets a decoy: it fails as a wrong key does (no identity oracle).
+    ctx.set_psk_server_callback(keys.key, keys.hint)
 
 
 def psk_client_context(

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, Final
 from openscws.errors import OpenScwsError
 from openscws.tls.alert import TlsAlert
 from openscws.tls.endpoint import MAX_RECORD, TlsRecordStream, TlsState
-from openscws.tls.psk import server_key
+from openscws.tls.psk import PskKeys
 
 if TYPE_CHECKING:
     from openscws.bip.card import StreamHandler
@@ -430,7 +430,7 @@ def _psk_server(session: int | None, username: bytes | None, key: ctypes._Pointe
             identity = None if username is None else username.decode("utf-8")
         except UnicodeDecodeError:
             identity = None
-        secret = server_key(ep._lookup, identity)
+        secret = ep._psk.key(identity)
         buf = lib.malloc(len(secret))
         if not buf:
             return -1
@@ -679,24 +679,23 @@ class _GnutlsEndpoint(TlsRecordStream):
 class GnutlsPskServerHandler(_GnutlsEndpoint):
     """The card's side of one PSK-TLS connection through GnuTLS, wrapping `inner`.
 
-    `lookup(identity)` gives the PSK for a client's identity, or None for an unknown one
-    (the card's `PskTable.lookup`; the handshake then fails as with a wrong key); it must
-    not raise and must never log the key. `hint` is sent as the ServerKeyExchange identity
-    hint. `priority` is a GnuTLS priority string (default `PSK_SPEC_PRIORITY`). Raises
+    `psk.lookup(identity)` gives the PSK for a client's identity, or None for an unknown one
+    (the handshake then fails as with a wrong key, `PskKeys.key`); it must not raise and
+    must never log the key. `psk.hint` is sent as the ServerKeyExchange identity hint.
+    `priority` is a GnuTLS priority string (default `PSK_SPEC_PRIORITY`). Raises
     `GnutlsUnavailable` when GnuTLS cannot be used."""
 
     def __init__(
         self,
-        lookup: Callable[[str | None], bytes | None],
+        psk: PskKeys,
         inner: StreamHandler,
         *,
-        hint: str | None = None,
         priority: str = PSK_SPEC_PRIORITY,
         handshake_timeout: float = 10.0,
         record_limit: int | None = 1024,
         now: float | None = None,
     ) -> None:
-        self._lookup = lookup
+        self._psk = psk
         super().__init__(
             inner,
             server_side=True,
@@ -707,8 +706,8 @@ class GnutlsPskServerHandler(_GnutlsEndpoint):
         )
         lib = self._lib
         lib.gnutls_psk_set_server_credentials_function(self._cred, _PSK_SERVER_CB)
-        if hint is not None:
-            lib.gnutls_psk_set_server_credentials_hint(self._cred, hint.encode())
+        if psk.hint is not None:
+            lib.gnutls_psk_set_server_credentials_hint(self._cred, psk.hint.encode())
         self._set_credentials()
 
 
@@ -794,7 +793,8 @@ def self_test(client_priority: str = PSK_3DES_PRIORITY) -> tuple[str, str]:
     the card's server (`PSK_SPEC_PRIORITY`); returns the server's (suite name, protocol).
     Raises `GnutlsUnavailable`, or `TlsAlert` if the handshake fails."""
     key = bytes(range(16))
-    server = GnutlsPskServerHandler(lambda i: key if i == "doctor" else None, _Sink(), now=0.0)
+    keys = PskKeys(lambda i: key if i == "doctor" else None)
+    server = GnutlsPskServerHandler(keys, _Sink(), now=0.0)
     client = GnutlsPskClientHandler("doctor", key, _Sink(), priority=client_priority, now=0.0)
     try:
         server.receive_data(client.start(), 0.0)

@@ -11,8 +11,13 @@ once per process, so the handshake fails exactly as with a wrong key (the server
 decrypt the client's Finished: `bad_record_mac`), and the same unknown identity gets the same
 decoy each time (nothing changes between two tries either).
 
-`PskLookup` is the one shape of a key table: identity in, key or None out, never raising,
-never logging the key."""
+**One definition.** `PskKeys` (a key table and the identity hint) is what every PSK-TLS server
+endpoint takes, whichever stack serves it: OpenSSL's contexts (`psk_server_context`,
+`server_context(psk=...)`), GnuTLS's `GnutlsPskServerHandler`, and `TlsDispatcher` that picks
+between them. The card builds its `PskKeys` from its PSK table (`PskTable.psk_keys`), the admin
+server from its card database (`RasServer.psk`); both go through `PskKeys.key`, so the decoy
+rule and the hint are the same everywhere. `PskLookup` is the one shape of a key table:
+identity in, key or None out, never raising, never logging the key."""
 
 from __future__ import annotations
 
@@ -21,9 +26,10 @@ import hmac
 import logging
 import secrets
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["DECOY_BYTES", "PskLookup", "decoy_key", "server_key"]
+__all__ = ["DECOY_BYTES", "PskKeys", "PskLookup", "decoy_key", "server_key"]
 
 log = logging.getLogger(__name__)
 
@@ -52,3 +58,16 @@ def server_key(lookup: PskLookup, identity: str | None) -> bytes:
         log.exception("PSK lookup failed")
         key = None
     return key if key else decoy_key(identity)
+
+
+@dataclass(frozen=True, slots=True)
+class PskKeys:
+    """A PSK-TLS server's keys: `lookup` (the key table) and `hint`, the PSK identity hint
+    sent in the ServerKeyExchange (RFC 4279 §2; None: none sent)."""
+
+    lookup: PskLookup
+    hint: str | None = None
+
+    def key(self, identity: str | None) -> bytes:
+        """The key to run the handshake with: the table's, or `identity`'s decoy."""
+        return server_key(self.lookup, identity)

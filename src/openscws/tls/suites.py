@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from openscws.tls.context import Profile, psk_server_context, server_context
+from openscws.tls.psk import PskKeys
 
 __all__ = ["Endpoint", "Negotiable", "negotiable", "render_markdown", "render_text"]
 
@@ -189,9 +190,9 @@ def negotiable(endpoint: Endpoint, profile: Profile) -> Negotiable:
     server: ssl.SSLContext
     if endpoint == "card":
         chain, key = _throwaway_rsa()
-        server = server_context(chain, key, profile=profile, psk_lookup=_lookup, psk_hint=None)
+        server = server_context(chain, key, profile=profile, psk=PskKeys(_lookup))
     else:
-        server = psk_server_context(_lookup, profile=profile)
+        server = psk_server_context(PskKeys(_lookup), profile=profile)
     known = _known_suites()
     versions: dict[str, tuple[tuple[str, int, str], ...]] = {}
     for label, version in VERSIONS:
