@@ -62,12 +62,16 @@ def client_pair(
     server_ctx: ssl.SSLContext,
     client_ctx: ssl.SSLContext,
     hostname: str | None = None,
+    client_limit: int | None = None,
     **server_kw: object,
 ) -> tuple[TlsClientHandler, EchoInner, TlsServerHandler, EchoInner]:
-    """Both sides as handlers, handshake done."""
+    """Both sides as handlers, handshake done. The client asks for no max_fragment_length
+    unless `client_limit` says so."""
     client_inner, server_inner = EchoInner(serve=False), EchoInner()
     server = TlsServerHandler(server_ctx, server_inner, now=NOW, **server_kw)  # type: ignore[arg-type]
-    client = TlsClientHandler(client_ctx, client_inner, server_hostname=hostname, now=NOW)
+    client = TlsClientHandler(
+        client_ctx, client_inner, server_hostname=hostname, record_limit=client_limit, now=NOW
+    )
     server.receive_data(client.start(), NOW)
     pump(client, server)
     return client, client_inner, server, server_inner
@@ -449,6 +453,73 @@ def test_no_record_limit_sends_big_records(pki: Pki) -> None:
     pump(client, server, chunk=None, tap_b=sent)
     app = [r for r in records(b"".join(sent)) if r[0] == APPLICATION_DATA]
     assert max(length for _, _, length in app) > 5000
+
+
+@pytest.mark.parametrize("maximum", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_client_asks_for_small_records_and_server_honours_it(
+    pki: Pki, maximum: ssl.TLSVersion
+) -> None:
+    """RFC 6066 max_fragment_length: a client with record_limit 1024 (the card's admin agent)
+    asks for it; a server without a limit of its own (the admin server) then sends records of
+    at most 1024 bytes of plaintext."""
+    client, client_inner, server, _ = client_pair(
+        server_context(pki.chain_pem, pki.key_pem),
+        cert_client(pki, maximum_version=maximum),
+        hostname="localhost",
+        client_limit=1024,
+        record_limit=None,
+    )
+    assert client.tuning.max_fragment_length == 1024
+    assert client.tuning.max_send_fragment == 1024
+    assert client.tuning.release_buffers
+    assert server.tuning.max_fragment_length is None  # only a client can ask
+    client_inner.out += request("/big/5000")
+    sent: list[bytes] = []
+    pump(client, server, chunk=None, tap_b=sent)
+    assert client_inner.received.endswith(b"x" * 5000)
+    app = [r for r in records(b"".join(sent)) if r[0] == APPLICATION_DATA]
+    assert max(length for _, _, length in app) <= 1024 + 64
+
+
+def test_inner_handler_is_asked_for_one_record_at_a_time(pki: Pki) -> None:
+    """The HTTP engine hands over at most one record's worth of plaintext per call, however
+    much room the channel has."""
+    asked: list[int | None] = []
+
+    class Recording(EchoInner):
+        def data_to_send(self, limit: int | None = None) -> bytes:
+            asked.append(limit)
+            return super().data_to_send(limit)
+
+    client_inner, server_inner = EchoInner(serve=False), Recording()
+    server = TlsServerHandler(
+        server_context(pki.chain_pem, pki.key_pem), server_inner, record_limit=512, now=NOW
+    )
+    client = TlsClientHandler(cert_client(pki), client_inner, server_hostname="localhost", now=NOW)
+    server.receive_data(client.start(), NOW)
+    pump(client, server)
+    client_inner.out += request("/big/6000")
+    pump(client, server, chunk=None)
+    assert client_inner.received.endswith(b"x" * 6000)
+    assert asked
+    assert all(a is not None and a <= 512 for a in asked)
+
+
+def test_partial_records_wait_outside_openssl(pki: Pki) -> None:
+    """A record that trickles in is held at its own size until complete; OpenSSL gets whole
+    records only (so its read buffer lives only while it decrypts one)."""
+    client, client_inner, server, server_inner = client_pair(
+        server_context(pki.chain_pem, pki.key_pem), cert_client(pki), hostname="localhost"
+    )
+    client_inner.out += request("/x")
+    wire = client.data_to_send()
+    assert len(wire) > 10
+    server.receive_data(wire[:7], NOW)
+    assert server._incoming.pending == 0
+    assert len(server._pending) == 7
+    server.receive_data(wire[7:], NOW)
+    assert not server._pending
+    assert server_inner.requests
 
 
 def test_record_limit_validated(pki: Pki) -> None:

@@ -836,3 +836,22 @@ def test_gnutls_cli_wrong_key(gnutls_cli: str) -> None:
     assert b"HTTP/1.1" not in out
     assert isinstance(handler, GnutlsPskServerHandler)
     assert handler.error is not None
+
+
+def test_card_asks_gnutls_clients_for_small_records() -> None:
+    """RFC 8449 record_size_limit: the card's GnuTLS server answers a client that sends the
+    extension with its record_limit, and the client then sends records that small."""
+    srv = GnutlsPskServerHandler(PskKeys(lookup), EchoInner(), record_limit=1024, now=NOW)
+    assert srv.asked_record_size == 1024
+    client = GnutlsPskClientHandler(
+        IDENTITY, KEY, EchoInner(serve=False), priority=PSK_3DES_PRIORITY, record_limit=None
+    )
+    srv.receive_data(client.start(NOW), NOW)
+    pump(client, srv)
+    assert srv.state is TlsState.OPEN
+    client._encrypt(b"A" * 15000)  # one 15000-byte write: the stack splits it
+    wire = client.data_to_send()
+    sizes = [length for kind, _, length in records(wire) if kind == 23]
+    assert sum(sizes) > 15000
+    # 3DES-CBC: explicit IV 8 + MAC 20 + padding up to 8
+    assert max(sizes) <= 1024 + 36

@@ -41,6 +41,7 @@ import logging
 import ssl
 from typing import TYPE_CHECKING, Final
 
+from openscws.tls._openssl import tune_connection
 from openscws.tls.alert import TlsAlert
 
 if TYPE_CHECKING:
@@ -52,6 +53,8 @@ logger = logging.getLogger(__name__)
 
 MAX_RECORD: Final = 16384
 """Largest TLS plaintext fragment, RFC 5246 §6.2.1 / RFC 8446 §5.1."""
+_MAX_CIPHERTEXT: Final = MAX_RECORD + 2048
+"""Largest TLSCiphertext.length, RFC 5246 §6.2.3."""
 _READ_SIZE: Final = MAX_RECORD
 
 
@@ -282,8 +285,12 @@ class TlsRecordStream(abc.ABC):
     def _pull_inner(self, limit: int | None) -> None:
         """Encrypt the inner handler's output until about `limit` bytes are queued; write
         close_notify in the same go once it is done, so it can share the last send."""
+        # At most one record's worth of plaintext at a time: the HTTP engine hands a stored
+        # or streamed body over in pieces no larger than what one record carries.
+        step = self._record_limit or MAX_RECORD
+        ask = step if limit is None else min(limit, step)
         while self._state is TlsState.OPEN:
-            plain = self._inner.data_to_send(limit)
+            plain = self._inner.data_to_send(ask)
             if plain:
                 self._encrypt(plain)
                 if limit is not None and len(self._out) >= limit:
@@ -319,6 +326,10 @@ class _TlsEndpoint(TlsRecordStream):
             server_side=server_side,
             server_hostname=server_hostname,
         )
+        self.tuning = tune_connection(self._ssl, record_limit)
+        """What OpenSSL was told for this connection (buffers released when empty, record
+        sizes; see `openscws.tls._openssl.tune_connection`)."""
+        self._pending = bytearray()  # the peer's incomplete record, not yet given to OpenSSL
 
     @property
     def version(self) -> str | None:
@@ -338,13 +349,35 @@ class _TlsEndpoint(TlsRecordStream):
     # -- the stack's part -------------------------------------------------------------------
 
     def _feed(self, data: bytes) -> None:
-        if data:
-            self._incoming.write(data)
-        else:
+        """OpenSSL gets whole records only: a partial one waits here, at its own size, so
+        that OpenSSL (read-ahead off, buffers released when empty) allocates its ~16.7 KiB
+        read buffer only while it decrypts a complete record, not for as long as a record
+        trickles in over the channel. Bytes that do not look like TLS records go through as
+        they are, for OpenSSL to refuse at once."""
+        if not data:
+            if self._pending:
+                self._incoming.write(bytes(self._pending))
+                self._pending.clear()
             self._incoming.write_eof()
+            return
+        pending = self._pending
+        pending += data
+        at = 0
+        while len(pending) - at >= 5:
+            kind, major = pending[at], pending[at + 1]
+            length = int.from_bytes(pending[at + 3 : at + 5])
+            if not 20 <= kind <= 24 or major != 3 or length > _MAX_CIPHERTEXT:
+                at = len(pending)  # not a TLS record: OpenSSL says so
+                break
+            if len(pending) - at < 5 + length:
+                break
+            at += 5 + length
+        if at:
+            self._incoming.write(bytes(pending[:at]))
+            del pending[:at]
 
     def _held(self) -> int:
-        return self._incoming.pending + self._outgoing.pending + len(self._out)
+        return len(self._pending) + self._incoming.pending + self._outgoing.pending + len(self._out)
 
     def _collect(self) -> bytes:
         """Move what OpenSSL wrote to the queue for the peer; returns it."""

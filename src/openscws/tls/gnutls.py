@@ -142,6 +142,10 @@ _E_PREMATURE_TERMINATION: Final = -110
 _PROTOCOLS: Final = {2: "TLSv1", 3: "TLSv1.1", 4: "TLSv1.2", 5: "TLSv1.3"}
 """gnutls_protocol_t -> the names `ssl.SSLObject.version()` uses."""
 
+_MIN_RECORD_SIZE_LIMIT: Final = 512
+"""Smallest record_size_limit GnuTLS accepts for TLS 1.2 and below (RFC 8449 §4 allows 64
+for TLS 1.3)."""
+
 _NON_DATA_LIMIT: Final = 64
 """Non-fatal, non-data results (warning alerts, renegotiation requests) tolerated in one go."""
 
@@ -222,6 +226,8 @@ _SIGNATURES: Final[dict[str, tuple[object, tuple[object, ...]]]] = {
     "gnutls_cipher_suite_get_name": (_STR, (_INT, _INT, _INT)),
     "gnutls_cipher_get_key_size": (ctypes.c_size_t, (_INT,)),
     "gnutls_protocol_get_version": (_INT, (_P,)),
+    "gnutls_record_set_max_recv_size": (_INT, (_P, ctypes.c_size_t)),
+    "gnutls_record_get_max_size": (ctypes.c_size_t, (_P,)),
 }
 
 
@@ -514,6 +520,12 @@ class _GnutlsEndpoint(TlsRecordStream):
         lib.gnutls_transport_set_pull_function(s, _PULL_CB)
         lib.gnutls_transport_set_pull_timeout_function(s, _PULL_TIMEOUT_CB)
         lib.gnutls_handshake_set_timeout(s, 0)  # the deadline is ours (get_timer)
+        self.asked_record_size: int | None = None
+        """RFC 8449 record_size_limit this end announces (GnuTLS sends it when the peer's
+        ClientHello has the extension, or in our own ClientHello), from `record_limit`."""
+        if record_limit is not None and record_limit >= _MIN_RECORD_SIZE_LIMIT:
+            if int(lib.gnutls_record_set_max_recv_size(s, record_limit)) == 0:
+                self.asked_record_size = record_limit
         err = ctypes.c_char_p()
         rc = int(lib.gnutls_priority_set_direct(s, priority.encode(), ctypes.byref(err)))
         if rc < 0:
