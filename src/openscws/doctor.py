@@ -65,9 +65,10 @@ def run_doctor(settings: Settings, write: Callable[[str], None] = print) -> int:
             "handshake signatures): the 'compat' profile sets it"
         )
     write(
-        "  RFC 6066 max_fragment_length: honoured when a client asks (OpenSSL), never "
-        "asked for by the card; the card bounds the records it sends with "
-        "card.tls_record_limit"
+        "  record sizes: card.tls_record_limit bounds the plaintext handed to TLS and the "
+        "records written; RFC 6066 max_fragment_length is honoured when a client asks and "
+        "asked for by the admin agent; RFC 8449 record_size_limit: GnuTLS path only "
+        "(OpenSSL 3.0 lacks it)"
     )
     write("SCWS §11.1.1 PSK suites:")
     for suite in PSK_SPEC_SUITES:

@@ -93,7 +93,7 @@ def test_describe_stack() -> None:
     info = describe_stack()
     assert str(info["openssl"]).startswith("OpenSSL")
     assert info["psk"] is True
-    assert info["max_fragment_length"] is False
+    assert info["max_fragment_length"] is True
     for suite in PSK_SPEC_SUITES:
         assert isinstance(info[suite], bool)
         assert (info[suite + "_why"] == "") == info[suite]

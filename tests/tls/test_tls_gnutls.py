@@ -80,11 +80,16 @@ def gnutls_pair(
     key: bytes = KEY,
     identity: str = IDENTITY,
     chunk: int | None = 255,
+    client_limit: int | None = None,
     **server_kw: object,
 ) -> tuple[GnutlsPskClientHandler, EchoInner, GnutlsPskServerHandler, EchoInner]:
+    """A GnuTLS client and the card's GnuTLS server, handshake done. The client announces no
+    record_size_limit of its own unless `client_limit` says so."""
     client_inner, server_inner = EchoInner(serve=False), EchoInner()
     srv = server(server_inner, **server_kw)
-    client = GnutlsPskClientHandler(identity, key, client_inner, priority=priority, now=NOW)
+    client = GnutlsPskClientHandler(
+        identity, key, client_inner, priority=priority, record_limit=client_limit, now=NOW
+    )
     srv.receive_data(client.start(), NOW)
     pump(client, srv, chunk=chunk)
     return client, client_inner, srv, server_inner
@@ -499,6 +504,18 @@ def test_no_record_limit_sends_big_records() -> None:
     pump(client, srv, chunk=None, tap_b=sent)
     app = [r for r in records(b"".join(sent)) if r[0] == APPLICATION_DATA]
     assert max(length for _, _, length in app) > 5000
+
+
+def test_client_record_size_limit_bounds_the_cards_records() -> None:
+    """A client announcing RFC 8449 record_size_limit 1024 gets records that small from a
+    card without a limit of its own."""
+    client, client_inner, srv, _ = gnutls_pair(client_limit=1024, record_limit=None)
+    client_inner.out += request("/big/5000")
+    sent: list[bytes] = []
+    pump(client, srv, chunk=None, tap_b=sent)
+    assert client_inner.received.endswith(b"x" * 5000)
+    app = [r for r in records(b"".join(sent)) if r[0] == APPLICATION_DATA]
+    assert max(length for _, _, length in app) <= 1024 + 36
 
 
 def test_record_limit_validated() -> None:

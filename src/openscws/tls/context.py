@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 from openscws.errors import ConfigError
-from openscws.tls._openssl import disable_session_cache
+from openscws.tls._openssl import disable_session_cache, tune_connection
 from openscws.tls.psk import PskKeys
 
 __all__ = [
@@ -336,9 +336,9 @@ def describe_stack() -> dict[str, str | bool]:
     rates TLS 1.0/1.1's MD5+SHA-1 handshake signatures below level 1, so certificate TLS 1.0
     needs level 0; PSK handshakes sign nothing and are not affected),
     ``psk`` (`SSLContext.set_psk_server_callback` exists, Python ≥ 3.13),
-    ``max_fragment_length`` (False: the `ssl` module cannot configure RFC 6066
-    max_fragment_length; OpenSSL honours a client's request, but the card cannot make one,
-    so it bounds its own records with `record_limit`), for
+    ``max_fragment_length`` (a client connection here can ask for RFC 6066
+    max_fragment_length through libssl, `_openssl.tune_connection`; a server can only honour
+    it, which OpenSSL does), for
     each spec PSK suite ``<name>`` (bool: OpenSSL has it) and ``<name>_why`` (why not, or
     ""), and for GnuTLS (`openscws.tls.gnutls`, which serves TLS_PSK_WITH_3DES_EDE_CBC_SHA
     where OpenSSL cannot): ``gnutls`` (its version, or ""), ``gnutls_3des`` (bool: an
@@ -352,7 +352,7 @@ def describe_stack() -> dict[str, str | bool]:
         "tls1_0_psk_handshake": _psk_handshake(ssl.TLSVersion.TLSv1, "PSK-AES128-CBC-SHA"),
         "tls1_0_cert_needs_seclevel0": ssl.OPENSSL_VERSION_INFO >= (3, 0),
         "psk": hasattr(ssl.SSLContext, "set_psk_server_callback"),
-        "max_fragment_length": False,
+        "max_fragment_length": _client_asks_mfl(),
     }
     for suite in PSK_SPEC_SUITES:
         why = _available(suite)
@@ -365,6 +365,12 @@ def describe_stack() -> dict[str, str | bool]:
         info[suite + "_why"] = why or ""
     info.update(_describe_gnutls())
     return info
+
+
+def _client_asks_mfl() -> bool:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    obj = ctx.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_hostname="localhost")
+    return tune_connection(obj, 1024).max_fragment_length == 1024
 
 
 def _describe_gnutls() -> dict[str, str | bool]:

@@ -16,15 +16,14 @@ OpenSSL wrote (if any) still waiting in `data_to_send()`, `should_close` true an
 in `error` (a `TlsAlert`). Exceptions from the inner handler are its own bugs and propagate.
 
 **Record size.** A card has little RAM, and TLS records are up to 16 KiB (+ overhead) each.
-RFC 6066 max_fragment_length (or RFC 8449 record_size_limit) would bound both directions, but
-only a client can ask for it (OpenSSL in the card honours it then) and Python's `ssl` module
-cannot configure either. So the card bounds what it *sends*: with
-`record_limit` (default 1024) each `SSLObject.write` gets at most that much plaintext, and
-OpenSSL makes one record per write, so application-data records carry ≤ `record_limit` bytes.
-Handshake flights (certificate chain) and records the *peer* sends are not bounded by it.
-`peak_buffer` reports the most bytes this layer ever held at once (the two memory BIOs, the
-ciphertext queued for the channel and plaintext being encrypted); OpenSSL's own internal
-record buffers (about two 16 KiB ones) are not counted.
+With `record_limit` (default 1024) the inner handler is asked for at most one record of
+plaintext at a time, and OpenSSL writes records of at most that size and frees its record
+buffers when empty (`openscws.tls._openssl.tune_connection`; a client also asks for RFC 6066
+max_fragment_length). A partial record from the peer waits in this layer, at its own size,
+until it is whole: OpenSSL only ever gets whole records. `peak_buffer` reports the most bytes
+this layer ever held at once (the two memory BIOs, the ciphertext queued for the channel, a
+partial record and plaintext being encrypted); OpenSSL's own allocations are not counted
+(benchmarks/bench_tls_ram.py measures them).
 
 Timers: until the handshake completes, `get_timer()` is the handshake deadline
 (`handshake_timeout` after `now` was first known: the constructor's `now`, `start(now)` or
@@ -234,6 +233,12 @@ class TlsRecordStream(abc.ABC):
     @property
     def state(self) -> TlsState:
         return self._state
+
+    @property
+    def held(self) -> int:
+        """Bytes this layer holds now (the stack's buffers it can see, queued ciphertext, a
+        partial record from the peer); the stack's own allocations are not included."""
+        return self._held()
 
     @property
     def peak_buffer(self) -> int:
