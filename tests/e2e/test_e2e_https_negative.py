@@ -181,7 +181,7 @@ def psk_context(identity: str, key: str) -> ssl.SSLContext:
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-    ctx.set_ciphers("PSK-AES128-CBC-SHA")
+    ctx.set_ciphers("PSK-AES128-GCM-SHA256")
     ctx.set_psk_client_callback(lambda hint: (identity, bytes.fromhex(key)))
     return ctx
 
@@ -193,7 +193,7 @@ def _s_client_psk(
     exe: str, card: Card, identity: str, key: str
 ) -> subprocess.CompletedProcess[str]:
     args = [exe, "s_client", "-connect", f"127.0.0.1:{card.tls_port}", "-tls1_2"]
-    args += ["-cipher", "PSK-AES128-CBC-SHA", "-psk", key, "-psk_identity", identity]
+    args += ["-cipher", "PSK-AES128-GCM-SHA256", "-psk", key, "-psk_identity", identity]
     return subprocess.run(
         args, input="", capture_output=True, text=True, timeout=15, env=CLEAN_ENV, check=False
     )

@@ -127,7 +127,7 @@ def _talk(cmd: list[str], data: bytes, *, wait: float = 3.0) -> tuple[int, str]:
 def _s_client(tool: str, port: int, identity: str, key: bytes, data: bytes) -> tuple[int, str]:
     cmd = [
         tool, "s_client", "-connect", f"127.0.0.1:{port}", "-psk_identity", identity,
-        "-psk", key.hex(), "-cipher", "PSK-AES128-CBC-SHA", "-tls1_2", "-quiet",
+        "-psk", key.hex(), "-cipher", "PSK-AES128-GCM-SHA256", "-tls1_2", "-quiet",
     ]  # fmt: skip
     return _talk(cmd, data)
 

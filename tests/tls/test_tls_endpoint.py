@@ -148,7 +148,7 @@ def test_client_rejects_unknown_ca(pki: Pki) -> None:
 
 def test_psk_aes128_cbc_sha(pki: Pki) -> None:
     client, client_inner, server, server_inner = client_pair(
-        psk_server_context(PskKeys(lookup, "scws")),
+        psk_server_context(PskKeys(lookup, "scws"), profile="compat"),
         psk_client_context(IDENTITY, KEY, ciphers="PSK-AES128-CBC-SHA"),
     )
     assert server.cipher is not None

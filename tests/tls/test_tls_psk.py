@@ -38,7 +38,7 @@ def _card_gnutls(pki: Pki, keys: PskKeys) -> Server:
 
 
 def _admin_openssl(pki: Pki, keys: PskKeys) -> Server:
-    return TlsServerHandler(psk_server_context(keys), EchoInner(), now=NOW)
+    return TlsServerHandler(psk_server_context(keys, profile="compat"), EchoInner(), now=NOW)
 
 
 def _admin_dispatch(pki: Pki, keys: PskKeys) -> Server:
@@ -55,6 +55,7 @@ ENDPOINTS = {
 
 
 def _client(identity: str, key: bytes, hints: list[str | None]) -> RawClient:
+    # TLS_PSK_WITH_AES_128_CBC_SHA, the SCWS suite every endpoint has in "compat"
     ctx = psk_client_context(identity, key, profile="compat", ciphers="PSK-AES128-CBC-SHA")
 
     def callback(hint: str | None) -> tuple[str, bytes]:

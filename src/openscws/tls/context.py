@@ -44,11 +44,13 @@ __all__ = [
     "CERT_CIPHERS_COMPAT",
     "FFDHE2048_PEM",
     "PSK_CIPHERS",
+    "PSK_CIPHERS_MODERN",
     "PSK_SPEC_SUITES",
     "RSA_KX_SUITE",
     "Profile",
     "cert_cipher_string",
     "describe_stack",
+    "psk_cipher_string",
     "psk_client_context",
     "psk_server_context",
     "server_context",
@@ -95,14 +97,20 @@ PSK_SPEC_SUITES: Final = ("PSK-AES128-CBC-SHA", "PSK-3DES-EDE-CBC-SHA")
 """OpenSSL names of SCWS §11.1.1.1's TLS_PSK_WITH_AES_128_CBC_SHA (0x008C) and
 TLS_PSK_WITH_3DES_EDE_CBC_SHA (0x008B)."""
 
-PSK_CIPHERS: Final = (
-    "PSK-AES128-GCM-SHA256:PSK-AES256-GCM-SHA384:PSK-CHACHA20-POLY1305:"
-    "PSK-AES128-CBC-SHA256:PSK-AES128-CBC-SHA"
-)
-"""Plain PSK suites (no certificate, no (EC)DHE: a card has no spare RAM or CPU for them),
-the AEAD ones first, then the spec's AES suite. The 3DES one is only added by the "compat"
-profile, and only where this OpenSSL still has it (see `describe_stack`); where it has not,
-the card's HTTPS port serves it through GnuTLS (`openscws.tls.gnutls`, `openscws.tls.dispatch`)."""
+PSK_CIPHERS_MODERN: Final = "PSK-AES128-GCM-SHA256:PSK-AES256-GCM-SHA384:PSK-CHACHA20-POLY1305"
+"""Plain PSK suites of the "modern" profile: AEAD only, like its certificate suites."""
+PSK_CIPHERS: Final = PSK_CIPHERS_MODERN + ":PSK-AES128-CBC-SHA256:PSK-AES128-CBC-SHA"
+"""Plain PSK suites of the "compat" profile (no certificate, no (EC)DHE: a card has no spare
+RAM or CPU for them): the AEAD ones first, then the CBC ones, among them the spec's
+TLS_PSK_WITH_AES_128_CBC_SHA. The 3DES one is added too where this OpenSSL still has it (see
+`describe_stack`); where it has not, the HTTPS port and the admin server serve it through
+GnuTLS (`openscws.tls.gnutls`, `openscws.tls.dispatch`)."""
+
+
+def psk_cipher_string(profile: Profile) -> str:
+    """The PSK suites a profile offers by default: "modern" AEAD only, "compat" adds CBC."""
+    return PSK_CIPHERS if profile == "compat" else PSK_CIPHERS_MODERN
+
 
 # Substrings of OpenSSL suite names that must never be enabled.
 _FORBIDDEN_NAMES: Final = ("NULL", "RC4", "EXP", "ADH", "AECDH", "MD5", "DES-CBC", "anon")
@@ -215,7 +223,7 @@ def psk_server_context(
     keys: PskKeys,
     *,
     profile: Profile = "modern",
-    ciphers: str = PSK_CIPHERS,
+    ciphers: str | None = None,
 ) -> ssl.SSLContext:
     """A PSK-TLS server context (RFC 4279, SCWS §11.1.1), TLS ≤ 1.2.
 
@@ -226,7 +234,8 @@ def psk_server_context(
     TLS 1.0/1.1 and, where this OpenSSL still has it, PSK-3DES-EDE-CBC-SHA."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     _set_profile(ctx, profile, psk=True)
-    _set_ciphers(ctx, _psk_ciphers(ciphers, profile), profile, psk=True)
+    chosen = psk_cipher_string(profile) if ciphers is None else ciphers
+    _set_ciphers(ctx, _psk_ciphers(chosen, profile), profile, psk=True)
     _set_psk_server(ctx, keys)
     _no_resumption(ctx)
     return ctx
@@ -246,7 +255,7 @@ def cert_cipher_string(profile: Profile, *, psk: bool = False) -> str:
     suites named after it are not excluded for good."""
     base = CERT_CIPHERS_COMPAT if profile == "compat" else CERT_CIPHERS
     base += ":-PSK"
-    return base + ":" + _psk_ciphers(PSK_CIPHERS, profile) if psk else base
+    return base + ":" + _psk_ciphers(psk_cipher_string(profile), profile) if psk else base
 
 
 def _psk_ciphers(ciphers: str, profile: Profile) -> str:
@@ -265,7 +274,7 @@ def psk_client_context(
     key: bytes,
     *,
     profile: Profile = "modern",
-    ciphers: str = PSK_CIPHERS,
+    ciphers: str | None = None,
 ) -> ssl.SSLContext:
     """A PSK-TLS client context (the SCWS administration agent's side, SCWS §11.1.1).
 
@@ -276,7 +285,8 @@ def psk_client_context(
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     _set_profile(ctx, profile, psk=True)
-    _set_ciphers(ctx, _psk_ciphers(ciphers, profile), profile, psk=True)
+    chosen = psk_cipher_string(profile) if ciphers is None else ciphers
+    _set_ciphers(ctx, _psk_ciphers(chosen, profile), profile, psk=True)
 
     def callback(hint: str | None) -> tuple[str, bytes]:
         return identity, key
