@@ -166,7 +166,9 @@ def cli(*args: str | Path) -> None:
 
 def write_config(path: Path, tmp: Path, record_limit: int) -> Path:
     path.write_text(
-        f"[card]\ntls_record_limit = {record_limit}\n\n[ca]\ndir = {json.dumps(str(tmp / 'ca'))}\n"
+        # "compat": the SCWS suite PSK-AES128-CBC-SHA is a CBC suite, compat only
+        f'[card]\ntls_record_limit = {record_limit}\ntls_profile = "compat"\n\n'
+        f"[ca]\ndir = {json.dumps(str(tmp / 'ca'))}\n"
     )
     return path
 
@@ -203,7 +205,7 @@ def card_cipher_string() -> str:
     """The TLS <= 1.2 cipher string the card's context uses with PSK on (tls/context.py)."""
     from openscws.tls.context import cert_cipher_string
 
-    return cert_cipher_string("modern", psk=True)
+    return cert_cipher_string("compat", psk=True)
 
 
 @dataclass
@@ -232,6 +234,7 @@ def start_gateway(setup: Setup, name: str, image: Path, record_limit: int) -> Ga
             "--port-map",
             f"4116={https}",
             "--no-demo",
+            "--no-admin",  # the admin server's ports are not this benchmark's
             "-q",
         ],
         http,

@@ -255,7 +255,7 @@ def card_contexts(tmp: Path) -> dict[str, ssl.SSLContext]:
     cert = keys.server_context("modern")
     keys.add_psk(PSK_IDENTITY, PSK_KEY)
     keys.set_psk_enabled(True)
-    psk = keys.server_context("modern")
+    psk = keys.server_context("compat")  # the SCWS CBC suite: compat only
     image.close()
     return {"tls13": cert, "psk": psk}
 
