@@ -129,6 +129,9 @@ class AdminSettings:
     tls_profile: str = "modern"
     """"modern": PSK-TLS 1.2 only; "compat": also TLS 1.0/1.1 and the SCWS suite
     TLS_PSK_WITH_3DES_EDE_CBC_SHA (through GnuTLS), off by default: 3DES has 64-bit blocks."""
+    psk_hint: str = ""
+    """PSK identity hint the endpoint sends (RFC 4279 §2), as the card's port 4116 sends its
+    own (`openscws card psk enable --hint`); empty: none."""
     api_host: str = "127.0.0.1"
     """Address of the REST API and web console (operators' side)."""
     api_port: int = 8116
