@@ -336,7 +336,7 @@ def test_psk_hint_reaches_the_card(service: SlowOpen) -> None:
         seen: list[str | None] = []
         ctx = psk_client_context(IDENTITY, KEY)
 
-        def callback(got: str | None) -> tuple[str, bytes]:
+        def callback(got: str | None, seen: list[str | None] = seen) -> tuple[str, bytes]:
             seen.append(got)
             return IDENTITY, KEY
 
