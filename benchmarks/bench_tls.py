@@ -166,8 +166,9 @@ def cli(*args: str | Path) -> None:
 
 def write_config(path: Path, tmp: Path, record_limit: int) -> Path:
     """Free ports for the admin server, its API and the SMS entry point (`base.up_config`):
-    the two gateways of a run must not both take the default admin port."""
-    return base.up_config(path, tmp, f"tls_record_limit = {record_limit}")
+    the two gateways of a run must not both take the default admin port. "compat": the SCWS
+    suite PSK-AES128-CBC-SHA is a CBC suite, compat only."""
+    return base.up_config(path, tmp, f'tls_record_limit = {record_limit}\ntls_profile = "compat"')
 
 
 def prepare(tmp: Path) -> Setup:
@@ -202,7 +203,7 @@ def card_cipher_string() -> str:
     """The TLS <= 1.2 cipher string the card's context uses with PSK on (tls/context.py)."""
     from openscws.tls.context import cert_cipher_string
 
-    return cert_cipher_string("modern", psk=True)
+    return cert_cipher_string("compat", psk=True)
 
 
 @dataclass
@@ -231,6 +232,7 @@ def start_gateway(setup: Setup, name: str, image: Path, record_limit: int) -> Ga
             "--port-map",
             f"4116={https}",
             "--no-demo",
+            "--no-admin",  # the admin server's ports are not this benchmark's
             "-q",
         ],
         http,
@@ -651,46 +653,8 @@ def markdown(result: dict[str, Any], ram: dict[str, Any] | None) -> str:
         "",
     ]
     if ram is not None:
-        lines += [
-            "### Card RAM per HTTPS channel",
-            "",
-            "`benchmarks/bench_tls_ram.py`, in memory: the card's HTTPS handler",
-            "(`TlsServerHandler` around `HttpServerConnection`, a `Site` over a `MemoryStore`, the",
-            "TLS contexts `openscws up` builds from a card image) serving a "
-            f"{ram['body_size'] // 1024} KiB download to a",
-            "stdlib `SSLObject` client. Bytes move as the card's BIP layer moves them: the card is",
-            "asked for `data_to_send(channel buffer)` only when what it gave before has gone out,",
-            f"its output reaches the client in {ram['max_send']}-byte SEND DATA pieces and the "
-            f"client's bytes reach it in {ram['max_receive']}-byte",
-            "RECEIVE DATA pieces. `peak_buffer` is `TlsServerHandler.peak_buffer`; the tracemalloc",
-            "peak is the most Python-heap memory in use during any call into the card's handler,",
-            "above what was in use before the handler was made. Record sizes are the ciphertext",
-            "length field.",
-            "",
-            bench_tls_ram.table(ram),
-            "",
-            "Reading the table:",
-            "",
-            "- `peak_buffer` does not see OpenSSL's own buffers: about two 16 KiB record buffers",
-            "  (read and write) plus overhead per connection, allocated with malloc, so invisible",
-            "  to tracemalloc too. Python's `ssl` module cannot request RFC 6066",
-            "  max_fragment_length (nor RFC 8449 record_size_limit), so the card cannot shrink",
-            "  them and cannot bound the records the client sends: only the card's sending",
-            "  direction is bounded, by `record_limit`. (OpenSSL does honour a client's",
-            "  max_fragment_length request on its own: `openssl s_client -maxfraglen 512` gets",
-            "  the extension back from the card.)",
-            "- `record_limit` bounds the size of the records the card sends (1 KiB of plaintext",
-            "  each), not what the card holds: the TLS layer encrypts whatever plaintext the HTTP",
-            "  engine hands it in one `data_to_send` and queues all of the ciphertext.",
-            "  `HttpServerConnection.data_to_send(limit)` honours `limit` only for streamed",
-            "  (application) bodies; a static resource comes out whole, so for it the TLS layer",
-            "  holds the whole response twice (plaintext being encrypted and the ciphertext",
-            "  queue), whatever `record_limit` and the channel buffer are. For a streamed body",
-            "  what is held follows the channel buffer size (the `limit` the BIP layer passes).",
-            "- Handshake flights are not bounded by `record_limit`: the largest handshake record",
-            "  is the certificate flight (RSA 2048 device certificate and issuer CA).",
-            "",
-        ]
+        lines += [bench_tls_ram.BEGIN, bench_tls_ram.markdown(ram).rstrip("\n"), bench_tls_ram.END]
+        lines.append("")
     return "\n".join(lines)
 
 

@@ -63,7 +63,23 @@ def _check_apdu(doc: dict[str, Any], out: str, tmp: Path) -> None:
 
 
 def _check_tls_ram(doc: dict[str, Any], out: str, tmp: Path) -> None:
-    assert doc["rows"]
+    rows = {(r["tls"], r["record_limit"]): r for r in doc["rows"]}
+    assert set(rows) == {("tls13", None), ("tls13", 1024), ("none", None)}
+    for key in (("tls13", None), ("tls13", 1024)):
+        assert rows[key]["malloc_held_peak"] > 0
+        assert rows[key]["client_largest_record"] > 0
+    assert rows[("tls13", 1024)]["largest_response_record"] <= 1024 + 17
+    assert rows[("tls13", None)]["largest_response_record"] > 1024
+    assert rows[("none", None)]["malloc_held_peak"] is None
+    assert "| static |" in out
+
+
+def _check_gba(doc: dict[str, Any], out: str, tmp: Path) -> None:
+    cells = doc["cells"]
+    assert [c["db"] for c in cells] == ["sqlite"]
+    assert cells[0]["bootstraps"] == 6
+    assert cells[0]["bootstraps_per_s"] > 0
+    assert cells[0]["server_cpu_ms_per_bootstrap"] > 0
 
 
 def _check_cpu(doc: dict[str, Any], out: str, tmp: Path) -> None:
@@ -112,6 +128,10 @@ QUICK: dict[str, Quick] = {
         check=_check_admin,
     ),
     "bench_apdu.py": Quick(("--json", "JSON"), check=_check_apdu),
+    "bench_gba.py": Quick(
+        ("--bootstraps", "6", "--clients", "2", "--json", "JSON", "--docs", "DOCS"),
+        check=_check_gba,
+    ),
     "bench_pcsc.py": Quick(
         ("--json", "JSON"), tools=(("pcscd", "pcscd"),), peers=_pcsc_peers, check=_check_pcsc
     ),

@@ -215,3 +215,21 @@ def test_only_the_cli_reads_settings() -> None:
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
                 if node.value.startswith("OPENSCWS_") and rel not in ("config.py", "aio/vicc.py"):
                     raise AssertionError(f"{rel} names the variable {node.value}")
+
+
+def test_admin_link_profiles(tmp_path: Path) -> None:
+    assert load(None).admin.tls_profile == "modern"  # 3DES and TLS 1.0 off by default
+    path = tmp_path / "openscws.toml"
+    path.write_text(
+        '[card]\ntls_profile = "compat"\nadmin_tls_suites = ["TLS_PSK_WITH_3DES_EDE_CBC_SHA"]\n'
+        '[admin]\ntls_profile = "compat"\n'
+    )
+    settings = load(path)
+    assert settings.admin.tls_profile == "compat"
+    assert settings.card.admin_tls_suites == ("TLS_PSK_WITH_3DES_EDE_CBC_SHA",)
+    path.write_text('[card]\nadmin_tls_suites = ["TLS_RSA_WITH_RC4_128_MD5"]\n')
+    with pytest.raises(ConfigError, match="admin_tls_suites"):
+        load(path)
+    path.write_text('[admin]\ntls_profile = "legacy"\n')
+    with pytest.raises(ConfigError, match=r"admin\.tls_profile"):
+        load(path)

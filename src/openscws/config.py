@@ -85,6 +85,10 @@ class CardSettings:
     """Largest resource body a remote administration command may store (larger: 413); at
     most what one GP Amendment B command can carry to the card (the admin server refuses a
     larger resource at once)."""
+    admin_tls_suites: tuple[str, ...] = ()
+    """Suites the card's admin agent offers the admin server; empty: its `tls_profile`'s list
+    ("compat" adds TLS 1.0/1.1 and both SCWS §11.1.1.1 suites). Else some of
+    "TLS_PSK_WITH_AES_128_CBC_SHA", "TLS_PSK_WITH_3DES_EDE_CBC_SHA" (offered through GnuTLS)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +148,12 @@ class AdminSettings:
     """Port of that endpoint; triggers name it, and cards connect there."""
     uri: str = "/scws/admin"
     """First POST URI the trigger gives the card (Amd B tag 8C)."""
+    tls_profile: str = "modern"
+    """"modern": PSK-TLS 1.2 only; "compat": also TLS 1.0/1.1 and the SCWS suite
+    TLS_PSK_WITH_3DES_EDE_CBC_SHA (through GnuTLS), off by default: 3DES has 64-bit blocks."""
+    psk_hint: str = ""
+    """PSK identity hint the endpoint sends (RFC 4279 §2), as the card's port 4116 sends its
+    own (`openscws card psk enable --hint`); empty: none."""
     api_host: str = "127.0.0.1"
     """Address of the REST API and web console (operators' side)."""
     api_port: int = 8116
@@ -218,6 +228,14 @@ class Settings:
         if problem is not None:
             raise ConfigError(problem)
         _check_api_tls(self.admin)
+        from openscws.tls.gnutls import SPEC_SUITE_PRIORITY
+
+        for suite in self.card.admin_tls_suites:
+            if suite not in SPEC_SUITE_PRIORITY:
+                raise ConfigError(
+                    f"card.admin_tls_suites: {suite!r} is not one of "
+                    + ", ".join(SPEC_SUITE_PRIORITY)
+                )
 
 
 API_TLS_MODES = ("off", "ca", "files")
@@ -311,6 +329,7 @@ def _problem(s: Settings) -> str | None:
             )
     choices = [
         ("card.tls_profile", c.tls_profile, ("modern", "compat")),
+        ("admin.tls_profile", a.tls_profile, ("modern", "compat")),
         ("card.key_type", c.key_type, ("rsa", "ec")),
         ("gateway.card_link", g.card_link, ("vpcd", "pcsc")),
         ("admin.sms_sender", a.sms_sender, ("local", "smpp")),

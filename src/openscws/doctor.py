@@ -65,9 +65,10 @@ def run_doctor(settings: Settings, write: Callable[[str], None] = print) -> int:
             "handshake signatures): the 'compat' profile sets it"
         )
     write(
-        "  RFC 6066 max_fragment_length: honoured when a client asks (OpenSSL), never "
-        "asked for by the card; the card bounds the records it sends with "
-        "card.tls_record_limit"
+        "  record sizes: card.tls_record_limit bounds the plaintext handed to TLS and the "
+        "records written; RFC 6066 max_fragment_length is honoured when a client asks and "
+        "asked for by the admin agent; RFC 8449 record_size_limit: GnuTLS path only "
+        "(OpenSSL 3.0 lacks it)"
     )
     write("SCWS §11.1.1 PSK suites:")
     for suite in PSK_SPEC_SUITES:
@@ -88,6 +89,14 @@ def run_doctor(settings: Settings, write: Callable[[str], None] = print) -> int:
             f"machine (GnuTLS: {info['gnutls_3des_why']}); openscws does not implement TLS "
             "or 3DES by hand (docs/tls.md)"
         )
+    write(
+        "versions and suites that negotiate, per endpoint and profile (in-memory handshakes,"
+        " one per suite and version; docs/tls.md has the same tables):"
+    )
+    from openscws.tls.suites import all_tables, render_text
+
+    for table in all_tables():
+        render_text(table, lambda line: write("  " + line))
     write("peer programs:")
     missing = []
     for name, package, purpose in PEERS:
@@ -137,6 +146,12 @@ def _card(settings: Settings, say: Callable[[str], None], *, gnutls_3des: bool) 
             else:
                 cert = keys.device_certificate()
                 say(f"  key pair: {keys.key_type().upper()}")
+                if keys.key_type() == "ec":
+                    say(
+                        "  an EC key has only ECDHE-ECDSA suites: TLS 1.0 clients that offer "
+                        "only TLS_RSA_WITH_AES_128_CBC_SHA or DHE-RSA suites need a card made "
+                        'with card.key_type = "rsa" (the tables above assume RSA)'
+                    )
                 if cert is None:
                     say("  device certificate: none")
                 else:

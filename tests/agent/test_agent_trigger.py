@@ -147,3 +147,25 @@ def test_an_unknown_tar_is_refused_with_tar_unknown() -> None:
     response = card.transmit(_trigger(1, tar=b"\xb0\x00\x10"), NOW)
     assert _por_status(response) == PorStatus.TAR_UNKNOWN
     assert not app.busy
+
+
+def test_agent_suites_follow_the_card_profile() -> None:
+    """modern: OpenSSL's TLS 1.2 PSK list; compat: GnuTLS with both SCWS §11.1.1.1 suites;
+    explicit suites: exactly those."""
+    from openscws.tls import gnutls
+
+    secrets = AgentSecrets(Secrets())
+    store = MemoryStore()
+
+    def executor() -> ScwsAdminExecutor:
+        return ScwsAdminExecutor(store, max_resource=1 << 20)
+
+    assert AdminAgentApp(secrets, executor).psk_priority is None
+    compat = AdminAgentApp(secrets, executor, tls_profile="compat")
+    assert compat.psk_priority == gnutls.PSK_AGENT_COMPAT_PRIORITY
+    only = AdminAgentApp(secrets, executor, psk_suites=("TLS_PSK_WITH_3DES_EDE_CBC_SHA",))
+    assert only.psk_priority is not None
+    if gnutls.available() is None:
+        codes = {code for code, _ in gnutls.priority_suites(compat.psk_priority)}
+        assert {0x008B, 0x008C} <= codes
+        assert {code for code, _ in gnutls.priority_suites(only.psk_priority)} == {0x008B}

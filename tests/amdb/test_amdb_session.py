@@ -17,6 +17,7 @@ from openscws.amdb.server import CardPost, Closed, ServerExchange
 from openscws.amdb.wire import SCWS_HTTP_REQUEST, ScriptStatus
 from openscws.scws.model import MemoryStore
 from openscws.tls import TlsClientHandler, TlsState, psk_client_context, psk_server_context
+from openscws.tls.psk import PskKeys
 
 NOW = 1_700_000_000.0
 PARAMS = SessionParams(
@@ -416,7 +417,7 @@ def test_session_as_the_inner_handler_of_tls() -> None:
     executor = Recorder(ScwsAdminExecutor(store, max_resource=1024))
     session = AdminSession(PARAMS, executor, NOW)
     tls = TlsClientHandler(psk_client_context(IDENTITY, KEY), session, now=NOW)
-    server_ctx = psk_server_context(lambda identity: KEY if identity == IDENTITY else None)
+    server_ctx = psk_server_context(PskKeys(lambda identity: KEY if identity == IDENTITY else None))
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     server = server_ctx.wrap_bio(incoming, outgoing, server_side=True)
     exchange = ServerExchange()

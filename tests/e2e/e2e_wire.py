@@ -153,6 +153,8 @@ class Card:
     ca: Path
     stdout: Path
     stderr: Path
+    admin_port: int | None = None
+    """The admin server's PSK-TLS port (`start_card(admin_profile=...)`), else None."""
 
     def log(self) -> str:
         return self.stderr.read_text(errors="replace")
@@ -164,13 +166,31 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_card(root: Path, ca_dir: Path, extra_config: str = "", *, psk: bool) -> Iterator[Card]:
+def start_card(
+    root: Path,
+    ca_dir: Path,
+    extra_config: str = "",
+    *,
+    psk: bool,
+    admin_profile: str | None = None,
+) -> Iterator[Card]:
     """Provisions a card image in `root` (with PSK identity `card1` enabled when `psk`),
     starts `up` on free ports with its CA in `ca_dir`, yields it once it printed the CA line,
-    and stops it. (The conftest fixtures are function-scoped; this serves module scope.)"""
+    and stops it. (The conftest fixtures are function-scoped; this serves module scope.)
+    With `admin_profile`, the admin server runs too, on free ports, with that
+    `admin.tls_profile` (`extra_config` must then have no [admin] or [gateway] table)."""
     root.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "XDG_DATA_HOME": str(root / "xdg-data")}
     config = root / "openscws.toml"
+    admin_port = None
+    if admin_profile is not None:
+        admin_port, sms = free_port(), free_port()
+        extra_config += (
+            f"\n[gateway]\nsms_port = {sms}\n[admin]\nport = {admin_port}\n"
+            f"api_port = {free_port()}\ntls_profile = {json.dumps(admin_profile)}\n"
+            f"data_dir = {json.dumps(str(root / 'ras'))}\n"
+            f"sms_url = {json.dumps(f'http://127.0.0.1:{sms}/sms')}\n"
+        )
     config.write_text(f"[ca]\ndir = {json.dumps(str(ca_dir))}\n{extra_config}")
     common = ["--data-dir", str(root / "card"), "--config", str(config)]
 
@@ -186,13 +206,16 @@ def start_card(root: Path, ca_dir: Path, extra_config: str = "", *, psk: bool) -
     port, tls_port = free_port(), free_port()
     out_path, err_path = root / "up.out", root / "up.err"
     with out_path.open("wb") as out, err_path.open("wb") as err:
-        cmd = [sys.executable, "-m", "openscws", "up", "--no-admin", *common]
+        cmd = [sys.executable, "-m", "openscws", "up", *common]
+        if admin_port is None:
+            cmd.append("--no-admin")
         cmd += ["--port-map", f"3516={port}", "--port-map", f"4116={tls_port}"]
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
-    card = Card(proc, port, tls_port, ca_dir / "ca.pem", out_path, err_path)
+    card = Card(proc, port, tls_port, ca_dir / "ca.pem", out_path, err_path, admin_port)
+    ready = "admin server: PSK-TLS https://" if admin_port is not None else "HTTPS issuer CA: "
     try:
         deadline = time.monotonic() + READY_TIMEOUT
-        while "HTTPS issuer CA: " not in (text := out_path.read_text(errors="replace")):
+        while ready not in (text := out_path.read_text(errors="replace")):
             assert proc.poll() is None, f"up exited: {text}\n{card.log()}"
             assert time.monotonic() < deadline, f"up not ready: {text}\n{card.log()}"
             time.sleep(0.05)

@@ -86,6 +86,69 @@ def test_campaign_updates_the_card_through_sms_bip_and_psk_tls(tmp_path: Path) -
     asyncio.run(main())
 
 
+def test_campaign_over_psk_3des(tmp_path: Path) -> None:
+    """SCWS §11.1.1.1's TLS_PSK_WITH_3DES_EDE_CBC_SHA on the admin link: the server in its
+    "compat" profile, the card's agent offering only that suite (both through GnuTLS: OpenSSL
+    here has no 3DES); the session log shows the suite the handshake negotiated."""
+    settings = _settings(tmp_path)
+    settings = replace(
+        settings,
+        card=replace(
+            settings.card,
+            tls_profile="compat",
+            admin_tls_suites=("TLS_PSK_WITH_3DES_EDE_CBC_SHA",),
+        ),
+        admin=replace(settings.admin, tls_profile="compat"),
+    )
+
+    async def main() -> None:
+        stack = await start_stack(settings, demo=True, api=False)
+        try:
+            assert stack.admin is not None
+            service = stack.admin.service
+            service.put_content("/extra/3des.txt", b"over 3DES", "text/plain; charset=utf-8")
+            campaign = service.create_campaign("3des")
+            stack.admin.server.wake()
+            progress = await _wait_done(stack, campaign.id)
+            assert progress["done"] == 1
+            assert sum(progress.values()) == 1
+            base = f"http://127.0.0.1:{settings.gateway.port_map[3516]}"
+            status, body = await asyncio.to_thread(_get, base + "/extra/3des.txt")
+            assert (status, body) == (200, b"over 3DES")
+            (entry,) = service.session_logs(settings.card.iccid)
+            assert entry.outcome == "done"
+            assert entry.detail[0].endswith(": TLSv1.2 TLS_PSK_3DES_EDE_CBC_SHA1 (GnuTLS)"), (
+                entry.detail
+            )
+        finally:
+            await stack.stop()
+
+    asyncio.run(main())
+
+
+def test_campaign_modern_default_uses_openssl_aead(tmp_path: Path) -> None:
+    """The defaults (card and admin "modern"): no 3DES, an AEAD PSK suite over TLS 1.2."""
+    settings = _settings(tmp_path)
+
+    async def main() -> None:
+        stack = await start_stack(settings, demo=True, api=False)
+        try:
+            assert stack.admin is not None
+            service = stack.admin.service
+            service.put_content("/extra/m.txt", b"modern", "text/plain; charset=utf-8")
+            campaign = service.create_campaign("modern")
+            stack.admin.server.wake()
+            assert (await _wait_done(stack, campaign.id))["done"] == 1
+            (entry,) = service.session_logs(settings.card.iccid)
+            assert "TLSv1.2 PSK-" in entry.detail[0], entry.detail
+            assert "3DES" not in entry.detail[0]
+            assert "GCM" in entry.detail[0] or "CHACHA20" in entry.detail[0], entry.detail
+        finally:
+            await stack.stop()
+
+    asyncio.run(main())
+
+
 def test_key_rotation_campaign_then_the_next_session_and_trigger_use_the_new_keys(
     tmp_path: Path,
 ) -> None:

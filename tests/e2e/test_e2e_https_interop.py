@@ -284,11 +284,12 @@ def test_openssl_s_client_hostname_mismatch(openssl: str, card: Card) -> None:
     assert "Verify return code: 62 (hostname mismatch)" in done.text, done.text
 
 
-def test_openssl_psk_spec_suite(openssl: str, card: Card) -> None:
-    """SCWS §11.1.1.1's TLS_PSK_WITH_AES_128_CBC_SHA, over TLS 1.2: no certificate at all."""
+def test_openssl_psk_spec_suite(openssl: str, compat_card: Card) -> None:
+    """SCWS §11.1.1.1's TLS_PSK_WITH_AES_128_CBC_SHA, over TLS 1.2: no certificate at all
+    (a CBC suite: the compat profile)."""
     done = s_client(
         openssl,
-        card.tls_port,
+        compat_card.tls_port,
         "-psk",
         PSK_KEY,
         "-psk_identity",
@@ -343,7 +344,11 @@ def test_openssl_tls12_session_is_not_resumed(openssl: str, card: Card, tmp_path
     ],
     ids=["normal-psk", "spec-suite"],
 )
-def test_gnutls_psk(need_tool: Tool, card: Card, priority: str, description: str) -> None:
+def test_gnutls_psk(
+    need_tool: Tool, request: pytest.FixtureRequest, priority: str, description: str
+) -> None:
+    """The spec suite is CBC: the compat card; an AEAD PSK suite: the modern one."""
+    card: Card = request.getfixturevalue("compat_card" if "CBC" in description else "card")
     exe = need_tool("gnutls-cli", "gnutls-bin")
     args = [exe, "--port", str(card.tls_port), "127.0.0.1", "--priority", priority]
     args += ["--pskusername", PSK_IDENTITY, "--pskkey", PSK_KEY]

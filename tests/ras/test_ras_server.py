@@ -171,7 +171,9 @@ def test_session_steps_in_order(service: SlowOpen) -> None:
     assert card.state_at_end == "done"
     (entry,) = service.session_logs(ICCID)
     assert entry.outcome == "done"
-    assert entry.detail == ("PUT /a.html -> 201", "POST /.scws/commit -> 200")
+    assert entry.detail[1:] == ("PUT /a.html -> 201", "POST /.scws/commit -> 200")
+    # The session log names the suite the handshake negotiated.
+    assert entry.detail[0].startswith(f"PSK-TLS as {IDENTITY!r}: TLSv1.2 "), entry.detail
 
 
 def test_card_leaves_while_open_session_runs(
@@ -321,3 +323,33 @@ def test_the_event_loop_never_reads_the_database(tmp_path: Path) -> None:
     serving(fresh, body)
     assert card.seen == [("PUT", "/a.html"), ("POST", "/.scws/commit")]
     assert on_loop == [], on_loop
+
+
+def test_psk_hint_reaches_the_card(service: SlowOpen) -> None:
+    """admin.psk_hint goes out in the ServerKeyExchange, through the same `PskKeys` the card's
+    own port uses (openscws.tls.psk)."""
+    import ssl
+
+    for hint in ("scws", None):
+        server = RasServer(service, NoSms(), EndpointConfig(port=0, owner=OWNER, psk_hint=hint))
+        assert server.psk.hint == hint
+        seen: list[str | None] = []
+        ctx = psk_client_context(IDENTITY, KEY)
+
+        def callback(got: str | None, seen: list[str | None] = seen) -> tuple[str, bytes]:
+            seen.append(got)
+            return IDENTITY, KEY
+
+        ctx.set_psk_client_callback(callback)
+        bios = [ssl.MemoryBIO() for _ in range(4)]
+        srv = server.context.wrap_bio(bios[0], bios[1], server_side=True)
+        cli = ctx.wrap_bio(bios[2], bios[3])
+        for _ in range(4):
+            for end in (cli, srv):
+                try:
+                    end.do_handshake()
+                except ssl.SSLError:
+                    pass
+            bios[0].write(bios[3].read())
+            bios[2].write(bios[1].read())
+        assert seen == [hint]  # the ServerKeyExchange's hint, whatever the handshake's end

@@ -20,6 +20,7 @@ from openscws.tls import (
     server_context,
 )
 from openscws.tls.alert import alert_name
+from openscws.tls.psk import PskKeys
 
 KEY = bytes.fromhex("00112233445566778899aabbccddeeff")
 IDENTITY = "card-admin-01"
@@ -61,12 +62,16 @@ def client_pair(
     server_ctx: ssl.SSLContext,
     client_ctx: ssl.SSLContext,
     hostname: str | None = None,
+    client_limit: int | None = None,
     **server_kw: object,
 ) -> tuple[TlsClientHandler, EchoInner, TlsServerHandler, EchoInner]:
-    """Both sides as handlers, handshake done."""
+    """Both sides as handlers, handshake done. The client asks for no max_fragment_length
+    unless `client_limit` says so."""
     client_inner, server_inner = EchoInner(serve=False), EchoInner()
     server = TlsServerHandler(server_ctx, server_inner, now=NOW, **server_kw)  # type: ignore[arg-type]
-    client = TlsClientHandler(client_ctx, client_inner, server_hostname=hostname, now=NOW)
+    client = TlsClientHandler(
+        client_ctx, client_inner, server_hostname=hostname, record_limit=client_limit, now=NOW
+    )
     server.receive_data(client.start(), NOW)
     pump(client, server)
     return client, client_inner, server, server_inner
@@ -143,7 +148,7 @@ def test_client_rejects_unknown_ca(pki: Pki) -> None:
 
 def test_psk_aes128_cbc_sha(pki: Pki) -> None:
     client, client_inner, server, server_inner = client_pair(
-        psk_server_context(lookup, identity_hint="scws"),
+        psk_server_context(PskKeys(lookup, "scws"), profile="compat"),
         psk_client_context(IDENTITY, KEY, ciphers="PSK-AES128-CBC-SHA"),
     )
     assert server.cipher is not None
@@ -159,14 +164,16 @@ def test_psk_aes128_cbc_sha(pki: Pki) -> None:
 
 
 def test_psk_default_suites_prefer_aead() -> None:
-    _, _, server, _ = client_pair(psk_server_context(lookup), psk_client_context(IDENTITY, KEY))
+    _, _, server, _ = client_pair(
+        psk_server_context(PskKeys(lookup)), psk_client_context(IDENTITY, KEY)
+    )
     assert server.cipher is not None
     assert server.cipher[0] in {"PSK-AES128-GCM-SHA256", "PSK-AES256-GCM-SHA384"}
     assert server.version == "TLSv1.2"  # PSK contexts are capped at TLS 1.2
 
 
 def test_wrong_psk_key_client_sees_alert() -> None:
-    server = TlsServerHandler(psk_server_context(lookup), EchoInner(), now=NOW)
+    server = TlsServerHandler(psk_server_context(PskKeys(lookup)), EchoInner(), now=NOW)
     client = RawClient(psk_client_context(IDENTITY, b"\xff" * 16))
     with pytest.raises(ssl.SSLError) as info:
         pump(client, server, step=client.handshake)
@@ -179,20 +186,25 @@ def test_wrong_psk_key_client_sees_alert() -> None:
     assert server.data_to_send() == b""  # the alert already went out
 
 
-def test_unknown_psk_identity_alert() -> None:
-    server = TlsServerHandler(psk_server_context(lookup), EchoInner(), now=NOW)
-    client = RawClient(psk_client_context("stranger", KEY))
-    with pytest.raises(ssl.SSLError) as info:
-        pump(client, server, step=client.handshake)
-    assert "alert" in str(info.value)
-    assert server.should_close
-    assert server.error is not None
-    assert server.error.description is not None
-    assert not server.error.received
+def test_unknown_psk_identity_alert_is_the_wrong_key_one() -> None:
+    """RFC 4279 §2: the card answers an unknown identity as if its key were wrong, so the
+    alerts cannot tell which identities exist."""
+    seen = []
+    for identity, key in (("stranger", KEY), (IDENTITY, b"\xff" * 16)):
+        server = TlsServerHandler(psk_server_context(PskKeys(lookup)), EchoInner(), now=NOW)
+        client = RawClient(psk_client_context(identity, key))
+        with pytest.raises(ssl.SSLError) as info:
+            pump(client, server, step=client.handshake)
+        assert server.should_close
+        assert server.error is not None
+        assert not server.error.received
+        seen.append((info.value.reason, server.error.description, server.error.reason))
+    assert seen[0] == seen[1]
+    assert seen[0][1] == 20  # bad_record_mac
 
 
 def test_psk_server_refuses_certificate_only_client(pki: Pki) -> None:
-    server = TlsServerHandler(psk_server_context(lookup), EchoInner(), now=NOW)
+    server = TlsServerHandler(psk_server_context(PskKeys(lookup)), EchoInner(), now=NOW)
     client = RawClient(cert_client(pki), server_hostname="localhost")
     with pytest.raises(ssl.SSLError):
         pump(client, server, step=client.handshake)
@@ -212,7 +224,7 @@ def test_psk_server_refuses_certificate_only_client(pki: Pki) -> None:
     ],
 )
 def test_garbage_gives_alert_and_close(garbage: bytes, description: int) -> None:
-    server = TlsServerHandler(psk_server_context(lookup), EchoInner(), now=NOW)
+    server = TlsServerHandler(psk_server_context(PskKeys(lookup)), EchoInner(), now=NOW)
     server.receive_data(garbage, NOW)
     out = server.data_to_send()
     assert records(out) == [(ALERT, 0x0303, 2)]
@@ -233,7 +245,7 @@ def test_garbage_gives_alert_and_close(garbage: bytes, description: int) -> None
 )
 def test_non_tls_input_closes_without_alert(garbage: bytes, reason: str) -> None:
     """OpenSSL writes no alert when it cannot tell a TLS version: nothing to send, close."""
-    server = TlsServerHandler(psk_server_context(lookup), EchoInner(), now=NOW)
+    server = TlsServerHandler(psk_server_context(PskKeys(lookup)), EchoInner(), now=NOW)
     server.receive_data(garbage, NOW)
     assert server.data_to_send() == b""
     assert server.should_close
@@ -443,6 +455,73 @@ def test_no_record_limit_sends_big_records(pki: Pki) -> None:
     assert max(length for _, _, length in app) > 5000
 
 
+@pytest.mark.parametrize("maximum", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_client_asks_for_small_records_and_server_honours_it(
+    pki: Pki, maximum: ssl.TLSVersion
+) -> None:
+    """RFC 6066 max_fragment_length: a client with record_limit 1024 (the card's admin agent)
+    asks for it; a server without a limit of its own (the admin server) then sends records of
+    at most 1024 bytes of plaintext."""
+    client, client_inner, server, _ = client_pair(
+        server_context(pki.chain_pem, pki.key_pem),
+        cert_client(pki, maximum_version=maximum),
+        hostname="localhost",
+        client_limit=1024,
+        record_limit=None,
+    )
+    assert client.tuning.max_fragment_length == 1024
+    assert client.tuning.max_send_fragment == 1024
+    assert client.tuning.release_buffers
+    assert server.tuning.max_fragment_length is None  # only a client can ask
+    client_inner.out += request("/big/5000")
+    sent: list[bytes] = []
+    pump(client, server, chunk=None, tap_b=sent)
+    assert client_inner.received.endswith(b"x" * 5000)
+    app = [r for r in records(b"".join(sent)) if r[0] == APPLICATION_DATA]
+    assert max(length for _, _, length in app) <= 1024 + 64
+
+
+def test_inner_handler_is_asked_for_one_record_at_a_time(pki: Pki) -> None:
+    """The HTTP engine hands over at most one record's worth of plaintext per call, however
+    much room the channel has."""
+    asked: list[int | None] = []
+
+    class Recording(EchoInner):
+        def data_to_send(self, limit: int | None = None) -> bytes:
+            asked.append(limit)
+            return super().data_to_send(limit)
+
+    client_inner, server_inner = EchoInner(serve=False), Recording()
+    server = TlsServerHandler(
+        server_context(pki.chain_pem, pki.key_pem), server_inner, record_limit=512, now=NOW
+    )
+    client = TlsClientHandler(cert_client(pki), client_inner, server_hostname="localhost", now=NOW)
+    server.receive_data(client.start(), NOW)
+    pump(client, server)
+    client_inner.out += request("/big/6000")
+    pump(client, server, chunk=None)
+    assert client_inner.received.endswith(b"x" * 6000)
+    assert asked
+    assert all(a is not None and a <= 512 for a in asked)
+
+
+def test_partial_records_wait_outside_openssl(pki: Pki) -> None:
+    """A record that trickles in is held at its own size until complete; OpenSSL gets whole
+    records only (so its read buffer lives only while it decrypts one)."""
+    client, client_inner, server, server_inner = client_pair(
+        server_context(pki.chain_pem, pki.key_pem), cert_client(pki), hostname="localhost"
+    )
+    client_inner.out += request("/x")
+    wire = client.data_to_send()
+    assert len(wire) > 10
+    server.receive_data(wire[:7], NOW)
+    assert server._incoming.pending == 0
+    assert len(server._pending) == 7
+    server.receive_data(wire[7:], NOW)
+    assert not server._pending
+    assert server_inner.requests
+
+
 def test_record_limit_validated(pki: Pki) -> None:
     ctx = server_context(pki.chain_pem, pki.key_pem)
     with pytest.raises(ValueError, match="record_limit"):
@@ -490,7 +569,9 @@ def test_compat_profile_negotiates_legacy_tls(pki: Pki, version: ssl.TLSVersion)
 
 
 def test_compat_psk_over_tls10() -> None:
-    server = TlsServerHandler(psk_server_context(lookup, profile="compat"), EchoInner(), now=NOW)
+    server = TlsServerHandler(
+        psk_server_context(PskKeys(lookup), profile="compat"), EchoInner(), now=NOW
+    )
     client_ctx = psk_client_context(IDENTITY, KEY, profile="compat", ciphers="PSK-AES128-CBC-SHA")
     pin(client_ctx, ssl.TLSVersion.TLSv1)
     client = RawClient(client_ctx)
@@ -543,7 +624,7 @@ def test_corrupted_handshake_never_raises(junk: bytes, offset: int) -> None:
     server.data_to_send()
 
 
-_PSK_CTX = psk_server_context(lookup)
+_PSK_CTX = psk_server_context(PskKeys(lookup))
 
 
 def test_after_close_everything_is_inert(pki: Pki) -> None:

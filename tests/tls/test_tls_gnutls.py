@@ -32,6 +32,7 @@ from openscws.tls.gnutls import (
     GnutlsUnavailable,
 )
 from openscws.tls.hello import MAX_HELLO_BYTES
+from openscws.tls.psk import PskKeys
 from openscws.uicc.keystore import PskTable
 
 KEY = bytes.fromhex("00112233445566778899aabbccddeeff")
@@ -66,9 +67,12 @@ def request(path: str = "/index.html", close: bool = False) -> bytes:
     return b"GET %s HTTP/1.1\r\nHost: card\r\n%s\r\n" % (path.encode(), extra)
 
 
-def server(inner: EchoInner | None = None, **kw: object) -> GnutlsPskServerHandler:
+def server(
+    inner: EchoInner | None = None, hint: str | None = None, **kw: object
+) -> GnutlsPskServerHandler:
     kw.setdefault("now", NOW)
-    return GnutlsPskServerHandler(lookup, inner or EchoInner(), **kw)  # type: ignore[arg-type]
+    keys = PskKeys(lookup, hint)
+    return GnutlsPskServerHandler(keys, inner or EchoInner(), **kw)  # type: ignore[arg-type]
 
 
 def gnutls_pair(
@@ -76,11 +80,16 @@ def gnutls_pair(
     key: bytes = KEY,
     identity: str = IDENTITY,
     chunk: int | None = 255,
+    client_limit: int | None = None,
     **server_kw: object,
 ) -> tuple[GnutlsPskClientHandler, EchoInner, GnutlsPskServerHandler, EchoInner]:
+    """A GnuTLS client and the card's GnuTLS server, handshake done. The client announces no
+    record_size_limit of its own unless `client_limit` says so."""
     client_inner, server_inner = EchoInner(serve=False), EchoInner()
     srv = server(server_inner, **server_kw)
-    client = GnutlsPskClientHandler(identity, key, client_inner, priority=priority, now=NOW)
+    client = GnutlsPskClientHandler(
+        identity, key, client_inner, priority=priority, record_limit=client_limit, now=NOW
+    )
     srv.receive_data(client.start(), NOW)
     pump(client, srv, chunk=chunk)
     return client, client_inner, srv, server_inner
@@ -117,7 +126,7 @@ def test_priority_enables_plain_psk_only() -> None:
 
 def test_bad_priority_is_refused() -> None:
     with pytest.raises(GnutlsUnavailable, match="priority"):
-        GnutlsPskServerHandler(lookup, EchoInner(), priority="NONE:+NO-SUCH-THING")
+        GnutlsPskServerHandler(PskKeys(lookup), EchoInner(), priority="NONE:+NO-SUCH-THING")
 
 
 def test_unavailable_library(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -125,7 +134,7 @@ def test_unavailable_library(monkeypatch: pytest.MonkeyPatch) -> None:
     assert gnutls.available() == "libgnutls.so.30 not found"
     assert gnutls.version() is None
     with pytest.raises(GnutlsUnavailable):
-        GnutlsPskServerHandler(lookup, EchoInner())
+        GnutlsPskServerHandler(PskKeys(lookup), EchoInner())
     info = describe_stack()
     assert info["gnutls_3des"] is False
     assert info["gnutls_3des_why"] == "libgnutls.so.30 not found"
@@ -244,35 +253,42 @@ def test_wrong_key_gnutls_client() -> None:
     assert client.error.description == srv.error.description
 
 
-def test_unknown_identity_python_client() -> None:
-    srv = server()
-    client = python_client(identity="stranger")
-    with pytest.raises(ssl.SSLError, match="unknown psk identity"):
-        pump(client, srv, step=client.handshake)
-    assert srv.should_close
-    assert srv.error is not None
-    assert srv.error.description == 115  # unknown_psk_identity, RFC 4279 §2
-    assert srv.error.reason == "unknown PSK identity"
+def test_unknown_identity_python_client_same_as_wrong_key() -> None:
+    """RFC 4279 §2: an unknown identity fails as a wrong key does (no identity oracle)."""
+    answers = []
+    for identity, key in (("stranger", KEY), (IDENTITY, b"\xff" * 16)):
+        srv = server()
+        client = python_client(identity=identity, key=key)
+        with pytest.raises(ssl.SSLError) as info:
+            pump(client, srv, step=client.handshake)
+        assert srv.should_close
+        assert srv.error is not None
+        answers.append((info.value.reason, srv.error.description, srv.error.reason))
+    assert answers[0] == answers[1]
+    assert answers[0][1] == 20  # bad_record_mac
 
 
-def test_unknown_identity_gnutls_client() -> None:
-    client, _, srv, _ = gnutls_pair(identity="stranger")
-    assert srv.error is not None
-    assert srv.error.description == 115
-    assert client.error is not None
-    assert (client.error.description, client.error.received) == (115, True)
+def test_unknown_identity_gnutls_client_same_as_wrong_key() -> None:
+    seen = []
+    for identity, key in (("stranger", KEY), (IDENTITY, b"\x01" * 16)):
+        client, _, srv, _ = gnutls_pair(identity=identity, key=key)
+        assert srv.error is not None
+        assert client.error is not None
+        seen.append((srv.error.description, client.error.description, client.error.received))
+    assert seen[0] == seen[1]
+    assert seen[0] == (20, 20, True)
 
 
 def test_lookup_that_raises_is_an_unknown_identity() -> None:
     def bad(identity: str | None) -> bytes | None:
         raise RuntimeError("store gone")
 
-    srv = GnutlsPskServerHandler(bad, EchoInner(), now=NOW)
+    srv = GnutlsPskServerHandler(PskKeys(bad), EchoInner(), now=NOW)
     client = python_client()
     with pytest.raises(ssl.SSLError):
         pump(client, srv, step=client.handshake)
     assert srv.error is not None
-    assert srv.error.description == 115
+    assert srv.error.description == 20
 
 
 def test_certificate_only_client_refused(pki: Pki) -> None:
@@ -331,7 +347,7 @@ def test_inner_handler_exceptions_propagate() -> None:
         def receive_data(self, data: bytes, now: float) -> None:
             raise ZeroDivisionError("the inner handler's own bug")
 
-    srv = GnutlsPskServerHandler(lookup, Boom(), now=NOW)
+    srv = GnutlsPskServerHandler(PskKeys(lookup), Boom(), now=NOW)
     peer_inner = EchoInner(serve=False)
     peer = GnutlsPskClientHandler(IDENTITY, KEY, peer_inner, now=NOW)
     srv.receive_data(peer.start(), NOW)
@@ -345,7 +361,7 @@ def test_inner_handler_exceptions_propagate() -> None:
 
 
 def test_truncated_client_hello_waits_then_times_out() -> None:
-    srv = GnutlsPskServerHandler(lookup, EchoInner(), handshake_timeout=5.0)
+    srv = GnutlsPskServerHandler(PskKeys(lookup), EchoInner(), handshake_timeout=5.0)
     assert srv.get_timer() is None  # no `now` yet
     hello = GnutlsPskClientHandler(IDENTITY, KEY, EchoInner(serve=False)).start()
     srv.receive_data(hello[:-1], NOW)
@@ -490,11 +506,23 @@ def test_no_record_limit_sends_big_records() -> None:
     assert max(length for _, _, length in app) > 5000
 
 
+def test_client_record_size_limit_bounds_the_cards_records() -> None:
+    """A client announcing RFC 8449 record_size_limit 1024 gets records that small from a
+    card without a limit of its own."""
+    client, client_inner, srv, _ = gnutls_pair(client_limit=1024, record_limit=None)
+    client_inner.out += request("/big/5000")
+    sent: list[bytes] = []
+    pump(client, srv, chunk=None, tap_b=sent)
+    assert client_inner.received.endswith(b"x" * 5000)
+    app = [r for r in records(b"".join(sent)) if r[0] == APPLICATION_DATA]
+    assert max(length for _, _, length in app) <= 1024 + 36
+
+
 def test_record_limit_validated() -> None:
     with pytest.raises(ValueError, match="record_limit"):
-        GnutlsPskServerHandler(lookup, EchoInner(), record_limit=0)
+        GnutlsPskServerHandler(PskKeys(lookup), EchoInner(), record_limit=0)
     with pytest.raises(ValueError, match="record_limit"):
-        GnutlsPskServerHandler(lookup, EchoInner(), record_limit=16385)
+        GnutlsPskServerHandler(PskKeys(lookup), EchoInner(), record_limit=16385)
 
 
 def test_data_to_send_respects_limit() -> None:
@@ -542,9 +570,9 @@ def test_corrupted_handshake_never_raises(offset: int, junk: bytes) -> None:
 
 
 def dispatcher(pki: Pki, inner: EchoInner | None = None, **kw: object) -> TlsDispatcher:
-    ctx = server_context(pki.chain_pem, pki.key_pem, profile="compat", psk_lookup=lookup)
+    ctx = server_context(pki.chain_pem, pki.key_pem, profile="compat", psk=PskKeys(lookup))
     kw.setdefault("now", NOW)
-    return TlsDispatcher(ctx, inner or EchoInner(), lookup, **kw)  # type: ignore[arg-type]
+    return TlsDispatcher(ctx, inner or EchoInner(), PskKeys(lookup), **kw)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("chunk", [None, 255, 1])
@@ -722,7 +750,7 @@ def test_card_without_gnutls_keeps_openssl(pki: Pki, monkeypatch: pytest.MonkeyP
 
 
 def test_openssl_suite_codes(pki: Pki) -> None:
-    ctx = server_context(pki.chain_pem, pki.key_pem, profile="compat", psk_lookup=lookup)
+    ctx = server_context(pki.chain_pem, pki.key_pem, profile="compat", psk=PskKeys(lookup))
     codes = openssl_suite_codes(ctx)
     assert 0x008C in codes  # PSK-AES128-CBC-SHA
     assert 0x1301 in codes  # TLS 1.3 suites count too
@@ -825,3 +853,22 @@ def test_gnutls_cli_wrong_key(gnutls_cli: str) -> None:
     assert b"HTTP/1.1" not in out
     assert isinstance(handler, GnutlsPskServerHandler)
     assert handler.error is not None
+
+
+def test_card_asks_gnutls_clients_for_small_records() -> None:
+    """RFC 8449 record_size_limit: the card's GnuTLS server answers a client that sends the
+    extension with its record_limit, and the client then sends records that small."""
+    srv = GnutlsPskServerHandler(PskKeys(lookup), EchoInner(), record_limit=1024, now=NOW)
+    assert srv.asked_record_size == 1024
+    client = GnutlsPskClientHandler(
+        IDENTITY, KEY, EchoInner(serve=False), priority=PSK_3DES_PRIORITY, record_limit=None
+    )
+    srv.receive_data(client.start(NOW), NOW)
+    pump(client, srv)
+    assert srv.state is TlsState.OPEN
+    client._encrypt(b"A" * 15000)  # one 15000-byte write: the stack splits it
+    wire = client.data_to_send()
+    sizes = [length for kind, _, length in records(wire) if kind == 23]
+    assert sum(sizes) > 15000
+    # 3DES-CBC: explicit IV 8 + MAC 20 + padding up to 8
+    assert max(sizes) <= 1024 + 36

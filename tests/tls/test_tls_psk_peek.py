@@ -8,6 +8,7 @@ import ssl
 import pytest
 
 from openscws.tls.context import psk_client_context, psk_server_context
+from openscws.tls.psk import PskKeys
 from openscws.tls.psk_peek import PskIdentityPeek
 
 KEY = bytes(range(16))
@@ -24,7 +25,7 @@ def cke(identity: bytes) -> bytes:
 
 def client_flights(identity: str) -> list[bytes]:
     """What a PSK-TLS 1.2 client sends, flight by flight, against a PSK server."""
-    server_ctx = psk_server_context(lambda i: KEY, identity_hint=None, profile="compat")
+    server_ctx = psk_server_context(PskKeys(lambda i: KEY), profile="compat")
     client_ctx = psk_client_context(identity, KEY, profile="compat")
     client_ctx.maximum_version = ssl.TLSVersion.TLSv1_2
     c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))

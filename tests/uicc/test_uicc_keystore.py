@@ -139,7 +139,10 @@ def test_server_context_offers_psk_only_when_enabled(
     keys.add_psk("card1", bytes(range(16)))
     assert psk_suites(keys.server_context()) == []  # added, not enabled
     keys.set_psk_enabled(True, hint="scws")
-    assert "PSK-AES128-CBC-SHA" in psk_suites(keys.server_context())
+    assert "PSK-AES128-GCM-SHA256" in psk_suites(keys.server_context())
+    # the SCWS CBC suite: compat only (modern is AEAD only)
+    assert "PSK-AES128-CBC-SHA" not in psk_suites(keys.server_context())
+    assert "PSK-AES128-CBC-SHA" in psk_suites(keys.server_context("compat"))
     keys.set_psk_enabled(False)
     assert psk_suites(keys.server_context()) == []
 

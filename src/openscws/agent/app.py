@@ -42,6 +42,12 @@ from openscws.ota.sms import SmsDeliver, command_packet_of, response_user_data
 from openscws.ota.trigger import TriggerParameters
 from openscws.tls.context import Profile, psk_client_context
 from openscws.tls.endpoint import TlsClientHandler
+from openscws.tls.gnutls import (
+    PSK_AGENT_COMPAT_PRIORITY,
+    GnutlsPskClientHandler,
+    GnutlsUnavailable,
+    psk_priority,
+)
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +137,8 @@ class AdminAgentApp:
         secrets: AgentSecrets,
         executor: Callable[[], CommandExecutor],
         *,
-        tls_profile: Profile = "compat",
+        tls_profile: Profile = "modern",
+        psk_suites: tuple[str, ...] = (),
         record_limit: int | None = 1024,
         handshake_timeout: float = 10.0,
         response_timeout: float = 30.0,
@@ -139,6 +146,10 @@ class AdminAgentApp:
         self.secrets = secrets
         self.executor = executor
         self.tls_profile: Profile = tls_profile
+        self.psk_priority: str | None = psk_priority(psk_suites) if psk_suites else None
+        """The GnuTLS priority the agent offers (None: its profile's; see `_tls`)."""
+        if self.psk_priority is None and tls_profile == "compat":
+            self.psk_priority = PSK_AGENT_COMPAT_PRIORITY
         self.record_limit = record_limit
         self.handshake_timeout = handshake_timeout
         self.response_timeout = response_timeout
@@ -152,6 +163,7 @@ class AdminAgentApp:
         self._attempts = 0
         self._retry_at: float | None = None
         self._context: tuple[str, bytes, ssl.SSLContext] | None = None
+        self._tls: TlsClientHandler | GnutlsPskClientHandler | None = None
 
     @property
     def busy(self) -> bool:
@@ -296,15 +308,38 @@ class AdminAgentApp:
         # The trigger's identity picks the key: the current one, or one a key change
         # replaced (a retry of the session that changed them).
         key = creds.psk_for(plan.psk_identity) or creds.psk_key
-        tls = TlsClientHandler(
-            self._psk_context(plan.psk_identity, key),
-            session,
+        tls = self._tls_client(plan.psk_identity, key, session, now)
+        self._tls = tls
+        log.info("admin link up on channel %d: PSK-TLS as %r", channel, plan.psk_identity)
+        return tls, tls.start(now)
+
+    def _tls_client(
+        self, identity: str, key: bytes, inner: StreamHandler, now: float
+    ) -> TlsClientHandler | GnutlsPskClientHandler:
+        """The link's PSK-TLS client. "modern": OpenSSL, TLS 1.2 (`PSK_CIPHERS`). "compat" (or
+        explicit `psk_suites`): GnuTLS, so that TLS_PSK_WITH_3DES_EDE_CBC_SHA (SCWS
+        §11.1.1.1), which OpenSSL here lacks, is offered too; OpenSSL's "compat" list if
+        GnuTLS cannot be used."""
+        if self.psk_priority is not None:
+            try:
+                return GnutlsPskClientHandler(
+                    identity,
+                    key,
+                    inner,
+                    priority=self.psk_priority,
+                    handshake_timeout=self.handshake_timeout,
+                    record_limit=self.record_limit,
+                    now=now,
+                )
+            except GnutlsUnavailable as exc:
+                log.warning("admin link without TLS_PSK_WITH_3DES_EDE_CBC_SHA: %s", exc)
+        return TlsClientHandler(
+            self._psk_context(identity, key),
+            inner,
             handshake_timeout=self.handshake_timeout,
             record_limit=self.record_limit,
             now=now,
         )
-        log.info("admin link up on channel %d: PSK-TLS as %r", channel, plan.psk_identity)
-        return tls, tls.start(now)
 
     def _psk_context(self, identity: str, key: bytes) -> ssl.SSLContext:
         """Making a context costs more than the session's handshake: keep the last one."""
@@ -316,8 +351,11 @@ class AdminAgentApp:
 
     def _link_ended(self, now: float) -> None:
         link, session, plan = self._link, self._session, self._plan
+        tls, self._tls = self._tls, None
         self._link = None
         self._session = None
+        if tls is not None and tls.cipher is not None:
+            log.info("admin link was PSK-TLS %s %s", tls.version, tls.cipher[0])
         if plan is None or link is None:
             return
         if session is not None and session.outcome is Outcome.DONE:

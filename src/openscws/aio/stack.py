@@ -245,6 +245,8 @@ async def start_admin(
             host=admin.host,
             port=admin.port,
             uri=admin.uri,
+            tls_profile="compat" if admin.tls_profile == "compat" else "modern",
+            psk_hint=admin.psk_hint or None,
             trigger_interval=admin.trigger_interval,
             db_workers=admin.db_workers,
             owner=owner.name,

@@ -44,8 +44,11 @@ from openscws.ota.sms import response_packet_of
 from openscws.ras.senders import DeliveryStatus, SendError, SendResult, SmsSender
 from openscws.ras.service import ContentItem, Outcome, RasService, SessionWork, TriggerWork
 from openscws.ras.session import RasSession, Verdict
+from openscws.tls import gnutls
 from openscws.tls.context import Profile, psk_server_context
+from openscws.tls.dispatch import TlsDispatcher, openssl_suite_codes
 from openscws.tls.endpoint import TlsServerHandler
+from openscws.tls.psk import PskKeys
 from openscws.tls.psk_peek import PskIdentityPeek
 
 __all__ = ["CardExchange", "EndpointConfig", "RasServer"]
@@ -62,7 +65,10 @@ class EndpointConfig:
     host: str = "127.0.0.1"
     port: int = 4443
     uri: str = "/scws/admin"
-    tls_profile: Profile = "compat"
+    tls_profile: Profile = "modern"
+    psk_hint: str | None = None
+    """PSK identity hint sent to the cards (RFC 4279 §2); None: none."""
+    """"compat": also TLS 1.0/1.1 and TLS_PSK_WITH_3DES_EDE_CBC_SHA through GnuTLS."""
     handshake_timeout: float = 10.0
     trigger_interval: float = 0.5
     trigger_batch: int = 50
@@ -79,6 +85,14 @@ def _nothing() -> None:
     pass
 
 
+def _gnutls_3des() -> bool:
+    why = gnutls.available()
+    if why is not None:
+        log.warning("admin server: TLS_PSK_WITH_3DES_EDE_CBC_SHA not offered: %s", why)
+        return False
+    return True
+
+
 class CardExchange:
     """One card connection's plaintext side: a `StreamHandler` for `TlsServerHandler`. The
     database calls of a step run in the server's worker threads; when one returns, the step
@@ -92,6 +106,8 @@ class CardExchange:
         self.session: RasSession | None = None
         self.started = now
         self.wake: Callable[[], None] = _nothing
+        self.tls: TlsServerHandler | TlsDispatcher | None = None
+        """The connection's TLS endpoint (set by the shell), for the negotiated suite."""
         self._ended = False
         self._closed = False
         self._first = True
@@ -191,13 +207,16 @@ class CardExchange:
             lambda path, version: items[(path, version)],
             maybe_applied=work.maybe_applied or post.resume,
         )
+        suite = _negotiated(self.tls)
+        self.session.log.append(f"PSK-TLS as {self.identity!r}: {suite}")
         log.info(
-            "card %s (%r) in session for job %s, attempt %d%s",
+            "card %s (%r) in session for job %s, attempt %d%s, %s",
             work.iccid,
             post.agent_id,
             work.job_id,
             work.attempt,
             ", resumed" if post.resume else "",
+            suite,
         )
         if not self._closed:
             self._step(post, now)
@@ -295,6 +314,15 @@ class CardExchange:
             self.spawn(self._finish(session, now))
 
 
+def _negotiated(tls: TlsServerHandler | TlsDispatcher | None) -> str:
+    """ "TLSv1.2 TLS_PSK_3DES_EDE_CBC_SHA1 (GnuTLS)": the connection's version and suite."""
+    if tls is None or tls.cipher is None:
+        return "suite unknown"
+    name, version, _ = tls.cipher
+    stack = " (GnuTLS)" if isinstance(tls, TlsDispatcher) and tls.stack == "gnutls" else ""
+    return f"{tls.version or version} {name}{stack}"
+
+
 def _open_with_content(
     service: RasService, identity: str, owner: str, now: float
 ) -> tuple[SessionWork, dict[tuple[str, int], ContentItem]] | None:
@@ -324,15 +352,9 @@ class _CardProtocol(StreamProtocol):
         self._peek: PskIdentityPeek | None = PskIdentityPeek()
         self._held: bytearray | None = None
         self._eof = False
-        super().__init__(
-            TlsServerHandler(
-                server.context,
-                self.exchange,
-                handshake_timeout=server.config.handshake_timeout,
-                record_limit=None,
-                now=time.time(),
-            )
-        )
+        self.tls = server.tls_handler(self.exchange, time.time())
+        self.exchange.tls = self.tls
+        super().__init__(self.tls)
 
     def data_received(self, data: bytes) -> None:
         if self._held is not None:
@@ -391,9 +413,11 @@ class RasServer:
         self.config = config or EndpointConfig()
         self.owner = self.config.owner or f"{socket.gethostname()}:{os.getpid()}"
         self.handshaking: CardExchange | None = None
-        self.context = psk_server_context(
-            self._psk_lookup, identity_hint=None, profile=self.config.tls_profile
-        )
+        self.psk = PskKeys(self._psk_lookup, self.config.psk_hint)
+        """The cards' key table (the database, `RasService.psk_lookup`) and the hint."""
+        self.context = psk_server_context(self.psk, profile=self.config.tls_profile)
+        self._gnutls = self.config.tls_profile == "compat" and _gnutls_3des()
+        self._openssl_suites = openssl_suite_codes(self.context)
         self.sessions_done = 0
         self.triggers_sent = 0
         self._pool = self._new_pool()
@@ -418,6 +442,28 @@ class RasServer:
             return None
         exchange.identity = identity
         return key
+
+    def tls_handler(self, exchange: CardExchange, now: float) -> TlsServerHandler | TlsDispatcher:
+        """One card connection's TLS: OpenSSL, or, in "compat" with GnuTLS usable, a dispatcher
+        that hands a client offering only TLS_PSK_WITH_3DES_EDE_CBC_SHA to GnuTLS (the same
+        key lookup, under the same `handshaking` guard: it runs inside `data_received`)."""
+        if self._gnutls:
+            return TlsDispatcher(
+                self.context,
+                exchange,
+                self.psk,
+                openssl_suites=self._openssl_suites,
+                handshake_timeout=self.config.handshake_timeout,
+                record_limit=None,
+                now=now,
+            )
+        return TlsServerHandler(
+            self.context,
+            exchange,
+            handshake_timeout=self.config.handshake_timeout,
+            record_limit=None,
+            now=now,
+        )
 
     def _new_pool(self) -> ThreadPoolExecutor:
         # Threads start on first use: a pool that is never used costs nothing.
@@ -449,11 +495,15 @@ class RasServer:
                 f"{os.strerror(exc.errno) if exc.errno else exc}"
             ) from None
         log.info(
-            "admin server: PSK-TLS HTTPS on %s:%d%s (owner %s)",
+            "admin server: PSK-TLS HTTPS on %s:%d%s (owner %s), profile %s%s",
             self.config.host,
             self.port,
             self.config.uri,
             self.owner,
+            self.config.tls_profile,
+            f", TLS_PSK_WITH_3DES_EDE_CBC_SHA through GnuTLS {gnutls.version()}"
+            if self._gnutls
+            else "",
         )
         if triggers:
             self._task = asyncio.create_task(self._trigger_loop(), name="ras-triggers")

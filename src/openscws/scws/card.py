@@ -94,8 +94,7 @@ def handler_factories(
         return TlsDispatcher(
             tls,
             HttpServerConnection(site, settings.limits, budget, scheme="https", now=now),
-            table.lookup,
-            psk_hint=table.hint,
+            table.psk_keys(),
             openssl_suites=suites,
             handshake_timeout=settings.tls_handshake_timeout,
             record_limit=settings.tls_record_limit,
@@ -125,6 +124,8 @@ def admin_agent(
     return AdminAgentApp(
         AgentSecrets(secrets),
         executor,
+        tls_profile="compat" if settings.tls_profile == "compat" else "modern",
+        psk_suites=settings.admin_tls_suites,
         record_limit=settings.tls_record_limit,
         handshake_timeout=settings.tls_handshake_timeout,
     )

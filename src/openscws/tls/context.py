@@ -32,21 +32,25 @@ import os
 import ssl
 import tempfile
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Final, Literal
 
 from openscws.errors import ConfigError
-from openscws.tls._openssl import disable_session_cache
+from openscws.tls._openssl import disable_session_cache, tune_connection
+from openscws.tls.psk import PskKeys
 
 __all__ = [
     "CERT_CIPHERS",
     "CERT_CIPHERS_COMPAT",
+    "FFDHE2048_PEM",
     "PSK_CIPHERS",
+    "PSK_CIPHERS_MODERN",
     "PSK_SPEC_SUITES",
+    "RSA_KX_SUITE",
     "Profile",
     "cert_cipher_string",
     "describe_stack",
+    "psk_cipher_string",
     "psk_client_context",
     "psk_server_context",
     "server_context",
@@ -54,28 +58,59 @@ __all__ = [
 
 Profile = Literal["modern", "compat"]
 
-_EXCLUDE: Final = "!aNULL:!eNULL:!EXPORT:!RC4:!MD5:!DES:!3DES:!SRP:!DSS:!kRSA"
+_WEAK: Final = "!aNULL:!eNULL:!EXPORT:!RC4:!MD5:!DES:!3DES:!SRP:!DSS"
+_EXCLUDE: Final = _WEAK + ":!kRSA"
 CERT_CIPHERS: Final = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:" + _EXCLUDE
 """Certificate suites of the "modern" profile, TLS 1.2: forward secret AEAD only (TLS 1.3
 suites are OpenSSL's own and always AEAD). No static-RSA key exchange, no CBC."""
+RSA_KX_SUITE: Final = "AES128-SHA"
+"""TLS_RSA_WITH_AES_128_CBC_SHA (0x002F): the suite every TLS 1.0-1.2 implementation must have
+(RFC 5246 §9, "mandatory cipher suite"), so the one a TLS 1.0 client of SCWS §11.1.2 surely
+offers. Static RSA key exchange (no forward secrecy, needs an RSA card key): "compat" only,
+and the only static-RSA suite ever offered."""
 CERT_CIPHERS_COMPAT: Final = (
-    "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:ECDHE+AES:DHE+AES:" + _EXCLUDE
+    "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:ECDHE+AES:DHE+AES:"
+    + RSA_KX_SUITE
+    + ":"
+    + _WEAK
 )
-"""The "compat" profile adds the forward secret AES-CBC suites that TLS 1.0 and 1.1 need
-(ECDHE-RSA-AES128-SHA and kin); still no static RSA, 3DES or weaker."""
+"""The "compat" profile adds the AES-CBC suites that TLS 1.0 and 1.1 need: the forward secret
+ones (ECDHE-RSA-AES128-SHA, DHE-RSA-AES128-SHA and kin) and `RSA_KX_SUITE`; still no 3DES
+with certificates, nor anything weaker."""
+
+FFDHE2048_PEM: Final = b"""\
+-----BEGIN DH PARAMETERS-----
+MIIBCAKCAQEA//////////+t+FRYortKmq/cViAnPTzx2LnFg84tNpWp4TZBFGQz
++8yTnc4kmz75fS/jY2MMddj2gbICrsRhetPfHtXV/WVhJDP1H18GbtCFY2VVPe0a
+87VXE15/V8k1mE8McODmi3fipona8+/och3xWKE2rec1MKzKT0g6eXq8CrGCsyT7
+YdEIqUuyyOP7uWrat2DX9GgdT0Kj3jlN9K5W7edjcrsZCwenyO4KbXCeAvzhzffi
+7MA0BM0oNC9hkXL+nOmFg/+OTxIy7vKBg8P+OxtMb61zO7X8vC7CIAXFjvGDfRaD
+ssbzSibBsu/6iGtCOGEoXJf//////////wIBAg==
+-----END DH PARAMETERS-----
+"""
+"""The group for DHE key exchange: ffdhe2048 of RFC 7919 Appendix A.1 (a 2048-bit safe prime,
+generator 2), as PKCS #3 DHParameter in PEM (`openssl genpkey -genparam -algorithm DH -pkeyopt
+group:ffdhe2048` prints exactly this). Without DH parameters OpenSSL never picks a DHE suite.
+RFC 7919 §3 recommends the named groups over freshly generated ones."""
 
 PSK_SPEC_SUITES: Final = ("PSK-AES128-CBC-SHA", "PSK-3DES-EDE-CBC-SHA")
 """OpenSSL names of SCWS §11.1.1.1's TLS_PSK_WITH_AES_128_CBC_SHA (0x008C) and
 TLS_PSK_WITH_3DES_EDE_CBC_SHA (0x008B)."""
 
-PSK_CIPHERS: Final = (
-    "PSK-AES128-GCM-SHA256:PSK-AES256-GCM-SHA384:PSK-CHACHA20-POLY1305:"
-    "PSK-AES128-CBC-SHA256:PSK-AES128-CBC-SHA"
-)
-"""Plain PSK suites (no certificate, no (EC)DHE: a card has no spare RAM or CPU for them),
-the AEAD ones first, then the spec's AES suite. The 3DES one is only added by the "compat"
-profile, and only where this OpenSSL still has it (see `describe_stack`); where it has not,
-the card's HTTPS port serves it through GnuTLS (`openscws.tls.gnutls`, `openscws.tls.dispatch`)."""
+PSK_CIPHERS_MODERN: Final = "PSK-AES128-GCM-SHA256:PSK-AES256-GCM-SHA384:PSK-CHACHA20-POLY1305"
+"""Plain PSK suites of the "modern" profile: AEAD only, like its certificate suites."""
+PSK_CIPHERS: Final = PSK_CIPHERS_MODERN + ":PSK-AES128-CBC-SHA256:PSK-AES128-CBC-SHA"
+"""Plain PSK suites of the "compat" profile (no certificate, no (EC)DHE: a card has no spare
+RAM or CPU for them): the AEAD ones first, then the CBC ones, among them the spec's
+TLS_PSK_WITH_AES_128_CBC_SHA. The 3DES one is added too where this OpenSSL still has it (see
+`describe_stack`); where it has not, the HTTPS port and the admin server serve it through
+GnuTLS (`openscws.tls.gnutls`, `openscws.tls.dispatch`)."""
+
+
+def psk_cipher_string(profile: Profile) -> str:
+    """The PSK suites a profile offers by default: "modern" AEAD only, "compat" adds CBC."""
+    return PSK_CIPHERS if profile == "compat" else PSK_CIPHERS_MODERN
+
 
 # Substrings of OpenSSL suite names that must never be enabled.
 _FORBIDDEN_NAMES: Final = ("NULL", "RC4", "EXP", "ADH", "AECDH", "MD5", "DES-CBC", "anon")
@@ -136,16 +171,15 @@ def server_context(
     key_pem: bytes,
     *,
     profile: Profile = "modern",
-    psk_lookup: Callable[[str | None], bytes | None] | None = None,
-    psk_hint: str | None = None,
+    psk: PskKeys | None = None,
 ) -> ssl.SSLContext:
     """The certificate-authenticated server context (SCWS §11.1.2).
 
-    With `psk_lookup` the same context also offers the PSK suites (SCWS §11.1: the local
-    HTTPS server MAY implement PSK-TLS too), after the certificate ones: OpenSSL follows the
-    client's order, so a client that wants PSK offers only PSK suites (`openssl s_client
-    -psk ... -cipher PSK`, or gnutls-cli's PSK priority). PSK suites need TLS <= 1.2: a client
-    that offers TLS 1.3 gets a certificate handshake.
+    With `psk` (a key table and hint) the same context also offers the PSK suites (SCWS
+    §11.1: the local HTTPS server MAY implement PSK-TLS too), after the certificate ones:
+    OpenSSL follows the client's order, so a client that wants PSK offers only PSK suites
+    (`openssl s_client -psk ... -cipher PSK`, or gnutls-cli's PSK priority). PSK suites
+    need TLS <= 1.2: a client that offers TLS 1.3 gets a certificate handshake.
 
     `cert_chain_pem` is the leaf certificate followed by any intermediates, `key_pem` its
     unencrypted private key (PEM). `ssl.SSLContext.load_cert_chain` only reads files, so both
@@ -157,21 +191,24 @@ def server_context(
     cached sessions are state on the card."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     _set_profile(ctx, profile, psk=False)
-    _set_ciphers(ctx, cert_cipher_string(profile, psk=psk_lookup is not None), profile, psk=False)
-    if psk_lookup is not None:
-        _set_psk_server(ctx, psk_lookup, psk_hint)
+    _set_ciphers(ctx, cert_cipher_string(profile, psk=psk is not None), profile, psk=False)
+    if psk is not None:
+        _set_psk_server(ctx, psk)
     _no_resumption(ctx)
     with tempfile.TemporaryDirectory(prefix="openscws-tls-") as tmp:
         cert_path = Path(tmp) / "chain.pem"
         key_path = Path(tmp) / "key.pem"
+        dh_path = Path(tmp) / "dh.pem"
         try:
             _write_private(cert_path, cert_chain_pem)
             _write_private(key_path, key_pem)
             ctx.load_cert_chain(cert_path, key_path)
+            _write_private(dh_path, FFDHE2048_PEM)
+            ctx.load_dh_params(str(dh_path))
         except ssl.SSLError as exc:
             raise ConfigError(f"cannot load the TLS certificate or key: {exc}") from exc
         finally:
-            for path in (key_path, cert_path):
+            for path in (key_path, cert_path, dh_path):
                 path.unlink(missing_ok=True)
     return ctx
 
@@ -183,23 +220,23 @@ def _write_private(path: Path, data: bytes) -> None:
 
 
 def psk_server_context(
-    lookup: Callable[[str | None], bytes | None],
+    keys: PskKeys,
     *,
-    identity_hint: str | None = None,
     profile: Profile = "modern",
-    ciphers: str = PSK_CIPHERS,
+    ciphers: str | None = None,
 ) -> ssl.SSLContext:
     """A PSK-TLS server context (RFC 4279, SCWS §11.1.1), TLS ≤ 1.2.
 
-    `lookup(identity)` gives the key for a client's PSK identity, or None for an unknown
-    identity (the handshake then fails with an alert). It runs inside OpenSSL's callback:
-    it must not raise, and it must never log the key. `identity_hint` is sent in the
-    ServerKeyExchange. The "compat" profile also enables TLS 1.0/1.1 and, where this
-    OpenSSL still has it, PSK-3DES-EDE-CBC-SHA."""
+    `keys.lookup(identity)` gives the key for a client's PSK identity, or None for an unknown
+    identity (the handshake then fails as with a wrong key: `openscws.tls.psk`). It runs
+    inside OpenSSL's callback: it must not raise, and it must never log the key.
+    `keys.hint` is sent in the ServerKeyExchange. The "compat" profile also enables
+    TLS 1.0/1.1 and, where this OpenSSL still has it, PSK-3DES-EDE-CBC-SHA."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     _set_profile(ctx, profile, psk=True)
-    _set_ciphers(ctx, _psk_ciphers(ciphers, profile), profile, psk=True)
-    _set_psk_server(ctx, lookup, identity_hint)
+    chosen = psk_cipher_string(profile) if ciphers is None else ciphers
+    _set_ciphers(ctx, _psk_ciphers(chosen, profile), profile, psk=True)
+    _set_psk_server(ctx, keys)
     _no_resumption(ctx)
     return ctx
 
@@ -218,7 +255,7 @@ def cert_cipher_string(profile: Profile, *, psk: bool = False) -> str:
     suites named after it are not excluded for good."""
     base = CERT_CIPHERS_COMPAT if profile == "compat" else CERT_CIPHERS
     base += ":-PSK"
-    return base + ":" + _psk_ciphers(PSK_CIPHERS, profile) if psk else base
+    return base + ":" + _psk_ciphers(psk_cipher_string(profile), profile) if psk else base
 
 
 def _psk_ciphers(ciphers: str, profile: Profile) -> str:
@@ -227,14 +264,9 @@ def _psk_ciphers(ciphers: str, profile: Profile) -> str:
     return ciphers
 
 
-def _set_psk_server(
-    ctx: ssl.SSLContext, lookup: Callable[[str | None], bytes | None], hint: str | None
-) -> None:
-    def callback(identity: str | None) -> bytes:
-        key = lookup(identity)
-        return key if key else b""  # an empty key makes OpenSSL fail the handshake
-
-    ctx.set_psk_server_callback(callback, hint)
+def _set_psk_server(ctx: ssl.SSLContext, keys: PskKeys) -> None:
+    # An unknown identity gets a decoy: it fails as a wrong key does (no identity oracle).
+    ctx.set_psk_server_callback(keys.key, keys.hint)
 
 
 def psk_client_context(
@@ -242,7 +274,7 @@ def psk_client_context(
     key: bytes,
     *,
     profile: Profile = "modern",
-    ciphers: str = PSK_CIPHERS,
+    ciphers: str | None = None,
 ) -> ssl.SSLContext:
     """A PSK-TLS client context (the SCWS administration agent's side, SCWS §11.1.1).
 
@@ -253,7 +285,8 @@ def psk_client_context(
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     _set_profile(ctx, profile, psk=True)
-    _set_ciphers(ctx, _psk_ciphers(ciphers, profile), profile, psk=True)
+    chosen = psk_cipher_string(profile) if ciphers is None else ciphers
+    _set_ciphers(ctx, _psk_ciphers(chosen, profile), profile, psk=True)
 
     def callback(hint: str | None) -> tuple[str, bytes]:
         return identity, key
@@ -313,9 +346,9 @@ def describe_stack() -> dict[str, str | bool]:
     rates TLS 1.0/1.1's MD5+SHA-1 handshake signatures below level 1, so certificate TLS 1.0
     needs level 0; PSK handshakes sign nothing and are not affected),
     ``psk`` (`SSLContext.set_psk_server_callback` exists, Python ≥ 3.13),
-    ``max_fragment_length`` (False: the `ssl` module cannot configure RFC 6066
-    max_fragment_length; OpenSSL honours a client's request, but the card cannot make one,
-    so it bounds its own records with `record_limit`), for
+    ``max_fragment_length`` (a client connection here can ask for RFC 6066
+    max_fragment_length through libssl, `_openssl.tune_connection`; a server can only honour
+    it, which OpenSSL does), for
     each spec PSK suite ``<name>`` (bool: OpenSSL has it) and ``<name>_why`` (why not, or
     ""), and for GnuTLS (`openscws.tls.gnutls`, which serves TLS_PSK_WITH_3DES_EDE_CBC_SHA
     where OpenSSL cannot): ``gnutls`` (its version, or ""), ``gnutls_3des`` (bool: an
@@ -329,7 +362,7 @@ def describe_stack() -> dict[str, str | bool]:
         "tls1_0_psk_handshake": _psk_handshake(ssl.TLSVersion.TLSv1, "PSK-AES128-CBC-SHA"),
         "tls1_0_cert_needs_seclevel0": ssl.OPENSSL_VERSION_INFO >= (3, 0),
         "psk": hasattr(ssl.SSLContext, "set_psk_server_callback"),
-        "max_fragment_length": False,
+        "max_fragment_length": _client_asks_mfl(),
     }
     for suite in PSK_SPEC_SUITES:
         why = _available(suite)
@@ -342,6 +375,12 @@ def describe_stack() -> dict[str, str | bool]:
         info[suite + "_why"] = why or ""
     info.update(_describe_gnutls())
     return info
+
+
+def _client_asks_mfl() -> bool:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    obj = ctx.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_hostname="localhost")
+    return tune_connection(obj, 1024).max_fragment_length == 1024
 
 
 def _describe_gnutls() -> dict[str, str | bool]:

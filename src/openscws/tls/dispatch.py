@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, Literal
 
 from openscws.tls.alert import TlsAlert
@@ -31,6 +30,7 @@ from openscws.tls.gnutls import (
     GnutlsUnavailable,
 )
 from openscws.tls.hello import MAX_HELLO_BYTES, ClientHello, ClientHelloReader, HelloError
+from openscws.tls.psk import PskKeys
 
 if TYPE_CHECKING:
     from openscws.bip.card import StreamHandler
@@ -58,17 +58,16 @@ def wants_gnutls(hello: ClientHello, openssl_suites: frozenset[int]) -> bool:
 class TlsDispatcher:
     """The card's side of one TLS connection on a port with both stacks (see the module).
 
-    `context` is the card's OpenSSL server context (`CardKeyStore.server_context`),
-    `psk_lookup` / `psk_hint` the card's PSK table; `openssl_suites` defaults to
+    `context` is the endpoint's OpenSSL server context, `psk` its PSK table and hint (the
+    same `PskKeys` the OpenSSL context has); `openssl_suites` defaults to
     `openssl_suite_codes(context)` (pass it in to compute it once per port)."""
 
     def __init__(
         self,
         context: ssl.SSLContext,
         inner: StreamHandler,
-        psk_lookup: Callable[[str | None], bytes | None],
+        psk: PskKeys,
         *,
-        psk_hint: str | None = None,
         openssl_suites: frozenset[int] | None = None,
         gnutls_priority: str = PSK_SPEC_PRIORITY,
         handshake_timeout: float = 10.0,
@@ -77,8 +76,7 @@ class TlsDispatcher:
     ) -> None:
         self._context = context
         self._inner = inner
-        self._lookup = psk_lookup
-        self._hint = psk_hint
+        self._psk = psk
         self._suites = openssl_suite_codes(context) if openssl_suites is None else openssl_suites
         self._priority = gnutls_priority
         self._timeout = handshake_timeout
@@ -200,9 +198,8 @@ class TlsDispatcher:
         if stack == "gnutls":
             try:
                 chosen = GnutlsPskServerHandler(
-                    self._lookup,
+                    self._psk,
                     self._inner,
-                    hint=self._hint,
                     priority=self._priority,
                     handshake_timeout=self._timeout,
                     record_limit=self._record_limit,

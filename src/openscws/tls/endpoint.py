@@ -16,15 +16,14 @@ OpenSSL wrote (if any) still waiting in `data_to_send()`, `should_close` true an
 in `error` (a `TlsAlert`). Exceptions from the inner handler are its own bugs and propagate.
 
 **Record size.** A card has little RAM, and TLS records are up to 16 KiB (+ overhead) each.
-RFC 6066 max_fragment_length (or RFC 8449 record_size_limit) would bound both directions, but
-only a client can ask for it (OpenSSL in the card honours it then) and Python's `ssl` module
-cannot configure either. So the card bounds what it *sends*: with
-`record_limit` (default 1024) each `SSLObject.write` gets at most that much plaintext, and
-OpenSSL makes one record per write, so application-data records carry ≤ `record_limit` bytes.
-Handshake flights (certificate chain) and records the *peer* sends are not bounded by it.
-`peak_buffer` reports the most bytes this layer ever held at once (the two memory BIOs, the
-ciphertext queued for the channel and plaintext being encrypted); OpenSSL's own internal
-record buffers (about two 16 KiB ones) are not counted.
+With `record_limit` (default 1024) the inner handler is asked for at most one record of
+plaintext at a time, and OpenSSL writes records of at most that size and frees its record
+buffers when empty (`openscws.tls._openssl.tune_connection`; a client also asks for RFC 6066
+max_fragment_length). A partial record from the peer waits in this layer, at its own size,
+until it is whole: OpenSSL only ever gets whole records. `peak_buffer` reports the most bytes
+this layer ever held at once (the two memory BIOs, the ciphertext queued for the channel, a
+partial record and plaintext being encrypted); OpenSSL's own allocations are not counted
+(benchmarks/bench_tls_ram.py measures them).
 
 Timers: until the handshake completes, `get_timer()` is the handshake deadline
 (`handshake_timeout` after `now` was first known: the constructor's `now`, `start(now)` or
@@ -41,6 +40,7 @@ import logging
 import ssl
 from typing import TYPE_CHECKING, Final
 
+from openscws.tls._openssl import tune_connection
 from openscws.tls.alert import TlsAlert
 
 if TYPE_CHECKING:
@@ -52,6 +52,8 @@ logger = logging.getLogger(__name__)
 
 MAX_RECORD: Final = 16384
 """Largest TLS plaintext fragment, RFC 5246 §6.2.1 / RFC 8446 §5.1."""
+_MAX_CIPHERTEXT: Final = MAX_RECORD + 2048
+"""Largest TLSCiphertext.length, RFC 5246 §6.2.3."""
 _READ_SIZE: Final = MAX_RECORD
 
 
@@ -233,6 +235,12 @@ class TlsRecordStream(abc.ABC):
         return self._state
 
     @property
+    def held(self) -> int:
+        """Bytes this layer holds now (the stack's buffers it can see, queued ciphertext, a
+        partial record from the peer); the stack's own allocations are not included."""
+        return self._held()
+
+    @property
     def peak_buffer(self) -> int:
         """Most bytes held here at once: the stack's ciphertext buffers, queued ciphertext
         and plaintext being encrypted (the stack's internal record buffers not included)."""
@@ -282,8 +290,12 @@ class TlsRecordStream(abc.ABC):
     def _pull_inner(self, limit: int | None) -> None:
         """Encrypt the inner handler's output until about `limit` bytes are queued; write
         close_notify in the same go once it is done, so it can share the last send."""
+        # At most one record's worth of plaintext at a time: the HTTP engine hands a stored
+        # or streamed body over in pieces no larger than what one record carries.
+        step = self._record_limit or MAX_RECORD
+        ask = step if limit is None else min(limit, step)
         while self._state is TlsState.OPEN:
-            plain = self._inner.data_to_send(limit)
+            plain = self._inner.data_to_send(ask)
             if plain:
                 self._encrypt(plain)
                 if limit is not None and len(self._out) >= limit:
@@ -319,6 +331,10 @@ class _TlsEndpoint(TlsRecordStream):
             server_side=server_side,
             server_hostname=server_hostname,
         )
+        self.tuning = tune_connection(self._ssl, record_limit)
+        """What OpenSSL was told for this connection (buffers released when empty, record
+        sizes; see `openscws.tls._openssl.tune_connection`)."""
+        self._pending = bytearray()  # the peer's incomplete record, not yet given to OpenSSL
 
     @property
     def version(self) -> str | None:
@@ -338,13 +354,35 @@ class _TlsEndpoint(TlsRecordStream):
     # -- the stack's part -------------------------------------------------------------------
 
     def _feed(self, data: bytes) -> None:
-        if data:
-            self._incoming.write(data)
-        else:
+        """OpenSSL gets whole records only: a partial one waits here, at its own size, so
+        that OpenSSL (read-ahead off, buffers released when empty) allocates its ~16.7 KiB
+        read buffer only while it decrypts a complete record, not for as long as a record
+        trickles in over the channel. Bytes that do not look like TLS records go through as
+        they are, for OpenSSL to refuse at once."""
+        if not data:
+            if self._pending:
+                self._incoming.write(bytes(self._pending))
+                self._pending.clear()
             self._incoming.write_eof()
+            return
+        pending = self._pending
+        pending += data
+        at = 0
+        while len(pending) - at >= 5:
+            kind, major = pending[at], pending[at + 1]
+            length = int.from_bytes(pending[at + 3 : at + 5])
+            if not 20 <= kind <= 24 or major != 3 or length > _MAX_CIPHERTEXT:
+                at = len(pending)  # not a TLS record: OpenSSL says so
+                break
+            if len(pending) - at < 5 + length:
+                break
+            at += 5 + length
+        if at:
+            self._incoming.write(bytes(pending[:at]))
+            del pending[:at]
 
     def _held(self) -> int:
-        return self._incoming.pending + self._outgoing.pending + len(self._out)
+        return len(self._pending) + self._incoming.pending + self._outgoing.pending + len(self._out)
 
     def _collect(self) -> bytes:
         """Move what OpenSSL wrote to the queue for the peer; returns it."""

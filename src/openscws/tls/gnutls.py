@@ -18,8 +18,9 @@ gnutls_record_recv return GNUTLS_E_AGAIN and carry on when more bytes arrive.
 
 Only plain PSK key exchange is enabled (RFC 4279 §2: no certificate, no (EC)DHE), TLS 1.0 to
 1.2; `PSK_SPEC_PRIORITY` offers the two spec suites and nothing else. The PSK comes from a
-`lookup(identity)` callback (the card's `PskTable.lookup`); an unknown identity fails the
-handshake with the unknown_psk_identity alert (RFC 4279 §2), as OpenSSL does.
+`lookup(identity)` callback (the card's `PskTable.lookup`); an unknown identity gets a decoy
+key (`openscws.tls.psk.server_key`), so its handshake fails exactly as a wrong key's does
+(RFC 4279 §2), as with OpenSSL.
 `GnutlsPskClientHandler` is the same machine on the client side, used to check the stack in
 memory (`self_test`, `openscws doctor`) and by the tests.
 
@@ -46,12 +47,14 @@ from typing import TYPE_CHECKING, Any, Final
 from openscws.errors import OpenScwsError
 from openscws.tls.alert import TlsAlert
 from openscws.tls.endpoint import MAX_RECORD, TlsRecordStream, TlsState
+from openscws.tls.psk import PskKeys
 
 if TYPE_CHECKING:
     from openscws.bip.card import StreamHandler
 
 __all__ = [
     "PSK_3DES_PRIORITY",
+    "PSK_AGENT_COMPAT_PRIORITY",
     "PSK_SPEC_PRIORITY",
     "SUITE_PSK_3DES_EDE_CBC_SHA",
     "SUITE_PSK_AES_128_CBC_SHA",
@@ -60,6 +63,7 @@ __all__ = [
     "GnutlsUnavailable",
     "available",
     "priority_suites",
+    "psk_priority",
     "self_test",
     "version",
 ]
@@ -91,6 +95,34 @@ PSK_3DES_PRIORITY: Final = (
 """Only TLS_PSK_WITH_3DES_EDE_CBC_SHA: what a 3DES-only client (and `self_test`) offers.
 (A GnuTLS client needs signature algorithms enabled to offer TLS 1.2 at all, even for PSK.)"""
 
+PSK_AGENT_COMPAT_PRIORITY: Final = (
+    "NONE:+VERS-TLS1.2:+VERS-TLS1.1:+VERS-TLS1.0:+PSK:+AES-128-GCM:+AES-256-GCM:"
+    "+CHACHA20-POLY1305:+AES-128-CBC:+3DES-CBC:+AEAD:+SHA256:+SHA1:+COMP-NULL:+SIGN-ALL"
+)
+"""What the card's admin agent offers in the "compat" profile: plain PSK, TLS 1.0-1.2, the
+AEAD suites first, then TLS_PSK_WITH_AES_128_CBC_SHA256, and both SCWS §11.1.1.1 suites
+(TLS_PSK_WITH_AES_128_CBC_SHA, TLS_PSK_WITH_3DES_EDE_CBC_SHA), last, so a server that has
+better picks better."""
+
+SPEC_SUITE_PRIORITY: Final = {
+    "TLS_PSK_WITH_AES_128_CBC_SHA": "+AES-128-CBC",
+    "TLS_PSK_WITH_3DES_EDE_CBC_SHA": "+3DES-CBC",
+}
+"""The SCWS §11.1.1.1 suites by IANA name, and the GnuTLS cipher keyword of each."""
+
+
+def psk_priority(suites: tuple[str, ...]) -> str:
+    """A GnuTLS priority offering exactly `suites` (IANA names, keys of `SPEC_SUITE_PRIORITY`),
+    plain PSK, TLS 1.0-1.2. Raises ValueError for any other name."""
+    unknown = [s for s in suites if s not in SPEC_SUITE_PRIORITY]
+    if unknown or not suites:
+        raise ValueError(
+            f"PSK suites must be some of {', '.join(SPEC_SUITE_PRIORITY)}, not {unknown or '()'}"
+        )
+    ciphers = ":".join(SPEC_SUITE_PRIORITY[s] for s in suites)
+    return f"NONE:+VERS-TLS1.2:+VERS-TLS1.1:+VERS-TLS1.0:+PSK:{ciphers}:+SHA1:+COMP-NULL:+SIGN-ALL"
+
+
 # GnuTLS constants (gnutls/gnutls.h).
 _SERVER: Final = 1
 _CLIENT: Final = 1 << 1
@@ -98,9 +130,7 @@ _NONBLOCK: Final = 1 << 3
 _CRD_PSK: Final = 4
 _SHUT_WR: Final = 1
 _AL_WARNING: Final = 1
-_AL_FATAL: Final = 2
 _A_NO_RENEGOTIATION: Final = 100
-_A_UNKNOWN_PSK_IDENTITY: Final = 115
 _PSK_KEY_RAW: Final = 0
 _E_FATAL_ALERT_RECEIVED: Final = -12
 _E_WARNING_ALERT_RECEIVED: Final = -16
@@ -111,6 +141,10 @@ _E_REQUESTED_DATA_NOT_AVAILABLE: Final = -56
 _E_PREMATURE_TERMINATION: Final = -110
 _PROTOCOLS: Final = {2: "TLSv1", 3: "TLSv1.1", 4: "TLSv1.2", 5: "TLSv1.3"}
 """gnutls_protocol_t -> the names `ssl.SSLObject.version()` uses."""
+
+_MIN_RECORD_SIZE_LIMIT: Final = 512
+"""Smallest record_size_limit GnuTLS accepts for TLS 1.2 and below (RFC 8449 §4 allows 64
+for TLS 1.3)."""
 
 _NON_DATA_LIMIT: Final = 64
 """Non-fatal, non-data results (warning alerts, renegotiation requests) tolerated in one go."""
@@ -192,6 +226,8 @@ _SIGNATURES: Final[dict[str, tuple[object, tuple[object, ...]]]] = {
     "gnutls_cipher_suite_get_name": (_STR, (_INT, _INT, _INT)),
     "gnutls_cipher_get_key_size": (ctypes.c_size_t, (_INT,)),
     "gnutls_protocol_get_version": (_INT, (_P,)),
+    "gnutls_record_set_max_recv_size": (_INT, (_P, ctypes.c_size_t)),
+    "gnutls_record_get_max_size": (ctypes.c_size_t, (_P,)),
 }
 
 
@@ -390,20 +426,17 @@ def _pull_timeout(ptr: int | None, ms: int) -> int:
 
 def _psk_server(session: int | None, username: bytes | None, key: ctypes._Pointer[_Datum]) -> int:
     """gnutls_psk_server_credentials_function: 0 with `key` set (allocated with
-    gnutls_malloc: GnuTLS frees it), or -1 for an unknown identity."""
+    gnutls_malloc: GnuTLS frees it); an unknown identity gets its decoy key."""
     try:
         lib = _lib()
         ep = _endpoint(lib.gnutls_session_get_ptr(session))
-        if not isinstance(ep, GnutlsPskServerHandler) or username is None:
+        if not isinstance(ep, GnutlsPskServerHandler):
             return -1
         try:
-            identity = username.decode("utf-8")
+            identity = None if username is None else username.decode("utf-8")
         except UnicodeDecodeError:
             identity = None
-        secret = ep._lookup_key(identity)
-        if not secret:
-            ep._unknown_identity = True
-            return -1
+        secret = ep._psk.key(identity)
         buf = lib.malloc(len(secret))
         if not buf:
             return -1
@@ -438,9 +471,6 @@ class _GnutlsEndpoint(TlsRecordStream):
     """The GnuTLS stack, shared by both sides."""
 
     _stack = "GnuTLS"
-
-    _unknown_identity = False
-    """The PSK callback saw an identity the card does not know."""
 
     def __init__(
         self,
@@ -490,6 +520,12 @@ class _GnutlsEndpoint(TlsRecordStream):
         lib.gnutls_transport_set_pull_function(s, _PULL_CB)
         lib.gnutls_transport_set_pull_timeout_function(s, _PULL_TIMEOUT_CB)
         lib.gnutls_handshake_set_timeout(s, 0)  # the deadline is ours (get_timer)
+        self.asked_record_size: int | None = None
+        """RFC 8449 record_size_limit this end announces (GnuTLS sends it when the peer's
+        ClientHello has the extension, or in our own ClientHello), from `record_limit`."""
+        if record_limit is not None and record_limit >= _MIN_RECORD_SIZE_LIMIT:
+            if int(lib.gnutls_record_set_max_recv_size(s, record_limit)) == 0:
+                self.asked_record_size = record_limit
         err = ctypes.c_char_p()
         rc = int(lib.gnutls_priority_set_direct(s, priority.encode(), ctypes.byref(err)))
         if rc < 0:
@@ -551,14 +587,8 @@ class _GnutlsEndpoint(TlsRecordStream):
         if code == _E_FATAL_ALERT_RECEIVED:
             self.error = TlsAlert(reason, int(lib.gnutls_alert_get(self._session)), received=True)
         else:
-            description: int | None
-            if self._unknown_identity:
-                reason = "unknown PSK identity"
-                description = _A_UNKNOWN_PSK_IDENTITY
-                lib.gnutls_alert_send(self._session, _AL_FATAL, description)
-            else:
-                description = int(lib.gnutls_error_to_alert(code, None))
-                lib.gnutls_alert_send_appropriate(self._session, code)
+            description: int | None = int(lib.gnutls_error_to_alert(code, None))
+            lib.gnutls_alert_send_appropriate(self._session, code)
             self._measure()
             self.error = TlsAlert(reason, description if len(self._out) > before else None)
         self._state = TlsState.FAILED
@@ -661,24 +691,23 @@ class _GnutlsEndpoint(TlsRecordStream):
 class GnutlsPskServerHandler(_GnutlsEndpoint):
     """The card's side of one PSK-TLS connection through GnuTLS, wrapping `inner`.
 
-    `lookup(identity)` gives the PSK for a client's identity, or None for an unknown one
-    (the card's `PskTable.lookup`); it must not raise and must never log the key. `hint` is
-    sent as the ServerKeyExchange identity hint. `priority` is a GnuTLS priority string
-    (default `PSK_SPEC_PRIORITY`). Raises `GnutlsUnavailable` when GnuTLS cannot be used."""
+    `psk.lookup(identity)` gives the PSK for a client's identity, or None for an unknown one
+    (the handshake then fails as with a wrong key, `PskKeys.key`); it must not raise and
+    must never log the key. `psk.hint` is sent as the ServerKeyExchange identity hint.
+    `priority` is a GnuTLS priority string (default `PSK_SPEC_PRIORITY`). Raises
+    `GnutlsUnavailable` when GnuTLS cannot be used."""
 
     def __init__(
         self,
-        lookup: Callable[[str | None], bytes | None],
+        psk: PskKeys,
         inner: StreamHandler,
         *,
-        hint: str | None = None,
         priority: str = PSK_SPEC_PRIORITY,
         handshake_timeout: float = 10.0,
         record_limit: int | None = 1024,
         now: float | None = None,
     ) -> None:
-        self._lookup = lookup
-        self._unknown_identity = False
+        self._psk = psk
         super().__init__(
             inner,
             server_side=True,
@@ -689,21 +718,15 @@ class GnutlsPskServerHandler(_GnutlsEndpoint):
         )
         lib = self._lib
         lib.gnutls_psk_set_server_credentials_function(self._cred, _PSK_SERVER_CB)
-        if hint is not None:
-            lib.gnutls_psk_set_server_credentials_hint(self._cred, hint.encode())
+        if psk.hint is not None:
+            lib.gnutls_psk_set_server_credentials_hint(self._cred, psk.hint.encode())
         self._set_credentials()
-
-    def _lookup_key(self, identity: str | None) -> bytes | None:
-        try:
-            return self._lookup(identity)
-        except Exception:  # the contract says it does not raise; an unknown identity then
-            logger.exception("PSK lookup failed")
-            return None
 
 
 class GnutlsPskClientHandler(_GnutlsEndpoint):
     """The client side, PSK `identity` and `key` (raw bytes); call `start()` and send what it
-    returns (the ClientHello). For `self_test` and the tests: the card itself is a server."""
+    returns (the ClientHello). The card's admin agent uses it in the "compat" profile (so it
+    can offer TLS_PSK_WITH_3DES_EDE_CBC_SHA), and `self_test` to check the stack."""
 
     def __init__(
         self,
@@ -782,7 +805,8 @@ def self_test(client_priority: str = PSK_3DES_PRIORITY) -> tuple[str, str]:
     the card's server (`PSK_SPEC_PRIORITY`); returns the server's (suite name, protocol).
     Raises `GnutlsUnavailable`, or `TlsAlert` if the handshake fails."""
     key = bytes(range(16))
-    server = GnutlsPskServerHandler(lambda i: key if i == "doctor" else None, _Sink(), now=0.0)
+    keys = PskKeys(lambda i: key if i == "doctor" else None)
+    server = GnutlsPskServerHandler(keys, _Sink(), now=0.0)
     client = GnutlsPskClientHandler("doctor", key, _Sink(), priority=client_priority, now=0.0)
     try:
         server.receive_data(client.start(), 0.0)

@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from openscws.errors import ConfigError, KeyUseDenied
 from openscws.pki.keys import KeyType, PrivateKey, build_csr, generate_key, key_from_pem, key_to_pem
 from openscws.tls.context import Profile, server_context
+from openscws.tls.psk import PskKeys
 
 __all__ = ["CardKeyStore", "PskTable", "SecretStore"]
 
@@ -65,6 +66,10 @@ class PskTable:
         if not self.enabled or identity is None:
             return None
         return self.keys.get(identity)
+
+    def psk_keys(self) -> PskKeys:
+        """The table and hint as every PSK-TLS server endpoint takes them."""
+        return PskKeys(self.lookup, self.hint)
 
     def to_json(self) -> bytes:
         doc = {
@@ -197,10 +202,8 @@ class CardKeyStore:
             raise ConfigError("the card has no device certificate: run `openscws card init`")
         if table is None:
             table = self.psk_table()
-        lookup = table.lookup if table.enabled and table.keys else None
-        return server_context(
-            chain, key_to_pem(self._key()), profile=profile, psk_lookup=lookup, psk_hint=table.hint
-        )
+        psk = table.psk_keys() if table.enabled and table.keys else None
+        return server_context(chain, key_to_pem(self._key()), profile=profile, psk=psk)
 
     # -- card applications' use -------------------------------------------------------------
 
