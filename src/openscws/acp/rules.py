@@ -341,7 +341,11 @@ def _children(
     `spec.children`; AcpDecodeError names the DO at fault."""
     allowed = {tag: (lo, hi) for tag, lo, hi in spec.children}
     found: dict[int, list[bytes]] = {}
-    for tag, a, b in _split(data, start, end):
+    try:
+        items = _split(data, start, end)
+    except AcpDecodeError as e:
+        raise AcpDecodeError(f"in {spec.name}: {e.reason}", data, e.offset) from None
+    for tag, a, b in items:
         child = table.get(tag)
         if child is None or tag not in allowed:
             raise AcpDecodeError(f"{spec.name} may not hold tag {tag:X}", data, a)

@@ -25,8 +25,11 @@ X-SCWS-Realm: <name>; empty = public)      protection realm
 ``DELETE /.scws/realms/<name>``            stage its removal                      204 / 404
 ``PUT /.scws/values/<key>`` raw body       a card application's setting           201 / 204
 ``DELETE /.scws/values/<key>``                                                    204 / 404
-``PUT /.scws/acp`` JSON [{"app": "<sha256  access-control policy, validated,      204
-hex>|*", "allow": ["/prefix/", ...]}]      stored as value "scws.acp"
+``PUT /.scws/acp`` JSON {"rules":         the SCWS access rules (see             204
+[{"app", "ports", "paths", "access"}]}     `openscws.acp.document`), stored
+(or the earlier [{"app", "allow"}])        as the ARA-M's rules (value
+                                           "scws.acp", GP SEAC coding): the
+                                           refresh tag changes
 ``GET /.scws/resources``                   audit: JSON [{path, etag, length,      200
                                            content_type, realm}] (staged view)
 ``POST /.scws/commit``                     commit the transaction                 200 +
@@ -64,6 +67,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import unquote
 
+from openscws.acp.document import DocumentError, from_document
+from openscws.acp.rules import encode_rules
 from openscws.amdb.embedded import EmbeddedRequest, EmbeddedResponse, Headers
 from openscws.errors import HttpError, StoreError
 from openscws.http._dates import format_http_date
@@ -74,6 +79,7 @@ from openscws.scws.model import (
     StoreTransaction,
     TransactionalStore,
 )
+from openscws.uicc.aram import RULES_KEY
 
 __all__ = [
     "ACP_KEY",
@@ -91,8 +97,8 @@ ADMIN_PREFIX: Final = "/.scws"
 TRANSACTION_HEADER: Final = "X-SCWS-Transaction"
 REALM_HEADER: Final = "X-SCWS-Realm"
 DELETED_HEADER: Final = "X-SCWS-Deleted"
-ACP_KEY: Final = "scws.acp"
-"""Value key of the access-control policy (SCWS V1.2 ACP enforcer, digest §1.1)."""
+ACP_KEY: Final = RULES_KEY
+"""Value key of the access rules the card's ARA-M serves (`openscws.uicc.aram`)."""
 RESERVED_VALUE_PREFIX: Final = "scws."
 """Value keys the executor owns (written through their own commands only)."""
 
@@ -101,7 +107,6 @@ MAX_KEY_BYTES: Final = 256
 _TXID: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _REALM_NAME: Final = re.compile(r"[\x20-\x21\x23-\x5b\x5d-\x7e]{1,64}")
 """Printable ASCII without '"' and '\\': it goes in a quoted realm="..." parameter."""
-_APP_ID: Final = re.compile(r"[0-9a-f]{64}|\*")
 _MEDIA_TYPE: Final = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+/[-!#$%&'*+.^_`|~0-9A-Za-z]+(;.*)?")
 _PRINTABLE: Final = re.compile(r"[\x20-\x7e]+")
 _BAD_PATH_CHARS: Final = frozenset("\\?#") | frozenset(map(chr, [*range(0x20), 0x7F]))
@@ -427,9 +432,12 @@ class ScwsAdminExecutor:
 
     def _acp(self, req: EmbeddedRequest) -> EmbeddedResponse:
         self._check_size(req)
-        policy = _parse_acp(_load_json(req))
+        try:
+            rules = from_document(_load_json(req))
+        except DocumentError as e:
+            raise _refuse(400, f"bad access rules: {e}") from None
         tx = self._begin(req)
-        tx.set_value(ACP_KEY, json.dumps(policy, separators=(",", ":")).encode())
+        tx.set_value(ACP_KEY, encode_rules(rules))
         self._staged += 1
         return EmbeddedResponse(204)
 
@@ -477,23 +485,3 @@ def _parse_realm(name: str, data: Any) -> Realm:
             raise _refuse(400, f"unknown or repeated scheme {scheme!r}")
         schemes.append(canonical)
     return Realm(name, dict(users), tuple(schemes))
-
-
-def _parse_acp(data: Any) -> list[dict[str, Any]]:
-    """[{"app": "<SHA-256 hex of the app's signing certificate>" or "*", "allow": [prefix,
-    ...]}]; returned normalised (lower-case hex)."""
-    if not isinstance(data, list):
-        raise _refuse(400, "the policy is a list of rules")
-    rules: list[dict[str, Any]] = []
-    for rule in data:
-        if not isinstance(rule, dict) or set(rule) != {"app", "allow"}:
-            raise _refuse(400, 'each rule is {"app": ..., "allow": [...]}')
-        app, allow = rule["app"], rule["allow"]
-        if not isinstance(app, str) or not _APP_ID.fullmatch(app.lower()):
-            raise _refuse(400, "app must be a SHA-256 hex digest or *")
-        if not isinstance(allow, list) or not all(isinstance(p, str) for p in allow):
-            raise _refuse(400, "allow must be a list of path prefixes")
-        for prefix in allow:
-            _check_path(prefix)
-        rules.append({"app": app.lower(), "allow": list(allow)})
-    return rules

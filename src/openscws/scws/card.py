@@ -20,6 +20,7 @@ from openscws.scws.site import Site
 from openscws.tls import gnutls
 from openscws.tls.dispatch import TlsDispatcher, openssl_suite_codes
 from openscws.tls.endpoint import TlsServerHandler
+from openscws.uicc.aram import RULES_KEY, AraM
 from openscws.uicc.card import CardIdentity, VirtualUicc
 from openscws.uicc.usim import UsimApp, UsimSecrets
 
@@ -156,7 +157,9 @@ def build_card(
         ),
         factories,
     )
-    card = VirtualUicc(CardIdentity(iccid), usim=usim)
+    card = VirtualUicc(
+        CardIdentity(iccid), usim=usim, aram=AraM(lambda: store.get_value(RULES_KEY))
+    )
     card.toolkit.register(server)
     if agent is not None:
         card.toolkit.register(agent)
