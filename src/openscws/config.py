@@ -91,6 +91,15 @@ class GatewaySettings:
     the card's PoR out), where the admin server's "local" sender delivers triggers; 0: off."""
     connect_timeout: float = 10.0
     """Seconds the terminal tries to reach a server for a card's client-mode channel."""
+    acp: bool = True
+    """Enforce the card's access rules (the SCWS access control policy, docs/acp.md); a card
+    without rules leaves access unrestricted."""
+    acp_refresh: float = 1.0
+    """Seconds after which a new connection makes the gateway check the rules' refresh tag
+    (it also checks after every administration session)."""
+    unix_socket: str = ""
+    """Path of a Unix-domain entry point to card port 3516 (identity by SO_PEERCRED); empty:
+    none."""
 
 
 @dataclass(frozen=True, slots=True)

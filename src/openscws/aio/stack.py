@@ -117,7 +117,25 @@ def gateway_for(
         connect_timeout=g.connect_timeout,
         sms_port=g.sms_port if sms else 0,
     )
-    return Gateway(link, engine, config, observer=tracer)
+    control = None
+    if g.acp:
+        from openscws.aio.acp import AccessControl
+
+        def unix_target() -> tuple[str, int]:
+            return g.host, gateway.local_port(3516)
+
+        control = AccessControl(
+            link,
+            observer=tracer,
+            refresh_interval=g.acp_refresh,
+            unix_socket=Path(g.unix_socket) if g.unix_socket else None,
+            unix_target=unix_target,
+        )
+        link = control.link
+    gateway = Gateway(link, engine, config, observer=tracer)
+    if control is not None:
+        gateway.wrap_client = control.wrap_client
+    return gateway
 
 
 @dataclass
