@@ -33,6 +33,13 @@ COMMANDS = [
     ["ca", "sign"],
     ["ca", "profile"],
     ["doctor"],
+    ["card", "acp"],
+    ["card", "acp", "add"],
+    ["card", "acp", "ls"],
+    ["card", "acp", "rm"],
+    ["card", "acp", "set"],
+    ["acp"],
+    ["acp", "whoami"],
 ]
 
 
