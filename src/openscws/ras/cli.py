@@ -9,6 +9,7 @@ else admin.db from --config, else SQLite in the data dir."""
 from __future__ import annotations
 
 import argparse
+import json
 import mimetypes
 import os
 import sys
@@ -195,6 +196,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=int,
         metavar="N",
         help="attempts per card before giving up (default 5)",
+    )
+    create.add_argument(
+        "--acp",
+        type=Path,
+        metavar="FILE",
+        help="also set the cards' SCWS access rules to this JSON policy document "
+        '({"rules": [...]}, docs/acp.md); content then goes only for --path',
     )
     k_ls = campaigns.add_parser("ls", help="list campaigns with their progress")
     k_show = campaigns.add_parser("show", help="a campaign's progress, card by card")
@@ -532,8 +540,18 @@ def _ops(ops: Any) -> str:
 def _campaign(args: argparse.Namespace, ras: RasService) -> int:
     match args.admin_action:
         case "create":
+            acp = None
+            if args.acp is not None:
+                try:
+                    acp = json.loads(args.acp.read_bytes())
+                except (OSError, ValueError) as e:
+                    raise ConfigError(f"cannot read the policy {args.acp}: {e}") from None
             info = ras.create_campaign(
-                args.name, paths=args.path, cards=args.card, max_attempts=args.max_attempts
+                args.name,
+                paths=args.path,
+                cards=args.card,
+                max_attempts=args.max_attempts,
+                acp=acp,
             )
             print(f"campaign {info.id} {info.name!r}: {info.jobs} card(s)")
             print(f"  {_ops(info.operations)}")

@@ -28,6 +28,7 @@ Guarantees, on SQLite and on PostgreSQL with several server processes:
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 import threading
@@ -43,6 +44,7 @@ from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
+from openscws.acp.document import DocumentError, from_document, to_document
 from openscws.ota import COUNTER_MAX, KeyRef
 from openscws.ras.db import Conflict, NotFound, RasDatabase, RasError
 from openscws.ras.models import (
@@ -164,23 +166,44 @@ class ContentItem:
     body: bytes = field(repr=False)
 
 
+ACP_PATH: Final = "/.scws/acp"
+"""The card's admin command for its access rules (`openscws.agent.commands`)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Operation:
-    """One step of a job: put `path` at repository `version`, or delete `path`."""
+    """One step of a job: put `path` at repository `version`, delete `path`, or (op "acp")
+    replace the card's SCWS access rules with `policy`, a policy document as canonical JSON
+    (`openscws.acp.document`), sent as ``PUT /.scws/acp``."""
 
-    op: Literal["put", "delete"]
+    op: Literal["put", "delete", "acp"]
     path: str
     version: int | None = None
+    policy: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         if self.op == "put":
             return {"op": "put", "path": self.path, "version": self.version}
+        if self.op == "acp":
+            return {"op": "acp", "path": ACP_PATH, "policy": json.loads(self.policy or "{}")}
         return {"op": "delete", "path": self.path}
 
     @classmethod
+    def acp(cls, document: Any) -> Operation:
+        """The operation that sets the access rules of `document`; RasError if unusable."""
+        try:
+            rules = from_document(document)
+        except DocumentError as e:
+            raise RasError(f"access rules: {e}") from None
+        canonical = json.dumps(to_document(rules), separators=(",", ":"), sort_keys=True)
+        return cls("acp", ACP_PATH, policy=canonical)
+
+    @classmethod
     def from_json(cls, doc: Any) -> Operation:
-        if not isinstance(doc, dict) or doc.get("op") not in ("put", "delete"):
+        if not isinstance(doc, dict) or doc.get("op") not in ("put", "delete", "acp"):
             raise RasError(f"malformed job operation {doc!r}")
+        if doc["op"] == "acp":
+            return cls.acp(doc.get("policy"))
         version = doc.get("version")
         if doc["op"] == "put":
             if not isinstance(version, int):
@@ -646,17 +669,24 @@ class RasService:
         cards: Sequence[str] | None = None,
         max_attempts: int | None = None,
         now: datetime | None = None,
+        acp: Any = None,
     ) -> CampaignInfo:
         """One job per card, its operations pinned to the current versions of `paths` (None:
         every path in the repository, deletions included). Deletions go first, to free card
-        memory before the puts."""
+        memory before the puts. With `acp`, a policy document (`openscws.acp.document`), the
+        job also replaces the cards' SCWS access rules, after the content; content is then
+        sent only for `paths` given explicitly."""
         _check_text("campaign name", name, 255)
         attempts = self.policy.max_attempts if max_attempts is None else max_attempts
         if not 1 <= attempts <= 1000:
             raise RasError("max attempts must be 1..1000")
         when = self._now(now)
+        acp_op = Operation.acp(acp) if acp is not None else None
         with self._db.write() as s:
-            ops = _pinned_operations(s, paths)
+            if acp_op is None:
+                ops = _pinned_operations(s, paths)
+            else:
+                ops = (*(_pinned_operations(s, paths) if paths is not None else ()), acp_op)
             if not ops:
                 raise RasError("nothing to send: the content repository is empty")
             card_ids = _card_ids(s, cards)
