@@ -67,6 +67,11 @@ class Policy:
         self.http_ports = http_ports
         self.needs_exe = any(r.app_hash for r in self.rules)
         """Some rule names an executable hash: the application's process must be looked up."""
+        self._index: dict[tuple[bytes, int | None], list[tuple[int, AccessRule]]] = {}
+        """(hash or b"", uid or None) -> the rules naming exactly that, with their order."""
+        for n, rule in enumerate(self.rules):
+            self._index.setdefault((rule.app_hash, rule.uid), []).append((n, rule))
+        self._names = {id(rule): rule.describe() for rule in self.rules}  # rules outlive it
 
     @classmethod
     def unrestricted(cls, why: str) -> Policy:
@@ -84,18 +89,17 @@ class Policy:
         return f"{len(self.rules)} access rules, deny by default"
 
     def _matching(self, subject: Subject, port: int) -> list[AccessRule]:
-        out = []
-        for rule in self.rules:
-            if port not in rule.ports:
-                continue
-            if rule.uid is not None and rule.uid != subject.uid:
-                continue
-            if rule.app_hash:
-                seen = subject.sha256 if len(rule.app_hash) == 32 else subject.sha1
-                if seen != rule.app_hash:
-                    continue
-            out.append(rule)
-        return out
+        """The rules naming this application (by hash, or any) and port, in rule order."""
+        index = self._index
+        found: list[tuple[int, AccessRule]] = []
+        for seen in (b"", subject.sha256, subject.sha1):
+            if seen is not None:
+                found += index.get((seen, None), ())
+                if subject.uid is not None:
+                    found += index.get((seen, subject.uid), ())
+        if len(found) > 1:
+            found.sort(key=_first)
+        return [rule for _, rule in found if port in rule.ports]
 
     def admit(self, subject: Subject, port: int) -> Decision:
         """The decision for a new connection to card port `port`."""
@@ -107,14 +111,14 @@ class Policy:
         paths_seen = port in self.http_ports
         for rule in rules:
             if not rule.allow and not rule.paths:
-                return Decision(False, f"denied by rule: {rule.describe()}", rule)
+                return Decision(False, f"denied by rule: {self._names[id(rule)]}", rule)
         whole = [r for r in rules if r.allow and not r.paths]
         with_paths = [r for r in rules if r.paths] if paths_seen else []
         if whole and not any(not r.allow for r in with_paths):
-            return Decision(True, f"allowed by rule: {whole[0].describe()}", whole[0])
+            return Decision(True, f"allowed by rule: {self._names[id(whole[0])]}", whole[0])
         if with_paths and any(r.allow for r in [*whole, *with_paths]):
             first = next(r for r in [*whole, *with_paths] if r.allow)
-            return Decision(True, f"admitted by rule: {first.describe()}", first, True)
+            return Decision(True, f"admitted by rule: {self._names[id(first)]}", first, True)
         return Decision(False, f"no rule allows this application on port {port}")
 
     def request(self, subject: Subject, port: int, target: str) -> Decision:
@@ -127,11 +131,15 @@ class Policy:
             if rule.paths and not any(_under(path, p) for p in rule.paths):
                 continue
             if not rule.allow:
-                return Decision(False, f"{path} denied by rule: {rule.describe()}", rule)
+                return Decision(False, f"{path} denied by rule: {self._names[id(rule)]}", rule)
             allowed = allowed or rule
         if allowed is None:
             return Decision(False, f"no rule allows {path}")
-        return Decision(True, f"{path} allowed by rule: {allowed.describe()}", allowed)
+        return Decision(True, f"{path} allowed by rule: {self._names[id(allowed)]}", allowed)
+
+
+def _first(item: tuple[int, AccessRule]) -> int:
+    return item[0]
 
 
 def _under(path: str, prefix: str) -> bool:

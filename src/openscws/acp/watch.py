@@ -35,8 +35,14 @@ class AdminWatch:
         if len(apdu) < 5 or apdu[0] != 0x80:
             return False
         try:
-            if apdu[1] == _FETCH and len(response) > 4 and response[0] == 0xD0:
-                return self._command(response[:-2])
+            if apdu[1] == _FETCH and len(response) > 8 and response[0] == 0xD0:
+                # The command details come first (§6.6): 81 03 number type qualifier. Only
+                # OPEN and CLOSE CHANNEL matter; every transfer's FETCH stops here.
+                i = 2 if response[1] < 0x80 else 3
+                kind = response[i + 3] if response[i] & 0x7F == 0x01 else None
+                if kind == _OPEN_CHANNEL or (kind == _CLOSE_CHANNEL and self.client_channels):
+                    return self._command(response[:-2])
+                return False
             if apdu[1] == _TERMINAL_RESPONSE and self._opening:
                 self._opening = False
                 for tlv in pull_comprehension_tlvs(apdu, 5):

@@ -28,6 +28,7 @@ import os
 import socket
 import struct
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -63,27 +64,36 @@ class PeerIdentity:
 
 
 class _Hashes:
-    """SHA-256 and SHA-1 of executables, kept per (device, inode, size, mtime)."""
+    """SHA-256 and SHA-1 of executables, with the path they were first seen at, kept per
+    (device, inode, size, mtime): a file replaced on disk is a new entry."""
 
     def __init__(self) -> None:
-        self._cache: OrderedDict[tuple[int, int, int, int], tuple[bytes, bytes]] = OrderedDict()
+        self._cache: OrderedDict[tuple[int, int, int, int], tuple[bytes, bytes, str]] = (
+            OrderedDict()
+        )
 
-    def of(self, path: str) -> tuple[bytes, bytes] | None:
+    def of(self, path: str, name: Callable[[], str]) -> tuple[bytes, bytes, str] | None:
+        """`path` may be /proc/<pid>/exe (the file the process runs); `name` gives the path to
+        show, asked only when the file is new here."""
         try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        hit = self._cache.get((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+        if hit is not None:
+            return hit
+        try:
+            shown = name()
             with open(path, "rb") as f:
                 st = os.fstat(f.fileno())
                 key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-                hit = self._cache.get(key)
-                if hit is not None:
-                    self._cache.move_to_end(key)
-                    return hit
-                h256, h1 = hashlib.sha256(), hashlib.sha1()
+                h256, h1 = hashlib.sha256(), hashlib.sha1()  # SEAC names apps by SHA-1 too
                 while chunk := f.read(1 << 20):
                     h256.update(chunk)
                     h1.update(chunk)
         except OSError:
             return None
-        out = (h256.digest(), h1.digest())
+        out = (h256.digest(), h1.digest(), shown)
         self._cache[key] = out
         if len(self._cache) > _HASH_CACHE:
             self._cache.popitem(last=False)
@@ -91,7 +101,9 @@ class _Hashes:
 
 
 _hashes = _Hashes()
-_recent: OrderedDict[int, None] = OrderedDict()
+_recent: OrderedDict[int, int] = OrderedDict()
+"""Processes that connected lately -> the descriptor number their socket had (a client's next
+socket often gets the same number back)."""
 
 
 def _hex_address(host: str, port: int) -> tuple[str, str]:
@@ -104,8 +116,65 @@ def _hex_address(host: str, port: int) -> tuple[str, str]:
     return "tcp", f"{int.from_bytes(ip.packed, 'little'):08X}:{port:04X}"
 
 
+_NETLINK_SOCK_DIAG: Final = 4
+_SOCK_DIAG_BY_FAMILY: Final = 20
+_NLM_F_REQUEST: Final = 1
+_NLMSG_ERROR: Final = 2
+_NOCOOKIE: Final = 0xFFFFFFFF
+_NLMSGHDR: Final = struct.Struct("=IHHII")
+_DIAG_REQ: Final = struct.Struct("=BBBBI")
+"""inet_diag_req_v2 up to its inet_diag_sockid (linux/inet_diag.h)."""
+_SOCKID: Final = struct.Struct(">HH16s16s")
+_SOCKID_TAIL: Final = struct.Struct("=III")
+"""idiag_if and idiag_cookie[2] (host order)."""
+_DIAG_MSG_UID: Final = struct.Struct("=II")
+"""idiag_uid, idiag_inode at offset 64 of inet_diag_msg."""
+
+
+_netlink: socket.socket | None = None
+"""One sock_diag socket for the process, reused (requests are answered in order, one at a
+time: the gateway asks from its event loop thread only)."""
+
+
+def _sock_diag_owner(local: tuple[str, int], remote: tuple[str, int]) -> tuple[int, int] | None:
+    """(uid, inode) of the peer socket through sock_diag netlink (linux/sock_diag.h): an exact
+    lookup of one socket by its four-tuple, whatever the number of sockets on the host."""
+    src, dst = ipaddress.ip_address(remote[0]), ipaddress.ip_address(local[0])
+    if src.version != dst.version:
+        return None
+    family = socket.AF_INET if src.version == 4 else socket.AF_INET6
+    sockid = _SOCKID.pack(
+        remote[1], local[1], src.packed.ljust(16, b"\0"), dst.packed.ljust(16, b"\0")
+    )
+    body = _DIAG_REQ.pack(family, socket.IPPROTO_TCP, 0, 0, 0xFFFFFFFF) + sockid
+    body += _SOCKID_TAIL.pack(0, _NOCOOKIE, _NOCOOKIE)
+    message = _NLMSGHDR.pack(_NLMSGHDR.size + len(body), _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST, 1, 0)
+    global _netlink
+    try:
+        if _netlink is None:
+            _netlink = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG)
+        _netlink.sendto(message + body, (0, 0))
+        answer = _netlink.recv(8192)
+    except OSError:
+        if _netlink is not None:
+            _netlink.close()
+            _netlink = None
+        return None
+    if len(answer) < _NLMSGHDR.size + 72:
+        return None
+    _, kind, _, _, _ = _NLMSGHDR.unpack_from(answer)
+    if kind != _SOCK_DIAG_BY_FAMILY:
+        return None  # NLMSG_ERROR: no such socket (gone already), or not allowed
+    uid, inode = _DIAG_MSG_UID.unpack_from(answer, _NLMSGHDR.size + 64)
+    return uid, inode
+
+
 def _socket_owner(local: tuple[str, int], remote: tuple[str, int]) -> tuple[int, int] | None:
-    """(uid, inode) of the peer socket of our connection local <-> remote, from /proc/net."""
+    """(uid, inode) of the peer socket of our connection local <-> remote: sock_diag netlink,
+    else the /proc/net table."""
+    found = _sock_diag_owner(local, remote)
+    if found is not None:
+        return found
     table, theirs = _hex_address(remote[0], remote[1])
     _, ours = _hex_address(local[0], local[1])
     try:
@@ -125,25 +194,35 @@ def _socket_owner(local: tuple[str, int], remote: tuple[str, int]) -> tuple[int,
         return None
 
 
-def _holds(pid: int, target: str) -> bool:
+def _holds(pid: int, target: str, hint: int) -> int | None:
+    """The descriptor of process `pid` that is `target` (socket:[inode]), or None."""
     fd_dir = f"/proc/{pid}/fd"
+    if hint >= 0:
+        try:
+            if os.readlink(f"{fd_dir}/{hint}") == target:
+                return hint
+        except OSError:
+            pass
     try:
         names = os.listdir(fd_dir)
     except OSError:
-        return False
-    for name in names:
+        return None
+    # A new connection's descriptor is most often the process's newest: look from the top.
+    for name in sorted(names, key=int, reverse=True):
         try:
             if os.readlink(f"{fd_dir}/{name}") == target:
-                return True
+                return int(name)
         except OSError:
             continue
-    return False
+    return None
 
 
 def _pid_of_inode(inode: int, uid: int) -> int | None:
     target = f"socket:[{inode}]"
     for pid in reversed(_recent):
-        if _holds(pid, target):
+        fd = _holds(pid, target, _recent[pid])
+        if fd is not None:
+            _recent[pid] = fd
             _recent.move_to_end(pid)
             return pid
     try:
@@ -160,8 +239,11 @@ def _pid_of_inode(inode: int, uid: int) -> int | None:
             except OSError:
                 continue
             pid = int(entry.name)
-            if pid not in _recent and _holds(pid, target):
-                _recent[pid] = None
+            if pid in _recent:
+                continue
+            fd = _holds(pid, target, -1)
+            if fd is not None:
+                _recent[pid] = fd
                 if len(_recent) > _RECENT:
                     _recent.popitem(last=False)
                 return pid
@@ -175,19 +257,20 @@ def identity_of_pid(pid: int, uid: int | None = None, how: str = "pid") -> PeerI
             uid = os.stat(f"/proc/{pid}").st_uid
         except OSError:
             return PeerIdentity(pid=pid, how=how)
-    try:
-        exe: str | None = os.readlink(f"/proc/{pid}/exe")
-    except OSError:
-        return PeerIdentity(uid=uid, pid=pid, how=how)
-    hashes = _hashes.of(f"/proc/{pid}/exe")
+    exe = f"/proc/{pid}/exe"
+    hashes = _hashes.of(exe, lambda: os.readlink(exe))
     if hashes is None:
-        return PeerIdentity(uid=uid, pid=pid, exe=exe, how=how)
-    return PeerIdentity(uid, pid, exe, hashes[0], hashes[1], how)
+        try:
+            return PeerIdentity(uid=uid, pid=pid, exe=os.readlink(exe), how=how)
+        except OSError:
+            return PeerIdentity(uid=uid, pid=pid, how=how)
+    return PeerIdentity(uid, pid, hashes[2], hashes[0], hashes[1], how)
 
 
 def hashes_of_file(path: str) -> tuple[bytes, bytes] | None:
     """(SHA-256, SHA-1) of an executable file, as the gateway would compute them."""
-    return _hashes.of(path)
+    found = _hashes.of(path, lambda: path)
+    return None if found is None else (found[0], found[1])
 
 
 def tcp_peer(
