@@ -486,11 +486,13 @@ async def _card(settings: Settings, demo: bool) -> int:
 async def _card_tcpip(settings: Settings, demo: bool) -> int:
     """A card with its own TCP/IP (SCWS §8.2): HTTP and HTTPS on sockets, no BIP."""
     from openscws.aio.direct import DirectServer
-    from openscws.scws.card import build_site, handler_factories
+    from openscws.scws.card import build_site, handler_factories, host_policy_for
 
     image = open_image(settings, create=True, demo=demo)
     c = settings.card
-    site = build_site(image, image.meta.iccid)
+    local = {p: (c.tcpip_https_port if p in c.tls_ports else c.tcpip_http_port) for p in c.ports}
+    policy = host_policy_for(c, local, names=frozenset({c.tcpip_host.lower()}))
+    site = build_site(image, image.meta.iccid, host_policy=policy)
     factories = handler_factories(site, c, *card_tls(settings, image))
     ports = {p: (c.tcpip_https_port if p in c.tls_ports else c.tcpip_http_port) for p in factories}
     server = DirectServer(c.tcpip_host, factories, ports)

@@ -19,9 +19,9 @@ X-SCWS-Realm: <name>; empty = public)      protection realm
 ``DELETE <dir>/``                          delete the whole directory (V1.1)      204 +
                                                                                   X-SCWS-Deleted
                                                                                   / 404 if none
-``PUT /.scws/realms/<name>`` JSON          stage the realm                        201 / 204
-{"users": {"alice": "pw"},
-"schemes": ["Digest", "Basic"]}
+``PUT /.scws/realms/<name>`` JSON          stage the realm ("basic_https_only":   201 / 204
+{"users": {"alice": "pw"},                 Basic neither offered nor taken on
+"schemes": ["Digest", "Basic"]}            plain HTTP)
 ``DELETE /.scws/realms/<name>``            stage its removal                      204 / 404
 ``PUT /.scws/values/<key>`` raw body       a card application's setting           201 / 204
 ``DELETE /.scws/values/<key>``                                                    204 / 404
@@ -463,9 +463,13 @@ class ScwsAdminExecutor:
 
 
 def _parse_realm(name: str, data: Any) -> Realm:
-    """{"users": {name: password}, "schemes": ["Digest", "Basic"]}; both optional."""
-    if not isinstance(data, dict) or not set(data) <= {"users", "schemes"}:
+    """{"users": {name: password}, "schemes": ["Digest", "Basic"], "basic_https_only": bool};
+    all optional."""
+    if not isinstance(data, dict) or not set(data) <= {"users", "schemes", "basic_https_only"}:
         raise _refuse(400, 'a realm is {"users": {...}, "schemes": [...]}')
+    https_only = data.get("basic_https_only", False)
+    if not isinstance(https_only, bool):
+        raise _refuse(400, "basic_https_only is true or false")
     users = data.get("users", {})
     if not isinstance(users, dict) or not all(
         isinstance(u, str) and isinstance(p, str) for u, p in users.items()
@@ -484,4 +488,4 @@ def _parse_realm(name: str, data: Any) -> Realm:
         if canonical is None or canonical in schemes:
             raise _refuse(400, f"unknown or repeated scheme {scheme!r}")
         schemes.append(canonical)
-    return Realm(name, dict(users), tuple(schemes))
+    return Realm(name, dict(users), tuple(schemes), https_only)

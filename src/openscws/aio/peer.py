@@ -22,6 +22,7 @@ Limits, plainly:
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import ipaddress
 import os
@@ -153,6 +154,7 @@ def _sock_diag_owner(local: tuple[str, int], remote: tuple[str, int]) -> tuple[i
     try:
         if _netlink is None:
             _netlink = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG)
+            atexit.register(_netlink.close)
         _netlink.sendto(message + body, (0, 0))
         answer = _netlink.recv(8192)
     except OSError:

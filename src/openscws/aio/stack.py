@@ -20,7 +20,7 @@ from openscws.aio.gateway import Gateway, GatewayConfig
 from openscws.aio.links import CardLink, InProcessLink
 from openscws.config import AdminSettings, Settings
 from openscws.errors import StoreError
-from openscws.scws.card import admin_agent, build_card, usim_app
+from openscws.scws.card import admin_agent, build_card, host_policy_for, usim_app
 from openscws.store.cardimage import CardImage
 from openscws.terminal.engine import TerminalEngine
 from openscws.trace.tracer import ApduTracer
@@ -61,10 +61,14 @@ def card_of(
     *,
     agent: AdminAgentApp | None,
     tls: tuple[ssl.SSLContext | None, PskTable | None] | None = None,
+    gateway_here: bool = False,
 ) -> VirtualUicc:
     """The card of `image`: the SCWS on its ports (with `tls`, else `card_tls`), the admin
-    agent when given, the USIM when the image has a subscription."""
+    agent when given, the USIM when the image has a subscription. `gateway_here`: the
+    gateway runs in this process with `settings`, so the card knows the local ports its
+    Host headers may name."""
     context, psk = tls if tls is not None else card_tls(settings, image)
+    local = dict(settings.gateway.port_map) if gateway_here else None
     return build_card(
         image,
         settings.card,
@@ -73,6 +77,7 @@ def card_of(
         psk=psk,
         agent=agent,
         usim=usim_app(image),
+        host_policy=host_policy_for(settings.card, local),
     )
 
 
@@ -293,7 +298,7 @@ async def start_stack(
         except BaseException:
             await admin_stack.stop()
             raise
-    card = card_of(settings, image, agent=agent, tls=tls)
+    card = card_of(settings, image, agent=agent, tls=tls, gateway_here=True)
     gateway = gateway_for(settings, InProcessLink(card), tracer, sms=admin)
     stack = Stack(settings, image, gateway, admin_stack, tracer)
     try:

@@ -14,6 +14,7 @@ from openscws.bip.card import BipServerApp, HandlerFactory, ServerConfig, Stream
 from openscws.config import CardSettings
 from openscws.http.connection import HttpServerConnection
 from openscws.http.limits import RamBudget
+from openscws.scws.guard import HostPolicy
 from openscws.scws.model import ResourceStore, TransactionalStore
 from openscws.scws.sample_app import CardInfoApp
 from openscws.scws.site import Site
@@ -32,8 +33,17 @@ log = logging.getLogger(__name__)
 INFO_APP_PATH = "/app/info"
 
 
-def build_site(store: ResourceStore, iccid: str, *, secret: bytes | None = None) -> Site:
-    site = Site(store, card={"ICCID": iccid}, secret=secret)
+def build_site(
+    store: ResourceStore,
+    iccid: str,
+    *,
+    secret: bytes | None = None,
+    host_policy: HostPolicy | None = None,
+) -> Site:
+    """The card's site; `host_policy` (default: local names, ports not checked) guards it
+    against requests meant for other servers and cross-origin writes (`scws.guard`)."""
+    policy = host_policy if host_policy is not None else HostPolicy()
+    site = Site(store, card={"ICCID": iccid}, secret=secret, host_policy=policy)
     site.register_app(INFO_APP_PATH, CardInfoApp())
     return site
 
@@ -139,13 +149,14 @@ def build_card(
     psk: PskTable | None = None,
     agent: AdminAgentApp | None = None,
     usim: UsimApp | None = None,
+    host_policy: HostPolicy | None = None,
 ) -> VirtualUicc:
     """The card, serving `settings.ports`; HTTPS ports need `tls` (the card's
     `CardKeyStore.server_context()`); `psk` is the card's PSK table (`psk_table()`), for the
     3DES PSK suite through GnuTLS (see `handler_factories`). `agent` (see `admin_agent`)
     takes remote administration triggers and runs the sessions; `usim` (see `usim_app`)
     answers AUTHENTICATE."""
-    site = build_site(store, iccid, secret=secret)
+    site = build_site(store, iccid, secret=secret, host_policy=host_policy)
     factories = handler_factories(site, settings, tls, psk)
     server = BipServerApp(
         ServerConfig(
@@ -164,3 +175,18 @@ def build_card(
     if agent is not None:
         card.toolkit.register(agent)
     return card
+
+
+def host_policy_for(
+    settings: CardSettings, local: dict[int, int] | None, *, names: frozenset[str] = frozenset()
+) -> HostPolicy:
+    """The Host policy when the terminal's local port for each card port is known (`local`:
+    card port -> local port; a card port missing from it is served on itself, 0 = not known);
+    None: not known here (a card process whose gateway runs elsewhere): ports unchecked."""
+    if local is None or 0 in local.values():
+        return HostPolicy(None, names)
+    ports: dict[str, set[int]] = {"http": set(), "https": set()}
+    for port in settings.ports:
+        scheme = "https" if port in settings.tls_ports else "http"
+        ports[scheme] |= {port, local.get(port, port)}
+    return HostPolicy({k: frozenset(v) for k, v in ports.items()}, names)
