@@ -37,9 +37,22 @@ class Apdus:
         self.seen.append(command)
 
 
+class AwaitingLink(InProcessLink):
+    """The in-process card behind a link that must be awaited, as vpcd and PC/SC are."""
+
+    immediate = False
+
+    async def transmit(self, apdu: bytes) -> bytes:
+        await asyncio.sleep(0)
+        return self.card.transmit(apdu, self.clock())
+
+    def transmit_now(self, apdu: bytes) -> bytes | None:
+        return None
+
+
 @asynccontextmanager
 async def gateway(
-    store: MemoryStore, refresh: float = 60.0, unix: Path | None = None
+    store: MemoryStore, refresh: float = 60.0, unix: Path | None = None, awaiting: bool = False
 ) -> AsyncIterator[tuple[Gateway, AccessControl, int, Apdus]]:
     for path in ("/index.html", "/app/page", "/private/x"):
         store.put(Resource(path, b"page " + path.encode(), "text/plain", last_modified=1))
@@ -52,7 +65,7 @@ async def gateway(
         return "127.0.0.1", gw.local_port(3516)
 
     control = AccessControl(
-        InProcessLink(card),
+        AwaitingLink(card) if awaiting else InProcessLink(card),
         refresh_interval=refresh,
         observer=apdus,
         unix_socket=unix,
@@ -243,5 +256,37 @@ def test_unix_socket_entry_point_uses_peer_credentials(tmp_path: Path) -> None:
             conn[1].close()
             assert control.decisions == 1
         assert not sock.exists()
+
+    run(main)
+
+
+def test_a_link_that_must_be_awaited_reads_between_the_gateways_apdus() -> None:
+    async def main() -> None:
+        store = MemoryStore()
+        store.set_value(RULES_KEY, rules(AccessRule(uid=os.getuid() + 1)))
+        async with gateway(store, refresh=0.0, awaiting=True) as (_, control, port, _apdus):
+            assert (await get(port))[0] == 403
+            store.set_value(RULES_KEY, rules(AccessRule(app_hash=SELF)))
+            # Several clients at once, their requests sent before the decision is taken.
+            results = await asyncio.gather(*(get(port) for _ in range(5)))
+            assert results == [(200, b"page /index.html")] * 5
+            assert control.policy.describe() == "1 access rules, deny by default"
+
+    run(main)
+
+
+def test_a_refused_client_reads_its_403_even_while_sending() -> None:
+    async def main() -> None:
+        store = MemoryStore()
+        store.set_value(RULES_KEY, rules(AccessRule(uid=os.getuid() + 1)))
+        async with gateway(store) as (_, _control, port, _apdus):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            body = b"x" * 200_000
+            writer.write(b"POST /app HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            writer.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            answer = await asyncio.wait_for(reader.read(), 10)  # to EOF: the FIN came
+            assert answer.startswith(b"HTTP/1.1 403 Forbidden\r\n")
+            assert answer.endswith(b"no rule allows this application on port 3516\r\n")
+            writer.close()
 
     run(main)

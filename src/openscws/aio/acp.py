@@ -319,6 +319,21 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             writer.close()
 
 
+LINGER = 2.0
+"""Seconds a refused HTTP client has to read its answer before the connection is closed."""
+
+
+def _linger(transport: asyncio.Transport) -> None:
+    """Ends our side after what was written (a FIN), drops what the client still sends, and
+    closes when the client does or after LINGER seconds. Closing at once with its request
+    unread would reset the connection, and the client could lose the answer."""
+    if transport.is_closing():
+        return
+    if transport.can_write_eof():
+        transport.write_eof()
+    asyncio.get_running_loop().call_later(LINGER, transport.close)
+
+
 _UNLOOKED = PeerIdentity(how="not looked up: access unrestricted")
 
 
@@ -355,10 +370,10 @@ class _Guarded(asyncio.Protocol):
 
     async def _decide_later(self) -> None:
         await self.control.refresh()
-        if self.transport is not None and not self.transport.is_closing():
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.resume_reading()  # before the gateway's protocol may pause it again
             self._decide()
-            if self.admitted:
-                self.transport.resume_reading()
 
     def _decide(self) -> None:
         transport = self.transport
@@ -372,7 +387,9 @@ class _Guarded(asyncio.Protocol):
         if not decision.allow:
             if self.port in self.control.http_ports:
                 transport.write(refusal(403, f"SCWS access control: {decision.reason}", close=True))
-            transport.close()
+                _linger(transport)
+            else:
+                transport.close()  # no byte of a TLS handshake
             return
         self.admitted = True
         if decision.check_requests and self.port in self.control.http_ports:
@@ -411,7 +428,7 @@ class _Guarded(asyncio.Protocol):
         if forward:
             self.inner.data_received(forward)
         if gate.closing and not gate.owed:
-            transport.close()
+            _linger(transport)
 
     def eof_received(self) -> bool | None:
         if self.admitted:
@@ -441,10 +458,17 @@ class _GateTransport(asyncio.Transport):
         self._gate = gate
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
+        real = self._real
+        if real.is_closing():
+            return
         gate = self._gate
-        self._real.write(gate.from_card(bytes(data)))
+        out = gate.from_card(bytes(data))
+        try:
+            real.write(out)
+        except RuntimeError:  # our side already ended (write_eof): nothing more to say
+            return
         if gate.closing and not gate.owed:
-            self._real.close()
+            _linger(real)
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return self._real.get_extra_info(name, default)
