@@ -38,6 +38,7 @@ from openscws.acp.reader import Outcome, ReaderError, ReadResult, RulesReader
 from openscws.acp.watch import AdminWatch
 from openscws.aio.links import ApduObserver, CardLink
 from openscws.aio.peer import PeerIdentity, tcp_peer, unix_peer
+from openscws.errors import OpenScwsError
 
 __all__ = ["AccessControl", "GuardedLink"]
 
@@ -195,7 +196,7 @@ class AccessControl:
                 response = await self.link.exchange_locked(apdu)
                 self._trace(apdu, response)
                 reader.receive(response)
-        except (ReaderError, ConnectionError) as e:
+        except (OpenScwsError, OSError) as e:  # ReaderError, a lost card, a PC/SC failure
             self._failed(e, start=start)
             return
         assert reader.result is not None
@@ -295,6 +296,10 @@ class AccessControl:
                 await asyncio.get_running_loop().sock_connect(out, (host, port))
                 up_reader, up_writer = await asyncio.open_connection(sock=out)
             except OSError as e:
+                if out.fileno() >= 0:
+                    with contextlib.suppress(OSError):
+                        name = out.getsockname()
+                        self._relayed.pop((name[0], name[1]), None)
                 out.close()
                 log.warning("Unix entry point: cannot reach %s:%d: %s", host, port, e)
                 writer.close()
