@@ -1,7 +1,7 @@
 """New connections per second through the SCWS Gateway's port 3516 with the access control
 off and on, side by side in one run.
 
-    .venv/bin/python benchmarks/bench_acp.py [--connections 40] [--rounds 30] [--quick]
+    .venv/bin/python benchmarks/bench_acp.py [--connections 40] [--rounds 40] [--quick]
         [--json FILE] [--no-docs]
 
 Three `openscws up --no-admin` processes, each on its own card image and free ports, logging
@@ -255,7 +255,7 @@ def section(result: dict[str, Any]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=40, help="per round")
-    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--quick", action="store_true", help="10 connections, 2 rounds, no docs")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--no-docs", action="store_true", help="leave docs/benchmarks.md alone")
