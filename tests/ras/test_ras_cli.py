@@ -306,3 +306,19 @@ def test_campaign_wait_follows_progress(admin: Admin, tmp_path: Path) -> None:
     assert lines[-1] == "campaign 1: 1 done, 1 failed"
     counts = [line.split("] ", 1)[1] for line in lines[:-2]]
     assert len(counts) == len(set(counts))  # a line per change, not per poll
+
+
+def test_acp_campaign(admin: Admin, tmp_path: Path) -> None:
+    admin("card", "add", ICCID)
+    policy = tmp_path / "policy.json"
+    policy.write_text('{"rules": [{"app": "any", "ports": [4116]}]}')
+    code, out, _ = admin("campaign", "create", "lock-down", "--acp", str(policy))
+    assert code == 0
+    assert out.splitlines() == ["campaign 1 'lock-down': 1 card(s)", "  acp /.scws/acp"]
+    policy.write_text('{"rules": [{"app": "nobody"}]}')
+    code, _, err = admin("campaign", "create", "bad", "--acp", str(policy))
+    assert code == 2
+    assert "access rules" in err
+    code, _, err = admin("campaign", "create", "bad", "--acp", str(tmp_path / "none.json"))
+    assert code == 2
+    assert "cannot read the policy" in err
