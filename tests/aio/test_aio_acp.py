@@ -270,7 +270,7 @@ def test_a_link_that_must_be_awaited_reads_between_the_gateways_apdus() -> None:
             # Several clients at once, their requests sent before the decision is taken.
             results = await asyncio.gather(*(get(port) for _ in range(5)))
             assert results == [(200, b"page /index.html")] * 5
-            assert control.policy.describe() == "1 access rules, deny by default"
+            assert control.policy.describe() == "1 access rule, deny by default"
 
     run(main)
 

@@ -86,7 +86,8 @@ class Policy:
             return f"access unrestricted ({self.error})"
         if self.mode is Mode.DENY_ALL:
             return f"every connection refused: the card's access rules are unusable: {self.error}"
-        return f"{len(self.rules)} access rules, deny by default"
+        n = len(self.rules)
+        return f"{n} access rule{'' if n == 1 else 's'}, deny by default"
 
     def _matching(self, subject: Subject, port: int) -> list[AccessRule]:
         """The rules naming this application (by hash, or any) and port, in rule order."""
