@@ -232,3 +232,13 @@ def test_rules_read_through_pcscd(  # type: ignore[no-untyped-def]
     base = gateway.wait_ready()
     assert _decisions(curl, base) == EXPECTED
     assert "SCWS access control: 2 access rules, deny by default" in gateway.stderr
+
+
+def test_same_decisions_in_process(  # type: ignore[no-untyped-def]
+    start_up, need_tool: Callable[[str, str], str], tmp_path: Path
+) -> None:
+    """The card of the vpcd and pcscd runs, in the gateway's process: the same decisions."""
+    curl = need_tool("curl", "curl")
+    data, _ = _card_with_rules(tmp_path, curl)
+    sp = start_up(data_dir=data)
+    assert _decisions(curl, sp.base_url) == EXPECTED
