@@ -21,7 +21,7 @@ import enum
 import re
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from openscws.acp.policy import Decision
@@ -67,18 +67,11 @@ class _Reader:
 
     state: _Body = _Body.HEAD
     left: int = 0
-    buf: bytearray | None = None
-
-    def __post_init__(self) -> None:
-        self.buf = bytearray()
+    buf: bytearray = field(default_factory=bytearray)
 
 
 def _headers(head: bytes) -> tuple[str, dict[str, list[str]]]:
-    try:
-        text = head.decode("latin-1")
-    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes anything
-        raise FramingError("head not decodable") from None
-    lines = text.split("\r\n")
+    lines = head.decode("latin-1").split("\r\n")
     fields: dict[str, list[str]] = {}
     for line in lines[1:]:
         if not line:
@@ -138,7 +131,6 @@ class HeadGate:
         now = bytearray()
         i = 0
         rx = self._rx
-        assert rx.buf is not None
         while i < len(data) and not self.closing:
             if rx.state is _Body.HEAD:
                 rx.buf += data[i:]
@@ -211,7 +203,6 @@ class HeadGate:
     def _body(self, data: bytes, i: int, out: bytearray) -> int:
         """Consumes body bytes from data[i:]; returns the new offset."""
         rx = self._rx
-        assert rx.buf is not None
         start = i
         if rx.state in (_Body.LENGTH, _Body.CHUNK_DATA):
             take = min(rx.left, len(data) - i)
@@ -261,7 +252,6 @@ class HeadGate:
         out = bytearray()
         i = 0
         tx = self._tx
-        assert tx.buf is not None
         while i < len(data):
             if tx.state is _Body.UNTIL_CLOSE or tx.state is _Body.CLOSED:
                 out += data[i:]
