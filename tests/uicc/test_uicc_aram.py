@@ -130,3 +130,18 @@ def test_fuzz_reader_answers_typed(answers: list[bytes]) -> None:
     except ReaderError:
         return
     assert reader.result is not None
+
+
+def test_a_card_without_logical_channels_is_left_alone() -> None:
+    """MANAGE CHANNEL refused: no ARA-M for the gateway, and no SELECT on the basic channel
+    (where a real terminal keeps the USIM selected)."""
+    sent: list[bytes] = []
+
+    def card(apdu: bytes) -> bytes:
+        sent.append(apdu)
+        return bytes.fromhex("6881") if apdu[1] == 0x70 else bytes.fromhex("9000")
+
+    result = read_rules(card)
+    assert result.outcome is Outcome.NO_APPLICATION
+    assert "MANAGE CHANNEL" in result.error
+    assert sent == [bytes.fromhex("0070000001")]

@@ -2,7 +2,9 @@
 sans-IO state machine. `next_apdu()` gives the next command, `receive(response)` takes the
 card's answer; when `result` is set the read is over.
 
-    MANAGE CHANNEL open (00 70 00 00 01)            -> a logical channel (refused: basic channel)
+    MANAGE CHANNEL open (00 70 00 00 01)            -> a logical channel (refused: read as no
+                                                       ARA-M: the basic channel, where the
+                                                       USIM is selected, is never touched)
     SELECT by AID A00000015141434C00                -> 6A82: the card has no ARA-M
     GET DATA refresh tag (80 CA DF 20 00)           -> the same tag as last time: unchanged
     GET DATA all rules (80 CA FF 40 00)             -> 6A88: no rules
@@ -71,7 +73,7 @@ class Event(enum.Enum):
 
 TRANSITIONS: Final[dict[tuple[State, Event], State]] = {
     (State.OPEN, Event.OK): State.SELECT,
-    (State.OPEN, Event.REFUSED): State.SELECT,  # no logical channels: the basic channel
+    (State.OPEN, Event.FINISH): State.CLOSE,  # no logical channel: nothing is read
     (State.SELECT, Event.OK): State.TAG,
     (State.SELECT, Event.FINISH): State.CLOSE,
     (State.TAG, Event.OK): State.ALL,
@@ -175,7 +177,8 @@ class RulesReader:
                     self.channel = data[0]
                     self._go(Event.OK)
                 else:
-                    self._go(Event.REFUSED)
+                    why = f"MANAGE CHANNEL: SW {sw:04X}"
+                    self._finish(ReadResult(Outcome.NO_APPLICATION, error=why))
             case State.SELECT:
                 if ok:
                     self._go(Event.OK)
