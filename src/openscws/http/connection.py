@@ -19,7 +19,7 @@ from openscws.errors import HttpError
 from openscws.http._dates import DateCache
 from openscws.http.limits import CardLimits, RamBudget
 from openscws.scws.apps import Request, Response
-from openscws.scws.guard import PER_CONNECTION
+from openscws.scws.guard import GUESSES, PER_CONNECTION
 
 if TYPE_CHECKING:
     from openscws.scws.site import Handler, Site
@@ -335,7 +335,7 @@ class HttpServerConnection:
             close = exc.status in (411, 413) or (
                 has_body and (chunked or self._conn.client_is_waiting_for_100_continue)
             )
-            if exc.status == 401 and any(n == b"authorization" for n, _ in raw_headers):
+            if exc.status == 401 and exc.reason in GUESSES:
                 # Wrong passwords: a few per connection (scws.guard), then it is closed.
                 self._auth_failures += 1
                 close = close or self._auth_failures >= PER_CONNECTION

@@ -30,11 +30,14 @@ from typing import Final
 
 from openscws.errors import HttpError
 
-__all__ = ["PER_CONNECTION", "SAFE_METHODS", "HostPolicy", "RealmThrottle"]
+__all__ = ["GUESSES", "PER_CONNECTION", "SAFE_METHODS", "HostPolicy", "RealmThrottle"]
 
 SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 PER_CONNECTION: Final = 3
 """Failed authentications on one connection before the engine closes it."""
+GUESSES: Final = frozenset({"wrong password", "unknown user", "wrong response"})
+"""The 401 reasons (`scws.auth`) that are wrong credentials, the ones counted; a stale nonce
+or a scheme not offered is not a guess."""
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 
 

@@ -13,7 +13,7 @@ from openscws.errors import HttpError
 from openscws.http._dates import format_http_date, parse_http_date
 from openscws.scws.apps import AppContext, CardApp, Request, Response
 from openscws.scws.auth import Authenticator
-from openscws.scws.guard import HostPolicy, RealmThrottle
+from openscws.scws.guard import GUESSES, HostPolicy, RealmThrottle
 from openscws.scws.model import Realm, Resource, ResourceStore
 
 __all__ = ["KNOWN_METHODS", "STATIC_METHODS", "Handler", "Site"]
@@ -149,7 +149,7 @@ class Site:
         try:
             return self.auth.authenticate(realm, request.method, request.target, authorization, now)
         except HttpError as e:
-            if e.status == 401 and authorization is not None:
+            if e.status == 401 and e.reason in GUESSES:
                 self.throttle.failed(realm.name, now)
                 logger.info("realm %r: failed authentication for %s", realm.name, request.path)
             raise
