@@ -74,6 +74,7 @@ KEPT_SECTIONS = (
     (ADMIN_BEGIN, ADMIN_END),
     (_docs.PCSC_BEGIN, _docs.PCSC_END),
     (_docs.GBA_BEGIN, _docs.GBA_END),
+    (_docs.ACP_BEGIN, _docs.ACP_END),
 )
 
 

@@ -74,6 +74,16 @@ def _check_tls_ram(doc: dict[str, Any], out: str, tmp: Path) -> None:
     assert "| static |" in out
 
 
+def _check_acp(doc: dict[str, Any], out: str, tmp: Path) -> None:
+    assert list(doc["rows"]) == ["acp off", "no rules", "50 rules"]
+    for row in doc["rows"].values():
+        assert row["best_per_s"] > 0
+        assert row["per_cpu_s"] > 0
+    # Every connection to the gateway with rules was admitted by the last rule, and logged.
+    assert doc["decisions_logged"] >= 20
+    assert "| 50 rules |" in out
+
+
 def _check_gba(doc: dict[str, Any], out: str, tmp: Path) -> None:
     cells = doc["cells"]
     assert [c["db"] for c in cells] == ["sqlite"]
@@ -120,6 +130,7 @@ class Quick:
 
 
 QUICK: dict[str, Quick] = {
+    "bench_acp.py": Quick(("--json", "JSON"), check=_check_acp, timeout=180),
     "bench_admin.py": Quick(
         (
             *("--cards", str(ADMIN_CARDS), "--repeat", "1", "--db", "sqlite", "--servers", "1"),

@@ -38,6 +38,13 @@ COMMANDS = [
     ["bsf", "subscriber", "add"],
     ["bsf", "naf", "add"],
     ["gba", "bootstrap"],
+    ["card", "acp"],
+    ["card", "acp", "add"],
+    ["card", "acp", "ls"],
+    ["card", "acp", "rm"],
+    ["card", "acp", "set"],
+    ["acp"],
+    ["acp", "whoami"],
 ]
 
 

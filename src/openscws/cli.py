@@ -8,6 +8,7 @@ import datetime
 import logging
 import logging.config
 import os
+import shutil
 import signal
 import sys
 import time
@@ -209,7 +210,36 @@ def _card_actions(card: argparse.ArgumentParser) -> None:
     )
     usim_sub.add_parser("show", help="IMSI and SQN (never the keys)")
     usim_sub.add_parser("rm", help="remove the subscription")
-    parsers = [init, csr, cert, psk, policy, usim, acts.choices["show"]]
+    acp = acts.add_parser(
+        "acp",
+        help="the access rules: which local applications reach the SCWS (docs/acp.md)",
+        description="The card's access-rule application (GlobalPlatform SEAC ARA-M) hands these "
+        "rules to the SCWS Gateway, which admits only the applications they allow. No rules: "
+        "access unrestricted; rules: deny by default. Takes effect on the next connection.",
+    )
+    acp_sub = acp.add_subparsers(dest="acp_action", required=True, metavar="ACP_ACTION")
+    a_add = acp_sub.add_parser("add", help="add a rule")
+    a_add.add_argument(
+        "identity",
+        help="sha256:<hex>, sha1:<hex>, uid:<n>, any, or a program's path (its SHA-256)",
+    )
+    a_add.add_argument(
+        "--port", type=int, action="append", help="card port (repeatable; default 3516 and 4116)"
+    )
+    a_add.add_argument(
+        "--path", action="append", help="URL path prefix (repeatable; checked on plain HTTP)"
+    )
+    a_add.add_argument("--uid", type=int, help="the application must also run as this user id")
+    a_add.add_argument("--deny", action="store_true", help="a deny rule (deny wins over allow)")
+    a_ls = acp_sub.add_parser("ls", help="list the rules, numbered")
+    a_ls.add_argument("--json", action="store_true", help="as a policy document")
+    a_rm = acp_sub.add_parser("rm", help="remove rule N (as `ls` numbers them), or --all")
+    a_rm.add_argument("number", type=int, nargs="?", help="the rule's number")
+    a_rm.add_argument("--all", action="store_true", help="remove every rule (unrestricted)")
+    a_set = acp_sub.add_parser("set", help="replace every rule with a JSON policy document")
+    a_set.add_argument("document", type=Path, help='a file: {"rules": [...]} (docs/acp.md)')
+    parsers = [init, csr, cert, psk, policy, usim, acp, acts.choices["show"]]
+    parsers += list(acp_sub.choices.values())
     parsers += list(psk_sub.choices.values()) + list(policy_sub.choices.values())
     parsers += list(usim_sub.choices.values())
     for p in parsers:
@@ -424,6 +454,21 @@ def build_parser() -> argparse.ArgumentParser:
         _common(action)
         _card_options(action)
 
+    acp = sub.add_parser(
+        "acp",
+        help="the SCWS access control policy, as the gateway sees applications",
+        description="What the SCWS Gateway sees of a local application: its user id, "
+        "executable and the executable's hashes, the identities access rules name.",
+    )
+    acp_sub = acp.add_subparsers(dest="acp_action", required=True, metavar="ACTION")
+    whoami = acp_sub.add_parser(
+        "whoami",
+        help="the identity the gateway would see for the calling program (or --pid, PROGRAM)",
+    )
+    whoami.add_argument("program", nargs="?", help="a program's path: its identity when you run it")
+    whoami.add_argument("--pid", type=int, help="a running process (default: the caller)")
+    _common(whoami)
+
     cfg = sub.add_parser(
         "config",
         help="print the effective settings as TOML",
@@ -635,12 +680,14 @@ async def _card(settings: Settings, demo: bool, iccid: str | None) -> int:
 async def _card_tcpip(settings: Settings, demo: bool, iccid: str | None) -> int:
     """A card with its own TCP/IP (SCWS §8.2): HTTP and HTTPS on sockets, no BIP."""
     from openscws.aio.direct import DirectServer
-    from openscws.scws.card import build_site, handler_factories
+    from openscws.scws.card import build_site, handler_factories, host_policy_for
 
     image = open_image(settings, create=True, demo=demo, iccid=iccid)
     running = RunningLock.take(image.root)  # held until this process ends
     c = settings.card
-    site = build_site(image, image.meta.iccid, started=time.time())
+    local = {p: (c.tcpip_https_port if p in c.tls_ports else c.tcpip_http_port) for p in c.ports}
+    policy = host_policy_for(c, local, names=frozenset({c.tcpip_host.lower()}))
+    site = build_site(image, image.meta.iccid, started=time.time(), host_policy=policy)
     factories = handler_factories(site, c, *card_tls(settings, image))
     ports = {p: (c.tcpip_https_port if p in c.tls_ports else c.tcpip_http_port) for p in factories}
     server = DirectServer(c.tcpip_host, factories, ports)
@@ -815,6 +862,8 @@ def _card_action(args: argparse.Namespace, settings: Settings) -> int:
             return _psk(args, keys)
         case "usim":
             return _usim(args, image)
+        case "acp":
+            return _card_acp(args, image)
         case "policy":
             match args.policy_action:
                 case "allow":
@@ -861,6 +910,112 @@ def _usim(args: argparse.Namespace, image: CardImage) -> int:
                 return 1
             print("USIM subscription removed")
     return 0
+
+
+def _card_acp(args: argparse.Namespace, image: CardImage) -> int:
+    import json
+
+    from openscws.acp.document import (
+        DocumentError,
+        from_document,
+        parse_identity,
+        rule_to_json,
+        to_document,
+    )
+    from openscws.acp.rules import ANY_PORTS, AccessRule, RuleSet
+    from openscws.store.acprules import load_rules, save_rules
+
+    try:
+        match args.acp_action:
+            case "add":
+                rules = load_rules(image)
+                app_hash, uid = _identity_arg(args.identity, parse_identity)
+                if args.uid is not None:
+                    uid = args.uid
+                rule = AccessRule(
+                    app_hash=app_hash,
+                    uid=uid,
+                    ports=frozenset(args.port) if args.port else ANY_PORTS,
+                    paths=tuple(args.path or ()),
+                    allow=not args.deny,
+                )
+                save_rules(image, RuleSet((*rules.rules, rule)))
+                print(f"rule {len(rules.rules) + 1}: {rule.describe()}")
+            case "ls":
+                rules = load_rules(image)
+                if args.json:
+                    print(json.dumps(to_document(rules), indent=2))
+                    return 0
+                if not rules.rules:
+                    print("no access rules: access to the SCWS is unrestricted")
+                for n, rule in enumerate(rules.rules, 1):
+                    print(f"{n:3}  {rule.describe() if rule.scws else '(a SEAC rule, not SCWS)'}")
+            case "rm":
+                if args.all:
+                    save_rules(image, RuleSet())
+                    print("every rule removed: access to the SCWS is unrestricted")
+                    return 0
+                rules = load_rules(image)
+                if args.number is None or not 1 <= args.number <= len(rules.rules):
+                    raise ConfigError(f"no rule {args.number} (`openscws card acp ls`)")
+                kept = [r for n, r in enumerate(rules.rules, 1) if n != args.number]
+                save_rules(image, RuleSet(tuple(kept)))
+                print(f"removed: {json.dumps(rule_to_json(rules.rules[args.number - 1]))}")
+            case "set":
+                try:
+                    doc = json.loads(_read(args.document))
+                except ValueError as e:
+                    raise ConfigError(f"{args.document}: not JSON: {e}") from None
+                rules = from_document(doc)
+                save_rules(image, rules)
+                print(f"{len(rules.rules)} rule(s) stored")
+    except (DocumentError, ValueError) as e:
+        raise ConfigError(str(e)) from None
+    return 0
+
+
+def _whoami(args: argparse.Namespace) -> int:
+    from openscws.aio.peer import PeerIdentity, hashes_of_file, identity_of_pid
+
+    if args.program:
+        found = shutil.which(args.program) or args.program
+        exe = os.path.realpath(found)
+        hashes = hashes_of_file(exe)
+        if hashes is None:
+            raise ConfigError(f"cannot read the program {args.program}")
+        who = PeerIdentity(os.getuid(), None, exe, hashes[0], hashes[1], "program file")
+    else:
+        pid = args.pid if args.pid is not None else os.getppid()
+        who = identity_of_pid(pid)
+        if who.uid is None:
+            raise ConfigError(f"no process {pid}")
+    print(f"uid:     {who.uid}")
+    if who.pid is not None:
+        print(f"pid:     {who.pid}")
+    print(f"program: {who.exe or '(not visible: a process of another user?)'}")
+    if who.sha256 is not None and who.sha1 is not None:
+        print(f"sha256:  {who.sha256.hex()}")
+        print(f"sha1:    {who.sha1.hex()}")
+        print(f"allow it: openscws card acp add sha256:{who.sha256.hex()}")
+    print(f"or its user: openscws card acp add uid:{who.uid}")
+    return 0
+
+
+def _identity_arg(
+    text: str, parse: Callable[[str], tuple[bytes, int | None]]
+) -> tuple[bytes, int | None]:
+    """An identity in the rules' notation, or a program's path: its SHA-256, as the gateway
+    computes it for a process running that program."""
+    if "/" in text:
+        import hashlib
+
+        found = shutil.which(text) or text
+        try:
+            data = Path(os.path.realpath(found)).read_bytes()
+        except OSError as e:
+            raise ConfigError(f"cannot read the program {text}: {e.strerror}") from None
+        return hashlib.sha256(data).digest(), None
+    return parse(text)
 
 
 def _hex_key(option: str, text: str, size: int | None = 16) -> bytes:
@@ -1131,6 +1286,8 @@ def _run(args: argparse.Namespace) -> int:
             return 0
         case "content":
             return _content(args, settings)
+        case "acp":
+            return _whoami(args)
         case "admin":
             return admin_cli.run(args, settings)
         case "bsf":

@@ -117,6 +117,15 @@ class GatewaySettings:
     the card's PoR out), where the admin server's "local" sender delivers triggers; 0: off."""
     connect_timeout: float = 10.0
     """Seconds the terminal tries to reach a server for a card's client-mode channel."""
+    acp: bool = True
+    """Enforce the card's access rules (the SCWS access control policy, docs/acp.md); a card
+    without rules leaves access unrestricted."""
+    acp_refresh: float = 1.0
+    """Seconds after which a new connection makes the gateway check the rules' refresh tag
+    (it also checks after every administration session)."""
+    unix_socket: str = ""
+    """Path of a Unix-domain entry point to card port 3516 (identity by SO_PEERCRED); empty:
+    none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,6 +301,7 @@ def _problem(s: Settings) -> str | None:
         ("gateway.busy_timeout", g.busy_timeout),
         ("gateway.poll_interval", g.poll_interval),
         ("gateway.connect_timeout", g.connect_timeout),
+        ("gateway.acp_refresh", g.acp_refresh),
         ("admin.trigger_interval", a.trigger_interval),
         ("admin.trigger_ttl", a.trigger_ttl),
         ("admin.session_ttl", a.session_ttl),

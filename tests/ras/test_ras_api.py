@@ -816,3 +816,15 @@ def test_serve_api_in_a_running_loop(ras: RasService) -> None:
         await stop_api(server)  # twice is harmless
 
     asyncio.run(main())
+
+
+def test_acp_campaign(client: TestClient, ras: RasService) -> None:
+    """A campaign that sets the cards' SCWS access rules: the policy document checked on
+    creation, the job a single acp operation."""
+    add_card(ras, 0)
+    policy = {"rules": [{"app": "uid:0", "ports": [3516], "paths": ["/app/"]}]}
+    r = client.post(f"{V1}/campaigns", json={"name": "lock-down", "acp": policy})
+    assert r.status_code == 201, r.text
+    assert r.json()["operations"] == [{"op": "acp", "path": "/.scws/acp", "version": None}]
+    bad = {"rules": [{"app": "md5:00"}]}
+    problem(client.post(f"{V1}/campaigns", json={"name": "x", "acp": bad}), 400, "access rules")

@@ -392,3 +392,19 @@ def test_users_tokens_and_audit(
     assert "00112233445566778899AABBCCDDEEFF" not in out
     assert "PSK check" in lines[-1]
     assert token not in out
+
+
+def test_acp_campaign(admin: Admin, tmp_path: Path) -> None:
+    admin("card", "add", ICCID)
+    policy = tmp_path / "policy.json"
+    policy.write_text('{"rules": [{"app": "any", "ports": [4116]}]}')
+    code, out, _ = admin("campaign", "create", "lock-down", "--acp", str(policy))
+    assert code == 0
+    assert out.splitlines() == ["campaign 1 'lock-down': 1 card(s)", "  acp /.scws/acp"]
+    policy.write_text('{"rules": [{"app": "nobody"}]}')
+    code, _, err = admin("campaign", "create", "bad", "--acp", str(policy))
+    assert code == 2
+    assert "access rules" in err
+    code, _, err = admin("campaign", "create", "bad", "--acp", str(tmp_path / "none.json"))
+    assert code == 2
+    assert "cannot read the policy" in err

@@ -3,6 +3,7 @@ database: the vault, secrets kept out of logs and reprs, the PSK cache, content 
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from datetime import timedelta
@@ -12,8 +13,11 @@ import pytest
 from ras_contract import FAST_HASHER, POLICY, T0, ServiceContract, add_card, iccid, keys_of, seed
 from sqlalchemy import text
 
+from openscws.acp.document import from_document
+from openscws.amdb.embedded import EmbeddedResponse
 from openscws.ras.db import RasDatabase, RasError, default_url
-from openscws.ras.service import RasService
+from openscws.ras.service import ContentItem, Operation, RasService
+from openscws.ras.session import RasSession, Verdict
 from openscws.ras.vault import MASTER_KEY_FILE, Vault, VaultError
 
 
@@ -264,3 +268,38 @@ def test_retry_delay_caps() -> None:
 def test_bad_database_urls(url: str, message: str) -> None:
     with pytest.raises(RasError, match=message):
         RasDatabase(url)
+
+
+# -- the access-rules operation ------------------------------------------------------------
+
+
+def test_acp_campaign_sends_the_rules(ras: RasService) -> None:
+    seed(ras, 1)
+    doc = {"rules": [{"app": "uid:0", "ports": [3516]}]}
+    info = ras.create_campaign("lock-down", acp=doc, now=T0)
+    # Content goes only for paths given: the job is the rules alone.
+    assert [op.op for op in info.operations] == ["acp"]
+    (op,) = info.operations
+    assert op.path == "/.scws/acp"
+    assert Operation.from_json(op.to_json()) == op
+    s = ras.open_session("id-0", "A", T0)
+    assert s is not None
+    session = RasSession("tx-1", [o.to_json() for o in s.operations], _no_content)
+    put = session.next_command(None)
+    assert put is not None
+    assert (put.method, put.target) == ("PUT", "/.scws/acp")
+    assert ("Content-Type", "application/json") in put.headers
+    assert from_document(json.loads(put.body)) == from_document(doc)
+    commit = session.next_command(EmbeddedResponse(204))
+    assert commit is not None
+    assert commit.target == "/.scws/commit"
+    assert session.next_command(EmbeddedResponse(200, (), b'{"committed":1}')) is None
+    assert session.verdict is Verdict.DONE
+    with_content = ras.create_campaign("both", acp=doc, paths=[], now=T0)
+    assert [o.op for o in with_content.operations] == ["acp"]
+    with pytest.raises(RasError, match="access rules"):
+        ras.create_campaign("bad", acp={"rules": [{"app": "md5:1"}]}, now=T0)
+
+
+def _no_content(path: str, version: int) -> ContentItem:
+    raise AssertionError("no content in this job")

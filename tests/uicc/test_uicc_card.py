@@ -210,6 +210,7 @@ def test_fuzz_transmit(sequence: list[bytes]) -> None:
             0x62,
             0x63,
             0x67,
+            0x68,  # functions in CLA not supported (a logical channel not open)
             0x69,
             0x6A,
             0x6B,

@@ -21,14 +21,17 @@ Cache-Control: the resource's policy)      the resource's cache policy          
 ``DELETE <dir>/``                          delete the whole directory (V1.1)      204 +
                                                                                   X-SCWS-Deleted
                                                                                   / 404 if none
-``PUT /.scws/realms/<name>`` JSON          stage the realm                        201 / 204
-{"users": {"alice": "pw"},
-"schemes": ["Digest", "Basic"]}
+``PUT /.scws/realms/<name>`` JSON          stage the realm ("basic_https_only":   201 / 204
+{"users": {"alice": "pw"},                 Basic neither offered nor taken on
+"schemes": ["Digest", "Basic"]}            plain HTTP)
 ``DELETE /.scws/realms/<name>``            stage its removal                      204 / 404
 ``PUT /.scws/values/<key>`` raw body       a card application's setting           201 / 204
 ``DELETE /.scws/values/<key>``                                                    204 / 404
-``PUT /.scws/acp`` JSON [{"app": "<sha256  access-control policy, validated,      204
-hex>|*", "allow": ["/prefix/", ...]}]      stored as value "scws.acp"
+``PUT /.scws/acp`` JSON {"rules":         the SCWS access rules (see             204
+[{"app", "ports", "paths", "access"}]}     `openscws.acp.document`), stored
+(or the earlier [{"app", "allow"}])        as the ARA-M's rules (value
+                                           "scws.acp", GP SEAC coding): the
+                                           refresh tag changes
 ``PUT /.scws/keys`` JSON {"psk_identity",  stage new agent keys (the card's        204
 "psk_key" hex, "kic": {"version", "key"},  secure area), applied by the commit
 "kid": {...}}                              with the rest; the keys they replace
@@ -71,6 +74,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import unquote
 
+from openscws.acp.document import DocumentError, from_document
+from openscws.acp.rules import encode_rules
 from openscws.agent.credentials import AGENT_FILE, AgentCredentials, KeyChange
 from openscws.amdb.embedded import EmbeddedRequest, EmbeddedResponse, Headers
 from openscws.errors import ConfigError, HttpError, StoreError
@@ -85,6 +90,7 @@ from openscws.scws.model import (
     TransactionalStore,
 )
 from openscws.scws.paths import path_problem
+from openscws.uicc.aram import RULES_KEY
 
 __all__ = [
     "ACP_KEY",
@@ -102,9 +108,8 @@ ADMIN_PREFIX: Final = "/.scws"
 TRANSACTION_HEADER: Final = "X-SCWS-Transaction"
 REALM_HEADER: Final = "X-SCWS-Realm"
 DELETED_HEADER: Final = "X-SCWS-Deleted"
-ACP_KEY: Final = "scws.acp"
-"""Value key of the access-control policy (the SCWS Gateway's ACP enforcement,
-OMA-AD-Smartcard_Web_Server V1.2 §5.3.1.2)."""
+ACP_KEY: Final = RULES_KEY
+"""Value key of the access rules the card's ARA-M serves (`openscws.uicc.aram`)."""
 RESERVED_VALUE_PREFIX: Final = "scws."
 """Value keys the executor owns (written through their own commands only)."""
 
@@ -112,7 +117,6 @@ MAX_KEY_BYTES: Final = 256
 _TXID: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _REALM_NAME: Final = re.compile(r"[\x20-\x21\x23-\x5b\x5d-\x7e]{1,64}")
 """Printable ASCII without '"' and '\\': it goes in a quoted realm="..." parameter."""
-_APP_ID: Final = re.compile(r"[0-9a-f]{64}|\*")
 _MEDIA_TYPE: Final = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+/[-!#$%&'*+.^_`|~0-9A-Za-z]+(;.*)?")
 _PRINTABLE: Final = re.compile(r"[\x20-\x7e]+")
 _SCHEMES: Final = {"digest": "Digest", "basic": "Basic"}
@@ -438,9 +442,12 @@ class ScwsAdminExecutor:
 
     def _acp(self, req: EmbeddedRequest) -> EmbeddedResponse:
         self._check_size(req)
-        policy = _parse_acp(_load_json(req))
+        try:
+            rules = from_document(_load_json(req))
+        except DocumentError as e:
+            raise _refuse(400, f"bad access rules: {e}") from None
         tx = self._begin(req)
-        tx.set_value(ACP_KEY, json.dumps(policy, separators=(",", ":")).encode())
+        tx.set_value(ACP_KEY, encode_rules(rules))
         self._staged += 1
         return EmbeddedResponse(204)
 
@@ -487,9 +494,13 @@ class ScwsAdminExecutor:
 
 
 def _parse_realm(name: str, data: Any) -> Realm:
-    """{"users": {name: password}, "schemes": ["Digest", "Basic"]}; both optional."""
-    if not isinstance(data, dict) or not set(data) <= {"users", "schemes"}:
+    """{"users": {name: password}, "schemes": ["Digest", "Basic"], "basic_https_only": bool};
+    all optional."""
+    if not isinstance(data, dict) or not set(data) <= {"users", "schemes", "basic_https_only"}:
         raise _refuse(400, 'a realm is {"users": {...}, "schemes": [...]}')
+    https_only = data.get("basic_https_only", False)
+    if not isinstance(https_only, bool):
+        raise _refuse(400, "basic_https_only is true or false")
     users = data.get("users", {})
     if not isinstance(users, dict) or not all(
         isinstance(u, str) and isinstance(p, str) for u, p in users.items()
@@ -508,24 +519,4 @@ def _parse_realm(name: str, data: Any) -> Realm:
         if canonical is None or canonical in schemes:
             raise _refuse(400, f"unknown or repeated scheme {scheme!r}")
         schemes.append(canonical)
-    return Realm(name, dict(users), tuple(schemes))
-
-
-def _parse_acp(data: Any) -> list[dict[str, Any]]:
-    """[{"app": "<SHA-256 hex of the app's signing certificate>" or "*", "allow": [prefix,
-    ...]}]; returned normalised (lower-case hex)."""
-    if not isinstance(data, list):
-        raise _refuse(400, "the policy is a list of rules")
-    rules: list[dict[str, Any]] = []
-    for rule in data:
-        if not isinstance(rule, dict) or set(rule) != {"app", "allow"}:
-            raise _refuse(400, 'each rule is {"app": ..., "allow": [...]}')
-        app, allow = rule["app"], rule["allow"]
-        if not isinstance(app, str) or not _APP_ID.fullmatch(app.lower()):
-            raise _refuse(400, "app must be a SHA-256 hex digest or *")
-        if not isinstance(allow, list) or not all(isinstance(p, str) for p in allow):
-            raise _refuse(400, "allow must be a list of path prefixes")
-        for prefix in allow:
-            _check_path(prefix)
-        rules.append({"app": app.lower(), "allow": list(allow)})
-    return rules
+    return Realm(name, dict(users), tuple(schemes), https_only)

@@ -176,6 +176,8 @@ class Gateway:
         self._connecting: set[asyncio.Task[None]] = set()
         self._sms_waiters: set[asyncio.Future[SmsResult]] = set()
         self.sms_endpoint: SmsLocalEndpoint | None = None
+        # Access control hook (aio/acp.py): wraps each accepted client's protocol.
+        self.wrap_client: Callable[[ClientConnection, int], asyncio.Protocol] | None = None
 
     # -- life cycle ------------------------------------------------------------------------------
 
@@ -522,7 +524,13 @@ class Gateway:
         if sock is None:
             return
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(lambda: ClientConnection(self, port), sock=sock)
+        wrap = self.wrap_client  # access control (aio/acp.py), when on
+
+        def factory() -> asyncio.Protocol:
+            client = ClientConnection(self, port)
+            return client if wrap is None else wrap(client, port)
+
+        server = await loop.create_server(factory, sock=sock)
         self._servers[port] = server
         log.info(
             "BIP gateway listening on %s:%d for card port %d",

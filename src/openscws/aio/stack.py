@@ -20,7 +20,7 @@ from openscws.aio.gateway import Gateway, GatewayConfig
 from openscws.aio.links import CardLink, InProcessLink
 from openscws.config import AdminSettings, Settings
 from openscws.errors import StoreError
-from openscws.scws.card import admin_agent, build_card, usim_app
+from openscws.scws.card import admin_agent, build_card, host_policy_for, usim_app
 from openscws.store.cardimage import CardImage
 from openscws.store.running import RunningLock
 from openscws.terminal.engine import TerminalEngine
@@ -74,10 +74,14 @@ def card_of(
     *,
     agent: AdminAgentApp | None,
     tls: tuple[ssl.SSLContext | None, PskTable | None] | None = None,
+    gateway_here: bool = False,
 ) -> VirtualUicc:
     """The card of `image`: the SCWS on its ports (with `tls`, else `card_tls`), the admin
-    agent when given, the USIM when the image has a subscription."""
+    agent when given, the USIM when the image has a subscription. `gateway_here`: the
+    gateway runs in this process with `settings`, so the card knows the local ports its
+    Host headers may name."""
     context, psk = tls if tls is not None else card_tls(settings, image)
+    local = dict(settings.gateway.port_map) if gateway_here else None
     return build_card(
         image,
         settings.card,
@@ -87,6 +91,7 @@ def card_of(
         agent=agent,
         usim=usim_app(image),
         started=time.time(),
+        host_policy=host_policy_for(settings.card, local),
     )
 
 
@@ -131,7 +136,25 @@ def gateway_for(
         connect_timeout=g.connect_timeout,
         sms_port=g.sms_port if sms else 0,
     )
-    return Gateway(link, engine, config, observer=tracer)
+    control = None
+    if g.acp:
+        from openscws.aio.acp import AccessControl
+
+        def unix_target() -> tuple[str, int]:
+            return g.host, gateway.local_port(3516)
+
+        control = AccessControl(
+            link,
+            observer=tracer,
+            refresh_interval=g.acp_refresh,
+            unix_socket=Path(g.unix_socket) if g.unix_socket else None,
+            unix_target=unix_target,
+        )
+        link = control.link
+    gateway = Gateway(link, engine, config, observer=tracer)
+    if control is not None:
+        gateway.wrap_client = control.wrap_client
+    return gateway
 
 
 @dataclass
@@ -368,7 +391,7 @@ async def _start_stack(
         except BaseException:
             await admin_stack.stop()
             raise
-    card = card_of(settings, image, agent=agent, tls=tls)
+    card = card_of(settings, image, agent=agent, tls=tls, gateway_here=True)
     gateway = gateway_for(settings, InProcessLink(card), tracer, sms=admin)
     stack = Stack(settings, image, gateway, admin_stack, tracer, running=running)
     try:

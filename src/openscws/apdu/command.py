@@ -27,11 +27,22 @@ class Ins(IntEnum):
     ENVELOPE = 0xC2
     AUTHENTICATE = 0x88  # TS 31.102 §7.1.2 (the USIM's)
     UPDATE_BINARY = 0xD6
+    MANAGE_CHANNEL = 0x70  # ISO/IEC 7816-4 §11.1.2, TS 102 221 §11.1.17
+    GET_DATA = 0xCA  # ISO/IEC 7816-4 §11.4.3 (the ARA-M's, GPD_SPE_013 §4.1)
 
 
 # INS whose 5-byte form is header + Le (case 2). Every other 5-byte command is case 1 with P3 = 00
 # or, when P3 > 0, the start of a case 3/4 command.
-_CASE2 = frozenset({Ins.STATUS, Ins.READ_BINARY, Ins.READ_RECORD, Ins.GET_RESPONSE, Ins.FETCH})
+_CASE2 = frozenset(
+    {
+        Ins.STATUS,
+        Ins.READ_BINARY,
+        Ins.READ_RECORD,
+        Ins.GET_RESPONSE,
+        Ins.FETCH,
+        Ins.GET_DATA,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +77,8 @@ class CommandApdu:
         if n == 5:
             if ins in _CASE2:
                 return cls(cla, ins, p1, p2, le=p3 or 256)
+            if ins == Ins.MANAGE_CHANNEL and p1 == 0 and p3:
+                return cls(cla, ins, p1, p2, le=p3)  # open, case 2: Le 01 (ISO/IEC 7816-4)
             if p3 == 0:
                 return cls(cla, ins, p1, p2)
             raise ApduError(SW.WRONG_LENGTH, f"Lc {p3} announced but no data follows")

@@ -28,6 +28,12 @@ class SW(IntEnum):
     INS_NOT_SUPPORTED = 0x6D00
     CLA_NOT_SUPPORTED = 0x6E00
     TECHNICAL_PROBLEM = 0x6F00
+    LOGICAL_CHANNEL_NOT_SUPPORTED = 0x6881
+    """ISO 7816-4 §5.6: a command on a logical channel that is not open."""
+    FUNCTION_NOT_SUPPORTED = 0x6A81
+    """ISO 7816-4 §5.6: e.g. MANAGE CHANNEL open when no channel is free."""
+    RULES_CHANGED = 0x6A84
+    """GPD_SPE_013 §4.1: the access rules changed while being read; read them again."""
 
 
 def describe(sw: int) -> str:

@@ -19,6 +19,7 @@ from openscws.errors import HttpError
 from openscws.http._dates import DateCache
 from openscws.http.limits import CardLimits, RamBudget
 from openscws.scws.apps import Request, Response
+from openscws.scws.guard import GUESSES, PER_CONNECTION
 
 if TYPE_CHECKING:
     from openscws.scws.site import Handler, Site
@@ -155,6 +156,7 @@ class HttpServerConnection:
         self._stream: Iterator[bytes] | None = None
         self._held = 0  # bytes received while streaming
         self._stop_reading = False
+        self._auth_failures = 0
 
     def _new_h11(self) -> h11.Connection:
         return h11.Connection(h11.SERVER, max_incomplete_event_size=self._limits.max_header_bytes)
@@ -333,6 +335,10 @@ class HttpServerConnection:
             close = exc.status in (411, 413) or (
                 has_body and (chunked or self._conn.client_is_waiting_for_100_continue)
             )
+            if exc.status == 401 and exc.reason in GUESSES:
+                # Wrong passwords: a few per connection (scws.guard), then it is closed.
+                self._auth_failures += 1
+                close = close or self._auth_failures >= PER_CONNECTION
             self._respond_error(exc, close=close)
             self._discarding = True
             return

@@ -815,7 +815,11 @@ def _campaign_routes(
 
         def create() -> CampaignOut:
             info = service.create_campaign(
-                body.name, paths=body.paths, cards=body.cards, max_attempts=body.max_attempts
+                body.name,
+                paths=body.paths,
+                cards=body.cards,
+                max_attempts=body.max_attempts,
+                acp=body.acp,
             )
             return CampaignOut.of(info, info.progress)
 

@@ -156,7 +156,7 @@ class CardCreated(CardOut):
 
 
 class OperationOut(_Out):
-    op: Literal["put", "delete", "rotate-keys"]
+    op: Literal["put", "delete", "rotate-keys", "acp"]
     path: str
     version: int | None = None
 
@@ -266,6 +266,11 @@ class CampaignCreate(_In):
     )
     cards: list[str] | None = Field(default=None, description="ICCIDs; default: every card")
     max_attempts: int | None = Field(default=None, ge=1, le=1000)
+    acp: dict[str, Any] | None = Field(
+        default=None,
+        description='Also set the cards\' SCWS access rules: {"rules": [{"app", "ports", '
+        '"paths", "access"}]}; content then goes only for `paths`',
+    )
 
 
 class Progress(_Out):

@@ -11,6 +11,7 @@ dir. Errors go to the `openscws` command's one error boundary (openscws.cli.main
 from __future__ import annotations
 
 import argparse
+import json
 import mimetypes
 import os
 import sys
@@ -267,6 +268,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=int,
         metavar="N",
         help="attempts per card before giving up (default 5)",
+    )
+    create.add_argument(
+        "--acp",
+        type=Path,
+        metavar="FILE",
+        help="also set the cards' SCWS access rules to this JSON policy document "
+        '({"rules": [...]}, docs/acp.md); content then goes only for --path',
     )
     rekey = campaigns.add_parser(
         "rotate-keys",
@@ -914,8 +922,18 @@ def _ops(ops: Any) -> str:
 def _campaign(args: argparse.Namespace, ras: RasService) -> int:
     match args.admin_action:
         case "create":
+            acp = None
+            if args.acp is not None:
+                try:
+                    acp = json.loads(args.acp.read_bytes())
+                except (OSError, ValueError) as e:
+                    raise ConfigError(f"cannot read the policy {args.acp}: {e}") from None
             info = ras.create_campaign(
-                args.name, paths=args.path, cards=args.card, max_attempts=args.max_attempts
+                args.name,
+                paths=args.path,
+                cards=args.card,
+                max_attempts=args.max_attempts,
+                acp=acp,
             )
             print(f"campaign {info.id} {info.name!r}: {info.jobs} card(s)")
             print(f"  {_ops(info.operations)}")

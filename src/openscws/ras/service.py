@@ -28,6 +28,7 @@ Guarantees, on SQLite and on PostgreSQL with several server processes:
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -44,6 +45,7 @@ from sqlalchemy import and_, delete, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
+from openscws.acp.document import DocumentError, from_document, to_document
 from openscws.agent.credentials import KeyChange
 from openscws.ids import iccid_problem
 from openscws.ota import COUNTER_MAX, KeyRef
@@ -176,21 +178,27 @@ class ContentItem:
     body: bytes = field(repr=False)
 
 
+_OPS: Final = ("put", "delete", "rotate-keys", "acp")
 KEYS_PATH: Final = "/.scws/keys"
 """Where a key change goes on the card (`agent.commands`)."""
+ACP_PATH: Final = "/.scws/acp"
+"""The card's admin command for its access rules (`openscws.agent.commands`)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Operation:
-    """One step of a job: put `path` at repository `version`, delete `path`, or change the
+    """One step of a job: put `path` at repository `version`, delete `path`, change the
     card's admin keys ("rotate-keys": `keys` holds the new ones, sealed, in the database;
-    `body` the request a session sends, only in memory)."""
+    `body` the request a session sends, only in memory), or (op "acp") replace the card's
+    SCWS access rules with `policy`, a policy document as canonical JSON
+    (`openscws.acp.document`), sent as ``PUT /.scws/acp``."""
 
-    op: Literal["put", "delete", "rotate-keys"]
+    op: Literal["put", "delete", "rotate-keys", "acp"]
     path: str
     version: int | None = None
     keys: dict[str, Any] | None = field(default=None, repr=False, compare=False)
     body: bytes | None = field(default=None, repr=False, compare=False)
+    policy: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         if self.op == "put":
@@ -200,12 +208,31 @@ class Operation:
             if self.keys is not None:
                 doc["keys"] = self.keys
             return doc
+        if self.op == "acp":
+            return {"op": "acp", "path": ACP_PATH, "policy": json.loads(self.policy or "{}")}
         return {"op": "delete", "path": self.path}
 
     @classmethod
+    def acp(cls, document: Any) -> Operation:
+        """The operation that sets the access rules of `document`; RasError if unusable."""
+        try:
+            rules = from_document(document)
+        except DocumentError as e:
+            raise RasError(f"access rules: {e}") from None
+        canonical = json.dumps(to_document(rules), separators=(",", ":"), sort_keys=True)
+        return cls("acp", ACP_PATH, policy=canonical)
+
+    @classmethod
     def from_json(cls, doc: Any) -> Operation:
-        if not isinstance(doc, dict) or doc.get("op") not in ("put", "delete", "rotate-keys"):
+        if not isinstance(doc, dict) or doc.get("op") not in (
+            "put",
+            "delete",
+            "rotate-keys",
+            "acp",
+        ):
             raise RasError("malformed job operation")
+        if doc["op"] == "acp":
+            return cls.acp(doc.get("policy"))
         version = doc.get("version")
         if doc["op"] == "put":
             if not isinstance(version, int):
@@ -774,17 +801,24 @@ class RasService:
         cards: Sequence[str] | None = None,
         max_attempts: int | None = None,
         now: datetime | None = None,
+        acp: Any = None,
     ) -> CampaignInfo:
         """One job per card, its operations pinned to the current versions of `paths` (None:
         every path in the repository, deletions included). Deletions go first, to free card
-        memory before the puts."""
+        memory before the puts. With `acp`, a policy document (`openscws.acp.document`), the
+        job also replaces the cards' SCWS access rules, after the content; content is then
+        sent only for `paths` given explicitly."""
         _check_text("campaign name", name, 255)
         attempts = self.policy.max_attempts if max_attempts is None else max_attempts
         if not 1 <= attempts <= 1000:
             raise RasError("max attempts must be 1..1000")
         when = self._now(now)
+        acp_op = Operation.acp(acp) if acp is not None else None
         with self._db.write() as s:
-            ops = _pinned_operations(s, paths)
+            if acp_op is None:
+                ops = _pinned_operations(s, paths)
+            else:
+                ops = (*(_pinned_operations(s, paths) if paths is not None else ()), acp_op)
             if not ops:
                 raise RasError("nothing to send: the content repository is empty")
             card_ids = _card_ids(s, cards)

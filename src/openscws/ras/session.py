@@ -86,6 +86,11 @@ class RasSession:
                 return EmbeddedRequest("PUT", path, (tx, json_type), body)
             if op["op"] == "delete":
                 return EmbeddedRequest("DELETE", path, (tx,))
+            if op["op"] == "acp":  # the card's access rules, a policy document
+                body = json.dumps(op["policy"], separators=(",", ":")).encode()
+                return EmbeddedRequest(
+                    "PUT", path, (tx, ("Content-Type", "application/json")), body
+                )
             item = self._fetch(path, int(op["version"]))
             info = item.info
             headers = [tx, ("Content-Type", info.content_type)]

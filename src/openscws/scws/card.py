@@ -14,12 +14,14 @@ from openscws.bip.card import BipServerApp, HandlerFactory, ServerConfig, Stream
 from openscws.config import CardSettings
 from openscws.http.connection import HttpServerConnection
 from openscws.http.limits import RamBudget
+from openscws.scws.guard import HostPolicy
 from openscws.scws.model import ResourceStore, TransactionalStore
 from openscws.scws.sample_app import CardInfoApp
 from openscws.scws.site import Site
 from openscws.tls import gnutls
 from openscws.tls.dispatch import TlsDispatcher, openssl_suite_codes
 from openscws.tls.endpoint import TlsServerHandler
+from openscws.uicc.aram import RULES_KEY, AraM
 from openscws.uicc.card import CardIdentity, VirtualUicc
 from openscws.uicc.usim import UsimApp, UsimSecrets
 
@@ -37,10 +39,14 @@ def build_site(
     *,
     secret: bytes | None = None,
     started: float | None = None,
+    host_policy: HostPolicy | None = None,
 ) -> Site:
     """The card's site: the image's resources and the card information application on
-    /app/info. `started` (unix seconds) is when the card started, for its uptime."""
-    site = Site(store, card={"ICCID": iccid}, secret=secret, started=started)
+    /app/info. `started` (unix seconds) is when the card started, for its uptime;
+    `host_policy` (default: local names, ports not checked) guards it against requests meant
+    for other servers and cross-origin writes (`scws.guard`)."""
+    policy = host_policy if host_policy is not None else HostPolicy()
+    site = Site(store, card={"ICCID": iccid}, secret=secret, started=started, host_policy=policy)
     site.register_app(INFO_APP_PATH, CardInfoApp())
     return site
 
@@ -148,6 +154,7 @@ def build_card(
     agent: AdminAgentApp | None = None,
     usim: UsimApp | None = None,
     started: float | None = None,
+    host_policy: HostPolicy | None = None,
 ) -> VirtualUicc:
     """The card, serving `settings.ports`; HTTPS ports need `tls` (the card's
     `CardKeyStore.server_context()`); `psk` is the card's PSK table (`psk_table()`), for the
@@ -155,7 +162,7 @@ def build_card(
     takes remote administration triggers and runs the sessions; `usim` (see `usim_app`)
     answers AUTHENTICATE. `started` (unix seconds) is when the card started, for the uptime
     its information page shows."""
-    site = build_site(store, iccid, secret=secret, started=started)
+    site = build_site(store, iccid, secret=secret, started=started, host_policy=host_policy)
     factories = handler_factories(site, settings, tls, psk)
     server = BipServerApp(
         ServerConfig(
@@ -167,8 +174,25 @@ def build_card(
         ),
         factories,
     )
-    card = VirtualUicc(CardIdentity(iccid), usim=usim)
+    card = VirtualUicc(
+        CardIdentity(iccid), usim=usim, aram=AraM(lambda: store.get_value(RULES_KEY))
+    )
     card.toolkit.register(server)
     if agent is not None:
         card.toolkit.register(agent)
     return card
+
+
+def host_policy_for(
+    settings: CardSettings, local: dict[int, int] | None, *, names: frozenset[str] = frozenset()
+) -> HostPolicy:
+    """The Host policy when the terminal's local port for each card port is known (`local`:
+    card port -> local port; a card port missing from it is served on itself, 0 = not known);
+    None: not known here (a card process whose gateway runs elsewhere): ports unchecked."""
+    if local is None or 0 in local.values():
+        return HostPolicy(None, names)
+    ports: dict[str, set[int]] = {"http": set(), "https": set()}
+    for port in settings.ports:
+        scheme = "https" if port in settings.tls_ports else "http"
+        ports[scheme] |= {port, local.get(port, port)}
+    return HostPolicy({k: frozenset(v) for k, v in ports.items()}, names)

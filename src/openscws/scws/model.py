@@ -47,6 +47,8 @@ class Realm:
     users: dict[str, str] = field(default_factory=dict)
     schemes: tuple[str, ...] = ("Digest", "Basic")
     """Offered in this order; Digest challenges are sent for SHA-256 and MD5."""
+    basic_https_only: bool = False
+    """Basic (the password in the clear) is neither offered nor taken on plain HTTP."""
 
 
 class ResourceStore(Protocol):

@@ -14,7 +14,8 @@ from openscws.http._dates import format_http_date, parse_http_date
 from openscws.http.cache import SITE_CACHE_CONTROL_KEY, effective_cache_control
 from openscws.scws.apps import AppContext, CardApp, Request, RequestCounters, Response
 from openscws.scws.auth import Authenticator
-from openscws.scws.model import Resource, ResourceStore
+from openscws.scws.guard import GUESSES, HostPolicy, RealmThrottle
+from openscws.scws.model import Realm, Resource, ResourceStore
 
 __all__ = ["KNOWN_METHODS", "STATIC_METHODS", "Handler", "Site"]
 
@@ -77,6 +78,8 @@ class Site:
         card: Mapping[str, str] | None = None,
         nonce_lifetime: float = 300.0,
         started: float | None = None,
+        host_policy: HostPolicy | None = None,
+        throttle: RealmThrottle | None = None,
     ) -> None:
         self.store = store
         self.counters = RequestCounters(started=started)
@@ -87,6 +90,9 @@ class Site:
         )
         self._mounts: list[_Mount] = []
         self._static: dict[str, _StaticEntry] = {}
+        self.host_policy = host_policy
+        """Host and Origin checks (`scws.guard`); None: none (a site built for tests)."""
+        self.throttle = throttle or RealmThrottle()
 
     # -- applications -------------------------------------------------------------------------
 
@@ -137,9 +143,21 @@ class Site:
         if realm is None:
             logger.warning("realm %r is not configured; refusing %s", realm_name, request.path)
             raise HttpError(403, "realm not configured")
-        return self.auth.authenticate(
-            realm, request.method, request.target, request.header("authorization"), now
-        )
+        if realm.basic_https_only and request.scheme != "https" and "Basic" in realm.schemes:
+            schemes = tuple(s for s in realm.schemes if s != "Basic")
+            if not schemes:
+                raise HttpError(403, "this realm takes passwords over HTTPS only")
+            realm = Realm(realm.name, realm.users, schemes, realm.basic_https_only)
+        authorization = request.header("authorization")
+        if authorization is not None:
+            self.throttle.check(realm.name, now)
+        try:
+            return self.auth.authenticate(realm, request.method, request.target, authorization, now)
+        except HttpError as e:
+            if e.status == 401 and e.reason in GUESSES:
+                self.throttle.failed(realm.name, now)
+                logger.info("realm %r: failed authentication for %s", realm.name, request.path)
+            raise
 
     def site_cache_control(self) -> str | None:
         """The site's default Cache-Control, from the card image (None: the built-in one)."""
@@ -206,6 +224,9 @@ class Site:
         method = request.method
         if method not in KNOWN_METHODS:
             raise HttpError(501, f"method {method} not implemented")
+        guard = self.host_policy
+        if guard is not None:
+            guard.check_host(request.scheme, request.header("host"), request.http_version)
         path = request.path
         if request.target == "*":
             if method != "OPTIONS":
@@ -241,8 +262,13 @@ class Site:
         return Response(200, entry.headers, resource.body)
 
     def _prepare_app(self, mount: _Mount, request: Request, now: float) -> Response | Handler:
-        user = self._check_realm(mount.realm, request, now) if mount.realm is not None else None
         method = request.method
+        guard = self.host_policy
+        if guard is not None:
+            guard.check_origin(
+                request.scheme, method, request.header("origin"), request.header("host")
+            )
+        user = self._check_realm(mount.realm, request, now) if mount.realm is not None else None
         if method == "OPTIONS":
             return Response(200, (("Allow", mount.allow_header),))
         if method not in mount.allow:

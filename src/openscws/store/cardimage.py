@@ -334,6 +334,7 @@ class CardMeta:
 def _realms_to_json(realms: dict[str, Realm]) -> bytes:
     doc = {
         name: {"users": dict(realm.users), "schemes": list(realm.schemes)}
+        | ({"basic_https_only": True} if realm.basic_https_only else {})
         for name, realm in sorted(realms.items())
     }
     return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
@@ -362,7 +363,12 @@ def _realms_from_doc(doc: object, what: str) -> dict[str, Realm]:
             or not all(isinstance(s, str) for s in schemes)
         ):
             raise StoreError(f"{what} is corrupt: bad entry for realm {name!r}")
-        realms[name] = Realm(name=name, users=dict(users), schemes=tuple(schemes))
+        https_only = entry.get("basic_https_only", False)
+        if not isinstance(https_only, bool):
+            raise StoreError(f"{what} is corrupt: bad basic_https_only for realm {name!r}")
+        realms[name] = Realm(
+            name=name, users=dict(users), schemes=tuple(schemes), basic_https_only=https_only
+        )
     return realms
 
 

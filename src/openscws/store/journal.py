@@ -543,7 +543,9 @@ class CardImageTransaction:
         self._check()
         _validate_realm(realm)
         # A copy: the manifest holds what was put, whatever the caller does to `users` later.
-        self._changes.realms[realm.name] = Realm(realm.name, dict(realm.users), realm.schemes)
+        self._changes.realms[realm.name] = Realm(
+            realm.name, dict(realm.users), realm.schemes, realm.basic_https_only
+        )
 
     def delete_realm(self, name: str) -> bool:
         existed = self.realm(name) is not None

@@ -25,6 +25,10 @@ def _preview(data: bytes, limit: int = 24) -> str:
     return f"{len(data)} B {text!r}" + ("…" if len(data) > limit else "")
 
 
+_GET_DATA = {0xFF40: "all access rules", 0xFF60: "next", 0xDF20: "refresh tag"}
+"""The ARA-M's GET DATA objects (GPD_SPE_013 §4.1)."""
+
+
 def describe_exchange(command: bytes, response: bytes) -> str:
     """E.g. `FETCH -> SEND_DATA ch1 qq=01 240 B 'HTTP/1.1 200 OK..' [9000 normal ending]`."""
     sw = (response[-2] << 8) | response[-1] if len(response) >= 2 else -1
@@ -85,6 +89,14 @@ def describe_exchange(command: bytes, response: bytes) -> str:
                 body = "STATUS"
             case Ins.SELECT:
                 body = f"SELECT {apdu.data.hex()}"
+            case Ins.MANAGE_CHANNEL:
+                if apdu.p1 == 0x80:
+                    body = f"MANAGE CHANNEL close {apdu.p2}"
+                else:
+                    body = "MANAGE CHANNEL open" + (f" -> {data[0]}" if len(data) == 1 else "")
+            case Ins.GET_DATA:
+                what = _GET_DATA.get((apdu.p1 << 8) | apdu.p2, f"{apdu.p1:02X}{apdu.p2:02X}")
+                body = f"GET DATA {what} {len(data)} B"
             case _:
                 body = f"{command[:4].hex()} {len(apdu.data)} B"
     except OpenScwsError as e:

@@ -15,6 +15,7 @@ from openscws.cat.envelopes import decode_envelope
 from openscws.cat.profile import TerminalProfile
 from openscws.cat.responses import TerminalResponse
 from openscws.errors import ApduError, DecodeError
+from openscws.uicc.aram import ARAM_AID, AraM, AraSession
 from openscws.uicc.files import EF_DIR, EF_ICCID, MF, ElementaryFile, encode_iccid
 from openscws.uicc.toolkit import State, Toolkit
 from openscws.uicc.usim import USIM_AID, UsimApp
@@ -26,6 +27,14 @@ DEFAULT_ATR = bytes.fromhex("3B9F96801F878031E073FE211B674A4C753034054BA9")
 
 CLA_ISO = 0x00
 CLA_GSM_CAT = 0x80
+MAX_CHANNEL = 19
+"""Logical channels 1-19 besides the basic one (ISO/IEC 7816-4 §5.4.1, TS 102 221 §10.1.1)."""
+
+
+def channel_of(cla: int) -> int:
+    """The logical channel a CLA byte names: b1-b2 for 0-3, b1-b4 + 4 in the further
+    interindustry form (CLA 4X/CX, channels 4-19)."""
+    return 4 + (cla & 0x0F) if cla & 0x40 else cla & 0x03
 
 
 _FETCH = int(Ins.FETCH)
@@ -36,6 +45,7 @@ _NOT_SATISFIED = SW.CONDITIONS_NOT_SATISFIED.to_bytes(2, "big")
 _PENDING = [bytes((0x91, n)) for n in range(256)]
 _STATE_PENDING = State.PENDING
 _STATE_FETCHED = State.FETCHED
+_LOGICAL_CHANNEL_INS = frozenset({Ins.SELECT, Ins.MANAGE_CHANNEL, Ins.GET_DATA, Ins.STATUS})
 
 
 def _ok(data: bytes = b"") -> bytes:
@@ -55,8 +65,13 @@ class VirtualUicc:
         toolkit: Toolkit | None = None,
         *,
         usim: UsimApp | None = None,
+        aram: AraM | None = None,
     ) -> None:
         self.identity = identity
+        self.aram = aram
+        """The access-rule application (GET DATA of the SCWS access rules), if any."""
+        self.channels: dict[int, AraSession | None] = {0: None}
+        """Open logical channels -> the ARA-M's state on it when it is the selected one."""
         self.toolkit = toolkit or Toolkit()
         self.usim = usim
         """The USIM application (AUTHENTICATE), when the card has a subscription."""
@@ -86,6 +101,8 @@ class VirtualUicc:
             Ins.ENVELOPE: self._envelope,
             Ins.AUTHENTICATE: self._authenticate,
             Ins.UPDATE_BINARY: self._update_binary,
+            Ins.MANAGE_CHANNEL: self._manage_channel,
+            Ins.GET_DATA: self._get_data,
         }
 
     @property
@@ -96,6 +113,7 @@ class VirtualUicc:
         self.powered = True
         self.selected = MF
         self.in_usim = False
+        self.channels = {0: None}
         return self.atr
 
     def power_off(self) -> None:
@@ -159,11 +177,17 @@ class VirtualUicc:
                 return _PENDING[waiting] if waiting else _OK
         try:
             apdu = CommandApdu.decode(raw)
-            if apdu.cla not in (CLA_ISO, CLA_GSM_CAT) and apdu.cla & 0xF0 not in (0x00, 0x80):
+            if apdu.cla & 0xB0 not in (0x00, 0x80):
                 raise ApduError(SW.CLA_NOT_SUPPORTED, f"CLA {apdu.cla:02X}")
             handler = self._handlers.get(apdu.ins)
             if handler is None:
                 raise ApduError(SW.INS_NOT_SUPPORTED, f"INS {apdu.ins:02X}")
+            if apdu.cla & 0x43:  # not the basic channel
+                channel = channel_of(apdu.cla)
+                if channel not in self.channels:
+                    raise ApduError(SW.LOGICAL_CHANNEL_NOT_SUPPORTED, f"channel {channel} closed")
+                if apdu.ins not in _LOGICAL_CHANNEL_INS:
+                    raise ApduError(SW.INS_NOT_SUPPORTED, "logical channels carry the ARA-M only")
             response = handler(apdu, now)
         except ApduError as e:
             log.debug("APDU %s refused: %s", raw.hex(), e)
@@ -185,6 +209,8 @@ class VirtualUicc:
 
     def _select(self, apdu: CommandApdu, now: float) -> bytes:
         no_fcp = apdu.p2 & 0x0C == 0x0C
+        if apdu.p1 != 0x04 and channel_of(apdu.cla):
+            raise ApduError(SW.INCORRECT_P1P2, "logical channels select by AID only")
         if apdu.p1 == 0x00 and len(apdu.data) == 2:
             fid = int.from_bytes(apdu.data, "big")
             if fid == MF:
@@ -197,6 +223,13 @@ class VirtualUicc:
             self.selected = fid
             return _ok(b"" if no_fcp else ef.fcp())
         if apdu.p1 == 0x04:
+            channel = channel_of(apdu.cla)
+            if self.aram is not None and apdu.data == ARAM_AID:
+                self.channels[channel] = AraSession()
+                return _ok()
+            if channel:
+                raise ApduError(SW.FILE_NOT_FOUND, "no such application on this channel")
+            self.channels[0] = None
             # By DF name, a right-truncated AID allowed (TS 102 221 §8.5.2, §11.1.1).
             if self.usim is None or not 5 <= len(apdu.data) <= 16:
                 raise ApduError(SW.FILE_NOT_FOUND, "no such application on this card")
@@ -208,6 +241,34 @@ class VirtualUicc:
             body = bytes((0x82, 0x02, 0x78, 0x21, 0x84, len(USIM_AID))) + USIM_AID
             return _ok(b"" if no_fcp else bytes((0x62, len(body))) + body)
         raise ApduError(SW.INCORRECT_P1P2, f"SELECT P1 {apdu.p1:02X} not supported")
+
+    def _manage_channel(self, apdu: CommandApdu, now: float) -> bytes:
+        """MANAGE CHANNEL (ISO/IEC 7816-4 §11.1.2): P1 00 opens (P2 00: the card picks the
+        lowest free channel and answers its number), P1 80 closes channel P2 (00: this one)."""
+        if apdu.p1 == 0x00:
+            if apdu.p2:
+                if apdu.p2 > MAX_CHANNEL or apdu.p2 in self.channels:
+                    raise ApduError(SW.INCORRECT_P1P2, f"channel {apdu.p2} not available")
+                self.channels[apdu.p2] = None
+                return _ok()
+            free = next((n for n in range(1, MAX_CHANNEL + 1) if n not in self.channels), None)
+            if free is None:
+                raise ApduError(SW.FUNCTION_NOT_SUPPORTED, "no logical channel free")
+            self.channels[free] = None
+            return _ok(bytes((free,)))
+        if apdu.p1 == 0x80:
+            channel = apdu.p2 or channel_of(apdu.cla)
+            if channel == 0 or channel not in self.channels:
+                raise ApduError(SW.INCORRECT_P1P2, f"channel {channel} cannot be closed")
+            del self.channels[channel]
+            return _ok()
+        raise ApduError(SW.INCORRECT_P1P2, f"MANAGE CHANNEL P1 {apdu.p1:02X}")
+
+    def _get_data(self, apdu: CommandApdu, now: float) -> bytes:
+        session = self.channels.get(channel_of(apdu.cla))
+        if self.aram is None or session is None:
+            raise ApduError(SW.CONDITIONS_NOT_SATISFIED, "GET DATA needs the ARA-M selected")
+        return _ok(self.aram.get_data(session, (apdu.p1 << 8) | apdu.p2, apdu.le))
 
     def _ef(self, fid: int) -> ElementaryFile | None:
         if self.in_usim and self.usim is not None:

@@ -362,8 +362,10 @@ function renderCampaignRows(tbody, rows, campaigns, selected) {
 
 function operationsSummary(ops) {
   const puts = ops.filter((o) => o.op === "put").length;
-  const deletes = ops.length - puts;
+  const acp = ops.some((o) => o.op === "acp");
+  const deletes = ops.length - puts - (acp ? 1 : 0);
   const parts = [];
+  if (acp) parts.push("access rules");
   if (puts) parts.push(`${puts} ${puts === 1 ? "file" : "files"}`);
   if (deletes) parts.push(`${deletes} ${deletes === 1 ? "deletion" : "deletions"}`);
   return parts.join(", ");
@@ -443,7 +445,7 @@ function campaignDetail(slot, id) {
     );
     fill(ops,
       c.operations.map((o) =>
-        h("span", { class: `chip chip-${o.op}` }, h("b", null, o.op === "put" ? "PUT" : "DELETE"), o.path, o.version ? h("i", null, `v${o.version}`) : null),
+        h("span", { class: `chip chip-${o.op}` }, h("b", null, o.op === "put" ? "PUT" : o.op === "acp" ? "ACP" : "DELETE"), o.path, o.version ? h("i", null, `v${o.version}`) : null),
       ),
     );
     setProgress(bar, c.progress, c.jobs);
@@ -502,6 +504,7 @@ async function toggleCampaignForm(slot) {
   const paths = h("select", { name: "paths", multiple: true, size: Math.min(6, Math.max(3, content.length)) }, content.map((c) => h("option", { value: c.path }, `${c.path}  (v${c.version})`)));
   const cardSel = h("select", { name: "cards", multiple: true, size: Math.min(6, Math.max(3, cards.length)) }, cards.map((c) => h("option", { value: c.iccid }, c.msisdn ? `${c.iccid}  ${c.msisdn}` : c.iccid)));
   const maxAttempts = h("input", { name: "max_attempts", type: "number", min: 1, max: 1000, placeholder: "server default" });
+  const acp = h("textarea", { name: "acp", rows: 3, placeholder: '{"rules": [{"app": "sha256:…", "ports": [3516]}]}' });
   const form = h(
     "form",
     { class: "form-grid" },
@@ -509,6 +512,7 @@ async function toggleCampaignForm(slot) {
     field("Max attempts", maxAttempts, "Per card, trigger and session each count one."),
     field("Paths", paths, "None selected: every path, deletions included."),
     field("Cards", cardSel, "None selected: every card."),
+    field("Access rules", acp, "Optional JSON policy: sets the cards' SCWS access rules; content then goes only for the paths selected."),
     h(
       "div",
       { class: "form-actions" },
@@ -523,6 +527,12 @@ async function toggleCampaignForm(slot) {
     if (selectedOf(paths).length) body.paths = selectedOf(paths);
     if (selectedOf(cardSel).length) body.cards = selectedOf(cardSel);
     if (maxAttempts.value) body.max_attempts = Number(maxAttempts.value);
+    try {
+      if (acp.value.trim()) body.acp = JSON.parse(acp.value);
+    } catch (error) {
+      failed(new Error(`Access rules: not JSON (${error.message})`));
+      return;
+    }
     try {
       const campaign = await send("POST", "/campaigns", body);
       toast(`${campaign.jobs} ${campaign.jobs === 1 ? "job" : "jobs"} queued`, "success", `Campaign “${campaign.name}” started`);
