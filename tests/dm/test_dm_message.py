@@ -178,6 +178,13 @@ def test_refusals_are_status_400(body: bytes, why: str) -> None:
     assert info.value.status == 400
 
 
+def test_integers_are_unsigned_32_bit() -> None:
+    with pytest.raises(MessageError, match="not a number"):
+        m.decode(m.encode(pkg1()).replace(b"<MsgID>1<", b"<MsgID>4294967296<"))
+    with pytest.raises(ValueError, match="out of"):
+        m.encode(m.SyncML(hdr=pkg1().hdr, body=m.SyncBody(commands=(m.Alert(cmd_id=-1),))))
+
+
 def test_content_types() -> None:
     with pytest.raises(MessageError, match="content type"):
         m.decode(m.encode(pkg1()), "text/xml")
@@ -190,7 +197,8 @@ _item = st.builds(
     m.Item,
     target=st.none() | st.builds(m.Target, loc_uri=_text, loc_name=st.none() | _text),
     data=st.none() | _text,
-    meta=st.none() | st.builds(m.Meta, format=st.none() | _text, size=st.none() | st.integers(0)),
+    meta=st.none()
+    | st.builds(m.Meta, format=st.none() | _text, size=st.none() | st.integers(0, 2**32 - 1)),
     more_data=st.booleans(),
 )
 _ids = st.integers(0, 2**31)

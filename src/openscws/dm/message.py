@@ -53,6 +53,7 @@ CONTENT_TYPE_XML: Final = "application/vnd.syncml.dm+xml"
 CONTENT_TYPE_WBXML: Final = "application/vnd.syncml.dm+wbxml"
 VER_DTD: Final = "1.2"
 VER_PROTO: Final = "DM/1.2"
+MAX_INT: Final = 2**32 - 1  # the numbers of a DM message (ids, sizes, codes) are unsigned 32-bit
 
 
 class AlertCode(enum.IntEnum):
@@ -346,6 +347,8 @@ def to_element(obj: Any) -> Element:
         elif spec.kind is Kind.ONE:
             out.append(to_element(value))
         elif spec.kind is Kind.INT:
+            if not 0 <= value <= MAX_INT:
+                raise ValueError(f"<{spec.tag}> {value} out of 0..{MAX_INT}")
             out.append(_leaf(spec, str(value)))
         else:
             out.append(_leaf(spec, value))
@@ -354,8 +357,8 @@ def to_element(obj: Any) -> Element:
 
 def _int(el: Element) -> int:
     text = el.text().strip()
-    if not text.isascii() or not text.isdigit() or len(text) > 10:
-        raise MessageError(f"<{el.tag}> is not a number: {text[:20]!r}")
+    if not text.isascii() or not text.isdigit() or len(text) > 10 or int(text) > MAX_INT:
+        raise MessageError(f"<{el.tag}> is not a number up to {MAX_INT}: {text[:20]!r}")
     return int(text)
 
 
