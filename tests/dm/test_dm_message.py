@@ -242,13 +242,14 @@ messages = st.builds(
 )
 
 
+@settings(deadline=None)
 @given(messages)
 def test_typed_round_trip(msg: m.SyncML) -> None:
     assert m.decode(m.encode(msg, wbxml_form=True), WBXML) == msg
     assert m.decode(m.encode(msg), XML) == msg
 
 
-@settings(max_examples=300)
+@settings(deadline=None, max_examples=300)
 @given(st.integers(0, 2000), st.binary(min_size=1, max_size=4), st.booleans())
 def test_fuzz_typed_errors_only(pos: int, junk: bytes, wbxml_form: bool) -> None:
     doc = m.encode(pkg2() if wbxml_form else pkg1(), wbxml_form=wbxml_form)

@@ -301,3 +301,103 @@ def test_fuzz_session_typed_errors_only(pos: int, junk: bytes, wbxml_form: bool)
         srv.receive(mutated, pkg3.content_type)
     except (MessageError, ProtocolError):
         assert (srv.state, srv.client_msg_id, srv.msg_id) == before
+
+
+def device_with_server_auth(server_secret: str = "srv-pass", nonce: bytes = b"S0") -> Tree:
+    tree = standard_tree(dev_id="IMEI:1", man="openscws", mod="virtual")
+    dm_account(
+        tree,
+        "1",
+        server_id="srv",
+        addr=SERVER,
+        auth=(
+            AppAuth("CLCRED", "DIGEST", "dev", "s3cret", b"N0"),
+            AppAuth("SRVCRED", "DIGEST", "srv", server_secret, nonce),
+        ),
+    )
+    return tree
+
+
+def server_authenticating(
+    password: str = "srv-pass", nonce: bytes = b"S0", commands: tuple[m.Command, ...] = ()
+) -> ServerSession:
+    account = DeviceAccount(
+        "dev",
+        "s3cret",
+        auth.AUTH_MD5,
+        b"N0",
+        server_id="srv",
+        server_password=password,
+        server_auth_type=auth.AUTH_MD5,
+        server_nonce=nonce,
+    )
+    return ServerSession(
+        server_uri=SERVER,
+        account=account,
+        new_nonce=nonces(),  # type: ignore[arg-type]
+        commands=commands,
+        session_id="1A2B",
+    )
+
+
+RENAME = m.Replace(
+    cmd_id=0, items=(m.Item(target=m.Target(loc_uri="./DMAcc/1/Name"), data="Renamed"),)
+)
+
+
+def test_package0_opens_a_mutually_authenticated_session() -> None:
+    tree = device_with_server_auth()
+    srv = server_authenticating(commands=(RENAME,))
+    pkg0 = srv.account.package0(0x1A2B)
+    client = ClientSession.from_package0(
+        tree,
+        "1",
+        pkg0,
+        new_nonce=lambda: b"client-nonce",
+    )
+    assert client.session_id == "1A2B"  # upper-case hex, no leading zeros
+    seen = run(client, srv)
+    alert = seen[0].body.commands[0]
+    assert isinstance(alert, m.Alert)
+    assert alert.data == m.AlertCode.SERVER_INITIATED
+    assert seen[1].hdr.cred is not None  # the server authenticates itself in Package #2
+    assert hdr_status(seen[2]).data == 212  # ... and the device accepts it
+    assert hdr_status(seen[2]).chal is not None
+    assert all(x.hdr.cred is None for x in seen[3::2])
+    assert srv.account.server_nonce == b"client-nonce"  # rolled over for the next session
+    assert tree.get("./DMAcc/1/Name").data == "Renamed"
+    assert srv.state is ServerState.ENDED
+
+
+def test_package0_refusals() -> None:
+    tree = device_with_server_auth()
+    forged = server_authenticating(password="guess").account.package0(1)
+    with pytest.raises(ProtocolError, match="digest") as info:
+        ClientSession.from_package0(tree, "1", forged, new_nonce=bytes)
+    assert info.value.status == 401
+    other = server_authenticating()
+    other.account.server_id = "someone-else"
+    with pytest.raises(ProtocolError, match="unknown server"):
+        ClientSession.from_package0(tree, "1", other.account.package0(1), new_nonce=bytes)
+
+
+def test_server_with_stale_nonce_retries_and_wrong_server_is_refused() -> None:
+    # A stale server nonce: 401 + Chal, the server sends its commands again with the new one.
+    tree = device_with_server_auth()
+    srv = server_authenticating(nonce=b"old", commands=(RENAME,))
+    client = ClientSession(tree, "1", session_id="1A2B", new_nonce=lambda: b"fresh")
+    seen = run(client, srv)
+    assert [hdr_status(x).data for x in seen[2::2]] == [401, 212]
+    assert tree.get("./DMAcc/1/Name").data == "Renamed"
+    assert [r.status for r in srv.results.values()] == [200]
+    # A server that does not know the password: nothing is executed, the device gives up.
+    tree = device_with_server_auth()
+    srv = server_authenticating(password="guess", commands=(RENAME,))
+    client = ClientSession(tree, "1", session_id="1A2B", new_nonce=lambda: b"fresh")
+    seen = run(client, srv)
+    assert [hdr_status(x).data for x in seen[2::2]] == [401, 401, 401]
+    assert client.state is ClientState.ABORTED
+    assert srv.state is ServerState.ABORTED
+    assert tree.get("./DMAcc/1/Name").data == ""
+    with pytest.raises(ValueError, match="new_nonce"):
+        ClientSession(tree, "1", session_id="1")

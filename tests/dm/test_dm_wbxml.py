@@ -66,6 +66,7 @@ def test_string_table_literal_public_id_and_opaque() -> None:
     assert wbxml.decode(wbxml.encode(tree)) == tree
 
 
+@settings(deadline=None)
 @given(trees())
 def test_round_trip(tree: Element) -> None:
     tree = tree.normalized()
@@ -73,6 +74,7 @@ def test_round_trip(tree: Element) -> None:
     assert from_xml(to_xml(tree)) == tree
 
 
+@settings(deadline=None)
 @given(trees(), st.binary(max_size=8))
 def test_opaque_round_trip(tree: Element, blob: bytes) -> None:
     tree = Element(tree.tag, tree.ns, (*tree.content, E("Data", content=(blob,)))).normalized()
@@ -117,7 +119,7 @@ def test_encode_refuses_unknown_elements() -> None:
         wbxml.encode(E("Data", content=("a\0",)))
 
 
-@settings(max_examples=300)
+@settings(deadline=None, max_examples=300)
 @given(st.binary(max_size=200))
 def test_fuzz_typed_errors_only(data: bytes) -> None:
     for doc in (data, PKG1_WBXML[:4] + data, PKG1_WBXML[: len(data) % len(PKG1_WBXML)] + data):
@@ -127,7 +129,7 @@ def test_fuzz_typed_errors_only(data: bytes) -> None:
             pass
 
 
-@settings(max_examples=300)
+@settings(deadline=None, max_examples=300)
 @given(st.integers(0, len(PKG1_WBXML) - 1), st.integers(0, 255))
 def test_fuzz_mutations(pos: int, value: int) -> None:
     doc = bytearray(PKG1_WBXML)

@@ -31,11 +31,12 @@ import dataclasses
 import enum
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from openscws.dm import auth
 from openscws.dm import message as m
 from openscws.dm.errors import ProtocolError
+from openscws.dm.notification import SessionAlert, UiMode
 from openscws.dm.tree import DEVINFO_LEAVES, Tree, find_auth
 from openscws.errors import DecodeError
 
@@ -144,12 +145,23 @@ SERVER_TABLE: Final[dict[tuple[ServerState, ServerEvent], ServerState]] = {
 @dataclass(slots=True)
 class DeviceAccount:
     """What the server keeps of one device: the client's credentials and the nonce the
-    client must use next (for syncml:auth-md5 and HMAC)."""
+    client must use next (syncml:auth-md5, HMAC); and the server's own credentials to the
+    device (its SRVCRED: server id, password, the nonce the device gave it last), which
+    also key Package #0."""
 
     username: str
     password: str
     auth_type: str = auth.AUTH_MD5
     nonce: bytes = b""
+    server_id: str = ""
+    server_password: str = ""
+    server_auth_type: str | None = None  # AUTH_BASIC or AUTH_MD5 to authenticate to the device
+    server_nonce: bytes = b""
+
+    def package0(self, session_id: int, ui_mode: UiMode = UiMode.BACKGROUND) -> bytes:
+        """The Package #0 that opens session `session_id` (DM Notification §6)."""
+        alert = SessionAlert(server_id=self.server_id, session_id=session_id, ui_mode=ui_mode)
+        return alert.encode(self.server_password, self.server_nonce)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +194,9 @@ class ServerSession:
         self.table: _Table[ServerState, ServerEvent] = _Table(S.IDLE, SERVER_TABLE)
         self.pending: list[m.Command] = []
         self.sent: dict[int, dict[int, str]] = {}  # our MsgID -> CmdID -> command
+        self.sent_cmds: dict[int, tuple[m.Command, ...]] = {}
+        self.server_accepted = account.server_auth_type is None
+        self.server_refusals = 0
         self.results: dict[int, CommandResult] = {}
         self.device: str | None = None
         self.devinfo: dict[str, str] = {}
@@ -230,6 +245,19 @@ class ServerSession:
         if self.state in (S.ENDED, S.ABORTED):
             raise ProtocolError(400, f"the session has {self.state.value}")
         self._check_refs(msg)
+        ours = next(
+            (
+                c
+                for c in msg.body.commands
+                if isinstance(c, m.Status) and c.cmd == HDR and c.cmd_ref == 0
+            ),
+            None,
+        )
+        their_nonce = (
+            _unb64(ours.chal.meta.next_nonce)
+            if ours is not None and ours.chal is not None and ours.chal.meta.next_nonce
+            else None
+        )
         # Authentication first: nothing of an unauthenticated message is acted upon.
         verdict, chal = self._authenticate(msg, body, hmac)
         statuses = [
@@ -251,14 +279,18 @@ class ServerSession:
         if aborted:
             event = SE.ABORT
         elif verdict in (401, 407):
-            self.failures += 1
-            event = SE.AUTH_FAILED if self.failures >= MAX_AUTH_ATTEMPTS else SE.AUTH_REFUSED
+            failed = self.failures + 1 >= MAX_AUTH_ATTEMPTS
+            event = SE.AUTH_FAILED if failed else SE.AUTH_REFUSED
         elif self.state is S.MANAGING:
             event = SE.CONTINUE
         else:
             event = SE.AUTH_OK
         nxt = self.table.check(event)
         # Committed from here on.
+        if verdict in (401, 407):
+            self.failures += 1
+        if their_nonce is not None:
+            self.account.server_nonce = their_nonce  # the device's nonce rolls over too
         self.session_id = hdr.session_id
         self.client_msg_id = hdr.msg_id
         self.device = hdr.source.loc_uri
@@ -272,6 +304,8 @@ class ServerSession:
                 )
             else:
                 self._record(c)
+        if ours is not None and verdict not in (401, 407):
+            self._their_verdict(ours)
         if event is SE.ABORT:
             self.table.state = nxt
             return None
@@ -302,6 +336,19 @@ class ServerSession:
                     self.devinfo[uri.removeprefix("./DevInfo/")] = item.data
             return 200
         return 406
+
+    def _their_verdict(self, status: m.Status) -> None:
+        """The device's status for our header: 212 accepts our credentials; 401 or 407 means
+        the device acted on none of that message's commands, so they go out again."""
+        if status.data == 212:
+            self.server_accepted = True
+        elif status.data in (401, 407):
+            self.server_refusals += 1
+            again = self.sent_cmds.pop(status.msg_ref, ())
+            for cid in self.sent.get(status.msg_ref, {}):
+                self.results.pop(cid, None)
+            self.sent[status.msg_ref] = {}
+            self.pending[:0] = [self._number(c) for c in again]
 
     def _all_answered(self) -> bool:
         asked = {cid for cmds in self.sent.values() for cid in cmds}
@@ -382,11 +429,21 @@ class ServerSession:
         self.msg_id += 1
         assert self.device is not None
         assert self.session_id is not None
+        acc = self.account
+        cred = None
+        if not self.server_accepted and acc.server_auth_type is not None:
+            data = (
+                auth.basic_credential(acc.server_id, acc.server_password)
+                if acc.server_auth_type == auth.AUTH_BASIC
+                else auth.md5_credential(acc.server_id, acc.server_password, acc.server_nonce)
+            )
+            cred = m.Cred(meta=m.Meta(type=acc.server_auth_type, format="b64"), data=data)
         return m.SyncHdr(
             session_id=self.session_id,
             msg_id=self.msg_id,
             target=m.Target(loc_uri=self.device),
-            source=m.Source(loc_uri=self.server_uri),
+            source=m.Source(loc_uri=self.server_uri, loc_name=acc.server_id or None),
+            cred=cred,
         )
 
     def _send(
@@ -400,6 +457,7 @@ class ServerSession:
         for c in commands:
             body.append(c if c.cmd_id else self._number(c))
         self.sent[hdr.msg_id] = _refs(c for c in body if not isinstance(c, m.Status))
+        self.sent_cmds[hdr.msg_id] = tuple(c for c in body if not isinstance(c, m.Status))
         msg = m.SyncML(hdr=hdr, body=m.SyncBody(commands=tuple(body), final=final))
         data, ctype = _encode(msg, self.wbxml_form)
         return Outgoing(data, ctype, message=msg)
@@ -414,7 +472,7 @@ class ServerSession:
             if self.max_msg_size is None or len(out.body) <= self.max_msg_size or take <= 1:
                 break
             self.msg_id, self.cmd_id = saved
-            del self.sent[saved[0] + 1]
+            del self.sent[saved[0] + 1], self.sent_cmds[saved[0] + 1]
             take -= 1
         del self.pending[:take]
         return out
@@ -467,6 +525,7 @@ class ClientSession:
         wbxml_form: bool = False,
         max_msg_size: int = 16384,
         exec_handlers: dict[str, Callable[[str | bytes | None], int]] | None = None,
+        new_nonce: Callable[[], bytes] | None = None,
     ) -> None:
         self.tree = tree
         self.x = account
@@ -476,6 +535,12 @@ class ClientSession:
         self.server_uri = str(tree.get(f"{acc}/AppAddr/1/Addr").data)
         self.dev_id = str(tree.get("./DevInfo/DevId").data)
         self.clcred = find_auth(tree, account, "CLCRED")
+        self.srvcred = find_auth(tree, account, "SRVCRED")
+        if self.srvcred is not None and new_nonce is None:
+            raise ValueError("authenticating the server needs new_nonce for its challenges")
+        self.new_nonce = new_nonce
+        self.server_authenticated = self.srvcred is None
+        self.server_refusals = 0
         self.session_id = session_id
         self.server_initiated = server_initiated
         self.wbxml_form = wbxml_form
@@ -489,14 +554,64 @@ class ClientSession:
         self.challenges = 0
         self.authenticated = False
 
+    @classmethod
+    def from_package0(
+        cls, tree: Tree, account: str, package0: bytes, **options: Any
+    ) -> ClientSession:
+        """The session a Package #0 asks for, once its digest checks with the server's
+        credentials (SRVCRED) of ./DMAcc/<account>; ProtocolError 401 if it does not, so a
+        forged or replayed notification opens nothing. The SessionID is the notification's
+        session id in upper-case hexadecimal (DM Notification §6.2)."""
+        _, alert = SessionAlert.decode(package0)
+        server_id = tree.find(f"./DMAcc/{account}/ServerID")
+        srvcred = find_auth(tree, account, "SRVCRED")
+        if server_id is None or server_id.value != alert.server_id or srvcred is None:
+            raise ProtocolError(401, f"Package #0 from unknown server {alert.server_id!r}")
+        secret, nonce = (tree.find(f"{srvcred}/{k}") for k in ("AAuthSecret", "AAuthData"))
+        assert secret is not None
+        assert nonce is not None
+        nv = nonce.value if isinstance(nonce.value, bytes) else nonce.value.encode()
+        if SessionAlert.check(package0, str(secret.value), (nv,)) is None:
+            raise ProtocolError(401, "Package #0 digest does not check")
+        return cls(
+            tree,
+            account,
+            session_id=f"{alert.session_id:X}",
+            server_initiated=True,
+            **options,
+        )
+
     @property
     def state(self) -> ClientState:
         return self.table.state
 
-    def _leaf(self, name: str) -> str | bytes:
-        assert self.clcred is not None
-        node = self.tree.find(f"{self.clcred}/{name}")
+    def _leaf(self, name: str, entry: str | None = None) -> str | bytes:
+        base = entry or self.clcred
+        assert base is not None
+        node = self.tree.find(f"{base}/{name}")
         return node.value if node is not None else ""
+
+    def _judge_server(self, hdr: m.SyncHdr) -> int:
+        """Our verdict on the server's credentials: 200 when none are asked for (or they were
+        accepted already), 212, 401 or 407."""
+        if self.server_authenticated or self.srvcred is None:
+            return 200
+        if hdr.cred is None:
+            return 407
+        kind = AUTH_TYPES.get(str(self._leaf("AAuthType", self.srvcred)))
+        ctype = hdr.cred.meta.type if hdr.cred.meta and hdr.cred.meta.type else auth.AUTH_BASIC
+        name, secret = (str(self._leaf(k, self.srvcred)) for k in ("AAuthName", "AAuthSecret"))
+        nonce = self._leaf("AAuthData", self.srvcred)
+        nonce = nonce if isinstance(nonce, bytes) else nonce.encode()
+        if ctype != kind:
+            return 401
+        if kind == auth.AUTH_BASIC:
+            expected = auth.basic_credential(name, secret)
+        elif kind == auth.AUTH_MD5 and hdr.source.loc_name == name:
+            expected = auth.md5_credential(name, secret, nonce)
+        else:
+            return 401
+        return 212 if auth.verify(expected, hdr.cred.data) else 401
 
     @property
     def auth_type(self) -> str | None:
@@ -585,6 +700,7 @@ class ClientSession:
             raise ProtocolError(400, f"SessionID {hdr.session_id!r} is not this session's")
         if hdr.msg_id != self.server_msg_id + 1:
             raise ProtocolError(400, f"MsgID {hdr.msg_id} out of sequence")
+        judged = self._judge_server(hdr)
         hdr_status: m.Status | None = None
         for c in msg.body.commands:
             if isinstance(c, (m.Status, m.Results)):
@@ -604,7 +720,8 @@ class ClientSession:
         )
         code = hdr_status.data
         commands = [c for c in msg.body.commands if not isinstance(c, m.Status | m.Results)]
-        if aborted:
+        gives_up = judged in (401, 407) and self.server_refusals + 1 >= MAX_AUTH_ATTEMPTS
+        if aborted or gives_up:
             event = CE.ABORT
         elif code in (401, 407):
             if self.challenges + 1 >= MAX_AUTH_ATTEMPTS or hdr_status.chal is None:
@@ -628,19 +745,36 @@ class ClientSession:
         if event is CE.CHALLENGED and self.state is C.SETUP:
             self.challenges += 1
             return self._send(self._package1())  # back to Package #1 with the new nonce
+        chal = None
+        if judged != 200:  # the server's nonce rolls over on every verdict
+            assert self.srvcred is not None
+            assert self.new_nonce is not None
+            fresh = self.new_nonce()
+            self.tree.find(f"{self.srvcred}/AAuthData").value = fresh  # type: ignore[union-attr]
+            kind = AUTH_TYPES.get(str(self._leaf("AAuthType", self.srvcred)), auth.AUTH_MD5)
+            chal = _chal(kind, fresh)
+        if judged == 212:
+            self.server_authenticated = True
+        header_status = m.Status(
+            cmd_id=0,
+            msg_ref=hdr.msg_id,
+            cmd_ref=0,
+            cmd=HDR,
+            target_refs=(hdr.target.loc_uri,),
+            source_refs=(hdr.source.loc_uri,),
+            chal=chal,
+            data=judged,
+        )
+        if gives_up:  # the server failed to authenticate itself: end the session
+            self.server_refusals += 1
+            return self._send([header_status, m.Alert(cmd_id=0, data=m.AlertCode.SESSION_ABORT)])
         if nxt in (C.ENDED, C.ABORTED):
             return None
-        replies: list[m.Command] = [
-            m.Status(
-                cmd_id=0,
-                msg_ref=hdr.msg_id,
-                cmd_ref=0,
-                cmd=HDR,
-                target_refs=(hdr.target.loc_uri,),
-                source_refs=(hdr.source.loc_uri,),
-                data=200,
-            )
-        ]
+        replies: list[m.Command] = [header_status]
+        if judged in (401, 407):  # nothing of an unauthenticated server is acted upon
+            self.server_refusals += 1
+            replies.extend(self._status(hdr.msg_id, c, judged) for c in commands)
+            return self._send(replies)
         for c in commands:
             replies.extend(self._execute(hdr.msg_id, c))
         if not msg.body.final:
