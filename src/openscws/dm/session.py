@@ -196,6 +196,7 @@ class ServerSession:
         self.sent: dict[int, dict[int, str]] = {}  # our MsgID -> CmdID -> command
         self.sent_cmds: dict[int, tuple[m.Command, ...]] = {}
         self.server_accepted = account.server_auth_type is None
+        self._continuations: set[int] = set()  # CmdIDs of the later chunks of large objects
         self.server_refusals = 0
         self.results: dict[int, CommandResult] = {}
         self.device: str | None = None
@@ -466,16 +467,75 @@ class ServerSession:
         """Statuses plus as many pending commands as the client's MaxMsgSize allows; the
         rest waits for the client's Alert 1222 (a package over several messages)."""
         take = len(self.pending)
+        whole = self.pending[0] if self.pending else None
+        size = _data_size(whole)
+        chunked: list[m.Command] = []
         while True:
             saved = (self.msg_id, self.cmd_id)
             out = self._send(statuses, self.pending[:take], final=take == len(self.pending))
-            if self.max_msg_size is None or len(out.body) <= self.max_msg_size or take <= 1:
+            if self.max_msg_size is None or len(out.body) <= self.max_msg_size:
                 break
             self.msg_id, self.cmd_id = saved
             del self.sent[saved[0] + 1], self.sent_cmds[saved[0] + 1]
-            take -= 1
+            if take > 1:
+                take -= 1
+            elif whole is not None and size > 1:
+                # A large object (DM Protocol §10): the first chunk carries the whole Size,
+                # each chunk but the last MoreData; the device answers 213 until the last.
+                size = size * 3 // 4
+                for old in chunked[1:]:
+                    self._continuations.discard(old.cmd_id)
+                self.pending[0 : len(chunked) or 1] = chunked = self._chunk(whole, size)
+            else:
+                out = self._send(statuses, self.pending[:1], final=len(self.pending) == 1)
+                break
         del self.pending[:take]
         return out
+
+    def _chunk(self, c: m.Command, size: int) -> list[m.Command]:
+        assert isinstance(c, (m.Replace, m.Add))
+        item = c.items[0]
+        data = item.data
+        assert data is not None
+        meta = item.meta or m.Meta()
+        if c.cmd_id not in self._continuations:
+            total = len(data.encode() if isinstance(data, str) else data)
+            meta = dataclasses.replace(meta, size=total)
+        first = dataclasses.replace(
+            c, items=(dataclasses.replace(item, data=data[:size], meta=meta, more_data=True),)
+        )
+        rest = self._number(
+            dataclasses.replace(
+                c,
+                items=(
+                    dataclasses.replace(
+                        item,
+                        data=data[size:],
+                        meta=dataclasses.replace(meta, size=None) if item.meta else None,
+                    ),
+                ),
+            )
+        )
+        self._continuations.add(rest.cmd_id)
+        return [first, rest]
+
+
+def _data_size(c: m.Command | None) -> int:
+    """The length of the data of a one-item Replace or Add (what can be sent in chunks)."""
+    if isinstance(c, (m.Replace, m.Add)) and len(c.items) == 1 and c.items[0].data:
+        return len(c.items[0].data)
+    return 0
+
+
+@dataclass(slots=True)
+class _Partial:
+    """A large object being received (DM Protocol §10)."""
+
+    cmd: str
+    uri: str
+    size: int
+    meta: m.Meta | None
+    chunks: list[str | bytes]
 
 
 # -- the client ----------------------------------------------------------------------------
@@ -524,6 +584,7 @@ class ClientSession:
         server_initiated: bool = False,
         wbxml_form: bool = False,
         max_msg_size: int = 16384,
+        max_obj_size: int = 1 << 20,
         exec_handlers: dict[str, Callable[[str | bytes | None], int]] | None = None,
         new_nonce: Callable[[], bytes] | None = None,
     ) -> None:
@@ -545,6 +606,8 @@ class ClientSession:
         self.server_initiated = server_initiated
         self.wbxml_form = wbxml_form
         self.max_msg_size = max_msg_size
+        self.max_obj_size = max_obj_size
+        self.partial: _Partial | None = None
         self.exec_handlers = exec_handlers or {}
         self.table: _Table[ClientState, ClientEvent] = _Table(C.IDLE, CLIENT_TABLE)
         self.msg_id = 0
@@ -650,7 +713,7 @@ class ClientSession:
             target=m.Target(loc_uri=self.server_uri),
             source=m.Source(loc_uri=self.dev_id, loc_name=name),
             cred=cred,
-            meta=m.Meta(max_msg_size=self.max_msg_size),
+            meta=m.Meta(max_msg_size=self.max_msg_size, max_obj_size=self.max_obj_size),
         )
 
     def _send(self, commands: list[m.Command], final: bool = True) -> Outgoing:
@@ -786,6 +849,36 @@ class ClientSession:
     def _status(self, msg_id: int, c: m.Command, code: int) -> m.Status:
         return m.Status(cmd_id=0, msg_ref=msg_id, cmd_ref=c.cmd_id, cmd=c.TAG, data=code)
 
+    def _assemble(self, cmd: str, uri: str, item: m.Item) -> tuple[int, m.Item | None]:
+        """A chunk of a large object: (213, None) while more is to come; the whole item at
+        the last chunk; 413 over our MaxObjSize, 424 when the sizes do not add up, 400 for
+        a first chunk without its Size or another object interleaved (SyncML_RepPro §10)."""
+        p = self.partial
+        data = item.data if item.data is not None else ""
+        if p is None:
+            if not item.more_data:
+                return 200, item
+            size = item.meta.size if item.meta else None
+            if size is None:
+                return 400, None
+            if size > self.max_obj_size:
+                return 413, None
+            self.partial = _Partial(cmd, uri, size, item.meta, [data])
+            return 213, None
+        if (p.cmd, p.uri) != (cmd, uri) or type(data) is not type(p.chunks[0]):
+            self.partial = None
+            return 400, None
+        p.chunks.append(data)
+        got = sum(len(x.encode() if isinstance(x, str) else x) for x in p.chunks)
+        if item.more_data and got <= p.size:
+            return 213, None
+        self.partial = None
+        if got != p.size:
+            return 424, None
+        whole: str | bytes = "".join(p.chunks) if isinstance(data, str) else b"".join(p.chunks)  # type: ignore[arg-type]
+        meta = dataclasses.replace(p.meta, size=None) if p.meta else None
+        return 200, dataclasses.replace(item, data=whole, meta=meta, more_data=False)
+
     def _execute(self, msg_id: int, c: m.Command) -> list[m.Command]:
         if isinstance(c, m.Alert):
             ok = c.data == m.AlertCode.NEXT_MESSAGE  # the server's package goes on
@@ -817,6 +910,12 @@ class ClientSession:
             worst = 200
             for item in c.items or (m.Item(),):
                 uri = item.target.loc_uri if item.target else ""
+                if isinstance(c, (m.Replace, m.Add)):
+                    code, whole = self._assemble(c.TAG, uri, item)
+                    if whole is None:
+                        worst = code
+                        continue
+                    item = whole
                 fmt = item.meta.format if item.meta and item.meta.format else "chr"
                 if isinstance(c, m.Get):
                     o = self.tree.get(uri)
