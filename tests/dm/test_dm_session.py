@@ -450,3 +450,47 @@ def test_large_object_refusals() -> None:
     assert client._assemble("Replace", "./DMAcc/1/Name", chunk("abc", True, 5))[0] == 213
     assert client._assemble("Add", "./DMAcc/1/Name", chunk("de", False))[0] == 400  # interleaved
     assert client.partial is None
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, 10_000), st.binary(min_size=1, max_size=3), st.booleans())
+def test_fuzz_client_typed_errors_only(pos: int, junk: bytes, wbxml_form: bool) -> None:
+    tree = device(nonce=b"N0")
+    client = ClientSession(tree, "1", session_id="6", wbxml_form=wbxml_form)
+    srv = server(commands=JOB, wbxml_form=wbxml_form)
+    out = client.start()
+    pkg2 = srv.receive(out.body, out.content_type)
+    assert pkg2 is not None
+    pos %= len(pkg2.body)
+    mutated = pkg2.body[:pos] + junk + pkg2.body[pos + len(junk) :]
+    before = (client.state, client.msg_id, client.server_msg_id)
+    try:
+        client.receive(mutated, pkg2.content_type)
+    except (MessageError, ProtocolError):
+        assert (client.state, client.msg_id, client.server_msg_id) == before
+        assert tree.get("./DMAcc/1/Name").data == ""  # nothing of it was acted upon
+
+
+def test_tables_are_closed() -> None:
+    """Every state a table moves to is a state of that role, and the end states allow
+    nothing: a message after the end is a protocol error, never a new session."""
+    from openscws.dm.session import CLIENT_TABLE, SERVER_TABLE
+
+    for table, ends in (
+        (SERVER_TABLE, {ServerState.ENDED, ServerState.ABORTED}),
+        (CLIENT_TABLE, {ClientState.ENDED, ClientState.ABORTED}),
+    ):
+        assert not [k for k in table if k[0] in ends]
+        assert ends <= set(table.values())
+
+
+def test_binary_node_read_in_the_xml_form() -> None:
+    tree = device(nonce=b"N0")
+    tree.add("./DMAcc/1/Blob", b"\xff\x00", fmt="bin")
+    client = ClientSession(tree, "1", session_id="1")
+    srv = server(commands=(get("./DMAcc/1/Blob"),))
+    run(client, srv)
+    (result,) = srv.results.values()
+    assert result.items[0].data == "/wA="
+    assert result.items[0].meta is not None
+    assert result.items[0].meta.format == "b64"

@@ -684,10 +684,9 @@ class ClientSession:
         v = self._leaf("AAuthData")
         return v if isinstance(v, bytes) else v.encode()
 
-    def _store_nonce(self, chal: m.Chal) -> None:
-        if self.clcred is None or chal.meta.next_nonce is None:
+    def _store_nonce(self, chal: m.Chal, nonce: bytes | None) -> None:
+        if self.clcred is None or nonce is None:
             return
-        nonce = _unb64(chal.meta.next_nonce)
         self.tree.find(f"{self.clcred}/AAuthData").value = nonce  # type: ignore[union-attr]
         wanted = next((k for k, v in AUTH_TYPES.items() if v == chal.meta.type), None)
         if wanted is not None:  # the server may ask for another scheme (DM Security §5.1)
@@ -797,11 +796,13 @@ class ClientSession:
             event = CE.END
         else:
             event = CE.ACCEPTED if self.state is C.SETUP else CE.COMMANDS
+        their = hdr_status.chal
+        next_nonce = _unb64(their.meta.next_nonce) if their and their.meta.next_nonce else None
         nxt = self.table.check(event)
         # Committed from here on.
         self.server_msg_id = hdr.msg_id
-        if hdr_status.chal is not None:
-            self._store_nonce(hdr_status.chal)  # the nonce rolls over on every Chal
+        if their is not None:
+            self._store_nonce(their, next_nonce)  # the nonce rolls over on every Chal
         self.table.state = nxt
         if code == 212:
             self.authenticated = True
@@ -921,7 +922,12 @@ class ClientSession:
                     o = self.tree.get(uri)
                     if o.status == 200 and o.node is not None:
                         meta = m.Meta(format=o.node.format, type=o.node.type)
-                        results.append(m.Item(source=m.Source(loc_uri=uri), meta=meta, data=o.data))
+                        data = o.data
+                        if isinstance(data, bytes) and not self.wbxml_form:
+                            # binary in the XML form goes base64 (DM TND: format b64)
+                            data = base64.b64encode(data).decode("ascii")
+                            meta = dataclasses.replace(meta, format="b64")
+                        results.append(m.Item(source=m.Source(loc_uri=uri), meta=meta, data=data))
                 elif isinstance(c, m.Replace):
                     o = self.tree.replace(uri, item.data if item.data is not None else "")
                 elif isinstance(c, m.Add):
