@@ -494,3 +494,23 @@ def test_binary_node_read_in_the_xml_form() -> None:
     assert result.items[0].data == "/wA="
     assert result.items[0].meta is not None
     assert result.items[0].meta.format == "b64"
+
+
+def test_client_package_over_several_messages() -> None:
+    tree = device(nonce=b"N0")
+    for i in range(30):
+        tree.add(f"./DMAcc/1/Note{i}", f"note {i} " * 8)
+    client = ClientSession(tree, "1", session_id="8")
+    srv = server(commands=tuple(get(f"./DMAcc/1/Note{i}") for i in range(30)), max_msg_size=1400)
+    seen = run(client, srv)
+    client_msgs = seen[2::2]  # after Package #1
+    assert len(client_msgs) > 2
+    assert all(len(m.encode(x)) <= 1400 for x in client_msgs)
+    assert not client_msgs[0].body.final
+    assert srv.state is ServerState.ENDED
+    assert client.outbox == []
+    got = {r.cmd_id: r for r in srv.results.values() if r.cmd == "Get"}
+    assert len(got) == 30
+    # The server asked for each further message with Alert 1222, and got its status.
+    assert {r.status for r in srv.results.values() if r.cmd == "Alert"} == {200}
+    assert all(r.status == 200 and r.items for r in got.values())

@@ -185,8 +185,10 @@ class ServerSession:
         session_id: str | None = None,
         commands: Iterable[m.Command] = (),
         wbxml_form: bool = False,
+        max_msg_size: int = 65536,
     ) -> None:
         self.server_uri = server_uri
+        self.own_max_msg_size = max_msg_size  # what we accept, announced in our header
         self.account = account
         self.new_nonce = new_nonce
         self.session_id = session_id
@@ -205,7 +207,7 @@ class ServerSession:
         self.client_msg_id = 0
         self.msg_id = 0
         self.cmd_id = 0
-        self.max_msg_size: int | None = None
+        self.max_msg_size: int | None = None  # the client's
         for c in commands:
             self.queue(c)
 
@@ -445,6 +447,7 @@ class ServerSession:
             target=m.Target(loc_uri=self.device),
             source=m.Source(loc_uri=self.server_uri, loc_name=acc.server_id or None),
             cred=cred,
+            meta=m.Meta(max_msg_size=self.own_max_msg_size),
         )
 
     def _send(
@@ -608,6 +611,8 @@ class ClientSession:
         self.max_msg_size = max_msg_size
         self.max_obj_size = max_obj_size
         self.partial: _Partial | None = None
+        self.server_max_msg_size: int | None = None
+        self.outbox: list[m.Command] = []  # replies that did not fit the server's MaxMsgSize
         self.exec_handlers = exec_handlers or {}
         self.table: _Table[ClientState, ClientEvent] = _Table(C.IDLE, CLIENT_TABLE)
         self.msg_id = 0
@@ -715,6 +720,24 @@ class ClientSession:
             meta=m.Meta(max_msg_size=self.max_msg_size, max_obj_size=self.max_obj_size),
         )
 
+    def _send_replies(self, replies: list[m.Command]) -> Outgoing:
+        """The header status, replies held back before, then these replies: as many as the
+        server's MaxMsgSize allows; without Final if some must wait (the server then asks
+        for the next message with Alert 1222)."""
+        queue = [replies[0], *self.outbox, *replies[1:]]
+        take = len(queue)
+        while True:
+            saved = (self.msg_id, self.cmd_id)
+            out = self._send(queue[:take], final=take == len(queue))
+            limit = self.server_max_msg_size
+            if limit is None or len(out.body) <= limit or take <= 2:
+                break
+            self.msg_id, self.cmd_id = saved
+            del self.sent[saved[0] + 1]
+            take -= 1
+        self.outbox = queue[take:]
+        return out
+
     def _send(self, commands: list[m.Command], final: bool = True) -> Outgoing:
         hdr = self._header()
         body: list[m.Command] = []
@@ -801,6 +824,8 @@ class ClientSession:
         nxt = self.table.check(event)
         # Committed from here on.
         self.server_msg_id = hdr.msg_id
+        if hdr.meta is not None and hdr.meta.max_msg_size:
+            self.server_max_msg_size = hdr.meta.max_msg_size
         if their is not None:
             self._store_nonce(their, next_nonce)  # the nonce rolls over on every Chal
         self.table.state = nxt
@@ -838,12 +863,12 @@ class ClientSession:
         if judged in (401, 407):  # nothing of an unauthenticated server is acted upon
             self.server_refusals += 1
             replies.extend(self._status(hdr.msg_id, c, judged) for c in commands)
-            return self._send(replies)
+            return self._send_replies(replies)
         for c in commands:
             replies.extend(self._execute(hdr.msg_id, c))
         if not msg.body.final:
             replies.append(m.Alert(cmd_id=0, data=m.AlertCode.NEXT_MESSAGE))
-        return self._send(replies)
+        return self._send_replies(replies)
 
     # -- commands against the tree --
 
