@@ -23,6 +23,7 @@ from openscws.dm.session import (
 from openscws.dm.tree import AppAuth, Tree, dm_account, standard_tree
 
 SERVER = "https://dm.example/"
+XML = m.CONTENT_TYPE_XML
 
 
 def device(kind: str = "DIGEST", nonce: bytes = b"stale", secret: str = "s3cret") -> Tree:
@@ -259,6 +260,10 @@ def test_wrong_refs_leave_the_session_intact() -> None:
         assert (srv.state, srv.client_msg_id, srv.msg_id, dict(srv.results)) == before
     with pytest.raises(MessageError):
         srv.receive(b"<SyncML", pkg3.content_type)
+    fresh = server()
+    with pytest.raises(ProtocolError, match="without Alert 1200 or 1201"):
+        fresh.receive(out.body.replace(b"<Data>1201</Data>", b"<Data>1226</Data>"), XML)
+    assert fresh.state is ServerState.IDLE
     end = srv.receive(pkg3.body, pkg3.content_type)  # the real one still works
     assert end is not None
     assert srv.state is ServerState.ENDED

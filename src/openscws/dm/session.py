@@ -248,6 +248,11 @@ class ServerSession:
         if self.state in (S.ENDED, S.ABORTED):
             raise ProtocolError(400, f"the session has {self.state.value}")
         self._check_refs(msg)
+        opening = (m.AlertCode.SERVER_INITIATED, m.AlertCode.CLIENT_INITIATED)
+        if self.state in (S.IDLE, S.CHALLENGED) and not any(
+            isinstance(c, m.Alert) and c.data in opening for c in msg.body.commands
+        ):
+            raise ProtocolError(400, "Package #1 without Alert 1200 or 1201")
         ours = next(
             (
                 c
