@@ -179,6 +179,7 @@ def test_basic_and_missing_credentials() -> None:
     assert hdr_status(reply.message).data == 407
     assert hdr_status(reply.message).chal is not None
     assert all(isinstance(c, m.Status) and c.data == 407 for c in reply.message.body.commands)
+    assert [c.cmd for c in reply.message.body.commands] == ["SyncHdr", "Alert", "Replace"]
 
 
 def test_wrong_password_gives_up() -> None:

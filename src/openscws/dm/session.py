@@ -305,13 +305,14 @@ class ServerSession:
         if hdr.meta is not None and hdr.meta.max_msg_size:
             self.max_msg_size = hdr.meta.max_msg_size
         for c in msg.body.commands:
-            if verdict in (401, 407) or not isinstance(c, (m.Status, m.Results)):
-                code = verdict if verdict in (401, 407) else self._take(c)
-                statuses.append(
-                    m.Status(cmd_id=0, msg_ref=hdr.msg_id, cmd_ref=c.cmd_id, cmd=c.TAG, data=code)
-                )
-            else:
-                self._record(c)
+            if isinstance(c, (m.Status, m.Results)):  # never answered with a Status
+                if verdict not in (401, 407):
+                    self._record(c)
+                continue
+            code = verdict if verdict in (401, 407) else self._take(c)
+            statuses.append(
+                m.Status(cmd_id=0, msg_ref=hdr.msg_id, cmd_ref=c.cmd_id, cmd=c.TAG, data=code)
+            )
         if ours is not None and verdict not in (401, 407):
             self._their_verdict(ours)
         if event is SE.ABORT:
