@@ -72,7 +72,7 @@ def run(client: ClientSession, srv: ServerSession) -> list[m.SyncML]:
             break
         assert reply.message is not None
         seen.append(reply.message)
-        out = client.receive(reply.body, reply.content_type)
+        out = client.receive(reply.body, reply.content_type, hmac_of(reply))
         assert len(seen) < 100
     return seen
 
@@ -309,7 +309,9 @@ def test_fuzz_session_typed_errors_only(pos: int, junk: bytes, wbxml_form: bool)
         assert (srv.state, srv.client_msg_id, srv.msg_id) == before
 
 
-def device_with_server_auth(server_secret: str = "srv-pass", nonce: bytes = b"S0") -> Tree:
+def device_with_server_auth(
+    server_secret: str = "srv-pass", nonce: bytes = b"S0", kind: str = "DIGEST"
+) -> Tree:
     tree = standard_tree(dev_id="IMEI:1", man="openscws", mod="virtual")
     dm_account(
         tree,
@@ -318,14 +320,17 @@ def device_with_server_auth(server_secret: str = "srv-pass", nonce: bytes = b"S0
         addr=SERVER,
         auth=(
             AppAuth("CLCRED", "DIGEST", "dev", "s3cret", b"N0"),
-            AppAuth("SRVCRED", "DIGEST", "srv", server_secret, nonce),
+            AppAuth("SRVCRED", kind, "srv", server_secret, nonce),
         ),
     )
     return tree
 
 
 def server_authenticating(
-    password: str = "srv-pass", nonce: bytes = b"S0", commands: tuple[m.Command, ...] = ()
+    password: str = "srv-pass",
+    nonce: bytes = b"S0",
+    commands: tuple[m.Command, ...] = (),
+    kind: str = auth.AUTH_MD5,
 ) -> ServerSession:
     account = DeviceAccount(
         "dev",
@@ -334,7 +339,7 @@ def server_authenticating(
         b"N0",
         server_id="srv",
         server_password=password,
-        server_auth_type=auth.AUTH_MD5,
+        server_auth_type=kind,
         server_nonce=nonce,
     )
     return ServerSession(
@@ -520,3 +525,30 @@ def test_client_package_over_several_messages() -> None:
     # The server asked for each further message with Alert 1222, and got its status.
     assert {r.status for r in srv.results.values() if r.cmd == "Alert"} == {200}
     assert all(r.status == 200 and r.items for r in got.values())
+
+
+def test_server_hmac_on_every_message() -> None:
+    tree = device_with_server_auth(kind="HMAC")
+    commands = (RENAME, *(get(f"./DevDetail/{k}") for k in ("DevTyp", "OEM", "FwV")))
+    srv = server_authenticating(kind=auth.AUTH_MAC, commands=commands)
+    client = ClientSession(
+        tree,
+        "1",
+        session_id="1A2B",
+        new_nonce=nonces(),
+        max_msg_size=1100,  # type: ignore[arg-type]
+    )
+    seen = run(client, srv)
+    assert len(seen) > 4  # several server messages, each one MAC-checked
+    assert all(x.hdr.cred is None for x in seen[1::2])
+    assert [hdr_status(x).data for x in seen[2::2]] == [200] * len(seen[2::2])
+    assert all(hdr_status(x).chal is not None for x in seen[2::2])  # a new nonce each time
+    assert tree.get("./DMAcc/1/Name").data == "Renamed"
+    # A server message with a wrong MAC is not acted upon.
+    tree = device_with_server_auth(kind="HMAC")
+    srv = server_authenticating(kind=auth.AUTH_MAC, password="guess", commands=(RENAME,))
+    client = ClientSession(tree, "1", session_id="1A2B", new_nonce=nonces())  # type: ignore[arg-type]
+    seen = run(client, srv)
+    assert [hdr_status(x).data for x in seen[2::2]] == [401, 401, 401]
+    assert tree.get("./DMAcc/1/Name").data == ""
+    assert srv.state is ServerState.ABORTED

@@ -440,7 +440,7 @@ class ServerSession:
         assert self.session_id is not None
         acc = self.account
         cred = None
-        if not self.server_accepted and acc.server_auth_type is not None:
+        if not self.server_accepted and acc.server_auth_type in (auth.AUTH_BASIC, auth.AUTH_MD5):
             data = (
                 auth.basic_credential(acc.server_id, acc.server_password)
                 if acc.server_auth_type == auth.AUTH_BASIC
@@ -470,7 +470,12 @@ class ServerSession:
         self.sent_cmds[hdr.msg_id] = tuple(c for c in body if not isinstance(c, m.Status))
         msg = m.SyncML(hdr=hdr, body=m.SyncBody(commands=tuple(body), final=final))
         data, ctype = _encode(msg, self.wbxml_form)
-        return Outgoing(data, ctype, message=msg)
+        acc = self.account
+        headers: tuple[tuple[str, str], ...] = ()
+        if acc.server_auth_type == auth.AUTH_MAC:  # on every message (DM Security §5.1.4)
+            mac = auth.message_mac(acc.server_id, acc.server_password, acc.server_nonce, data)
+            headers = ((auth.HMAC_HEADER, auth.HmacHeader(acc.server_id, mac).value()),)
+        return Outgoing(data, ctype, headers, msg)
 
     def _send_commands(self, statuses: list[m.Status]) -> Outgoing:
         """Statuses plus as many pending commands as the client's MaxMsgSize allows; the
@@ -665,18 +670,27 @@ class ClientSession:
         node = self.tree.find(f"{base}/{name}")
         return node.value if node is not None else ""
 
-    def _judge_server(self, hdr: m.SyncHdr) -> int:
+    def _judge_server(self, hdr: m.SyncHdr, body: bytes, hmac: str | None) -> int:
         """Our verdict on the server's credentials: 200 when none are asked for (or they were
-        accepted already), 212, 401 or 407."""
+        accepted already), 212, 401 or 407; with HMAC 200 or 401/407 on every message."""
         if self.server_authenticated or self.srvcred is None:
             return 200
-        if hdr.cred is None:
-            return 407
         kind = AUTH_TYPES.get(str(self._leaf("AAuthType", self.srvcred)))
-        ctype = hdr.cred.meta.type if hdr.cred.meta and hdr.cred.meta.type else auth.AUTH_BASIC
         name, secret = (str(self._leaf(k, self.srvcred)) for k in ("AAuthName", "AAuthSecret"))
         nonce = self._leaf("AAuthData", self.srvcred)
         nonce = nonce if isinstance(nonce, bytes) else nonce.encode()
+        if kind == auth.AUTH_MAC:
+            if hmac is None:
+                return 407
+            try:
+                header = auth.HmacHeader.parse(hmac)
+            except DecodeError:
+                return 401
+            ok = header.username == name and header.check(secret, nonce, body)
+            return 200 if ok else 401
+        if hdr.cred is None:
+            return 407
+        ctype = hdr.cred.meta.type if hdr.cred.meta and hdr.cred.meta.type else auth.AUTH_BASIC
         if ctype != kind:
             return 401
         if kind == auth.AUTH_BASIC:
@@ -783,7 +797,7 @@ class ClientSession:
         self.table.state = self.table.check(CE.ABORT)
         return self._send([m.Alert(cmd_id=0, data=m.AlertCode.SESSION_ABORT)])
 
-    def receive(self, body: bytes, content_type: str) -> Outgoing | None:
+    def receive(self, body: bytes, content_type: str, hmac: str | None = None) -> Outgoing | None:
         """The reply to one server message, or None when the session is over."""
         msg = m.decode(body, content_type)
         hdr = msg.hdr
@@ -791,7 +805,12 @@ class ClientSession:
             raise ProtocolError(400, f"SessionID {hdr.session_id!r} is not this session's")
         if hdr.msg_id != self.server_msg_id + 1:
             raise ProtocolError(400, f"MsgID {hdr.msg_id} out of sequence")
-        judged = self._judge_server(hdr)
+        judged = self._judge_server(hdr, body, hmac)
+        server_mac = (
+            self.srvcred is not None
+            and not self.server_authenticated
+            and (self._leaf("AAuthType", self.srvcred) == "HMAC")
+        )
         hdr_status: m.Status | None = None
         for c in msg.body.commands:
             if isinstance(c, (m.Status, m.Results)):
@@ -841,7 +860,7 @@ class ClientSession:
             self.challenges += 1
             return self._send(self._package1())  # back to Package #1 with the new nonce
         chal = None
-        if judged != 200:  # the server's nonce rolls over on every verdict
+        if judged != 200 or server_mac:  # the server's nonce rolls over on every verdict
             assert self.srvcred is not None
             assert self.new_nonce is not None
             fresh = self.new_nonce()
