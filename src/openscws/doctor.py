@@ -33,6 +33,7 @@ PEERS: Final = (
     ("sslscan", "sslscan", "TLS audit of port 4116"),
     ("wrk", "wrk", "HTTP load in benchmarks (a Python client is the fallback)"),
     ("osmo-auc-gen", "libosmocore-utils", "an independent MILENAGE for the AKA tests"),
+    ("wbxml2xml", "libwbxml2-utils", "an independent WBXML codec for the OMA DM tests"),
 )
 
 

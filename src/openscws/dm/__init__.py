@@ -1,4 +1,4 @@
-"""OMA DM session security (OMA-TS-DM_Security V1.2, security for the DM session): the
-application-layer credentials of OMA DM 1.2 (syncml:auth-basic, syncml:auth-md5, the
-x-syncml-hmac integrity header) and the Package #0 server-initiated session alert with its
-digest, sans-IO."""
+"""OMA DM 1.2 with its session security, sans-IO: the SyncML DM message in XML and WBXML
+(`element`, `wbxml`, `message`), the client and server sessions (`session`), the client's
+management tree (`tree`), the application-layer credentials (`auth`: syncml:auth-basic,
+syncml:auth-md5, x-syncml-hmac) and Package #0 (`notification`)."""
