@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -288,12 +287,10 @@ def _serve(args: argparse.Namespace, vault: Vault, db: BsfDatabase) -> int:
         print(f"BSF Ub ready: {server.ub_url}", flush=True)
         if server.zn_url:
             print(f"BSF Zn ready: {server.zn_url}", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        from openscws.aio.signals import wait_for_stop_signal
+
         try:
-            await stop.wait()
+            await wait_for_stop_signal()
         finally:
             await server.stop()
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import ssl
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import uvicorn
 
 from openscws.bsf.service import BsfService, HttpAnswer
 from openscws.errors import ConfigError
+from openscws.ras.api_server import listen_socket
 
 __all__ = ["BsfServer", "TlsFiles", "start_bsf"]
 
@@ -88,27 +88,8 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _listen(what: str, host: str, port: int) -> socket.socket:
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        sock = socket.socket(family, kind, proto)
-    except OSError as exc:
-        raise ConfigError(f"{what}: cannot listen on {host}:{port}: {exc}") from None
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(256)
-        sock.setblocking(False)
-    except OSError as exc:
-        sock.close()
-        raise ConfigError(f"{what}: cannot listen on {host}:{port}: {exc.strerror}") from None
-    return sock
-
-
 async def _serve(app: _App, host: str, port: int, tls: TlsFiles | None) -> _Server:
-    sock = _listen(app.name, host, port)
+    sock = listen_socket(app.name, host, port, backlog=256)
     options: dict[str, Any] = {}
     if tls is not None:
         options = {"ssl_certfile": str(tls.cert), "ssl_keyfile": str(tls.key)}

@@ -53,22 +53,24 @@ class ApiServer(uvicorn.Server):
         return f"{scheme}://[{host}]:{port}/" if ":" in host else f"{scheme}://{host}:{port}/"
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def listen_socket(what: str, host: str, port: int, backlog: int = 128) -> socket.socket:
+    """A non-blocking listening TCP socket for a uvicorn-served app; ListenError (one line
+    naming `what`) when the address cannot be had."""
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )[0]
         sock = socket.socket(family, kind, proto)
     except OSError as exc:
-        raise ListenError(f"REST API: cannot listen on {host}:{port}: {exc}") from None
+        raise ListenError(f"{what}: cannot listen on {host}:{port}: {exc}") from None
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
-        sock.listen(128)
+        sock.listen(backlog)
         sock.setblocking(False)
     except OSError as exc:
         sock.close()
-        raise ListenError(f"REST API: cannot listen on {host}:{port}: {exc.strerror}") from None
+        raise ListenError(f"{what}: cannot listen on {host}:{port}: {exc.strerror}") from None
     return sock
 
 
@@ -83,7 +85,7 @@ async def serve_api(
     """Starts serving `app` on host:port (0: any free port, see `ApiServer.port`) and returns
     once it accepts connections; over TLS with the `tls` context (see `ras.api_tls`). Stop it
     with `stop_api`."""
-    sock = _listen(host, port)
+    sock = listen_socket("REST API", host, port)
     config = uvicorn.Config(
         app,
         host=host,

@@ -654,7 +654,6 @@ def _admin_settings(
 
 def _serve(args: argparse.Namespace, settings: Settings, data_dir: Path, url: str) -> int:
     import asyncio
-    import signal
 
     from openscws.aio.stack import start_admin
 
@@ -669,12 +668,10 @@ def _serve(args: argparse.Namespace, settings: Settings, data_dir: Path, url: st
             await asyncio.to_thread(first_admin, stack.service, stack.api_url)
         if stack.api_ca is not None:
             print(f"admin console CA: {stack.api_ca} (curl --cacert {stack.api_ca})", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        from openscws.aio.signals import wait_for_stop_signal
+
         try:
-            await stop.wait()
+            await wait_for_stop_signal()
         finally:
             await stack.stop()
 

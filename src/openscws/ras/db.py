@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from alembic import command
 from alembic.config import Config
@@ -125,9 +125,16 @@ class RasDatabase:
 
     # -- migrations ------------------------------------------------------------------------
 
+    # A database of another server (the BSF's) sets these four to its own.
+    migrations: ClassVar[Path] = MIGRATIONS
+    version_table: ClassVar[str] = "alembic_version"
+    migration_lock: ClassVar[int] = _MIGRATION_LOCK
+    schema_name: ClassVar[tuple[str, str]] = ("RAS", "openscws admin init")
+    """Who owns the schema, and the command that migrates it (for `check_current`)."""
+
     def _alembic_config(self, connection: Connection) -> Config:
         config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS).replace("%", "%%"))
+        config.set_main_option("script_location", str(self.migrations).replace("%", "%%"))
         config.attributes["connection"] = connection
         return config
 
@@ -136,24 +143,27 @@ class RasDatabase:
         with self.engine.begin() as connection:
             if self.is_postgresql:
                 connection.execute(
-                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK}
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": self.migration_lock}
                 )
             command.upgrade(self._alembic_config(connection), revision)
 
     def head_revision(self) -> str | None:
-        return ScriptDirectory(str(MIGRATIONS)).get_current_head()
+        return ScriptDirectory(str(self.migrations)).get_current_head()
 
     def current_revision(self) -> str | None:
         with self.engine.connect() as connection:
-            return MigrationContext.configure(connection).get_current_revision()
+            return MigrationContext.configure(
+                connection, opts={"version_table": self.version_table}
+            ).get_current_revision()
 
     def check_current(self) -> None:
         """Raises RasError unless the schema is at the newest migration."""
         current, head = self.current_revision(), self.head_revision()
         if current != head:
+            owner, command_ = self.schema_name
             raise RasError(
-                f"the RAS database is at schema {current or 'none'}, this program needs {head}: "
-                "run `openscws admin init` (it migrates)"
+                f"the {owner} database is at schema {current or 'none'}, this program needs "
+                f"{head}: run `{command_}` (it migrates)"
             )
 
 
