@@ -18,6 +18,7 @@ from pathlib import Path
 from cryptography import x509
 
 from openscws import __version__
+from openscws.aio import push_cli
 from openscws.aio.gateway import GatewayError
 from openscws.aio.links import CardLink, accept_vpcd_card
 from openscws.aio.stack import card_of, card_tls, gateway_for, open_image, start_stack
@@ -322,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     cfg = sub.add_parser("config", help="print the effective settings as TOML")
     _common(cfg)
     admin_cli.register(sub)
+    push_cli.register(sub)
     return parser
 
 
@@ -775,7 +777,7 @@ def _serves(args: argparse.Namespace) -> bool:
     """Whether the command runs until stopped (a server or a card process), or sets things
     up (`init`: what it made is worth a line each)."""
     match args.command:
-        case "up" | "gateway" | "init":
+        case "up" | "gateway" | "init" | "ppg":
             return True
         case "card":
             return not getattr(args, "action", None)
@@ -820,6 +822,8 @@ def main(argv: list[str] | None = None) -> int:
                 return _content(args, settings)
             case "admin":
                 return admin_cli.run(args)
+            case "ppg":
+                return push_cli.run(args)
             case "config":
                 print(to_toml(settings))
                 return 0

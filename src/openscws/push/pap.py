@@ -433,8 +433,8 @@ def _tree(data: bytes) -> _Element:
         raise PapError(
             PapCode.BAD_REQUEST, f"not well-formed XML: {expat.ErrorString(e.code)}"
         ) from None
-    except RecursionError:  # pragma: no cover - expat does not recurse in Python
-        raise PapError(PapCode.BAD_REQUEST, "document nested too deep") from None
+    except (LookupError, ValueError) as e:  # an unknown encoding in the XML declaration
+        raise PapError(PapCode.BAD_REQUEST, f"not well-formed XML: {e}") from None
     if not root or root[0].name != "pap":
         raise PapError(PapCode.BAD_REQUEST, "the root element is not <pap>")
     return root[0]

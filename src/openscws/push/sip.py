@@ -361,6 +361,8 @@ def _content_length(headers: list[tuple[str, str]]) -> int | None:
 
 
 def _build(start: str, headers: list[tuple[str, str]], body: bytes) -> SipMessage:
+    # Content-Length is framing: checked by the caller, written again by encode().
+    headers = [(k, v) for k, v in headers if k != "Content-Length"]
     status = _STATUS_LINE.match(start)
     if status is not None:
         message: SipMessage = SipResponse(
@@ -478,3 +480,32 @@ def response_to(
     ]
     headers += extra
     return SipResponse(tuple(headers), body, status, reason or REASONS.get(status, "Unknown"))
+
+
+def uri_target(uri: str) -> tuple[str, int, str]:
+    """(host, port, transport) to send a request for a sip: URI to (RFC 3263 without DNS:
+    the URI's host and port, 5060 by default, `transport` parameter or UDP)."""
+    if not _URI.match(uri) or not uri.lower().startswith("sip:"):
+        raise SipError(f"URI {uri[:60]!r} is not a sip: URI")
+    rest = uri.split(":", 1)[1]
+    main, _, params = rest.partition(";")
+    hostport = main.rpartition("@")[2]
+    if hostport.startswith("["):
+        host, _, port_text = hostport[1:].partition("]")
+        port_text = port_text.removeprefix(":")
+    else:
+        host, _, port_text = hostport.partition(":")
+    if not host or (port_text and (not port_text.isdigit() or not 0 < int(port_text) < 65536)):
+        raise SipError(f"URI {uri[:60]!r} has no usable host and port")
+    transport = _params(params).get("transport", "udp").upper()
+    if transport not in ("UDP", "TCP"):
+        raise SipError(f"transport {transport[:10]!r} is not supported")
+    return host, int(port_text or 5060), transport
+
+
+def aor_of(uri: str) -> str:
+    """`sip:user@host` of a URI: the registrar's key (parameters, port and case of the host
+    dropped)."""
+    user, host = uri_user_host(uri)
+    host = host.split(":")[0] if not host.startswith("[") else host.split("]")[0] + "]"
+    return f"sip:{user}@{host.lower()}"
