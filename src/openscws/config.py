@@ -149,6 +149,14 @@ class AdminSettings:
     db_workers: int = 4
     """Threads the cards' endpoint makes its database calls on (each holds at most one
     pooled connection), so no session waits for another's commit."""
+    trigger: str = "sms"
+    """How campaigns wake cards by default: "sms" (the SMS sender above) or "sip-push" (a PAP
+    push to the Push Proxy Gateway at pap_url, delivered over OMA SIP Push)."""
+    pap_url: str = "http://127.0.0.1:2948/pap"
+    """The PPG's PAP URL (`openscws ppg --pap`)."""
+    pap_username: str = "ras"
+    pap_password: str = ""
+    """This push initiator's credentials at the PPG (its initiators file)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +181,8 @@ class Settings:
             raise ConfigError(f"gateway.card_link must be vpcd or pcsc: {self.gateway.card_link!r}")
         if self.admin.sms_sender not in ("local", "smpp"):
             raise ConfigError(f"admin.sms_sender must be local or smpp: {self.admin.sms_sender!r}")
+        if self.admin.trigger not in ("sms", "sip-push"):
+            raise ConfigError(f"admin.trigger must be sms or sip-push: {self.admin.trigger!r}")
 
 
 def _convert(cls: Any, value: Any, where: str) -> Any:

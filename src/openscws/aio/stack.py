@@ -190,6 +190,12 @@ async def start_admin(
         )
     else:
         sender = LocalTerminalSender(sms_url or admin.sms_url)
+    if admin.trigger == "sip-push":
+        from openscws.ras.push_sender import SipPushSender
+
+        sender = SipPushSender(
+            admin.pap_url, username=admin.pap_username, password=admin.pap_password
+        )
     server = RasServer(
         service,
         sender,

@@ -1,0 +1,81 @@
+"""The admin server's SIP push trigger: PAP to a real PPG, the job's outcome from the PPG's
+result notification (delivered) or its PAP code (undeliverable)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from openscws.aio.ppg import Ppg, PpgConfig
+from openscws.aio.sip_endpoint import Peer, SipEndpoint, new_branch, new_tag
+from openscws.config import AdminSettings, ConfigError, Settings
+from openscws.push.ppg import DeliveryPolicy, Initiator
+from openscws.push.sip import SipRequest, SipResponse, request, response_to
+from openscws.ras.push_sender import SipPushSender
+from openscws.ras.senders import DeliveryStatus, SendError
+
+PACKET = b"\x00\x10" + bytes(16)
+MSISDN = "+15550100001"
+
+
+def test_push_trigger_follows_the_ppg(tmp_path: Path) -> None:
+    async def main() -> None:
+        ppg = Ppg(
+            PpgConfig(
+                database_url=f"sqlite:///{tmp_path / 'ppg.db'}",
+                initiators=(Initiator("ras", "pw"),),
+                plmn_domain="scws.test",
+                policy=DeliveryPolicy(max_attempts=2, backoff=0.05, backoff_cap=0.05),
+                poll=0.05,
+            )
+        )
+        got: list[bytes] = []
+
+        async def on(req: SipRequest, peer: Peer) -> SipResponse:
+            got.append(req.body)
+            return response_to(req, 200, to_tag=new_tag())
+
+        device = SipEndpoint(on)
+        await ppg.start()
+        await device.start()
+        sender = SipPushSender(ppg.pap_url, username="ras", password="pw", poll=0.2)
+        try:
+            # not registered: the PPG gives up, the sender says why in PAP's terms
+            with pytest.raises(SendError, match=r"PAP undeliverable 4001"):
+                await sender.send(MSISDN, PACKET)
+            aor = f"sip:{MSISDN}@scws.test"
+            register = request(
+                "REGISTER",
+                "sip:scws.test",
+                [
+                    ("Via", device.via("UDP", new_branch())),
+                    ("From", f"<{aor}>;tag=1"),
+                    ("To", f"<{aor}>"),
+                    ("Call-ID", "r1"),
+                    ("CSeq", "1 REGISTER"),
+                    ("Contact", f"<sip:d@127.0.0.1:{device.port}>"),
+                ],
+            )
+            answer = await device.request(register, "127.0.0.1", ppg.sip.port, "UDP")
+            assert answer.status == 200
+            result = await sender.send(MSISDN, PACKET)
+            assert result.status is DeliveryStatus.DELIVERED
+            assert got == [PACKET]
+            wrong = SipPushSender(ppg.pap_url, username="ras", password="guess")
+            with pytest.raises(SendError, match="refused the push initiator"):
+                await wrong.send(MSISDN, PACKET)
+            await wrong.close()
+        finally:
+            await sender.close()
+            await device.close()
+            await ppg.close()
+
+    asyncio.run(main())
+
+
+def test_trigger_setting() -> None:
+    assert Settings().admin.trigger == "sms"
+    with pytest.raises(ConfigError, match="sms or sip-push"):
+        Settings(admin=AdminSettings(trigger="carrier-pigeon"))
