@@ -28,7 +28,7 @@ from openscws.push.pap import Address, PushResponse, StatusQueryResponse
 from openscws.push.ppg import DeliveryPolicy, Initiator
 from openscws.push.sip import SipResponse, parse_message
 from openscws.ras.trigger import CardOtaKeys, build_trigger
-from openscws.terminal.engine import TerminalEngine
+from openscws.terminal.engine import SmsResult, SmsStatus, TerminalEngine
 
 KEYS = CardOtaKeys(
     tar=bytes.fromhex("B20100"),
@@ -179,8 +179,9 @@ def test_scws6_takes_well_formed_local_pushes_only() -> None:
     async def main() -> None:
         delivered: list[bytes] = []
 
-        async def deliver(tpdu: bytes) -> None:
+        async def deliver(tpdu: bytes) -> SmsResult:
             delivered.append(tpdu)
+            return SmsResult(SmsStatus.DELIVERED, 0x9000)
 
         endpoint = Scws6Endpoint(deliver)
         await endpoint.start()
@@ -197,7 +198,7 @@ def test_scws6_takes_well_formed_local_pushes_only() -> None:
                 return int(e.code)
 
         try:
-            assert await asyncio.to_thread(post, PACKET, "application/octet-stream") == 204
+            assert await asyncio.to_thread(post, PACKET, "application/octet-stream") == 200
             assert await asyncio.to_thread(post, PACKET[:-1], "application/octet-stream") == 400
             assert await asyncio.to_thread(post, PACKET, "text/plain") == 415
             assert await asyncio.to_thread(post, bytes(2000), "application/octet-stream") == 413

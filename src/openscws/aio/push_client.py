@@ -54,6 +54,7 @@ from openscws.push.sip import (
     response_to,
     uri_target,
 )
+from openscws.terminal.engine import SmsResult, SmsStatus
 
 __all__ = ["PushClient", "PushClientConfig", "Scws6Endpoint", "ScwsPushGateway"]
 
@@ -323,13 +324,15 @@ class ScwsPushGateway:
             return 503
 
 
-Deliver = Callable[[bytes], Awaitable[object]]
+Deliver = Callable[[bytes], Awaitable[SmsResult]]
 
 
 class Scws6Endpoint:
     """The SCWS Gateway's SCWS-6 endpoint: `POST /scws-push` from loopback with one command
     packet; the card gets it as an SMS-PP data download (`deliver` takes the SMS-DELIVER
-    TPDU, as `Gateway.deliver_sms` does)."""
+    TPDU, as `Gateway.deliver_sms` does). `200` carries the card's answer as the local SMS
+    entry point does (`X-SMS-Status`, `X-SMS-SW`, the PoR user data as body); `503` when the
+    card's toolkit stayed busy."""
 
     def __init__(
         self,
@@ -369,7 +372,15 @@ class Scws6Endpoint:
             return HttpReply(e.status, f"{e.reason}\n".encode())
         tpdu = push_tpdu(packet, self.originating, datetime.now(UTC))
         try:
-            await self.deliver(tpdu)
+            result = await self.deliver(tpdu)
         except ConnectionError:
             return HttpReply(503, b"the card is gone\n", (("Retry-After", "5"),))
-        return HttpReply(204)
+        # As the local SMS entry point: the card's answer (a PoR, if any) in the body.
+        headers = (
+            ("X-SMS-Status", result.status.value),
+            ("X-SMS-SW", f"{result.sw:04X}"),
+            ("Content-Type", "application/octet-stream"),
+        )
+        if result.status is SmsStatus.BUSY:
+            return HttpReply(503, result.data, (*headers, ("Retry-After", "5")))
+        return HttpReply(200, result.data, headers)

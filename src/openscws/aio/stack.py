@@ -135,6 +135,9 @@ class AdminStack:
 
             await stop_api(self.api)
         await self.server.stop()
+        close = getattr(self.server.sender, "close", None)
+        if close is not None:
+            await close()
         self.db.dispose()
 
     @property
@@ -235,6 +238,12 @@ class Stack:
     extra: dict[str, object] = field(default_factory=dict)
 
     async def stop(self) -> None:
+        push = self.extra.pop("push", None)
+        if push is not None:
+            from openscws.aio.push_embedded import EmbeddedPush
+
+            assert isinstance(push, EmbeddedPush)
+            await push.stop()
         try:
             await self.gateway.stop()
         finally:
@@ -254,6 +263,11 @@ async def start_stack(
 ) -> Stack:
     """Everything `openscws up` runs. With `admin`, the gateway's local SMS entry point must
     be on (`gateway.sms_port`), and the card gets its agent."""
+    if admin and settings.admin.trigger == "sip-push" and not settings.admin.pap_password:
+        import secrets
+
+        pap = replace(settings.admin, pap_password=secrets.token_urlsafe(24))
+        settings = replace(settings, admin=pap)
     image = open_image(settings, create=True, demo=demo)
     # The card's TLS first: on first use it provisions the key pair, CA and certificate.
     tls = card_tls(settings, image)
@@ -287,6 +301,10 @@ async def start_stack(
     try:
         await gateway.start()
         await gateway.wait_listening()
+        if admin and settings.admin.trigger == "sip-push":
+            from openscws.aio.push_embedded import start_embedded_push
+
+            stack.extra["push"] = await start_embedded_push(settings, gateway)
     except BaseException:
         await stack.stop()
         raise

@@ -10,9 +10,11 @@ byte by byte):
     X-Wap-Application-Id: x-oma-application:push.scws
     <the TS 102 225 command packet, CPL to the end>
 
-answered `204` when the card took it, `400` for a body that is not one command packet, `403`
-for a caller that is not on loopback, `415` for another media type, `503` when there is no card.
-The card's own answer (PoR, counter, checksum refusal) is the card's business, as for an SMS."""
+answered `200` with the card's answer as the local SMS entry point gives it (`X-SMS-Status`,
+`X-SMS-SW`, the PoR user data as body), `503` when the card's toolkit stayed busy or there is
+no card, `400` for a body that is not one command packet, `403` for a caller that is not on
+loopback, `415` for another media type. The card's own checks (counter, checksum, TAR) answer
+in its PoR, as for an SMS."""
 
 from __future__ import annotations
 
