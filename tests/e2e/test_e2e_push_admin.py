@@ -2,7 +2,8 @@
 embedded default of `admin.trigger = "sip-push"`): admin server -> PAP -> PPG -> SIP MESSAGE ->
 push client -> PUSH-CAI -> SCWS Push Gateway -> SCWS-6 -> the card's SMS-PP download, which
 checks the trigger, opens the PSK-TLS admin session and takes the new content. A replayed push
-reaches the card, which refuses it (PoR: counter too low) exactly as a replayed SMS."""
+reaches the card, which refuses it (PoR: counter too low) exactly as a replayed SMS. A campaign
+that asks for the SMS trigger still goes by SMS."""
 
 from __future__ import annotations
 
@@ -96,6 +97,15 @@ def test_campaign_by_sip_push_and_a_replay_refused(tmp_path: Path) -> None:
             with push.ppg.store.db.read() as s:
                 rows = s.execute(select(ppg_push.c.state, ppg_push.c.body)).all()
             assert [r.state for r in rows] == ["delivered"]
+            # a campaign may choose the SMS trigger while SIP push is the default
+            service.put_content("/index.html", b"<h1>by sms</h1>", "text/html; charset=utf-8")
+            second = service.create_campaign("by sms", trigger="sms")
+            stack.admin.server.wake()
+            assert (await _wait_done(stack, second.id))["done"] == 1
+            status, page = await asyncio.to_thread(_get, base + "/index.html")
+            assert (status, page) == (200, b"<h1>by sms</h1>")
+            with push.ppg.store.db.read() as s:
+                assert len(s.execute(select(ppg_push.c.id)).all()) == 1  # no second push
             # the same packet again: the card takes the ENVELOPE and refuses the trigger
             status, sms_status, por = await asyncio.to_thread(_post, push.scws6.url, rows[0].body)
             assert (status, sms_status) == (200, "por")

@@ -27,11 +27,11 @@ def test_fresh_database_upgrades(fresh: RasDatabase) -> None:
     with pytest.raises(RasError, match="admin init"):
         fresh.check_current()
     fresh.upgrade()
-    assert fresh.current_revision() == fresh.head_revision() == "0001"
+    assert fresh.current_revision() == fresh.head_revision() == "0003"
     fresh.check_current()
     assert set(inspect(fresh.engine).get_table_names()) == TABLES
     fresh.upgrade()  # at head already: nothing happens
-    assert fresh.current_revision() == "0001"
+    assert fresh.current_revision() == "0003"
 
 
 def test_models_match_migrations(fresh: RasDatabase) -> None:
@@ -69,6 +69,9 @@ def test_partial_unique_index_is_migrated(fresh: RasDatabase) -> None:
 
 def test_migrations_ship_as_package_data() -> None:
     assert (MIGRATIONS / "env.py").is_file()
-    assert sorted(p.name for p in (MIGRATIONS / "versions").glob("*.py")) == ["0001_initial.py"]
+    assert sorted(p.name for p in (MIGRATIONS / "versions").glob("*.py")) == [
+        "0001_initial.py",
+        "0003_push_trigger.py",
+    ]
     pyproject = Path(__file__).parents[2] / "pyproject.toml"
     assert '"ras/migrations/**/*.py"' in pyproject.read_text()

@@ -4,17 +4,22 @@ result notification (delivered) or its PAP code (undeliverable)."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from ras_contract import POLICY, T0, add_card
 
 from openscws.aio.ppg import Ppg, PpgConfig
 from openscws.aio.sip_endpoint import Peer, SipEndpoint, new_branch, new_tag
 from openscws.config import AdminSettings, ConfigError, Settings
 from openscws.push.ppg import DeliveryPolicy, Initiator
 from openscws.push.sip import SipRequest, SipResponse, request, response_to
+from openscws.ras.db import RasDatabase, RasError
 from openscws.ras.push_sender import SipPushSender
 from openscws.ras.senders import DeliveryStatus, SendError
+from openscws.ras.service import RasService
+from openscws.ras.vault import Vault
 
 PACKET = b"\x00\x10" + bytes(16)
 MSISDN = "+15550100001"
@@ -79,3 +84,18 @@ def test_trigger_setting() -> None:
     assert Settings().admin.trigger == "sms"
     with pytest.raises(ConfigError, match="sms or sip-push"):
         Settings(admin=AdminSettings(trigger="carrier-pigeon"))
+
+
+def test_campaign_trigger_is_stored_and_claimed(sqlite_db: RasDatabase, vault: Vault) -> None:
+    ras = RasService(sqlite_db, vault, POLICY)
+    add_card(ras, 1)
+    ras.put_content("/a.txt", b"a", "text/plain", now=T0)
+    with pytest.raises(RasError, match="trigger must be one of sms, sip-push"):
+        ras.create_campaign("bad", trigger="fax", now=T0)
+    ras.create_campaign("by push", trigger="sip-push", now=T0)
+    (work,) = ras.claim_triggers("me", 10, T0 + timedelta(seconds=1))
+    assert work.trigger == "sip-push"
+    assert ras.finish_job(work.job_id, "me", "done", "ok", T0 + timedelta(seconds=2))
+    ras.create_campaign("default", now=T0 + timedelta(seconds=3))
+    (work,) = ras.claim_triggers("me", 10, T0 + timedelta(seconds=4))
+    assert work.trigger is None

@@ -135,9 +135,12 @@ class AdminStack:
 
             await stop_api(self.api)
         await self.server.stop()
-        close = getattr(self.server.sender, "close", None)
-        if close is not None:
-            await close()
+        for sender in {
+            id(s): s for s in (self.server.sender, *self.server.senders.values())
+        }.values():
+            close = getattr(sender, "close", None)
+            if close is not None:
+                await close()
         self.db.dispose()
 
     @property
@@ -193,12 +196,16 @@ async def start_admin(
         )
     else:
         sender = LocalTerminalSender(sms_url or admin.sms_url)
-    if admin.trigger == "sip-push":
-        from openscws.ras.push_sender import SipPushSender
+    from openscws.ras.push_sender import SipPushSender
 
-        sender = SipPushSender(
+    # Both kinds of trigger are at hand: a campaign may choose; admin.trigger is the default.
+    senders: dict[str, SmsSender] = {
+        "sms": sender,
+        "sip-push": SipPushSender(
             admin.pap_url, username=admin.pap_username, password=admin.pap_password
-        )
+        ),
+    }
+    sender = senders[admin.trigger]
     server = RasServer(
         service,
         sender,
@@ -209,6 +216,7 @@ async def start_admin(
             trigger_interval=admin.trigger_interval,
             db_workers=admin.db_workers,
         ),
+        senders=senders,
     )
     await server.start(triggers=triggers)
     stack = AdminStack(db, service, server)

@@ -466,7 +466,11 @@ def _campaign_routes(
 
         def create() -> CampaignOut:
             info = service.create_campaign(
-                body.name, paths=body.paths, cards=body.cards, max_attempts=body.max_attempts
+                body.name,
+                paths=body.paths,
+                cards=body.cards,
+                max_attempts=body.max_attempts,
+                trigger=body.trigger,
             )
             return CampaignOut.of(info, info.progress)
 
