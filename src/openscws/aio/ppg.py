@@ -122,6 +122,7 @@ class Ppg:
         self._worker: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
+        self._notifier: asyncio.Task[None] | None = None
         self._threads = ThreadPoolExecutor(4, thread_name_prefix="ppg-db")
 
     async def _db[T](self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -144,6 +145,8 @@ class Ppg:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
+        if self._notifier is not None:
+            self._inflight.add(self._notifier)
         for task in list(self._inflight):
             task.cancel()
         await asyncio.gather(*self._inflight, return_exceptions=True)
@@ -276,7 +279,9 @@ class Ppg:
                     task = asyncio.create_task(self._deliver(push))
                     self._inflight.add(task)
                     task.add_done_callback(self._inflight.discard)
-                await self._notify_pending()
+                if self._notifier is None or self._notifier.done():
+                    # Notifications run beside delivery: a slow initiator must not hold it up.
+                    self._notifier = asyncio.create_task(self._notify_pending())
             except Exception:  # a database hiccup must not end delivery for good
                 log.exception("PPG: delivery round failed")
             self._wake.clear()

@@ -62,6 +62,8 @@ log = logging.getLogger(__name__)
 
 CAI_PREFIX: Final = "/push-cai/apps/"
 MIN_REFRESH: Final = 5.0
+UNREGISTER_WAIT: Final = 2.0
+"""Seconds the closing client waits for its Expires: 0 REGISTER to be answered."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,9 +106,10 @@ class PushClient:
             self._refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresher
-        with contextlib.suppress(SipTimeout, SipError, OSError):
+        with contextlib.suppress(SipTimeout, SipError, OSError, TimeoutError):
             if self.granted:
-                await self.register(expires=0)
+                async with asyncio.timeout(UNREGISTER_WAIT):
+                    await self.register(expires=0)
         await self.cai.close()
         await self.sip.close()
 
