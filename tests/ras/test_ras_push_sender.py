@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from ras_contract import POLICY, T0, add_card
 
 from openscws.aio.ppg import Ppg, PpgConfig
+from openscws.aio.ppg_store import DuplicatePush, PpgStore
 from openscws.aio.sip_endpoint import Peer, SipEndpoint, new_branch, new_tag
 from openscws.config import AdminSettings, ConfigError, Settings
 from openscws.push.ppg import DeliveryPolicy, Initiator
@@ -99,3 +101,49 @@ def test_campaign_trigger_is_stored_and_claimed(sqlite_db: RasDatabase, vault: V
     ras.create_campaign("default", now=T0 + timedelta(seconds=3))
     (work,) = ras.claim_triggers("me", 10, T0 + timedelta(seconds=4))
     assert work.trigger is None
+
+
+def test_two_ppgs_share_one_postgresql(postgres: Any) -> None:
+    """Several PPG processes over one PostgreSQL: the ppg_* tables sit beside the admin
+    server's schema, and a push is leased to one PPG at a time."""
+    name = postgres.create_database()
+    first, second = PpgStore(postgres.url(name)), PpgStore(postgres.url(name))
+    try:
+        first.add(
+            push_id="p1",
+            initiator="ras",
+            address="WAPPUSH=+1555/TYPE=PLMN",
+            target="sip:+1555@scws.test",
+            app_id="x-oma-application:push.scws",
+            content_type="application/octet-stream",
+            body=PACKET,
+            next_at=0.0,
+            created=0.0,
+        )
+        with pytest.raises(DuplicatePush):
+            second.add(
+                push_id="p1",
+                initiator="ras",
+                address="a",
+                target="t",
+                app_id="a",
+                content_type="c",
+                body=b"",
+                next_at=0.0,
+                created=0.0,
+            )
+        claimed = first.claim_due(10.0, owner="a", lease=60.0, limit=10)
+        assert [p.push_id for p in claimed] == ["p1"]
+        assert second.claim_due(10.0, owner="b", lease=60.0, limit=10) == []
+        # once the lease has run out (the first PPG died), the other takes it over
+        assert [p.push_id for p in second.claim_due(71.0, owner="b", lease=60.0, limit=10)] == [
+            "p1"
+        ]
+        second.finish(claimed[0].id, state="delivered", code=1000, desc="SIP 200", now=72.0)
+        record = first.get("p1")
+        assert record is not None
+        assert (record.state, record.code) == ("delivered", 1000)
+    finally:
+        first.close()
+        second.close()
+        postgres.drop_database(name)
