@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from ras_contract import POLICY, T0, add_card
+from sqlalchemy import text
 
 from openscws.aio.ppg import Ppg, PpgConfig
 from openscws.aio.ppg_store import DuplicatePush, PpgStore
@@ -147,3 +148,29 @@ def test_two_ppgs_share_one_postgresql(postgres: Any) -> None:
         first.close()
         second.close()
         postgres.drop_database(name)
+
+
+def test_cli_campaign_trigger(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from openscws.cli import main
+
+    data = tmp_path / "ras"
+
+    def admin(*words: str) -> int:
+        return main(["admin", *words, "--data-dir", str(data), "-q"])
+
+    assert admin("init") == 0
+    page = tmp_path / "a.html"
+    page.write_bytes(b"a")
+    assert admin("content", "put", "/a.html", str(page)) == 0
+    assert admin("card", "add", "8988211000000000001", "--msisdn", "+15550100001") == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        admin("campaign", "create", "x", "--trigger", "fax")
+    assert "invalid choice: 'fax'" in capsys.readouterr().err
+    assert admin("campaign", "create", "by push", "--trigger", "sip-push") == 0
+    db = RasDatabase(f"sqlite:///{data / 'ras.db'}")
+    try:
+        with db.read() as s:
+            assert s.execute(text("SELECT trigger FROM campaigns")).scalars().all() == ["sip-push"]
+    finally:
+        db.dispose()

@@ -196,6 +196,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="N",
         help="attempts per card before giving up (default 5)",
     )
+    create.add_argument(
+        "--trigger",
+        choices=("sms", "sip-push"),
+        help="wake the cards by SMS or by OMA SIP push (default: the server's admin.trigger)",
+    )
     k_ls = campaigns.add_parser("ls", help="list campaigns with their progress")
     k_show = campaigns.add_parser("show", help="a campaign's progress, card by card")
     k_show.add_argument("campaign_id", metavar="ID", type=int, help="campaign id")
@@ -533,7 +538,11 @@ def _campaign(args: argparse.Namespace, ras: RasService) -> int:
     match args.admin_action:
         case "create":
             info = ras.create_campaign(
-                args.name, paths=args.path, cards=args.card, max_attempts=args.max_attempts
+                args.name,
+                paths=args.path,
+                cards=args.card,
+                max_attempts=args.max_attempts,
+                trigger=args.trigger,
             )
             print(f"campaign {info.id} {info.name!r}: {info.jobs} card(s)")
             print(f"  {_ops(info.operations)}")
