@@ -135,12 +135,11 @@ class AdminStack:
 
             await stop_api(self.api)
         await self.server.stop()
-        for sender in {
-            id(s): s for s in (self.server.sender, *self.server.senders.values())
-        }.values():
-            close = getattr(sender, "close", None)
-            if close is not None:
-                await close()
+        from openscws.ras.push_sender import SipPushSender
+
+        for sender in {self.server.sender, *self.server.senders.values()}:
+            if isinstance(sender, SipPushSender):
+                await sender.close()
         self.db.dispose()
 
     @property
