@@ -21,6 +21,7 @@ from typing import Any
 from cryptography import x509
 
 from openscws import __version__
+from openscws.aio import push_cli
 from openscws.aio.gateway import GatewayError
 from openscws.aio.links import CardLink, accept_vpcd_card
 from openscws.aio.stack import card_of, card_tls, gateway_for, open_image, start_stack
@@ -480,6 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     admin_cli.register(sub)
     bsf_cli.register(sub)
     gba_cli.register(sub)
+    push_cli.register(sub)
     _describe(parser)
     return parser
 
@@ -1168,7 +1170,7 @@ def _serves(args: argparse.Namespace) -> bool:
     """Whether the command runs until stopped (a server or a card process), or sets things
     up (`init`: what it made is worth a line each)."""
     match args.command:
-        case "up" | "gateway" | "init":
+        case "up" | "gateway" | "init" | "ppg":
             return True
         case "card":
             return not getattr(args, "action", None)
@@ -1294,6 +1296,8 @@ def _run(args: argparse.Namespace) -> int:
             return bsf_cli.run(args, settings)
         case "gba":
             return gba_cli.run(args, settings)
+        case "ppg":
+            return push_cli.run(args)
         case "config":
             print(to_toml(settings))
             return 0

@@ -211,6 +211,16 @@ class AdminSettings:
     db_workers: int = 4
     """Threads the cards' endpoint makes its database calls on (each holds at most one
     pooled connection), so no session waits for another's commit."""
+    trigger: str = "sms"
+    """How campaigns wake cards by default: "sms" (the SMS sender above) or "sip-push" (a PAP
+    push to the Push Proxy Gateway at pap_url, delivered over OMA SIP Push)."""
+    pap_url: str = "http://127.0.0.1:2948/pap"
+    """The PPG's PAP URL (`openscws ppg --pap`)."""
+    pap_username: str = "ras"
+    """This server's name as a push initiator at the PPG (its initiators file)."""
+    pap_password: str = ""
+    """Its password there (never logged); empty with trigger "sip-push" under `openscws up`:
+    a random one for the embedded PPG."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,6 +353,7 @@ def _problem(s: Settings) -> str | None:
         ("card.key_type", c.key_type, ("rsa", "ec")),
         ("gateway.card_link", g.card_link, ("vpcd", "pcsc")),
         ("admin.sms_sender", a.sms_sender, ("local", "smpp")),
+        ("admin.trigger", a.trigger, ("sms", "sip-push")),
     ]
     for name, chosen, allowed in choices:
         if chosen not in allowed:

@@ -177,6 +177,11 @@ class AdminStack:
 
                 await stop_api(self.api)
             await self.server.stop()
+            from openscws.ras.push_sender import SipPushSender
+
+            for sender in {self.server.sender, *self.server.senders.values()}:
+                if isinstance(sender, SipPushSender):
+                    await sender.close()
             self.db.dispose()
         finally:
             if self.owner is not None:
@@ -261,6 +266,16 @@ async def start_admin(
         )
     else:
         sender = LocalTerminalSender(sms_url or admin.sms_url)
+    from openscws.ras.push_sender import SipPushSender
+
+    # Both kinds of trigger are at hand: a campaign may choose; admin.trigger is the default.
+    senders: dict[str, SmsSender] = {
+        "sms": sender,
+        "sip-push": SipPushSender(
+            admin.pap_url, username=admin.pap_username, password=admin.pap_password
+        ),
+    }
+    sender = senders[admin.trigger]
     server = RasServer(
         service,
         sender,
@@ -275,6 +290,7 @@ async def start_admin(
             owner=owner.name,
             release_own_leases=True,
         ),
+        senders=senders,
     )
     try:
         await server.start(triggers=triggers)
@@ -317,6 +333,12 @@ class Stack:
     """This process's hold on the card image (openscws.store.running)."""
 
     async def stop(self) -> None:
+        push = self.extra.pop("push", None)
+        if push is not None:
+            from openscws.aio.push_embedded import EmbeddedPush
+
+            assert isinstance(push, EmbeddedPush)
+            await push.stop()
         try:
             await self.gateway.stop()
         finally:
@@ -344,6 +366,11 @@ async def start_stack(
         from openscws.ras.api_tls import check_api_bind
 
         check_api_bind(settings.admin, warn=False)  # before anything is made or started
+    if admin and settings.admin.trigger == "sip-push" and not settings.admin.pap_password:
+        import secrets
+
+        pap = replace(settings.admin, pap_password=secrets.token_urlsafe(24))
+        settings = replace(settings, admin=pap)
     image = open_image(settings, create=True, demo=demo, iccid=iccid)
     running = RunningLock.take(image.root)
     try:
@@ -397,6 +424,10 @@ async def _start_stack(
     try:
         await gateway.start()
         await gateway.wait_listening()
+        if admin and settings.admin.trigger == "sip-push":
+            from openscws.aio.push_embedded import start_embedded_push
+
+            stack.extra["push"] = await start_embedded_push(settings, gateway)
     except BaseException:
         await stack.stop()
         raise

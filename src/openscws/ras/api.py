@@ -820,6 +820,7 @@ def _campaign_routes(
                 cards=body.cards,
                 max_attempts=body.max_attempts,
                 acp=body.acp,
+                trigger=body.trigger,
             )
             return CampaignOut.of(info, info.progress)
 

@@ -265,6 +265,8 @@ class CampaignCreate(_In):
         default=None, description="Repository paths; default: every path, deletions included"
     )
     cards: list[str] | None = Field(default=None, description="ICCIDs; default: every card")
+    trigger: Literal["sms", "sip-push"] | None = None
+    """How the cards are woken: a formatted SMS or an OMA SIP push (default: the server's)."""
     max_attempts: int | None = Field(default=None, ge=1, le=1000)
     acp: dict[str, Any] | None = Field(
         default=None,

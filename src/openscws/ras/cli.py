@@ -276,6 +276,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="also set the cards' SCWS access rules to this JSON policy document "
         '({"rules": [...]}, docs/acp.md); content then goes only for --path',
     )
+    create.add_argument(
+        "--trigger",
+        choices=("sms", "sip-push"),
+        help="wake the cards by SMS or by OMA SIP push (default: the server's admin.trigger)",
+    )
     rekey = campaigns.add_parser(
         "rotate-keys",
         help="give cards new admin keys: PSK, PSK identity, OTA keys (KIc, KID)",
@@ -931,6 +936,7 @@ def _campaign(args: argparse.Namespace, ras: RasService) -> int:
                 cards=args.card,
                 max_attempts=args.max_attempts,
                 acp=acp,
+                trigger=args.trigger,
             )
             print(f"campaign {info.id} {info.name!r}: {info.jobs} card(s)")
             print(f"  {_ops(info.operations)}")

@@ -141,6 +141,8 @@ class Campaign(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(255))
     operations: Mapped[list[Any]]
+    trigger: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    """"sms", "sip-push", or None: the server's configured default."""
     created_at: Mapped[datetime]
     state: Mapped[str] = mapped_column(String(16), default=CampaignState.ACTIVE)
 

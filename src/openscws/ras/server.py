@@ -407,9 +407,13 @@ class RasServer:
         service: RasService,
         sender: SmsSender,
         config: EndpointConfig | None = None,
+        *,
+        senders: dict[str, SmsSender] | None = None,
     ) -> None:
         self.service = service
         self.sender = sender
+        self.senders = senders or {}
+        """Senders by campaign trigger ("sms", "sip-push"); `sender` for the rest."""
         self.config = config or EndpointConfig()
         self.owner = self.config.owner or f"{socket.gethostname()}:{os.getpid()}"
         self.handshaking: CardExchange | None = None
@@ -586,7 +590,8 @@ class RasServer:
             await self._finish_job(work, "failed", str(exc))
             return 0
         try:
-            result = await self.sender.send(work.msisdn, packet)
+            sender = self.senders.get(work.trigger or "", self.sender)
+            result = await sender.send(work.msisdn, packet)
         except SendError as exc:
             log.warning("trigger for %s not sent: %s", work.iccid, exc)
             await self._finish_job(work, "retry", f"trigger not sent: {exc}")

@@ -37,7 +37,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -92,6 +92,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+TRIGGERS: Final = ("sms", "sip-push")
+"""How a campaign wakes its cards: a formatted SMS, or an OMA SIP push through a PPG."""
 
 Outcome = Literal["done", "retry", "failed"]
 
@@ -302,6 +305,8 @@ class TriggerWork:
     attempt: int
     lease_until: datetime
     keys: CardOtaKeys
+    trigger: str | None = None
+    """The campaign's trigger ("sms", "sip-push"), None for the server's default."""
 
     def packet(self, *, admin_host: str, admin_port: int, admin_uri: str, **options: Any) -> bytes:
         """The secured command packet (see `trigger.build_trigger` for `options`)."""
@@ -800,15 +805,19 @@ class RasService:
         paths: Sequence[str] | None = None,
         cards: Sequence[str] | None = None,
         max_attempts: int | None = None,
+        trigger: str | None = None,
         now: datetime | None = None,
         acp: Any = None,
     ) -> CampaignInfo:
-        """One job per card, its operations pinned to the current versions of `paths` (None:
+        """`trigger`: "sms" or "sip-push" for this campaign (None: the server's default).
+        One job per card, its operations pinned to the current versions of `paths` (None:
         every path in the repository, deletions included). Deletions go first, to free card
         memory before the puts. With `acp`, a policy document (`openscws.acp.document`), the
         job also replaces the cards' SCWS access rules, after the content; content is then
         sent only for `paths` given explicitly."""
         _check_text("campaign name", name, 255)
+        if trigger not in (None, *TRIGGERS):
+            raise RasError(f"trigger must be one of {', '.join(TRIGGERS)}")
         attempts = self.policy.max_attempts if max_attempts is None else max_attempts
         if not 1 <= attempts <= 1000:
             raise RasError("max attempts must be 1..1000")
@@ -829,6 +838,7 @@ class RasService:
                 operations=[op.to_json() for op in ops],
                 created_at=when,
                 state=CampaignState.ACTIVE,
+                trigger=trigger,
             )
             s.add(campaign)
             s.flush()
@@ -1196,6 +1206,14 @@ class RasService:
                         keys=keys,
                     )
                 )
+            if work:
+                rows_by_job = s.execute(
+                    select(Job.id, Campaign.trigger)
+                    .join(Campaign, Campaign.id == Job.campaign_id)
+                    .where(Job.id.in_([w.job_id for w in work]))
+                ).all()
+                triggers = {job_id: trigger for job_id, trigger in rows_by_job}
+                work = [replace(w, trigger=triggers.get(w.job_id)) for w in work]
         # The triggered cards are about to call: their PSKs go in the cache now, so the TLS
         # handshake (an OpenSSL callback, on the server's event loop) need not wait for the
         # database.

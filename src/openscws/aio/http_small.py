@@ -1,0 +1,183 @@
+"""A small HTTP/1.1 server on h11 over asyncio streams for the push path's endpoints (the PPG's
+PAP URL, the push initiator's notification URL, SCWS-6): one handler coroutine gets the method,
+target, headers, body and the peer's address and returns status, headers and body. Bodies over
+`max_body` get 413 before the handler runs; malformed HTTP gets h11's status. Keep-alive."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Final
+
+import h11
+
+__all__ = ["HttpReply", "HttpRequest", "SmallHttpServer", "is_loopback"]
+
+log = logging.getLogger(__name__)
+
+IDLE_TIMEOUT: Final = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    method: str
+    target: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+    peer: str
+
+    def header(self, name: str) -> str | None:
+        name = name.lower()
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+    @property
+    def path(self) -> str:
+        return self.target.split("?", 1)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class HttpReply:
+    status: int
+    body: bytes = b""
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+Handler = Callable[[HttpRequest], Awaitable[HttpReply]]
+
+
+def is_loopback(peer: str) -> bool:
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+class SmallHttpServer:
+    def __init__(
+        self, handler: Handler, *, host: str = "127.0.0.1", port: int = 0, max_body: int = 65536
+    ) -> None:
+        self.handler = handler
+        self.host = host
+        self._port = port
+        self.max_body = max_body
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, self.host, self._port)
+        self._port = int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    def url(self, path: str) -> str:
+        return f"http://{self.host}:{self.port}{path}"
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=16384)
+        peer = str(writer.get_extra_info("peername")[0])
+        try:
+            while await self._one(conn, reader, writer, peer):
+                conn.start_next_cycle()
+        except (ConnectionError, TimeoutError, h11.ProtocolError) as e:
+            log.debug("HTTP connection ended: %s", e)
+        finally:
+            self._tasks.discard(task)
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+    async def _next(self, conn: h11.Connection, reader: asyncio.StreamReader) -> object:
+        while True:
+            event = conn.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            async with asyncio.timeout(IDLE_TIMEOUT):
+                conn.receive_data(await reader.read(65536))
+
+    async def _one(
+        self,
+        conn: h11.Connection,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        peer: str,
+    ) -> bool:
+        try:
+            event = await self._next(conn, reader)
+        except h11.RemoteProtocolError as e:
+            await self._send(conn, writer, HttpReply(e.error_status_hint, b"malformed request\n"))
+            return False
+        if not isinstance(event, h11.Request):
+            return False
+        body = bytearray()
+        too_big = False
+        while True:
+            part = await self._next(conn, reader)
+            if isinstance(part, h11.Data):
+                if len(body) + len(part.data) > self.max_body:
+                    too_big = True
+                else:
+                    body += part.data
+            elif isinstance(part, h11.EndOfMessage):
+                break
+            else:
+                return False
+        if too_big:
+            reply = HttpReply(413, f"at most {self.max_body} bytes\n".encode())
+        else:
+            request = HttpRequest(
+                event.method.decode("ascii", "replace"),
+                event.target.decode("ascii", "replace"),
+                tuple(
+                    (k.decode("ascii", "replace").lower(), v.decode("latin-1"))
+                    for k, v in event.headers
+                ),
+                bytes(body),
+                peer,
+            )
+            reply = await self.handler(request)
+        await self._send(conn, writer, reply)
+        return conn.our_state is h11.DONE and conn.their_state is h11.DONE
+
+    async def _send(
+        self, conn: h11.Connection, writer: asyncio.StreamWriter, reply: HttpReply
+    ) -> None:
+        fields = [*reply.headers, ("Content-Length", str(len(reply.body)))]
+        if reply.status >= 400:
+            fields.append(("Connection", "close"))
+        if not any(k.lower() == "content-type" for k, _ in fields):
+            fields.append(("Content-Type", "text/plain"))
+        try:
+            out = conn.send(h11.Response(status_code=reply.status, headers=fields)) or b""
+            out += conn.send(h11.Data(data=reply.body)) or b""
+            out += conn.send(h11.EndOfMessage()) or b""
+        except h11.LocalProtocolError:
+            return
+        writer.write(out)
+        await writer.drain()

@@ -1,0 +1,238 @@
+"""The PPG's delivery state: its own tables (`ppg_push`, `ppg_binding`) in a SQLite file (the
+default) or a PostgreSQL database, through the admin server's engine set-up (`ras.db`: WAL,
+busy timeout, BEGIN IMMEDIATE on SQLite). The tables are created when missing; they do not
+share a name with the admin server's migrated schema, so one database can hold both.
+
+Several PPG processes may share one database: a push is leased to one process by a
+conditional UPDATE (`lease_until` in the past), so two never send the same push at once.
+Times are UNIX seconds (float)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    and_,
+    delete,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+
+from openscws.ras.db import RasDatabase
+
+__all__ = ["Binding", "DuplicatePush", "PpgStore", "PushRecord"]
+
+PENDING: Final = "pending"
+
+metadata = MetaData()
+
+ppg_push = Table(
+    "ppg_push",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("push_id", String(255), nullable=False, unique=True),
+    Column("initiator", String(128), nullable=False),
+    Column("address", String(512), nullable=False),
+    Column("target", String(512), nullable=False),
+    Column("app_id", String(128), nullable=False),
+    Column("content_type", String(128), nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("deliver_before", Float),
+    Column("deliver_after", Float),
+    Column("notify_to", String(1024)),
+    Column("state", String(16), nullable=False, index=True),
+    Column("code", Integer, nullable=False),
+    Column("desc", Text),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_at", Float, nullable=False, index=True),
+    Column("lease_until", Float),
+    Column("lease_owner", String(64)),
+    Column("created", Float, nullable=False),
+    Column("event_time", Float),
+    Column("notified", Boolean, nullable=False, default=False),
+    Column("notify_attempts", Integer, nullable=False, default=0),
+)
+
+ppg_binding = Table(
+    "ppg_binding",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("aor", String(512), nullable=False, index=True),
+    Column("contact", String(1024), nullable=False),
+    Column("expires_at", Float, nullable=False),
+    UniqueConstraint("aor", "contact"),
+)
+
+
+class DuplicatePush(Exception):
+    """A push-id already stored (PAP 2007)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PushRecord:
+    id: int
+    push_id: str
+    initiator: str
+    address: str
+    target: str
+    app_id: str
+    content_type: str
+    body: bytes
+    deliver_before: float | None
+    deliver_after: float | None
+    notify_to: str | None
+    state: str
+    code: int
+    desc: str | None
+    attempts: int
+    next_at: float
+    created: float
+    event_time: float | None
+    notified: bool
+    notify_attempts: int
+
+    @classmethod
+    def of(cls, row: Any) -> PushRecord:
+        m = row._mapping
+        return cls(**{name: m[name] for name in cls.__slots__})
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    aor: str
+    contact: str
+    expires_at: float
+
+
+class PpgStore:
+    def __init__(self, url: str) -> None:
+        self.db = RasDatabase(url)
+        metadata.create_all(self.db.engine)
+
+    def close(self) -> None:
+        self.db.dispose()
+
+    # -- pushes --------------------------------------------------------------------------------
+
+    def add(self, **values: Any) -> None:
+        values.setdefault("state", PENDING)
+        values.setdefault("code", 1001)
+        values.setdefault("attempts", 0)
+        values.setdefault("notified", False)
+        values.setdefault("notify_attempts", 0)
+        try:
+            with self.db.write() as s:
+                s.execute(insert(ppg_push).values(**values))
+        except IntegrityError:
+            raise DuplicatePush(values.get("push_id")) from None
+
+    def get(self, push_id: str) -> PushRecord | None:
+        with self.db.read() as s:
+            row = s.execute(select(ppg_push).where(ppg_push.c.push_id == push_id)).first()
+        return None if row is None else PushRecord.of(row)
+
+    def claim_due(self, now: float, *, owner: str, lease: float, limit: int) -> list[PushRecord]:
+        """Pending pushes due now, leased to `owner` for `lease` seconds."""
+        free = or_(ppg_push.c.lease_until.is_(None), ppg_push.c.lease_until < now)
+        with self.db.write() as s:
+            ids = list(
+                s.execute(
+                    select(ppg_push.c.id)
+                    .where(ppg_push.c.state == PENDING, ppg_push.c.next_at <= now, free)
+                    .order_by(ppg_push.c.next_at)
+                    .limit(limit)
+                ).scalars()
+            )
+            claimed = []
+            for push in ids:
+                result = s.execute(
+                    update(ppg_push)
+                    .where(and_(ppg_push.c.id == push, free))
+                    .values(lease_until=now + lease, lease_owner=owner)
+                )
+                if result.rowcount == 1:  # type: ignore[attr-defined]
+                    claimed.append(push)
+            rows = s.execute(select(ppg_push).where(ppg_push.c.id.in_(claimed))).all()
+        return [PushRecord.of(r) for r in rows]
+
+    def finish(self, push: int, *, state: str, code: int, desc: str, now: float) -> None:
+        with self.db.write() as s:
+            s.execute(
+                update(ppg_push)
+                .where(ppg_push.c.id == push)
+                .values(state=state, code=code, desc=desc, event_time=now, lease_until=None)
+            )
+
+    def retry(self, push: int, *, attempts: int, next_at: float, desc: str) -> None:
+        with self.db.write() as s:
+            s.execute(
+                update(ppg_push)
+                .where(ppg_push.c.id == push)
+                .values(attempts=attempts, next_at=next_at, desc=desc, lease_until=None)
+            )
+
+    def cancel(self, push_id: str, now: float) -> bool:
+        with self.db.write() as s:
+            result = s.execute(
+                update(ppg_push)
+                .where(ppg_push.c.push_id == push_id, ppg_push.c.state == PENDING)
+                .values(state="cancelled", code=1000, desc="cancelled", event_time=now)
+            )
+            return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+    def to_notify(self, limit: int, max_attempts: int) -> list[PushRecord]:
+        with self.db.read() as s:
+            rows = s.execute(
+                select(ppg_push)
+                .where(
+                    ppg_push.c.state != PENDING,
+                    ppg_push.c.notify_to.is_not(None),
+                    ppg_push.c.notified.is_(False),
+                    ppg_push.c.notify_attempts < max_attempts,
+                )
+                .limit(limit)
+            ).all()
+        return [PushRecord.of(r) for r in rows]
+
+    def notified(self, push: int, ok: bool) -> None:
+        with self.db.write() as s:
+            s.execute(
+                update(ppg_push)
+                .where(ppg_push.c.id == push)
+                .values(notified=ok, notify_attempts=ppg_push.c.notify_attempts + 1)
+            )
+
+    # -- registrations (the embedded registrar) ------------------------------------------------
+
+    def bind(self, aor: str, contact: str, expires_at: float) -> None:
+        with self.db.write() as s:
+            s.execute(
+                delete(ppg_binding).where(
+                    ppg_binding.c.aor == aor, ppg_binding.c.contact == contact
+                )
+            )
+            if expires_at > 0:
+                s.execute(
+                    insert(ppg_binding).values(aor=aor, contact=contact, expires_at=expires_at)
+                )
+
+    def contacts(self, aor: str, now: float) -> list[Binding]:
+        with self.db.read() as s:
+            rows = s.execute(
+                select(ppg_binding).where(ppg_binding.c.aor == aor, ppg_binding.c.expires_at > now)
+            ).all()
+        return [Binding(r.aor, r.contact, r.expires_at) for r in rows]

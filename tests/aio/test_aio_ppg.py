@@ -1,0 +1,297 @@
+"""The Push Proxy Gateway over real sockets: PAP in over HTTP (the initiator's PapClient), SIP
+MESSAGE out to a device that registered with the PPG's own registrar (digest), delivery state in
+SQLite, retries, deliver-before expiry, result notifications; refusals in PAP's terms."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import urllib.request
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from openscws.aio.http_small import HttpReply, HttpRequest, SmallHttpServer
+from openscws.aio.pap_client import PapClient, PapClientError
+from openscws.aio.ppg import Ppg, PpgConfig
+from openscws.aio.sip_endpoint import Peer, SipEndpoint, new_branch, new_tag
+from openscws.push import pap
+from openscws.push.content import SCWS_APP_ID, check_push
+from openscws.push.digest import Challenge, authorization
+from openscws.push.pap import (
+    Address,
+    BadMessageResponse,
+    CancelResponse,
+    MessageState,
+    PushResponse,
+    ResultNotificationMessage,
+    ResultNotificationResponse,
+    StatusQueryResponse,
+)
+from openscws.push.ppg import DeliveryPolicy, Initiator
+from openscws.push.sip import SipRequest, SipResponse, request, response_to
+
+PACKET = bytes.fromhex("0016 15 160A 12 12 B20100") + bytes(14)
+AOR = "sip:device1@scws.test"
+FAST = DeliveryPolicy(max_attempts=3, backoff=0.05, backoff_cap=0.1)
+
+
+class Device:
+    """A SIP UA standing in for the terminal's push client: answers MESSAGE with `status`."""
+
+    def __init__(self, status: int = 200) -> None:
+        self.status = status
+        self.received: list[SipRequest] = []
+        self.sip = SipEndpoint(self._on)
+
+    async def _on(self, req: SipRequest, peer: Peer) -> SipResponse:
+        self.received.append(req)
+        return response_to(req, self.status, to_tag=new_tag())
+
+    async def register(
+        self, ppg: Ppg, *, password: str | None = "pw", transport: str = "UDP"
+    ) -> int:
+        contact = f"<sip:device1@127.0.0.1:{self.sip.port};transport={transport.lower()}>"
+        status = 0
+        auth: tuple[tuple[str, str], ...] = ()
+        for cseq in (1, 2):
+            req = request(
+                "REGISTER",
+                "sip:scws.test",
+                [
+                    ("Via", self.sip.via(transport, new_branch())),
+                    ("From", f"<{AOR}>;tag={new_tag()}"),
+                    ("To", f"<{AOR}>"),
+                    ("Call-ID", "reg-1"),
+                    ("CSeq", f"{cseq} REGISTER"),
+                    ("Contact", contact),
+                    ("Expires", "600"),
+                    *auth,
+                ],
+            )
+            answer = await self.sip.request(req, "127.0.0.1", ppg.sip.port, transport)
+            status = answer.status
+            if status != 401 or password is None:
+                return status
+            challenge = Challenge.parse(answer.header("WWW-Authenticate") or "")
+            header = authorization(
+                challenge,
+                username="device1",
+                password=password,
+                method="REGISTER",
+                uri="sip:scws.test",
+                cnonce="c0ffee",
+            )
+            auth = (("Authorization", header),)
+        return status
+
+
+class Initiator_:
+    """The push initiator's notification URL."""
+
+    def __init__(self) -> None:
+        self.notes: list[ResultNotificationMessage] = []
+        self.http = SmallHttpServer(self._on)
+
+    async def _on(self, req: HttpRequest) -> HttpReply:
+        doc = pap.parse(req.body)
+        assert isinstance(doc, ResultNotificationMessage)
+        self.notes.append(doc)
+        answer = ResultNotificationResponse(push_id=doc.push_id, code=1000, address=doc.address)
+        return HttpReply(200, pap.encode(answer), (("Content-Type", "application/xml"),))
+
+
+@contextlib.asynccontextmanager
+async def stack(
+    tmp_path: Path, **config: object
+) -> AsyncIterator[tuple[Ppg, Device, Initiator_, PapClient]]:
+    settings = {
+        "database_url": f"sqlite:///{tmp_path / 'ppg.db'}",
+        "initiators": (Initiator("ras", "s3cret"),),
+        "registrar_users": {"device1": "pw"},
+        "policy": FAST,
+        "poll": 0.05,
+        **config,
+    }
+    ppg = Ppg(PpgConfig(**settings))  # type: ignore[arg-type]
+    device = Device()
+    notes = Initiator_()
+    await ppg.start()
+    await device.sip.start()
+    await notes.http.start()
+    client = PapClient(ppg.pap_url, username="ras", password="s3cret")
+    try:
+        yield ppg, device, notes, client
+    finally:
+        await notes.http.close()
+        await device.sip.close()
+        await ppg.close()
+
+
+async def until(check: object, timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not check():  # type: ignore[operator]
+            await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize("transport", ["UDP", "TCP"])
+def test_push_is_delivered_and_notified(tmp_path: Path, transport: str) -> None:
+    async def main() -> None:
+        async with stack(tmp_path) as (ppg, device, notes, client):
+            assert await device.register(ppg, transport=transport) == 200
+            answer = await asyncio.to_thread(
+                client.push, "job-1", Address.sip(AOR), PACKET, notify_to=notes.http.url("/n")
+            )
+            assert isinstance(answer, PushResponse)
+            assert answer.code == 1001
+            await until(lambda: notes.notes)
+            note = notes.notes[0]
+            assert (note.push_id, note.state, note.code) == ("job-1", MessageState.DELIVERED, 1000)
+            [message] = device.received
+            push = check_push(
+                message, trusted=frozenset({"sip:ppg@scws.test"}), serves=frozenset({SCWS_APP_ID})
+            )
+            assert push.body == PACKET
+            assert message.top_via.transport == transport
+            status = await asyncio.to_thread(client.status, "job-1")
+            assert isinstance(status, StatusQueryResponse)
+            assert status.results[0].state is MessageState.DELIVERED
+            again = await asyncio.to_thread(client.push, "job-1", Address.sip(AOR), PACKET)
+            assert isinstance(again, PushResponse)
+            assert again.code == 2007
+
+    asyncio.run(main())
+
+
+def test_unregistered_device_expires_and_refusal_is_final(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with stack(
+            tmp_path, policy=DeliveryPolicy(max_attempts=50, backoff=0.05, backoff_cap=0.1)
+        ) as (ppg, device, notes, client):
+            soon = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
+            await asyncio.to_thread(
+                client.push,
+                "job-2",
+                Address.sip(AOR),
+                PACKET,
+                notify_to=notes.http.url("/n"),
+                deliver_before=soon,
+            )
+            await until(lambda: notes.notes)
+            assert notes.notes[0].state is MessageState.EXPIRED
+            assert not device.received
+            device.status = 403
+            await device.register(ppg)
+            await asyncio.to_thread(
+                client.push, "job-3", Address.sip(AOR), PACKET, notify_to=notes.http.url("/n")
+            )
+            await until(lambda: len(notes.notes) == 2)
+            assert (notes.notes[1].state, notes.notes[1].code) == (MessageState.UNDELIVERABLE, 2001)
+            assert len(device.received) == 1  # a refusal is not retried
+
+    asyncio.run(main())
+
+
+def test_busy_device_is_retried_with_backoff(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with stack(tmp_path) as (ppg, device, notes, client):
+            device.status = 480
+            await device.register(ppg)
+            await asyncio.to_thread(
+                client.push, "job-4", Address.sip(AOR), PACKET, notify_to=notes.http.url("/n")
+            )
+            await until(lambda: notes.notes)
+            assert (notes.notes[0].state, notes.notes[0].code) == (MessageState.UNDELIVERABLE, 4001)
+            assert len(device.received) == FAST.max_attempts
+
+    asyncio.run(main())
+
+
+def test_cancel_pending_push(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with stack(
+            tmp_path, policy=DeliveryPolicy(max_attempts=5, backoff=30, backoff_cap=30)
+        ) as (_ppg, _device, _notes, client):
+            await asyncio.to_thread(client.push, "job-5", Address.sip(AOR), PACKET)
+            await asyncio.sleep(0.3)  # tried once (no registration), waiting for its retry
+            answer = await asyncio.to_thread(client.cancel, "job-5")
+            assert isinstance(answer, CancelResponse)
+            assert answer.results[0].code == 1000
+            status = await asyncio.to_thread(client.status, "job-5")
+            assert isinstance(status, StatusQueryResponse)
+            assert status.results[0].state is MessageState.CANCELLED
+            answer = await asyncio.to_thread(client.cancel, "job-5")
+            assert isinstance(answer, CancelResponse)
+            assert answer.results[0].code == 2008
+            missing = await asyncio.to_thread(client.status, "nope")
+            assert isinstance(missing, BadMessageResponse)
+            assert missing.code == 2004
+
+    asyncio.run(main())
+
+
+BILLION = (
+    b'<?xml version="1.0"?><!DOCTYPE pap [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;">]>'
+    b'<pap><statusquery-message push-id="&b;"/></pap>'
+)
+
+
+def test_refusals(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with stack(tmp_path) as (ppg, device, _notes, _client):
+            wrong = PapClient(ppg.pap_url, username="ras", password="guess")
+            with pytest.raises(PapClientError, match="401"):
+                await asyncio.to_thread(wrong.status, "x")
+
+            def raw(body: bytes, content_type: str) -> tuple[int, bytes]:
+                req = urllib.request.Request(
+                    ppg.pap_url,
+                    data=body,
+                    method="POST",
+                    headers={"Content-Type": content_type, "Authorization": "Bearer s3cret"},
+                )
+                try:
+                    with urllib.request.urlopen(req, timeout=5) as r:
+                        return r.status, r.read()
+                except urllib.error.HTTPError as e:
+                    return e.code, e.read()
+
+            status, body = await asyncio.to_thread(raw, BILLION, "application/xml")
+            doc = pap.parse(body)
+            assert status == 400
+            assert isinstance(doc, BadMessageResponse)
+            assert doc.code == 2000
+            bad_address = (
+                b'--b\r\nContent-Type: application/xml\r\n\r\n<pap><push-message push-id="p">'
+                b'<address address-value="WAPPUSH=+1/TYPE=FAX"/></push-message></pap>'
+                b"\r\n--b\r\nContent-Type: application/octet-stream\r\n\r\nx\r\n--b--\r\n"
+            )
+            status, body = await asyncio.to_thread(
+                raw, bad_address, 'multipart/related; boundary="b"'
+            )
+            doc = pap.parse(body)
+            assert isinstance(doc, BadMessageResponse)
+            assert doc.code == 2002
+            # the registrar wants digest credentials
+            assert await device.register(ppg, password=None) == 401
+            assert await device.register(ppg, password="wrong") == 403
+
+    asyncio.run(main())
+
+
+def test_cli_refuses_bad_options_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from openscws.cli import main
+
+    assert main(["ppg", "--data-dir", str(tmp_path), "--pap", "nonsense"]) == 2
+    err = capsys.readouterr().err
+    assert err == "openscws ppg: --pap wants HOST:PORT, got 'nonsense'\n"
+    (tmp_path / "bad").write_text("only-a-name\n")
+    assert main(["ppg", "--initiators", str(tmp_path / "bad")]) == 2
+    assert "want 'NAME SECRET'" in capsys.readouterr().err
+    # the generated initiators file is private
+    assert main(["ppg", "--data-dir", str(tmp_path), "--sip", "x"]) == 2
+    assert (tmp_path / "initiators").stat().st_mode & 0o077 == 0

@@ -1,0 +1,117 @@
+"""A campaign triggered by OMA SIP Push end to end, in one process over real sockets (the
+embedded default of `admin.trigger = "sip-push"`): admin server -> PAP -> PPG -> SIP MESSAGE ->
+push client -> PUSH-CAI -> SCWS Push Gateway -> SCWS-6 -> the card's SMS-PP download, which
+checks the trigger, opens the PSK-TLS admin session and takes the new content. A replayed push
+reaches the card, which refuses it (PoR: counter too low) exactly as a replayed SMS. A campaign
+that asks for the SMS trigger still goes by SMS."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+from dataclasses import replace
+from pathlib import Path
+
+from e2e_wire import free_port
+from sqlalchemy import select
+
+from openscws.aio.ppg_store import ppg_push
+from openscws.aio.push_embedded import EmbeddedPush
+from openscws.aio.stack import Stack, start_stack, under
+from openscws.config import Settings
+from openscws.ota.packet import PorStatus, ResponseContent
+from openscws.ota.sms import response_packet_of
+
+
+def _settings(tmp_path: Path) -> Settings:
+    s = under(Settings(), tmp_path)
+    return replace(
+        s,
+        gateway=replace(
+            s.gateway,
+            port_map={3516: free_port(), 4116: free_port()},
+            sms_port=free_port(),
+            poll_interval=0.2,
+        ),
+        admin=replace(
+            s.admin,
+            port=0,
+            trigger_interval=0.1,
+            retry_base=0.2,
+            retry_max=1.0,
+            trigger="sip-push",
+            pap_url=f"http://127.0.0.1:{free_port()}/pap",
+        ),
+    )
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return r.status, r.read()
+
+
+def _post(url: str, body: bytes) -> tuple[int, str, bytes]:
+    request = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": "application/octet-stream"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as r:
+        return r.status, r.headers.get("X-SMS-Status", ""), r.read()
+
+
+async def _wait_done(stack: Stack, campaign: int, timeout: float = 40.0) -> dict[str, int]:
+    assert stack.admin is not None
+    service = stack.admin.service
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        progress = service.campaign_progress(campaign)
+        if progress.get("done", 0) + progress.get("failed", 0) == sum(progress.values()):
+            return progress
+        assert loop.time() < deadline, f"campaign stuck: {progress}"
+        await asyncio.sleep(0.05)
+
+
+def test_campaign_by_sip_push_and_a_replay_refused(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+
+    async def main() -> None:
+        stack = await start_stack(settings, demo=True, api=False)
+        try:
+            assert stack.admin is not None
+            push = stack.extra["push"]
+            assert isinstance(push, EmbeddedPush)
+            async with asyncio.timeout(10):
+                while not (push.client.registered.is_set() and push.client.apps):
+                    await asyncio.sleep(0.05)
+            service = stack.admin.service
+            base = f"http://127.0.0.1:{settings.gateway.port_map[3516]}"
+            service.put_content("/index.html", b"<h1>pushed</h1>", "text/html; charset=utf-8")
+            campaign = service.create_campaign("by push")
+            stack.admin.server.wake()
+            progress = await _wait_done(stack, campaign.id)
+            assert progress["done"] == 1
+            assert sum(progress.values()) == 1
+            status, page = await asyncio.to_thread(_get, base + "/index.html")
+            assert (status, page) == (200, b"<h1>pushed</h1>")
+            # the PPG delivered it over SIP, and kept the packet it pushed
+            with push.ppg.store.db.read() as s:
+                rows = s.execute(select(ppg_push.c.state, ppg_push.c.body)).all()
+            assert [r.state for r in rows] == ["delivered"]
+            # a campaign may choose the SMS trigger while SIP push is the default
+            service.put_content("/index.html", b"<h1>by sms</h1>", "text/html; charset=utf-8")
+            second = service.create_campaign("by sms", trigger="sms")
+            stack.admin.server.wake()
+            assert (await _wait_done(stack, second.id))["done"] == 1
+            status, page = await asyncio.to_thread(_get, base + "/index.html")
+            assert (status, page) == (200, b"<h1>by sms</h1>")
+            with push.ppg.store.db.read() as s:
+                assert len(s.execute(select(ppg_push.c.id)).all()) == 1  # no second push
+            # the same packet again: the card takes the ENVELOPE and refuses the trigger
+            status, sms_status, por = await asyncio.to_thread(_post, push.scws6.url, rows[0].body)
+            assert (status, sms_status) == (200, "por")
+            _, packet = response_packet_of(por)
+            assert ResponseContent.decode(packet.sealed, 0).status == PorStatus.CNTR_LOW
+        finally:
+            await stack.stop()
+
+    asyncio.run(main())
