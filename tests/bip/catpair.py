@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from openscws.bip.card import BipServerApp, ServerConfig
+from openscws.bip.card import BipServerApp, HandlerFactory, ServerConfig
 from openscws.bip.terminal import (
     ChannelFree,
     Disconnect,
@@ -93,11 +93,14 @@ class CatPair:
         profile: TerminalProfile = GATEWAY_PROFILE,
         max_buffer_size: int = 65535,
         close_on: bytes | None = None,
+        factories: dict[int, HandlerFactory] | None = None,
     ) -> None:
         self.config = config or ServerConfig()
         self.close_on = close_on
         self.handlers: list[EchoHandler] = []
-        self.app = BipServerApp(self.config, dict.fromkeys(self.config.ports, self._make))
+        if factories is None:
+            factories = dict.fromkeys(self.config.ports, self._make)
+        self.app = BipServerApp(self.config, factories)
         self.toolkit = Toolkit()
         self.toolkit.register(self.app)
         self.card = VirtualUicc(CardIdentity(ICCID), self.toolkit)

@@ -17,8 +17,10 @@ from httpwire import (
     post,
 )
 
-from openscws.errors import HttpError
+from openscws.errors import HttpError, StoreError
 from openscws.http import CardLimits, HttpServerConnection, RamBudget, split_target
+from openscws.scws.model import MemoryStore, Resource
+from openscws.scws.site import Site
 
 # -- GET / HEAD and the static resources --------------------------------------------------------
 
@@ -647,3 +649,40 @@ def test_data_to_send_limit_bounds_stored_bodies(conn: HttpServerConnection, lim
         pieces.append(chunk)
     a, b = parse_responses(b"".join(pieces), ["GET", "GET"])
     assert a.body == b.body == INDEX
+
+
+# -- paths no card resource can have -------------------------------------------------------------
+
+BAD_PATHS = ["//", "/%23", "/a//b", "/a%5Cb", "/a\\b", "/a%01b", "/a%7Fb", "/%3F", "/" + "x" * 1500]
+
+
+@pytest.mark.parametrize("path", BAD_PATHS)
+def test_invalid_path_is_400_and_keeps_alive(path: str) -> None:
+    conn = make_conn(limits=CardLimits())  # a target of 1,500 bytes is within its bounds
+    a, b = exchange(conn, get(path) + get("/"), ["GET", "GET"])
+    assert a.status == 400
+    assert b.status == 200
+    assert not conn.should_close
+
+
+@pytest.mark.parametrize("path", ["/", "/docs/", "/a/../index.html", "/" + "x" * 1000])
+def test_valid_paths_pass_the_path_check(path: str) -> None:
+    assert split_target(path)[0].startswith("/")
+
+
+class _FailingStore(MemoryStore):
+    """A store whose reads fail as a card image does on a path it refuses or a corrupt file."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+
+    def get(self, path: str) -> Resource | None:
+        raise self.error
+
+
+@pytest.mark.parametrize("error", [StoreError("resource path is not normalised"), KeyError("x")])
+def test_store_failure_is_500_not_an_exception(error: Exception) -> None:
+    conn = make_conn(Site(_FailingStore(error)))
+    a, b = exchange(conn, get("/index.html") + get("/"), ["GET", "GET"])
+    assert (a.status, b.status) == (500, 500)

@@ -15,7 +15,7 @@ from urllib.parse import unquote
 
 import h11
 
-from openscws.errors import HttpError
+from openscws.errors import HttpError, StoreError
 from openscws.http._dates import DateCache
 from openscws.http.limits import CardLimits, RamBudget
 from openscws.scws.apps import Request, Response
@@ -108,7 +108,24 @@ def split_target(target: str) -> tuple[str, str]:
             raise HttpError(400, "bad request path")
     if "/." in path:
         path = _remove_dot_segments(path)
+    check_path(path)
     return path, query
+
+
+MAX_PATH_BYTES: Final = 1024
+"""Longest decoded request path a card resource can have (the card image's limit)."""
+_FORBIDDEN_IN_PATH: Final = frozenset("\\?#") | frozenset(map(chr, [*range(0x20), 0x7F]))
+
+
+def check_path(path: str) -> None:
+    """Raises `HttpError(400)` unless `path` (decoded, dot segments removed) can name a card
+    resource: at most 1024 UTF-8 bytes, no empty segment (a single trailing "/" aside), no
+    backslash, control character, "?" or "#". Such a path never reaches the site or its
+    store, so a browser's `//` or an encoded `%23` is a plain client error."""
+    if len(path) > MAX_PATH_BYTES // 4 and len(path.encode("utf-8")) > MAX_PATH_BYTES:
+        raise HttpError(400, f"request path over {MAX_PATH_BYTES} bytes")
+    if "//" in path or not _FORBIDDEN_IN_PATH.isdisjoint(path):
+        raise HttpError(400, "request path is not a resource path")
 
 
 class HttpServerConnection:
@@ -327,7 +344,7 @@ class HttpServerConnection:
                 raise HttpError(400, "request-target is not ASCII") from None
             path, query = split_target(target)
             request = Request(method, target, path, query, raw_headers, b"", version, self._scheme)
-            prepared = self._site.prepare(request, self._now)
+            prepared = self._prepare(request)
         except HttpError as exc:
             # Keep the connection only if the rest of the request can be skipped cheaply.
             close = exc.status in (411, 413) or (
@@ -354,6 +371,20 @@ class HttpServerConnection:
                     h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
                 )
             )
+
+    def _prepare(self, request: Request) -> Response | Handler:
+        """`Site.prepare`, with whatever else it raises (a store that cannot read a resource,
+        an application's bug) answered 500 and logged: nothing leaves the engine."""
+        try:
+            return self._site.prepare(request, self._now)
+        except HttpError:
+            raise
+        except StoreError as exc:
+            logger.warning("card storage error on %s %s: %s", request.method, request.path, exc)
+            raise HttpError(500, "card storage error") from None
+        except Exception:
+            logger.exception("card site failed on %s %s", request.method, request.path)
+            raise HttpError(500, "site error") from None
 
     def _respond_busy(self) -> None:
         retry = str(self._limits.retry_after)

@@ -1,7 +1,8 @@
 """The virtual UICC's APDU dispatcher (ETSI TS 102 221 §10-11).
 
 `transmit` is the one entry point: command APDU bytes and the time in, response APDU bytes out.
-Errors become status words here and nowhere else; nothing raises out of `transmit`."""
+Errors become status words here and nowhere else; nothing raises out of `transmit`: an
+unexpected failure in the card (an application's bug) is answered `6F 00` and logged."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ _TERMINAL_RESPONSE = int(Ins.TERMINAL_RESPONSE)
 _ENVELOPE = int(Ins.ENVELOPE)
 _OK = b"\x90\x00"
 _NOT_SATISFIED = SW.CONDITIONS_NOT_SATISFIED.to_bytes(2, "big")
+_TECHNICAL_PROBLEM = SW.TECHNICAL_PROBLEM.to_bytes(2, "big")
 _PENDING = [bytes((0x91, n)) for n in range(256)]
 _STATE_PENDING = State.PENDING
 _STATE_FETCHED = State.FETCHED
@@ -75,6 +77,8 @@ class VirtualUicc:
         }
         self.selected: int = MF
         self.powered = False
+        self._faults: dict[tuple[str, str], int] = {}
+        """Failures answered 6F 00, by kind and message: each is logged in full once."""
         self._handlers: dict[int, Callable[[CommandApdu, float], bytes]] = {
             Ins.SELECT: self._select,
             Ins.STATUS: self._status,
@@ -102,6 +106,31 @@ class VirtualUicc:
         self.powered = False
 
     def transmit(self, raw: bytes, now: float) -> bytes:
+        """The response APDU to `raw`. Nothing raises out of here: a failure inside the card
+        (a toolkit application's bug) is logged and answered `6F 00` (technical problem, no
+        precise diagnosis: TS 102 221 §10.2.1.3), so the terminal carries on."""
+        try:
+            return self._transmit(raw, now)
+        except Exception as e:  # noqa: BLE001 - the card's error boundary
+            self._failed(raw, e)
+            return _TECHNICAL_PROBLEM
+
+    def _failed(self, raw: bytes, error: Exception) -> None:
+        """Logs a failure answered 6F 00: with its traceback the first time, then (the same
+        fault tends to repeat on every poll) in one line at debug level."""
+        key = (type(error).__name__, str(error)[:200])
+        if key in self._faults:
+            self._faults[key] += 1
+            log.debug("APDU %s answered 6F 00 again: %r", raw[:5].hex(), error)
+            return
+        if len(self._faults) >= 64:
+            self._faults.clear()
+        self._faults[key] = 1
+        log.error(
+            "APDU %s answered 6F 00: the card failed with %r", raw[:5].hex(), error, exc_info=error
+        )
+
+    def _transmit(self, raw: bytes, now: float) -> bytes:
         # FETCH and TERMINAL RESPONSE carry every byte of a transfer: read their fixed
         # headers here; everything else goes through the general decoder.
         # So do the event ENVELOPEs that start every request.
@@ -119,11 +148,12 @@ class VirtualUicc:
                     return (0x6C00 | len(encoded)).to_bytes(2, "big")
                 if toolkit.state is not _STATE_PENDING:
                     return _NOT_SATISFIED  # already fetched: the terminal owes its TR
-                toolkit.state = _STATE_FETCHED
-                # Fetched: run due timers, as _with_pending's poll does; no other command can
-                # be pending until this one's TERMINAL RESPONSE.
+                # Run due timers, as _with_pending's poll does; no other command can be
+                # pending until this one's TERMINAL RESPONSE. Before the command is marked
+                # fetched: should an app's timer fail, the command is still there to fetch.
                 if now >= toolkit.timers_due:
                     toolkit.run_timers(now)
+                toolkit.state = _STATE_FETCHED
                 return encoded + b"\x90\x00"
             lc = raw[4]
             if ins == _TERMINAL_RESPONSE and lc and n == 5 + lc:
