@@ -29,7 +29,8 @@ PORT = 3516
 
 class EchoHandler:
     """A StreamHandler (bip/card.py) that sends back what it receives. Receiving `close_on`
-    anywhere in the stream makes it ask for the connection to be closed once all is sent."""
+    anywhere in the stream makes it ask for the connection to be closed once all is sent;
+    so does `close_after_response` once something was echoed."""
 
     def __init__(self, channel: int, close_on: bytes | None = None) -> None:
         self.channel = channel
@@ -38,6 +39,7 @@ class EchoHandler:
         self.pending = bytearray()
         self.closed = False
         self.want_close = False
+        self.close_after = False
 
     def receive_data(self, data: bytes, now: float) -> None:
         assert not self.closed, "data for a closed handler"
@@ -54,7 +56,8 @@ class EchoHandler:
 
     @property
     def should_close(self) -> bool:
-        return self.want_close and not self.pending
+        done = self.want_close or (self.close_after and bool(self.received))
+        return done and not self.pending
 
     @property
     def idle(self) -> bool:
@@ -68,6 +71,9 @@ class EchoHandler:
 
     def shutdown(self) -> None:
         self.want_close = True
+
+    def close_after_response(self) -> None:
+        self.close_after = True
 
     def close(self) -> None:
         self.closed = True

@@ -75,6 +75,9 @@ class HttpGet:
     def shutdown(self) -> None:
         self.eof = True
 
+    def close_after_response(self) -> None:
+        pass
+
     def close(self) -> None:
         self.closed = True
 

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from openscws.bip.terminal import ChannelState, ChannelStateError
 from openscws.cat.commands import ReceiveData
 from openscws.cat.envelopes import data_available
 from openscws.cat.profile import GATEWAY_PROFILE
@@ -208,8 +209,14 @@ def test_fuzz_engine(script: list[tuple[bytes, str]]) -> None:
                 for ch in list(engine.channels.channels):
                     engine.client_data(ch, b"x" * 300)
             case "close":
-                for ch in list(engine.channels.channels):
-                    engine.client_closed(ch)
+                # The shell reports the end of connections it has: of any other channel,
+                # the news is a typed protocol error.
+                for ch, channel in list(engine.channels.channels.items()):
+                    if channel.state is ChannelState.ESTABLISHED:
+                        engine.client_closed(ch)
+                    else:
+                        with pytest.raises(ChannelStateError):
+                            engine.client_closed(ch)
             case "remote_ok" | "remote_fail":
                 for ch in list(engine.channels.channels):
                     engine.remote_connected(ch, news == "remote_ok")

@@ -149,6 +149,9 @@ class EchoInner:
     def shutdown(self) -> None:
         self.closing = True
 
+    def close_after_response(self) -> None:
+        self.closing = True
+
     def close(self) -> None:
         self.closed = True
 

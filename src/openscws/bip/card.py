@@ -2,19 +2,37 @@
 listening channels, moves bytes with RECEIVE DATA / SEND DATA and hands each TCP connection to a
 sans-IO stream handler (the SCWS HTTP engine, or TLS in front of it).
 
-Policy, in the words of OMA SCWS §8.1.1: open the channels when the terminal profile allows
-UICC server mode; whenever no channel of a port is listening, open another (up to the limit) so a
-new client can connect while others are served; after each connection, CLOSE CHANNEL back to
-TCP LISTEN. While no channel of a port is free, finished keep-alive connections are closed
-rather than kept idle, so waiting clients get a turn."""
+Each channel's life cycle is a state machine declared once (`TRANSITIONS`): LISTEN, then
+ESTABLISHED while a client is connected, CLOSING while a CLOSE CHANNEL back to TCP LISTEN is
+under way, REMOVING while one that releases the channel is. An event the table does not allow
+(a Channel status that contradicts what the card knows) is a `ChannelStateError`, answered
+with a status word.
+
+Policy, after OMA SCWS §8.1.1 (the terminal supports at least two server channels and one
+client channel; the SCWS may open more so that several clients are served at once):
+
+- The channels this app may hold are the terminal's less one: one is always left for a
+  client-mode channel (the admin agent's), whatever the browsing load.
+- Each port is guaranteed `initial_per_port` channels (opened at start). The rest are shared:
+  whenever no channel of a port listens, another is opened, but never one that another port's
+  guarantee needs, nor, while another port is short of channels, one beyond an even share.
+- A port with no channel listening and none to open is *pressed*: clients may be waiting in
+  the terminal for it. Then every connection of that port (and of a port holding more than
+  its share) answers its next response with `Connection: close` and is closed after it; and,
+  when none is closing already, the connection idle the longest (between requests, quiet for
+  `reclaim_grace` seconds) is closed, so a waiting client gets its channel.
+- A channel whose connection ends goes back to TCP LISTEN, unless it is surplus: then it is
+  released, down to `initial_per_port` per port. So channels opened for a burst come and go."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum, auto
 from typing import Protocol
 
+from openscws.apdu.status import SW
 from openscws.cat.commands import (
     SEND_IMMEDIATELY,
     CloseChannel,
@@ -29,7 +47,7 @@ from openscws.cat.envelopes import Envelope, EventDownload
 from openscws.cat.objects import Event, GeneralResult, ServerState
 from openscws.cat.profile import TerminalProfile
 from openscws.cat.responses import TerminalResponse
-from openscws.errors import DecodeError
+from openscws.errors import ApduError, DecodeError
 from openscws.uicc.toolkit import RawCommand, RawReader, read_done
 
 log = logging.getLogger(__name__)
@@ -38,7 +56,6 @@ MAX_RECEIVE = 237
 """RECEIVE DATA payload that fits one TERMINAL RESPONSE (spec digest §3.9: 255 - 18)."""
 MAX_SEND = 240
 """SEND DATA payload that keeps the proactive command within 255 bytes (15 + n)."""
-_ESTABLISHED = ServerState.ESTABLISHED
 _DATA_AVAILABLE = Event.DATA_AVAILABLE
 _CHANNEL_STATUS = Event.CHANNEL_STATUS
 
@@ -109,6 +126,11 @@ class StreamHandler(Protocol):
         out of `data_to_send`, then `should_close` is true."""
         ...
 
+    def close_after_response(self) -> None:
+        """The card wants the channel back: close now if `idle`, else after the response
+        under way, which tells the client so (HTTP: `Connection: close`)."""
+        ...
+
     def close(self) -> None:
         """The connection is gone; release what it holds."""
         ...
@@ -120,6 +142,77 @@ the handler's timers run from the moment the client connects (a client that neve
 byte is timed out too)."""
 
 
+class ChannelState(Enum):
+    LISTEN = auto()
+    """In TCP LISTEN: the terminal may bind the next client to it."""
+    ESTABLISHED = auto()
+    """A client is connected; its handler serves it."""
+    CLOSING = auto()
+    """CLOSE CHANNEL back to TCP LISTEN is under way."""
+    REMOVING = auto()
+    """CLOSE CHANNEL releasing the channel is under way."""
+
+
+class ChannelEvent(Enum):
+    CONNECTED = auto()
+    """Channel status event: TCP ESTABLISHED (§7.5.11)."""
+    GONE = auto()
+    """Channel status event: back in TCP LISTEN (the client left)."""
+    DATA = auto()
+    """Data available event (§7.5.10)."""
+    CLOSE = auto()
+    """This app sends CLOSE CHANNEL back to TCP LISTEN."""
+    REMOVE = auto()
+    """This app sends CLOSE CHANNEL releasing the channel."""
+    CLOSED = auto()
+    """The TERMINAL RESPONSE to that CLOSE CHANNEL: performed."""
+    REFUSED = auto()
+    """The TERMINAL RESPONSE to that CLOSE CHANNEL: an error (the terminal has no such
+    channel, §6.4.28): the channel is gone."""
+
+
+_L, _E = ChannelState.LISTEN, ChannelState.ESTABLISHED
+_CL, _RM = ChannelState.CLOSING, ChannelState.REMOVING
+_EV = ChannelEvent
+
+TRANSITIONS: dict[tuple[ChannelState, ChannelEvent], ChannelState | None] = {
+    (_L, _EV.CONNECTED): _E,
+    (_L, _EV.GONE): _L,  # a client that came and went before the card heard of it
+    (_L, _EV.REMOVE): _RM,
+    (_E, _EV.DATA): _E,
+    (_E, _EV.GONE): _L,
+    (_E, _EV.CLOSE): _CL,
+    (_E, _EV.REMOVE): _RM,
+    # The terminal's news may predate the CLOSE CHANNEL it has not run yet.
+    (_CL, _EV.DATA): _CL,
+    (_CL, _EV.GONE): _CL,
+    (_CL, _EV.CLOSED): _L,
+    (_CL, _EV.REFUSED): None,
+    (_RM, _EV.CONNECTED): _RM,  # the terminal gives this client another channel
+    (_RM, _EV.DATA): _RM,
+    (_RM, _EV.GONE): _RM,
+    (_RM, _EV.CLOSED): None,
+    (_RM, _EV.REFUSED): None,
+}
+"""Every allowed (state, event) and the state it leads to; None: the channel is released."""
+_ESTABLISHED = ChannelState.ESTABLISHED
+_LISTEN = ChannelState.LISTEN
+
+
+class ChannelStateError(ApduError):
+    """A channel event the life cycle does not allow: answered 69 85 (conditions of use not
+    satisfied) to the ENVELOPE that carried it."""
+
+    def __init__(self, channel: int, state: ChannelState, event: ChannelEvent) -> None:
+        super().__init__(
+            SW.CONDITIONS_NOT_SATISFIED,
+            f"channel {channel}: {event.name} not allowed in {state.name}",
+        )
+        self.channel = channel
+        self.state = state
+        self.event = event
+
+
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
     ports: tuple[int, ...] = (3516,)
@@ -128,9 +221,15 @@ class ServerConfig:
     initial_per_port: int = 2
     """Channels opened on each port at start."""
     max_channels: int = 7
-    """Upper bound on channels this app opens (the terminal may allow fewer)."""
+    """Upper bound on the terminal's channels this app counts on (the terminal profile may
+    say fewer); one of them is always left for a client-mode channel."""
     buffer_size: int = 1400
     """Buffer size asked for in OPEN CHANNEL; the terminal may answer with less."""
+    reclaim_grace: float = 0.5
+    """Seconds a connection must have been quiet before it is closed for a waiting client:
+    a keep-alive client's next request may be on its way."""
+    refused_retry: float = 5.0
+    """Seconds before a port whose OPEN CHANNEL the terminal refused is tried again."""
 
 
 @dataclass(slots=True)
@@ -138,7 +237,7 @@ class Channel:
     id: int
     port: int
     buffer_size: int
-    state: ServerState = ServerState.LISTEN
+    state: ChannelState = ChannelState.LISTEN
     handler: StreamHandler | None = None
     out: bytes = b""
     """The handler's output being sent, from `out_pos` on."""
@@ -149,8 +248,10 @@ class Channel:
     """Bytes sent with SEND DATA "store" since the last "send immediately"."""
     closing: bool = False
     """A CLOSE CHANNEL is owed: the handler is done."""
-    answered: bool = False
-    """Data went out on this connection: when idle, it is a finished keep-alive one."""
+    yielding: bool = False
+    """The handler was asked to close after its response (its port is pressed)."""
+    since: float = 0.0
+    """When bytes last moved on the connection (or it was made)."""
     ready: bool = False
     """The handler may have something to move: it heard from the client, a timer or a
     shutdown since it last had nothing. Idle connections are not scanned on every APDU."""
@@ -162,13 +263,17 @@ class BipServerApp:
         self.factories = factories
         self.channels: dict[int, Channel] = {}
         self._order: tuple[Channel, ...] | None = None  # channels.values(), kept between changes
-        self._saturation: frozenset[int] | None = None  # saturated ports, kept between changes
         self.enabled = False
         self._events_set = False
-        self._opening: dict[int, int] = {}  # port -> OPEN CHANNELs answered so far at start
-        self._refused: set[int] = set()  # ports where the terminal refused more channels
+        self._budget = 0
+        """Channels this app may hold: the terminal's less one (for a client channel)."""
+        self._guarantee: dict[int, int] = {}
+        self._refused: dict[int, float] = {}  # port -> when to try opening there again
         self._turn = 0
         self._check_ports = True
+        """A channel changed state: what to open, close or reclaim is looked at again."""
+        self._pressed: frozenset[int] = frozenset()
+        self._now = 0.0
         self._read_receive_data: RawReader = self._receive_data_response
 
     # -- ToolkitApp ----------------------------------------------------------------------------
@@ -177,13 +282,32 @@ class BipServerApp:
         self.enabled = profile.bip_server
         self._events_set = False
         self._check_ports = True
+        for channel in self.channels.values():
+            if channel.handler is not None:
+                channel.handler.close()
         self.channels.clear()
         self._order = None
-        self._saturation = None
-        self._opening = dict.fromkeys(self.config.ports, 0)
+        self._pressed = frozenset()
         self._refused.clear()
+        ports = self.config.ports
+        self._budget = max(0, min(self.config.max_channels, profile.channels) - 1)
+        # Each port's guarantee: up to initial_per_port, dealt in turn while the budget lasts.
+        self._guarantee = dict.fromkeys(ports, 0)
+        left = self._budget
+        for _ in range(self.config.initial_per_port):
+            for port in ports:
+                if left:
+                    self._guarantee[port] += 1
+                    left -= 1
         if not self.enabled:
             log.warning("terminal profile lacks BIP UICC server mode: the SCWS stays closed")
+        elif not all(self._guarantee.values()):
+            log.warning(
+                "the terminal's %d channels leave none for some of the SCWS's %d ports "
+                "(one stays free for the admin agent)",
+                profile.channels,
+                len(ports),
+            )
 
     def on_envelope(self, envelope: Envelope, now: float) -> bytes | None:
         if not isinstance(envelope, EventDownload) or envelope.channel_status is None:
@@ -197,30 +321,49 @@ class BipServerApp:
             self._check_ports = True
             if status.bits & 3 == 3:  # §8.56: b8..b7 = 11 is reserved
                 raise DecodeError("channel status b8..b7 = 11 is reserved", status.value(), 0)
-            self._channel_status(channel, ServerState(status.bits & 3), now)
+            if ServerState(status.bits & 3) is ServerState.ESTABLISHED:
+                self._connected(channel, now)
+            else:
+                self._gone(channel)
         elif _DATA_AVAILABLE in events and envelope.data_length is not None:
             if channel.state is _ESTABLISHED:
                 channel.rx_pending = envelope.data_length.length
                 channel.ready = True
+            else:
+                self._fire(channel, _EV.DATA)
         else:
             return None
         return b""
 
-    def _channel_status(self, channel: Channel, state: ServerState, now: float) -> None:
-        if state is ServerState.ESTABLISHED:
-            channel.state = state
-            self._saturation = None
-            channel.handler = self.factories[channel.port](channel.id, now)
-            channel.ready = True
-            log.debug("channel %d: client connected on port %d", channel.id, channel.port)
+    def _fire(self, channel: Channel, event: ChannelEvent) -> ChannelState | None:
+        try:
+            new = TRANSITIONS[channel.state, event]
+        except KeyError:
+            raise ChannelStateError(channel.id, channel.state, event) from None
+        if new is None:
+            del self.channels[channel.id]
+            self._order = None
         else:
-            # The client went away: whatever was under way on this connection is void.
-            log.debug("channel %d: client gone, back to %s", channel.id, state.name)
-            self._reset(channel, state)
+            channel.state = new
+        self._check_ports = True
+        return new
 
-    def _reset(self, channel: Channel, state: ServerState) -> None:
-        channel.state = state
-        self._saturation = None
+    def _connected(self, channel: Channel, now: float) -> None:
+        if self._fire(channel, _EV.CONNECTED) is not _ESTABLISHED:
+            return  # being released: the terminal binds the client elsewhere
+        channel.handler = self.factories[channel.port](channel.id, now)
+        channel.ready = True
+        channel.since = now
+        self._update_pressure(now)
+        log.debug("channel %d: client connected on port %d", channel.id, channel.port)
+
+    def _gone(self, channel: Channel) -> None:
+        # The client went away: whatever was under way on this connection is void.
+        log.debug("channel %d: client gone", channel.id)
+        self._fire(channel, _EV.GONE)
+        self._release(channel)
+
+    def _release(self, channel: Channel) -> None:
         if channel.handler is not None:
             channel.handler.close()
         channel.handler = None
@@ -229,20 +372,23 @@ class BipServerApp:
         channel.rx_pending = 0
         channel.tx_stored = 0
         channel.closing = False
-        channel.answered = False
+        channel.yielding = False
         channel.ready = False
-        if state is ServerState.CLOSED:
-            del self.channels[channel.id]
-            self._order = None
+
+    # -- what to run next ----------------------------------------------------------------------
 
     def next_command(self, number: int, now: float) -> Command | RawCommand | None:
         if not self.enabled:
             return None
         if not self._events_set:
             return SetUpEventList.build(number, (Event.DATA_AVAILABLE, Event.CHANNEL_STATUS))
+        self._now = now
         if self._check_ports:
-            open_port = self._port_needing_channel()
+            self._check_ports = False
+            self._update_pressure(now)
+            open_port = self._port_needing_channel(now)
             if open_port is not None:
+                self._check_ports = True  # look again once it is open
                 # Buffer size is two bytes (§8.55): ask for at most 65535.
                 return OpenChannel.server(number, open_port, min(self.config.buffer_size, 0xFFFF))
         channels = self._order
@@ -259,58 +405,143 @@ class BipServerApp:
                 self._turn = (turn + k + 1) % n
                 return command
             channel.ready = False  # until the handler hears something
-        if n >= self.config.max_channels or self._refused:
-            saturated = self._saturation
-            if saturated is None:
-                saturated = self._saturation = frozenset(
-                    port for port in self.config.ports if self._saturated(port)
-                )
-        else:
-            saturated = frozenset()
-        if saturated:
-            # Clients may be waiting for a channel: a finished keep-alive connection yields.
-            # (A new connection is idle too until its request arrives: it is not closed.)
-            for channel in channels:
-                if channel.answered and channel.port in saturated and channel.handler is not None:
-                    if channel.handler.idle:
-                        channel.closing = True
-                        channel.ready = True
-                        channel.handler.shutdown()  # TLS: close_notify goes out first
-                        return self._work(channel, number, now)
-        return None
+        if self._pressed:
+            command = self._relieve(number, now)
+            if command is not None:
+                return command
+        return self._release_surplus(number)
 
-    def _port_needing_channel(self) -> int | None:
-        if not self._check_ports:
-            return None
-        port = self._find_port_needing_channel()
-        # Nothing to open until a channel changes state (an event or a TR says so).
-        self._check_ports = port is not None
-        return port
+    def _counts(self) -> tuple[dict[int, int], dict[int, int]]:
+        """Channels per port, and those listening per port."""
+        count = dict.fromkeys(self.config.ports, 0)
+        listening = dict.fromkeys(self.config.ports, 0)
+        for c in self.channels.values():
+            count[c.port] = count.get(c.port, 0) + 1
+            if c.state is _LISTEN:
+                listening[c.port] = listening.get(c.port, 0) + 1
+        return count, listening
 
-    def _find_port_needing_channel(self) -> int | None:
-        if len(self.channels) >= self.config.max_channels:
-            return None
-        for port in self.config.ports:
-            if port in self._refused:
-                continue
-            if self._opening[port] < self.config.initial_per_port:
-                return port
-            listening = sum(
-                1
-                for c in self.channels.values()
-                if c.port == port and c.state is ServerState.LISTEN
-            )
-            if listening < self.config.listening_per_port:
-                return port
-        return None
+    def _share(self) -> int:
+        ports = self.config.ports
+        return max(1, self._budget // len(ports)) if ports else 0
 
-    def _saturated(self, port: int) -> bool:
-        """No channel of `port` listens and no more can be opened."""
-        if len(self.channels) < self.config.max_channels and port not in self._refused:
+    def _can_open(self, port: int, count: dict[int, int], now: float) -> bool:
+        """Whether another channel may be opened for `port` now."""
+        if self._refused.get(port, 0.0) > now:
             return False
-        return not any(
-            c.port == port and c.state is ServerState.LISTEN for c in self.channels.values()
-        )
+        total = sum(count.values())
+        if total >= self._budget:
+            return False
+        if count[port] < self._guarantee.get(port, 0):
+            return True
+        # An extra channel: never one another port's guarantee needs, nor one beyond an even
+        # share while another port is short.
+        owed = sum(max(0, g - count[p]) for p, g in self._guarantee.items() if p != port)
+        if total + owed >= self._budget:
+            return False
+        short = any(p != port for p in self._pressed)
+        return not (short and count[port] >= self._share())
+
+    def _update_pressure(self, now: float) -> None:
+        """Finds the pressed ports; the connections of the yielding ports are told to close
+        after their next response (before it is made, so that it says so)."""
+        self._pressed = self._find_pressed(now)
+        if not self._pressed:
+            return
+        ports = self._yielding_ports()
+        for channel in self.channels.values():
+            if channel.port in ports and channel.state is _ESTABLISHED and not channel.yielding:
+                handler = channel.handler
+                if handler is not None:
+                    channel.yielding = True
+                    channel.ready = True
+                    handler.close_after_response()
+
+    def _find_pressed(self, now: float) -> frozenset[int]:
+        count, listening = self._counts()
+        pressed = set()
+        for port in self.config.ports:
+            if listening[port] == 0 and not self._can_open(port, count, now):
+                pressed.add(port)
+        return frozenset(pressed)
+
+    def _port_needing_channel(self, now: float) -> int | None:
+        count, listening = self._counts()
+        for port in self.config.ports:
+            if not self._can_open(port, count, now):
+                continue
+            if count[port] < self._guarantee.get(port, 0):
+                return port
+            if listening[port] < self.config.listening_per_port:
+                return port
+        return None
+
+    def _yielding_ports(self) -> frozenset[int]:
+        """Ports whose connections close after their response: the pressed ones, and those
+        holding more than an even share while a pressed port has less."""
+        pressed = self._pressed
+        if not pressed:
+            return pressed
+        count, _ = self._counts()
+        share = self._share()
+        ports = set(pressed)
+        if any(count[p] < share for p in pressed):
+            ports.update(p for p in self.config.ports if count[p] > share)
+        return frozenset(ports)
+
+    def _relieve(self, number: int, now: float) -> Command | RawCommand | None:
+        """Clients may be waiting: unless a connection of the yielding ports is closing
+        already, the one idle the longest (quiet for the grace time) is closed now."""
+        ports = self._yielding_ports()
+        oldest: Channel | None = None
+        for channel in self.channels.values():
+            if channel.port not in ports or channel.state is _LISTEN:
+                continue
+            handler = channel.handler
+            if channel.state is not _ESTABLISHED or handler is None:
+                return None  # a CLOSE CHANNEL is under way
+            if channel.closing or handler.should_close:
+                return None
+            if handler.idle and (oldest is None or channel.since < oldest.since):
+                oldest = channel
+        if oldest is None or now - oldest.since < self.config.reclaim_grace:
+            return None
+        log.debug("channel %d: idle connection closed for a waiting client", oldest.id)
+        assert oldest.handler is not None
+        oldest.closing = True
+        oldest.ready = True
+        oldest.handler.shutdown()  # TLS: close_notify goes out first
+        return self._work(oldest, number, now)
+
+    def _surplus(self, port: int, count: dict[int, int], listening: dict[int, int]) -> bool:
+        """Whether a channel of `port` that is (or is about to be) listening is one too many."""
+        if port in self._pressed:
+            return False  # clients may be waiting for it
+        if count[port] <= self._guarantee.get(port, 0):
+            return False
+        return listening[port] >= self.config.listening_per_port or port in self._yielding_ports()
+
+    def _release_surplus(self, number: int) -> Command | None:
+        count, listening = self._counts()
+        for channel in self.channels.values():
+            if channel.state is _LISTEN:
+                listening[channel.port] -= 1  # were it released
+                if self._surplus(channel.port, count, listening):
+                    self._fire(channel, _EV.REMOVE)
+                    log.debug("channel %d on port %d released", channel.id, channel.port)
+                    return CloseChannel.build(number, channel.id, to_listen=False)
+                listening[channel.port] += 1
+        return None
+
+    def _close(self, channel: Channel, number: int) -> Command:
+        """CLOSE CHANNEL for a connection that is done: back to TCP LISTEN, or released if
+        the channel is surplus."""
+        count, listening = self._counts()
+        if self._surplus(channel.port, count, listening):
+            self._fire(channel, _EV.REMOVE)
+            return CloseChannel.build(number, channel.id, to_listen=False)
+        self._fire(channel, _EV.CLOSE)
+        return CloseChannel.build(number, channel.id, to_listen=True)
 
     def _work(self, channel: Channel, number: int, now: float) -> Command | RawCommand | None:
         handler = channel.handler
@@ -346,7 +577,7 @@ class BipServerApp:
             else:
                 channel.out_pos = end
             channel.tx_stored = 0 if last else stored + size
-            channel.answered = True
+            channel.since = self._now
             # SendData.build(number, channel.id, chunk, immediately=last).encode()
             qualifier = SEND_IMMEDIATELY if last else 0
             key = size << 16 | channel.id << 9 | qualifier << 8 | number
@@ -362,7 +593,7 @@ class BipServerApp:
                 encoded, _SEND_DATA_TR[number | qualifier << 8], read_done, channel.id
             )
         if handler.should_close or channel.closing:
-            return CloseChannel.build(number, channel.id, to_listen=True)
+            return self._close(channel, number)
         return None
 
     def _receive_data_response(self, command: RawCommand, data: bytes, now: float) -> bool:
@@ -388,6 +619,7 @@ class BipServerApp:
         if channel is None or channel.handler is None:
             return True
         channel.ready = True
+        channel.since = now
         channel.rx_pending = data[end + 2]
         channel.handler.receive_data(data[start:end], now)
         return True
@@ -414,7 +646,7 @@ class BipServerApp:
                     log.error("terminal refused SET UP EVENT LIST: %s", result)
                     self.enabled = False
             case OpenChannel():
-                self._opened(command, response)
+                self._opened(command, response, now)
             case ReceiveData():
                 channel = self.channels.get(command.channel)
                 if channel is None or channel.handler is None:
@@ -425,6 +657,7 @@ class BipServerApp:
                     return
                 data = response.data.data if response.data is not None else b""
                 channel.rx_pending = response.data_length.length if response.data_length else 0
+                channel.since = now
                 channel.handler.receive_data(data, now)
             case SendData():
                 channel = self.channels.get(command.channel)
@@ -436,18 +669,21 @@ class BipServerApp:
             case CloseChannel():
                 channel = self.channels.get(command.channel)
                 if channel is not None:
-                    self._reset(channel, ServerState.LISTEN)
+                    self._release(channel)
+                    if result.ok:
+                        self._fire(channel, _EV.CLOSED)
+                    else:
+                        log.warning("terminal refused CLOSE CHANNEL %d: %s", channel.id, result)
+                        self._fire(channel, _EV.REFUSED)
             case _:
                 pass
 
-    def _opened(self, command: OpenChannel, response: TerminalResponse) -> None:
-        self._saturation = None
+    def _opened(self, command: OpenChannel, response: TerminalResponse, now: float) -> None:
         port = command.transport.port if command.transport else 0
-        self._opening[port] = self._opening.get(port, 0) + 1
         status = response.channel_status
         if not response.result.ok or status is None:
             log.warning("terminal refused a channel on port %d: %s", port, response.result)
-            self._refused.add(port)
+            self._refused[port] = now + self.config.refused_retry
             return
         size = response.buffer_size.size if response.buffer_size else self.config.buffer_size
         if response.result.general == GeneralResult.OK_WITH_MODIFICATION:
@@ -462,9 +698,22 @@ class BipServerApp:
             for c in self.channels.values()
             if c.handler is not None and (t := c.handler.get_timer()) is not None
         ]
+        if self._pressed:
+            # An idle connection becomes one to reclaim once quiet for the grace time.
+            grace = self.config.reclaim_grace
+            due += [
+                c.since + grace
+                for c in self.channels.values()
+                if c.state is _ESTABLISHED and not c.closing and c.port in self._pressed
+            ]
+        due += self._refused.values()
         return min(due) if due else None
 
     def on_timer(self, now: float) -> None:
+        self._check_ports = True
+        for port, until in list(self._refused.items()):
+            if until <= now:
+                del self._refused[port]
         for channel in self.channels.values():
             handler = channel.handler
             if handler is not None:

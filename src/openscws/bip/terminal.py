@@ -6,7 +6,16 @@ Client-mode channels ("TCP, UICC in client mode, remote connection") connect at 
 whatever the qualifier says: on-demand establishment (b1 = 0) is served as immediate, which the
 card sees as a link already up. When the remote end closes, bytes already in the Rx buffer stay
 readable and the Channel status event (link dropped) waits until the card has read them, so a
-server's last response before its FIN is not lost."""
+server's last response before its FIN is not lost.
+
+Each channel's life cycle is a state machine declared once, as a table (`TRANSITIONS`): the
+states, and for each (mode, state, event) the state it leads to. An event the table does not
+allow is a `ChannelStateError`, a BIP error (3A 07 "channel closed" for data on a channel
+without a connection, 3A 03 "channel identifier not valid" otherwise) answered in the TERMINAL
+RESPONSE, never patched over. A server channel a client left is `HELD` until the card has
+heard of it, so a CLOSE CHANNEL the card built before can never hit the next client; a client
+bound to a channel that the card closes before it read or wrote a byte on it (the card built
+the CLOSE CHANNEL before hearing of the client) goes back to the shell (`Requeue`), not away."""
 
 from __future__ import annotations
 
@@ -51,6 +60,94 @@ MAX_RECEIVE = 237
 class Mode(Enum):
     SERVER = auto()
     CLIENT = auto()
+
+
+class ChannelState(Enum):
+    LISTEN = auto()
+    """Server: in TCP LISTEN, free for the next client."""
+    HELD = auto()
+    """Server: in TCP LISTEN again (its client left), but not free until the card heard it."""
+    ESTABLISHED = auto()
+    """Server: a client is bound. Client mode: the link is up."""
+    CONNECTING = auto()
+    """Client mode: the OPEN CHANNEL waits for the TCP connection."""
+    DROPPED = auto()
+    """Client mode: the link dropped; bytes still wait in the Rx buffer for the card."""
+    DOWN = auto()
+    """Client mode: the link dropped and the card was told."""
+
+
+class ChannelEvent(Enum):
+    BIND = auto()
+    """The shell binds a new TCP client (server)."""
+    CLIENT_GONE = auto()
+    """The TCP connection ended (server: the client; client mode: the remote server)."""
+    CARD_TOLD = auto()
+    """The card has heard that the server channel is back in LISTEN."""
+    CONNECTED = auto()
+    """Client mode: the TCP connection is up."""
+    RX_READ = auto()
+    """Client mode: the card read the last bytes of a dropped link."""
+    SEND = auto()
+    """SEND DATA."""
+    RECEIVE = auto()
+    """RECEIVE DATA."""
+    CLOSE_TO_LISTEN = auto()
+    """CLOSE CHANNEL, qualifier "back to TCP LISTEN" (server)."""
+    CLOSE = auto()
+    """CLOSE CHANNEL: the channel is released."""
+
+
+_S = Mode.SERVER
+_C = Mode.CLIENT
+_L, _H, _E = ChannelState.LISTEN, ChannelState.HELD, ChannelState.ESTABLISHED
+_CN, _DR, _DN = ChannelState.CONNECTING, ChannelState.DROPPED, ChannelState.DOWN
+_EV = ChannelEvent
+
+TRANSITIONS: dict[tuple[Mode, ChannelState, ChannelEvent], ChannelState | None] = {
+    # Server mode (§6.4.27 "UICC in server mode", §7.5.11 Channel status event).
+    (_S, _L, _EV.BIND): _E,
+    (_S, _L, _EV.RECEIVE): _L,  # a RECEIVE DATA built before the card heard: 0 bytes
+    (_S, _L, _EV.CLOSE_TO_LISTEN): _L,  # the close of a connection whose client left
+    (_S, _L, _EV.CLOSE): None,
+    (_S, _H, _EV.CARD_TOLD): _L,
+    (_S, _H, _EV.RECEIVE): _H,
+    (_S, _H, _EV.CLOSE_TO_LISTEN): _L,
+    (_S, _H, _EV.CLOSE): None,
+    (_S, _E, _EV.SEND): _E,
+    (_S, _E, _EV.RECEIVE): _E,
+    (_S, _E, _EV.CLIENT_GONE): _H,
+    (_S, _E, _EV.CLOSE_TO_LISTEN): _L,
+    (_S, _E, _EV.CLOSE): None,
+    # Client mode (§6.4.27 "UICC in client mode").
+    (_C, _CN, _EV.CONNECTED): _E,
+    (_C, _CN, _EV.CLOSE): None,
+    (_C, _E, _EV.SEND): _E,
+    (_C, _E, _EV.RECEIVE): _E,
+    (_C, _E, _EV.CLIENT_GONE): _DR,
+    (_C, _E, _EV.CLOSE): None,
+    (_C, _DR, _EV.RECEIVE): _DR,
+    (_C, _DR, _EV.RX_READ): _DN,
+    (_C, _DR, _EV.CLOSE): None,
+    (_C, _DN, _EV.CLOSE): None,
+}
+"""Every allowed (mode, state, event) and the state it leads to; None: the channel is gone."""
+_ESTABLISHED_CHANNEL = ChannelState.ESTABLISHED
+
+
+class ChannelStateError(BipError):
+    """An event the channel life cycle does not allow in the channel's state."""
+
+    def __init__(self, channel: int, state: ChannelState, event: ChannelEvent) -> None:
+        cause = (
+            BipCause.CHANNEL_CLOSED
+            if event in (ChannelEvent.SEND, ChannelEvent.RECEIVE)
+            else BipCause.INVALID_CHANNEL
+        )
+        super().__init__(cause, f"channel {channel}: {event.name} not allowed in {state.name}")
+        self.channel = channel
+        self.state = state
+        self.event = event
 
 
 # -- actions for the shell ------------------------------------------------------------------------
@@ -104,7 +201,20 @@ class ChannelFree:
     port: int
 
 
-GatewayAction = Listen | StopListening | Connect | Write | Disconnect | ResumeReading | ChannelFree
+@dataclass(frozen=True, slots=True)
+class Requeue:
+    """The card closed `channel` before it read or wrote a byte of its client's: the client
+    is not served there. The shell takes it back with the bytes it had sent (`data`, to go
+    before anything still unread in the socket) and binds it to the next free channel."""
+
+    channel: int
+    port: int
+    data: bytes
+
+
+GatewayAction = (
+    Listen | StopListening | Connect | Write | Disconnect | ResumeReading | ChannelFree | Requeue
+)
 
 
 @dataclass(slots=True)
@@ -113,18 +223,33 @@ class TerminalChannel:
     mode: Mode
     port: int
     buffer_size: int
-    state: ServerState = ServerState.LISTEN
-    """For client channels: ESTABLISHED while the link is up, CLOSED otherwise."""
+    state: ChannelState = ChannelState.LISTEN
     rx: bytearray = field(default_factory=bytearray)
     tx: bytearray = field(default_factory=bytearray)
     reading_paused: bool = False
-    drop_owed: bool = False
-    """Client channel: the link dropped with unread Rx bytes; the event follows the last read."""
+    used: bool = False
+    """Server: the card read or wrote a byte of the current client's."""
+
+    def fire(self, event: ChannelEvent) -> ChannelState | None:
+        """Moves the channel by the table; raises ChannelStateError if it does not allow
+        `event` now. Returns the new state (None: the channel is gone)."""
+        try:
+            new = TRANSITIONS[self.mode, self.state, event]
+        except KeyError:
+            raise ChannelStateError(self.id, self.state, event) from None
+        if new is not None:
+            self.state = new
+        return new
+
+    @property
+    def server_state(self) -> ServerState:
+        """The TCP state a Channel status reports for a server channel (§8.56)."""
+        return _ESTABLISHED if self.state is ChannelState.ESTABLISHED else ServerState.LISTEN
 
     def status(self, further: int = FurtherInfo.NONE) -> ChannelStatus:
         if self.mode is Mode.SERVER:
-            return ChannelStatus.server(self.id, self.state, further)
-        return ChannelStatus.link(self.id, self.state is ServerState.ESTABLISHED, further)
+            return ChannelStatus.server(self.id, self.server_state, further)
+        return ChannelStatus.link(self.id, self.state is ChannelState.ESTABLISHED, further)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +303,7 @@ class Channels:
         port = command.transport.port
         channel_id = self._allocate()
         size, result = self._negotiate(command.buffer_size.size)
-        channel = TerminalChannel(channel_id, Mode.SERVER, port, size)
+        channel = TerminalChannel(channel_id, Mode.SERVER, port, size, ChannelState.LISTEN)
         if not any(c.port == port and c.mode is Mode.SERVER for c in self.channels.values()):
             if self.listen is not None and not self.listen(port):
                 raise BipError(BipCause.PORT_NOT_AVAILABLE, f"cannot listen on TCP {port}")
@@ -225,7 +350,7 @@ class Channels:
         channel_id = self._allocate()
         size, _ = self._negotiate(command.buffer_size.size)
         self.channels[channel_id] = TerminalChannel(
-            channel_id, Mode.CLIENT, transport.port, size, ServerState.CLOSED
+            channel_id, Mode.CLIENT, transport.port, size, ChannelState.CONNECTING
         )
         log.info(
             "channel %d: UICC client mode to TCP %d, buffer %d", channel_id, transport.port, size
@@ -239,6 +364,7 @@ class Channels:
         channel = self.channels[channel_id]
         bearer = command.bearer or DEFAULT_BEARER
         if not ok:
+            channel.fire(ChannelEvent.CLOSE)
             del self.channels[channel_id]
             return TerminalResponse(
                 details=command.details,
@@ -246,7 +372,7 @@ class Channels:
                 bearer=bearer,
                 buffer_size=BufferSize(channel.buffer_size),
             )
-        channel.state = ServerState.ESTABLISHED
+        channel.fire(ChannelEvent.CONNECTED)
         _, result = self._negotiate(command.buffer_size.size)
         return TerminalResponse(
             details=command.details,
@@ -264,20 +390,27 @@ class Channels:
 
     def close(self, command: CloseChannel) -> TerminalResponse:
         channel = self._channel(command.channel)
-        connected = channel.state is ServerState.ESTABLISHED
-        if connected:
+        server = channel.mode is Mode.SERVER
+        to_listen = server and bool(command.details.qualifier & CLOSE_TO_LISTEN)
+        connected = channel.state is ChannelState.ESTABLISHED
+        unused = server and connected and not channel.used
+        channel.fire(ChannelEvent.CLOSE_TO_LISTEN if to_listen else ChannelEvent.CLOSE)
+        if unused:
+            # The card closed the channel before it heard of this client: not its to drop.
+            self.actions.append(Requeue(channel.id, channel.port, bytes(channel.rx)))
+        elif connected:
             if channel.tx:
                 self.actions.append(Write(channel.id, bytes(channel.tx)))
             self.actions.append(Disconnect(channel.id))
         channel.rx.clear()
         channel.tx.clear()
         channel.reading_paused = False
-        if channel.mode is Mode.SERVER and command.details.qualifier & CLOSE_TO_LISTEN:
-            channel.state = ServerState.LISTEN
+        channel.used = False
+        if to_listen:
             self.actions.append(ChannelFree(channel.port))
         else:
             del self.channels[channel.id]
-            if channel.mode is Mode.SERVER and not any(
+            if server and not any(
                 c.port == channel.port and c.mode is Mode.SERVER for c in self.channels.values()
             ):
                 self.actions.append(StopListening(channel.port))
@@ -299,8 +432,9 @@ class Channels:
         channel = self.channels.get(channel_id)
         if channel is None:
             raise BipError(BipCause.INVALID_CHANNEL, f"no channel {channel_id}")
-        if channel.state is not _ESTABLISHED:
-            raise BipError(BipCause.CHANNEL_CLOSED, f"channel {channel.id} has no connection")
+        if channel.state is not _ESTABLISHED_CHANNEL:
+            channel.fire(ChannelEvent.SEND)  # raises: only a connection takes data
+        channel.used = True
         tx = channel.tx
         size = channel.buffer_size
         stored = len(tx) + len(data)
@@ -334,18 +468,20 @@ class Channels:
         channel = self.channels.get(channel_id)
         if channel is None:
             raise BipError(BipCause.INVALID_CHANNEL, f"no channel {channel_id}")
+        if channel.state is not _ESTABLISHED_CHANNEL:
+            channel.fire(ChannelEvent.RECEIVE)
         rx = channel.rx
         n = len(rx)
         if asked < n:
             n = asked
         if MAX_RECEIVE < n:
             n = MAX_RECEIVE
-        if not n and channel.state is not _ESTABLISHED and channel.mode is Mode.CLIENT:
-            raise BipError(BipCause.CHANNEL_CLOSED, f"channel {channel.id}: the link dropped")
         data = bytes(rx[:n])
         del rx[:n]
-        if channel.drop_owed and not rx:
-            channel.drop_owed = False
+        if n:
+            channel.used = True
+        if channel.state is ChannelState.DROPPED and not rx:
+            channel.fire(ChannelEvent.RX_READ)
             self.events.append(PendingEvent(channel_id, "status", FurtherInfo.LINK_DROPPED))
         if channel.reading_paused and len(rx) < channel.buffer_size:
             channel.reading_paused = False
@@ -363,18 +499,33 @@ class Channels:
 
     # -- socket news -----------------------------------------------------------------------------
 
-    def client_connected(self, port: int, held: frozenset[int] = frozenset()) -> int | None:
-        """Binds a new TCP client on `port` to a listening channel; None if all are busy.
-        Channels in `held` are not free yet."""
-        owed = {e.channel for e in self.events} | held
+    def card_told(self, channel_id: int) -> int | None:
+        """The card has heard that server channel `channel_id` is back in LISTEN: it is free
+        (its port is returned, for `ChannelFree`), or None if it is not held (any more)."""
+        channel = self.channels.get(channel_id)
+        if channel is None or channel.state is not ChannelState.HELD:
+            return None
+        channel.fire(ChannelEvent.CARD_TOLD)
+        return channel.port
+
+    def free_channels(self, port: int) -> int:
+        """Server channels of `port` free for a client now."""
+        return sum(
+            1
+            for c in self.channels.values()
+            if c.port == port and c.state is ChannelState.LISTEN and c.mode is Mode.SERVER
+        )
+
+    def client_connected(self, port: int) -> int | None:
+        """Binds a new TCP client on `port` to a listening channel; None if all are busy."""
         for channel in sorted(self.channels.values(), key=lambda c: c.id):
             if (
                 channel.port == port
                 and channel.mode is Mode.SERVER
-                and channel.state is ServerState.LISTEN
-                and channel.id not in owed
+                and channel.state is ChannelState.LISTEN
             ):
-                channel.state = ServerState.ESTABLISHED
+                channel.fire(ChannelEvent.BIND)
+                channel.used = False
                 self.events.append(PendingEvent(channel.id, "status"))
                 return channel.id
         return None
@@ -383,7 +534,7 @@ class Channels:
         """Takes as much of `data` as the Rx buffer holds; returns the count taken. When less
         than all, the shell pauses reading until `ResumeReading`."""
         channel = self.channels.get(channel_id)
-        if channel is None or channel.state is not ServerState.ESTABLISHED:
+        if channel is None or channel.state is not _ESTABLISHED_CHANNEL:
             return len(data)  # nowhere to go: discard
         was_empty = not channel.rx
         room = channel.buffer_size - len(channel.rx)
@@ -397,24 +548,25 @@ class Channels:
         return len(taken)
 
     def client_closed(self, channel_id: int) -> None:
+        """The TCP connection bound to `channel_id` ended. News of a channel already released
+        (the socket's own close after the card's CLOSE CHANNEL) is stale and ignored; on a
+        channel without that connection it is a ChannelStateError."""
         channel = self.channels.get(channel_id)
-        if channel is None or channel.state is not ServerState.ESTABLISHED:
+        if channel is None:
             return
+        channel.fire(ChannelEvent.CLIENT_GONE)
         channel.tx.clear()
         channel.reading_paused = False
         if channel.mode is Mode.CLIENT:
             # What the server sent before closing is still the card's to read (its Data
             # available event stays queued); the drop is reported once it has been read.
-            channel.state = ServerState.CLOSED
-            if channel.rx:
-                channel.drop_owed = True
-            else:
+            if not channel.rx:
+                channel.fire(ChannelEvent.RX_READ)
                 self.events.append(PendingEvent(channel_id, "status", FurtherInfo.LINK_DROPPED))
             return
         channel.rx.clear()
         self.events = deque(e for e in self.events if e.channel != channel_id)
-        # The channel is free for the next client only once the card has heard of this
-        # (the engine emits ChannelFree then), or a CLOSE CHANNEL the card built before
-        # hearing it could hit the next client.
-        channel.state = ServerState.LISTEN
+        # HELD: free for the next client only once the card has heard of this (the engine
+        # calls `card_told` then), or a CLOSE CHANNEL the card built before hearing it could
+        # hit the next client.
         self.events.append(PendingEvent(channel_id, "status"))

@@ -35,6 +35,8 @@ _ENGINE_FIELDS: Final = frozenset({"content-length", "transfer-encoding", "conne
 _NO_BODY_STATUS: Final = frozenset({204, 304})
 _VERSIONS: Final = {b"1.1": "1.1", b"1.0": "1.0"}
 _DATES = DateCache()
+_OUTPUT_HIGH: Final = 64 * 1024
+"""Output queued past which pipelined requests wait to be answered until it is sent."""
 
 
 _ENCODED: dict[tuple[tuple[str, str], ...], list[tuple[bytes, bytes]]] = {}
@@ -154,7 +156,10 @@ class HttpServerConnection:
         self._out: list[bytes | memoryview] = []
         self._now = 0.0 if now is None else now
         self._last_rx = now
+        self._request_start: float | None = None  # first byte of the request being received
         self._closing = False  # no more requests: close once the output is sent
+        self._close_after = False  # the next response says Connection: close, then close
+        self._held_input = False  # requests wait in h11 until the output queue drains
         self._eof = False
         # the request being read
         self._request: Request | None = None
@@ -185,6 +190,8 @@ class HttpServerConnection:
             return
         if data:
             self._last_rx = now
+            if self._request_start is None:
+                self._request_start = now
         else:
             self._eof = True
         if self._closing:
@@ -206,6 +213,9 @@ class HttpServerConnection:
         stored body is handed out in `limit`-sized pieces without copying the rest); call
         again for more. So what the layers below hold per connection (the channel's queue,
         TLS records being built) is bounded by `limit`, not by the response size."""
+        if self._held_input and not self._out and self._stream is None:
+            self._held_input = False
+            self._process()  # pipelined requests held back while the output queue was full
         if self._stream is not None:
             self._pump(limit)
         out = self._out
@@ -241,11 +251,19 @@ class HttpServerConnection:
         return self._stream is None and not self._out and not self._in_progress()
 
     def get_timer(self) -> float | None:
-        """When `handle_timer` should next be called (unix seconds), or None."""
+        """When `handle_timer` should next be called (unix seconds), or None.
+
+        A request must arrive whole (head and body) within `request_timeout` of its first
+        byte: a total deadline, so a client sending a byte a second cannot hold the
+        connection. While a response goes out there is no timer; between requests the
+        connection may stay `idle_timeout`."""
         if self._closing or self._stream is not None or self._last_rx is None:
             return None
-        if self._in_progress():
-            return self._last_rx + self._limits.request_timeout
+        if self._receiving():
+            start = self._request_start if self._request_start is not None else self._last_rx
+            return start + self._limits.request_timeout
+        if self._in_progress() or self._out:
+            return None  # the request is in; its response is being sent
         return self._last_rx + self._limits.idle_timeout
 
     def handle_timer(self, now: float) -> None:
@@ -254,13 +272,24 @@ class HttpServerConnection:
         deadline = self.get_timer()
         if deadline is None or now < deadline:
             return
-        if self._in_progress() and self._conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+        if self._receiving() and self._conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             self._respond_error(HttpError(408, "request timed out"), close=True)
         self._close()
 
     def shutdown(self) -> None:
         """Close after what is queued (the card needs the channel for another client)."""
         self._closing = True
+
+    def close_after_response(self) -> None:
+        """The card wants the channel back: the next response says `Connection: close` and
+        the connection closes after it (requests pipelined behind it are not answered, as
+        RFC 9112 §9.6 allows). A response already complete in the queue is the last one."""
+        if self._closing:
+            return
+        if self._out and not self._in_progress() and self._stream is None:
+            self._closing = True
+            return
+        self._close_after = True
 
     def close(self) -> None:
         """The channel is gone: give back the RAM held for this connection."""
@@ -274,8 +303,24 @@ class HttpServerConnection:
         conn = self._conn
         return conn.their_state is not h11.IDLE or bool(conn.trailing_data[0])
 
+    def _receiving(self) -> bool:
+        """A request is partly in: its head, or its body, is still arriving."""
+        conn = self._conn
+        theirs = conn.their_state
+        if theirs is h11.IDLE:
+            return bool(conn.trailing_data[0])
+        return theirs is h11.SEND_BODY
+
+    def _out_size(self) -> int:
+        return sum(map(len, self._out))
+
     def _process(self) -> None:
         while not self._closing and self._stream is None:
+            if self._out and self._out_size() > _OUTPUT_HIGH and self._conn.our_state is h11.IDLE:
+                # A client that pipelines and does not read: answer the rest once the
+                # responses already queued are sent, so the output held stays bounded.
+                self._held_input = True
+                return
             try:
                 event = self._conn.next_event()
             except h11.RemoteProtocolError as exc:
@@ -502,6 +547,8 @@ class HttpServerConnection:
             return
         no_body = self._is_head or status in _NO_BODY_STATUS
         keep10 = False
+        if self._close_after:
+            close = True
         if close:
             self._keep10 = False
             headers.append((b"Connection", b"close"))
@@ -589,6 +636,10 @@ class HttpServerConnection:
                 conn.start_next_cycle()
                 self._is_head = False
                 self._keep10 = False
+                self._last_rx = self._now
+                self._request_start = self._now if conn.trailing_data[0] else None
+                if self._close_after:
+                    self._close()  # a streamed response whose head went out before
             # else: still reading (and dropping) the request body
             return
         if ours is h11.MUST_CLOSE and self._keep10 and not self._closing:

@@ -128,6 +128,9 @@ class CardExchange:
     def shutdown(self) -> None:
         pass
 
+    def close_after_response(self) -> None:
+        pass  # one session a connection: it ends when the session does
+
     def close(self) -> None:
         self._gone("the connection closed", time.time())
 

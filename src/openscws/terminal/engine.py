@@ -26,6 +26,7 @@ from openscws.bip.terminal import (
     DATA_EVENTS,
     ChannelFree,
     Channels,
+    ChannelState,
     GatewayAction,
     Mode,
     PendingEvent,
@@ -252,7 +253,7 @@ class TerminalEngine:
             if channel.mode is Mode.SERVER:
                 n = len(rx)
                 return (
-                    _DATA_AVAILABLE_SERVER[channel.state << 3 | channel.id]
+                    _DATA_AVAILABLE_SERVER[channel.server_state << 3 | channel.id]
                     + _LEFT[n if n < 0xFF else 0xFF]
                 )
             return encode_data_available(channel.status(), len(rx))
@@ -297,8 +298,7 @@ class TerminalEngine:
         elif kind is _TERMINAL_RESPONSE:
             if self._deferred_free:
                 for channel_id in self._deferred_free:
-                    if (held := self.channels.channels.get(channel_id)) is not None:
-                        self.channels.actions.append(ChannelFree(held.port))
+                    self._free(channel_id)
                 self._deferred_free.clear()
         elif sent.sms is not None:
             self._sms_answered(sent.sms, raw, now)
@@ -322,14 +322,19 @@ class TerminalEngine:
             channel is None
             or event.kind != "status"
             or channel.mode is not Mode.SERVER
-            or channel.state is not ServerState.LISTEN
+            or channel.state is not ChannelState.HELD
         ):
             return
         if self._fetch_len:
             # The card's waiting command predates this news: free the channel after it runs.
             self._deferred_free.append(channel.id)
         else:
-            self.channels.actions.append(ChannelFree(channel.port))
+            self._free(channel.id)
+
+    def _free(self, channel_id: int) -> None:
+        port = self.channels.card_told(channel_id)
+        if port is not None:
+            self.channels.actions.append(ChannelFree(port))
 
     # -- proactive commands ----------------------------------------------------------------------
 
@@ -496,8 +501,9 @@ class TerminalEngine:
         self.phase = Phase.RUNNING
 
     def client_connected(self, port: int) -> int | None:
-        # A channel whose freeing is deferred may still get the card's stale CLOSE CHANNEL.
-        return self.channels.client_connected(port, held=frozenset(self._deferred_free))
+        # A channel whose freeing is deferred is HELD: not bound before the card's stale
+        # CLOSE CHANNEL has run.
+        return self.channels.client_connected(port)
 
     def client_data(self, channel_id: int, data: bytes) -> int:
         return self.channels.client_data(channel_id, data)

@@ -145,6 +145,9 @@ class TlsDispatcher:
             self._reader = None
             logger.debug("TLS handshake timed out before a complete ClientHello")
 
+    def close_after_response(self) -> None:
+        self._inner.close_after_response()
+
     def shutdown(self) -> None:
         if self._chosen is not None:
             self._chosen.shutdown()
