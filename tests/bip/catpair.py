@@ -15,6 +15,7 @@ from openscws.bip.terminal import (
     ChannelFree,
     Disconnect,
     GatewayAction,
+    Requeue,
     ResumeReading,
     Write,
 )
@@ -71,6 +72,8 @@ class EchoHandler:
 
     def shutdown(self) -> None:
         self.want_close = True
+
+    wants_input = True
 
     def close_after_response(self) -> None:
         self.close_after = True
@@ -170,6 +173,12 @@ class CatPair:
                         client.unsent.clear()
                         self.send(client, data)
                 case ChannelFree(port):
+                    self._bind_waiting(port)
+                case Requeue(channel, port, data):
+                    client = self.clients.pop(channel)
+                    client.channel = None
+                    client.unsent[:0] = data
+                    self.waiting.setdefault(port, deque()).appendleft(client)
                     self._bind_waiting(port)
                 case _:
                     pass

@@ -75,6 +75,8 @@ class HttpGet:
     def shutdown(self) -> None:
         self.eof = True
 
+    wants_input = True
+
     def close_after_response(self) -> None:
         pass
 

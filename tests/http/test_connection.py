@@ -686,3 +686,75 @@ def test_store_failure_is_500_not_an_exception(error: Exception) -> None:
     conn = make_conn(Site(_FailingStore(error)))
     a, b = exchange(conn, get("/index.html") + get("/"), ["GET", "GET"])
     assert (a.status, b.status) == (500, 500)
+
+
+# -- the card wants its channel back -------------------------------------------------------------
+
+
+def test_close_after_response_says_connection_close() -> None:
+    conn = make_conn()
+    conn.close_after_response()  # between requests: the next response is the last
+    assert not conn.should_close
+    conn.receive_data(get("/"), NOW)
+    (r,) = parse_responses(conn.data_to_send(), ["GET"])
+    assert r.status == 200
+    assert r.header("connection") == "close"
+    assert conn.should_close
+
+
+def test_close_after_a_queued_response_rewrites_its_head() -> None:
+    conn = make_conn()
+    conn.receive_data(get("/"), NOW)  # answered at once, not sent yet
+    conn.close_after_response()
+    (r,) = parse_responses(conn.data_to_send(), ["GET"])
+    assert r.header("connection") == "close"
+    assert conn.should_close
+
+
+def test_close_after_response_during_a_request() -> None:
+    conn = make_conn()
+    conn.receive_data(get("/")[:10], NOW)
+    conn.close_after_response()
+    conn.receive_data(get("/")[10:] + get("/style.css"), NOW)
+    (r,) = parse_responses(conn.data_to_send(), ["GET"])  # the pipelined one is not answered
+    assert r.header("connection") == "close"
+    assert conn.should_close
+
+
+def test_request_deadline_is_total_not_per_byte() -> None:
+    """A client sending a byte a second gets its 408 `request_timeout` after its first byte."""
+    conn = make_conn()
+    request = get("/")
+    for i in range(int(TEST_LIMITS.request_timeout)):
+        conn.receive_data(request[i : i + 1], NOW + i)
+        assert conn.get_timer() == NOW + TEST_LIMITS.request_timeout
+    conn.handle_timer(NOW + TEST_LIMITS.request_timeout)
+    (r,) = parse_responses(conn.data_to_send(), ["GET"])
+    assert r.status == 408
+    assert conn.should_close
+
+
+def test_no_request_timer_while_the_response_is_sent() -> None:
+    conn = make_conn()
+    conn.receive_data(get("/"), NOW)
+    assert conn.get_timer() is None  # answered, not sent: the client is not late
+    conn.data_to_send()
+    assert conn.get_timer() == NOW + TEST_LIMITS.idle_timeout
+
+
+def test_pipelined_requests_wait_for_the_output_to_drain() -> None:
+    """A client that pipelines and does not read: answers are made only as they are sent,
+    and the connection asks for no more input meanwhile."""
+    limits = CardLimits()
+    site = make_site()
+    site.store.put(Resource("/big.bin", b"b" * 40_000, "application/octet-stream"))
+    conn = make_conn(site, limits=limits)
+    conn.receive_data(get("/big.bin") * 50, NOW)
+    assert not conn.wants_input
+    out = conn._out_size()
+    assert out < 3 * 40_000  # not 50 answers
+    total = b""
+    while chunk := conn.data_to_send(8192):
+        total += chunk
+    assert total.count(b"HTTP/1.1 200 OK") == 50
+    assert conn.wants_input

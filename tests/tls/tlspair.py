@@ -149,6 +149,8 @@ class EchoInner:
     def shutdown(self) -> None:
         self.closing = True
 
+    wants_input = True
+
     def close_after_response(self) -> None:
         self.closing = True
 

@@ -213,13 +213,22 @@ class ClientConnection(asyncio.Protocol):
         else:
             transport.pause_reading()
 
+    def flush_pending(self) -> None:
+        """Hands the card what waits here, unless its answers back up in the socket: then
+        the requests stay here, so that no more answers are made than the client reads."""
+        if self.state is ClientState.BOUND and self.pending and not self.write_paused:
+            data = bytes(self.pending)
+            self.pending.clear()
+            self.feed(data)
+        self.update_reading()
+
     def pause_writing(self) -> None:
         self.write_paused = True
         self.update_reading()
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        self.update_reading()
+        self.flush_pending()
 
     def linger(self, last: bytes = b"") -> None:
         """Writes `last`, shuts our side and reads (dropping it) whatever the client still
@@ -550,12 +559,8 @@ class Gateway:
                 case ResumeReading(channel):
                     client = self._clients.get(channel)
                     if client is not None and client.transport is not None:
-                        data = bytes(client.pending)
-                        client.pending.clear()
                         client.rx_full = False
-                        if data:
-                            client.feed(data)
-                        client.update_reading()
+                        client.flush_pending()
                 case ChannelFree(port):
                     self._bind_waiting(port)
                 case Requeue(channel, port, data):

@@ -180,6 +180,8 @@ class AdminSession:
     def shutdown(self) -> None:
         self._fail("shut down before the end of the session")
 
+    wants_input = True
+
     def close_after_response(self) -> None:
         pass  # the client's side: the session ends the connection
 

@@ -15,7 +15,7 @@ client channel; the SCWS may open more so that several clients are served at onc
   client-mode channel (the admin agent's), whatever the browsing load.
 - Each port is guaranteed `initial_per_port` channels (opened at start). The rest are shared:
   whenever no channel of a port listens, another is opened, but never one that another port's
-  guarantee needs, nor, while another port is short of channels, one beyond an even share.
+  guarantee needs, nor one that a port with fewer channels and none listening needs more.
 - A port with no channel listening and none to open is *pressed*: clients may be waiting in
   the terminal for it. Then every connection of that port (and of a port holding more than
   its share) answers its next response with `Connection: close` and is closed after it; and,
@@ -115,6 +115,13 @@ class StreamHandler(Protocol):
     @property
     def idle(self) -> bool:
         """True between requests: nothing half-received, nothing left to answer."""
+        ...
+
+    @property
+    def wants_input(self) -> bool:
+        """False while the handler holds enough unanswered input (a client that pipelines
+        and does not read its answers): the card then leaves the rest in the terminal's Rx
+        buffer, and the terminal stops reading the socket."""
         ...
 
     def get_timer(self) -> float | None: ...
@@ -425,7 +432,9 @@ class BipServerApp:
         ports = self.config.ports
         return max(1, self._budget // len(ports)) if ports else 0
 
-    def _can_open(self, port: int, count: dict[int, int], now: float) -> bool:
+    def _can_open(
+        self, port: int, count: dict[int, int], listening: dict[int, int], now: float
+    ) -> bool:
         """Whether another channel may be opened for `port` now."""
         if self._refused.get(port, 0.0) > now:
             return False
@@ -434,13 +443,19 @@ class BipServerApp:
             return False
         if count[port] < self._guarantee.get(port, 0):
             return True
-        # An extra channel: never one another port's guarantee needs, nor one beyond an even
-        # share while another port is short.
-        owed = sum(max(0, g - count[p]) for p, g in self._guarantee.items() if p != port)
+        # An extra channel: never one another port's guarantee needs, nor one a port with
+        # fewer channels and none listening needs more (ties: the first port in the list).
+        others = [p for p in self.config.ports if p != port]
+        owed = sum(max(0, self._guarantee.get(p, 0) - count[p]) for p in others)
         if total + owed >= self._budget:
             return False
-        short = any(p != port for p in self._pressed)
-        return not (short and count[port] >= self._share())
+        order = self.config.ports.index
+        return not any(
+            listening[p] == 0
+            and self._refused.get(p, 0.0) <= now
+            and (count[p], order(p)) < (count[port], order(port))
+            for p in others
+        )
 
     def _update_pressure(self, now: float) -> None:
         """Finds the pressed ports; the connections of the yielding ports are told to close
@@ -461,14 +476,14 @@ class BipServerApp:
         count, listening = self._counts()
         pressed = set()
         for port in self.config.ports:
-            if listening[port] == 0 and not self._can_open(port, count, now):
+            if listening[port] == 0 and not self._can_open(port, count, listening, now):
                 pressed.add(port)
         return frozenset(pressed)
 
     def _port_needing_channel(self, now: float) -> int | None:
         count, listening = self._counts()
         for port in self.config.ports:
-            if not self._can_open(port, count, now):
+            if not self._can_open(port, count, listening, now):
                 continue
             if count[port] < self._guarantee.get(port, 0):
                 return port
@@ -548,7 +563,7 @@ class BipServerApp:
         if channel.state is not _ESTABLISHED or handler is None:
             return None
         rx_pending = channel.rx_pending
-        if rx_pending:
+        if rx_pending and handler.wants_input:
             # ReceiveData.build(number, channel.id, min(rx_pending, MAX_RECEIVE)).encode()
             length = MAX_RECEIVE if rx_pending > MAX_RECEIVE else rx_pending
             encoded = _RECEIVE_DATA_HEADS[number] + bytes((0x20 + channel.id, 0xB7, 1, length))

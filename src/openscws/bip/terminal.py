@@ -14,8 +14,8 @@ allow is a `ChannelStateError`, a BIP error (3A 07 "channel closed" for data on 
 without a connection, 3A 03 "channel identifier not valid" otherwise) answered in the TERMINAL
 RESPONSE, never patched over. A server channel a client left is `HELD` until the card has
 heard of it, so a CLOSE CHANNEL the card built before can never hit the next client; a client
-bound to a channel that the card closes before it read or wrote a byte on it (the card built
-the CLOSE CHANNEL before hearing of the client) goes back to the shell (`Requeue`), not away."""
+bound to a channel that the card closes with a command it built before it heard of the client
+goes back to the shell (`Requeue`), not away."""
 
 from __future__ import annotations
 
@@ -203,8 +203,8 @@ class ChannelFree:
 
 @dataclass(frozen=True, slots=True)
 class Requeue:
-    """The card closed `channel` before it read or wrote a byte of its client's: the client
-    is not served there. The shell takes it back with the bytes it had sent (`data`, to go
+    """The card closed `channel` with a command it built before it heard of its client: the
+    client is not served there. The shell takes it back with the bytes it had sent (`data`, to go
     before anything still unread in the socket) and binds it to the next free channel."""
 
     channel: int
@@ -227,8 +227,10 @@ class TerminalChannel:
     rx: bytearray = field(default_factory=bytearray)
     tx: bytearray = field(default_factory=bytearray)
     reading_paused: bool = False
-    used: bool = False
-    """Server: the card read or wrote a byte of the current client's."""
+    known: bool = True
+    """Server: the card knew of the current client when it built its latest command (its
+    Channel status event went to the card with no command of the card's waiting, or that
+    command has been answered since)."""
 
     def fire(self, event: ChannelEvent) -> ChannelState | None:
         """Moves the channel by the table; raises ChannelStateError if it does not allow
@@ -393,9 +395,9 @@ class Channels:
         server = channel.mode is Mode.SERVER
         to_listen = server and bool(command.details.qualifier & CLOSE_TO_LISTEN)
         connected = channel.state is ChannelState.ESTABLISHED
-        unused = server and connected and not channel.used
+        unknown = server and connected and not channel.known
         channel.fire(ChannelEvent.CLOSE_TO_LISTEN if to_listen else ChannelEvent.CLOSE)
-        if unused:
+        if unknown:
             # The card closed the channel before it heard of this client: not its to drop.
             self.actions.append(Requeue(channel.id, channel.port, bytes(channel.rx)))
         elif connected:
@@ -405,7 +407,7 @@ class Channels:
         channel.rx.clear()
         channel.tx.clear()
         channel.reading_paused = False
-        channel.used = False
+        channel.known = True
         if to_listen:
             self.actions.append(ChannelFree(channel.port))
         else:
@@ -434,7 +436,6 @@ class Channels:
             raise BipError(BipCause.INVALID_CHANNEL, f"no channel {channel_id}")
         if channel.state is not _ESTABLISHED_CHANNEL:
             channel.fire(ChannelEvent.SEND)  # raises: only a connection takes data
-        channel.used = True
         tx = channel.tx
         size = channel.buffer_size
         stored = len(tx) + len(data)
@@ -478,8 +479,6 @@ class Channels:
             n = MAX_RECEIVE
         data = bytes(rx[:n])
         del rx[:n]
-        if n:
-            channel.used = True
         if channel.state is ChannelState.DROPPED and not rx:
             channel.fire(ChannelEvent.RX_READ)
             self.events.append(PendingEvent(channel_id, "status", FurtherInfo.LINK_DROPPED))
@@ -508,6 +507,12 @@ class Channels:
         channel.fire(ChannelEvent.CARD_TOLD)
         return channel.port
 
+    def card_knows(self, channel_id: int) -> None:
+        """The card has heard of the client bound to `channel_id` before its next command."""
+        channel = self.channels.get(channel_id)
+        if channel is not None and channel.state is ChannelState.ESTABLISHED:
+            channel.known = True
+
     def free_channels(self, port: int) -> int:
         """Server channels of `port` free for a client now."""
         return sum(
@@ -525,7 +530,7 @@ class Channels:
                 and channel.state is ChannelState.LISTEN
             ):
                 channel.fire(ChannelEvent.BIND)
-                channel.used = False
+                channel.known = False
                 self.events.append(PendingEvent(channel.id, "status"))
                 return channel.id
         return None

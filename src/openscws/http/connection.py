@@ -37,6 +37,8 @@ _VERSIONS: Final = {b"1.1": "1.1", b"1.0": "1.0"}
 _DATES = DateCache()
 _OUTPUT_HIGH: Final = 64 * 1024
 """Output queued past which pipelined requests wait to be answered until it is sent."""
+_INPUT_HIGH: Final = 16 * 1024
+"""Unparsed input past which the connection asks for no more (`wants_input`)."""
 
 
 _ENCODED: dict[tuple[tuple[str, str], ...], list[tuple[bytes, bytes]]] = {}
@@ -60,6 +62,15 @@ def _encode_headers(fields: tuple[tuple[str, str], ...]) -> list[tuple[bytes, by
                 _ENCODED.clear()
             _ENCODED[fields] = encoded
     return encoded
+
+
+def _with_close(head: bytes) -> bytes:
+    """A response head (bytes, CRLF-terminated) saying `Connection: close`."""
+    if b"\r\nConnection: " in head:
+        start = head.index(b"\r\nConnection: ") + 2
+        end = head.index(b"\r\n", start)
+        return head[:start] + b"Connection: close" + head[end:]
+    return head[:-2] + b"Connection: close\r\n\r\n"
 
 
 def _remove_dot_segments(path: str) -> str:
@@ -160,6 +171,7 @@ class HttpServerConnection:
         self._closing = False  # no more requests: close once the output is sent
         self._close_after = False  # the next response says Connection: close, then close
         self._held_input = False  # requests wait in h11 until the output queue drains
+        self._last_head: bytes | None = None  # of the latest response, as queued
         self._eof = False
         # the request being read
         self._request: Request | None = None
@@ -246,6 +258,12 @@ class HttpServerConnection:
         return self._closing
 
     @property
+    def wants_input(self) -> bool:
+        """False while pipelined requests wait for the output to drain, or many bytes of
+        them wait unparsed: no more should be fed until they are answered."""
+        return not self._held_input and len(self._conn.trailing_data[0]) < _INPUT_HIGH
+
+    @property
     def idle(self) -> bool:
         """True between requests: nothing half-received, nothing left to answer or send."""
         return self._stream is None and not self._out and not self._in_progress()
@@ -287,7 +305,13 @@ class HttpServerConnection:
         if self._closing:
             return
         if self._out and not self._in_progress() and self._stream is None:
+            # The last response is complete and queued: if its head is unsent, it says so.
             self._closing = True
+            head = self._last_head
+            for i, piece in enumerate(self._out):
+                if piece is head:
+                    self._out[i] = _with_close(head)
+                    break
             return
         self._close_after = True
 
@@ -568,6 +592,7 @@ class HttpServerConnection:
             head = head.replace(b"\r\nConnection: close\r\n", b"\r\nConnection: keep-alive\r\n", 1)
         out = self._out
         out.append(head)
+        self._last_head = head
         if no_body:
             if stream is not None:
                 self._drop_stream(stream)

@@ -184,6 +184,7 @@ class TerminalEngine:
         self._sent: Sent | None = None
         self._last_poll = 0.0
         self._deferred_free: list[int] = []  # channel ids
+        self._deferred_known: list[int] = []  # channel ids
         self._blocked: tuple[OpenChannel, int] | None = None
         self.polling = True
         self.sms_busy_retries = sms_busy_retries
@@ -300,6 +301,10 @@ class TerminalEngine:
                 for channel_id in self._deferred_free:
                     self._free(channel_id)
                 self._deferred_free.clear()
+            if self._deferred_known:
+                for channel_id in self._deferred_known:
+                    self.channels.card_knows(channel_id)
+                self._deferred_known.clear()
         elif sent.sms is not None:
             self._sms_answered(sent.sms, raw, now)
             return
@@ -318,12 +323,16 @@ class TerminalEngine:
 
     def _event_delivered(self, event: PendingEvent) -> None:
         channel = self.channels.channels.get(event.channel)
-        if (
-            channel is None
-            or event.kind != "status"
-            or channel.mode is not Mode.SERVER
-            or channel.state is not ChannelState.HELD
-        ):
+        if channel is None or event.kind != "status" or channel.mode is not Mode.SERVER:
+            return
+        if channel.state is ChannelState.ESTABLISHED:
+            # A new client: the card's waiting command (if any) predates the news of it.
+            if self._fetch_len:
+                self._deferred_known.append(channel.id)
+            else:
+                channel.known = True
+            return
+        if channel.state is not ChannelState.HELD:
             return
         if self._fetch_len:
             # The card's waiting command predates this news: free the channel after it runs.

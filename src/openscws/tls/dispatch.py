@@ -145,6 +145,10 @@ class TlsDispatcher:
             self._reader = None
             logger.debug("TLS handshake timed out before a complete ClientHello")
 
+    @property
+    def wants_input(self) -> bool:
+        return True if self._chosen is None else self._chosen.wants_input
+
     def close_after_response(self) -> None:
         self._inner.close_after_response()
 

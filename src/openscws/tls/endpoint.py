@@ -235,6 +235,10 @@ class TlsRecordStream(abc.ABC):
         and plaintext being encrypted (the stack's internal record buffers not included)."""
         return self._peak
 
+    @property
+    def wants_input(self) -> bool:
+        return self._state is not TlsState.OPEN or self._inner.wants_input
+
     def close_after_response(self) -> None:
         """The inner handler's next response is its last (HTTP: `Connection: close`);
         close_notify follows it."""

@@ -772,6 +772,8 @@ class _Sink:
     def shutdown(self) -> None:
         pass
 
+    wants_input = True
+
     def close_after_response(self) -> None:
         pass
 
