@@ -15,6 +15,7 @@ from openscws.bip.terminal import (
     ChannelFree,
     Disconnect,
     GatewayAction,
+    Listen,
     Requeue,
     ResumeReading,
     Write,
@@ -172,6 +173,8 @@ class CatPair:
                         data = bytes(client.unsent)
                         client.unsent.clear()
                         self.send(client, data)
+                case Listen(port):
+                    self.engine.listen_result(port, True)
                 case ChannelFree(port):
                     self._bind_waiting(port)
                 case Requeue(channel, port, data):

@@ -297,9 +297,7 @@ class Gateway:
     ) -> None:
         self.link = link
         self.config = config or GatewayConfig()
-        self.engine = engine or TerminalEngine(listen=self._bind)
-        if self.engine.channels.listen is None:
-            self.engine.channels.listen = self._bind
+        self.engine = engine or TerminalEngine()
         self.observer = observer
         self.clock = clock
         self.atr = b""
@@ -566,7 +564,12 @@ class Gateway:
                 case Requeue(channel, port, data):
                     self._requeue(channel, data)
                 case Listen(port):
-                    self._serve(port)
+                    # Bound before the OPEN CHANNEL is answered, so that "port not
+                    # available" is the truth.
+                    ok = self._bind(port)
+                    self.engine.listen_result(port, ok)
+                    if ok:
+                        self._serve(port)
                 case StopListening(port):
                     self._stop_listening(port)
                 case Connect(channel, address, port):

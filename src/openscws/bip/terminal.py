@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum, auto
 
@@ -155,7 +154,7 @@ class ChannelStateError(BipError):
 
 @dataclass(frozen=True, slots=True)
 class Listen:
-    """Start accepting TCP connections on `port`."""
+    """Start accepting TCP connections on `port`; answer with `listen_result`."""
 
     port: int
 
@@ -276,12 +275,10 @@ class Channels:
         *,
         max_buffer_size: int = 65535,
         max_channels: int = MAX_CHANNELS,
-        listen: Callable[[int], bool] | None = None,
     ) -> None:
         self.max_buffer_size = max_buffer_size
-        self.listen = listen
-        """Binds a port when the first server channel on it opens; False if it cannot. The
-        shell provides it, so that OPEN CHANNEL can answer "port not available" truthfully."""
+        self.listening: set[int] = set()
+        """Ports the shell listens on (it said so in `listen_result`)."""
         self.max_channels = max_channels
         self.channels: dict[int, TerminalChannel] = {}
         self.actions: deque[GatewayAction] = deque()
@@ -300,16 +297,37 @@ class Channels:
             return asked, Result(GeneralResult.OK)
         return self.max_buffer_size, Result(GeneralResult.OK_WITH_MODIFICATION)
 
-    def open_server(self, command: OpenChannel) -> TerminalResponse:
+    def open_server(self, command: OpenChannel) -> TerminalResponse | None:
+        """The TR to a server-mode OPEN CHANNEL; None when the shell must listen on the port
+        first (a `Listen` action): the TR then comes with `listen_result`."""
+        assert command.transport is not None
+        port = command.transport.port
+        self._allocate()  # no channel free: refused before anything is bound
+        if port not in self.listening:
+            self.actions.append(Listen(port))
+            return None
+        return self._opened_server(command)
+
+    def listen_result(self, command: OpenChannel, ok: bool) -> TerminalResponse:
+        """The shell's answer to `Listen`: the TR to the OPEN CHANNEL that asked for it
+        (3A 10 "port not available" when the port could not be bound)."""
+        assert command.transport is not None
+        port = command.transport.port
+        if not ok:
+            log.info("server OPEN CHANNEL refused: cannot listen on TCP %d", port)
+            return TerminalResponse(
+                details=command.details,
+                result=Result(GeneralResult.BIP_ERROR, bytes((BipCause.PORT_NOT_AVAILABLE,))),
+            )
+        self.listening.add(port)
+        return self._opened_server(command)
+
+    def _opened_server(self, command: OpenChannel) -> TerminalResponse:
         assert command.transport is not None
         port = command.transport.port
         channel_id = self._allocate()
         size, result = self._negotiate(command.buffer_size.size)
         channel = TerminalChannel(channel_id, Mode.SERVER, port, size, ChannelState.LISTEN)
-        if not any(c.port == port and c.mode is Mode.SERVER for c in self.channels.values()):
-            if self.listen is not None and not self.listen(port):
-                raise BipError(BipCause.PORT_NOT_AVAILABLE, f"cannot listen on TCP {port}")
-            self.actions.append(Listen(port))
         self.channels[channel_id] = channel
         log.info("channel %d: UICC server mode on TCP %d, buffer %d", channel_id, port, size)
         self.actions.append(ChannelFree(port))
@@ -415,6 +433,7 @@ class Channels:
             if server and not any(
                 c.port == channel.port and c.mode is Mode.SERVER for c in self.channels.values()
             ):
+                self.listening.discard(channel.port)
                 self.actions.append(StopListening(channel.port))
         # Drop events owed for a connection that no longer exists.
         self.events = deque(e for e in self.events if e.channel != channel.id)

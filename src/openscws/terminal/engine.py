@@ -78,7 +78,8 @@ class Phase(Enum):
     WAITING = auto()
     """A command APDU is with the card; `receive_response` comes next."""
     BLOCKED = auto()
-    """A proactive command awaits the shell (a TCP connect) before its TR."""
+    """A proactive command awaits the shell (a TCP connect, or listening on a port) before
+    its TR."""
 
 
 class SmsStatus(StrEnum):
@@ -168,14 +169,11 @@ class TerminalEngine:
         *,
         max_buffer_size: int = 65535,
         poll_interval: float = 1.0,
-        listen: Callable[[int], bool] | None = None,
         sms_busy_retries: int = 5,
         sms_retry_interval: float = 0.5,
     ) -> None:
         self.profile = profile
-        self.channels = Channels(
-            max_buffer_size=max_buffer_size, max_channels=profile.channels, listen=listen
-        )
+        self.channels = Channels(max_buffer_size=max_buffer_size, max_channels=profile.channels)
         self.phase = Phase.START
         self.poll_interval = poll_interval
         self.events_enabled: frozenset[int] = frozenset()
@@ -186,6 +184,8 @@ class TerminalEngine:
         self._deferred_free: list[int] = []  # channel ids
         self._deferred_known: list[int] = []  # channel ids
         self._blocked: tuple[OpenChannel, int] | None = None
+        self._listening: OpenChannel | None = None
+        """A server-mode OPEN CHANNEL waiting for the shell's `listen_result`."""
         self.polling = True
         self.sms_busy_retries = sms_busy_retries
         """93 00 answers to one SMS-PP download before it is reported BUSY (TS 31.111 lets
@@ -463,7 +463,11 @@ class TerminalEngine:
                 return self.channels.receive(command)
             case OpenChannel():
                 if command.server_mode:
-                    return self.channels.open_server(command)
+                    response = self.channels.open_server(command)
+                    if response is None:  # the shell listens first
+                        self._listening = command
+                        self.phase = Phase.BLOCKED
+                    return response
                 channel_id, refused = self.channels.open_client(command)
                 if refused is not None:
                     return refused
@@ -507,6 +511,15 @@ class TerminalEngine:
         command, _ = self._blocked
         self._blocked = None
         self._tr = self.channels.client_connect_result(command, channel_id, ok).encode()
+        self.phase = Phase.RUNNING
+
+    def listen_result(self, port: int, ok: bool) -> None:
+        """The shell's answer to a `Listen` action: listening on `port`, or not."""
+        command = self._listening
+        if command is None or command.transport is None or command.transport.port != port:
+            return
+        self._listening = None
+        self._tr = self.channels.listen_result(command, ok).encode()
         self.phase = Phase.RUNNING
 
     def client_connected(self, port: int) -> int | None:
