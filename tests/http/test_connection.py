@@ -758,3 +758,12 @@ def test_pipelined_requests_wait_for_the_output_to_drain() -> None:
         total += chunk
     assert total.count(b"HTTP/1.1 200 OK") == 50
     assert conn.wants_input
+
+
+def test_http10_keep_alive_request_deadline_starts_with_each_request() -> None:
+    conn = make_conn()
+    conn.receive_data(get("/", "Connection: keep-alive", version="1.0"), NOW)
+    conn.data_to_send()
+    later = NOW + 3 * TEST_LIMITS.request_timeout
+    conn.receive_data(b"GET / HTTP/1.0\r\n", later)
+    assert conn.get_timer() == later + TEST_LIMITS.request_timeout

@@ -676,6 +676,8 @@ class HttpServerConnection:
                 self._conn = self._new_h11()
                 self._is_head = False
                 self._keep10 = False
+                self._last_rx = self._now
+                self._request_start = self._now if data else None
                 if data:
                     self._conn.receive_data(data)
                 if closed:
