@@ -73,6 +73,7 @@ KEPT_SECTIONS = (
     (TLS_BEGIN, TLS_END),
     (ADMIN_BEGIN, ADMIN_END),
     (_docs.PCSC_BEGIN, _docs.PCSC_END),
+    (_docs.CONNS_BEGIN, _docs.CONNS_END),
 )
 
 
