@@ -33,11 +33,11 @@ from enum import Enum, auto
 from typing import Protocol
 
 from openscws.apdu.status import SW
+from openscws.cat import transfer
 from openscws.cat.commands import (
     SEND_IMMEDIATELY,
     CloseChannel,
     Command,
-    CommandType,
     OpenChannel,
     ReceiveData,
     SendData,
@@ -59,45 +59,14 @@ MAX_SEND = 240
 _DATA_AVAILABLE = Event.DATA_AVAILABLE
 _CHANNEL_STATUS = Event.CHANNEL_STATUS
 
-# The transfer commands are built straight to bytes (`RawCommand`), in the plain form the typed
-# encoders give (§6.6.29, §6.6.30; tested): D0 L, command details 81 03 nn tt qq, device
-# identities 82 02 81 (UICC) 2c (channel c), then B7 (length) or B6 (data).
-_RECEIVE_DATA = CommandType.RECEIVE_DATA
-_SEND_DATA = CommandType.SEND_DATA
-_UICC_TO_CHANNEL = 0x82, 2, 0x81
-_RECEIVE_DATA_HEADS = [
-    bytes((0xD0, 12, 0x81, 3, n, _RECEIVE_DATA, 0, *_UICC_TO_CHANNEL)) for n in range(256)
-]
-"""RECEIVE DATA up to its destination device, by number: then the channel device and the
-channel data length (B7 01 ll)."""
-# What the plain TR of each starts with, by command number (and qualifier): the details echoed
-# (§6.8.1), device identities terminal -> UICC, and the result (§6.8): for RECEIVE DATA up to
-# the general result, for SEND DATA "performed" (00) and the tag and length of the free space,
-# whose one byte ends the TR.
-_RECEIVE_DATA_TR = [
-    bytes((0x81, 3, n, _RECEIVE_DATA, 0, 0x82, 2, 0x82, 0x81, 0x83, 1)) for n in range(256)
-]
-_SEND_DATA_HEADS: dict[int, bytes] = {}
-"""SEND DATA up to its data, by size, channel, qualifier and number: the full chunks of a
-transfer differ only in number and qualifier."""
-
-
-def _send_data_head(number: int, qualifier: int, channel: int, size: int) -> bytes:
-    """`SendData.build(number, channel, data, immediately=qualifier & 1).encode()` up to
-    `data` (`size` bytes; tested): the template length, command details, device identities and
-    the channel data tag and length, in their short or 81 forms."""
-    head = (0x81, 3, number, _SEND_DATA, qualifier, *_UICC_TO_CHANNEL, 0x20 + channel, 0xB6)
-    if size < 0x80:
-        if size < 0x75:  # 11 + size < 0x80
-            return bytes((0xD0, 11 + size, *head, size))
-        return bytes((0xD0, 0x81, 11 + size, *head, size))
-    return bytes((0xD0, 0x81, 12 + size, *head, 0x81, size))
-
-
-_SEND_DATA_TR = [
-    bytes((0x81, 3, n & 0xFF, _SEND_DATA, n >> 8, 0x82, 2, 0x82, 0x81, 0x83, 1, 0, 0xB7, 1))
-    for n in range(512)
-]
+# The transfer commands are built straight to bytes (`RawCommand`) with the shared codec
+# (cat/transfer.py), in the plain form the typed encoders give (tested).
+_receive_data = transfer.receive_data
+_RECEIVE_DATA_TR = transfer.RECEIVE_DATA_TR_EXPECT
+_SEND_DATA_HEADS = transfer.SEND_DATA_HEADS
+_SEND_DATA_TR = transfer.SEND_DATA_TR_EXPECT
+_send_data_head = transfer.send_data_head
+_read_receive_data_tr = transfer.read_receive_data_tr
 
 
 class StreamHandler(Protocol):
@@ -566,7 +535,7 @@ class BipServerApp:
         if rx_pending and handler.wants_input:
             # ReceiveData.build(number, channel.id, min(rx_pending, MAX_RECEIVE)).encode()
             length = MAX_RECEIVE if rx_pending > MAX_RECEIVE else rx_pending
-            encoded = _RECEIVE_DATA_HEADS[number] + bytes((0x20 + channel.id, 0xB7, 1, length))
+            encoded = _receive_data(number, channel.id, length)
             return RawCommand(
                 encoded, _RECEIVE_DATA_TR[number], self._read_receive_data, channel.id
             )
@@ -595,13 +564,10 @@ class BipServerApp:
             channel.since = self._now
             # SendData.build(number, channel.id, chunk, immediately=last).encode()
             qualifier = SEND_IMMEDIATELY if last else 0
-            key = size << 16 | channel.id << 9 | qualifier << 8 | number
+            key = size << 24 | channel.id << 16 | qualifier << 8 | number
             head = _SEND_DATA_HEADS.get(key)
             if head is None:
                 head = _send_data_head(number, qualifier, channel.id, size)
-                if len(_SEND_DATA_HEADS) >= 8192:
-                    _SEND_DATA_HEADS.clear()
-                _SEND_DATA_HEADS[key] = head
             encoded = head + chunk
             # Its plain TR (result 00) needs nothing done; any other goes the typed way.
             return RawCommand(
@@ -612,30 +578,18 @@ class BipServerApp:
         return None
 
     def _receive_data_response(self, command: RawCommand, data: bytes, now: float) -> bool:
-        """Reads the plain TR of a RECEIVE DATA, performed:
-        `81 03 nn 42 00 82 02 82 81 83 01 rr B6 LL data B7 01 ll` (rr < 10), and does what
-        `on_terminal_response` does with it."""
-        n = len(data)
-        if n < 17 or not data.startswith(command.expect) or data[11] >= 0x10 or data[12] != 0xB6:
+        """Reads the plain TR of a RECEIVE DATA, performed (cat/transfer.py), and does what
+        `on_terminal_response` does with it; False for any other form."""
+        found = _read_receive_data_tr(data, command.expect)
+        if found is None:
             return False
-        length = data[13]
-        start = 14
-        if length == 0x81:
-            length = data[14]
-            start = 15
-            if length < 0x80:
-                return False  # malformed: the typed decoder says so
-        elif length > 0x7F:
-            return False
-        end = start + length
-        if n != end + 3 or data[end] != 0xB7 or data[end + 1] != 1:
-            return False
+        start, end, left = found
         channel = self.channels.get(command.channel)
         if channel is None or channel.handler is None:
             return True
         channel.ready = True
         channel.since = now
-        channel.rx_pending = data[end + 2]
+        channel.rx_pending = left
         channel.handler.receive_data(data[start:end], now)
         return True
 

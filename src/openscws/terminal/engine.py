@@ -31,6 +31,7 @@ from openscws.bip.terminal import (
     Mode,
     PendingEvent,
 )
+from openscws.cat import transfer
 from openscws.cat.commands import (
     CloseChannel,
     Command,
@@ -53,13 +54,11 @@ from openscws.cat.envelopes import (
 from openscws.cat.layout import MissingObject
 from openscws.cat.objects import (
     Address,
-    ChannelStatus,
     CommandDetails,
     Duration,
     Event,
     GeneralResult,
     Result,
-    ServerState,
     SmsTpdu,
 )
 from openscws.cat.profile import GATEWAY_PROFILE, TerminalProfile
@@ -143,19 +142,13 @@ _TR_HEADS = [bytes((CLA_CAT, Ins.TERMINAL_RESPONSE, 0, 0, n)) for n in range(256
 _ENVELOPE_HEADS = [bytes((CLA_CAT, Ins.ENVELOPE, 0, 0, n)) for n in range(256)]
 _FETCHES = [bytes((CLA_CAT, Ins.FETCH, 0, 0, n)) for n in range(256)]
 _FETCH = Ins.FETCH
-# What follows the command details in a SEND DATA TR, by the free Tx space byte (§6.8.x).
-_SEND_DATA_OK = [b"\x82\x02\x82\x81\x83\x01\x00\xb7\x01" + bytes((n,)) for n in range(256)]
-# The pieces of a RECEIVE DATA TR (§6.8.x): device identities and result (by general result),
-# the channel data length (by length) and the channel data length left (by count).
-_RECEIVE_DATA_RESULT = [bytes((0x82, 2, 0x82, 0x81, 0x83, 1, g, 0xB6)) for g in range(256)]
-_DATA_LENGTH = [bytes((n,)) if n < 0x80 else bytes((0x81, n)) for n in range(256)]
-_LEFT = [bytes((0xB7, 1, n)) for n in range(256)]
-# A Data available event from a server channel, up to its channel data length, by
-# `state << 3 | channel id` (encode_data_available; tested).
-_DATA_AVAILABLE_SERVER = [
-    encode_data_available(ChannelStatus.server(k & 7, ServerState(k >> 3)), 0)[:-3]
-    for k in range(24)
-]
+# The transfer commands' plain forms: the codec the card uses too (cat/transfer.py).
+_read_send_data = transfer.read_send_data
+_read_receive_data = transfer.read_receive_data
+_send_data_tr = transfer.send_data_tr
+_receive_data_tr = transfer.receive_data_tr
+_transfer_error_tr = transfer.error_tr
+_data_available = transfer.data_available
 _ENVELOPE = Ins.ENVELOPE
 _TERMINAL_RESPONSE = Ins.TERMINAL_RESPONSE
 MAX_ENVELOPE = 255
@@ -252,11 +245,7 @@ class TerminalEngine:
             if Event.DATA_AVAILABLE not in self.events_enabled or not rx:
                 return None
             if channel.mode is Mode.SERVER:
-                n = len(rx)
-                return (
-                    _DATA_AVAILABLE_SERVER[channel.server_state << 3 | channel.id]
-                    + _LEFT[n if n < 0xFF else 0xFF]
-                )
+                return _data_available(channel.server_state, channel.id, len(rx))
             return encode_data_available(channel.status(), len(rx))
         if Event.CHANNEL_STATUS not in self.events_enabled:
             return None
@@ -380,69 +369,29 @@ class TerminalEngine:
             self._tr = response.encode()
 
     def _fast_send_data(self, raw: bytes, n: int) -> bytes | None:
-        """SEND DATA as `D0 LL 81 03 nn 43 qq 82 02 81 2c B6 LL data` (§6.6.30) in `raw[:n]`
-        (a FETCH response, before its status word), or None."""
-        if raw[1] == 0x81:
-            o = 3
-            if raw[2] + 3 != n:
-                return None
-        elif raw[1] < 0x80 and raw[1] + 2 == n:
-            o = 2
-        else:
+        """The TR of a plain SEND DATA in `raw[:n]` (a FETCH response, before its status
+        word), run; None for any other form."""
+        found = _read_send_data(raw, n)
+        if found is None:
             return None
-        # o -> 81 03 nn 43 qq 82 02 81 2c B6 LL
-        if (
-            raw[o + 3] != 0x43
-            or not raw.startswith(b"\x81\x03", o)
-            or not raw.startswith(b"\x82\x02\x81", o + 5)
-        ):
-            return None
-        device = raw[o + 8]
-        if not 0x21 <= device <= 0x27 or raw[o + 9] != 0xB6:
-            return None
-        length = raw[o + 10]
-        start = o + 11
-        if length == 0x81:
-            length = raw[start]
-            start += 1
-        elif length > 0x7F:
-            return None
-        if start + length != n:
-            return None
-        head = raw[o : o + 5]  # 81 03 nn 43 qq, echoed as sent (§6.8.1)
+        details, channel, start, immediately = found
         try:
-            free = self.channels.send_data(device - 0x20, raw[start:n], bool(raw[o + 4] & 1))
+            free = self.channels.send_data(channel, raw[start:n], immediately)
         except CatError as e:
-            result = bytes((0x83, 1 + len(e.additional), e.result)) + e.additional
-            return head + b"\x82\x02\x82\x81" + result
-        return head + _SEND_DATA_OK[free if free < 0xFF else 0xFF]
+            return _transfer_error_tr(details, e.result, e.additional)
+        return _send_data_tr(details, free)
 
     def _fast_receive_data(self, raw: bytes) -> bytes | None:
-        """RECEIVE DATA as `D0 0C 81 03 nn 42 qq 82 02 81 2c B7 01 ll` (§6.6.29), or None."""
-        device = raw[10]
-        if (
-            raw[3] != 0x03
-            or not raw.startswith(b"\x82\x02\x81", 7)
-            or not raw.startswith(b"\xb7\x01", 11)
-        ):
+        """The TR of a plain RECEIVE DATA in `raw[:14]`, run; None for any other form."""
+        found = _read_receive_data(raw)
+        if found is None:
             return None
-        if not 0x21 <= device <= 0x27:
-            return None
-        head = raw[2:7]
+        details, channel, asked = found
         try:
-            data, left, general = self.channels.receive_data(device - 0x20, raw[13])
+            data, left, general = self.channels.receive_data(channel, asked)
         except CatError as e:
-            result = bytes((0x83, 1 + len(e.additional), e.result)) + e.additional
-            return head + b"\x82\x02\x82\x81" + result
-        return b"".join(
-            (
-                head,
-                _RECEIVE_DATA_RESULT[general],
-                _DATA_LENGTH[len(data)],
-                data,
-                _LEFT[left if left < 0xFF else 0xFF],
-            )
-        )
+            return _transfer_error_tr(details, e.result, e.additional)
+        return _receive_data_tr(details, general, data, left)
 
     def _error_tr(self, raw: bytes, result: Result, error: Exception) -> bytes:
         log.warning("proactive command %s not understood: %s", raw.hex(), error)
