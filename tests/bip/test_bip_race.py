@@ -18,7 +18,7 @@ from openscws.cat.commands import CloseChannel, decode_command
 def _close_pending_then_client_leaves(*, waiting: bool) -> tuple[CatPair, Client | None]:
     # Two server channels at most (the third is left for a client channel): both busy, so
     # the card closes a connection after its response.
-    pair = CatPair(config=ServerConfig(max_channels=3))
+    pair = CatPair(config=ServerConfig(max_channels=3, keep_alive_slice=0.0))
     pair.startup()
     first = pair.connect()
     pair.pump()

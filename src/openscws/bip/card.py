@@ -18,9 +18,10 @@ client channel; the SCWS may open more so that several clients are served at onc
   guarantee needs, nor one that a port with fewer channels and none listening needs more.
 - A port with no channel listening and none to open is *pressed*: clients may be waiting in
   the terminal for it. Then every connection of that port (and of a port holding more than
-  its share) answers its next response with `Connection: close` and is closed after it; and,
-  when none is closing already, the connection idle the longest (between requests, quiet for
-  `reclaim_grace` seconds) is closed, so a waiting client gets its channel.
+  its share) that has had its channel for `keep_alive_slice` seconds answers its next
+  response with `Connection: close` and is closed after it; and, when none is closing
+  already, the connection idle the longest (between requests, quiet for `reclaim_grace`
+  seconds) is closed, so a waiting client gets its channel.
 - A channel whose connection ends goes back to TCP LISTEN, unless it is surplus: then it is
   released, down to `initial_per_port` per port. So channels opened for a burst come and go."""
 
@@ -201,6 +202,11 @@ class ServerConfig:
     say fewer); one of them is always left for a client-mode channel."""
     buffer_size: int = 1400
     """Buffer size asked for in OPEN CHANNEL; the terminal may answer with less."""
+    keep_alive_slice: float = 1.0
+    """Seconds a connection keeps its channel, request after request, while its port is
+    pressed; then its next response says `Connection: close`, and a waiting client gets the
+    channel. (Closing after every response would make keep-alive clients reconnect for each
+    request whenever all channels are busy, waiting clients or not.)"""
     reclaim_grace: float = 0.5
     """Seconds a connection must have been quiet before it is closed for a waiting client:
     a keep-alive client's next request may be on its way."""
@@ -228,6 +234,7 @@ class Channel:
     """The handler was asked to close after its response (its port is pressed)."""
     since: float = 0.0
     """When bytes last moved on the connection (or it was made)."""
+    connected_at: float = 0.0
     ready: bool = False
     """The handler may have something to move: it heard from the client, a timer or a
     shutdown since it last had nothing. Idle connections are not scanned on every APDU."""
@@ -330,6 +337,7 @@ class BipServerApp:
         channel.handler = self.factories[channel.port](channel.id, now)
         channel.ready = True
         channel.since = now
+        channel.connected_at = now
         self._update_pressure(now)
         log.debug("channel %d: client connected on port %d", channel.id, channel.port)
 
@@ -433,8 +441,14 @@ class BipServerApp:
         if not self._pressed:
             return
         ports = self._yielding_ports()
+        slice_end = now - self.config.keep_alive_slice
         for channel in self.channels.values():
-            if channel.port in ports and channel.state is _ESTABLISHED and not channel.yielding:
+            if (
+                channel.port in ports
+                and channel.state is _ESTABLISHED
+                and not channel.yielding
+                and channel.connected_at <= slice_end
+            ):
                 handler = channel.handler
                 if handler is not None:
                     channel.yielding = True
@@ -668,12 +682,19 @@ class BipServerApp:
             if c.handler is not None and (t := c.handler.get_timer()) is not None
         ]
         if self._pressed:
-            # An idle connection becomes one to reclaim once quiet for the grace time.
+            # An idle connection becomes one to reclaim once quiet for the grace time, a
+            # busy one one to close after its response at the end of its slice.
             grace = self.config.reclaim_grace
             due += [
                 c.since + grace
                 for c in self.channels.values()
                 if c.state is _ESTABLISHED and not c.closing and c.port in self._pressed
+            ]
+            keep = self.config.keep_alive_slice
+            due += [
+                c.connected_at + keep
+                for c in self.channels.values()
+                if c.state is _ESTABLISHED and not c.yielding
             ]
         due += self._refused.values()
         return min(due) if due else None
