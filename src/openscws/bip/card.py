@@ -202,7 +202,7 @@ class ServerConfig:
     say fewer); one of them is always left for a client-mode channel."""
     buffer_size: int = 1400
     """Buffer size asked for in OPEN CHANNEL; the terminal may answer with less."""
-    keep_alive_slice: float = 1.0
+    keep_alive_slice: float = 0.1
     """Seconds a connection keeps its channel, request after request, while its port is
     pressed; then its next response says `Connection: close`, and a waiting client gets the
     channel. (Closing after every response would make keep-alive clients reconnect for each
