@@ -14,10 +14,9 @@ from openscws.apdu.command import CommandApdu, Ins
 from openscws.apdu.status import SW
 from openscws.cat.envelopes import decode_envelope
 from openscws.cat.profile import TerminalProfile
-from openscws.cat.responses import TerminalResponse
 from openscws.errors import ApduError, DecodeError
 from openscws.uicc.files import EF_DIR, EF_ICCID, MF, ElementaryFile, encode_iccid
-from openscws.uicc.toolkit import State, Toolkit
+from openscws.uicc.toolkit import Toolkit
 from openscws.uicc.usim import USIM_AID, UsimApp
 
 log = logging.getLogger(__name__)
@@ -36,8 +35,6 @@ _OK = b"\x90\x00"
 _NOT_SATISFIED = SW.CONDITIONS_NOT_SATISFIED.to_bytes(2, "big")
 _TECHNICAL_PROBLEM = SW.TECHNICAL_PROBLEM.to_bytes(2, "big")
 _PENDING = [bytes((0x91, n)) for n in range(256)]
-_STATE_PENDING = State.PENDING
-_STATE_FETCHED = State.FETCHED
 
 
 def _ok(data: bytes = b"") -> bytes:
@@ -138,34 +135,15 @@ class VirtualUicc:
         if n >= 5 and raw[0] == CLA_GSM_CAT and raw[2] == 0 and raw[3] == 0:
             ins = raw[1]
             if ins == _FETCH and n == 5:
-                # _fetch_fast, inlined
-                toolkit = self.toolkit
-                pending = toolkit.pending
-                if pending is None:
-                    return _NOT_SATISFIED
-                encoded = pending.encoded
-                if (raw[4] or 256) < len(encoded):
-                    return (0x6C00 | len(encoded)).to_bytes(2, "big")
-                if toolkit.state is not _STATE_PENDING:
-                    return _NOT_SATISFIED  # already fetched: the terminal owes its TR
-                # Run due timers, as _with_pending's poll does; no other command can be
-                # pending until this one's TERMINAL RESPONSE. Before the command is marked
-                # fetched: should an app's timer fail, the command is still there to fetch.
-                if now >= toolkit.timers_due:
-                    toolkit.run_timers(now)
-                toolkit.state = _STATE_FETCHED
-                return encoded + b"\x90\x00"
+                return self.toolkit.fetch_response(raw[4] or 256, now)
             lc = raw[4]
             if ins == _TERMINAL_RESPONSE and lc and n == 5 + lc:
                 toolkit = self.toolkit
                 data = raw[5:]
                 try:
-                    # The plain TRs of the transfer commands are read from their bytes by the
-                    # app that built the command; anything else is decoded (as in
-                    # _terminal_response_data).
-                    if not toolkit.terminal_response_raw(
-                        data, now
-                    ) and not toolkit.terminal_response(TerminalResponse.decode(data), now):
+                    # The toolkit reads it (plain TRs of the transfer commands from their
+                    # bytes, by the app that built the command; anything else decoded).
+                    if not toolkit.terminal_response_bytes(data, now):
                         return _NOT_SATISFIED
                 except ApduError as e:
                     return e.sw.to_bytes(2, "big")
@@ -295,28 +273,13 @@ class VirtualUicc:
         return _ok()
 
     def _fetch(self, apdu: CommandApdu, now: float) -> bytes:
-        return self._fetch_fast(apdu.le)
-
-    def _fetch_fast(self, le: int | None) -> bytes:
-        pending = self.toolkit.pending
-        if pending is None:
-            return SW.CONDITIONS_NOT_SATISFIED.to_bytes(2, "big")
-        if le is not None and le < len(pending.encoded):
-            return (0x6C00 | len(pending.encoded)).to_bytes(2, "big")
-        data = self.toolkit.fetch()
-        if data is None:
-            # Already fetched: the terminal owes its TERMINAL RESPONSE.
-            return SW.CONDITIONS_NOT_SATISFIED.to_bytes(2, "big")
-        return data + b"\x90\x00"
+        return self.toolkit.fetch_response(256 if apdu.le is None else apdu.le or 256, now)
 
     def _terminal_response(self, apdu: CommandApdu, now: float) -> bytes:
         return self._terminal_response_data(apdu.data, now)
 
     def _terminal_response_data(self, data: bytes, now: float) -> bytes:
-        if self.toolkit.terminal_response_raw(data, now):
-            return _ok()
-        response = TerminalResponse.decode(data)
-        if not self.toolkit.terminal_response(response, now):
+        if not self.toolkit.terminal_response_bytes(data, now):
             raise ApduError(SW.CONDITIONS_NOT_SATISFIED, "no fetched command matches this response")
         return _ok()
 

@@ -16,12 +16,15 @@ from dataclasses import dataclass
 from enum import Enum, auto
 from typing import Protocol
 
+from openscws.apdu.status import SW
 from openscws.cat.commands import Command, decode_command
 from openscws.cat.envelopes import Envelope
 from openscws.cat.profile import TerminalProfile
 from openscws.cat.responses import TerminalResponse
 
 log = logging.getLogger(__name__)
+
+_NOT_SATISFIED = SW.CONDITIONS_NOT_SATISFIED.to_bytes(2, "big")
 
 
 TIMER_GRANULARITY = 0.05
@@ -192,6 +195,32 @@ class Toolkit:
             self._faults.clear()
         self._faults.add(key)
         log.error("toolkit application %s.%s failed: %r", key[0], where, error, exc_info=error)
+
+    def fetch_response(self, le: int, now: float) -> bytes:
+        """The response APDU to FETCH with `le` (1..256) expected bytes: the pending command
+        and 90 00, or 6C XX when `le` is too short, or 69 85 when nothing waits to be fetched.
+        Due timers run first (as `poll` runs them), before the command is marked fetched: if
+        an app's timer fails, the command is still there to fetch."""
+        pending = self.pending
+        if pending is None:
+            return _NOT_SATISFIED
+        encoded = pending.encoded
+        if le < len(encoded):
+            return (0x6C00 | len(encoded)).to_bytes(2, "big")
+        if self.state is not _PENDING:
+            return _NOT_SATISFIED  # already fetched: the terminal owes its TR
+        if now >= self.timers_due:
+            self.run_timers(now)
+        self.state = _FETCHED
+        return encoded + b"\x90\x00"
+
+    def terminal_response_bytes(self, data: bytes, now: float) -> bool:
+        """Hands a TERMINAL RESPONSE's bytes to the app whose command it answers: read from
+        the bytes by the app that built a raw command, decoded otherwise. False when no
+        fetched command matches; DecodeError when the bytes do not decode."""
+        if self.terminal_response_raw(data, now):
+            return True
+        return self.terminal_response(TerminalResponse.decode(data), now)
 
     def fetch(self) -> bytes | None:
         if self.state is not State.PENDING or self.pending is None:
