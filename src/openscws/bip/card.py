@@ -18,8 +18,9 @@ client channel; the SCWS may open more so that several clients are served at onc
   guarantee needs, nor one that a port with fewer channels and none listening needs more.
 - A port with no channel listening and none to open is *pressed*: clients may be waiting in
   the terminal for it. Then every connection of that port (and of a port holding more than
-  its share) that has had its channel for `keep_alive_slice` seconds answers its next
-  response with `Connection: close` and is closed after it; and, when none is closing
+  its share) that has had its channel for `keep_alive_slice` seconds, or was quiet for
+  `keep_alive_gap` before its request, answers its next response with `Connection: close`
+  and is closed after it; and, when none is closing
   already, the connection idle the longest (between requests, quiet for `reclaim_grace`
   seconds) is closed, so a waiting client gets its channel.
 - A channel whose connection ends goes back to TCP LISTEN, unless it is surplus: then it is
@@ -207,7 +208,10 @@ class ServerConfig:
     pressed; then its next response says `Connection: close`, and a waiting client gets the
     channel. (Closing after every response would make keep-alive clients reconnect for each
     request whenever all channels are busy, waiting clients or not.)"""
-    reclaim_grace: float = 0.5
+    keep_alive_gap: float = 0.02
+    """While its port is pressed, a connection that was quiet this long before a request
+    answers it with `Connection: close` whatever its slice: it held its channel idle."""
+    reclaim_grace: float = 0.2
     """Seconds a connection must have been quiet before it is closed for a waiting client:
     a keep-alive client's next request may be on its way."""
     refused_retry: float = 5.0
@@ -547,6 +551,16 @@ class BipServerApp:
             return None
         rx_pending = channel.rx_pending
         if rx_pending and handler.wants_input:
+            if (
+                self._pressed
+                and not channel.yielding
+                and channel.port in self._pressed
+                and now - channel.since > self.config.keep_alive_gap
+            ):
+                # A client that paused before this request held its channel idle while
+                # others may wait: this request's answer is its last.
+                channel.yielding = True
+                handler.close_after_response()
             # ReceiveData.build(number, channel.id, min(rx_pending, MAX_RECEIVE)).encode()
             length = MAX_RECEIVE if rx_pending > MAX_RECEIVE else rx_pending
             encoded = _receive_data(number, channel.id, length)
