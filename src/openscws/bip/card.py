@@ -211,7 +211,7 @@ class ServerConfig:
     keep_alive_gap: float = 0.02
     """While its port is pressed, a connection that was quiet this long before a request
     answers it with `Connection: close` whatever its slice: it held its channel idle."""
-    reclaim_grace: float = 0.2
+    reclaim_grace: float = 0.5
     """Seconds a connection must have been quiet before it is closed for a waiting client:
     a keep-alive client's next request may be on its way."""
     refused_retry: float = 5.0
