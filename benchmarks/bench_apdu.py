@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from openscws.apdu.command import Ins
-from openscws.bip.terminal import Write
+from openscws.bip.terminal import Listen, Write
 from openscws.cat.commands import CommandType
 from openscws.config import CardSettings
 from openscws.scws.card import build_card
@@ -71,7 +71,7 @@ class Pair:
         store.put(Resource("/big.bin", body, "application/octet-stream", last_modified=1))
         self.size = len(body)
         self.card = build_card(store, CardSettings(ports=(3516,)), ICCID)
-        self.engine = TerminalEngine(listen=lambda port: True)
+        self.engine = TerminalEngine()
         self.card.power_on()
         self.received = bytearray()
         self.apdus = 0
@@ -111,6 +111,8 @@ class Pair:
                 for action in engine.pop_actions():
                     if isinstance(action, Write):
                         received += action.data
+                    elif isinstance(action, Listen):
+                        engine.listen_result(action.port, True)
 
     def download(self, *, split: bool = False) -> None:
         self.received.clear()

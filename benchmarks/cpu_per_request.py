@@ -42,7 +42,7 @@ from openscws.aio.direct import StreamProtocol  # noqa: E402
 from openscws.aio.gateway import Gateway, GatewayConfig  # noqa: E402
 from openscws.aio.links import InProcessLink  # noqa: E402
 from openscws.bip.card import BipServerApp  # noqa: E402
-from openscws.bip.terminal import Write  # noqa: E402
+from openscws.bip.terminal import Listen, Write  # noqa: E402
 from openscws.config import CardSettings  # noqa: E402
 from openscws.http.connection import HttpServerConnection  # noqa: E402
 from openscws.http.limits import RamBudget  # noqa: E402
@@ -144,7 +144,7 @@ def memory_bip(conns: int, requests: int, batches: int, *, canned: bool = False)
         app = card.toolkit.apps[0]
         assert isinstance(app, BipServerApp)
         app.factories[PORT] = lambda channel, now: _Canned(response)
-    engine = TerminalEngine(listen=lambda port: True)
+    engine = TerminalEngine()
     card.power_on()
     actions = engine.channels.actions
     clients: dict[int, _Client] = {}
@@ -162,7 +162,9 @@ def memory_bip(conns: int, requests: int, batches: int, *, canned: bool = False)
             engine.receive_response(card.transmit(apdu, now), now)
             if actions:
                 for action in engine.pop_actions():
-                    if isinstance(action, Write) and clients[action.channel].feed(action.data):
+                    if isinstance(action, Listen):
+                        engine.listen_result(action.port, True)
+                    elif isinstance(action, Write) and clients[action.channel].feed(action.data):
                         done += 1
                         engine.client_data(action.channel, REQUEST)
             now = time.time()

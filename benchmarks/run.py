@@ -75,6 +75,7 @@ KEPT_SECTIONS = (
     (_docs.PCSC_BEGIN, _docs.PCSC_END),
     (_docs.GBA_BEGIN, _docs.GBA_END),
     (_docs.ACP_BEGIN, _docs.ACP_END),
+    (_docs.CONNS_BEGIN, _docs.CONNS_END),
 )
 
 

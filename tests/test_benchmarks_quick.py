@@ -84,6 +84,13 @@ def _check_acp(doc: dict[str, Any], out: str, tmp: Path) -> None:
     assert "| 50 rules |" in out
 
 
+def _check_conns(doc: dict[str, Any], out: str, tmp: Path) -> None:
+    text = (tmp / "benchmarks.md").read_text()
+    assert "| gateway |" in text
+    assert "| direct |" in text
+    assert "socket errors and non-2xx answers: 0." in text
+
+
 def _check_gba(doc: dict[str, Any], out: str, tmp: Path) -> None:
     cells = doc["cells"]
     assert [c["db"] for c in cells] == ["sqlite"]
@@ -139,6 +146,7 @@ QUICK: dict[str, Quick] = {
         check=_check_admin,
     ),
     "bench_apdu.py": Quick(("--json", "JSON"), check=_check_apdu),
+    "bench_conns.py": Quick(("--docs", "DOCS"), tools=(("wrk", "wrk"),), check=_check_conns),
     "bench_gba.py": Quick(
         ("--bootstraps", "6", "--clients", "2", "--json", "JSON", "--docs", "DOCS"),
         check=_check_gba,
@@ -148,6 +156,9 @@ QUICK: dict[str, Quick] = {
     ),
     "bench_tls.py": Quick(("--json", "JSON"), tools=(("openssl", "openssl"),), timeout=400),
     "bench_tls_ram.py": Quick(("--json", "JSON"), check=_check_tls_ram),
+    # Its quick run (3 bursts of 5 s, a campaign in each) is an end-to-end test too:
+    # exit status 0 only if every campaign finished and no client request failed.
+    "burst_admin.py": Quick(("--json", "JSON"), timeout=240),
     "cpu_per_request.py": Quick(tools=(("wrk", "wrk"),), check=_check_cpu),
     "profile_gateway.py": Quick(check=_check_profile),
     "run.py": Quick(

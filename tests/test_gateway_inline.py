@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 
 import pytest
 
@@ -76,6 +77,32 @@ def test_error_in_a_callback_ends_the_pump() -> None:
             conn[1].close()
         finally:
             with contextlib.suppress(ValueError):  # stop() awaits the ended pump
+                await gw.stop()
+
+    asyncio.run(main())
+
+
+def test_port_in_use_is_reported_to_the_card_and_the_operator() -> None:
+    """The gateway binds when the engine asks it to listen (a `Listen` action), before the
+    OPEN CHANNEL is answered: a port in use is 3A 10 to the card and a GatewayError here."""
+    from openscws.aio.gateway import GatewayError
+
+    async def main() -> None:
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen(1)
+            port = taken.getsockname()[1]
+            store = MemoryStore()
+            card = build_card(store, CardSettings(ports=(3516,)), "8988211000000000001")
+            gw = Gateway(
+                InProcessLink(card), TerminalEngine(), GatewayConfig(port_map={3516: port})
+            )
+            await gw.start()
+            try:
+                with pytest.raises(GatewayError, match=f"cannot listen on 127.0.0.1:{port}"):
+                    await gw.wait_listening(5)
+                assert gw.engine.channels.channels == {}
+            finally:
                 await gw.stop()
 
     asyncio.run(main())

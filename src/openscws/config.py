@@ -99,6 +99,11 @@ class GatewaySettings:
     """Card port -> local port, e.g. {3516 = 8080}; unmapped ports listen as the card asks."""
     busy_timeout: float = 10.0
     """Seconds a client waits for a free channel before it is refused (HTTP 503)."""
+    head_timeout: float = 10.0
+    """Seconds a new client has to send its request head (HTTPS: its first TLS record)
+    before it is dropped (HTTP 408); until then it holds no channel."""
+    max_connections: int = 256
+    """Connections each listener holds at once."""
     max_buffer_size: int = 65535
     """Largest channel buffer the terminal grants."""
     poll_interval: float = 1.0

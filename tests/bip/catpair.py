@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from openscws.bip.card import BipServerApp, ServerConfig
+from openscws.bip.card import BipServerApp, HandlerFactory, ServerConfig
 from openscws.bip.terminal import (
     ChannelFree,
     Disconnect,
     GatewayAction,
+    Listen,
+    Requeue,
     ResumeReading,
     Write,
 )
@@ -29,7 +31,8 @@ PORT = 3516
 
 class EchoHandler:
     """A StreamHandler (bip/card.py) that sends back what it receives. Receiving `close_on`
-    anywhere in the stream makes it ask for the connection to be closed once all is sent."""
+    anywhere in the stream makes it ask for the connection to be closed once all is sent;
+    so does `close_after_response` once something was echoed."""
 
     def __init__(self, channel: int, close_on: bytes | None = None) -> None:
         self.channel = channel
@@ -38,6 +41,7 @@ class EchoHandler:
         self.pending = bytearray()
         self.closed = False
         self.want_close = False
+        self.close_after = False
 
     def receive_data(self, data: bytes, now: float) -> None:
         assert not self.closed, "data for a closed handler"
@@ -54,7 +58,8 @@ class EchoHandler:
 
     @property
     def should_close(self) -> bool:
-        return self.want_close and not self.pending
+        done = self.want_close or (self.close_after and bool(self.received))
+        return done and not self.pending
 
     @property
     def idle(self) -> bool:
@@ -68,6 +73,11 @@ class EchoHandler:
 
     def shutdown(self) -> None:
         self.want_close = True
+
+    wants_input = True
+
+    def close_after_response(self) -> None:
+        self.close_after = True
 
     def close(self) -> None:
         self.closed = True
@@ -93,11 +103,14 @@ class CatPair:
         profile: TerminalProfile = GATEWAY_PROFILE,
         max_buffer_size: int = 65535,
         close_on: bytes | None = None,
+        factories: dict[int, HandlerFactory] | None = None,
     ) -> None:
         self.config = config or ServerConfig()
         self.close_on = close_on
         self.handlers: list[EchoHandler] = []
-        self.app = BipServerApp(self.config, dict.fromkeys(self.config.ports, self._make))
+        if factories is None:
+            factories = dict.fromkeys(self.config.ports, self._make)
+        self.app = BipServerApp(self.config, factories)
         self.toolkit = Toolkit()
         self.toolkit.register(self.app)
         self.card = VirtualUicc(CardIdentity(ICCID), self.toolkit)
@@ -160,7 +173,15 @@ class CatPair:
                         data = bytes(client.unsent)
                         client.unsent.clear()
                         self.send(client, data)
+                case Listen(port):
+                    self.engine.listen_result(port, True)
                 case ChannelFree(port):
+                    self._bind_waiting(port)
+                case Requeue(channel, port, data):
+                    client = self.clients.pop(channel)
+                    client.channel = None
+                    client.unsent[:0] = data
+                    self.waiting.setdefault(port, deque()).appendleft(client)
                     self._bind_waiting(port)
                 case _:
                     pass

@@ -7,7 +7,9 @@ import pytest
 from catpair import PORT, CatPair
 
 from openscws.bip.card import MAX_RECEIVE, MAX_SEND, ServerConfig
+from openscws.bip.card import ChannelState as CardState
 from openscws.bip.terminal import ChannelFree, Disconnect, Listen, ResumeReading, Write
+from openscws.bip.terminal import ChannelState as TerminalState
 from openscws.cat.commands import (
     CloseChannel,
     Command,
@@ -16,7 +18,6 @@ from openscws.cat.commands import (
     SendData,
     decode_command,
 )
-from openscws.cat.objects import ServerState
 from openscws.cat.profile import GATEWAY_PROFILE, Feature, TerminalProfile
 from openscws.cat.responses import TerminalResponse
 
@@ -67,8 +68,8 @@ def test_startup_sequence() -> None:
     ]
     assert pair.actions == [Listen(PORT), ChannelFree(PORT), ChannelFree(PORT)]
     assert {c.id: c.state for c in pair.app.channels.values()} == {
-        1: ServerState.LISTEN,
-        2: ServerState.LISTEN,
+        1: CardState.LISTEN,
+        2: CardState.LISTEN,
     }
     assert pair.engine.events_enabled == {0x09, 0x0A}
 
@@ -151,7 +152,7 @@ def test_client_close_sends_listen_event() -> None:
     pair.pump()
     pair.close(client)
     assert pair.step() == (LISTEN_1, bytes.fromhex("9000"))
-    assert pair.app.channels[1].state is ServerState.LISTEN
+    assert pair.app.channels[1].state is CardState.LISTEN
     assert pair.handlers[0].closed
     assert ChannelFree(PORT) in pair.actions[-1:]
     again = pair.connect()
@@ -175,8 +176,8 @@ def test_card_close_goes_back_to_listen() -> None:
         (close.details.number,)
     ) + bytes.fromhex("410182028121")
     assert pair.actions[-2:] == [Disconnect(1), ChannelFree(PORT)]
-    assert pair.app.channels[1].state is ServerState.LISTEN
-    assert pair.engine.channels.channels[1].state is ServerState.LISTEN
+    assert pair.app.channels[1].state is CardState.LISTEN
+    assert pair.engine.channels.channels[1].state is TerminalState.LISTEN
     assert pair.handlers[0].closed
     # and the channel serves the next client
     second = pair.connect()
@@ -196,9 +197,9 @@ def test_three_concurrent_clients() -> None:
     pair.pump()
     # No channel listens any more: the card opens a third one on demand.
     assert {c.id: c.state for c in pair.app.channels.values()} == {
-        1: ServerState.ESTABLISHED,
-        2: ServerState.ESTABLISHED,
-        3: ServerState.LISTEN,
+        1: CardState.ESTABLISHED,
+        2: CardState.ESTABLISHED,
+        3: CardState.LISTEN,
     }
     opens = [c for c in fetched(pair) if isinstance(c, OpenChannel)]
     assert len(opens) == 3
@@ -277,11 +278,13 @@ def test_all_channels_busy() -> None:
     pair = CatPair()
     pair.startup()
     clients = []
-    for _ in range(7):
+    for _ in range(6):
         clients.append(pair.connect())
         pair.pump()
-    assert [c.channel for c in clients] == list(range(1, 8))
-    # an eighth client finds no channel: engine says None, the shell queues it
+    assert [c.channel for c in clients] == list(range(1, 7))
+    # the seventh channel is left for a client-mode channel (the admin agent's)
+    assert len(pair.engine.channels.channels) == 6
+    # a seventh client finds no channel: engine says None, the shell queues it
     assert pair.engine.client_connected(PORT) is None
     late = pair.connect()
     assert late.channel is None

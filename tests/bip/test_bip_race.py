@@ -8,15 +8,17 @@ from __future__ import annotations
 import pytest
 from catpair import CatPair, Client
 
+from openscws.bip.card import ChannelState as CardState
 from openscws.bip.card import ServerConfig
+from openscws.bip.terminal import ChannelState as TerminalState
 from openscws.bip.terminal import Disconnect
 from openscws.cat.commands import CloseChannel, decode_command
-from openscws.cat.objects import ServerState
 
 
 def _close_pending_then_client_leaves(*, waiting: bool) -> tuple[CatPair, Client | None]:
-    # Two channels at most: both busy, so the card closes a finished keep-alive connection.
-    pair = CatPair(config=ServerConfig(max_channels=2))
+    # Two server channels at most (the third is left for a client channel): both busy, so
+    # the card closes a connection after its response.
+    pair = CatPair(config=ServerConfig(max_channels=3, keep_alive_slice=0.0))
     pair.startup()
     first = pair.connect()
     pair.pump()
@@ -41,7 +43,7 @@ def _close_pending_then_client_leaves(*, waiting: bool) -> tuple[CatPair, Client
     apdu, rsp = pair.step()  # type: ignore[misc]
     assert apdu == bytes.fromhex("80C200000D D60B99010A82028281B8024100")
     assert rsp == bytes((0x91, len(pending.encoded)))
-    assert pair.app.channels[1].state is ServerState.LISTEN
+    assert pair.app.channels[1].state is CardState.CLOSING
     return pair, third
 
 
@@ -54,8 +56,8 @@ def test_waiting_client_not_disconnected_by_stale_close() -> None:
     assert waiting.channel == 1
     assert not waiting.disconnected
     assert Disconnect(1) not in pair.actions[mark:]
-    assert pair.engine.channels.channels[1].state is ServerState.ESTABLISHED
-    assert pair.app.channels[1].state is ServerState.ESTABLISHED
+    assert pair.engine.channels.channels[1].state is TerminalState.ESTABLISHED
+    assert pair.app.channels[1].state is CardState.ESTABLISHED
     pair.send(waiting, b"ping")
     pair.pump()
     assert bytes(waiting.received) == b"ping"
@@ -70,7 +72,7 @@ def test_arriving_client_not_disconnected_by_stale_close() -> None:
     assert late.channel == 1
     assert not late.disconnected
     assert Disconnect(1) not in pair.actions[mark:]
-    assert pair.app.channels[1].state is ServerState.ESTABLISHED
+    assert pair.app.channels[1].state is CardState.ESTABLISHED
     pair.send(late, b"pong")
     pair.pump()
     assert bytes(late.received) == b"pong"
@@ -82,6 +84,6 @@ def test_both_sides_agree_after_the_race(waiting: bool) -> None:
     if not waiting:
         pair.connect()
     pair.pump()
-    card = {c.id: c.state for c in pair.app.channels.values()}
-    terminal = {c.id: c.state for c in pair.engine.channels.channels.values()}
+    card = {c.id: c.state.name for c in pair.app.channels.values()}
+    terminal = {c.id: c.state.name for c in pair.engine.channels.channels.values()}
     assert card == terminal

@@ -9,10 +9,9 @@ import copy
 import pytest
 from catpair import CatPair, Client, EchoHandler
 
-from openscws.bip.card import BipServerApp, Channel, ServerConfig
+from openscws.bip.card import BipServerApp, Channel, ChannelState, ServerConfig
 from openscws.bip.terminal import Disconnect
 from openscws.cat.commands import Command, ReceiveData, SendData, decode_command
-from openscws.cat.objects import ServerState
 from openscws.uicc.toolkit import RawCommand, State
 
 TR_HEAD = bytes.fromhex("8014000000")
@@ -24,7 +23,7 @@ TR_HEAD = bytes.fromhex("8014000000")
 def _app_with_channel(buffer_size: int, channel_id: int) -> tuple[BipServerApp, Channel]:
     handler = EchoHandler(channel_id)
     app = BipServerApp(ServerConfig(), {3516: lambda channel, now: handler})
-    channel = Channel(channel_id, 3516, buffer_size, ServerState.ESTABLISHED, handler)
+    channel = Channel(channel_id, 3516, buffer_size, ChannelState.ESTABLISHED, handler)
     app.channels[channel_id] = channel
     return app, channel
 
@@ -116,7 +115,8 @@ def _snapshot(pair: CatPair) -> object:
             c.rx_pending,
             c.tx_stored,
             c.closing,
-            c.answered,
+            c.yielding,
+            c.since,
             c.ready,
             None
             if c.handler is None
@@ -216,11 +216,11 @@ def test_receive_data_tr_details_must_echo(tr: str) -> None:
 
 
 def _drop_handler(pair: CatPair) -> None:
-    pair.app._reset(pair.app.channels[1], ServerState.LISTEN)
+    pair.app._gone(pair.app.channels[1])
 
 
 def _drop_channel(pair: CatPair) -> None:
-    pair.app._reset(pair.app.channels[1], ServerState.CLOSED)
+    del pair.app.channels[1]
 
 
 @pytest.mark.parametrize("change", [_drop_handler, _drop_channel])

@@ -75,6 +75,11 @@ class HttpGet:
     def shutdown(self) -> None:
         self.eof = True
 
+    wants_input = True
+
+    def close_after_response(self) -> None:
+        pass
+
     def close(self) -> None:
         self.closed = True
 

@@ -53,22 +53,27 @@ BUSY_CONFIG = """\
 busy_timeout = 1.0
 
 [card]
-max_channels = 2
+max_channels = 3
 """
 
 
 def test_refused_cleanly_when_all_channels_busy(start_up) -> None:  # type: ignore[no-untyped-def]
+    # Three terminal channels: one stays free for the admin agent, one each for 3516 and 4116.
     sp = start_up(config=BUSY_CONFIG)
     base = sp.base_url
     holders = []
     try:
-        # Two clients stuck mid-request hold the card's only two channels (an idle
-        # keep-alive connection would be closed by the card to make room).
-        for _ in range(2):
-            s = connect(base)
-            s.sendall(b"GET / HTTP/1.1\r\nHost: card\r\nX-Slow: ")
-            holders.append(s)
-        time.sleep(0.5)  # let both be bound to channels
+        # A client still sending its request head holds no channel: a GET is served.
+        slow = connect(base)
+        slow.sendall(b"GET / HTTP/1.1\r\nHost: card\r\nX-Slow: ")
+        holders.append(slow)
+        r = exchange(base, b"GET /style.css HTTP/1.1\r\nHost: card\r\n\r\n", timeout=8)
+        assert r.status == 200
+        # One whose head is in and whose body is still arriving holds 3516's one channel.
+        s = connect(base)
+        s.sendall(b"POST /app/info HTTP/1.1\r\nHost: card\r\nContent-Length: 4\r\n\r\nab")
+        holders.append(s)
+        time.sleep(0.5)  # let it be bound
         t0 = time.monotonic()
         r = exchange(base, b"GET /style.css HTTP/1.1\r\nHost: card\r\n\r\n", timeout=8)
         waited = time.monotonic() - t0
@@ -76,15 +81,15 @@ def test_refused_cleanly_when_all_channels_busy(start_up) -> None:  # type: igno
         assert r.header("retry-after") is not None
         assert r.header("connection") == "close"
         assert 0.8 <= waited < 5.0, waited
-        # The held requests are still alive: finish one and get its page.
-        holders[0].sendall(b"1\r\n\r\n")
-        done = Reader(holders[0]).response()
-        assert done.status == 200
-        assert done.body == DEMO["/index.html"]
+        # The held request is still alive: finish it and get its answer.
+        s.sendall(b"cd")
+        done = Reader(s).response()
+        assert done.status < 500
+        assert done.header("connection") == "close"  # clients waited meanwhile
     finally:
-        for s in holders:
-            s.close()
-    # With the channels free again, the card serves at once.
+        for h in holders:
+            h.close()
+    # With the channel free again, the card serves at once.
     r = exchange(base, b"GET /style.css HTTP/1.1\r\nHost: card\r\n\r\n", timeout=8)
     assert r.status == 200
     assert r.body == DEMO["/style.css"]

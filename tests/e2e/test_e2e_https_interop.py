@@ -223,8 +223,9 @@ def test_http_and_https_served_at_the_same_time(curl_exe: str, card: Card) -> No
 def small_card(
     tmp_path_factory: pytest.TempPathFactory, ca_dir: Path, card: Card
 ) -> Iterator[Card]:
-    """A card with only two channels, one per port: every client saturates its port."""
-    config = "[card]\ninitial_channels = 1\nlistening_channels = 1\nmax_channels = 2\n"
+    """A card with only three channels, one per port and one left for the admin agent:
+    every client saturates its port."""
+    config = "[card]\ninitial_channels = 1\nlistening_channels = 1\nmax_channels = 3\n"
     yield from start_card(tmp_path_factory.mktemp("small"), ca_dir, config, psk=False)
 
 

@@ -49,7 +49,10 @@ Tool = Callable[[str, str], str]
 def card(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Card]:
     """`up` with a 1 s TLS handshake timeout, PSK identity `card1` enabled."""
     root = tmp_path_factory.mktemp("https-negative")
-    config = f"[card]\ntls_handshake_timeout = {HANDSHAKE_TIMEOUT}\n"
+    config = (
+        f"[card]\ntls_handshake_timeout = {HANDSHAKE_TIMEOUT}\n"
+        f"[gateway]\nhead_timeout = {HANDSHAKE_TIMEOUT}\n"
+    )
     for sp in start_card(root, root / "ca", config, psk=True):
         yield sp
         assert "Traceback" not in sp.log(), sp.log()

@@ -17,8 +17,10 @@ from httpwire import (
     post,
 )
 
-from openscws.errors import HttpError
+from openscws.errors import HttpError, StoreError
 from openscws.http import CardLimits, HttpServerConnection, RamBudget, split_target
+from openscws.scws.model import MemoryStore, Resource
+from openscws.scws.site import Site
 
 # -- GET / HEAD and the static resources --------------------------------------------------------
 
@@ -647,3 +649,121 @@ def test_data_to_send_limit_bounds_stored_bodies(conn: HttpServerConnection, lim
         pieces.append(chunk)
     a, b = parse_responses(b"".join(pieces), ["GET", "GET"])
     assert a.body == b.body == INDEX
+
+
+# -- paths no card resource can have -------------------------------------------------------------
+
+BAD_PATHS = ["//", "/%23", "/a//b", "/a%5Cb", "/a\\b", "/a%01b", "/a%7Fb", "/%3F", "/" + "x" * 1500]
+
+
+@pytest.mark.parametrize("path", BAD_PATHS)
+def test_invalid_path_is_400_and_keeps_alive(path: str) -> None:
+    conn = make_conn(limits=CardLimits())  # a target of 1,500 bytes is within its bounds
+    a, b = exchange(conn, get(path) + get("/"), ["GET", "GET"])
+    assert a.status == 400
+    assert b.status == 200
+    assert not conn.should_close
+
+
+@pytest.mark.parametrize("path", ["/", "/docs/", "/a/../index.html", "/" + "x" * 1000])
+def test_valid_paths_pass_the_path_check(path: str) -> None:
+    assert split_target(path)[0].startswith("/")
+
+
+class _FailingStore(MemoryStore):
+    """A store whose reads fail as a card image does on a path it refuses or a corrupt file."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+
+    def get(self, path: str) -> Resource | None:
+        raise self.error
+
+
+@pytest.mark.parametrize("error", [StoreError("resource path is not normalised"), KeyError("x")])
+def test_store_failure_is_500_not_an_exception(error: Exception) -> None:
+    conn = make_conn(Site(_FailingStore(error)))
+    a, b = exchange(conn, get("/index.html") + get("/"), ["GET", "GET"])
+    assert (a.status, b.status) == (500, 500)
+
+
+# -- the card wants its channel back -------------------------------------------------------------
+
+
+def test_close_after_response_says_connection_close() -> None:
+    conn = make_conn()
+    conn.close_after_response()  # between requests: the next response is the last
+    assert not conn.should_close
+    conn.receive_data(get("/"), NOW)
+    (r,) = parse_responses(conn.data_to_send(), ["GET"])
+    assert r.status == 200
+    assert r.header("connection") == "close"
+    assert conn.should_close
+
+
+def test_close_after_a_queued_response_rewrites_its_head() -> None:
+    conn = make_conn()
+    conn.receive_data(get("/"), NOW)  # answered at once, not sent yet
+    conn.close_after_response()
+    (r,) = parse_responses(conn.data_to_send(), ["GET"])
+    assert r.header("connection") == "close"
+    assert conn.should_close
+
+
+def test_close_after_response_during_a_request() -> None:
+    conn = make_conn()
+    conn.receive_data(get("/")[:10], NOW)
+    conn.close_after_response()
+    conn.receive_data(get("/")[10:] + get("/style.css"), NOW)
+    (r,) = parse_responses(conn.data_to_send(), ["GET"])  # the pipelined one is not answered
+    assert r.header("connection") == "close"
+    assert conn.should_close
+
+
+def test_request_deadline_is_total_not_per_byte() -> None:
+    """A client sending a byte a second gets its 408 `request_timeout` after its first byte."""
+    conn = make_conn()
+    request = get("/")
+    for i in range(int(TEST_LIMITS.request_timeout)):
+        conn.receive_data(request[i : i + 1], NOW + i)
+        assert conn.get_timer() == NOW + TEST_LIMITS.request_timeout
+    conn.handle_timer(NOW + TEST_LIMITS.request_timeout)
+    (r,) = parse_responses(conn.data_to_send(), ["GET"])
+    assert r.status == 408
+    assert conn.should_close
+
+
+def test_no_request_timer_while_the_response_is_sent() -> None:
+    conn = make_conn()
+    conn.receive_data(get("/"), NOW)
+    assert conn.get_timer() is None  # answered, not sent: the client is not late
+    conn.data_to_send()
+    assert conn.get_timer() == NOW + TEST_LIMITS.idle_timeout
+
+
+def test_pipelined_requests_wait_for_the_output_to_drain() -> None:
+    """A client that pipelines and does not read: answers are made only as they are sent,
+    and the connection asks for no more input meanwhile."""
+    limits = CardLimits()
+    site = make_site()
+    site.store.put(Resource("/big.bin", b"b" * 40_000, "application/octet-stream"))
+    conn = make_conn(site, limits=limits)
+    conn.receive_data(get("/big.bin") * 50, NOW)
+    assert not conn.wants_input
+    out = conn._out_size()
+    assert out < 3 * 40_000  # not 50 answers
+    total = b""
+    while chunk := conn.data_to_send(8192):
+        total += chunk
+    assert total.count(b"HTTP/1.1 200 OK") == 50
+    assert conn.wants_input
+
+
+def test_http10_keep_alive_request_deadline_starts_with_each_request() -> None:
+    conn = make_conn()
+    conn.receive_data(get("/", "Connection: keep-alive", version="1.0"), NOW)
+    conn.data_to_send()
+    later = NOW + 3 * TEST_LIMITS.request_timeout
+    conn.receive_data(b"GET / HTTP/1.0\r\n", later)
+    assert conn.get_timer() == later + TEST_LIMITS.request_timeout

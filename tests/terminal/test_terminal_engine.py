@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from openscws.bip.terminal import ChannelState, ChannelStateError, Listen
 from openscws.cat.commands import ReceiveData
 from openscws.cat.envelopes import data_available
 from openscws.cat.profile import GATEWAY_PROFILE
@@ -36,6 +37,10 @@ def run(engine: TerminalEngine, command: bytes) -> bytes:
     fetch = engine.next_apdu(0.0)
     assert fetch == bytes((0x80, 0x12, 0, 0, len(command)))
     engine.receive_response(command + b"\x90\x00", 0.0)
+    if engine.phase is Phase.BLOCKED:
+        # A server-mode OPEN CHANNEL: the shell listens, then the TR goes.
+        (port,) = [a.port for a in engine.channels.actions if isinstance(a, Listen)]
+        engine.listen_result(port, True)
     tr = engine.next_apdu(0.0)
     assert tr is not None
     assert tr[:4] == bytes.fromhex("80140000")
@@ -208,8 +213,14 @@ def test_fuzz_engine(script: list[tuple[bytes, str]]) -> None:
                 for ch in list(engine.channels.channels):
                     engine.client_data(ch, b"x" * 300)
             case "close":
-                for ch in list(engine.channels.channels):
-                    engine.client_closed(ch)
+                # The shell reports the end of connections it has: of any other channel,
+                # the news is a typed protocol error.
+                for ch, channel in list(engine.channels.channels.items()):
+                    if channel.state is ChannelState.ESTABLISHED:
+                        engine.client_closed(ch)
+                    else:
+                        with pytest.raises(ChannelStateError):
+                            engine.client_closed(ch)
             case "remote_ok" | "remote_fail":
                 for ch in list(engine.channels.channels):
                     engine.remote_connected(ch, news == "remote_ok")
@@ -260,3 +271,38 @@ def test_receive_data_tr_matches_typed(rx: int, asked: int) -> None:
     expected = typed_engine.channels.receive(command).encode()
     assert tr == expected
     assert engine.channels.channels[1].rx == typed_engine.channels.channels[1].rx
+
+
+def test_listening_is_the_shells_action() -> None:
+    """A server-mode OPEN CHANNEL on a new port: the core asks the shell to listen and
+    answers once it says how that went; a second channel on the port is answered at once."""
+    engine = started()
+    run(engine, SUEL)
+    engine.receive_response(b"\x90\x00", 0.0)
+    now = engine.next_poll() or 0.0
+    assert engine.next_apdu(now) == bytes.fromhex("80F2000C00")
+    engine.receive_response(bytes((0x91, len(OPEN))), now)
+    assert engine.next_apdu(now) == bytes((0x80, 0x12, 0, 0, len(OPEN)))
+    engine.receive_response(OPEN + b"\x90\x00", now)
+    assert engine.phase is Phase.BLOCKED
+    assert engine.pop_actions() == [Listen(3516)]
+    assert engine.next_apdu(now) is None  # no TR before the shell answers
+    engine.listen_result(3516, False)
+    tr = engine.next_apdu(now)
+    assert tr is not None
+    assert tr[5:] == bytes.fromhex("8103024000 82028281 83023A10")
+    assert engine.channels.channels == {}
+    # The same command again, and the port binds this time.
+    engine.receive_response(bytes((0x91, len(OPEN))), now)
+    engine.next_apdu(now)
+    engine.receive_response(OPEN + b"\x90\x00", now)
+    engine.listen_result(3516, True)
+    tr = engine.next_apdu(now)
+    assert tr is not None
+    assert tr[5:] == bytes.fromhex("810302400082028281830100B8024100B9020578")
+    engine.pop_actions()
+    engine.receive_response(bytes((0x91, len(OPEN))), now)
+    engine.next_apdu(now)
+    engine.receive_response(OPEN + b"\x90\x00", now)
+    assert engine.phase is not Phase.BLOCKED  # listening already: answered at once
+    assert Listen(3516) not in engine.pop_actions()

@@ -149,6 +149,11 @@ class EchoInner:
     def shutdown(self) -> None:
         self.closing = True
 
+    wants_input = True
+
+    def close_after_response(self) -> None:
+        self.closing = True
+
     def close(self) -> None:
         self.closed = True
 

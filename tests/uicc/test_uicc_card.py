@@ -10,8 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from openscws.bip.card import BipServerApp, ServerConfig
-from openscws.cat.commands import SetUpEventList
-from openscws.cat.objects import Event
+from openscws.cat.commands import CommandType, MoreTime, SetUpEventList
+from openscws.cat.envelopes import SmsPpDownload
+from openscws.cat.objects import CommandDetails, Device, DeviceIdentities, Event, SmsTpdu
 from openscws.cat.profile import GATEWAY_PROFILE
 from openscws.errors import DecodeError
 from openscws.uicc.card import DEFAULT_ATR, CardIdentity, VirtualUicc
@@ -290,3 +291,90 @@ def test_a_new_terminal_after_a_fetch_without_tr_starts_clean() -> None:
     # The same command again, with the next command number (§8.6).
     assert again[:4] + again[5:] == SET_UP_EVENT_LIST[:4] + SET_UP_EVENT_LIST[5:] + b"\x90\x00"
     assert tx(card, "801400000C 810302050082028281830100") == bytes.fromhex("9114")
+
+
+class _Faulty:
+    """A toolkit application with a bug in one of its methods (`where`), next to the SCWS.
+    It sends one MORE TIME, so that it gets a TERMINAL RESPONSE too."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.calls = 0
+        self.sent = False
+
+    def _maybe_fail(self, name: str) -> None:
+        if name == self.where:
+            self.calls += 1
+            raise RuntimeError(f"bug in {name}")
+
+    def on_terminal_profile(self, profile: object, now: float) -> None:
+        self._maybe_fail("profile")
+
+    def on_envelope(self, envelope: object, now: float) -> bytes | None:
+        self._maybe_fail("envelope")
+        return None
+
+    def next_command(self, number: int, now: float) -> MoreTime | None:
+        self._maybe_fail("command")
+        if self.sent:
+            return None
+        self.sent = True
+        return MoreTime(
+            details=CommandDetails(number, CommandType.MORE_TIME),
+            devices=DeviceIdentities(Device.UICC, Device.TERMINAL),
+        )
+
+    def on_terminal_response(self, command: object, response: object, now: float) -> None:
+        self._maybe_fail("response")
+
+    def next_timer(self) -> float | None:
+        return 0.0 if self.where == "timer" else None
+
+    def on_timer(self, now: float) -> None:
+        self._maybe_fail("timer")
+
+
+# An SMS-PP download: goes to every app's on_envelope.
+_SMS = SmsPpDownload(tpdu=SmsTpdu(b"\x04\x00")).encode()
+_SMS_ENVELOPE = (bytes((0x80, 0xC2, 0, 0, len(_SMS))) + _SMS).hex()
+
+
+def _fetch(card: VirtualUicc) -> bytes:
+    """FETCHes the pending command (after a STATUS says how long it is)."""
+    sw = tx(card, "80F2000C00")
+    assert sw[0] == 0x91, sw.hex()
+    return card.transmit(bytes((0x80, 0x12, 0, 0, sw[1])), 0.0)
+
+
+@pytest.mark.parametrize("where", ["profile", "envelope", "command", "response", "timer"])
+def test_an_application_that_raises_is_logged_and_the_card_carries_on(
+    where: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    faulty = _Faulty(where)
+    toolkit = Toolkit()
+    toolkit.register(faulty)  # type: ignore[arg-type]
+    toolkit.register(BipServerApp(ServerConfig(), {3516: _NoHandler()}))  # type: ignore[dict-item]
+    card = VirtualUicc(CardIdentity(ICCID), toolkit)
+    card.power_on()
+    assert card.transmit(TERMINAL_PROFILE, 0.0)[0] in (0x90, 0x91)
+    answers: list[bytes] = []
+    # The first proactive command of each app (of the SCWS only, if the other fails to build
+    # one) is fetched and answered.
+    for _ in range(1 if where == "command" else 2):
+        command = _fetch(card)
+        assert command[-2:] == b"\x90\x00"
+        details = command[2:7]  # 81 03 nn tt qq
+        answers.append(tx(card, f"801400000C {details.hex()} 82028281830100"))
+    for _ in range(3):
+        answers.append(tx(card, "80F2000C00"))
+    answers.append(tx(card, _SMS_ENVELOPE))
+    assert faulty.calls >= 1
+    assert all(len(a) == 2 for a in answers)
+    # A failure on an envelope or a TERMINAL RESPONSE is answered 6F 00; elsewhere the app
+    # is skipped and the card answers as usual.
+    assert (b"\x6f\x00" in answers) == (where in ("envelope", "response"))
+    assert "failed" in caplog.text
+    assert caplog.text.count("Traceback") <= 1  # the same fault is logged in full once
+    # The SCWS carries on: it has its next OPEN CHANNEL waiting.
+    command = _fetch(card)
+    assert command[5] == CommandType.OPEN_CHANNEL

@@ -2,10 +2,23 @@
 `TerminalEngine`, and the APDU pump that drives the card link.
 
 One task pumps APDUs; socket callbacks feed the engine and wake the pump (with the card in this
-process, they drive the card themselves when the pump is idle). A listener per
-port accepts clients and binds each to a channel in LISTEN; a client arriving while every
-channel is busy waits (paused) up to `busy_timeout`, then gets a clean refusal: HTTP 503 on an
-HTTP port, a plain close elsewhere.
+process, they drive the card themselves when the pump is idle).
+
+A client is bound to a channel only once it has something for the card: on an HTTP port a
+complete request head, elsewhere a first complete TLS record (or any byte, if it is not TLS).
+Until then it holds no channel, only its socket and a bounded buffer, for at most
+`head_timeout` seconds (then HTTP 408, or a close). So slow and silent clients cannot hold the
+card's few channels. A ready client that finds every channel busy waits, in arrival order, up
+to `busy_timeout` seconds, then gets a clean refusal: HTTP 503 with Retry-After on an HTTP
+port, a plain close elsewhere. A refusal, like every close of the card's, is a lingering one:
+the gateway stops writing (FIN) and reads and drops what the client still sends for up to
+`linger` seconds, so the client reads the answer instead of a TCP reset.
+
+A client whose responses back up in its socket (its transport's write buffer above
+`write_high`) is not read from until the buffer is down to `write_low`: what one client that
+never reads can make the process hold is bounded. Each listener takes at most
+`max_connections` at once (a client that never became ready is dropped first to make room),
+and backs off when accept() fails (out of file descriptors), logging such a storm once.
 
 Client-mode channels ("TCP, UICC in client mode") get a real outgoing TCP connection: the
 card's OPEN CHANNEL waits for it (up to `connect_timeout`), then its bytes are relayed exactly
@@ -15,6 +28,7 @@ like a server-mode client's. `deliver_sms` hands the card an SMS-PP data downloa
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import logging
 import socket
@@ -22,6 +36,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum, auto
 
 from openscws.aio.links import ApduObserver, CardGone, CardLink
 from openscws.aio.smsc_local import SmsLocalEndpoint
@@ -31,6 +46,7 @@ from openscws.bip.terminal import (
     Disconnect,
     GatewayAction,
     Listen,
+    Requeue,
     ResumeReading,
     StopListening,
     Write,
@@ -50,6 +66,32 @@ REFUSAL_503 = (
     b"Content-Length: %d\r\n"
     b"Connection: close\r\n\r\n" % len(_REFUSAL_BODY)
 ) + _REFUSAL_BODY
+_TIMEOUT_BODY = b"The request did not arrive in time.\r\n"
+TIMEOUT_408 = (
+    b"HTTP/1.1 408 Request Timeout\r\n"
+    b"Content-Type: text/plain\r\n"
+    b"Content-Length: %d\r\n"
+    b"Connection: close\r\n\r\n" % len(_TIMEOUT_BODY)
+) + _TIMEOUT_BODY
+_HEAD_END = b"\r\n\r\n"
+_TLS_HANDSHAKE = 0x16
+_MAX_RECORD = 16384 + 256
+MAX_HEAD = 16 * 1024 + 5
+"""Most a client may send before it is bound: a TLS record, or an HTTP head (the card answers
+a head larger than its limit with 431)."""
+_ACCEPT_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+class ClientState(Enum):
+    READING = auto()
+    """Its first request head (or TLS record) is still arriving: it holds no channel."""
+    WAITING = auto()
+    """Ready for the card, waiting for a free channel (reading paused)."""
+    BOUND = auto()
+    """Bound to a channel: bytes go both ways."""
+    LINGERING = auto()
+    """Closing: our side is shut, what the client still sends is read and dropped."""
+    CLOSED = auto()
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:
@@ -68,9 +110,21 @@ class GatewayConfig:
     port_map: dict[int, int] = field(default_factory=dict)
     """Card port -> local TCP port, when they must differ (tests, a second card)."""
     busy_timeout: float = 10.0
-    """Seconds a client may wait for a free channel before it is refused."""
+    """Seconds a ready client may wait for a free channel before it is refused."""
+    head_timeout: float = 10.0
+    """Seconds a client has, from its connection, to send a complete request head (or first
+    TLS record) before it is dropped (HTTP: 408)."""
     http_ports: frozenset[int] = frozenset({3516, 80})
-    """Card ports whose refusal is an HTTP 503 rather than a bare close."""
+    """Card ports that speak plain HTTP: a client is bound once its request head is in, and
+    refused with an HTTP 503 (or 408) rather than a bare close."""
+    max_connections: int = 256
+    """Connections each listener holds at once (bound, waiting or being read)."""
+    write_high: int = 64 * 1024
+    """Bytes queued to a client past which it is not read from any more..."""
+    write_low: int = 16 * 1024
+    """...until its queue is down to this."""
+    linger: float = 2.0
+    """Seconds a closing connection is read (and the bytes dropped) before it is closed."""
     apdus_per_turn: int = 64
     """In-process links: APDUs run per event-loop turn before yielding to the sockets."""
     connect_timeout: float = 10.0
@@ -89,11 +143,20 @@ class ClientConnection(asyncio.Protocol):
     def __init__(self, gateway: Gateway, port: int) -> None:
         self.gateway = gateway
         self.port = port
+        self.state = ClientState.READING
         self.channel: int | None = None
         self.transport: asyncio.Transport | None = None
         self.pending = bytearray()
+        """Bytes not taken yet: before binding, or what the channel's Rx buffer refused."""
+        self.arrived = 0.0
         self.waiting_since = 0.0
         self.closed = False
+        self.rx_full = False
+        """The channel's Rx buffer refused bytes: not read until ResumeReading."""
+        self.write_paused = False
+        """Its transport's write buffer is above the high-water mark."""
+        self._reading = True
+        self._linger_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -103,36 +166,109 @@ class ClientConnection(asyncio.Protocol):
             # Each flush of the BIP Tx buffer is one write; with Nagle on, the tail of a
             # response would wait for the client's delayed ACK (about 40 ms).
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        config = self.gateway.config
+        transport.set_write_buffer_limits(high=config.write_high, low=config.write_low)
         self.gateway.client_arrived(self)
 
     def data_received(self, data: bytes) -> None:
-        if self.channel is None:
+        state = self.state
+        if state is ClientState.BOUND:
+            self.feed(data)
+        elif state is ClientState.READING:
             self.pending += data
-            if self.transport is not None:
-                self.transport.pause_reading()
-            return
-        self.feed(data)
+            self.gateway.client_progress(self)
+        elif state is ClientState.WAITING:
+            self.pending += data
+            self.update_reading()
+        # LINGERING: read and dropped
 
     def feed(self, data: bytes) -> None:
         assert self.channel is not None
         taken = self.gateway.engine.client_data(self.channel, data)
         if taken < len(data):
             self.pending += data[taken:]
-            if self.transport is not None:
-                self.transport.pause_reading()
+            self.rx_full = True
+            self.update_reading()
         self.gateway.wake()
+
+    def update_reading(self) -> None:
+        """Reads from the socket, or not, as the client's state wants."""
+        match self.state:
+            case ClientState.BOUND:
+                want = not self.rx_full and not self.write_paused
+            case ClientState.READING:
+                want = len(self.pending) < MAX_HEAD
+            case ClientState.WAITING:
+                want = False
+            case ClientState.LINGERING:
+                want = True
+            case _:
+                return
+        transport = self.transport
+        if transport is None or want is self._reading:
+            return
+        self._reading = want
+        if want:
+            transport.resume_reading()
+        else:
+            transport.pause_reading()
+
+    def flush_pending(self) -> None:
+        """Hands the card what waits here, unless its answers back up in the socket: then
+        the requests stay here, so that no more answers are made than the client reads."""
+        if self.state is ClientState.BOUND and self.pending and not self.write_paused:
+            data = bytes(self.pending)
+            self.pending.clear()
+            self.feed(data)
+        self.update_reading()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self.update_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self.flush_pending()
+
+    def linger(self, last: bytes = b"") -> None:
+        """Writes `last`, shuts our side and reads (dropping it) whatever the client still
+        sends, until it closes or `linger` seconds pass: then the close is not a reset."""
+        transport = self.transport
+        if transport is None or self.closed or self.state is ClientState.LINGERING:
+            return
+        self.state = ClientState.LINGERING
+        self.channel = None
+        self.pending.clear()
+        if last:
+            transport.write(last)
+        try:
+            if transport.can_write_eof():
+                transport.write_eof()
+        except OSError:  # the client is gone already
+            transport.close()
+            return
+        self.update_reading()
+        loop = asyncio.get_running_loop()
+        self._linger_timer = loop.call_later(self.gateway.config.linger, transport.close)
 
     def eof_received(self) -> bool | None:
         return False  # close our side too: BIP has no half-close
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
         self.gateway.client_left(self)
+        self.state = ClientState.CLOSED
 
 
 class RemoteConnection(ClientConnection):
     """The TCP connection of a client-mode channel. Bytes that come before the channel is
     attached (the OPEN CHANNEL's TR not yet queued) wait in `pending`, reading paused."""
+
+    def __init__(self, gateway: Gateway, port: int) -> None:
+        super().__init__(gateway, port)
+        self.state = ClientState.WAITING
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -140,6 +276,13 @@ class RemoteConnection(ClientConnection):
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        config = self.gateway.config
+        transport.set_write_buffer_limits(high=config.write_high, low=config.write_low)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.gateway.client_left(self)
+        self.state = ClientState.CLOSED
 
 
 class Gateway:
@@ -154,16 +297,20 @@ class Gateway:
     ) -> None:
         self.link = link
         self.config = config or GatewayConfig()
-        self.engine = engine or TerminalEngine(listen=self._bind)
-        if self.engine.channels.listen is None:
-            self.engine.channels.listen = self._bind
+        self.engine = engine or TerminalEngine()
         self.observer = observer
         self.clock = clock
         self.atr = b""
         self._sockets: dict[int, socket.socket] = {}
-        self._servers: dict[int, asyncio.Server] = {}
+        self._accepting: dict[int, bool] = {}  # port -> its socket is watched for clients
+        self._connections: dict[int, set[ClientConnection]] = {}  # port -> its clients
+        self._accept_backoff: dict[int, float] = {}
+        self._accept_storm: dict[int, int] = {}  # port -> accept errors since the last success
         self._clients: dict[int, ClientConnection] = {}
         self._waiting: dict[int, deque[ClientConnection]] = {}
+        """Ready clients waiting for a channel of each port, in arrival order."""
+        self._reading: deque[ClientConnection] = deque()
+        """Clients whose first request is still arriving, in arrival order."""
         self._waiter: asyncio.Future[None] | None = None
         self._woken = False
         self._draining = False
@@ -226,13 +373,10 @@ class Gateway:
             for task in self._connecting:
                 task.cancel()
             self._fail_sms_waiters()
-            for server in self._servers.values():
-                server.close()
-            for client in list(self._clients.values()):
-                if client.transport is not None:
-                    client.transport.close()
-            for queue in self._waiting.values():
-                for client in queue:
+            for port in list(self._sockets):
+                self._stop_listening(port)
+            for clients in self._connections.values():
+                for client in list(clients):
                     if client.transport is not None:
                         client.transport.close()
             await self.link.close()
@@ -272,6 +416,7 @@ class Gateway:
             if (
                 ran < per_turn
                 and not any(self._waiting.values())
+                and not self._reading
                 and self.engine.next_sms() is None
             ):
                 # The card is idle again; the pump's timer (polls, timeouts) still stands.
@@ -384,6 +529,8 @@ class Gateway:
         for queue in self._waiting.values():
             if queue:
                 times.append(queue[0].waiting_since + self.config.busy_timeout - now)
+        if self._reading:
+            times.append(self._reading[0].arrived + self.config.head_timeout - now)
         sms = self.engine.next_sms()
         if sms is not None:
             times.append(sms - now)
@@ -405,24 +552,28 @@ class Gateway:
                     client = self._clients.pop(channel, None)
                     if client is not None and client.transport is not None:
                         client.channel = None
-                        client.transport.close()
+                        if isinstance(client, RemoteConnection):
+                            client.transport.close()
+                        else:
+                            client.linger()
                 case ResumeReading(channel):
                     client = self._clients.get(channel)
                     if client is not None and client.transport is not None:
-                        data = bytes(client.pending)
-                        client.pending.clear()
-                        client.transport.resume_reading()
-                        if data:
-                            client.feed(data)
+                        client.rx_full = False
+                        client.flush_pending()
                 case ChannelFree(port):
                     self._bind_waiting(port)
+                case Requeue(channel, port, data):
+                    self._requeue(channel, data)
                 case Listen(port):
-                    asyncio.get_running_loop().create_task(self._serve(port))
+                    # Bound before the OPEN CHANNEL is answered, so that "port not
+                    # available" is the truth.
+                    ok = self._bind(port)
+                    self.engine.listen_result(port, ok)
+                    if ok:
+                        self._serve(port)
                 case StopListening(port):
-                    server = self._servers.pop(port, None)
-                    if server is not None:
-                        server.close()
-                    self._sockets.pop(port, None)
+                    self._stop_listening(port)
                 case Connect(channel, address, port):
                     task = asyncio.get_running_loop().create_task(
                         self._connect(channel, address, port), name=f"bip-connect-{channel}"
@@ -519,19 +670,11 @@ class Gateway:
         self._sockets[port] = sock
         return True
 
-    async def _serve(self, port: int) -> None:
-        sock = self._sockets.get(port)
-        if sock is None:
+    def _serve(self, port: int) -> None:
+        if self._sockets.get(port) is None:
             return
-        loop = asyncio.get_running_loop()
-        wrap = self.wrap_client  # access control (aio/acp.py), when on
-
-        def factory() -> asyncio.Protocol:
-            client = ClientConnection(self, port)
-            return client if wrap is None else wrap(client, port)
-
-        server = await loop.create_server(factory, sock=sock)
-        self._servers[port] = server
+        self._connections.setdefault(port, set())
+        self._watch(port)
         log.info(
             "BIP gateway listening on %s:%d for card port %d",
             self.config.host,
@@ -540,21 +683,137 @@ class Gateway:
         )
         self._listening.set()
 
+    def _watch(self, port: int) -> None:
+        sock = self._sockets.get(port)
+        if sock is None or self._accepting.get(port):
+            return
+        self._accepting[port] = True
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._accept, port)
+
+    def _unwatch(self, port: int) -> None:
+        sock = self._sockets.get(port)
+        if sock is not None and self._accepting.get(port):
+            asyncio.get_running_loop().remove_reader(sock.fileno())
+        self._accepting[port] = False
+
+    def _stop_listening(self, port: int) -> None:
+        self._unwatch(port)
+        sock = self._sockets.pop(port, None)
+        if sock is not None:
+            sock.close()
+
+    def _accept(self, port: int) -> None:
+        """Takes the clients waiting in the listen queue, up to the connection cap."""
+        sock = self._sockets.get(port)
+        if sock is None:
+            return
+        loop = asyncio.get_running_loop()
+        connections = self._connections.setdefault(port, set())
+        for _ in range(32):
+            if len(connections) >= self.config.max_connections and not self._evict(port):
+                self._unwatch(port)  # the kernel's queue holds the rest; see client_left
+                return
+            try:
+                conn, _ = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                if e.errno in _ACCEPT_ERRORS:
+                    self._accept_failed(port, e)
+                    return
+                continue  # ECONNABORTED and the like: that client is gone
+            storm = self._accept_storm.pop(port, 0)
+            self._accept_backoff.pop(port, None)
+            if storm:
+                log.warning("port %d accepts clients again (%d accept errors)", port, storm)
+            conn.setblocking(False)
+            client = ClientConnection(self, port)
+            connections.add(client)
+            wrap = self.wrap_client  # access control (aio/acp.py), when on
+            protocol = client if wrap is None else wrap(client, port)
+            task = loop.create_task(self._take(client, protocol, conn))
+            self._connecting.add(task)
+            task.add_done_callback(self._connecting.discard)
+
+    async def _take(
+        self, client: ClientConnection, protocol: asyncio.Protocol, conn: socket.socket
+    ) -> None:
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(lambda: protocol, conn)
+        except OSError as e:
+            log.debug("accepted connection failed: %s", e)
+            conn.close()
+            self._connections.get(client.port, set()).discard(client)
+
+    def _accept_failed(self, port: int, error: OSError) -> None:
+        """accept() fails for want of resources: stop watching the socket for a while
+        (doubling up to 2 s); the first error of a storm is logged, the rest counted."""
+        count = self._accept_storm.get(port, 0) + 1
+        self._accept_storm[port] = count
+        if count == 1:
+            log.error("port %d cannot accept clients: %s; backing off", port, error.strerror)
+        delay = min(2.0, self._accept_backoff.get(port, 0.05) * 2)
+        self._accept_backoff[port] = delay
+        self._unwatch(port)
+        asyncio.get_running_loop().call_later(delay, self._watch, port)
+
+    def _evict(self, port: int) -> bool:
+        """Makes room at the cap by dropping the oldest client of `port` that never sent a
+        complete request; False if there is none."""
+        for client in self._reading:
+            if client.port == port and client.state is ClientState.READING and not client.closed:
+                log.info("port %d at its connection cap: a silent client dropped", port)
+                self._refuse(client, TIMEOUT_408)
+                return True
+        return False
+
     # -- clients ---------------------------------------------------------------------------------
 
     def client_arrived(self, client: ClientConnection) -> None:
-        channel = self.engine.client_connected(client.port)
-        if channel is None:
-            client.waiting_since = self.clock()
-            if client.transport is not None:
-                client.transport.pause_reading()
-            self._waiting.setdefault(client.port, deque()).append(client)
-            log.debug("client on port %d waits for a channel", client.port)
-        else:
-            self._attach(client, channel)
+        client.arrived = self.clock()
+        self._connections.setdefault(client.port, set()).add(client)
+        self._reading.append(client)
+        if client.pending:
+            self.client_progress(client)
+
+    def client_progress(self, client: ClientConnection) -> None:
+        """A client not yet bound sent more: bind it (or queue it) once it is ready."""
+        if not self._ready(client):
+            client.update_reading()
+            return
+        client.state = ClientState.WAITING
+        client.waiting_since = self.clock()
+        queue = self._waiting.setdefault(client.port, deque())
+        if not queue:
+            channel = self.engine.client_connected(client.port)
+            if channel is not None:
+                self._attach(client, channel)
+                self.wake()
+                return
+        client.update_reading()
+        queue.append(client)
+        log.debug("client on port %d waits for a channel", client.port)
         self.wake()
 
+    def _ready(self, client: ClientConnection) -> bool:
+        """Whether the client has sent what the card needs to start: a request head on an
+        HTTP port, else a whole TLS record (or any byte that does not start one)."""
+        pending = client.pending
+        n = len(pending)
+        if not n:
+            return False
+        if n >= MAX_HEAD:
+            return True
+        if client.port in self.config.http_ports:
+            return _HEAD_END in pending
+        if pending[0] != _TLS_HANDSHAKE or n < 5:
+            return n >= 5 or pending[0] != _TLS_HANDSHAKE
+        length = int.from_bytes(pending[3:5])
+        # A record longer than TLS allows (RFC 8446 §5.1) is the card's to refuse at once.
+        return length > _MAX_RECORD or n >= 5 + length
+
     def _attach(self, client: ClientConnection, channel: int) -> None:
+        client.state = ClientState.BOUND
         client.channel = channel
         self._clients[channel] = client
         log.debug("client bound to channel %d", channel)
@@ -562,14 +821,13 @@ class Gateway:
             data = bytes(client.pending)
             client.pending.clear()
             client.feed(data)
-        if client.transport is not None and not client.pending:
-            client.transport.resume_reading()
+        client.update_reading()
 
     def _bind_waiting(self, port: int) -> None:
         queue = self._waiting.get(port)
         while queue:
             client = queue[0]
-            if client.closed:
+            if client.closed or client.state is not ClientState.WAITING:
                 queue.popleft()
                 continue
             channel = self.engine.client_connected(port)
@@ -578,25 +836,66 @@ class Gateway:
             queue.popleft()
             self._attach(client, channel)
 
+    def _requeue(self, channel: int, data: bytes) -> None:
+        """The card closed the channel before it served its client: the client waits for
+        the next one, first in line, with the bytes it had sent."""
+        client = self._clients.pop(channel, None)
+        if client is None or client.closed:
+            return
+        client.channel = None
+        client.rx_full = False
+        client.pending[:0] = data
+        client.state = ClientState.WAITING
+        client.waiting_since = self.clock()
+        client.update_reading()
+        self._waiting.setdefault(client.port, deque()).appendleft(client)
+        log.debug("client of channel %d back in line for port %d", channel, client.port)
+        self._bind_waiting(client.port)
+
+    def _refuse(self, client: ClientConnection, answer: bytes) -> None:
+        http = client.port in self.config.http_ports
+        client.linger(answer if http else b"")
+
     def _refuse_expired(self) -> None:
         now = self.clock()
         for port, queue in self._waiting.items():
             while queue and (
-                queue[0].closed or now - queue[0].waiting_since >= self.config.busy_timeout
+                queue[0].closed
+                or queue[0].state is not ClientState.WAITING
+                or now - queue[0].waiting_since >= self.config.busy_timeout
             ):
                 client = queue.popleft()
-                if client.closed or client.transport is None:
+                if client.closed or client.state is not ClientState.WAITING:
                     continue
                 log.warning(
                     "client on port %d refused: no channel free for %.1f s",
                     port,
                     self.config.busy_timeout,
                 )
-                if port in self.config.http_ports:
-                    client.transport.write(REFUSAL_503)
-                client.transport.close()
+                self._refuse(client, REFUSAL_503)
+        reading = self._reading
+        while reading and (
+            reading[0].closed
+            or reading[0].state is not ClientState.READING
+            or now - reading[0].arrived >= self.config.head_timeout
+        ):
+            client = reading.popleft()
+            if client.closed or client.state is not ClientState.READING:
+                continue
+            log.info(
+                "client on port %d dropped: no request within %.1f s",
+                client.port,
+                self.config.head_timeout,
+            )
+            self._refuse(client, TIMEOUT_408)
 
     def client_left(self, client: ClientConnection) -> None:
+        connections = self._connections.get(client.port)
+        if connections is not None and client in connections:
+            connections.discard(client)
+            if not self._accepting.get(client.port) and client.port in self._sockets:
+                if client.port not in self._accept_storm:
+                    self._watch(client.port)  # below the cap again
         if client.channel is not None:
             self._clients.pop(client.channel, None)
             self.engine.client_closed(client.channel)

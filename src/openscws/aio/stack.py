@@ -133,6 +133,8 @@ def gateway_for(
         host=g.host,
         port_map=dict(g.port_map),
         busy_timeout=g.busy_timeout,
+        head_timeout=g.head_timeout,
+        max_connections=g.max_connections,
         connect_timeout=g.connect_timeout,
         sms_port=g.sms_port if sms else 0,
     )

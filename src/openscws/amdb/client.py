@@ -181,6 +181,11 @@ class AdminSession:
     def shutdown(self) -> None:
         self._fail("shut down before the end of the session")
 
+    wants_input = True
+
+    def close_after_response(self) -> None:
+        pass  # the client's side: the session ends the connection
+
     def close(self) -> None:
         self._fail("connection closed before the end of the session")
 

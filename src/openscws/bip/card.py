@@ -2,24 +2,44 @@
 listening channels, moves bytes with RECEIVE DATA / SEND DATA and hands each TCP connection to a
 sans-IO stream handler (the SCWS HTTP engine, or TLS in front of it).
 
-Policy, in the words of OMA SCWS §8.1.1: open the channels when the terminal profile allows
-UICC server mode; whenever no channel of a port is listening, open another (up to the limit) so a
-new client can connect while others are served; after each connection, CLOSE CHANNEL back to
-TCP LISTEN. While no channel of a port is free, finished keep-alive connections are closed
-rather than kept idle, so waiting clients get a turn."""
+Each channel's life cycle is a state machine declared once (`TRANSITIONS`): LISTEN, then
+ESTABLISHED while a client is connected, CLOSING while a CLOSE CHANNEL back to TCP LISTEN is
+under way, REMOVING while one that releases the channel is. An event the table does not allow
+(a Channel status that contradicts what the card knows) is a `ChannelStateError`, answered
+with a status word.
+
+Policy, after OMA SCWS §8.1.1 (the terminal supports at least two server channels and one
+client channel; the SCWS may open more so that several clients are served at once):
+
+- The channels this app may hold are the terminal's less one: one is always left for a
+  client-mode channel (the admin agent's), whatever the browsing load.
+- Each port is guaranteed `initial_per_port` channels (opened at start). The rest are shared:
+  whenever no channel of a port listens, another is opened, but never one that another port's
+  guarantee needs, nor one that a port with fewer channels and none listening needs more.
+- A port with no channel listening and none to open is *pressed*: clients may be waiting in
+  the terminal for it. Then every connection of that port (and of a port holding more than
+  its share) that has had its channel for `keep_alive_slice` seconds, or was quiet for
+  `keep_alive_gap` before its request, answers its next response with `Connection: close`
+  and is closed after it; and, when none is closing
+  already, the connection idle the longest (between requests, quiet for `reclaim_grace`
+  seconds) is closed, so a waiting client gets its channel.
+- A channel whose connection ends goes back to TCP LISTEN, unless it is surplus: then it is
+  released, down to `initial_per_port` per port. So channels opened for a burst come and go."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum, auto
 from typing import Protocol
 
+from openscws.apdu.status import SW
+from openscws.cat import transfer
 from openscws.cat.commands import (
     SEND_IMMEDIATELY,
     CloseChannel,
     Command,
-    CommandType,
     OpenChannel,
     ReceiveData,
     SendData,
@@ -29,7 +49,7 @@ from openscws.cat.envelopes import Envelope, EventDownload
 from openscws.cat.objects import Event, GeneralResult, ServerState
 from openscws.cat.profile import TerminalProfile
 from openscws.cat.responses import TerminalResponse
-from openscws.errors import DecodeError
+from openscws.errors import ApduError, DecodeError
 from openscws.uicc.toolkit import RawCommand, RawReader, read_done
 
 log = logging.getLogger(__name__)
@@ -39,49 +59,17 @@ MAX_RECEIVE = 237
 255 - 18)."""
 MAX_SEND = 240
 """SEND DATA payload that keeps the proactive command within 255 bytes (15 + n)."""
-_ESTABLISHED = ServerState.ESTABLISHED
 _DATA_AVAILABLE = Event.DATA_AVAILABLE
 _CHANNEL_STATUS = Event.CHANNEL_STATUS
 
-# The transfer commands are built straight to bytes (`RawCommand`), in the plain form the typed
-# encoders give (§6.6.29, §6.6.30; tested): D0 L, command details 81 03 nn tt qq, device
-# identities 82 02 81 (UICC) 2c (channel c), then B7 (length) or B6 (data).
-_RECEIVE_DATA = CommandType.RECEIVE_DATA
-_SEND_DATA = CommandType.SEND_DATA
-_UICC_TO_CHANNEL = 0x82, 2, 0x81
-_RECEIVE_DATA_HEADS = [
-    bytes((0xD0, 12, 0x81, 3, n, _RECEIVE_DATA, 0, *_UICC_TO_CHANNEL)) for n in range(256)
-]
-"""RECEIVE DATA up to its destination device, by number: then the channel device and the
-channel data length (B7 01 ll)."""
-# What the plain TR of each starts with, by command number (and qualifier): the details echoed
-# (§6.8.1), device identities terminal -> UICC, and the result (§6.8): for RECEIVE DATA up to
-# the general result, for SEND DATA "performed" (00) and the tag and length of the free space,
-# whose one byte ends the TR.
-_RECEIVE_DATA_TR = [
-    bytes((0x81, 3, n, _RECEIVE_DATA, 0, 0x82, 2, 0x82, 0x81, 0x83, 1)) for n in range(256)
-]
-_SEND_DATA_HEADS: dict[int, bytes] = {}
-"""SEND DATA up to its data, by size, channel, qualifier and number: the full chunks of a
-transfer differ only in number and qualifier."""
-
-
-def _send_data_head(number: int, qualifier: int, channel: int, size: int) -> bytes:
-    """`SendData.build(number, channel, data, immediately=qualifier & 1).encode()` up to
-    `data` (`size` bytes; tested): the template length, command details, device identities and
-    the channel data tag and length, in their short or 81 forms."""
-    head = (0x81, 3, number, _SEND_DATA, qualifier, *_UICC_TO_CHANNEL, 0x20 + channel, 0xB6)
-    if size < 0x80:
-        if size < 0x75:  # 11 + size < 0x80
-            return bytes((0xD0, 11 + size, *head, size))
-        return bytes((0xD0, 0x81, 11 + size, *head, size))
-    return bytes((0xD0, 0x81, 12 + size, *head, 0x81, size))
-
-
-_SEND_DATA_TR = [
-    bytes((0x81, 3, n & 0xFF, _SEND_DATA, n >> 8, 0x82, 2, 0x82, 0x81, 0x83, 1, 0, 0xB7, 1))
-    for n in range(512)
-]
+# The transfer commands are built straight to bytes (`RawCommand`) with the shared codec
+# (cat/transfer.py), in the plain form the typed encoders give (tested).
+_receive_data = transfer.receive_data
+_RECEIVE_DATA_TR = transfer.RECEIVE_DATA_TR_EXPECT
+_SEND_DATA_HEADS = transfer.SEND_DATA_HEADS
+_SEND_DATA_TR = transfer.SEND_DATA_TR_EXPECT
+_send_data_head = transfer.send_data_head
+_read_receive_data_tr = transfer.read_receive_data_tr
 
 
 class StreamHandler(Protocol):
@@ -101,6 +89,13 @@ class StreamHandler(Protocol):
         """True between requests: nothing half-received, nothing left to answer."""
         ...
 
+    @property
+    def wants_input(self) -> bool:
+        """False while the handler holds enough unanswered input (a client that pipelines
+        and does not read its answers): the card then leaves the rest in the terminal's Rx
+        buffer, and the terminal stops reading the socket."""
+        ...
+
     def get_timer(self) -> float | None: ...
 
     def handle_timer(self, now: float) -> None: ...
@@ -108,6 +103,11 @@ class StreamHandler(Protocol):
     def shutdown(self) -> None:
         """Close gracefully now: any closing bytes of the protocol (TLS close_notify) come
         out of `data_to_send`, then `should_close` is true."""
+        ...
+
+    def close_after_response(self) -> None:
+        """The card wants the channel back: close now if `idle`, else after the response
+        under way, which tells the client so (HTTP: `Connection: close`)."""
         ...
 
     def close(self) -> None:
@@ -121,6 +121,77 @@ the handler's timers run from the moment the client connects (a client that neve
 byte is timed out too)."""
 
 
+class ChannelState(Enum):
+    LISTEN = auto()
+    """In TCP LISTEN: the terminal may bind the next client to it."""
+    ESTABLISHED = auto()
+    """A client is connected; its handler serves it."""
+    CLOSING = auto()
+    """CLOSE CHANNEL back to TCP LISTEN is under way."""
+    REMOVING = auto()
+    """CLOSE CHANNEL releasing the channel is under way."""
+
+
+class ChannelEvent(Enum):
+    CONNECTED = auto()
+    """Channel status event: TCP ESTABLISHED (§7.5.11)."""
+    GONE = auto()
+    """Channel status event: back in TCP LISTEN (the client left)."""
+    DATA = auto()
+    """Data available event (§7.5.10)."""
+    CLOSE = auto()
+    """This app sends CLOSE CHANNEL back to TCP LISTEN."""
+    REMOVE = auto()
+    """This app sends CLOSE CHANNEL releasing the channel."""
+    CLOSED = auto()
+    """The TERMINAL RESPONSE to that CLOSE CHANNEL: performed."""
+    REFUSED = auto()
+    """The TERMINAL RESPONSE to that CLOSE CHANNEL: an error (the terminal has no such
+    channel, §6.4.28): the channel is gone."""
+
+
+_L, _E = ChannelState.LISTEN, ChannelState.ESTABLISHED
+_CL, _RM = ChannelState.CLOSING, ChannelState.REMOVING
+_EV = ChannelEvent
+
+TRANSITIONS: dict[tuple[ChannelState, ChannelEvent], ChannelState | None] = {
+    (_L, _EV.CONNECTED): _E,
+    (_L, _EV.GONE): _L,  # a client that came and went before the card heard of it
+    (_L, _EV.REMOVE): _RM,
+    (_E, _EV.DATA): _E,
+    (_E, _EV.GONE): _L,
+    (_E, _EV.CLOSE): _CL,
+    (_E, _EV.REMOVE): _RM,
+    # The terminal's news may predate the CLOSE CHANNEL it has not run yet.
+    (_CL, _EV.DATA): _CL,
+    (_CL, _EV.GONE): _CL,
+    (_CL, _EV.CLOSED): _L,
+    (_CL, _EV.REFUSED): None,
+    (_RM, _EV.CONNECTED): _RM,  # the terminal gives this client another channel
+    (_RM, _EV.DATA): _RM,
+    (_RM, _EV.GONE): _RM,
+    (_RM, _EV.CLOSED): None,
+    (_RM, _EV.REFUSED): None,
+}
+"""Every allowed (state, event) and the state it leads to; None: the channel is released."""
+_ESTABLISHED = ChannelState.ESTABLISHED
+_LISTEN = ChannelState.LISTEN
+
+
+class ChannelStateError(ApduError):
+    """A channel event the life cycle does not allow: answered 69 85 (conditions of use not
+    satisfied) to the ENVELOPE that carried it."""
+
+    def __init__(self, channel: int, state: ChannelState, event: ChannelEvent) -> None:
+        super().__init__(
+            SW.CONDITIONS_NOT_SATISFIED,
+            f"channel {channel}: {event.name} not allowed in {state.name}",
+        )
+        self.channel = channel
+        self.state = state
+        self.event = event
+
+
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
     ports: tuple[int, ...] = (3516,)
@@ -129,9 +200,23 @@ class ServerConfig:
     initial_per_port: int = 2
     """Channels opened on each port at start."""
     max_channels: int = 7
-    """Upper bound on channels this app opens (the terminal may allow fewer)."""
+    """Upper bound on the terminal's channels this app counts on (the terminal profile may
+    say fewer); one of them is always left for a client-mode channel."""
     buffer_size: int = 1400
     """Buffer size asked for in OPEN CHANNEL; the terminal may answer with less."""
+    keep_alive_slice: float = 0.1
+    """Seconds a connection keeps its channel, request after request, while its port is
+    pressed; then its next response says `Connection: close`, and a waiting client gets the
+    channel. (Closing after every response would make keep-alive clients reconnect for each
+    request whenever all channels are busy, waiting clients or not.)"""
+    keep_alive_gap: float = 0.02
+    """While its port is pressed, a connection that was quiet this long before a request
+    answers it with `Connection: close` whatever its slice: it held its channel idle."""
+    reclaim_grace: float = 0.5
+    """Seconds a connection must have been quiet before it is closed for a waiting client:
+    a keep-alive client's next request may be on its way."""
+    refused_retry: float = 5.0
+    """Seconds before a port whose OPEN CHANNEL the terminal refused is tried again."""
 
 
 @dataclass(slots=True)
@@ -139,7 +224,7 @@ class Channel:
     id: int
     port: int
     buffer_size: int
-    state: ServerState = ServerState.LISTEN
+    state: ChannelState = ChannelState.LISTEN
     handler: StreamHandler | None = None
     out: bytes = b""
     """The handler's output being sent, from `out_pos` on."""
@@ -150,8 +235,11 @@ class Channel:
     """Bytes sent with SEND DATA "store" since the last "send immediately"."""
     closing: bool = False
     """A CLOSE CHANNEL is owed: the handler is done."""
-    answered: bool = False
-    """Data went out on this connection: when idle, it is a finished keep-alive one."""
+    yielding: bool = False
+    """The handler was asked to close after its response (its port is pressed)."""
+    since: float = 0.0
+    """When bytes last moved on the connection (or it was made)."""
+    connected_at: float = 0.0
     ready: bool = False
     """The handler may have something to move: it heard from the client, a timer or a
     shutdown since it last had nothing. Idle connections are not scanned on every APDU."""
@@ -163,13 +251,17 @@ class BipServerApp:
         self.factories = factories
         self.channels: dict[int, Channel] = {}
         self._order: tuple[Channel, ...] | None = None  # channels.values(), kept between changes
-        self._saturation: frozenset[int] | None = None  # saturated ports, kept between changes
         self.enabled = False
         self._events_set = False
-        self._opening: dict[int, int] = {}  # port -> OPEN CHANNELs answered so far at start
-        self._refused: set[int] = set()  # ports where the terminal refused more channels
+        self._budget = 0
+        """Channels this app may hold: the terminal's less one (for a client channel)."""
+        self._guarantee: dict[int, int] = {}
+        self._refused: dict[int, float] = {}  # port -> when to try opening there again
         self._turn = 0
         self._check_ports = True
+        """A channel changed state: what to open, close or reclaim is looked at again."""
+        self._pressed: frozenset[int] = frozenset()
+        self._now = 0.0
         self._read_receive_data: RawReader = self._receive_data_response
 
     # -- ToolkitApp ----------------------------------------------------------------------------
@@ -178,13 +270,32 @@ class BipServerApp:
         self.enabled = profile.bip_server
         self._events_set = False
         self._check_ports = True
+        for channel in self.channels.values():
+            if channel.handler is not None:
+                channel.handler.close()
         self.channels.clear()
         self._order = None
-        self._saturation = None
-        self._opening = dict.fromkeys(self.config.ports, 0)
+        self._pressed = frozenset()
         self._refused.clear()
+        ports = self.config.ports
+        self._budget = max(0, min(self.config.max_channels, profile.channels) - 1)
+        # Each port's guarantee: up to initial_per_port, dealt in turn while the budget lasts.
+        self._guarantee = dict.fromkeys(ports, 0)
+        left = self._budget
+        for _ in range(self.config.initial_per_port):
+            for port in ports:
+                if left:
+                    self._guarantee[port] += 1
+                    left -= 1
         if not self.enabled:
             log.warning("terminal profile lacks BIP UICC server mode: the SCWS stays closed")
+        elif not all(self._guarantee.values()):
+            log.warning(
+                "the terminal's %d channels leave none for some of the SCWS's %d ports "
+                "(one stays free for the admin agent)",
+                profile.channels,
+                len(ports),
+            )
 
     def on_envelope(self, envelope: Envelope, now: float) -> bytes | None:
         if not isinstance(envelope, EventDownload) or envelope.channel_status is None:
@@ -198,30 +309,50 @@ class BipServerApp:
             self._check_ports = True
             if status.bits & 3 == 3:  # §8.56: b8..b7 = 11 is reserved
                 raise DecodeError("channel status b8..b7 = 11 is reserved", status.value(), 0)
-            self._channel_status(channel, ServerState(status.bits & 3), now)
+            if ServerState(status.bits & 3) is ServerState.ESTABLISHED:
+                self._connected(channel, now)
+            else:
+                self._gone(channel)
         elif _DATA_AVAILABLE in events and envelope.data_length is not None:
             if channel.state is _ESTABLISHED:
                 channel.rx_pending = envelope.data_length.length
                 channel.ready = True
+            else:
+                self._fire(channel, _EV.DATA)
         else:
             return None
         return b""
 
-    def _channel_status(self, channel: Channel, state: ServerState, now: float) -> None:
-        if state is ServerState.ESTABLISHED:
-            channel.state = state
-            self._saturation = None
-            channel.handler = self.factories[channel.port](channel.id, now)
-            channel.ready = True
-            log.debug("channel %d: client connected on port %d", channel.id, channel.port)
+    def _fire(self, channel: Channel, event: ChannelEvent) -> ChannelState | None:
+        try:
+            new = TRANSITIONS[channel.state, event]
+        except KeyError:
+            raise ChannelStateError(channel.id, channel.state, event) from None
+        if new is None:
+            del self.channels[channel.id]
+            self._order = None
         else:
-            # The client went away: whatever was under way on this connection is void.
-            log.debug("channel %d: client gone, back to %s", channel.id, state.name)
-            self._reset(channel, state)
+            channel.state = new
+        self._check_ports = True
+        return new
 
-    def _reset(self, channel: Channel, state: ServerState) -> None:
-        channel.state = state
-        self._saturation = None
+    def _connected(self, channel: Channel, now: float) -> None:
+        if self._fire(channel, _EV.CONNECTED) is not _ESTABLISHED:
+            return  # being released: the terminal binds the client elsewhere
+        channel.handler = self.factories[channel.port](channel.id, now)
+        channel.ready = True
+        channel.since = now
+        channel.connected_at = now
+        self._update_pressure(now)
+        log.debug("channel %d: client connected on port %d", channel.id, channel.port)
+
+    def _gone(self, channel: Channel) -> None:
+        # The client went away: whatever was under way on this connection is void.
+        log.debug("channel %d: client gone", channel.id)
+        self._fire(channel, _EV.GONE)
+        self._release(channel)
+
+    def _release(self, channel: Channel) -> None:
         if channel.handler is not None:
             channel.handler.close()
         channel.handler = None
@@ -230,20 +361,23 @@ class BipServerApp:
         channel.rx_pending = 0
         channel.tx_stored = 0
         channel.closing = False
-        channel.answered = False
+        channel.yielding = False
         channel.ready = False
-        if state is ServerState.CLOSED:
-            del self.channels[channel.id]
-            self._order = None
+
+    # -- what to run next ----------------------------------------------------------------------
 
     def next_command(self, number: int, now: float) -> Command | RawCommand | None:
         if not self.enabled:
             return None
         if not self._events_set:
             return SetUpEventList.build(number, (Event.DATA_AVAILABLE, Event.CHANNEL_STATUS))
+        self._now = now
         if self._check_ports:
-            open_port = self._port_needing_channel()
+            self._check_ports = False
+            self._update_pressure(now)
+            open_port = self._port_needing_channel(now)
             if open_port is not None:
+                self._check_ports = True  # look again once it is open
                 # Buffer size is two bytes (§8.55): ask for at most 65535.
                 return OpenChannel.server(number, open_port, min(self.config.buffer_size, 0xFFFF))
         channels = self._order
@@ -260,68 +394,177 @@ class BipServerApp:
                 self._turn = (turn + k + 1) % n
                 return command
             channel.ready = False  # until the handler hears something
-        if n >= self.config.max_channels or self._refused:
-            saturated = self._saturation
-            if saturated is None:
-                saturated = self._saturation = frozenset(
-                    port for port in self.config.ports if self._saturated(port)
-                )
-        else:
-            saturated = frozenset()
-        if saturated:
-            # Clients may be waiting for a channel: a finished keep-alive connection yields.
-            # (A new connection is idle too until its request arrives: it is not closed.)
-            for channel in channels:
-                if channel.answered and channel.port in saturated and channel.handler is not None:
-                    if channel.handler.idle:
-                        channel.closing = True
-                        channel.ready = True
-                        channel.handler.shutdown()  # TLS: close_notify goes out first
-                        return self._work(channel, number, now)
-        return None
+        if self._pressed:
+            command = self._relieve(number, now)
+            if command is not None:
+                return command
+        return self._release_surplus(number)
 
-    def _port_needing_channel(self) -> int | None:
-        if not self._check_ports:
-            return None
-        port = self._find_port_needing_channel()
-        # Nothing to open until a channel changes state (an event or a TR says so).
-        self._check_ports = port is not None
-        return port
+    def _counts(self) -> tuple[dict[int, int], dict[int, int]]:
+        """Channels per port, and those listening per port."""
+        count = dict.fromkeys(self.config.ports, 0)
+        listening = dict.fromkeys(self.config.ports, 0)
+        for c in self.channels.values():
+            count[c.port] = count.get(c.port, 0) + 1
+            if c.state is _LISTEN:
+                listening[c.port] = listening.get(c.port, 0) + 1
+        return count, listening
 
-    def _find_port_needing_channel(self) -> int | None:
-        if len(self.channels) >= self.config.max_channels:
-            return None
-        for port in self.config.ports:
-            if port in self._refused:
-                continue
-            if self._opening[port] < self.config.initial_per_port:
-                return port
-            listening = sum(
-                1
-                for c in self.channels.values()
-                if c.port == port and c.state is ServerState.LISTEN
-            )
-            if listening < self.config.listening_per_port:
-                return port
-        return None
+    def _share(self) -> int:
+        ports = self.config.ports
+        return max(1, self._budget // len(ports)) if ports else 0
 
-    def _saturated(self, port: int) -> bool:
-        """No channel of `port` listens and no more can be opened."""
-        if len(self.channels) < self.config.max_channels and port not in self._refused:
+    def _can_open(
+        self, port: int, count: dict[int, int], listening: dict[int, int], now: float
+    ) -> bool:
+        """Whether another channel may be opened for `port` now."""
+        if self._refused.get(port, 0.0) > now:
             return False
+        total = sum(count.values())
+        if total >= self._budget:
+            return False
+        if count[port] < self._guarantee.get(port, 0):
+            return True
+        # An extra channel: never one another port's guarantee needs, nor one a port with
+        # fewer channels and none listening needs more (ties: the first port in the list).
+        others = [p for p in self.config.ports if p != port]
+        owed = sum(max(0, self._guarantee.get(p, 0) - count[p]) for p in others)
+        if total + owed >= self._budget:
+            return False
+        order = self.config.ports.index
         return not any(
-            c.port == port and c.state is ServerState.LISTEN for c in self.channels.values()
+            listening[p] == 0
+            and self._refused.get(p, 0.0) <= now
+            and (count[p], order(p)) < (count[port], order(port))
+            for p in others
         )
+
+    def _update_pressure(self, now: float) -> None:
+        """Finds the pressed ports; the connections of the yielding ports are told to close
+        after their next response (before it is made, so that it says so)."""
+        self._pressed = self._find_pressed(now)
+        if not self._pressed:
+            return
+        ports = self._yielding_ports()
+        slice_end = now - self.config.keep_alive_slice
+        for channel in self.channels.values():
+            if (
+                channel.port in ports
+                and channel.state is _ESTABLISHED
+                and not channel.yielding
+                and channel.connected_at <= slice_end
+            ):
+                handler = channel.handler
+                if handler is not None:
+                    channel.yielding = True
+                    channel.ready = True
+                    handler.close_after_response()
+
+    def _find_pressed(self, now: float) -> frozenset[int]:
+        count, listening = self._counts()
+        pressed = set()
+        for port in self.config.ports:
+            if listening[port] == 0 and not self._can_open(port, count, listening, now):
+                pressed.add(port)
+        return frozenset(pressed)
+
+    def _port_needing_channel(self, now: float) -> int | None:
+        count, listening = self._counts()
+        for port in self.config.ports:
+            if not self._can_open(port, count, listening, now):
+                continue
+            if count[port] < self._guarantee.get(port, 0):
+                return port
+            if listening[port] < self.config.listening_per_port:
+                return port
+        return None
+
+    def _yielding_ports(self) -> frozenset[int]:
+        """Ports whose connections close after their response: the pressed ones, and those
+        holding more than an even share while a pressed port has less."""
+        pressed = self._pressed
+        if not pressed:
+            return pressed
+        count, _ = self._counts()
+        share = self._share()
+        ports = set(pressed)
+        if any(count[p] < share for p in pressed):
+            ports.update(p for p in self.config.ports if count[p] > share)
+        return frozenset(ports)
+
+    def _relieve(self, number: int, now: float) -> Command | RawCommand | None:
+        """Clients may be waiting: unless a connection of the yielding ports is closing
+        already, the one idle the longest (quiet for the grace time) is closed now."""
+        ports = self._yielding_ports()
+        oldest: Channel | None = None
+        for channel in self.channels.values():
+            if channel.port not in ports or channel.state is _LISTEN:
+                continue
+            handler = channel.handler
+            if channel.state is not _ESTABLISHED or handler is None:
+                return None  # a CLOSE CHANNEL is under way
+            if channel.closing or handler.should_close:
+                return None
+            if handler.idle and (oldest is None or channel.since < oldest.since):
+                oldest = channel
+        if oldest is None or now - oldest.since < self.config.reclaim_grace:
+            return None
+        log.debug("channel %d: idle connection closed for a waiting client", oldest.id)
+        assert oldest.handler is not None
+        oldest.closing = True
+        oldest.ready = True
+        oldest.handler.shutdown()  # TLS: close_notify goes out first
+        return self._work(oldest, number, now)
+
+    def _surplus(self, port: int, count: dict[int, int], listening: dict[int, int]) -> bool:
+        """Whether a channel of `port` that is (or is about to be) listening is one too many."""
+        if port in self._pressed:
+            return False  # clients may be waiting for it
+        if count[port] <= self._guarantee.get(port, 0):
+            return False
+        return listening[port] >= self.config.listening_per_port or port in self._yielding_ports()
+
+    def _release_surplus(self, number: int) -> Command | None:
+        count, listening = self._counts()
+        for channel in self.channels.values():
+            if channel.state is _LISTEN:
+                listening[channel.port] -= 1  # were it released
+                if self._surplus(channel.port, count, listening):
+                    self._fire(channel, _EV.REMOVE)
+                    log.debug("channel %d on port %d released", channel.id, channel.port)
+                    return CloseChannel.build(number, channel.id, to_listen=False)
+                listening[channel.port] += 1
+        return None
+
+    def _close(self, channel: Channel, number: int) -> Command:
+        """CLOSE CHANNEL for a connection that is done: back to TCP LISTEN, or released if
+        the channel is surplus."""
+        count, listening = self._counts()
+        if self._surplus(channel.port, count, listening):
+            self._fire(channel, _EV.REMOVE)
+            return CloseChannel.build(number, channel.id, to_listen=False)
+        self._fire(channel, _EV.CLOSE)
+        return CloseChannel.build(number, channel.id, to_listen=True)
 
     def _work(self, channel: Channel, number: int, now: float) -> Command | RawCommand | None:
         handler = channel.handler
         if channel.state is not _ESTABLISHED or handler is None:
             return None
         rx_pending = channel.rx_pending
-        if rx_pending:
+        if rx_pending and handler.wants_input:
+            if (
+                self._pressed
+                and not channel.yielding
+                and channel.port in self._pressed
+                and now - channel.since > self.config.keep_alive_gap
+            ):
+                # A client that paused before this request held its channel idle while
+                # others may wait: this request's answer is its last.
+                channel.yielding = True
+                handler.close_after_response()
             # ReceiveData.build(number, channel.id, min(rx_pending, MAX_RECEIVE)).encode()
             length = MAX_RECEIVE if rx_pending > MAX_RECEIVE else rx_pending
-            encoded = _RECEIVE_DATA_HEADS[number] + bytes((0x20 + channel.id, 0xB7, 1, length))
+            encoded = _receive_data(number, channel.id, length)
             return RawCommand(
                 encoded, _RECEIVE_DATA_TR[number], self._read_receive_data, channel.id
             )
@@ -347,49 +590,35 @@ class BipServerApp:
             else:
                 channel.out_pos = end
             channel.tx_stored = 0 if last else stored + size
-            channel.answered = True
+            channel.since = self._now
             # SendData.build(number, channel.id, chunk, immediately=last).encode()
             qualifier = SEND_IMMEDIATELY if last else 0
-            key = size << 16 | channel.id << 9 | qualifier << 8 | number
+            key = size << 24 | channel.id << 16 | qualifier << 8 | number
             head = _SEND_DATA_HEADS.get(key)
             if head is None:
                 head = _send_data_head(number, qualifier, channel.id, size)
-                if len(_SEND_DATA_HEADS) >= 8192:
-                    _SEND_DATA_HEADS.clear()
-                _SEND_DATA_HEADS[key] = head
             encoded = head + chunk
             # Its plain TR (result 00) needs nothing done; any other goes the typed way.
             return RawCommand(
                 encoded, _SEND_DATA_TR[number | qualifier << 8], read_done, channel.id
             )
         if handler.should_close or channel.closing:
-            return CloseChannel.build(number, channel.id, to_listen=True)
+            return self._close(channel, number)
         return None
 
     def _receive_data_response(self, command: RawCommand, data: bytes, now: float) -> bool:
-        """Reads the plain TR of a RECEIVE DATA, performed:
-        `81 03 nn 42 00 82 02 82 81 83 01 rr B6 LL data B7 01 ll` (rr < 10), and does what
-        `on_terminal_response` does with it."""
-        n = len(data)
-        if n < 17 or not data.startswith(command.expect) or data[11] >= 0x10 or data[12] != 0xB6:
+        """Reads the plain TR of a RECEIVE DATA, performed (cat/transfer.py), and does what
+        `on_terminal_response` does with it; False for any other form."""
+        found = _read_receive_data_tr(data, command.expect)
+        if found is None:
             return False
-        length = data[13]
-        start = 14
-        if length == 0x81:
-            length = data[14]
-            start = 15
-            if length < 0x80:
-                return False  # malformed: the typed decoder says so
-        elif length > 0x7F:
-            return False
-        end = start + length
-        if n != end + 3 or data[end] != 0xB7 or data[end + 1] != 1:
-            return False
+        start, end, left = found
         channel = self.channels.get(command.channel)
         if channel is None or channel.handler is None:
             return True
         channel.ready = True
-        channel.rx_pending = data[end + 2]
+        channel.since = now
+        channel.rx_pending = left
         channel.handler.receive_data(data[start:end], now)
         return True
 
@@ -415,7 +644,7 @@ class BipServerApp:
                     log.error("terminal refused SET UP EVENT LIST: %s", result)
                     self.enabled = False
             case OpenChannel():
-                self._opened(command, response)
+                self._opened(command, response, now)
             case ReceiveData():
                 channel = self.channels.get(command.channel)
                 if channel is None or channel.handler is None:
@@ -426,6 +655,7 @@ class BipServerApp:
                     return
                 data = response.data.data if response.data is not None else b""
                 channel.rx_pending = response.data_length.length if response.data_length else 0
+                channel.since = now
                 channel.handler.receive_data(data, now)
             case SendData():
                 channel = self.channels.get(command.channel)
@@ -437,18 +667,21 @@ class BipServerApp:
             case CloseChannel():
                 channel = self.channels.get(command.channel)
                 if channel is not None:
-                    self._reset(channel, ServerState.LISTEN)
+                    self._release(channel)
+                    if result.ok:
+                        self._fire(channel, _EV.CLOSED)
+                    else:
+                        log.warning("terminal refused CLOSE CHANNEL %d: %s", channel.id, result)
+                        self._fire(channel, _EV.REFUSED)
             case _:
                 pass
 
-    def _opened(self, command: OpenChannel, response: TerminalResponse) -> None:
-        self._saturation = None
+    def _opened(self, command: OpenChannel, response: TerminalResponse, now: float) -> None:
         port = command.transport.port if command.transport else 0
-        self._opening[port] = self._opening.get(port, 0) + 1
         status = response.channel_status
         if not response.result.ok or status is None:
             log.warning("terminal refused a channel on port %d: %s", port, response.result)
-            self._refused.add(port)
+            self._refused[port] = now + self.config.refused_retry
             return
         size = response.buffer_size.size if response.buffer_size else self.config.buffer_size
         if response.result.general == GeneralResult.OK_WITH_MODIFICATION:
@@ -463,9 +696,29 @@ class BipServerApp:
             for c in self.channels.values()
             if c.handler is not None and (t := c.handler.get_timer()) is not None
         ]
+        if self._pressed:
+            # An idle connection becomes one to reclaim once quiet for the grace time, a
+            # busy one one to close after its response at the end of its slice.
+            grace = self.config.reclaim_grace
+            due += [
+                c.since + grace
+                for c in self.channels.values()
+                if c.state is _ESTABLISHED and not c.closing and c.port in self._pressed
+            ]
+            keep = self.config.keep_alive_slice
+            due += [
+                c.connected_at + keep
+                for c in self.channels.values()
+                if c.state is _ESTABLISHED and not c.yielding
+            ]
+        due += self._refused.values()
         return min(due) if due else None
 
     def on_timer(self, now: float) -> None:
+        self._check_ports = True
+        for port, until in list(self._refused.items()):
+            if until <= now:
+                del self._refused[port]
         for channel in self.channels.values():
             handler = channel.handler
             if handler is not None:

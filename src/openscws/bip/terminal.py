@@ -6,13 +6,21 @@ Client-mode channels ("TCP, UICC in client mode, remote connection") connect at 
 whatever the qualifier says: on-demand establishment (b1 = 0) is served as immediate, which the
 card sees as a link already up. When the remote end closes, bytes already in the Rx buffer stay
 readable and the Channel status event (link dropped) waits until the card has read them, so a
-server's last response before its FIN is not lost."""
+server's last response before its FIN is not lost.
+
+Each channel's life cycle is a state machine declared once, as a table (`TRANSITIONS`): the
+states, and for each (mode, state, event) the state it leads to. An event the table does not
+allow is a `ChannelStateError`, a BIP error (3A 07 "channel closed" for data on a channel
+without a connection, 3A 03 "channel identifier not valid" otherwise) answered in the TERMINAL
+RESPONSE, never patched over. A server channel a client left is `HELD` until the card has
+heard of it, so a CLOSE CHANNEL the card built before can never hit the next client; a client
+bound to a channel that the card closes with a command it built before it heard of the client
+goes back to the shell (`Requeue`), not away."""
 
 from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum, auto
 
@@ -53,12 +61,100 @@ class Mode(Enum):
     CLIENT = auto()
 
 
+class ChannelState(Enum):
+    LISTEN = auto()
+    """Server: in TCP LISTEN, free for the next client."""
+    HELD = auto()
+    """Server: in TCP LISTEN again (its client left), but not free until the card heard it."""
+    ESTABLISHED = auto()
+    """Server: a client is bound. Client mode: the link is up."""
+    CONNECTING = auto()
+    """Client mode: the OPEN CHANNEL waits for the TCP connection."""
+    DROPPED = auto()
+    """Client mode: the link dropped; bytes still wait in the Rx buffer for the card."""
+    DOWN = auto()
+    """Client mode: the link dropped and the card was told."""
+
+
+class ChannelEvent(Enum):
+    BIND = auto()
+    """The shell binds a new TCP client (server)."""
+    CLIENT_GONE = auto()
+    """The TCP connection ended (server: the client; client mode: the remote server)."""
+    CARD_TOLD = auto()
+    """The card has heard that the server channel is back in LISTEN."""
+    CONNECTED = auto()
+    """Client mode: the TCP connection is up."""
+    RX_READ = auto()
+    """Client mode: the card read the last bytes of a dropped link."""
+    SEND = auto()
+    """SEND DATA."""
+    RECEIVE = auto()
+    """RECEIVE DATA."""
+    CLOSE_TO_LISTEN = auto()
+    """CLOSE CHANNEL, qualifier "back to TCP LISTEN" (server)."""
+    CLOSE = auto()
+    """CLOSE CHANNEL: the channel is released."""
+
+
+_S = Mode.SERVER
+_C = Mode.CLIENT
+_L, _H, _E = ChannelState.LISTEN, ChannelState.HELD, ChannelState.ESTABLISHED
+_CN, _DR, _DN = ChannelState.CONNECTING, ChannelState.DROPPED, ChannelState.DOWN
+_EV = ChannelEvent
+
+TRANSITIONS: dict[tuple[Mode, ChannelState, ChannelEvent], ChannelState | None] = {
+    # Server mode (§6.4.27 "UICC in server mode", §7.5.11 Channel status event).
+    (_S, _L, _EV.BIND): _E,
+    (_S, _L, _EV.RECEIVE): _L,  # a RECEIVE DATA built before the card heard: 0 bytes
+    (_S, _L, _EV.CLOSE_TO_LISTEN): _L,  # the close of a connection whose client left
+    (_S, _L, _EV.CLOSE): None,
+    (_S, _H, _EV.CARD_TOLD): _L,
+    (_S, _H, _EV.RECEIVE): _H,
+    (_S, _H, _EV.CLOSE_TO_LISTEN): _L,
+    (_S, _H, _EV.CLOSE): None,
+    (_S, _E, _EV.SEND): _E,
+    (_S, _E, _EV.RECEIVE): _E,
+    (_S, _E, _EV.CLIENT_GONE): _H,
+    (_S, _E, _EV.CLOSE_TO_LISTEN): _L,
+    (_S, _E, _EV.CLOSE): None,
+    # Client mode (§6.4.27 "UICC in client mode").
+    (_C, _CN, _EV.CONNECTED): _E,
+    (_C, _CN, _EV.CLOSE): None,
+    (_C, _E, _EV.SEND): _E,
+    (_C, _E, _EV.RECEIVE): _E,
+    (_C, _E, _EV.CLIENT_GONE): _DR,
+    (_C, _E, _EV.CLOSE): None,
+    (_C, _DR, _EV.RECEIVE): _DR,
+    (_C, _DR, _EV.RX_READ): _DN,
+    (_C, _DR, _EV.CLOSE): None,
+    (_C, _DN, _EV.CLOSE): None,
+}
+"""Every allowed (mode, state, event) and the state it leads to; None: the channel is gone."""
+_ESTABLISHED_CHANNEL = ChannelState.ESTABLISHED
+
+
+class ChannelStateError(BipError):
+    """An event the channel life cycle does not allow in the channel's state."""
+
+    def __init__(self, channel: int, state: ChannelState, event: ChannelEvent) -> None:
+        cause = (
+            BipCause.CHANNEL_CLOSED
+            if event in (ChannelEvent.SEND, ChannelEvent.RECEIVE)
+            else BipCause.INVALID_CHANNEL
+        )
+        super().__init__(cause, f"channel {channel}: {event.name} not allowed in {state.name}")
+        self.channel = channel
+        self.state = state
+        self.event = event
+
+
 # -- actions for the shell ------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class Listen:
-    """Start accepting TCP connections on `port`."""
+    """Start accepting TCP connections on `port`; answer with `listen_result`."""
 
     port: int
 
@@ -104,7 +200,20 @@ class ChannelFree:
     port: int
 
 
-GatewayAction = Listen | StopListening | Connect | Write | Disconnect | ResumeReading | ChannelFree
+@dataclass(frozen=True, slots=True)
+class Requeue:
+    """The card closed `channel` with a command it built before it heard of its client: the
+    client is not served there. The shell takes it back with the bytes it had sent (`data`, to go
+    before anything still unread in the socket) and binds it to the next free channel."""
+
+    channel: int
+    port: int
+    data: bytes
+
+
+GatewayAction = (
+    Listen | StopListening | Connect | Write | Disconnect | ResumeReading | ChannelFree | Requeue
+)
 
 
 @dataclass(slots=True)
@@ -113,18 +222,35 @@ class TerminalChannel:
     mode: Mode
     port: int
     buffer_size: int
-    state: ServerState = ServerState.LISTEN
-    """For client channels: ESTABLISHED while the link is up, CLOSED otherwise."""
+    state: ChannelState = ChannelState.LISTEN
     rx: bytearray = field(default_factory=bytearray)
     tx: bytearray = field(default_factory=bytearray)
     reading_paused: bool = False
-    drop_owed: bool = False
-    """Client channel: the link dropped with unread Rx bytes; the event follows the last read."""
+    known: bool = True
+    """Server: the card knew of the current client when it built its latest command (its
+    Channel status event went to the card with no command of the card's waiting, or that
+    command has been answered since)."""
+
+    def fire(self, event: ChannelEvent) -> ChannelState | None:
+        """Moves the channel by the table; raises ChannelStateError if it does not allow
+        `event` now. Returns the new state (None: the channel is gone)."""
+        try:
+            new = TRANSITIONS[self.mode, self.state, event]
+        except KeyError:
+            raise ChannelStateError(self.id, self.state, event) from None
+        if new is not None:
+            self.state = new
+        return new
+
+    @property
+    def server_state(self) -> ServerState:
+        """The TCP state a Channel status reports for a server channel (§8.56)."""
+        return _ESTABLISHED if self.state is ChannelState.ESTABLISHED else ServerState.LISTEN
 
     def status(self, further: int = FurtherInfo.NONE) -> ChannelStatus:
         if self.mode is Mode.SERVER:
-            return ChannelStatus.server(self.id, self.state, further)
-        return ChannelStatus.link(self.id, self.state is ServerState.ESTABLISHED, further)
+            return ChannelStatus.server(self.id, self.server_state, further)
+        return ChannelStatus.link(self.id, self.state is ChannelState.ESTABLISHED, further)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,12 +275,10 @@ class Channels:
         *,
         max_buffer_size: int = 65535,
         max_channels: int = MAX_CHANNELS,
-        listen: Callable[[int], bool] | None = None,
     ) -> None:
         self.max_buffer_size = max_buffer_size
-        self.listen = listen
-        """Binds a port when the first server channel on it opens; False if it cannot. The
-        shell provides it, so that OPEN CHANNEL can answer "port not available" truthfully."""
+        self.listening: set[int] = set()
+        """Ports the shell listens on (it said so in `listen_result`)."""
         self.max_channels = max_channels
         self.channels: dict[int, TerminalChannel] = {}
         self.actions: deque[GatewayAction] = deque()
@@ -173,16 +297,37 @@ class Channels:
             return asked, Result(GeneralResult.OK)
         return self.max_buffer_size, Result(GeneralResult.OK_WITH_MODIFICATION)
 
-    def open_server(self, command: OpenChannel) -> TerminalResponse:
+    def open_server(self, command: OpenChannel) -> TerminalResponse | None:
+        """The TR to a server-mode OPEN CHANNEL; None when the shell must listen on the port
+        first (a `Listen` action): the TR then comes with `listen_result`."""
+        assert command.transport is not None
+        port = command.transport.port
+        self._allocate()  # no channel free: refused before anything is bound
+        if port not in self.listening:
+            self.actions.append(Listen(port))
+            return None
+        return self._opened_server(command)
+
+    def listen_result(self, command: OpenChannel, ok: bool) -> TerminalResponse:
+        """The shell's answer to `Listen`: the TR to the OPEN CHANNEL that asked for it
+        (3A 10 "port not available" when the port could not be bound)."""
+        assert command.transport is not None
+        port = command.transport.port
+        if not ok:
+            log.info("server OPEN CHANNEL refused: cannot listen on TCP %d", port)
+            return TerminalResponse(
+                details=command.details,
+                result=Result(GeneralResult.BIP_ERROR, bytes((BipCause.PORT_NOT_AVAILABLE,))),
+            )
+        self.listening.add(port)
+        return self._opened_server(command)
+
+    def _opened_server(self, command: OpenChannel) -> TerminalResponse:
         assert command.transport is not None
         port = command.transport.port
         channel_id = self._allocate()
         size, result = self._negotiate(command.buffer_size.size)
-        channel = TerminalChannel(channel_id, Mode.SERVER, port, size)
-        if not any(c.port == port and c.mode is Mode.SERVER for c in self.channels.values()):
-            if self.listen is not None and not self.listen(port):
-                raise BipError(BipCause.PORT_NOT_AVAILABLE, f"cannot listen on TCP {port}")
-            self.actions.append(Listen(port))
+        channel = TerminalChannel(channel_id, Mode.SERVER, port, size, ChannelState.LISTEN)
         self.channels[channel_id] = channel
         log.info("channel %d: UICC server mode on TCP %d, buffer %d", channel_id, port, size)
         self.actions.append(ChannelFree(port))
@@ -225,7 +370,7 @@ class Channels:
         channel_id = self._allocate()
         size, _ = self._negotiate(command.buffer_size.size)
         self.channels[channel_id] = TerminalChannel(
-            channel_id, Mode.CLIENT, transport.port, size, ServerState.CLOSED
+            channel_id, Mode.CLIENT, transport.port, size, ChannelState.CONNECTING
         )
         log.info(
             "channel %d: UICC client mode to TCP %d, buffer %d", channel_id, transport.port, size
@@ -239,6 +384,7 @@ class Channels:
         channel = self.channels[channel_id]
         bearer = command.bearer or DEFAULT_BEARER
         if not ok:
+            channel.fire(ChannelEvent.CLOSE)
             del self.channels[channel_id]
             return TerminalResponse(
                 details=command.details,
@@ -246,7 +392,7 @@ class Channels:
                 bearer=bearer,
                 buffer_size=BufferSize(channel.buffer_size),
             )
-        channel.state = ServerState.ESTABLISHED
+        channel.fire(ChannelEvent.CONNECTED)
         _, result = self._negotiate(command.buffer_size.size)
         return TerminalResponse(
             details=command.details,
@@ -264,22 +410,30 @@ class Channels:
 
     def close(self, command: CloseChannel) -> TerminalResponse:
         channel = self._channel(command.channel)
-        connected = channel.state is ServerState.ESTABLISHED
-        if connected:
+        server = channel.mode is Mode.SERVER
+        to_listen = server and bool(command.details.qualifier & CLOSE_TO_LISTEN)
+        connected = channel.state is ChannelState.ESTABLISHED
+        unknown = server and connected and not channel.known
+        channel.fire(ChannelEvent.CLOSE_TO_LISTEN if to_listen else ChannelEvent.CLOSE)
+        if unknown:
+            # The card closed the channel before it heard of this client: not its to drop.
+            self.actions.append(Requeue(channel.id, channel.port, bytes(channel.rx)))
+        elif connected:
             if channel.tx:
                 self.actions.append(Write(channel.id, bytes(channel.tx)))
             self.actions.append(Disconnect(channel.id))
         channel.rx.clear()
         channel.tx.clear()
         channel.reading_paused = False
-        if channel.mode is Mode.SERVER and command.details.qualifier & CLOSE_TO_LISTEN:
-            channel.state = ServerState.LISTEN
+        channel.known = True
+        if to_listen:
             self.actions.append(ChannelFree(channel.port))
         else:
             del self.channels[channel.id]
-            if channel.mode is Mode.SERVER and not any(
+            if server and not any(
                 c.port == channel.port and c.mode is Mode.SERVER for c in self.channels.values()
             ):
+                self.listening.discard(channel.port)
                 self.actions.append(StopListening(channel.port))
         # Drop events owed for a connection that no longer exists.
         self.events = deque(e for e in self.events if e.channel != channel.id)
@@ -299,8 +453,8 @@ class Channels:
         channel = self.channels.get(channel_id)
         if channel is None:
             raise BipError(BipCause.INVALID_CHANNEL, f"no channel {channel_id}")
-        if channel.state is not _ESTABLISHED:
-            raise BipError(BipCause.CHANNEL_CLOSED, f"channel {channel.id} has no connection")
+        if channel.state is not _ESTABLISHED_CHANNEL:
+            channel.fire(ChannelEvent.SEND)  # raises: only a connection takes data
         tx = channel.tx
         size = channel.buffer_size
         stored = len(tx) + len(data)
@@ -334,18 +488,18 @@ class Channels:
         channel = self.channels.get(channel_id)
         if channel is None:
             raise BipError(BipCause.INVALID_CHANNEL, f"no channel {channel_id}")
+        if channel.state is not _ESTABLISHED_CHANNEL:
+            channel.fire(ChannelEvent.RECEIVE)
         rx = channel.rx
         n = len(rx)
         if asked < n:
             n = asked
         if MAX_RECEIVE < n:
             n = MAX_RECEIVE
-        if not n and channel.state is not _ESTABLISHED and channel.mode is Mode.CLIENT:
-            raise BipError(BipCause.CHANNEL_CLOSED, f"channel {channel.id}: the link dropped")
         data = bytes(rx[:n])
         del rx[:n]
-        if channel.drop_owed and not rx:
-            channel.drop_owed = False
+        if channel.state is ChannelState.DROPPED and not rx:
+            channel.fire(ChannelEvent.RX_READ)
             self.events.append(PendingEvent(channel_id, "status", FurtherInfo.LINK_DROPPED))
         if channel.reading_paused and len(rx) < channel.buffer_size:
             channel.reading_paused = False
@@ -363,18 +517,39 @@ class Channels:
 
     # -- socket news -----------------------------------------------------------------------------
 
-    def client_connected(self, port: int, held: frozenset[int] = frozenset()) -> int | None:
-        """Binds a new TCP client on `port` to a listening channel; None if all are busy.
-        Channels in `held` are not free yet."""
-        owed = {e.channel for e in self.events} | held
+    def card_told(self, channel_id: int) -> int | None:
+        """The card has heard that server channel `channel_id` is back in LISTEN: it is free
+        (its port is returned, for `ChannelFree`), or None if it is not held (any more)."""
+        channel = self.channels.get(channel_id)
+        if channel is None or channel.state is not ChannelState.HELD:
+            return None
+        channel.fire(ChannelEvent.CARD_TOLD)
+        return channel.port
+
+    def card_knows(self, channel_id: int) -> None:
+        """The card has heard of the client bound to `channel_id` before its next command."""
+        channel = self.channels.get(channel_id)
+        if channel is not None and channel.state is ChannelState.ESTABLISHED:
+            channel.known = True
+
+    def free_channels(self, port: int) -> int:
+        """Server channels of `port` free for a client now."""
+        return sum(
+            1
+            for c in self.channels.values()
+            if c.port == port and c.state is ChannelState.LISTEN and c.mode is Mode.SERVER
+        )
+
+    def client_connected(self, port: int) -> int | None:
+        """Binds a new TCP client on `port` to a listening channel; None if all are busy."""
         for channel in sorted(self.channels.values(), key=lambda c: c.id):
             if (
                 channel.port == port
                 and channel.mode is Mode.SERVER
-                and channel.state is ServerState.LISTEN
-                and channel.id not in owed
+                and channel.state is ChannelState.LISTEN
             ):
-                channel.state = ServerState.ESTABLISHED
+                channel.fire(ChannelEvent.BIND)
+                channel.known = False
                 self.events.append(PendingEvent(channel.id, "status"))
                 return channel.id
         return None
@@ -383,7 +558,7 @@ class Channels:
         """Takes as much of `data` as the Rx buffer holds; returns the count taken. When less
         than all, the shell pauses reading until `ResumeReading`."""
         channel = self.channels.get(channel_id)
-        if channel is None or channel.state is not ServerState.ESTABLISHED:
+        if channel is None or channel.state is not _ESTABLISHED_CHANNEL:
             return len(data)  # nowhere to go: discard
         was_empty = not channel.rx
         room = channel.buffer_size - len(channel.rx)
@@ -397,24 +572,25 @@ class Channels:
         return len(taken)
 
     def client_closed(self, channel_id: int) -> None:
+        """The TCP connection bound to `channel_id` ended. News of a channel already released
+        (the socket's own close after the card's CLOSE CHANNEL) is stale and ignored; on a
+        channel without that connection it is a ChannelStateError."""
         channel = self.channels.get(channel_id)
-        if channel is None or channel.state is not ServerState.ESTABLISHED:
+        if channel is None:
             return
+        channel.fire(ChannelEvent.CLIENT_GONE)
         channel.tx.clear()
         channel.reading_paused = False
         if channel.mode is Mode.CLIENT:
             # What the server sent before closing is still the card's to read (its Data
             # available event stays queued); the drop is reported once it has been read.
-            channel.state = ServerState.CLOSED
-            if channel.rx:
-                channel.drop_owed = True
-            else:
+            if not channel.rx:
+                channel.fire(ChannelEvent.RX_READ)
                 self.events.append(PendingEvent(channel_id, "status", FurtherInfo.LINK_DROPPED))
             return
         channel.rx.clear()
         self.events = deque(e for e in self.events if e.channel != channel_id)
-        # The channel is free for the next client only once the card has heard of this
-        # (the engine emits ChannelFree then), or a CLOSE CHANNEL the card built before
-        # hearing it could hit the next client.
-        channel.state = ServerState.LISTEN
+        # HELD: free for the next client only once the card has heard of this (the engine
+        # calls `card_told` then), or a CLOSE CHANNEL the card built before hearing it could
+        # hit the next client.
         self.events.append(PendingEvent(channel_id, "status"))

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, ClassVar, Self
 
+from openscws.cat import transfer
 from openscws.cat.layout import Slot, decode_objects, encode_objects
 from openscws.cat.objects import (
     CHANNEL_DEVICE_BASE,
@@ -284,13 +285,15 @@ class ReceiveData(Command):
             and not self.cr_clear
         ):
             d = self.details
-            return bytes(
-                (
-                    *(0xD0, 12, 0x81, 3, d.number, d.type, d.qualifier),
-                    *(0x82, 2, self.devices.source, self.devices.destination),
-                    *(0xB7, 1, min(self.length.length, 0xFF)),
+            devices = self.devices
+            if (
+                d.qualifier == 0
+                and devices.source == Device.UICC
+                and 0x21 <= devices.destination <= 0x27
+            ):
+                return transfer.receive_data(
+                    d.number, devices.destination - 0x20, min(self.length.length, 0xFF)
                 )
-            )
         return Command.encode(self)
 
     @classmethod
@@ -339,17 +342,18 @@ class SendData(Command):
             and not self.cr_clear
         ):
             data = self.data.data
-            n = len(data)
             d = self.details
-            head = (0x81, 3, d.number, d.type, d.qualifier, 0x82, 2)
-            devices = (self.devices.source, self.devices.destination, 0xB6)
-            if n < 0x80:
-                size = 11 + n  # the 10 bytes of `head` and `devices`, and a 1-byte length
-                if size < 0x80:
-                    return bytes((PROACTIVE_TAG, size, *head, *devices, n)) + data
-                return bytes((PROACTIVE_TAG, 0x81, size, *head, *devices, n)) + data
-            size = 12 + n
-            return bytes((PROACTIVE_TAG, 0x81, size, *head, *devices, 0x81, n)) + data
+            devices = self.devices
+            if (
+                len(data) <= 240
+                and d.qualifier <= 1
+                and devices.source == Device.UICC
+                and 0x21 <= devices.destination <= 0x27
+            ):
+                head = transfer.send_data_head(
+                    d.number, d.qualifier, devices.destination - 0x20, len(data)
+                )
+                return head + data
         return Command.encode(self)
 
     @classmethod

@@ -15,7 +15,7 @@ from urllib.parse import unquote
 
 import h11
 
-from openscws.errors import HttpError
+from openscws.errors import HttpError, StoreError
 from openscws.http._dates import DateCache
 from openscws.http.limits import CardLimits, RamBudget
 from openscws.scws.apps import Request, Response
@@ -36,6 +36,10 @@ _ENGINE_FIELDS: Final = frozenset({"content-length", "transfer-encoding", "conne
 _NO_BODY_STATUS: Final = frozenset({204, 304})
 _VERSIONS: Final = {b"1.1": "1.1", b"1.0": "1.0"}
 _DATES = DateCache()
+_OUTPUT_HIGH: Final = 64 * 1024
+"""Output queued past which pipelined requests wait to be answered until it is sent."""
+_INPUT_HIGH: Final = 16 * 1024
+"""Unparsed input past which the connection asks for no more (`wants_input`)."""
 
 
 _ENCODED: dict[tuple[tuple[str, str], ...], list[tuple[bytes, bytes]]] = {}
@@ -59,6 +63,15 @@ def _encode_headers(fields: tuple[tuple[str, str], ...]) -> list[tuple[bytes, by
                 _ENCODED.clear()
             _ENCODED[fields] = encoded
     return encoded
+
+
+def _with_close(head: bytes) -> bytes:
+    """A response head (bytes, CRLF-terminated) saying `Connection: close`."""
+    if b"\r\nConnection: " in head:
+        start = head.index(b"\r\nConnection: ") + 2
+        end = head.index(b"\r\n", start)
+        return head[:start] + b"Connection: close" + head[end:]
+    return head[:-2] + b"Connection: close\r\n\r\n"
 
 
 def _remove_dot_segments(path: str) -> str:
@@ -109,7 +122,24 @@ def split_target(target: str) -> tuple[str, str]:
             raise HttpError(400, "bad request path")
     if "/." in path:
         path = _remove_dot_segments(path)
+    check_path(path)
     return path, query
+
+
+MAX_PATH_BYTES: Final = 1024
+"""Longest decoded request path a card resource can have (the card image's limit)."""
+_FORBIDDEN_IN_PATH: Final = frozenset("\\?#") | frozenset(map(chr, [*range(0x20), 0x7F]))
+
+
+def check_path(path: str) -> None:
+    """Raises `HttpError(400)` unless `path` (decoded, dot segments removed) can name a card
+    resource: at most 1024 UTF-8 bytes, no empty segment (a single trailing "/" aside), no
+    backslash, control character, "?" or "#". Such a path never reaches the site or its
+    store, so a browser's `//` or an encoded `%23` is a plain client error."""
+    if len(path) > MAX_PATH_BYTES // 4 and len(path.encode("utf-8")) > MAX_PATH_BYTES:
+        raise HttpError(400, f"request path over {MAX_PATH_BYTES} bytes")
+    if "//" in path or not _FORBIDDEN_IN_PATH.isdisjoint(path):
+        raise HttpError(400, "request path is not a resource path")
 
 
 class HttpServerConnection:
@@ -138,7 +168,11 @@ class HttpServerConnection:
         self._out: list[bytes | memoryview] = []
         self._now = 0.0 if now is None else now
         self._last_rx = now
+        self._request_start: float | None = None  # first byte of the request being received
         self._closing = False  # no more requests: close once the output is sent
+        self._close_after = False  # the next response says Connection: close, then close
+        self._held_input = False  # requests wait in h11 until the output queue drains
+        self._last_head: bytes | None = None  # of the latest response, as queued
         self._eof = False
         # the request being read
         self._request: Request | None = None
@@ -170,6 +204,8 @@ class HttpServerConnection:
             return
         if data:
             self._last_rx = now
+            if self._request_start is None:
+                self._request_start = now
         else:
             self._eof = True
         if self._closing:
@@ -191,6 +227,9 @@ class HttpServerConnection:
         stored body is handed out in `limit`-sized pieces without copying the rest); call
         again for more. So what the layers below hold per connection (the channel's queue,
         TLS records being built) is bounded by `limit`, not by the response size."""
+        if self._held_input and not self._out and self._stream is None:
+            self._held_input = False
+            self._process()  # pipelined requests held back while the output queue was full
         if self._stream is not None:
             self._pump(limit)
         out = self._out
@@ -221,16 +260,30 @@ class HttpServerConnection:
         return self._closing
 
     @property
+    def wants_input(self) -> bool:
+        """False while pipelined requests wait for the output to drain, or many bytes of
+        them wait unparsed: no more should be fed until they are answered."""
+        return not self._held_input and len(self._conn.trailing_data[0]) < _INPUT_HIGH
+
+    @property
     def idle(self) -> bool:
         """True between requests: nothing half-received, nothing left to answer or send."""
         return self._stream is None and not self._out and not self._in_progress()
 
     def get_timer(self) -> float | None:
-        """When `handle_timer` should next be called (unix seconds), or None."""
+        """When `handle_timer` should next be called (unix seconds), or None.
+
+        A request must arrive whole (head and body) within `request_timeout` of its first
+        byte: a total deadline, so a client sending a byte a second cannot hold the
+        connection. While a response goes out there is no timer; between requests the
+        connection may stay `idle_timeout`."""
         if self._closing or self._stream is not None or self._last_rx is None:
             return None
-        if self._in_progress():
-            return self._last_rx + self._limits.request_timeout
+        if self._receiving():
+            start = self._request_start if self._request_start is not None else self._last_rx
+            return start + self._limits.request_timeout
+        if self._in_progress() or self._out:
+            return None  # the request is in; its response is being sent
         return self._last_rx + self._limits.idle_timeout
 
     def handle_timer(self, now: float) -> None:
@@ -239,13 +292,30 @@ class HttpServerConnection:
         deadline = self.get_timer()
         if deadline is None or now < deadline:
             return
-        if self._in_progress() and self._conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+        if self._receiving() and self._conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             self._respond_error(HttpError(408, "request timed out"), close=True)
         self._close()
 
     def shutdown(self) -> None:
         """Close after what is queued (the card needs the channel for another client)."""
         self._closing = True
+
+    def close_after_response(self) -> None:
+        """The card wants the channel back: the next response says `Connection: close` and
+        the connection closes after it (requests pipelined behind it are not answered, as
+        RFC 9112 §9.6 allows). A response already complete in the queue is the last one."""
+        if self._closing:
+            return
+        if self._out and not self._in_progress() and self._stream is None:
+            # The last response is complete and queued: if its head is unsent, it says so.
+            self._closing = True
+            head = self._last_head
+            for i, piece in enumerate(self._out):
+                if piece is head:
+                    self._out[i] = _with_close(head)
+                    break
+            return
+        self._close_after = True
 
     def close(self) -> None:
         """The channel is gone: give back the RAM held for this connection."""
@@ -259,8 +329,24 @@ class HttpServerConnection:
         conn = self._conn
         return conn.their_state is not h11.IDLE or bool(conn.trailing_data[0])
 
+    def _receiving(self) -> bool:
+        """A request is partly in: its head, or its body, is still arriving."""
+        conn = self._conn
+        theirs = conn.their_state
+        if theirs is h11.IDLE:
+            return bool(conn.trailing_data[0])
+        return theirs is h11.SEND_BODY
+
+    def _out_size(self) -> int:
+        return sum(map(len, self._out))
+
     def _process(self) -> None:
         while not self._closing and self._stream is None:
+            if self._out and self._out_size() > _OUTPUT_HIGH and self._conn.our_state is h11.IDLE:
+                # A client that pipelines and does not read: answer the rest once the
+                # responses already queued are sent, so the output held stays bounded.
+                self._held_input = True
+                return
             try:
                 event = self._conn.next_event()
             except h11.RemoteProtocolError as exc:
@@ -329,7 +415,7 @@ class HttpServerConnection:
                 raise HttpError(400, "request-target is not ASCII") from None
             path, query = split_target(target)
             request = Request(method, target, path, query, raw_headers, b"", version, self._scheme)
-            prepared = self._site.prepare(request, self._now)
+            prepared = self._prepare(request)
         except HttpError as exc:
             # Keep the connection only if the rest of the request can be skipped cheaply.
             close = exc.status in (411, 413) or (
@@ -360,6 +446,20 @@ class HttpServerConnection:
                     h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
                 )
             )
+
+    def _prepare(self, request: Request) -> Response | Handler:
+        """`Site.prepare`, with whatever else it raises (a store that cannot read a resource,
+        an application's bug) answered 500 and logged: nothing leaves the engine."""
+        try:
+            return self._site.prepare(request, self._now)
+        except HttpError:
+            raise
+        except StoreError as exc:
+            logger.warning("card storage error on %s %s: %s", request.method, request.path, exc)
+            raise HttpError(500, "card storage error") from None
+        except Exception:
+            logger.exception("card site failed on %s %s", request.method, request.path)
+            raise HttpError(500, "site error") from None
 
     def _respond_busy(self) -> None:
         retry = str(self._limits.retry_after)
@@ -477,6 +577,8 @@ class HttpServerConnection:
             return
         no_body = self._is_head or status in _NO_BODY_STATUS
         keep10 = False
+        if self._close_after:
+            close = True
         if close:
             self._keep10 = False
             headers.append((b"Connection", b"close"))
@@ -496,6 +598,7 @@ class HttpServerConnection:
             head = head.replace(b"\r\nConnection: close\r\n", b"\r\nConnection: keep-alive\r\n", 1)
         out = self._out
         out.append(head)
+        self._last_head = head
         if no_body:
             if stream is not None:
                 self._drop_stream(stream)
@@ -564,6 +667,10 @@ class HttpServerConnection:
                 conn.start_next_cycle()
                 self._is_head = False
                 self._keep10 = False
+                self._last_rx = self._now
+                self._request_start = self._now if conn.trailing_data[0] else None
+                if self._close_after:
+                    self._close()  # a streamed response whose head went out before
             # else: still reading (and dropping) the request body
             return
         if ours is h11.MUST_CLOSE and self._keep10 and not self._closing:
@@ -575,6 +682,8 @@ class HttpServerConnection:
                 self._conn = self._new_h11()
                 self._is_head = False
                 self._keep10 = False
+                self._last_rx = self._now
+                self._request_start = self._now if data else None
                 if data:
                     self._conn.receive_data(data)
                 if closed:

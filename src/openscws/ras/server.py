@@ -147,6 +147,11 @@ class CardExchange:
     def shutdown(self) -> None:
         pass
 
+    wants_input = True
+
+    def close_after_response(self) -> None:
+        pass  # one session a connection: it ends when the session does
+
     def close(self) -> None:
         self._gone("the connection closed", time.time())
 

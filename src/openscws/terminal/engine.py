@@ -26,10 +26,12 @@ from openscws.bip.terminal import (
     DATA_EVENTS,
     ChannelFree,
     Channels,
+    ChannelState,
     GatewayAction,
     Mode,
     PendingEvent,
 )
+from openscws.cat import transfer
 from openscws.cat.commands import (
     CloseChannel,
     Command,
@@ -52,13 +54,11 @@ from openscws.cat.envelopes import (
 from openscws.cat.layout import MissingObject
 from openscws.cat.objects import (
     Address,
-    ChannelStatus,
     CommandDetails,
     Duration,
     Event,
     GeneralResult,
     Result,
-    ServerState,
     SmsTpdu,
 )
 from openscws.cat.profile import GATEWAY_PROFILE, TerminalProfile
@@ -77,7 +77,8 @@ class Phase(Enum):
     WAITING = auto()
     """A command APDU is with the card; `receive_response` comes next."""
     BLOCKED = auto()
-    """A proactive command awaits the shell (a TCP connect) before its TR."""
+    """A proactive command awaits the shell (a TCP connect, or listening on a port) before
+    its TR."""
 
 
 class SmsStatus(StrEnum):
@@ -141,19 +142,13 @@ _TR_HEADS = [bytes((CLA_CAT, Ins.TERMINAL_RESPONSE, 0, 0, n)) for n in range(256
 _ENVELOPE_HEADS = [bytes((CLA_CAT, Ins.ENVELOPE, 0, 0, n)) for n in range(256)]
 _FETCHES = [bytes((CLA_CAT, Ins.FETCH, 0, 0, n)) for n in range(256)]
 _FETCH = Ins.FETCH
-# What follows the command details in a SEND DATA TR, by the free Tx space byte (§6.8.x).
-_SEND_DATA_OK = [b"\x82\x02\x82\x81\x83\x01\x00\xb7\x01" + bytes((n,)) for n in range(256)]
-# The pieces of a RECEIVE DATA TR (§6.8.x): device identities and result (by general result),
-# the channel data length (by length) and the channel data length left (by count).
-_RECEIVE_DATA_RESULT = [bytes((0x82, 2, 0x82, 0x81, 0x83, 1, g, 0xB6)) for g in range(256)]
-_DATA_LENGTH = [bytes((n,)) if n < 0x80 else bytes((0x81, n)) for n in range(256)]
-_LEFT = [bytes((0xB7, 1, n)) for n in range(256)]
-# A Data available event from a server channel, up to its channel data length, by
-# `state << 3 | channel id` (encode_data_available; tested).
-_DATA_AVAILABLE_SERVER = [
-    encode_data_available(ChannelStatus.server(k & 7, ServerState(k >> 3)), 0)[:-3]
-    for k in range(24)
-]
+# The transfer commands' plain forms: the codec the card uses too (cat/transfer.py).
+_read_send_data = transfer.read_send_data
+_read_receive_data = transfer.read_receive_data
+_send_data_tr = transfer.send_data_tr
+_receive_data_tr = transfer.receive_data_tr
+_transfer_error_tr = transfer.error_tr
+_data_available = transfer.data_available
 _ENVELOPE = Ins.ENVELOPE
 _TERMINAL_RESPONSE = Ins.TERMINAL_RESPONSE
 MAX_ENVELOPE = 255
@@ -167,14 +162,11 @@ class TerminalEngine:
         *,
         max_buffer_size: int = 65535,
         poll_interval: float = 1.0,
-        listen: Callable[[int], bool] | None = None,
         sms_busy_retries: int = 5,
         sms_retry_interval: float = 0.5,
     ) -> None:
         self.profile = profile
-        self.channels = Channels(
-            max_buffer_size=max_buffer_size, max_channels=profile.channels, listen=listen
-        )
+        self.channels = Channels(max_buffer_size=max_buffer_size, max_channels=profile.channels)
         self.phase = Phase.START
         self.poll_interval = poll_interval
         self.events_enabled: frozenset[int] = frozenset()
@@ -183,7 +175,10 @@ class TerminalEngine:
         self._sent: Sent | None = None
         self._last_poll = 0.0
         self._deferred_free: list[int] = []  # channel ids
+        self._deferred_known: list[int] = []  # channel ids
         self._blocked: tuple[OpenChannel, int] | None = None
+        self._listening: OpenChannel | None = None
+        """A server-mode OPEN CHANNEL waiting for the shell's `listen_result`."""
         self.polling = True
         self.sms_busy_retries = sms_busy_retries
         """93 00 answers to one SMS-PP download before it is reported BUSY (TS 31.111 lets
@@ -250,11 +245,7 @@ class TerminalEngine:
             if Event.DATA_AVAILABLE not in self.events_enabled or not rx:
                 return None
             if channel.mode is Mode.SERVER:
-                n = len(rx)
-                return (
-                    _DATA_AVAILABLE_SERVER[channel.state << 3 | channel.id]
-                    + _LEFT[n if n < 0xFF else 0xFF]
-                )
+                return _data_available(channel.server_state, channel.id, len(rx))
             return encode_data_available(channel.status(), len(rx))
         if Event.CHANNEL_STATUS not in self.events_enabled:
             return None
@@ -297,9 +288,12 @@ class TerminalEngine:
         elif kind is _TERMINAL_RESPONSE:
             if self._deferred_free:
                 for channel_id in self._deferred_free:
-                    if (held := self.channels.channels.get(channel_id)) is not None:
-                        self.channels.actions.append(ChannelFree(held.port))
+                    self._free(channel_id)
                 self._deferred_free.clear()
+            if self._deferred_known:
+                for channel_id in self._deferred_known:
+                    self.channels.card_knows(channel_id)
+                self._deferred_known.clear()
         elif sent.sms is not None:
             self._sms_answered(sent.sms, raw, now)
             return
@@ -318,18 +312,27 @@ class TerminalEngine:
 
     def _event_delivered(self, event: PendingEvent) -> None:
         channel = self.channels.channels.get(event.channel)
-        if (
-            channel is None
-            or event.kind != "status"
-            or channel.mode is not Mode.SERVER
-            or channel.state is not ServerState.LISTEN
-        ):
+        if channel is None or event.kind != "status" or channel.mode is not Mode.SERVER:
+            return
+        if channel.state is ChannelState.ESTABLISHED:
+            # A new client: the card's waiting command (if any) predates the news of it.
+            if self._fetch_len:
+                self._deferred_known.append(channel.id)
+            else:
+                channel.known = True
+            return
+        if channel.state is not ChannelState.HELD:
             return
         if self._fetch_len:
             # The card's waiting command predates this news: free the channel after it runs.
             self._deferred_free.append(channel.id)
         else:
-            self.channels.actions.append(ChannelFree(channel.port))
+            self._free(channel.id)
+
+    def _free(self, channel_id: int) -> None:
+        port = self.channels.card_told(channel_id)
+        if port is not None:
+            self.channels.actions.append(ChannelFree(port))
 
     # -- proactive commands ----------------------------------------------------------------------
 
@@ -366,69 +369,29 @@ class TerminalEngine:
             self._tr = response.encode()
 
     def _fast_send_data(self, raw: bytes, n: int) -> bytes | None:
-        """SEND DATA as `D0 LL 81 03 nn 43 qq 82 02 81 2c B6 LL data` (§6.6.30) in `raw[:n]`
-        (a FETCH response, before its status word), or None."""
-        if raw[1] == 0x81:
-            o = 3
-            if raw[2] + 3 != n:
-                return None
-        elif raw[1] < 0x80 and raw[1] + 2 == n:
-            o = 2
-        else:
+        """The TR of a plain SEND DATA in `raw[:n]` (a FETCH response, before its status
+        word), run; None for any other form."""
+        found = _read_send_data(raw, n)
+        if found is None:
             return None
-        # o -> 81 03 nn 43 qq 82 02 81 2c B6 LL
-        if (
-            raw[o + 3] != 0x43
-            or not raw.startswith(b"\x81\x03", o)
-            or not raw.startswith(b"\x82\x02\x81", o + 5)
-        ):
-            return None
-        device = raw[o + 8]
-        if not 0x21 <= device <= 0x27 or raw[o + 9] != 0xB6:
-            return None
-        length = raw[o + 10]
-        start = o + 11
-        if length == 0x81:
-            length = raw[start]
-            start += 1
-        elif length > 0x7F:
-            return None
-        if start + length != n:
-            return None
-        head = raw[o : o + 5]  # 81 03 nn 43 qq, echoed as sent (§6.8.1)
+        details, channel, start, immediately = found
         try:
-            free = self.channels.send_data(device - 0x20, raw[start:n], bool(raw[o + 4] & 1))
+            free = self.channels.send_data(channel, raw[start:n], immediately)
         except CatError as e:
-            result = bytes((0x83, 1 + len(e.additional), e.result)) + e.additional
-            return head + b"\x82\x02\x82\x81" + result
-        return head + _SEND_DATA_OK[free if free < 0xFF else 0xFF]
+            return _transfer_error_tr(details, e.result, e.additional)
+        return _send_data_tr(details, free)
 
     def _fast_receive_data(self, raw: bytes) -> bytes | None:
-        """RECEIVE DATA as `D0 0C 81 03 nn 42 qq 82 02 81 2c B7 01 ll` (§6.6.29), or None."""
-        device = raw[10]
-        if (
-            raw[3] != 0x03
-            or not raw.startswith(b"\x82\x02\x81", 7)
-            or not raw.startswith(b"\xb7\x01", 11)
-        ):
+        """The TR of a plain RECEIVE DATA in `raw[:14]`, run; None for any other form."""
+        found = _read_receive_data(raw)
+        if found is None:
             return None
-        if not 0x21 <= device <= 0x27:
-            return None
-        head = raw[2:7]
+        details, channel, asked = found
         try:
-            data, left, general = self.channels.receive_data(device - 0x20, raw[13])
+            data, left, general = self.channels.receive_data(channel, asked)
         except CatError as e:
-            result = bytes((0x83, 1 + len(e.additional), e.result)) + e.additional
-            return head + b"\x82\x02\x82\x81" + result
-        return b"".join(
-            (
-                head,
-                _RECEIVE_DATA_RESULT[general],
-                _DATA_LENGTH[len(data)],
-                data,
-                _LEFT[left if left < 0xFF else 0xFF],
-            )
-        )
+            return _transfer_error_tr(details, e.result, e.additional)
+        return _receive_data_tr(details, general, data, left)
 
     def _error_tr(self, raw: bytes, result: Result, error: Exception) -> bytes:
         log.warning("proactive command %s not understood: %s", raw.hex(), error)
@@ -449,7 +412,11 @@ class TerminalEngine:
                 return self.channels.receive(command)
             case OpenChannel():
                 if command.server_mode:
-                    return self.channels.open_server(command)
+                    response = self.channels.open_server(command)
+                    if response is None:  # the shell listens first
+                        self._listening = command
+                        self.phase = Phase.BLOCKED
+                    return response
                 channel_id, refused = self.channels.open_client(command)
                 if refused is not None:
                     return refused
@@ -495,9 +462,19 @@ class TerminalEngine:
         self._tr = self.channels.client_connect_result(command, channel_id, ok).encode()
         self.phase = Phase.RUNNING
 
+    def listen_result(self, port: int, ok: bool) -> None:
+        """The shell's answer to a `Listen` action: listening on `port`, or not."""
+        command = self._listening
+        if command is None or command.transport is None or command.transport.port != port:
+            return
+        self._listening = None
+        self._tr = self.channels.listen_result(command, ok).encode()
+        self.phase = Phase.RUNNING
+
     def client_connected(self, port: int) -> int | None:
-        # A channel whose freeing is deferred may still get the card's stale CLOSE CHANNEL.
-        return self.channels.client_connected(port, held=frozenset(self._deferred_free))
+        # A channel whose freeing is deferred is HELD: not bound before the card's stale
+        # CLOSE CHANNEL has run.
+        return self.channels.client_connected(port)
 
     def client_data(self, channel_id: int, data: bytes) -> int:
         return self.channels.client_data(channel_id, data)

@@ -143,6 +143,13 @@ class TlsDispatcher:
             self._reader = None
             logger.debug("TLS handshake timed out before a complete ClientHello")
 
+    @property
+    def wants_input(self) -> bool:
+        return True if self._chosen is None else self._chosen.wants_input
+
+    def close_after_response(self) -> None:
+        self._inner.close_after_response()
+
     def shutdown(self) -> None:
         if self._chosen is not None:
             self._chosen.shutdown()

@@ -100,9 +100,6 @@ class TlsRecordStream(abc.ABC):
         self._out = bytearray()  # ciphertext ready for the peer
         self._peer_done = False  # close_notify received: the inner handler got its EOF
         self._peak = 0
-        # Application data seen: before it, the connection is new, not a finished keep-alive
-        # one, even though the handshake already went out (the card must not reclaim it).
-        self._requested = False
         # Record framing of what the peer sent, to see a record left incomplete (the stacks
         # take partial records in): header bytes seen, body bytes still due.
         self._header = bytearray()
@@ -177,11 +174,11 @@ class TlsRecordStream(abc.ABC):
 
     @property
     def idle(self) -> bool:
-        """Handshake done, a request seen (a new connection is not a finished one), nothing
-        half-received or unsent here, and the inner handler idle."""
+        """Handshake done, nothing half-received or unsent here, and the inner handler idle
+        (between requests, or before the first: a connection that says nothing after its
+        handshake is reclaimed like a finished keep-alive one when clients wait)."""
         return (
             self._state is TlsState.OPEN
-            and self._requested
             and not self._out
             and not self._in_record
             and self._inner.idle
@@ -245,6 +242,15 @@ class TlsRecordStream(abc.ABC):
         """Most bytes held here at once: the stack's ciphertext buffers, queued ciphertext
         and plaintext being encrypted (the stack's internal record buffers not included)."""
         return self._peak
+
+    @property
+    def wants_input(self) -> bool:
+        return self._state is not TlsState.OPEN or self._inner.wants_input
+
+    def close_after_response(self) -> None:
+        """The inner handler's next response is its last (HTTP: `Connection: close`);
+        close_notify follows it."""
+        self._inner.close_after_response()
 
     def shutdown(self) -> None:
         """Close gracefully now: write close_notify (if the handshake is done) and set
@@ -433,7 +439,6 @@ class _TlsEndpoint(TlsRecordStream):
                 self._inner.receive_data(b"", now)
                 return
             self._measure(len(chunk))
-            self._requested = True
             self._inner.receive_data(chunk, now)
 
     def _encrypt(self, plain: bytes) -> None:

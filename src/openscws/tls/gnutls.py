@@ -641,7 +641,6 @@ class _GnutlsEndpoint(TlsRecordStream):
             if n > 0:
                 chunk = buf.raw[:n]
                 self._measure(n)
-                self._requested = True
                 self._inner.receive_data(chunk, now)
                 continue
             if n == 0:  # close_notify
@@ -794,6 +793,11 @@ class _Sink:
         pass
 
     def shutdown(self) -> None:
+        pass
+
+    wants_input = True
+
+    def close_after_response(self) -> None:
         pass
 
     def close(self) -> None:

@@ -1,7 +1,8 @@
 """The virtual UICC's APDU dispatcher (ETSI TS 102 221 §10-11).
 
 `transmit` is the one entry point: command APDU bytes and the time in, response APDU bytes out.
-Errors become status words here and nowhere else; nothing raises out of `transmit`."""
+Errors become status words here and nowhere else; nothing raises out of `transmit`: an
+unexpected failure in the card (an application's bug) is answered `6F 00` and logged."""
 
 from __future__ import annotations
 
@@ -13,11 +14,10 @@ from openscws.apdu.command import CommandApdu, Ins
 from openscws.apdu.status import SW
 from openscws.cat.envelopes import decode_envelope
 from openscws.cat.profile import TerminalProfile
-from openscws.cat.responses import TerminalResponse
 from openscws.errors import ApduError, DecodeError
 from openscws.uicc.aram import ARAM_AID, AraM, AraSession
 from openscws.uicc.files import EF_DIR, EF_ICCID, MF, ElementaryFile, encode_iccid
-from openscws.uicc.toolkit import State, Toolkit
+from openscws.uicc.toolkit import Toolkit
 from openscws.uicc.usim import USIM_AID, UsimApp
 
 log = logging.getLogger(__name__)
@@ -42,9 +42,8 @@ _TERMINAL_RESPONSE = int(Ins.TERMINAL_RESPONSE)
 _ENVELOPE = int(Ins.ENVELOPE)
 _OK = b"\x90\x00"
 _NOT_SATISFIED = SW.CONDITIONS_NOT_SATISFIED.to_bytes(2, "big")
+_TECHNICAL_PROBLEM = SW.TECHNICAL_PROBLEM.to_bytes(2, "big")
 _PENDING = [bytes((0x91, n)) for n in range(256)]
-_STATE_PENDING = State.PENDING
-_STATE_FETCHED = State.FETCHED
 _LOGICAL_CHANNEL_INS = frozenset({Ins.SELECT, Ins.MANAGE_CHANNEL, Ins.GET_DATA, Ins.STATUS})
 
 
@@ -90,6 +89,8 @@ class VirtualUicc:
         }
         self.selected: int = MF
         self.powered = False
+        self._faults: dict[tuple[str, str], int] = {}
+        """Failures answered 6F 00, by kind and message: each is logged in full once."""
         self._handlers: dict[int, Callable[[CommandApdu, float], bytes]] = {
             Ins.SELECT: self._select,
             Ins.STATUS: self._status,
@@ -120,6 +121,31 @@ class VirtualUicc:
         self.powered = False
 
     def transmit(self, raw: bytes, now: float) -> bytes:
+        """The response APDU to `raw`. Nothing raises out of here: a failure inside the card
+        (a toolkit application's bug) is logged and answered `6F 00` (technical problem, no
+        precise diagnosis: TS 102 221 §10.2.1.3), so the terminal carries on."""
+        try:
+            return self._transmit(raw, now)
+        except Exception as e:  # noqa: BLE001 - the card's error boundary
+            self._failed(raw, e)
+            return _TECHNICAL_PROBLEM
+
+    def _failed(self, raw: bytes, error: Exception) -> None:
+        """Logs a failure answered 6F 00: with its traceback the first time, then (the same
+        fault tends to repeat on every poll) in one line at debug level."""
+        key = (type(error).__name__, str(error)[:200])
+        if key in self._faults:
+            self._faults[key] += 1
+            log.debug("APDU %s answered 6F 00 again: %r", raw[:5].hex(), error)
+            return
+        if len(self._faults) >= 64:
+            self._faults.clear()
+        self._faults[key] = 1
+        log.error(
+            "APDU %s answered 6F 00: the card failed with %r", raw[:5].hex(), error, exc_info=error
+        )
+
+    def _transmit(self, raw: bytes, now: float) -> bytes:
         # FETCH and TERMINAL RESPONSE carry every byte of a transfer: read their fixed
         # headers here; everything else goes through the general decoder.
         # So do the event ENVELOPEs that start every request.
@@ -127,33 +153,15 @@ class VirtualUicc:
         if n >= 5 and raw[0] == CLA_GSM_CAT and raw[2] == 0 and raw[3] == 0:
             ins = raw[1]
             if ins == _FETCH and n == 5:
-                # _fetch_fast, inlined
-                toolkit = self.toolkit
-                pending = toolkit.pending
-                if pending is None:
-                    return _NOT_SATISFIED
-                encoded = pending.encoded
-                if (raw[4] or 256) < len(encoded):
-                    return (0x6C00 | len(encoded)).to_bytes(2, "big")
-                if toolkit.state is not _STATE_PENDING:
-                    return _NOT_SATISFIED  # already fetched: the terminal owes its TR
-                toolkit.state = _STATE_FETCHED
-                # Fetched: run due timers, as _with_pending's poll does; no other command can
-                # be pending until this one's TERMINAL RESPONSE.
-                if now >= toolkit.timers_due:
-                    toolkit.run_timers(now)
-                return encoded + b"\x90\x00"
+                return self.toolkit.fetch_response(raw[4] or 256, now)
             lc = raw[4]
             if ins == _TERMINAL_RESPONSE and lc and n == 5 + lc:
                 toolkit = self.toolkit
                 data = raw[5:]
                 try:
-                    # The plain TRs of the transfer commands are read from their bytes by the
-                    # app that built the command; anything else is decoded (as in
-                    # _terminal_response_data).
-                    if not toolkit.terminal_response_raw(
-                        data, now
-                    ) and not toolkit.terminal_response(TerminalResponse.decode(data), now):
+                    # The toolkit reads it (plain TRs of the transfer commands from their
+                    # bytes, by the app that built the command; anything else decoded).
+                    if not toolkit.terminal_response_bytes(data, now):
                         return _NOT_SATISFIED
                 except ApduError as e:
                     return e.sw.to_bytes(2, "big")
@@ -326,28 +334,13 @@ class VirtualUicc:
         return _ok()
 
     def _fetch(self, apdu: CommandApdu, now: float) -> bytes:
-        return self._fetch_fast(apdu.le)
-
-    def _fetch_fast(self, le: int | None) -> bytes:
-        pending = self.toolkit.pending
-        if pending is None:
-            return SW.CONDITIONS_NOT_SATISFIED.to_bytes(2, "big")
-        if le is not None and le < len(pending.encoded):
-            return (0x6C00 | len(pending.encoded)).to_bytes(2, "big")
-        data = self.toolkit.fetch()
-        if data is None:
-            # Already fetched: the terminal owes its TERMINAL RESPONSE.
-            return SW.CONDITIONS_NOT_SATISFIED.to_bytes(2, "big")
-        return data + b"\x90\x00"
+        return self.toolkit.fetch_response(256 if apdu.le is None else apdu.le or 256, now)
 
     def _terminal_response(self, apdu: CommandApdu, now: float) -> bytes:
         return self._terminal_response_data(apdu.data, now)
 
     def _terminal_response_data(self, data: bytes, now: float) -> bytes:
-        if self.toolkit.terminal_response_raw(data, now):
-            return _ok()
-        response = TerminalResponse.decode(data)
-        if not self.toolkit.terminal_response(response, now):
+        if not self.toolkit.terminal_response_bytes(data, now):
             raise ApduError(SW.CONDITIONS_NOT_SATISFIED, "no fetched command matches this response")
         return _ok()
 

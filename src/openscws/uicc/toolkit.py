@@ -1,7 +1,10 @@
 """The card side of CAT: the single pending proactive command and the applications behind it.
 
 TS 102 221 §7.4.2: the card announces a pending command with 91 XX on any successful command,
-the terminal fetches it and answers with one TERMINAL RESPONSE. Applications are asked for their
+the terminal fetches it and answers with one TERMINAL RESPONSE. An application that raises
+while asked for a command, run on a timer or told of a new terminal is logged and skipped: the
+others carry on. (What it raises on an envelope or a TERMINAL RESPONSE reaches
+`VirtualUicc.transmit`, which answers 6F 00.) Applications are asked for their
 next command only when nothing is pending, so each builds it from its state at that moment (a
 SEND DATA chunk sized to the terminal's free buffer, say) instead of queueing stale ones."""
 
@@ -13,12 +16,15 @@ from dataclasses import dataclass
 from enum import Enum, auto
 from typing import Protocol
 
+from openscws.apdu.status import SW
 from openscws.cat.commands import Command, decode_command
 from openscws.cat.envelopes import Envelope
 from openscws.cat.profile import TerminalProfile
 from openscws.cat.responses import TerminalResponse
 
 log = logging.getLogger(__name__)
+
+_NOT_SATISFIED = SW.CONDITIONS_NOT_SATISFIED.to_bytes(2, "big")
 
 
 TIMER_GRANULARITY = 0.05
@@ -119,6 +125,8 @@ class Toolkit:
         self._turn = 0
         self.timers_due = float("-inf")
         """When `poll` next checks the apps' timers (every TIMER_GRANULARITY seconds)."""
+        self._faults: set[tuple[str, str, str, str]] = set()
+        """Application failures logged in full already."""
 
     def register(self, app: ToolkitApp) -> None:
         self.apps.append(app)
@@ -137,11 +145,19 @@ class Toolkit:
             number = self._number % 0xFE + 1  # §8.6: command numbers 01..FE
             if n == 1:  # one app: no turns to take
                 app = apps[0]
-                command = app.next_command(number, now)
+                try:
+                    command = app.next_command(number, now)
+                except Exception as e:  # noqa: BLE001 - one app's bug stops no other
+                    self._app_failed(app, "next_command", e)
+                    return 0
                 return 0 if command is None else self._pend(command, app, number)
             for k in range(n):
                 app = apps[(self._turn + k) % n]
-                command = app.next_command(number, now)
+                try:
+                    command = app.next_command(number, now)
+                except Exception as e:  # noqa: BLE001 - one app's bug stops no other
+                    self._app_failed(app, "next_command", e)
+                    continue
                 if command is not None:
                     self._turn = (self._turn + k + 1) % n
                     return self._pend(command, app, number)
@@ -163,7 +179,48 @@ class Toolkit:
         for app in self.apps:
             due = app.next_timer()
             if due is not None and due <= now:
-                app.on_timer(now)
+                try:
+                    app.on_timer(now)
+                except Exception as e:  # noqa: BLE001 - one app's bug stops no other
+                    self._app_failed(app, "on_timer", e)
+
+    def _app_failed(self, app: ToolkitApp, where: str, error: Exception) -> None:
+        """Logs an application's failure (skipped this turn; the others carry on): in full
+        the first time, then, as the same fault tends to recur on every poll, at debug level."""
+        key = (type(app).__name__, where, type(error).__name__, str(error)[:200])
+        if key in self._faults:
+            log.debug("%s.%s failed again: %r", key[0], where, error)
+            return
+        if len(self._faults) >= 64:
+            self._faults.clear()
+        self._faults.add(key)
+        log.error("toolkit application %s.%s failed: %r", key[0], where, error, exc_info=error)
+
+    def fetch_response(self, le: int, now: float) -> bytes:
+        """The response APDU to FETCH with `le` (1..256) expected bytes: the pending command
+        and 90 00, or 6C XX when `le` is too short, or 69 85 when nothing waits to be fetched.
+        Due timers run first (as `poll` runs them), before the command is marked fetched: if
+        an app's timer fails, the command is still there to fetch."""
+        pending = self.pending
+        if pending is None:
+            return _NOT_SATISFIED
+        encoded = pending.encoded
+        if le < len(encoded):
+            return (0x6C00 | len(encoded)).to_bytes(2, "big")
+        if self.state is not _PENDING:
+            return _NOT_SATISFIED  # already fetched: the terminal owes its TR
+        if now >= self.timers_due:
+            self.run_timers(now)
+        self.state = _FETCHED
+        return encoded + b"\x90\x00"
+
+    def terminal_response_bytes(self, data: bytes, now: float) -> bool:
+        """Hands a TERMINAL RESPONSE's bytes to the app whose command it answers: read from
+        the bytes by the app that built a raw command, decoded otherwise. False when no
+        fetched command matches; DecodeError when the bytes do not decode."""
+        if self.terminal_response_raw(data, now):
+            return True
+        return self.terminal_response(TerminalResponse.decode(data), now)
 
     def fetch(self) -> bytes | None:
         if self.state is not State.PENDING or self.pending is None:
@@ -220,7 +277,10 @@ class Toolkit:
         self.pending = None
         self.profile = profile
         for app in self.apps:
-            app.on_terminal_profile(profile, now)
+            try:
+                app.on_terminal_profile(profile, now)
+            except Exception as e:  # noqa: BLE001 - one app's bug stops no other
+                self._app_failed(app, "on_terminal_profile", e)
 
     def envelope(self, envelope: Envelope, now: float) -> bytes | None:
         for app in self.apps:
