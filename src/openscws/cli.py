@@ -23,6 +23,7 @@ from openscws.aio.gateway import GatewayError
 from openscws.aio.links import CardLink, accept_vpcd_card
 from openscws.aio.stack import card_of, card_tls, gateway_for, open_image, start_stack
 from openscws.aio.vicc import serve_card
+from openscws.bcast import cli as bsm_cli
 from openscws.bsf import cli as bsf_cli
 from openscws.config import Settings, load, to_toml
 from openscws.errors import ConfigError, KeyUseDenied, ListenError, StoreError
@@ -334,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(cfg)
     admin_cli.register(sub)
     bsf_cli.register(sub)
+    bsm_cli.register(sub)
     gba_cli.register(sub)
     return parser
 
@@ -834,6 +836,8 @@ def _serves(args: argparse.Namespace) -> bool:
             return getattr(args, "admin_command", None) == "serve"
         case "bsf":
             return bsf_cli.serves(args)
+        case "bsm":
+            return bsm_cli.serves(args)
     return False
 
 
@@ -876,6 +880,8 @@ def main(argv: list[str] | None = None) -> int:
                 return admin_cli.run(args)
             case "bsf":
                 return bsf_cli.run(args)
+            case "bsm":
+                return bsm_cli.run(args)
             case "gba":
                 return gba_cli.run(args, settings)
             case "config":
