@@ -1,8 +1,10 @@
-"""One subscriber from bootstrapping to a SEK in the terminal, over real sockets: the terminal
-bootstraps with the BSF (Ub, HTTP Digest AKA with MILENAGE test set 1), the BSM fetches the
-NAF keys for its NAF_Id on Zn (HTTP on loopback with its token), the BSP-C's Service Request
-gets 401 then 200, and the LTKM arrives over UDP keyed with the MUK: with GBA_ME the terminal
-opens it with Ks_NAF; with GBA_U it needs Ks_int_NAF, which only the card and the BSM have."""
+"""One subscriber from bootstrapping to a SEK, over real sockets: the terminal bootstraps with
+the BSF (Ub, HTTP Digest AKA with MILENAGE test set 1), the BSM fetches the NAF keys for its
+NAF_Id on Zn (HTTP on loopback with its token), the BSP-C's Service Request gets 401 then 200,
+and the LTKM arrives over UDP keyed with the MUK. With GBA_ME the terminal opens it with
+Ks_NAF. With GBA_U the virtual card runs the AKA and the NAF derivation, the terminal gets only
+Ks_ext_NAF (for the MRK), and the card takes the LTKM (AUTHENTICATE in the MBMS context): its
+EF_MSK then lists the SEK's id, and the SEK stays in the card."""
 
 from __future__ import annotations
 
@@ -24,9 +26,13 @@ from openscws.bsf.models import GbaType
 from openscws.bsf.server import start_bsf
 from openscws.bsf.service import BsfService
 from openscws.gba.client import http_request
-from openscws.gba.kdf import ks_int_naf, ks_naf
+from openscws.gba.kdf import ks_naf
 from openscws.gba.ub import Bootstrapped, NeedAka, UbClient
+from openscws.gba.uicc import gba_bootstrap, gba_naf, parse_naf, select_ef, update_gbabp
 from openscws.ras.vault import Vault
+from openscws.uicc.card import CardIdentity, VirtualUicc
+from openscws.uicc.mbms import EF_MSK
+from openscws.uicc.usim import UsimApp, UsimKeys, UsimSecrets
 
 K = bytes.fromhex("465b5ce8b199b49faa5f0a2ee238a6bc")
 OPC = bytes.fromhex("cd63cb71954a9f4e48a5994e37a02baf")
@@ -36,17 +42,57 @@ KEY = KeyId(bytes.fromhex("00f110"), bytes.fromhex("00010002"))
 SEK = bytes(range(16))
 
 
-def _bootstrap(service: BsfService) -> tuple[str, bytes, bytes]:
+class Secrets:
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+
+    def get_secret(self, name: str) -> bytes | None:
+        return self.files.get(name)
+
+    def set_secret(self, name: str, data: bytes) -> None:
+        self.files[name] = data
+
+    def delete_secret(self, name: str) -> bool:
+        return self.files.pop(name, None) is not None
+
+
+def _apdu(card: VirtualUicc, apdu: bytes) -> bytes:
+    answer = card.transmit(apdu, 0.0)
+    assert answer[-2:] == b"\x90\x00", answer.hex()
+    return answer
+
+
+def _bootstrap(service: BsfService, card: VirtualUicc | None) -> tuple[str, bytes, bytes]:
+    """B-TID, RAND and Ks (GBA_ME: the terminal's; GBA_U: b"", Ks stays in the card)."""
     ub = UbClient(IMPI, service.server_name)
     challenge = service.ub("GET", dict(ub.identity_request().headers)["Authorization"])
     need = ub.receive(401, {k.lower(): v for k, v in challenge.headers}, b"")
     assert isinstance(need, NeedAka)
-    aka = check_autn(Milenage(K, OPC), SqnState(), need.rand, need.autn)
-    assert isinstance(aka, UsimAnswer)
-    done = service.ub("GET", dict(ub.answer(aka.res).headers)["Authorization"])
+    if card is None:
+        aka = check_autn(Milenage(K, OPC), SqnState(), need.rand, need.autn)
+        assert isinstance(aka, UsimAnswer)
+        res, ks = aka.res, aka.ck + aka.ik
+    else:
+        answer = _apdu(card, gba_bootstrap(need.rand, need.autn))
+        res, ks = answer[2 : 2 + answer[1]], b""
+    done = service.ub("GET", dict(ub.answer(res).headers)["Authorization"])
     boot = ub.receive(200, {k.lower(): v for k, v in done.headers}, done.body)
     assert isinstance(boot, Bootstrapped)
-    return boot.btid, need.rand, aka.ck + aka.ik
+    if card is not None:
+        _apdu(card, select_ef(0x6FD6))
+        _apdu(card, update_gbabp(16, boot.btid, "2099-01-01T00:00:00Z"))
+    return boot.btid, need.rand, ks
+
+
+def _card() -> VirtualUicc:
+    secrets = Secrets()
+    UsimSecrets(secrets).set_keys(UsimKeys("001010123456789", K, OPC))
+    card = VirtualUicc(
+        CardIdentity("8988211000000000001"), usim=UsimApp.from_secrets(UsimSecrets(secrets))
+    )
+    card.power_on()
+    _apdu(card, bytes.fromhex("00A4040407A0000000871002"))
+    return card
 
 
 class Terminal(asyncio.DatagramProtocol):
@@ -66,10 +112,13 @@ def test_bootstrap_to_sek(tmp_path: Path, gba_type: GbaType) -> None:
     hss.add(SubscriberKeys(IMPI, K, OPC, gba_type=gba_type))
     service = BsfService(db, vault, hss, server_name="bsf.example.net")
     token = service.add_naf(BSM)
-    btid, rand, ks = _bootstrap(service)
+    card = _card() if gba_type is GbaType.GBA_U else None
+    btid, rand, ks = _bootstrap(service, card)
     naf = bsm_naf_id(BSM)
-    ext = ks_naf(ks, rand, IMPI, naf)  # the terminal's (GBA_ME) or the card's Ks_ext_NAF (GBA_U)
-    keys = mbms_keys_gba_me(ext) if gba_type is GbaType.GBA_ME else mbms_keys_gba_u(ext)
+    if card is None:
+        keys = mbms_keys_gba_me(ks_naf(ks, rand, IMPI, naf))
+    else:
+        keys = mbms_keys_gba_u(parse_naf(_apdu(card, gba_naf(naf, IMPI))))
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -100,14 +149,21 @@ def test_bootstrap_to_sek(tmp_path: Path, gba_type: GbaType) -> None:
             await bsm.stop()
             await bsf.stop()
             transport.close()
-        if gba_type is GbaType.GBA_ME:
+        if card is None:
             assert keys.muk is not None
             receiver = LtkmReceiver(keys.muk)
-        else:
-            assert keys.muk is None  # the terminal cannot open it; the card's Ks_int_NAF can
-            receiver = LtkmReceiver(ks_int_naf(ks, rand, IMPI, naf))
-        receiver.datagram(datagram, 0.0)
-        assert receiver.keys == {KEY: SEK}
+            receiver.datagram(datagram, 0.0)
+            assert receiver.keys == {KEY: SEK}
+            return
+        assert keys.muk is None  # the terminal cannot open it; the card can
+        data = b"\x01" + datagram
+        answer = _apdu(card, bytes((0x00, 0x88, 0x00, 0x85, len(data))) + data + b"\x00")
+        assert SEK not in answer
+        _apdu(card, select_ef(EF_MSK))
+        record = _apdu(card, bytes.fromhex("00B2010400"))
+        assert record[:12] == KEY.key_domain + b"\x01" + KEY.key_id + (1).to_bytes(4)
+        assert card.usim is not None
+        assert card.usim.mbms.msk(KEY.key_domain, KEY.key_id) == SEK
 
     try:
         asyncio.run(main())
