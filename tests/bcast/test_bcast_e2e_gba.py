@@ -157,8 +157,8 @@ def test_bootstrap_to_sek(tmp_path: Path, gba_type: GbaType) -> None:
             return
         assert keys.muk is None  # the terminal cannot open it; the card can
         data = b"\x01" + datagram
-        answer = _apdu(card, bytes((0x00, 0x88, 0x00, 0x85, len(data))) + data + b"\x00")
-        assert SEK not in answer
+        card_answer = _apdu(card, bytes((0x00, 0x88, 0x00, 0x85, len(data))) + data + b"\x00")
+        assert SEK not in card_answer
         _apdu(card, select_ef(EF_MSK))
         record = _apdu(card, bytes.fromhex("00B2010400"))
         assert record[:12] == KEY.key_domain + b"\x01" + KEY.key_id + (1).to_bytes(4)
