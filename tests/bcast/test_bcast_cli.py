@@ -19,7 +19,7 @@ from openscws.gba.digest import Challenge
 def test_catalogue_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "bsm"
     assert main(["bsm", "init", "--data-dir", str(data)]) == 0
-    assert "schema: bsm0001" in capsys.readouterr().out
+    assert "schema: bsm0002" in capsys.readouterr().out
     assert main(["bsm", "key", "add", "00f110/00010002", "--data-dir", str(data)]) == 0
     assert (
         main(["bsm", "key", "add", "00f110/00010003", "--size", "32", "--data-dir", str(data)]) == 0
@@ -35,6 +35,13 @@ def test_catalogue_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     capsys.readouterr()
     assert main(["bsm", "item", "ls", "--data-dir", str(data)]) == 0
     assert capsys.readouterr().out == ""
+    rk = "00112233445566778899aabbccddeeff"
+    add = ["bsm", "ruim", "add", "u@ruim.example.org", "--rk", rk, "--rand", "0102"]
+    assert main([*add, "--data-dir", str(data)]) == 0
+    assert main(["bsm", "ruim", "ls", "--data-dir", str(data)]) == 0
+    out = capsys.readouterr().out
+    assert out.endswith("u@ruim.example.org\n")
+    assert rk not in out
 
 
 @pytest.mark.parametrize(
@@ -44,6 +51,7 @@ def test_catalogue_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         ["bsm", "key", "add", "00f110/00010002", "--data-dir", "{data}"],
         ["bsm", "item", "add", "urn:x", "--key", "00f110/99999999", "--data-dir", "{data}"],
         ["bsm", "item", "rm", "urn:none", "--data-dir", "{data}"],
+        ["bsm", "ruim", "add", "n@x", "--rk", "0011", "--rand", "01", "--data-dir", "{data}"],
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(

@@ -16,9 +16,9 @@ from sqlalchemy.exc import IntegrityError
 
 from conftest import make_store
 from openscws.bcast.bsm import BsmCore, UserKeys
-from openscws.bcast.bspc import BspcExchange, HttpRequest, LtkmReceiver
-from openscws.bcast.keys import mbms_keys_gba_me
-from openscws.bcast.models import ServiceKey
+from openscws.bcast.bspc import BspcError, BspcExchange, HttpRequest, LtkmReceiver
+from openscws.bcast.keys import mbms_keys_gba_me, rk_keys
+from openscws.bcast.models import RkSubscriber, ServiceKey
 from openscws.bcast.sprov import KeyId, MessageKind, Request, Response, StatusCode
 from openscws.bcast.store import SqlStore
 from openscws.ras.db import RasError
@@ -37,7 +37,7 @@ def fill(store: SqlStore) -> None:
 
 
 def test_migrated_and_catalogue(sql_store: SqlStore) -> None:
-    assert sql_store.db.current_revision() == "bsm0001"
+    assert sql_store.db.current_revision() == "bsm0002"
     fill(sql_store)
     assert sql_store.items() == {"urn:pi:news": (K1,), "urn:pi:sport": (K1, K2)}
     assert sql_store.item_keys("urn:pi:sport") == (K1, K2)
@@ -134,3 +134,52 @@ def test_postgresql_counters_never_shared(pg_store: SqlStore) -> None:
     assert pg_store.tokens(USER) == 40
     response, _ = _service(pg_store)
     assert response.status is StatusCode.SUCCESS
+
+
+NAI = "user@ruim.example.org"
+RK = bytes(range(100, 116))
+RK_RAND = bytes(range(8))
+
+
+def test_ruim_subscriber_end_to_end(sql_store: SqlStore) -> None:
+    """The (R-)UIM path: the NAI is the username, the Auth-Key (from the RK) the digest
+    password, the TK the LTKMs' key."""
+    fill(sql_store)
+    sql_store.add_rk_subscriber(NAI, RK, RK_RAND)
+    assert sql_store.rk_subscribers() == [NAI]
+    with sql_store.db.read() as s:
+        assert all(RK not in row for row in s.scalars(select(RkSubscriber.rk)))
+    with pytest.raises(RasError):
+        sql_store.add_rk_subscriber(NAI, RK, RK_RAND)
+    with pytest.raises(RasError):
+        sql_store.add_rk_subscriber("other@x", b"short", RK_RAND)
+    with pytest.raises(RasError):
+        sql_store.add_rk_subscriber("other@x", RK, RK_RAND, "no-such")
+    expected = rk_keys(RK, RK_RAND, NAI)
+    assert sql_store.rk_user_keys(NAI) == UserKeys(srk=expected.auth_key, smk=expected.tk)
+    assert sql_store.rk_user_keys("unknown@x") is None
+
+    core = BsmCore("bsm.example.org", sql_store, sql_store.rk_user_keys)
+    exchange = BspcExchange(
+        Request(MessageKind.SERVICE, "r", ("urn:pi:news",)), NAI, expected.auth_key
+    )
+    http: HttpRequest | Response = exchange.start()
+    pushes: list[bytes] = []
+    while isinstance(http, HttpRequest):
+        answer = core.handle(http.method, http.path, dict(http.headers), http.body, 1000.0)
+        pushes += [p.datagram for p in answer.pushes]
+        http = exchange.receive(answer.status, answer.headers, answer.body)
+    assert http.status is StatusCode.SUCCESS
+    receiver = LtkmReceiver(expected.tk)
+    receiver.datagram(pushes[0], 0.0)
+    assert receiver.keys == {K1: SEK1}
+    # The same NAI with the wrong Auth-Key: 401, the exchange fails.
+    wrong = BspcExchange(Request(MessageKind.SERVICE, "r", ("urn:pi:news",)), NAI, expected.tk)
+    first = wrong.start()
+    answer = core.handle(first.method, first.path, dict(first.headers), first.body, 1000.0)
+    retry = wrong.receive(answer.status, answer.headers, answer.body)
+    assert isinstance(retry, HttpRequest)
+    answer = core.handle(retry.method, retry.path, dict(retry.headers), retry.body, 1000.0)
+    assert answer.status == 401
+    with pytest.raises(BspcError):
+        wrong.receive(answer.status, answer.headers, answer.body)

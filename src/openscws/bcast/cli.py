@@ -5,8 +5,9 @@ registration). Heavy imports wait until a command runs.
 
 Where the state lives: --data-dir (default $XDG_DATA_HOME/openscws/bsm) holds master.key and,
 by default, bsm.db; the database URL is --db, else $OPENSCWS_BSM_DB, else SQLite there.
-Subscriber keys come from a BSF over Zn (--zn-url and --zn-token-file, the token that
-`openscws bsf naf add <BSM FQDN>` printed); without Zn every request is refused with 401."""
+Subscriber keys: a NAI registered with `bsm ruim add` (its RK) gives TK and Auth-Key; any other
+username is taken as a B-TID and asked of a BSF over Zn (--zn-url and --zn-token-file, the
+token `openscws bsf naf add <BSM FQDN>` printed). Unknown usernames are refused with 401."""
 
 from __future__ import annotations
 
@@ -47,6 +48,13 @@ def _key_id(text: str) -> KeyId:
         raise argparse.ArgumentTypeError(
             f"{text!r}: DOMAIN/ID, 6 and 8 hex digits (e.g. 00f110/00010002)"
         ) from None
+
+
+def _hex_bytes(text: str) -> bytes:
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not hex: {text!r}") from None
 
 
 def _where(p: argparse.ArgumentParser, *, top: bool = False) -> None:
@@ -121,6 +129,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _where(k_add)
     k_add.add_argument("key", type=_key_id, help="DOMAIN/ID, e.g. 00f110/00010002")
     k_add.add_argument("--size", type=int, choices=(16, 32), default=16, help="bytes (16)")
+    ruim = acts.add_parser("ruim", help="(R-)UIM / CSIM subscribers by NAI, with their RK")
+    r_acts = ruim.add_subparsers(dest="ruim_action", required=True, metavar="ACTION")
+    r_add = r_acts.add_parser("add", help="add a subscriber (the RK is never printed)")
+    _where(r_add)
+    r_add.add_argument("nai", help="the subscriber's NAI, its digest username")
+    r_add.add_argument("--rk", type=_hex_bytes, required=True, help="RK, 32 or 64 hex digits")
+    r_add.add_argument("--rand", type=_hex_bytes, required=True, help="the TK/Auth-Key random")
+    r_add.add_argument("--derivation", help="a named RK derivation (default: the project's)")
+    r_ls = r_acts.add_parser("ls", help="list the NAIs")
+    _where(r_ls)
     item = acts.add_parser("item", help="purchase items and the keys they give")
     i_acts = item.add_subparsers(dest="item_action", required=True, metavar="ACTION")
     i_add = i_acts.add_parser("add", help="add a purchase item")
@@ -192,6 +210,17 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(f"database: {store.db.engine.url.render_as_string(hide_password=True)}")
             print(f"schema: {store.db.current_revision()}")
             return 0
+        if action == "ruim":
+            if args.ruim_action == "add":
+                from openscws.bcast.keys import DEFAULT_RK_DERIVATION
+
+                derivation = args.derivation or DEFAULT_RK_DERIVATION
+                store.add_rk_subscriber(args.nai, args.rk, args.rand, derivation)
+                print(f"subscriber {args.nai} added")
+            else:
+                for nai in store.rk_subscribers():
+                    print(nai)
+            return 0
         if action == "key":
             store.add_key(args.key, secrets.token_bytes(args.size))
             print(f"key {args.key.key_domain.hex()}/{args.key.key_id.hex()} added")
@@ -213,7 +242,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace, store: SqlStore) -> int:
     from openscws.bcast.bsm import BsmCore, UserKeys
-    from openscws.bcast.server import ZnKeys, start_bsm
+    from openscws.bcast.server import ZnKeys, first_keys, start_bsm
 
     if (args.zn_url is None) != (args.zn_token_file is None):
         raise ConfigError("give both --zn-url and --zn-token-file, or neither")
@@ -225,8 +254,8 @@ def _serve(args: argparse.Namespace, store: SqlStore) -> int:
         def no_keys(_user: str) -> UserKeys | None:
             return None
 
-        keys_of = ZnKeys(args.zn_url, token, args.fqdn, loop) if token else no_keys
-        core = BsmCore(args.fqdn, store, keys_of)
+        zn = ZnKeys(args.zn_url, token, args.fqdn, loop) if token else no_keys
+        core = BsmCore(args.fqdn, store, first_keys(store.rk_user_keys, zn))
         server = await start_bsm(
             core, host=args.host, port=args.port, udp_port=args.udp_port, ltkm_port=args.ltkm_port
         )

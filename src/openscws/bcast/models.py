@@ -75,3 +75,16 @@ class Subscription(Base):
         String(255), ForeignKey("bsm_items.ref", ondelete="CASCADE"), primary_key=True
     )
     created_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class RkSubscriber(Base):
+    """An (R-)UIM / CSIM subscriber by NAI: its pre-provisioned RK (sealed), the random its TK
+    and Auth-Key are derived with, and the name of the derivation (`keys.RK_DERIVATIONS`)."""
+
+    __tablename__ = "bsm_rk_subscribers"
+
+    nai: Mapped[str] = mapped_column(String(255), primary_key=True)
+    rk: Mapped[bytes] = mapped_column(LargeBinary)
+    rand: Mapped[bytes] = mapped_column(LargeBinary)
+    derivation: Mapped[str] = mapped_column(String(64))
+    created_ms: Mapped[int] = mapped_column(BigInteger)

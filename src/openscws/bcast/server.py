@@ -26,7 +26,7 @@ from openscws.bsf.service import HttpAnswer
 from openscws.gba.client import GbaError, fetch_naf_keys
 from openscws.gba.kdf import UA_MBMS
 
-__all__ = ["BsmServer", "LtkmPusher", "ZnKeys", "start_bsm"]
+__all__ = ["BsmServer", "LtkmPusher", "ZnKeys", "first_keys", "start_bsm"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,21 @@ class ZnKeys:
         if keys is not None:
             self._cache[btid] = (time.time() + 300.0, keys)
         return keys
+
+
+def first_keys(
+    *sources: Callable[[str], UserKeys | None],
+) -> Callable[[str], UserKeys | None]:
+    """`keys_of` asking each source in turn (the RK store for NAIs, then Zn for B-TIDs)."""
+
+    def keys_of(user: str) -> UserKeys | None:
+        for source in sources:
+            found = source(user)
+            if found is not None:
+                return found
+        return None
+
+    return keys_of
 
 
 def user_keys_of_zn(answer: Mapping[str, str]) -> UserKeys | None:

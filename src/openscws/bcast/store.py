@@ -16,8 +16,17 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from openscws.bcast.bsm import UserKeys
 from openscws.bcast.db import BsmDatabase
-from openscws.bcast.models import ItemKey, PurchaseItem, ServiceKey, Subscriber, Subscription
+from openscws.bcast.keys import DEFAULT_RK_DERIVATION, RK_DERIVATIONS, BcastKeyError, rk_keys
+from openscws.bcast.models import (
+    ItemKey,
+    PurchaseItem,
+    RkSubscriber,
+    ServiceKey,
+    Subscriber,
+    Subscription,
+)
 from openscws.bcast.sprov import KeyId
 from openscws.ras.db import RasError
 from openscws.ras.vault import Vault
@@ -85,6 +94,41 @@ class SqlStore:
         for ref, domain, key_id in rows:
             out[ref].append(KeyId(domain, key_id))
         return {ref: tuple(sorted(keys, key=_order)) for ref, keys in out.items()}
+
+    # -- (R-)UIM subscribers ------------------------------------------------------------------
+
+    def add_rk_subscriber(
+        self, nai: str, rk: bytes, rand: bytes, derivation: str = DEFAULT_RK_DERIVATION
+    ) -> None:
+        """An (R-)UIM / CSIM subscriber: the RK pre-provisioned on its card, and the random
+        its TK and Auth-Key are derived with (the derivation is checked now)."""
+        if derivation not in RK_DERIVATIONS:
+            raise RasError(f"unknown RK derivation {derivation!r}")
+        try:
+            rk_keys(rk, rand, nai, derivation=derivation)
+        except BcastKeyError as exc:
+            raise RasError(str(exc)) from None
+        with self.db.write() as s:
+            if s.get(RkSubscriber, nai) is not None:
+                raise RasError(f"subscriber {nai!r} exists")
+            s.add(RkSubscriber(
+                nai=nai, rk=self.vault.seal(rk, f"bsm/rk/{nai}"), rand=rand,
+                derivation=derivation, created_ms=self._now_ms(),
+            ))  # fmt: skip
+
+    def rk_subscribers(self) -> list[str]:
+        with self.db.read() as s:
+            return list(s.scalars(select(RkSubscriber.nai).order_by(RkSubscriber.nai)))
+
+    def rk_user_keys(self, nai: str) -> UserKeys | None:
+        """SRK = Auth-Key and SMK = TK of a NAI; None for an unknown NAI."""
+        with self.db.read() as s:
+            row = s.get(RkSubscriber, nai)
+            if row is None:
+                return None
+            sealed, rand, derivation = row.rk, row.rand, row.derivation
+        keys = rk_keys(self.vault.unseal(sealed, f"bsm/rk/{nai}"), rand, nai, derivation=derivation)
+        return UserKeys(srk=keys.auth_key, smk=keys.tk)
 
     # -- BsmStore -----------------------------------------------------------------------------
 
