@@ -76,6 +76,16 @@ def _where(p: argparse.ArgumentParser, *, top: bool = False) -> None:
         default=default,
         help=f"database URL (default: ${DB_ENV} or SQLite)",
     )
+    p.add_argument(
+        "-v", "--verbose", action="count", default=0 if top else default, help="more log output"
+    )
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=False if top else default,
+        help="warnings and errors only",
+    )
 
 
 _SERVE_DEFAULTS: Final = {
