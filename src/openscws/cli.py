@@ -23,6 +23,7 @@ from openscws.aio.gateway import GatewayError
 from openscws.aio.links import CardLink, accept_vpcd_card
 from openscws.aio.stack import card_of, card_tls, gateway_for, open_image, start_stack
 from openscws.aio.vicc import serve_card
+from openscws.bcast import bspc_cli
 from openscws.bcast import cli as bsm_cli
 from openscws.bsf import cli as bsf_cli
 from openscws.config import Settings, load, to_toml
@@ -336,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     admin_cli.register(sub)
     bsf_cli.register(sub)
     bsm_cli.register(sub)
+    bspc_cli.register(sub)
     gba_cli.register(sub)
     return parser
 
@@ -882,6 +884,8 @@ def main(argv: list[str] | None = None) -> int:
                 return bsf_cli.run(args)
             case "bsm":
                 return bsm_cli.run(args)
+            case "bcast":
+                return bspc_cli.run(args)
             case "gba":
                 return gba_cli.run(args, settings)
             case "config":
