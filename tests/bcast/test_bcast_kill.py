@@ -11,7 +11,8 @@ from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
-from conftest import make_store
+from bcast_fixtures import make_store
+
 from openscws.bcast.bspc import BspcError, BspcExchange, HttpRequest
 from openscws.bcast.db import BsmDatabase, default_url
 from openscws.bcast.keys import rk_keys

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bcast_fixtures import make_store
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from conftest import make_store
 from openscws.bcast.bsm import BsmCore, UserKeys
 from openscws.bcast.bspc import BspcError, BspcExchange, HttpRequest, LtkmReceiver
 from openscws.bcast.keys import mbms_keys_gba_me, rk_keys
