@@ -5,6 +5,7 @@ B-TID, a foreign nonce, an expired nonce (stale=TRUE), another URI, malformed fi
 from __future__ import annotations
 
 import itertools
+import threading
 
 import httpx
 import pytest
@@ -123,3 +124,26 @@ def test_httpx_digest_client_with_the_mrk_passes() -> None:
         retry = flow.send(response)
         outcome = verify(guard, retry.headers["Authorization"])
         assert isinstance(outcome, Authorized) is ok
+
+
+def test_concurrent_replays_pass_once() -> None:
+    """The BSM checks requests in worker threads: one nonce-count passes once, however many
+    copies race."""
+    guard = bsm()
+    challenge = verify(guard, None)
+    assert isinstance(challenge, Refused)
+    header = creds(challenge.challenge, nc=1)
+    outcomes: list[Authorized | Refused] = []
+    start = threading.Barrier(8)
+
+    def one() -> None:
+        start.wait()
+        outcomes.append(verify(guard, header))
+
+    threads = [threading.Thread(target=one) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(isinstance(o, Authorized) for o in outcomes) == 1
+    assert {o.reason for o in outcomes if isinstance(o, Refused)} == {RefusedReason.REPLAY}

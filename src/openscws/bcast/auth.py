@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -74,6 +75,8 @@ class BsmDigest:
     random: Callable[[int], bytes] = os.urandom
     _nonces: dict[str, _Nonce] = field(default_factory=dict)
     _opaque: str = ""
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    """The BSM checks requests in worker threads: nonce state changes under this lock."""
 
     def __post_init__(self) -> None:
         self._opaque = self.random(16).hex()
@@ -83,9 +86,10 @@ class BsmDigest:
         return BSM_REALM_PREFIX + self.bsm_fqdn
 
     def challenge(self, now: float, *, stale: bool = False) -> Challenge:
-        self._expire(now)
         nonce = base64.b64encode(self.random(24)).decode()
-        self._nonces[nonce] = _Nonce(now)
+        with self._lock:
+            self._expire(now)
+            self._nonces[nonce] = _Nonce(now)
         return Challenge(
             realm=self.realm,
             nonce=nonce,
@@ -129,22 +133,31 @@ class BsmDigest:
             return refuse(RefusedReason.MALFORMED)
         if creds.uri != uri:
             return refuse(RefusedReason.WRONG_URI)
-        state = self._nonces.get(creds.nonce)
-        if state is None:
+        with self._lock:
+            known = creds.nonce in self._nonces
+        if not known:
             return refuse(RefusedReason.UNKNOWN_NONCE)
-        password = password_of(creds.username)
+        password = password_of(creds.username)  # may block (database, Zn): not under the lock
         if password is None:
             return refuse(RefusedReason.UNKNOWN_USER)
         if not check_response(creds, password=password, method=method, body=body):
             return refuse(RefusedReason.BAD_RESPONSE)
-        if now - state.issued > self.lifetime:
-            del self._nonces[creds.nonce]
-            return refuse(RefusedReason.STALE, stale=True)
         nc = int(creds.nc or "0", 16)
-        if nc <= state.last_nc:
-            return refuse(RefusedReason.REPLAY)
-        state.last_nc = nc
-        return Authorized(creds.username)
+        with self._lock:
+            state = self._nonces.get(creds.nonce)
+            if state is not None and now - state.issued > self.lifetime:
+                del self._nonces[creds.nonce]
+                state, stale = None, True
+            else:
+                stale = False
+            if state is not None and nc > state.last_nc:
+                state.last_nc = nc
+                return Authorized(creds.username)
+        if stale:
+            return refuse(RefusedReason.STALE, stale=True)
+        if state is None:
+            return refuse(RefusedReason.UNKNOWN_NONCE)
+        return refuse(RefusedReason.REPLAY)
 
 
 def client_credentials(
