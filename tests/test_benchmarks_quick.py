@@ -84,6 +84,15 @@ def _check_acp(doc: dict[str, Any], out: str, tmp: Path) -> None:
     assert "| 50 rules |" in out
 
 
+def _check_bsm(doc: dict[str, Any], out: str, tmp: Path) -> None:
+    cells = doc["cells"]
+    assert [c["db"] for c in cells] == ["sqlite"]
+    assert cells[0]["requests"] == 6
+    assert cells[0]["requests_per_s"] > 0
+    assert cells[0]["server_cpu_ms_per_request"] > 0
+    assert not (tmp / "benchmarks.md").exists()  # a quick run never writes the docs
+
+
 def _check_conns(doc: dict[str, Any], out: str, tmp: Path) -> None:
     text = (tmp / "benchmarks.md").read_text()
     assert "| gateway |" in text
@@ -146,6 +155,10 @@ QUICK: dict[str, Quick] = {
         check=_check_admin,
     ),
     "bench_apdu.py": Quick(("--json", "JSON"), check=_check_apdu),
+    "bench_bsm.py": Quick(
+        ("--requests", "6", "--clients", "2", "--json", "JSON", "--docs", "DOCS"),
+        check=_check_bsm,
+    ),
     "bench_conns.py": Quick(("--docs", "DOCS"), tools=(("wrk", "wrk"),), check=_check_conns),
     "bench_gba.py": Quick(
         ("--bootstraps", "6", "--clients", "2", "--json", "JSON", "--docs", "DOCS"),

@@ -26,6 +26,8 @@ from openscws.aio.gateway import GatewayError
 from openscws.aio.links import CardLink, accept_vpcd_card
 from openscws.aio.stack import card_of, card_tls, gateway_for, open_image, start_stack
 from openscws.aio.vicc import serve_card
+from openscws.bcast import bspc_cli
+from openscws.bcast import cli as bsm_cli
 from openscws.bsf import cli as bsf_cli
 from openscws.config import Settings, notes, resolve, to_toml
 from openscws.errors import ConfigError, NotFoundError, OpenScwsError, StoreError
@@ -480,6 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(cfg)
     admin_cli.register(sub)
     bsf_cli.register(sub)
+    bsm_cli.register(sub)
+    bspc_cli.register(sub)
     gba_cli.register(sub)
     push_cli.register(sub)
     _describe(parser)
@@ -1178,6 +1182,8 @@ def _serves(args: argparse.Namespace) -> bool:
             return getattr(args, "admin_command", None) == "serve"
         case "bsf":
             return bsf_cli.serves(args)
+        case "bsm":
+            return bsm_cli.serves(args)
     return False
 
 
@@ -1294,6 +1300,10 @@ def _run(args: argparse.Namespace) -> int:
             return admin_cli.run(args, settings)
         case "bsf":
             return bsf_cli.run(args, settings)
+        case "bsm":
+            return bsm_cli.run(args, settings)
+        case "bcast":
+            return bspc_cli.run(args)
         case "gba":
             return gba_cli.run(args, settings)
         case "ppg":

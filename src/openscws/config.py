@@ -239,6 +239,16 @@ class BsfSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class BsmSettings:
+    data_dir: Path = field(default_factory=lambda: default_data_dir() / "bsm")
+    """The BCAST BSM's data (`openscws bsm`): bsm.db (SQLite) and master.key (seals the
+    service keys and the (R-)UIM root keys at rest)."""
+    db: str = ""
+    """SQLAlchemy URL of the BSM's state; empty: SQLite in data_dir. PostgreSQL for scale,
+    e.g. "postgresql+psycopg://bsm@127.0.0.1/bsm"."""
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     card: CardSettings = field(default_factory=CardSettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
@@ -246,6 +256,7 @@ class Settings:
     ca: CaSettings = field(default_factory=CaSettings)
     admin: AdminSettings = field(default_factory=AdminSettings)
     bsf: BsfSettings = field(default_factory=BsfSettings)
+    bsm: BsmSettings = field(default_factory=BsmSettings)
 
     def __post_init__(self) -> None:
         problem = _problem(self)
@@ -300,6 +311,7 @@ def _problem(s: Settings) -> str | None:
         ),
         ("gateway.max_buffer_size", g.max_buffer_size, (1, 65535), " (ETSI TS 102 223 §8.55)"),
         ("gateway.vpcd_port", g.vpcd_port, PORT, ""),
+        ("gateway.max_connections", g.max_connections, (1, 65535), " (per listener)"),
         ("gateway.sms_port", g.sms_port, LOCAL_PORT, " (0: off)"),
         ("admin.port", a.port, LOCAL_PORT, " (0: any free port)"),
         ("admin.api_port", a.api_port, LOCAL_PORT, " (0: any free port)"),
@@ -317,6 +329,7 @@ def _problem(s: Settings) -> str | None:
         ("gateway.poll_interval", g.poll_interval),
         ("gateway.connect_timeout", g.connect_timeout),
         ("gateway.acp_refresh", g.acp_refresh),
+        ("gateway.head_timeout", g.head_timeout),
         ("admin.trigger_interval", a.trigger_interval),
         ("admin.trigger_ttl", a.trigger_ttl),
         ("admin.session_ttl", a.session_ttl),
@@ -437,7 +450,7 @@ def _convert(
         raise ConfigError(f"[{where}]: {e}") from None
 
 
-_SECTIONS = ("card", "gateway", "trace", "ca", "admin", "bsf")
+_SECTIONS = ("card", "gateway", "trace", "ca", "admin", "bsf", "bsm")
 _OPTIONAL_PATHS = frozenset({"pcap", "api_cert", "api_key"})
 
 

@@ -106,7 +106,8 @@ def test_gsm_context() -> None:
         (auth_3g(RAND, AUTN[:-2] + "00"), "9862"),  # MAC-A wrong: the network is not ours
         (f"00 88 00 81 11 10 {RAND} 00", "6700"),  # no AUTN
         (f"00 88 00 84 22 10 {RAND} 10 {AUTN} 00", "6a80"),  # GBA context without DD / DE
-        (f"00 88 00 85 22 10 {RAND} 10 {AUTN} 00", "9864"),  # MBMS context: not supported
+        (f"00 88 00 85 22 10 {RAND} 10 {AUTN} 00", "6a80"),  # MBMS context: not an MSK update
+        (f"00 88 00 86 22 10 {RAND} 10 {AUTN} 00", "9864"),  # local key establishment: no
         (f"00 88 01 81 22 10 {RAND} 10 {AUTN} 00", "6a86"),  # P1 must be 00
         ("00A4040407A0000000871003", "6a82"),  # not our AID
     ],
@@ -234,7 +235,7 @@ def test_any_authenticate_gets_a_status_word(p1: int, p2: int, data: bytes) -> N
     answer = card.transmit(apdu, 0.0)
     assert len(answer) >= 2
     sw = answer[-2:].hex()
-    assert sw in {"9000", "6700", "6a80", "6a86", "9862", "9864", "6985"}, sw
+    assert sw in {"9000", "6700", "6a80", "6a86", "6a88", "9862", "9864", "9865", "6985"}, sw
     if sw == "9000":  # only the GSM context, which checks nothing, can succeed
         assert p2 == 0x80
         assert answer[:1] == b"\x04"

@@ -10,6 +10,9 @@ AUTHENTICATE (CLA 00, INS 88, P1 00):
       SQN not fresh      DC 0E AUTS
       MAC-A wrong        SW 98 62, no data
     P2 80 (GSM context)  data: 10 RAND  ->  04 SRES 08 Kc  (MILENAGE through c2 and c3)
+    P2 85 (MBMS context, BCAST smartcard profile with GBA_U): see openscws.uicc.mbms; the
+                         LTKM is verified with Ks_int_NAF and its SEK/PEK kept in the card,
+                         EF_MSK (6FD7) and EF_MUK (6FD8) list their identifiers
     P2 84 (GBA context, GBA_U, TS 31.102 §7.1.2.4 and TS 33.220 §5):
       bootstrapping      data: DD 10 RAND 10 AUTN  ->  DB 08 RES (or DC 0E AUTS, 98 62);
                          the USIM keeps Ks = CK || IK and puts RAND in EF_GBABP, where the
@@ -48,6 +51,7 @@ from openscws.apdu.status import SW
 from openscws.errors import ApduError, ConfigError
 from openscws.gba.kdf import ks_int_naf, ks_naf
 from openscws.uicc.keystore import SecretStore
+from openscws.uicc.mbms import EF_MSK, EF_MUK, MSK_RECORD, MUK_RECORD, MbmsState, msk_update
 
 __all__ = [
     "EF_GBABP",
@@ -73,6 +77,7 @@ GBABP_SIZE: Final = 1 + 16 + 1 + 255 + 1 + 64
 P2_GSM: Final = 0x80
 P2_3G: Final = 0x81
 P2_GBA: Final = 0x84
+P2_MBMS: Final = 0x85
 TAG_SUCCESS: Final = 0xDB
 TAG_SYNC_FAILURE: Final = 0xDC
 TAG_GBA_BOOTSTRAP: Final = 0xDD
@@ -80,6 +85,7 @@ TAG_GBA_NAF: Final = 0xDE
 KEYS_FILE: Final = "usim.json"
 SQN_FILE: Final = "usim-sqn.json"
 GBA_FILE: Final = "usim-gba.json"
+MBMS_FILE: Final = "usim-mbms.json"
 
 
 def encode_imsi(imsi: str) -> bytes:
@@ -214,6 +220,18 @@ class UsimSecrets:
     def save_gba(self, state: GbaState) -> None:
         self.store.set_secret(GBA_FILE, state.to_json())
 
+    def mbms(self) -> MbmsState:
+        raw = self.store.get_secret(MBMS_FILE)
+        if raw is None:
+            return MbmsState()
+        try:
+            return MbmsState.from_json(raw)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"secure/{MBMS_FILE} is damaged: {exc!r}") from None
+
+    def save_mbms(self, state: MbmsState) -> None:
+        self.store.set_secret(MBMS_FILE, state.to_json())
+
     def sqn(self, ind_bits: int) -> SqnState:
         raw = self.store.get_secret(SQN_FILE)
         if raw is None:
@@ -240,6 +258,8 @@ class UsimApp:
         *,
         gba: GbaState | None = None,
         persist_gba: Callable[[GbaState], None] | None = None,
+        mbms: MbmsState | None = None,
+        persist_mbms: Callable[[MbmsState], None] | None = None,
     ) -> None:
         self.imsi = keys.imsi
         self._milenage = Milenage(keys.k, keys.opc)
@@ -247,6 +267,8 @@ class UsimApp:
         self._persist = persist
         self.gba = gba or GbaState()
         self._persist_gba = persist_gba or _keep
+        self.mbms = mbms or MbmsState()
+        self._persist_mbms = persist_mbms or _keep_mbms
 
     @classmethod
     def from_secrets(cls, secrets: UsimSecrets) -> UsimApp | None:
@@ -259,6 +281,8 @@ class UsimApp:
             secrets.save_sqn,
             gba=secrets.gba(),
             persist_gba=secrets.save_gba,
+            mbms=secrets.mbms(),
+            persist_mbms=secrets.save_mbms,
         )
 
     def file(self, fid: int) -> tuple[bytes, int] | None:
@@ -269,6 +293,10 @@ class UsimApp:
             return self.gba.ef_gbabp(), 0
         if fid == EF_GBANL:
             return self.gba.ef_gbanl(), GBANL_RECORD
+        if fid == EF_MSK:
+            return self.mbms.ef_msk(), MSK_RECORD
+        if fid == EF_MUK:
+            return self.mbms.ef_muk(), MUK_RECORD
         return None
 
     def update_binary(self, fid: int, offset: int, data: bytes) -> None:
@@ -323,8 +351,14 @@ class UsimApp:
             return self._gba_naf(data[1:])
         if p2 == P2_GBA:
             raise ApduError(SW.WRONG_DATA, "GBA context: DD (bootstrapping) or DE (NAF)")
+        if p2 == P2_MBMS:
+            state = MbmsState.from_json(self.mbms.to_json())
+            answer = msk_update(self.gba.naf, state, data)
+            self._persist_mbms(state)
+            self.mbms = state
+            return answer
         raise ApduError(
-            SW.SECURITY_CONTEXT_NOT_SUPPORTED, f"AUTHENTICATE P2 {p2:02X}: GSM, 3G, GBA only"
+            SW.SECURITY_CONTEXT_NOT_SUPPORTED, f"AUTHENTICATE P2 {p2:02X}: GSM, 3G, GBA, MBMS"
         )
 
     def _aka(self, rand: bytes, autn: bytes) -> UsimAnswer | bytes:
@@ -376,6 +410,10 @@ class UsimApp:
 
 
 def _keep(state: GbaState) -> None:
+    pass
+
+
+def _keep_mbms(state: MbmsState) -> None:
     pass
 
 

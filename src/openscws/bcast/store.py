@@ -1,0 +1,191 @@
+"""The BSM's catalogue and subscriptions in its database (SQLite by default, PostgreSQL at
+scale): `SqlStore` is the `BsmStore` of `openscws.bcast.bsm` plus catalogue management.
+
+`commit` applies one request's subscription change, its tokens and the MIKEY counters it
+reserves for its LTKMs in one transaction, with the subscriber's row locked (SELECT ... FOR
+UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE serialises writers), so a crash leaves either
+all of it or none of it, and two requests never get the same counter. SEK/PEK values are
+sealed with the master key."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from sqlalchemy import delete, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from openscws.bcast.bsm import UserKeys
+from openscws.bcast.db import BsmDatabase
+from openscws.bcast.keys import DEFAULT_RK_DERIVATION, RK_DERIVATIONS, BcastKeyError, rk_keys
+from openscws.bcast.models import (
+    ItemKey,
+    PurchaseItem,
+    RkSubscriber,
+    ServiceKey,
+    Subscriber,
+    Subscription,
+)
+from openscws.bcast.sprov import KeyId
+from openscws.ras.db import RasError
+from openscws.ras.vault import Vault
+
+__all__ = ["SqlStore"]
+
+
+def _order(key: KeyId) -> tuple[bytes, bytes]:
+    return key.key_domain, key.key_id
+
+
+def _where(key: KeyId) -> str:
+    return f"bsm/key/{key.key_domain.hex()}/{key.key_id.hex()}"
+
+
+class SqlStore:
+    def __init__(self, db: BsmDatabase, vault: Vault) -> None:
+        self.db = db
+        self.vault = vault
+
+    @staticmethod
+    def _now_ms() -> int:
+        return int(time.time() * 1000)
+
+    # -- catalogue --------------------------------------------------------------------------
+
+    def add_key(self, key: KeyId, value: bytes) -> None:
+        if len(value) not in (16, 32):
+            raise RasError("a SEK/PEK is 16 or 32 bytes")
+        with self.db.write() as s:
+            if s.get(ServiceKey, (key.key_domain, key.key_id)) is not None:
+                raise RasError(f"key {key.key_domain.hex()}/{key.key_id.hex()} exists")
+            s.add(ServiceKey(
+                key_domain=key.key_domain, key_id=key.key_id,
+                value=self.vault.seal(value, _where(key)), created_ms=self._now_ms(),
+            ))  # fmt: skip
+
+    def add_item(self, ref: str, keys: Iterable[KeyId]) -> None:
+        keys = list(dict.fromkeys(keys))
+        if not ref or len(ref) > 255:
+            raise RasError("a purchase item reference is 1 to 255 characters")
+        with self.db.write() as s:
+            if s.get(PurchaseItem, ref) is not None:
+                raise RasError(f"purchase item {ref!r} exists")
+            for key in keys:
+                if s.get(ServiceKey, (key.key_domain, key.key_id)) is None:
+                    raise RasError(f"no key {key.key_domain.hex()}/{key.key_id.hex()}")
+            s.add(PurchaseItem(ref=ref, created_ms=self._now_ms()))
+            s.flush()
+            s.add_all(ItemKey(ref=ref, key_domain=k.key_domain, key_id=k.key_id) for k in keys)
+
+    def remove_item(self, ref: str) -> None:
+        with self.db.write() as s:
+            if s.get(PurchaseItem, ref) is None:
+                raise RasError(f"no purchase item {ref!r}")
+            s.execute(delete(Subscription).where(Subscription.ref == ref))
+            s.execute(delete(ItemKey).where(ItemKey.ref == ref))
+            s.execute(delete(PurchaseItem).where(PurchaseItem.ref == ref))
+
+    def items(self) -> dict[str, tuple[KeyId, ...]]:
+        with self.db.read() as s:
+            refs = s.scalars(select(PurchaseItem.ref).order_by(PurchaseItem.ref)).all()
+            rows = s.execute(select(ItemKey.ref, ItemKey.key_domain, ItemKey.key_id)).all()
+        out: dict[str, list[KeyId]] = {ref: [] for ref in refs}
+        for ref, domain, key_id in rows:
+            out[ref].append(KeyId(domain, key_id))
+        return {ref: tuple(sorted(keys, key=_order)) for ref, keys in out.items()}
+
+    # -- (R-)UIM subscribers ------------------------------------------------------------------
+
+    def add_rk_subscriber(
+        self, nai: str, rk: bytes, rand: bytes, derivation: str = DEFAULT_RK_DERIVATION
+    ) -> None:
+        """An (R-)UIM / CSIM subscriber: the RK pre-provisioned on its card, and the random
+        its TK and Auth-Key are derived with (the derivation is checked now)."""
+        if derivation not in RK_DERIVATIONS:
+            raise RasError(f"unknown RK derivation {derivation!r}")
+        try:
+            rk_keys(rk, rand, nai, derivation=derivation)
+        except BcastKeyError as exc:
+            raise RasError(str(exc)) from None
+        with self.db.write() as s:
+            if s.get(RkSubscriber, nai) is not None:
+                raise RasError(f"subscriber {nai!r} exists")
+            s.add(RkSubscriber(
+                nai=nai, rk=self.vault.seal(rk, f"bsm/rk/{nai}"), rand=rand,
+                derivation=derivation, created_ms=self._now_ms(),
+            ))  # fmt: skip
+
+    def rk_subscribers(self) -> list[str]:
+        with self.db.read() as s:
+            return list(s.scalars(select(RkSubscriber.nai).order_by(RkSubscriber.nai)))
+
+    def rk_user_keys(self, nai: str) -> UserKeys | None:
+        """SRK = Auth-Key and SMK = TK of a NAI; None for an unknown NAI."""
+        with self.db.read() as s:
+            row = s.get(RkSubscriber, nai)
+            if row is None:
+                return None
+            sealed, rand, derivation = row.rk, row.rand, row.derivation
+        keys = rk_keys(self.vault.unseal(sealed, f"bsm/rk/{nai}"), rand, nai, derivation=derivation)
+        return UserKeys(srk=keys.auth_key, smk=keys.tk)
+
+    # -- BsmStore -----------------------------------------------------------------------------
+
+    def item_keys(self, ref: str) -> tuple[KeyId, ...] | None:
+        with self.db.read() as s:
+            if s.get(PurchaseItem, ref) is None:
+                return None
+            rows = s.execute(
+                select(ItemKey.key_domain, ItemKey.key_id).where(ItemKey.ref == ref)
+            ).all()
+        return tuple(sorted((KeyId(d, k) for d, k in rows), key=_order))
+
+    def key(self, key: KeyId) -> bytes | None:
+        with self.db.read() as s:
+            row = s.get(ServiceKey, (key.key_domain, key.key_id))
+            blob = None if row is None else row.value
+        return None if blob is None else self.vault.unseal(blob, _where(key))
+
+    def subscriptions(self, user: str) -> frozenset[str]:
+        with self.db.read() as s:
+            refs = s.scalars(select(Subscription.ref).where(Subscription.username == user)).all()
+        return frozenset(refs)
+
+    def tokens(self, user: str) -> int:
+        with self.db.read() as s:
+            row = s.get(Subscriber, user)
+            return 0 if row is None else row.tokens
+
+    def commit(
+        self, user: str, *, add: Iterable[str], remove: Iterable[str], tokens: int, ltkms: int
+    ) -> int:
+        now = self._now_ms()
+        insert = pg_insert if self.db.is_postgresql else sqlite_insert
+        with self.db.write() as s:
+            # Create the row if missing without racing a concurrent first request, then lock it.
+            s.execute(
+                insert(Subscriber)
+                .values(username=user, tokens=0, counter=0, created_ms=now)
+                .on_conflict_do_nothing(index_elements=["username"])
+            )
+            row = s.scalars(
+                select(Subscriber).where(Subscriber.username == user).with_for_update()
+            ).one()
+            first = row.counter + 1
+            if first + ltkms - 1 > 0xFFFFFFFF:
+                raise RasError("the MIKEY counter of this subscriber is exhausted")
+            row.counter += ltkms
+            row.tokens += tokens
+            have = set(s.scalars(select(Subscription.ref).where(Subscription.username == user)))
+            for ref in dict.fromkeys(add):
+                if ref not in have:
+                    s.add(Subscription(username=user, ref=ref, created_ms=now))
+            gone = [ref for ref in remove if ref in have]
+            if gone:
+                s.execute(
+                    delete(Subscription).where(
+                        Subscription.username == user, Subscription.ref.in_(gone)
+                    )
+                )
+        return first

@@ -1,0 +1,94 @@
+"""`openscws bsm`: init, the catalogue commands (key values never printed), bad input as one
+line on stderr and exit 2, and `bsm serve` as a real process answering a request without
+credentials with 401 and a Digest challenge."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from openscws.bcast.sprov import MEDIA_TYPE, MessageKind, Request
+from openscws.cli import main
+from openscws.gba.client import http_request
+from openscws.gba.digest import Challenge
+
+
+def test_catalogue_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "bsm"
+    assert main(["bsm", "init", "--data-dir", str(data)]) == 0
+    assert "schema: bsm0002" in capsys.readouterr().out
+    assert main(["bsm", "key", "add", "00f110/00010002", "--data-dir", str(data)]) == 0
+    assert (
+        main(["bsm", "key", "add", "00f110/00010003", "--size", "32", "--data-dir", str(data)]) == 0
+    )
+    out = capsys.readouterr().out
+    assert out.count("added") == 2
+    args = ["bsm", "item", "add", "urn:pi:news", "--key", "00f110/00010002"]
+    assert main([*args, "--key", "00f110/00010003", "--data-dir", str(data)]) == 0
+    capsys.readouterr()
+    assert main(["bsm", "--data-dir", str(data), "item", "ls"]) == 0
+    assert capsys.readouterr().out == "urn:pi:news\t00f110/00010002 00f110/00010003\n"
+    assert main(["bsm", "item", "rm", "urn:pi:news", "--data-dir", str(data)]) == 0
+    capsys.readouterr()
+    assert main(["bsm", "item", "ls", "--data-dir", str(data)]) == 0
+    assert capsys.readouterr().out == ""
+    rk = "00112233445566778899aabbccddeeff"
+    add = ["bsm", "ruim", "add", "u@ruim.example.org", "--rk", rk, "--rand", "0102"]
+    assert main([*add, "--data-dir", str(data)]) == 0
+    assert main(["bsm", "ruim", "ls", "--data-dir", str(data)]) == 0
+    out = capsys.readouterr().out
+    assert out.endswith("u@ruim.example.org\n")
+    assert rk not in out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["bsm", "item", "ls", "--data-dir", "{none}"],
+        ["bsm", "key", "add", "00f110/00010002", "--data-dir", "{data}"],
+        ["bsm", "item", "add", "urn:x", "--key", "00f110/99999999", "--data-dir", "{data}"],
+        ["bsm", "item", "rm", "urn:none", "--data-dir", "{data}"],
+        ["bsm", "ruim", "add", "n@x", "--rk", "0011", "--rand", "01", "--data-dir", "{data}"],
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "bsm"
+    assert main(["bsm", "init", "--data-dir", str(data)]) == 0
+    assert main(["bsm", "key", "add", "00f110/00010002", "--data-dir", str(data)]) == 0
+    capsys.readouterr()
+    filled = [a.format(data=data, none=tmp_path / "none") for a in argv]
+    assert main(filled) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("openscws: ")
+    assert err.count("\n") == 1
+
+
+def test_malformed_key_id_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["bsm", "key", "add", "zz"])
+    assert exc.value.code == 2
+    assert "DOMAIN/ID" in capsys.readouterr().err
+
+
+def test_serve_process(
+    tmp_path: Path, free_port: Callable[[], int], openscws_proc: Callable[..., object]
+) -> None:
+    data = tmp_path / "bsm"
+    port = free_port()
+    proc = openscws_proc("bsm", "serve", "--data-dir", str(data), "--port", str(port), name="bsm")
+    line = proc.wait_for("BSM ready:")  # type: ignore[attr-defined]
+    url = line.split("BSM ready:", 1)[1].split()[0].rstrip("/")
+    assert url == f"http://127.0.0.1:{port}"
+    body = Request(MessageKind.SERVICE, "r", ("urn:pi:news",)).to_xml()
+    answer = asyncio.run(
+        http_request(url + "/bcast/service", "POST", (("Content-Type", MEDIA_TYPE),), body)
+    )
+    assert answer.status == 401
+    challenge = Challenge.parse(answer.headers["www-authenticate"])
+    assert challenge.realm == "3GPP-bootstrapping@bsm.openscws.test"
+    assert proc.stop() == 0  # type: ignore[attr-defined]
