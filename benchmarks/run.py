@@ -292,18 +292,31 @@ def _content_length(head: bytes) -> int:
 
 
 class _Conn:
-    """One keep-alive connection doing strict request/response (no pipelining)."""
+    """One keep-alive connection doing strict request/response (no pipelining). A response
+    with `Connection: close` ends it, as for any HTTP/1.1 client: the next request goes on a
+    new connection (`reconnect`)."""
 
-    __slots__ = ("buf", "need", "req", "sock", "status_ok")
+    __slots__ = ("buf", "close", "need", "port", "req", "sock", "status_ok")
 
     def __init__(self, port: int, req: bytes) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port))
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock.setblocking(False)
+        self.port = port
         self.req = req
+        self.sock = self._connect()
         self.buf = bytearray()
         self.need = -1
         self.status_ok = True
+        self.close = False
+
+    def _connect(self) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", self.port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setblocking(False)
+        return sock
+
+    def reconnect(self) -> None:
+        self.sock.close()
+        self.sock = self._connect()
+        self.close = False
 
     def feed(self, data: bytes) -> int:
         """Bytes in; the number of complete responses they finish (0 or 1)."""
@@ -314,6 +327,7 @@ class _Conn:
                 return 0
             head = bytes(self.buf[:end])
             self.status_ok = head.startswith(b"HTTP/1.1 200")
+            self.close = re.search(rb"\r\nconnection:[ \t]*close", head, re.IGNORECASE) is not None
             self.need = end + 4 + _content_length(head)
         if len(self.buf) < self.need:
             return 0
@@ -343,11 +357,15 @@ def py_requests(port: int, path: str, conns: int, seconds: float) -> dict[str, f
             for key, _ in sel.select(deadline - now):
                 c = key.data
                 data = c.sock.recv(262144)
-                if not data:
+                if not data:  # closed without saying so first: a dropped client
                     raise RuntimeError("server closed a keep-alive connection")
                 if c.feed(data):
                     done += 1
                     errors += not c.status_ok
+                    if c.close:  # announced: reconnect, as wrk does
+                        sel.unregister(c.sock)
+                        c.reconnect()
+                        sel.register(c.sock, selectors.EVENT_READ, c)
                     c.sock.send(c.req)
         elapsed = time.perf_counter() - start
     finally:
