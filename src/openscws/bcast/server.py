@@ -21,7 +21,17 @@ from openscws.bcast.bsm import BsmCore, Push, UserKeys
 from openscws.bcast.keys import mrk_from_naf_key
 from openscws.bcast.ltkm import check_verification
 from openscws.bcast.mikey import LTKM_UDP_PORT, MikeyError, decode
-from openscws.bsf.server import MAX_BODY, Receive, Scope, Send, _App, _send, _serve, _Server, _url
+from openscws.bsf.server import (
+    MAX_BODY,
+    AppServer,
+    Receive,
+    Scope,
+    Send,
+    SmallApp,
+    send_answer,
+    serve_app,
+    server_url,
+)
 from openscws.bsf.service import HttpAnswer
 from openscws.gba.client import GbaError, fetch_naf_keys
 from openscws.gba.kdf import UA_MBMS
@@ -164,7 +174,7 @@ class LtkmPusher(asyncio.DatagramProtocol):
             self.transport.close()
 
 
-class _BsmApp(_App):
+class _BsmApp(SmallApp):
     """The BSF's ASGI app shape, with the client's address handed on."""
 
     def __init__(
@@ -183,7 +193,7 @@ class _BsmApp(_App):
             message = await receive()
             body += message.get("body", b"")
             if len(body) > MAX_BODY:
-                await _send(send, HttpAnswer(413))
+                await send_answer(send, HttpAnswer(413))
                 return
             if not message.get("more_body"):
                 break
@@ -194,13 +204,13 @@ class _BsmApp(_App):
         except Exception:
             log.exception("BSM: the request failed")
             answer = HttpAnswer(500)
-        await _send(send, answer)
+        await send_answer(send, answer)
 
 
 @dataclass
 class BsmServer:
     core: BsmCore
-    http: _Server
+    http: AppServer
     pusher: LtkmPusher
     url: str
     udp_port: int
@@ -247,11 +257,11 @@ async def start_bsm(
         return HttpAnswer(answer.status, answer.headers, answer.body)
 
     try:
-        http = await _serve(_BsmApp(handle), host, port, None)
+        http = await serve_app(_BsmApp(handle), host, port, None)
     except BaseException:
         pusher.close()
         raise
-    url = _url("http", host, http.port)
+    url = server_url("http", host, http.port)
     log.info(
         "BSM %s: provisioning on %s, LTKMs from UDP %d to port %d", core.fqdn, url, bound, ltkm_port
     )

@@ -22,7 +22,16 @@ from openscws.bsf.service import BsfService, HttpAnswer
 from openscws.errors import ConfigError
 from openscws.ras.api_server import listen_socket
 
-__all__ = ["BsfServer", "TlsFiles", "start_bsf"]
+__all__ = [
+    "AppServer",
+    "BsfServer",
+    "SmallApp",
+    "TlsFiles",
+    "send_answer",
+    "serve_app",
+    "server_url",
+    "start_bsf",
+]
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +51,7 @@ class TlsFiles:
     """Mutual TLS: clients must present a certificate from this CA."""
 
 
-class _App:
+class SmallApp:
     def __init__(
         self, name: str, handler: Callable[[str, str, dict[str, str], bytes], HttpAnswer]
     ) -> None:
@@ -58,7 +67,7 @@ class _App:
             message = await receive()
             body += message.get("body", b"")
             if len(body) > MAX_BODY:
-                await _send(send, HttpAnswer(413))
+                await send_answer(send, HttpAnswer(413))
                 return
             if not message.get("more_body"):
                 break
@@ -69,17 +78,17 @@ class _App:
         except Exception:
             log.exception("%s: the request failed", self.name)
             answer = HttpAnswer(500)
-        await _send(send, answer)
+        await send_answer(send, answer)
 
 
-async def _send(send: Send, answer: HttpAnswer) -> None:
+async def send_answer(send: Send, answer: HttpAnswer) -> None:
     fields = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers]
     fields.append((b"content-length", str(len(answer.body)).encode()))
     await send({"type": "http.response.start", "status": answer.status, "headers": fields})
     await send({"type": "http.response.body", "body": answer.body})
 
 
-class _Server(uvicorn.Server):
+class AppServer(uvicorn.Server):
     task: asyncio.Task[None] | None = None
     port: int = 0
 
@@ -88,7 +97,7 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def _serve(app: _App, host: str, port: int, tls: TlsFiles | None) -> _Server:
+async def serve_app(app: SmallApp, host: str, port: int, tls: TlsFiles | None) -> AppServer:
     sock = listen_socket(app.name, host, port, backlog=256)
     options: dict[str, Any] = {}
     if tls is not None:
@@ -99,7 +108,7 @@ async def _serve(app: _App, host: str, port: int, tls: TlsFiles | None) -> _Serv
         app, host=host, port=port, log_config=None, lifespan="off", access_log=False,
         timeout_graceful_shutdown=2, server_header=False, **options,
     )  # fmt: skip
-    server = _Server(config)
+    server = AppServer(config)
     server.port = int(sock.getsockname()[1])
     server.task = asyncio.create_task(server.serve(sockets=[sock]), name=app.name)
     while not server.started:
@@ -114,8 +123,8 @@ async def _serve(app: _App, host: str, port: int, tls: TlsFiles | None) -> _Serv
 @dataclass
 class BsfServer:
     service: BsfService
-    ub: _Server
-    zn: _Server | None
+    ub: AppServer
+    zn: AppServer | None
     ub_url: str
     zn_url: str | None
     _purger: asyncio.Task[None]
@@ -135,7 +144,7 @@ class BsfServer:
                     await server.task
 
 
-def _url(scheme: str, host: str, port: int) -> str:
+def server_url(scheme: str, host: str, port: int) -> str:
     shown = f"[{host}]" if ":" in host else host
     return f"{scheme}://{shown}:{port}/"
 
@@ -167,19 +176,19 @@ async def start_bsf(
             return HttpAnswer(405, (("Allow", "POST"),))
         return service.zn(headers.get("authorization"), body)
 
-    ub_server = await _serve(_App("BSF Ub", ub), host, port, tls)
+    ub_server = await serve_app(SmallApp("BSF Ub", ub), host, port, tls)
     zn_server = None
     if zn_port is not None:
         try:
-            zn_server = await _serve(_App("BSF Zn", zn), zn_host, zn_port, zn_tls)
+            zn_server = await serve_app(SmallApp("BSF Zn", zn), zn_host, zn_port, zn_tls)
         except BaseException:
             ub_server.should_exit = True
             raise
     purger = asyncio.create_task(_purge(service), name="bsf-purge")
-    ub_url = _url("https" if tls else "http", host, ub_server.port)
+    ub_url = server_url("https" if tls else "http", host, ub_server.port)
     zn_url = None
     if zn_server is not None:
-        zn_url = _url("https" if zn_tls else "http", zn_host, zn_server.port) + "zn/v1/keys"
+        zn_url = server_url("https" if zn_tls else "http", zn_host, zn_server.port) + "zn/v1/keys"
     log.info("BSF %s: Ub on %s, Zn on %s", service.server_name, ub_url, zn_url or "(off)")
     return BsfServer(service, ub_server, zn_server, ub_url, zn_url, purger)
 
