@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime
 import logging
 import logging.config
@@ -75,7 +76,7 @@ def _configure_logging(verbosity: int) -> None:
             # Schema checks and per-request access lines are noise below -vv.
             "loggers": {
                 name: {"level": "DEBUG" if verbosity >= 2 else "WARNING"}
-                for name in ("alembic", "uvicorn.access")
+                for name in ("alembic", "uvicorn.access", "watchfiles")
             },
         }
     )
@@ -354,6 +355,37 @@ def build_parser() -> argparse.ArgumentParser:
     for action in ca_sub.choices.values():
         _common(action)
         action.add_argument("--ca-dir", type=Path, help="CA directory (default: ca.dir)")
+
+    dev = sub.add_parser(
+        "dev",
+        help="serve a folder from a card, live: every saved change is on the card at once",
+        description="Start a card and its BIP gateway (no admin server) whose site mirrors "
+        "DIR: each add, change and deletion under DIR goes into the card image in one atomic "
+        "step and is printed in one line, so a reload shows it. The card image is the dev "
+        "server's own (--data-dir; default $XDG_DATA_HOME/openscws/dev/card), never the one "
+        "`openscws up` serves, since the mirror deletes what DIR does not have. It warns when "
+        "the site would not fit a real card: paths the card refuses, paths remote "
+        "administration cannot deliver (non-ASCII, spaces), resources over "
+        "card.admin_max_resource, a total over card.capacity.",
+        epilog="Exit status with --check: 0 the site fits, 1 the report names a problem, "
+        "2 bad input (no such folder).",
+    )
+    _common(dev)
+    dev.add_argument("directory", type=Path, metavar="DIR", help="the site's folder")
+    _card_options(dev)
+    _gateway_options(dev)
+    dev.add_argument(
+        "--reload",
+        action="store_true",
+        help="reload open pages after each change: the HTTP URL goes through a small front "
+        "that adds a script tag to HTML pages (never to the card image) and sends change "
+        "events on /.openscws-dev/events",
+    )
+    dev.add_argument(
+        "--check",
+        action="store_true",
+        help="print the report on DIR (what would not fit a real card) and exit, serving nothing",
+    )
 
     doctor = sub.add_parser(
         "doctor",
@@ -742,6 +774,121 @@ async def _gateway_main(settings: Settings) -> int:
     if gateway.card_lost:
         print("openscws: the card went away", file=sys.stderr)
         return 1
+    return 0
+
+
+def _dev_problems(files: list[Any], settings: Settings, *, summary: bool = True) -> list[Any]:
+    """What would not fit a real card (openscws.scws.sitecheck); `summary`: the folder's
+    size against the card's capacity first."""
+    from openscws.scws.sitecheck import format_size
+    from openscws.store.devsite import check_folder
+
+    c = settings.card
+    if summary:
+        total = sum(f.size for f in files)
+        print(
+            f"{len(files)} files, {format_size(total)} of the card's {format_size(c.capacity)} "
+            "(card.capacity)",
+            flush=True,
+        )
+    return check_folder(files, capacity=c.capacity, max_resource=c.admin_max_resource)
+
+
+def _dev_check(directory: Path, settings: Settings) -> int:
+    """`openscws dev DIR --check`: the report alone; 1 when it names a problem."""
+    from openscws.store.devsite import scan
+
+    problems = _dev_problems(scan(directory), settings)
+    for problem in problems:
+        print(problem)
+    print("the site fits the card" if not problems else f"{len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+def _dev_settings(settings: Settings, args_data_dir: bool) -> Settings:
+    """The dev server's own card image unless --data-dir names one."""
+    if args_data_dir:
+        return settings
+    from openscws.config import default_data_dir
+
+    return replace(
+        settings, card=replace(settings.card, data_dir=default_data_dir() / "dev" / "card")
+    )
+
+
+async def _dev(directory: Path, settings: Settings, *, reload: bool) -> int:
+    from openscws.aio.devserver import ReloadFront, watch_folder
+    from openscws.store.devsite import DevChange, DevMirror, scan
+
+    scan(directory)  # a missing folder is an error before anything starts
+    c, g = settings.card, settings.gateway
+    http_ports = [p for p in c.ports if p not in c.tls_ports]
+    front_port: int | None = None
+    if reload:
+        if not http_ports:
+            raise ConfigError("--reload needs a plain HTTP card port (card.ports, card.tls_ports)")
+        front_port = g.port_map.get(http_ports[0], http_ports[0])
+        # The gateway's HTTP port moves to any free one: the front takes the known port.
+        g = replace(g, port_map={**g.port_map, http_ports[0]: 0})
+        settings = replace(settings, gateway=g)
+    tracer = _tracer(settings)
+    try:
+        stack = await start_stack(settings, demo=False, admin=False, tracer=tracer)
+    except BaseException:
+        if tracer is not None:
+            tracer.close()
+        raise
+    front: ReloadFront | None = None
+    stop = asyncio.Event()
+    try:
+        mirror = DevMirror(stack.image, directory)
+        reported: set[str] = set()
+        shown_once: list[bool] = []
+
+        def report() -> None:
+            # After the first, only what is new: a problem already shown is not repeated.
+            first = not shown_once
+            shown_once.append(True)
+            problems = {str(p) for p in _dev_problems(mirror.files, settings, summary=first)}
+            for line in sorted(problems - reported):
+                print(line, flush=True)
+            reported.clear()
+            reported.update(problems)
+
+        def synced(changes: list[DevChange]) -> None:
+            for change in changes:
+                print(change, flush=True)
+            if changes:
+                report()
+                if front is not None:
+                    front.changed()
+
+        for change in mirror.sync():
+            print(change, flush=True)
+        report()
+        if front_port is not None:
+            host = g.host
+            http = http_ports[0]
+            front = ReloadFront(host, front_port, lambda: (host, stack.gateway.local_port(http)))
+            await front.start()
+        shown = f"[{g.host}]" if ":" in g.host else g.host
+        for port in c.ports:
+            scheme = "https" if port in c.tls_ports else "http"
+            if front is not None and port == http_ports[0]:
+                print(f"SCWS ready: {scheme}://{shown}:{front.port}/ (reloads on change)")
+            else:
+                print(f"SCWS ready: {scheme}://{shown}:{stack.gateway.local_port(port)}/")
+        print(f"mirroring {directory.resolve()} into the card image {stack.image.root}", flush=True)
+        watcher = asyncio.ensure_future(watch_folder(mirror, synced, stop))
+        await _run_until_signal(asyncio.ensure_future(stack.gateway.wait()))
+        stop.set()
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(watcher, 5)
+    finally:
+        stop.set()
+        if front is not None:
+            await front.stop()
+        await stack.stop()
     return 0
 
 
@@ -1176,6 +1323,8 @@ def _serves(args: argparse.Namespace) -> bool:
     match args.command:
         case "up" | "gateway" | "init" | "ppg":
             return True
+        case "dev":
+            return True
         case "card":
             return not getattr(args, "action", None)
         case "admin":
@@ -1283,6 +1432,11 @@ def _run(args: argparse.Namespace) -> int:
             return run_doctor(settings)
         case "gateway":
             return asyncio.run(_gateway_main(settings))
+        case "dev" if args.check:
+            return _dev_check(args.directory, settings)
+        case "dev":
+            settings = _dev_settings(settings, bool(args.data_dir))
+            return asyncio.run(_dev(args.directory, settings, reload=args.reload))
         case "init":
             image = open_image(
                 settings,

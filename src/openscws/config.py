@@ -85,6 +85,10 @@ class CardSettings:
     """Largest resource body a remote administration command may store (larger: 413); at
     most what one GP Amendment B command can carry to the card (the admin server refuses a
     larger resource at once)."""
+    capacity: int = 1024 * 1024
+    """Bytes of storage the card has for web content (resource bodies); `openscws dev` warns
+    when a site needs more. Set it to the target card's figure (cards hosting an SCWS range
+    from a few hundred KiB to several MiB)."""
     admin_tls_suites: tuple[str, ...] = ()
     """Suites the card's admin agent offers the admin server; empty: its `tls_profile`'s list
     ("compat" adds TLS 1.0/1.1 and both SCWS §11.1.1.1 suites). Else some of
@@ -309,6 +313,7 @@ def _problem(s: Settings) -> str | None:
             (1, MAX_ADMIN_RESOURCE),
             " (what one GP Amendment B command carries to the card)",
         ),
+        ("card.capacity", c.capacity, (1, 2**40), " (bytes)"),
         ("gateway.max_buffer_size", g.max_buffer_size, (1, 65535), " (ETSI TS 102 223 §8.55)"),
         ("gateway.vpcd_port", g.vpcd_port, PORT, ""),
         ("gateway.max_connections", g.max_connections, (1, 65535), " (per listener)"),
