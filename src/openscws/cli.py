@@ -875,7 +875,9 @@ async def _dev(directory: Path, settings: Settings, *, reload: bool) -> int:
         for port in c.ports:
             scheme = "https" if port in c.tls_ports else "http"
             if front is not None and port == http_ports[0]:
-                print(f"SCWS ready: {scheme}://{shown}:{front.port}/ (reloads on change)")
+                url = f"{scheme}://{shown}:{front.port}/"
+                print(f"SCWS ready: {url}")
+                print(f"live reload: pages from {url} reload after each change")
             else:
                 print(f"SCWS ready: {scheme}://{shown}:{stack.gateway.local_port(port)}/")
         print(f"mirroring {directory.resolve()} into the card image {stack.image.root}", flush=True)

@@ -22,6 +22,7 @@ import logging
 import os
 import re
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Final
 
 import h11
@@ -46,6 +47,7 @@ RELOAD_SCRIPT: Final = b"""\
   events.onmessage = (message) => {
     if (first === null) {
       first = message.data;
+      window.openscwsDevVersion = first;
     } else if (message.data !== first) {
       events.close();
       location.reload();
@@ -60,6 +62,10 @@ _HOP_BY_HOP: Final = frozenset(
 KEEP_ALIVE_COMMENT: Final = 15.0
 """Seconds between SSE comments on an idle events stream (a closed client shows up then)."""
 MAX_BODY: Final = 64 * 1024 * 1024
+
+_Answer = tuple[int, bytes, list[tuple[bytes, bytes]], bytes]
+"""Status, reason phrase, header fields, body."""
+_TEXT: Final = b"text/plain; charset=utf-8"
 
 
 def inject_snippet(html: bytes) -> bytes:
@@ -166,18 +172,12 @@ class ReloadFront:
                     await self._events(conn, writer)
                     return
                 if path == SCRIPT_PATH:
-                    answer = (
-                        200,
-                        [
-                            (b"content-type", b"text/javascript; charset=utf-8"),
-                            (b"cache-control", b"no-store"),
-                        ],
-                        RELOAD_SCRIPT,
-                    )
+                    answer = _answer(200, b"text/javascript; charset=utf-8", RELOAD_SCRIPT)
                 else:
                     answer = await self._forward(request, body)
-                status, headers, data = answer
-                writer.write(conn.send(h11.Response(status_code=status, headers=headers)) or b"")
+                status, reason, headers, data = answer
+                response = h11.Response(status_code=status, headers=headers, reason=reason)
+                writer.write(conn.send(response) or b"")
                 if data and request.method != b"HEAD":
                     writer.write(conn.send(h11.Data(data=data)) or b"")
                 writer.write(conn.send(h11.EndOfMessage()) or b"")
@@ -189,7 +189,7 @@ class ReloadFront:
             log.debug("reload front: client dropped: %s", exc)
         finally:
             self._tasks.discard(task)
-            writer.close()
+            await _close(writer)
 
     async def _events(self, conn: h11.Connection, writer: asyncio.StreamWriter) -> None:
         head = h11.Response(
@@ -211,14 +211,12 @@ class ReloadFront:
             except TimeoutError:
                 writer.write(conn.send(h11.Data(data=b": still here\n\n")) or b"")
 
-    async def _forward(
-        self, request: h11.Request, body: bytes
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    async def _forward(self, request: h11.Request, body: bytes) -> _Answer:
         host, port = self._upstream()
         try:
             reader, writer = await asyncio.open_connection(host, port)
         except OSError as exc:
-            return _plain(502, f"the card's gateway is not reachable: {exc.strerror}")
+            return _answer(502, _TEXT, f"the card's gateway is not reachable: {exc.strerror}\n")
         client = h11.Connection(h11.CLIENT)
         headers = [(n, v) for n, v in request.headers if n.lower() not in _HOP_BY_HOP]
         headers.append((b"connection", b"close"))
@@ -238,18 +236,18 @@ class ReloadFront:
             await writer.drain()
             got = await _read_message(client, reader)
         except (h11.ProtocolError, ConnectionError, OSError) as exc:
-            return _plain(502, f"the card's answer was cut short: {exc}")
+            return _answer(502, _TEXT, f"the card's answer was cut short: {exc}\n")
         finally:
-            writer.close()
+            await _close(writer)
         if got is None:
-            return _plain(502, "the card closed the connection without an answer")
+            return _answer(502, _TEXT, "the card closed the connection without an answer\n")
         response, data = got
         assert isinstance(response, h11.Response)
         kept = [(n, v) for n, v in response.headers if n not in _HOP_BY_HOP]
         head_like = request.method == b"HEAD" or response.status_code in (204, 304)
         if head_like:
             kept += [(n, v) for n, v in response.headers if n == b"content-length"]
-            return response.status_code, kept, b""
+            return response.status_code, response.reason, kept, b""
         types = [v for n, v in response.headers if n == b"content-type"]
         encoded = any(n == b"content-encoding" for n, _ in response.headers)
         if (
@@ -260,11 +258,24 @@ class ReloadFront:
         ):
             data = inject_snippet(data)
         kept.append((b"content-length", str(len(data)).encode("ascii")))
-        return response.status_code, kept, data
+        return response.status_code, response.reason, kept, data
 
 
-def _plain(status: int, text: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    return status, [(b"content-type", b"text/plain; charset=utf-8")], (text + "\n").encode()
+def _answer(status: int, content_type: bytes, body: bytes | str) -> _Answer:
+    """One of the front's own answers (never cached)."""
+    data = body.encode() if isinstance(body, str) else body
+    headers = [
+        (b"content-type", content_type),
+        (b"cache-control", b"no-store"),
+        (b"content-length", str(len(data)).encode("ascii")),
+    ]
+    return status, HTTPStatus(status).phrase.encode("ascii"), headers, data
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
 
 
 async def _read_message(
