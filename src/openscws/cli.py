@@ -725,7 +725,10 @@ async def _card_tcpip(settings: Settings, demo: bool, iccid: str | None) -> int:
     c = settings.card
     local = {p: (c.tcpip_https_port if p in c.tls_ports else c.tcpip_http_port) for p in c.ports}
     policy = host_policy_for(c, local, names=frozenset({c.tcpip_host.lower()}))
-    site = build_site(image, image.meta.iccid, started=time.time(), host_policy=policy)
+    from openscws.cardapp import load_card_apps
+
+    apps = load_card_apps(c.apps)
+    site = build_site(image, image.meta.iccid, started=time.time(), host_policy=policy, apps=apps)
     factories = handler_factories(site, c, *card_tls(settings, image))
     ports = {p: (c.tcpip_https_port if p in c.tls_ports else c.tcpip_http_port) for p in factories}
     server = DirectServer(c.tcpip_host, factories, ports)

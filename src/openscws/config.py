@@ -89,6 +89,9 @@ class CardSettings:
     """Bytes of storage the card has for web content (resource bodies); `openscws dev` warns
     when a site needs more. Set it to the target card's figure (cards hosting an SCWS range
     from a few hundred KiB to several MiB)."""
+    apps: tuple[str, ...] = ()
+    """Card applications to mount besides the installed ones (entry point group
+    "openscws.card_apps"), each "module:attribute" (docs/card-apps.md)."""
     admin_tls_suites: tuple[str, ...] = ()
     """Suites the card's admin agent offers the admin server; empty: its `tls_profile`'s list
     ("compat" adds TLS 1.0/1.1 and both SCWS §11.1.1.1 suites). Else some of

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from openscws.aio.gateway import Gateway, GatewayConfig
 from openscws.aio.links import CardLink, InProcessLink
+from openscws.cardapp import load_card_apps
 from openscws.config import AdminSettings, Settings
 from openscws.errors import StoreError
 from openscws.scws.card import admin_agent, build_card, host_policy_for, usim_app
@@ -92,6 +93,7 @@ def card_of(
         usim=usim_app(image),
         started=time.time(),
         host_policy=host_policy_for(settings.card, local),
+        apps=load_card_apps(settings.card.apps),
     )
 
 
