@@ -135,6 +135,13 @@ def _gateway_options(p: argparse.ArgumentParser) -> None:
         metavar="CARD=LOCAL",
         help="serve card port CARD on local TCP port LOCAL, e.g. 3516=8080 (repeatable)",
     )
+    p.add_argument(
+        "--link",
+        metavar="SPEC",
+        help="card link timing: 'direct' (default) or 'iso7816[:f=3.57MHz,F=512,D=16,N=0,"
+        "turnaround=1ms]' (or ta1=0x96): a card's contacts per ISO/IEC 7816-3 "
+        "(docs/link-timing.md)",
+    )
     p.add_argument("--trace", action="store_true", help="print every APDU exchanged, decoded")
     p.add_argument(
         "--pcap", type=Path, help="write the APDUs to this pcap file as GSMTAP SIM frames"
@@ -556,6 +563,8 @@ def _options(settings: Settings, args: argparse.Namespace) -> Settings:
         if not port.isdigit():
             raise ConfigError(f"--vpcd wants HOST:PORT, got {args.vpcd!r}")
         gateway = replace(gateway, vpcd_host=host or "127.0.0.1", vpcd_port=int(port))
+    if getattr(args, "link", None):
+        gateway = replace(gateway, link=args.link)
     if getattr(args, "pcsc", None) is not None:
         gateway = replace(gateway, card_link="pcsc", pcsc_reader=args.pcsc)
     elif getattr(args, "vpcd", None):

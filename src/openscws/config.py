@@ -124,6 +124,11 @@ class GatewaySettings:
     vpcd_host:vpcd_port) or "pcsc" (a card in a PC/SC reader, through pcscd)."""
     pcsc_reader: str = ""
     """With card_link "pcsc": part of the reader's name; empty: the first reader with a card."""
+    link: str = "direct"
+    """How fast the card link is: "direct" (as fast as the link goes) or "iso7816[:params]",
+    a card's contacts per ISO/IEC 7816-3, e.g. "iso7816:F=512,D=16" or "iso7816:ta1=0x96"
+    (f clock, default 3.57 MHz; F/D or ta1; N extra guard time; turnaround per APDU):
+    docs/link-timing.md. Not with card_link "pcsc": a real card has its own timing."""
     sms_port: int = 3517
     """Loopback port of the terminal's local SMS endpoint (POST /sms: an SMS-DELIVER TPDU in,
     the card's PoR out), where the admin server's "local" sender delivers triggers; 0: off."""
@@ -389,6 +394,14 @@ def _problem(s: Settings) -> str | None:
         return f"card.iccid: {iccid_why}"
     if not re.fullmatch(r"\+?[0-9]{3,20}", c.msisdn):
         return f"card.msisdn = {c.msisdn!r}: must be 3 to 20 digits, optionally after '+'"
+    from openscws.apdu.iso7816 import parse_link
+
+    try:
+        timed = parse_link(g.link) is not None
+    except ConfigError as exc:
+        return f"gateway.link = {g.link!r}: {exc}"
+    if timed and g.card_link == "pcsc":
+        return 'gateway.link: a card in a PC/SC reader has its own timing (card_link = "pcsc")'
     return None
 
 
