@@ -9,17 +9,55 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from conftest import ScwsProcess
-
 pytestmark = pytest.mark.e2e
+
+READY = "SCWS ready: "
+
+
+@dataclass
+class Served:
+    """An `openscws dev` of the plug-in's venv; stdout and stderr in files."""
+
+    proc: subprocess.Popen[bytes]
+    out: Path
+    err: Path
+
+    @property
+    def stderr(self) -> str:
+        return self.err.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 60) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.out.read_text(errors="replace").splitlines():
+                if line.startswith(READY):
+                    return line.removeprefix(READY).rstrip("/")
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.stop()
+        raise AssertionError(f"not ready:\n{self.out.read_text()}\n{self.stderr}")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return int(self.proc.returncode)
+
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "card-app-guestbook"
 
@@ -108,9 +146,8 @@ def test_the_card_serves_the_form_and_keeps_the_entries(
     site.mkdir()
     (site / "index.html").write_text('<a href="/guestbook">sign</a>')
 
-    def start(name: str) -> tuple[ScwsProcess, str]:
+    def start(name: str) -> tuple[Served, str]:
         out, err = tmp_path / f"{name}.out", tmp_path / f"{name}.err"
-        files = [out.open("wb"), err.open("wb")]
         args = [
             "dev",
             site,
@@ -121,13 +158,14 @@ def test_the_card_serves_the_form_and_keeps_the_entries(
             "--port-map",
             f"4116={free_port()}",
         ]
-        proc = subprocess.Popen(
-            [venv / "bin" / "python", "-m", "openscws", *map(str, args)],
-            stdout=files[0],
-            stderr=files[1],
-            env={**os.environ, "PYTHONUNBUFFERED": "1", "XDG_DATA_HOME": str(tmp_path)},
-        )
-        sp = ScwsProcess(proc, out, err, _files=files)
+        with out.open("wb") as stdout, err.open("wb") as stderr:
+            proc = subprocess.Popen(
+                [venv / "bin" / "python", "-m", "openscws", *map(str, args)],
+                stdout=stdout,
+                stderr=stderr,
+                env={**os.environ, "PYTHONUNBUFFERED": "1", "XDG_DATA_HOME": str(tmp_path)},
+            )
+        sp = Served(proc, out, err)
         return sp, sp.wait_ready()
 
     sp, base = start("first")

@@ -9,16 +9,17 @@ import random
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from conftest import ScwsProcess, openscws_cmd
 from openscws.store.cardimage import CardImage
 
 pytestmark = pytest.mark.e2e
@@ -26,7 +27,13 @@ pytestmark = pytest.mark.e2e
 WITHIN = 1.0
 """Seconds a saved change may take to show over HTTP (the issue's bound)."""
 
+ScwsProcess = Any
+"""conftest.ScwsProcess (conftest modules are not importable)."""
 StartDev = Callable[..., tuple[ScwsProcess, str]]
+
+
+def cli(*args: str | Path) -> list[str]:
+    return [sys.executable, "-m", "openscws", *map(str, args)]
 
 
 def get(url: str) -> tuple[int, bytes]:
@@ -190,7 +197,7 @@ def test_check_reports_without_serving(tmp_path: Path) -> None:
 
     def check(*extra: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            openscws_cmd("dev", site, "--check", *extra),
+            cli("dev", site, "--check", *extra),
             capture_output=True,
             text=True,
             timeout=60,
@@ -214,7 +221,7 @@ def test_check_reports_without_serving(tmp_path: Path) -> None:
     assert "over the card's capacity for content (card.capacity = 16 bytes)" in bad.stdout
     assert not (tmp_path / "xdg" / "openscws" / "dev").exists()  # nothing was made
     missing = subprocess.run(
-        openscws_cmd("dev", tmp_path / "nope", "--check"),
+        cli("dev", tmp_path / "nope", "--check"),
         capture_output=True,
         text=True,
         timeout=60,
