@@ -19,6 +19,7 @@ ServerHello, `ssl.SSLObject.version()`), refuses to run a session over SSL 2.0 o
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from typing import Final
 
 from openscws.dm import client_store
 from openscws.dm import message as m
+from openscws.dm.client_push import package0_of
 from openscws.dm.errors import MessageError, ProtocolError
 from openscws.dm.notification import SessionAlert
 from openscws.dm.session import ClientSession, ClientState, Outgoing
@@ -35,6 +37,7 @@ from openscws.dm.transport import TlsInfo, Transport, TransportError, client_con
 from openscws.dm.transport_auth import HttpCredentials, TransportAuthError
 from openscws.dm.tree import Tree
 from openscws.errors import ConfigError, DecodeError, OpenScwsError
+from openscws.terminal.engine import SmsResult, SmsStatus
 
 __all__ = ["DmClient", "DmClientError", "SessionReport"]
 
@@ -132,6 +135,50 @@ class DmClient:
         self.timeout = timeout
         self.new_nonce = new_nonce
         self.last: SessionReport | None = None
+        self._lock = asyncio.Lock()  # one session at a time: they share the tree file
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- Package #0 over SMS -----------------------------------------------------------------
+
+    async def handle_sms(self, tpdu: bytes) -> SmsResult | None:
+        """The terminal's SMS hook (`Gateway.terminal_sms`): a DM Package #0 WAP push starts
+        a session in the background and is acknowledged; any other SMS gives None (it goes on
+        to the card, so the SCWS SMS trigger is untouched)."""
+        try:
+            pkg0 = package0_of(tpdu)
+        except DecodeError as exc:
+            log.warning("DM WAP push refused: %s", exc)
+            return SmsResult(SmsStatus.ERROR, 0x6F00)
+        if pkg0 is None:
+            return None
+        try:
+            account = self.account_for(pkg0)
+        except (DmClientError, ConfigError) as exc:
+            log.warning("DM Package #0 ignored: %s", exc)
+            return SmsResult(SmsStatus.DELIVERED, 0x9000)
+        task = asyncio.create_task(self._notified(account, pkg0), name="dm-session")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return SmsResult(SmsStatus.DELIVERED, 0x9000)
+
+    async def _notified(self, account: str, pkg0: bytes) -> None:
+        try:
+            report = await self.run(account, pkg0)
+        except (DmClientError, ConfigError) as exc:
+            log.warning("DM session on Package #0 for account %s failed: %s", account, exc)
+            return
+        for line in report.lines():
+            log.info("%s", line)
+
+    async def wait_idle(self) -> None:
+        """Returns when no session started by a Package #0 is running."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def tree(self) -> Tree:
         return client_store.load(self.tree_path)
@@ -150,6 +197,10 @@ class DmClient:
     async def run(self, account: str, package0: bytes | None = None) -> SessionReport:
         """One session with ./DMAcc/<account>'s server: client-initiated (Alert 1201), or the
         one `package0` asks for (Alert 1200) once its digest checks."""
+        async with self._lock:
+            return await self._run(account, package0)
+
+    async def _run(self, account: str, package0: bytes | None) -> SessionReport:
         tree = self.tree()
         if tree.find(f"./DMAcc/{account}") is None:
             raise DmClientError(f"no DM account {account!r}")
