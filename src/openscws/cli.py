@@ -31,6 +31,7 @@ from openscws.bcast import cli as bsm_cli
 from openscws.bsf import cli as bsf_cli
 from openscws.config import Settings, notes, resolve, to_toml
 from openscws.dm import client_cli as dm_client_cli
+from openscws.dm import scr_cli as dm_scr_cli
 from openscws.errors import ConfigError, NotFoundError, OpenScwsError, StoreError
 from openscws.gba import cli as gba_cli
 from openscws.ids import DEFAULT_ICCID
@@ -500,6 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dm_acts = dm.add_subparsers(dest="dm_action", required=True, metavar="ACTION")
     dm_client_cli.register_client(dm_acts)
+    dm_scr_cli.register_scr(dm_acts)
     _describe(parser)
     return parser
 
@@ -1342,6 +1344,8 @@ def _run(args: argparse.Namespace) -> int:
             return gba_cli.run(args, settings)
         case "dm" if args.dm_action == "client":
             return dm_client_cli.run_client(args, settings)
+        case "dm" if args.dm_action == "scr":
+            return dm_scr_cli.run_scr_cli(args)
         case "ppg":
             return push_cli.run(args)
         case "config":

@@ -266,7 +266,7 @@ class Transport:
             # Reset or closed during the handshake: the server refused its parameters (a TLS
             # alert such as bad_record_mac for a wrong PSK arrives as a closed connection).
             what = f"TLS handshake with {peer[0]}:{peer[1]}" if https else f"{peer[0]}:{peer[1]}"
-            raise TransportError(f"{what} failed: {exc or type(exc).__name__}") from None
+            raise TransportError(f"{what} failed: {str(exc) or type(exc).__name__}") from None
         self._streams, self._peer = (reader, writer), peer
         self._conn = h11.Connection(h11.CLIENT)
         self._served = 0
@@ -304,7 +304,7 @@ class Transport:
                     raise TransportError(f"{url}: the server closed the connection") from None
             except (OSError, ssl.SSLError, h11.ProtocolError, TimeoutError) as exc:
                 await self.close()
-                raise TransportError(f"POST {url}: {exc or type(exc).__name__}") from None
+                raise TransportError(f"POST {url}: {str(exc) or type(exc).__name__}") from None
         raise AssertionError("unreachable")
 
     async def _exchange(
