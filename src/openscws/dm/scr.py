@@ -402,7 +402,7 @@ async def _x509(run: _Run) -> None:
         run.add("DM-SEC-S-010", SUPPORTED if ok else FAILED, evidence)
 
 
-async def _external_server(run: _Run, url: str) -> None:
+async def _external_server(run: _Run, url: str, ca: Path | None) -> None:
     """The server items as handshakes against `url` (no DM account there is assumed)."""
     from urllib.parse import urlsplit
 
@@ -420,7 +420,7 @@ async def _external_server(run: _Run, url: str) -> None:
             await t.close()
 
     for n, version in (("001", "1.1"), ("002", "1.0"), ("003", "1.2")):
-        tls = TlsSettings(min_version=version, max_version=version, check_hostname=False)
+        tls = TlsSettings(min_version=version, max_version=version, ca_file=ca)
         got = await shake(tls)
         ok = isinstance(got, TlsInfo) and got.version == NAMES[version]
         run.add(f"DM-SEC-S-{n}", SUPPORTED if ok else NOT_SUPPORTED, f"handshake: {got}")
@@ -455,9 +455,12 @@ _DM_PSK: Final = (
 
 
 async def run_scr(
-    server_url: str | None = None, progress: Callable[[str], None] | None = None
+    server_url: str | None = None,
+    progress: Callable[[str], None] | None = None,
+    ca: Path | None = None,
 ) -> list[Outcome]:
-    """Every item, in order. `server_url`: run the server items against that server."""
+    """Every item, in order. `server_url`: run the server items against that server, whose
+    certificate is checked against `ca` (else the system's CAs)."""
     with tempfile.TemporaryDirectory(prefix="openscws-scr-") as tmp:
         run = _Run(make_pki(), Path(tmp), server_url)
         steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
@@ -475,7 +478,7 @@ async def run_scr(
         _ssl3(run)
         _no_sslv2_client(run)
         if server_url is not None:
-            await _external_server(run, server_url)
+            await _external_server(run, server_url, ca)
         else:
             server = MiniDmServer(
                 account=_account, context=scr_server_context(run.pki, versions=("1.0", "1.2"))

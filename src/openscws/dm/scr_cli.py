@@ -35,6 +35,7 @@ def register_scr(acts: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     scr.add_argument(
         "--server", metavar="URL", help="run the server items against this DM server (https://)"
     )
+    scr.add_argument("--ca", type=Path, help="with --server: CA certificates (PEM) for it")
     scr.add_argument("--markdown", action="store_true", help="print a Markdown table")
     scr.add_argument(
         "--write",
@@ -58,7 +59,7 @@ def run_scr_cli(args: argparse.Namespace) -> int:
         print(f"running: {label}", file=sys.stderr, flush=True)
 
     try:
-        outcomes = asyncio.run(run_scr(args.server, progress))
+        outcomes = asyncio.run(run_scr(args.server, progress, args.ca))
         if args.markdown or args.write:
             table = render_markdown(outcomes)
             if args.write:
