@@ -13,7 +13,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -57,7 +57,7 @@ class PeerServer:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
-    def wait_for(self, text: str, timeout: float = 5.0) -> bool:
+    def wait_for(self, text: str, timeout: float = 10.0) -> bool:
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if text in self.output():
@@ -75,28 +75,42 @@ def _program(name: str, package: str) -> str:
     return path
 
 
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    if proc.stdin is not None:
+        proc.stdin.close()
+
+
 @contextlib.contextmanager
-def _run(argv: list[str], port: int, ready: str, tmp: Path) -> Iterator[PeerServer]:
-    log = tmp / "peer.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(  # stdin stays open: s_server ends at its EOF
-            argv, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT, cwd=tmp
-        )
-    peer = PeerServer(proc, port, log)
-    try:
-        if not peer.wait_for(ready, READY_S):
-            raise PeerUnavailable(f"{Path(argv[0]).name} did not start: {peer.output()[-300:]}")
-        yield peer
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
+def _run(
+    argv: Callable[[int], list[str]], ready: Callable[[int], str], tmp: Path
+) -> Iterator[PeerServer]:
+    """Starts the peer on a free port; another port, up to three times, when the one picked
+    was taken in the meantime (the peer then exits before it is ready)."""
+    why = ""
+    for attempt in range(3):
+        port = free_port()
+        log = tmp / f"peer-{attempt}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(  # stdin stays open: s_server ends at its EOF
+                argv(port), stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT, cwd=tmp
+            )
+        peer = PeerServer(proc, port, log)
+        if peer.wait_for(ready(port), READY_S):
             try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        if proc.stdin is not None:
-            proc.stdin.close()
+                yield peer
+            finally:
+                _stop(proc)
+            return
+        _stop(proc)
+        why = peer.output()[-300:]
+    raise PeerUnavailable(f"{Path(argv(0)[0]).name} did not start: {why}")
 
 
 def _private(tmp: Path, name: str, data: bytes) -> Path:
@@ -120,10 +134,9 @@ def openssl_server(
     """`openssl s_server` pinned to one TLS version and one suite (at security level 0, so
     that TLS 1.0/1.1 and their signatures are allowed), PSK key and/or certificate."""
     prog = _program("openssl", "openssl")
-    port = free_port()
     with tempfile.TemporaryDirectory(prefix="openscws-peer-") as t:
         tmp = Path(t)
-        argv = [prog, "s_server", "-accept", f"127.0.0.1:{port}", OPENSSL_VERSIONS[version]]
+        argv = [prog, "s_server", OPENSSL_VERSIONS[version]]
         argv += ["-cipher", f"{suite}:@SECLEVEL=0", "-no_ticket"]
         if psk is not None:
             argv += ["-psk", psk.hex()]
@@ -134,7 +147,7 @@ def openssl_server(
             argv += ["-nocert"]
         if dh_pem:
             argv += ["-dhparam", str(_private(tmp, "dh.pem", dh_pem))]
-        with _run(argv, port, "ACCEPT", tmp) as peer:
+        with _run(lambda p: [*argv, "-accept", f"127.0.0.1:{p}"], lambda p: "ACCEPT", tmp) as peer:
             yield peer
 
 
@@ -151,7 +164,6 @@ def gnutls_server(
     """`gnutls-serv` offering only `suite` (an OpenSSL name of `GNUTLS_SUITES`) at
     `version`, with the PSK identity and key (and certificate, for RSA-PSK)."""
     prog = _program("gnutls-serv", "gnutls-bin")
-    port = free_port()
     kx, cipher, mac = GNUTLS_SUITES[suite]
     priority = (
         f"NONE:+{GNUTLS_VERSIONS[version]}:+{kx}:+{cipher}:+{mac}:+COMP-NULL:+SIGN-ALL:+GROUP-ALL"
@@ -159,9 +171,11 @@ def gnutls_server(
     with tempfile.TemporaryDirectory(prefix="openscws-peer-") as t:
         tmp = Path(t)
         keys = _private(tmp, "psk.txt", f"{psk_identity}:{psk.hex()}\n".encode())
-        argv = [prog, "--port", str(port), "--pskpasswd", str(keys), "--priority", priority]
+        argv = [prog, "--pskpasswd", str(keys), "--priority", priority]
         if cert_pem:
             argv += ["--x509certfile", str(_private(tmp, "cert.pem", cert_pem))]
             argv += ["--x509keyfile", str(_private(tmp, "key.pem", key_pem))]
-        with _run(argv, port, "listening on IPv4", tmp) as peer:
+        with _run(
+            lambda p: [*argv, "--port", str(p)], lambda p: f"IPv4 0.0.0.0 port {p}...done", tmp
+        ) as peer:
             yield peer
