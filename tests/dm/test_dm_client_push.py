@@ -4,13 +4,16 @@ handing the terminal's own SMS to it while every other SMS still goes to the car
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from openscws.aio.gateway import Gateway
+from openscws.aio.gateway import Gateway, GatewayConfig
+from openscws.aio.links import InProcessLink
+from openscws.cat.envelopes import SmsPpDownload
 from openscws.dm import auth, client_store
 from openscws.dm.client import DmClient
 from openscws.dm.client_push import package0_of, package0_sms
@@ -19,8 +22,10 @@ from openscws.dm.scr_server import MiniDmServer, make_pki, server_context
 from openscws.dm.session import DeviceAccount
 from openscws.dm.transport import TlsSettings
 from openscws.errors import DecodeError
+from openscws.gba.client import HttpResponse, http_request
 from openscws.ota.sms import ServiceCentreTimeStamp, SmsAddress, SmsDeliver
-from openscws.terminal.engine import SmsResult, SmsStatus
+from openscws.terminal.engine import TerminalEngine
+from openscws.uicc.card import CardIdentity, VirtualUicc
 
 
 def account() -> DeviceAccount:
@@ -92,32 +97,79 @@ def _tree(path: Path, url: str, ca: Path) -> None:
     client_store.save(tree, path)
 
 
-def test_gateway_hands_package0_to_dm_client(tmp_path: Path) -> None:
+class _PorApp:
+    """A card application that answers every SMS-PP download with a PoR."""
+
+    def __init__(self) -> None:
+        self.tpdus: list[bytes] = []
+
+    def on_terminal_profile(self, profile: object, now: float) -> None:
+        pass
+
+    def on_envelope(self, envelope: object, now: float) -> bytes | None:
+        if isinstance(envelope, SmsPpDownload):
+            self.tpdus.append(envelope.tpdu.tpdu)
+            return POR
+        return None
+
+    def next_command(self, number: int, now: float) -> None:
+        return None
+
+    def on_terminal_response(self, command: object, response: object, now: float) -> None:
+        pass
+
+    def next_timer(self) -> float | None:
+        return None
+
+    def on_timer(self, now: float) -> None:
+        pass
+
+
+OTA = bytes.fromhex("44 05 81 2143F5 7F F6 52112201000000 07 027000 DEADBEEF")
+POR = bytes.fromhex("027100 000B 0A B00010 0000000001 00 00")
+
+
+def test_sms_entry_point_hands_package0_to_dm_client(
+    tmp_path: Path, free_port: Callable[[], int]
+) -> None:
+    """The gateway's local SMS entry point (as `up --dm` wires it): the DM push starts a
+    session and never reaches the card; the OTA SMS still goes to the card and gets its PoR."""
     pki = make_pki()
     ca = tmp_path / "ca.pem"
     ca.write_bytes(pki.ca_pem)
     server = MiniDmServer(account=account, context=server_context(pki))
-    gateway = Gateway.__new__(Gateway)  # only deliver_sms's terminal hook is exercised
-    gateway.terminal_sms = None
-    gateway.card_lost = True  # the card is gone: what reaches it raises CardGone
+    app = _PorApp()
+    card = VirtualUicc(CardIdentity("89882390000012345678"))
+    card.toolkit.register(app)  # type: ignore[arg-type]
 
-    async def go() -> tuple[SmsResult, SmsResult | None]:
+    async def go() -> tuple[HttpResponse, HttpResponse, HttpResponse]:
         await server.start()
+        gw = Gateway(InProcessLink(card), TerminalEngine(), GatewayConfig(sms_port=free_port()))
+        await gw.start()
         try:
             path = tmp_path / "tree.json"
             _tree(path, server.url, ca)
             client = DmClient(path, timeout=10)
-            gateway.terminal_sms = client.handle_sms
-            result = await gateway.deliver_sms(package0_sms(account().package0(0xBEEF)))
+            gw.terminal_sms = client.handle_sms
+            assert gw.sms_endpoint is not None
+            url = gw.sms_endpoint.url
+            sms = (("Content-Type", "application/vnd.3gpp.sms"),)
+            push = await http_request(url, "POST", sms, package0_sms(account().package0(0xBEEF)))
             await client.wait_idle()
-            other = await client.handle_sms(b"\x04\x05\x81\x21\x43\xf5\x7f\xf6" + bytes(8))
-            return result, other
+            ota = await http_request(url, "POST", sms, OTA)
+            forged = bytes(16) + account().package0(0xBEF0)[16:]
+            bad = await http_request(url, "POST", sms, package0_sms(forged))
+            await client.wait_idle()
+            return push, ota, bad
         finally:
+            await gw.stop()
             await server.close()
 
-    result, other = asyncio.run(go())
-    assert result.status is SmsStatus.DELIVERED
-    assert other is None
+    push, ota, bad = asyncio.run(go())
+    assert (push.status, push.headers["x-sms-status"]) == (200, "delivered")
     assert "BEEF" in server.sessions  # the session the notification asked for
-    served = server.sessions["BEEF"]
-    assert served.core.devinfo["Ext/TLS/Version"] == "TLSv1.2"
+    assert server.sessions["BEEF"].core.devinfo["Ext/TLS/Version"] == "TLSv1.2"
+    assert (ota.status, ota.headers["x-sms-status"], ota.body) == (200, "por", POR)
+    assert app.tpdus == [OTA]  # only the OTA SMS reached the card
+    assert bad.headers["x-sms-status"] == "delivered"  # taken by the terminal, but ...
+    assert "BEF0" not in server.sessions  # ... a forged notification opens nothing
