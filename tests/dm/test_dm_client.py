@@ -17,6 +17,7 @@ from openscws.dm.client_store import AccountSettings
 from openscws.dm.scr_server import HttpAuth, MiniDmServer, Pki, make_pki, server_context
 from openscws.dm.session import DeviceAccount
 from openscws.dm.transport import TlsSettings, client_context, psk_suites
+from openscws.dm.transport_auth import HttpCredentials, TransportAuthError, auth_params
 from openscws.errors import ConfigError
 
 PSK_ID = "IMEI:490154203237518"
@@ -287,3 +288,43 @@ def test_plain_http_needs_allow(tmp_path: Path, pki: Pki) -> None:
     with pytest.raises(DmClientError, match="must be https"):
         asyncio.run(go(False))
     asyncio.run(go(True))
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "response"),
+    [
+        ("MD5", "8ca523f5e9506fed4657c9700eebdbec"),
+        ("SHA-256", "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1"),
+    ],
+)
+def test_digest_answer_matches_rfc7616_example(algorithm: str, response: str) -> None:
+    """RFC 7616 §3.9.1: Mufasa / "Circle of Life", GET /dir/index.html."""
+    creds = HttpCredentials(
+        "HTTP-DIGEST",
+        "Mufasa",
+        "Circle of Life",
+        lambda: "f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ",
+    )
+    assert creds.authorization("GET", "/dir/index.html") is None  # nothing before a challenge
+    challenge = (
+        f'Digest realm="http-auth@example.org", qop="auth, auth-int", algorithm={algorithm}, '
+        'nonce="7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v", '
+        'opaque="FQhe/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS"'
+    )
+    assert creds.challenged([challenge])
+    value = creds.authorization("GET", "/dir/index.html")
+    assert value is not None
+    params = auth_params(value.removeprefix("Digest "))
+    assert params["response"] == response
+    assert params["nc"] == "00000001"
+    assert params["opaque"] == "FQhe/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS"
+    # The same nonce challenged again (not stale): the password was refused.
+    assert not creds.challenged([challenge])
+
+
+def test_malformed_challenge_is_typed() -> None:
+    creds = HttpCredentials("HTTP-DIGEST", "u", "p", lambda: "c")
+    with pytest.raises(TransportAuthError):
+        creds.challenged(['Digest realm="x", nonce="y", =broken'])
+    with pytest.raises(TransportAuthError):
+        HttpCredentials("HTTP-NTLM", "u", "p", lambda: "c")
