@@ -328,3 +328,52 @@ def test_malformed_challenge_is_typed() -> None:
         creds.challenged(['Digest realm="x", nonce="y", =broken'])
     with pytest.raises(TransportAuthError):
         HttpCredentials("HTTP-NTLM", "u", "p", lambda: "c")
+
+
+@pytest.mark.parametrize(("wbxml", "hmac"), [(True, False), (False, True), (True, True)])
+def test_wbxml_and_hmac_over_https(tmp_path: Path, pki: Pki, wbxml: bool, hmac: bool) -> None:
+    """WBXML bodies and the x-syncml-hmac header travel through the HTTPS transport."""
+
+    def acc() -> DeviceAccount:
+        a = account()
+        if hmac:
+            a.auth_type = auth.AUTH_MAC
+            a.server_auth_type = auth.AUTH_MAC
+        return a
+
+    server = MiniDmServer(account=acc, commands=job, context=server_context(pki, psk=(PSK_ID, PSK)))
+
+    async def go() -> DmClient:
+        await server.start()
+        try:
+            path = tmp_path / "tree.json"
+            tree = client_store.new_tree("IMEI:490154203237518")
+            kind = "HMAC" if hmac else "DIGEST"
+            client_store.add_account(
+                tree,
+                "1",
+                AccountSettings(
+                    server_id="srv",
+                    server_url=server.url,
+                    client_name="dev",
+                    client_secret="s3cret",
+                    client_auth=kind,
+                    server_secret="srvpw",
+                    server_auth=kind,
+                    tls=TlsSettings(psk_identity=PSK_ID, psk_key=PSK),
+                ),
+            )
+            client_store.save(tree, path)
+            client = DmClient(path, wbxml=wbxml, timeout=10)
+            await client.run("1")
+            return client
+        finally:
+            await server.close()
+
+    client = asyncio.run(go())
+    assert client.last is not None
+    assert client.last.state == "ended"
+    assert ("Replace", "./DMAcc/1/Name", 200) in client.last.commands
+    served = server.last()
+    assert served is not None
+    assert served.core.wbxml_form is wbxml
