@@ -3,7 +3,8 @@ DM-SEC-S-001..010 for the server, after the transport-security requirements of
 OMA-TS-DM_Security), each run live: a real TLS handshake or a whole DM session between the
 terminal's DM client and a DM server started here on free loopback ports (the server shell of
 `openscws.dm.scr_server`, over the session core), or, with `--server URL`, the server items as
-handshakes against that server.
+handshakes against that server. The versions and PSK suites are checked again against OpenSSL's
+own `s_server` and `s_client` where they are installed.
 
 Each item ends as one of:
 
@@ -113,11 +114,27 @@ class _Run:
     tmp: Path
     external: str | None
     outcomes: list[Outcome] = field(default_factory=list)
-    log: list[str] = field(default_factory=list)
+    peers: dict[str, list[tuple[bool, str]]] = field(default_factory=dict)
     n: int = 0
 
     def add(self, item: str, result: str, evidence: str) -> None:
         self.outcomes.append(Outcome(item, result, evidence))
+
+    def peer(self, item: str, ok: bool, evidence: str) -> None:
+        """A third-party check of an item: its evidence is added, and it fails the item."""
+        self.peers.setdefault(item, []).append((ok, evidence))
+
+    def merged(self) -> list[Outcome]:
+        out = []
+        for o in self.outcomes:
+            checks = self.peers.get(o.item, [])
+            if not checks or o.result == NOT_SUPPORTED:
+                out.append(o)
+                continue
+            failed = any(not ok for ok, _ in checks)
+            evidence = o.evidence + "; " + "; ".join(e for _, e in checks)
+            out.append(Outcome(o.item, FAILED if failed else o.result, evidence))
+        return out
 
     def ca(self) -> Path:
         path = self.tmp / "ca.pem"
@@ -488,8 +505,112 @@ async def run_scr(
                 await _no_sslv2_server(run, server.host, server.port)
             finally:
                 await server.close()
+        if progress is not None:
+            progress("third-party peers (openssl s_server, s_client)")
+        await _third_party(run, server_url is None)
         order = list(ITEMS)
-        return sorted(run.outcomes, key=lambda o: order.index(o.item))
+        return sorted(run.merged(), key=lambda o: order.index(o.item))
+
+
+async def _s_client(port: int, args: list[str], ca: Path) -> dict[str, str]:
+    """`openssl s_client -brief` against 127.0.0.1:port: its "Protocol version" and
+    "Ciphersuite" lines (empty when the handshake failed)."""
+    proc = await asyncio.create_subprocess_exec(
+        "openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-CAfile", str(ca), "-brief",
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    async with asyncio.timeout(20):
+        out, _ = await proc.communicate()
+    got = {}
+    for line in out.decode(errors="replace").splitlines():
+        key, sep, value = line.partition(": ")
+        if sep and key in ("Protocol version", "Ciphersuite"):
+            got[key] = value.strip()
+    return got
+
+
+async def _third_party(run: _Run, own_server: bool) -> None:
+    """The versions and PSK suites again, against OpenSSL's own programs: our client against
+    `openssl s_server`, and (our server) `openssl s_client` against the server shell. Missing
+    programs add a note, not a failure."""
+    import shutil
+
+    from openscws.dm.scr_peers import OPENSSL_VERSIONS, PeerUnavailable, openssl_server
+    from openscws.tls.context import FFDHE2048_PEM
+
+    if shutil.which("openssl") is None:
+        for item in ("DM-SEC-C-001", "DM-SEC-C-006"):
+            run.peer(item, True, "openssl not installed here: no third-party check")
+        return
+    pki = run.pki
+    checks: list[tuple[str, str, str, bool]] = [
+        (f"DM-SEC-{{}}-{n}", v, "AES128-SHA", False)
+        for n, v in (("001", "1.1"), ("002", "1.0"), ("003", "1.2"))
+    ]
+    checks += [("DM-SEC-{}-006", "1.2", name, True) for _, name in psk_suites()]
+    for item, version, suite, psk in checks:
+        extra: dict[str, bytes] = {}
+        if not psk or suite.startswith("RSA-PSK"):
+            extra = {"cert_pem": pki.server_pem, "key_pem": pki.server_key_pem}
+        if suite.startswith("DHE-PSK"):
+            extra = {"dh_pem": FFDHE2048_PEM}
+        tls = TlsSettings(
+            min_version=version,
+            max_version=version,
+            suites=suite,
+            psk_identity=PSK_ID if psk else "",
+            psk_key=PSK_KEY if psk else b"",
+            ca_file=run.ca(),
+        )
+        try:
+            with openssl_server(
+                version=version, suite=suite, psk=PSK_KEY if psk else None, **extra
+            ) as peer:
+                t = Transport(client_context(tls), timeout=10)
+                try:
+                    info: TlsInfo | str | None = await t.connect(f"https://127.0.0.1:{peer.port}/")
+                except TransportError as exc:
+                    info = str(exc)
+                finally:
+                    await t.close()
+                agreed = await asyncio.to_thread(peer.wait_for, f"CIPHER is {suite}")
+        except PeerUnavailable as exc:
+            run.peer(item.format("C"), False, f"openssl s_server: {exc}")
+            continue
+        ok = isinstance(info, TlsInfo) and info == TlsInfo(NAMES[version], suite, info.bits)
+        run.peer(
+            item.format("C"),
+            ok and agreed,
+            f"openssl s_server {NAMES[version]} {suite}: client found {info}, "
+            f"s_server {'agrees' if agreed else 'does not agree'}",
+        )
+        if not own_server:
+            continue
+        context = scr_server_context(
+            pki,
+            versions=(version, version),
+            suites=suite,
+            psk=(PSK_ID, PSK_KEY) if psk else None,
+        )
+        server = MiniDmServer(account=_account, context=context)
+        await server.start()
+        try:
+            args = [OPENSSL_VERSIONS[version], "-cipher", f"{suite}:@SECLEVEL=0"]
+            if psk:
+                args += ["-psk", PSK_KEY.hex(), "-psk_identity", PSK_ID]
+            got = await _s_client(server.port, args, run.ca())
+        finally:
+            await server.close()
+        want = {"Protocol version": NAMES[version], "Ciphersuite": suite}
+        run.peer(
+            item.format("S"),
+            got == want,
+            f"openssl s_client {NAMES[version]} {suite}: "
+            f"{got.get('Protocol version', '-')} {got.get('Ciphersuite', 'no handshake')}",
+        )
 
 
 def render_text(outcomes: list[Outcome]) -> list[str]:
