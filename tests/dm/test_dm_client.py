@@ -9,6 +9,8 @@ import stat
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from openscws.dm import auth, client_store
 from openscws.dm import message as m
@@ -377,3 +379,12 @@ def test_wbxml_and_hmac_over_https(tmp_path: Path, pki: Pki, wbxml: bool, hmac: 
     served = server.last()
     assert served is not None
     assert served.core.wbxml_form is wbxml
+
+
+@given(st.text(max_size=200))
+def test_fuzz_challenges_typed_errors_only(text: str) -> None:
+    creds = HttpCredentials("HTTP-DIGEST", "u", "p", lambda: "c")
+    try:
+        creds.challenged([text, "Digest " + text])
+    except TransportAuthError:
+        pass
