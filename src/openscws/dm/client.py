@@ -201,6 +201,7 @@ class DmClient:
             return await self._run(account, package0)
 
     async def _run(self, account: str, package0: bytes | None) -> SessionReport:
+        self.last = None
         tree = self.tree()
         if tree.find(f"./DMAcc/{account}") is None:
             raise DmClientError(f"no DM account {account!r}")
