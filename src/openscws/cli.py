@@ -31,6 +31,8 @@ from openscws.bcast import bspc_cli
 from openscws.bcast import cli as bsm_cli
 from openscws.bsf import cli as bsf_cli
 from openscws.config import Settings, notes, resolve, to_toml
+from openscws.dm import client_cli as dm_client_cli
+from openscws.dm import scr_cli as dm_scr_cli
 from openscws.errors import ConfigError, NotFoundError, OpenScwsError, StoreError
 from openscws.gba import cli as gba_cli
 from openscws.ids import DEFAULT_ICCID
@@ -299,6 +301,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--bsf-port", type=int, default=8080, help="with --gba: Ub port (8080)")
     up.add_argument("--zn-port", type=int, default=8443, help="with --gba: Zn port (8443)")
+    up.add_argument(
+        "--dm",
+        action="store_true",
+        help="also run the terminal's DM client (tree in dm.client_tree, made by `openscws dm "
+        "client init`): a DM Package #0 WAP push on the SMS entry point starts a session",
+    )
     admin_cli.api_options(up)
 
     card = sub.add_parser(
@@ -525,6 +533,14 @@ def build_parser() -> argparse.ArgumentParser:
     bspc_cli.register(sub)
     gba_cli.register(sub)
     push_cli.register(sub)
+    dm = sub.add_parser(
+        "dm",
+        help="OMA DM 1.2: the terminal's DM client and the DM security SCR report",
+        description="OMA DM 1.2 with the session security of OMA-TS-DM_Security: see docs/dm.md.",
+    )
+    dm_acts = dm.add_subparsers(dest="dm_action", required=True, metavar="ACTION")
+    dm_client_cli.register_client(dm_acts)
+    dm_scr_cli.register_scr(dm_acts)
     _describe(parser)
     return parser
 
@@ -637,7 +653,18 @@ async def _up(
     admin: bool,
     iccid: str | None,
     gba: argparse.Namespace | None = None,
+    dm: bool = False,
 ) -> int:
+    dm_client = None
+    if dm:
+        from openscws.dm.client import DmClient
+
+        dm_client = DmClient(
+            settings.dm.client_tree,
+            wbxml=settings.dm.client_wbxml,
+            timeout=settings.dm.client_timeout,
+        )
+        dm_client.tree()  # a missing or damaged tree stops here, with one line
     tracer = _tracer(settings)
     try:
         stack = await start_stack(settings, demo=demo, admin=admin, tracer=tracer, iccid=iccid)
@@ -650,6 +677,11 @@ async def _up(
         if gba is not None:
             bsf = await _start_gba(stack.image, settings, gba)
         _announce(stack.gateway.local_port, settings.gateway.host, settings)
+        if dm_client is not None:
+            stack.gateway.terminal_sms = dm_client.handle_sms
+            sms = stack.gateway.sms_endpoint
+            where = f"SMS entry point {sms.url}" if sms is not None else "no SMS entry point"
+            print(f"DM client: tree {settings.dm.client_tree}, Package #0 on {where}", flush=True)
         if stack.admin is not None:
             a = settings.admin
             print(
@@ -668,6 +700,8 @@ async def _up(
                 await asyncio.to_thread(first_admin, stack.admin.service, stack.admin.api_url)
         await _run_until_signal(asyncio.ensure_future(stack.gateway.wait()))
     finally:
+        if dm_client is not None:
+            await dm_client.stop()
         if bsf is not None:
             await bsf.stop()
             bsf.service.db.dispose()
@@ -1429,7 +1463,9 @@ def _run(args: argparse.Namespace) -> int:
         case "up":
             gba = args if args.gba else None
             iccid = _wanted_iccid(args, settings)
-            return asyncio.run(_up(settings, not args.no_demo, not args.no_admin, iccid, gba))
+            return asyncio.run(
+                _up(settings, not args.no_demo, not args.no_admin, iccid, gba, args.dm)
+            )
         case "card" if args.action:
             return _card_action(args, settings)
         case "card" if args.tcpip:
@@ -1474,6 +1510,10 @@ def _run(args: argparse.Namespace) -> int:
             return bspc_cli.run(args)
         case "gba":
             return gba_cli.run(args, settings)
+        case "dm" if args.dm_action == "client":
+            return dm_client_cli.run_client(args, settings)
+        case "dm" if args.dm_action == "scr":
+            return dm_scr_cli.run_scr_cli(args)
         case "ppg":
             return push_cli.run(args)
         case "config":

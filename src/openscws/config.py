@@ -261,6 +261,21 @@ class BsmSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class DmSettings:
+    client_tree: Path = field(
+        default_factory=lambda: default_data_dir() / "dm-client" / "tree.json"
+    )
+    """The terminal's DM client (`openscws dm client`, `up --dm`): its management tree
+    (DevInfo, DevDetail, the DM accounts with their credentials; a 0600 file)."""
+    client_account: str = "1"
+    """The DM account (./DMAcc/<x>) `dm client run` uses when --account is not given."""
+    client_wbxml: bool = False
+    """Send DM messages as WBXML (application/vnd.syncml.dm+wbxml) instead of XML."""
+    client_timeout: float = 30.0
+    """Seconds the DM client waits for a connection or an answer of the DM server."""
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     card: CardSettings = field(default_factory=CardSettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
@@ -269,6 +284,7 @@ class Settings:
     admin: AdminSettings = field(default_factory=AdminSettings)
     bsf: BsfSettings = field(default_factory=BsfSettings)
     bsm: BsmSettings = field(default_factory=BsmSettings)
+    dm: DmSettings = field(default_factory=DmSettings)
 
     def __post_init__(self) -> None:
         problem = _problem(self)
@@ -341,6 +357,7 @@ def _problem(s: Settings) -> str | None:
         ("gateway.busy_timeout", g.busy_timeout),
         ("gateway.poll_interval", g.poll_interval),
         ("gateway.connect_timeout", g.connect_timeout),
+        ("dm.client_timeout", s.dm.client_timeout),
         ("gateway.acp_refresh", g.acp_refresh),
         ("gateway.head_timeout", g.head_timeout),
         ("admin.trigger_interval", a.trigger_interval),
@@ -471,7 +488,7 @@ def _convert(
         raise ConfigError(f"[{where}]: {e}") from None
 
 
-_SECTIONS = ("card", "gateway", "trace", "ca", "admin", "bsf", "bsm")
+_SECTIONS = ("card", "gateway", "trace", "ca", "admin", "bsf", "bsm", "dm")
 _OPTIONAL_PATHS = frozenset({"pcap", "api_cert", "api_key"})
 
 
