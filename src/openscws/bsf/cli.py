@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -141,18 +140,9 @@ def serves(args: argparse.Namespace) -> bool:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from sqlalchemy.exc import DBAPIError
-
-    from openscws.ras.db import RasError
-
-    try:
-        return _dispatch(args, settings)
-    except (RasError, ConfigError, ValueError) as exc:
-        print(f"openscws: {exc}", file=sys.stderr)
-        return 2
-    except DBAPIError as exc:
-        print(f"openscws: database error: {exc.orig}", file=sys.stderr)
-        return 2
+    """Errors (bad input, "not found", the database's) reach `openscws.cli.main`, the CLI's
+    one error boundary: one line on stderr, status 1 for "not found", else 2."""
+    return _dispatch(args, settings)
 
 
 def _open(
