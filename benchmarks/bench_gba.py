@@ -1,7 +1,7 @@
 """Complete GBA bootstraps per second against `openscws bsf`, SQLite and PostgreSQL side by side.
 
     .venv/bin/python benchmarks/bench_gba.py [--quick] [--db sqlite|postgresql]
-        [--bootstraps N] [--clients C] [--workers W] [--baseline TREE] [--json FILE]
+        [--bootstraps N] [--clients C] [--workers W] [--baseline TREE] [--rounds R] [--json FILE]
         [--docs FILE | --no-docs]
 
 One bootstrap is what a terminal costs the BSF (3GPP TS 24.109 §4): the request with the IMPI,
@@ -30,6 +30,7 @@ import functools
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -147,6 +148,24 @@ def run_cell(db: str, opts: argparse.Namespace, tree: str = "this") -> dict[str,
     }
 
 
+def median_cell(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One cell from its rounds: the median of each figure (the machine is shared, and the
+    rounds of the two trees alternate, so that both see the same spread of load)."""
+    if len(runs) == 1:
+        return {**runs[0], "rounds": 1}
+    figures = (
+        "seconds", "bootstraps_per_s", "server_cpu_ms_per_bootstrap",
+        "client_cpu_ms_per_bootstrap", "per_core_bootstraps_per_s", "load_average",
+    )  # fmt: skip
+    cell = {**runs[0], "rounds": len(runs)}
+    for name in figures:
+        cell[name] = round(statistics.median(r[name] for r in runs), 3)
+    for q in ("p50", "p95"):
+        cell["latency_ms"] = {**cell["latency_ms"]}
+        cell["latency_ms"][q] = round(statistics.median(r["latency_ms"][q] for r in runs), 2)
+    return cell
+
+
 def render(cells: list[dict[str, Any]]) -> str:
     def row(c: dict[str, Any]) -> str:
         return (
@@ -182,7 +201,8 @@ def render(cells: list[dict[str, Any]]) -> str:
         "Complete bootstraps per second against `openscws bsf` (benchmarks/bench_gba.py): two\n"
         "HTTP round trips on new connections, MILENAGE at both ends, two write transactions\n"
         f"(the baseline: three); {first['clients']} concurrent terminals, "
-        f"{first['bootstraps']} bootstraps a cell{workers}, {platform.python_implementation()} "
+        f"{first['bootstraps']} bootstraps a run, the median of {first['rounds']} runs a cell "
+        f"(the trees taking turns){workers}, {platform.python_implementation()} "
         f"{platform.python_version()}, {os.cpu_count()} CPUs shared with the load generator "
         'and, here, with other jobs. "baseline" is the tree before the BSF\'s CPU work (same\n'
         "interpreter, database and load, in the same run).\n\n"
@@ -211,6 +231,12 @@ def main() -> int:
     p.add_argument(
         "--baseline", type=Path, help="a source tree (e.g. a worktree of main) to run side by side"
     )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="runs of each cell, the trees taking turns; the table has each figure's median",
+    )
     p.add_argument("--json", type=Path)
     p.add_argument("--docs", type=Path, default=ROOT / "docs" / "benchmarks.md")
     p.add_argument("--no-docs", action="store_true")
@@ -219,22 +245,25 @@ def main() -> int:
     if opts.bootstraps is None:
         opts.bootstraps = 20 if opts.quick else 1000
     trees = ["this", "baseline"] if opts.baseline else ["this"]
-    cells = []
+    runs = []
     for db in dbs:
-        for tree in trees:
-            cells.append(run_cell(db, opts, tree))
-            c = cells[-1]
-            print(
-                f"{c['db']:>10} {c['tree']:>8}: {c['bootstraps_per_s']:8.1f} bootstraps/s  "
-                f"p50 {c['latency_ms']['p50']} ms  p95 {c['latency_ms']['p95']} ms  "
-                f"server CPU {c['server_cpu_ms_per_bootstrap']} ms/bootstrap "
-                f"({c['per_core_bootstraps_per_s']}/s per core)  "
-                f"client CPU {c['client_cpu_ms_per_bootstrap']} ms  "
-                f"(load average {c['load_average']})",
-                flush=True,
-            )
+        for _ in range(opts.rounds):
+            for tree in trees:
+                runs.append(run_cell(db, opts, tree))
+                c = runs[-1]
+                print(
+                    f"{c['db']:>10} {c['tree']:>8}: {c['bootstraps_per_s']:8.1f} bootstraps/s  "
+                    f"p50 {c['latency_ms']['p50']} ms  p95 {c['latency_ms']['p95']} ms  "
+                    f"server CPU {c['server_cpu_ms_per_bootstrap']} ms/bootstrap "
+                    f"({c['per_core_bootstraps_per_s']}/s per core)  "
+                    f"client CPU {c['client_cpu_ms_per_bootstrap']} ms  "
+                    f"(load average {c['load_average']})",
+                    flush=True,
+                )
+    cells = [median_cell([r for r in runs if (r["db"], r["tree"]) == key]) for key in
+             dict.fromkeys((r["db"], r["tree"]) for r in runs)]  # fmt: skip
     if opts.json:
-        opts.json.write_text(json.dumps({"cells": cells}, indent=2))
+        opts.json.write_text(json.dumps({"cells": cells, "runs": runs}, indent=2))
     full = not opts.quick and set(dbs) == {"sqlite", "postgresql"}
     if full and not opts.no_docs:
         _docs.splice(opts.docs, GBA_BEGIN, GBA_END, render(cells))
