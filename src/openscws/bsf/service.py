@@ -151,22 +151,22 @@ class BsfService:
         now_ms = self._now_ms()
         btid = gba_type = ""
         xres = b""
+        outcome: BsfEvent | str
         with self.db.transaction() as c:
             rec = c.execute(_PENDING, {"b_nonce": creds.nonce}).one_or_none()
             if rec is None or now_ms - rec.created_ms > CHALLENGE_TTL_S * 1000:
-                event = None
+                outcome = "stale"
             elif rec.impi != impi:
                 log.warning("Ub: %s: answers a nonce issued to another IMPI", impi)
                 return self._fail("res-wrong")
             else:
                 xres = self._open(creds.nonce, "xres", rec.xres)
-                event = BsfEvent.RES_WRONG
+                outcome = BsfEvent.RES_WRONG
                 if creds.realm == self.server_name:
-                    event = bsf_judge(creds, xres, method, body)
-                if not self._consume(c, creds.nonce, BsfState(rec.state), event):
-                    log.warning("Ub: %s: replayed nonce (already answered): a new challenge", impi)
-                    event = None
-                elif event is BsfEvent.RES_OK:
+                    outcome = bsf_judge(creds, xres, method, body)
+                if not self._consume(c, creds.nonce, BsfState(rec.state), outcome):
+                    outcome = "replayed"
+                elif outcome is BsfEvent.RES_OK:
                     btid, gba_type = b_tid(rec.rand, self.server_name), rec.gba_type
                     ks = self._open(creds.nonce, "ks", rec.ks)
                     c.execute(
@@ -176,17 +176,18 @@ class BsfService:
                             "impi": impi,
                             "rand": rec.rand,
                             "ks": self.vault.seal(ks, f"bsf/session/{btid}/ks"),
-                            "gba_type": rec.gba_type,
+                            "gba_type": gba_type,
                             "created_ms": now_ms,
                             "expires_ms": now_ms + self.lifetime_s * 1000,
                         },
                     )
-        if event is None:
-            if rec is None or now_ms - rec.created_ms > CHALLENGE_TTL_S * 1000:
-                log.warning("Ub: %s: unknown or expired nonce: a new challenge", impi)
-                return self._challenge(impi, stale=True)
+        if outcome == "stale":
+            log.warning("Ub: %s: unknown or expired nonce: a new challenge", impi)
+            return self._challenge(impi, stale=True)
+        if outcome == "replayed":
+            log.warning("Ub: %s: replayed nonce (already answered): a new challenge", impi)
             return self._challenge(impi)
-        if event is BsfEvent.RES_WRONG:
+        if outcome is BsfEvent.RES_WRONG:
             log.warning("Ub: %s: wrong RES (user authentication failed)", impi)
             return self._fail("res-wrong")
         lifetime = datetime.fromtimestamp((now_ms + self.lifetime_s * 1000) / 1000, UTC)
