@@ -1,7 +1,11 @@
 """A small HTTP/1.1 server on h11 over asyncio streams for the push path's endpoints (the PPG's
 PAP URL, the push initiator's notification URL, SCWS-6): one handler coroutine gets the method,
 target, headers, body and the peer's address and returns status, headers and body. Bodies over
-`max_body` get 413 before the handler runs; malformed HTTP gets h11's status. Keep-alive."""
+`max_body` get 413 before the handler runs; malformed HTTP gets h11's status. Keep-alive.
+
+Optional guards for local endpoints: `loopback_only` closes, unanswered, any connection whose
+peer is not a loopback address; `max_connections` answers one connection more than that with
+`503` and `Retry-After` and closes it. Both count in `refused`."""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from typing import Final
 
 import h11
 
-__all__ = ["HttpReply", "HttpRequest", "SmallHttpServer", "is_loopback"]
+__all__ = ["HttpReply", "HttpRequest", "SmallHttpServer", "is_loopback", "peer_host"]
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +57,9 @@ Handler = Callable[[HttpRequest], Awaitable[HttpReply]]
 
 
 def is_loopback(peer: str) -> bool:
+    """Whether `peer` (an address, IPv6 possibly with a %scope) is a loopback address."""
     try:
-        address = ipaddress.ip_address(peer)
+        address = ipaddress.ip_address(peer.split("%", 1)[0])
     except ValueError:
         return False
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
@@ -62,14 +67,42 @@ def is_loopback(peer: str) -> bool:
     return address.is_loopback
 
 
+def _busy(retry_after: int) -> bytes:
+    body = b"too many connections\r\n"
+    return (
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+        + f"Retry-After: {retry_after}\r\nConnection: close\r\n".encode()
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+
+
+def peer_host(peername: object) -> str | None:
+    """The address of a socket peer name (host, port[, ...]); None for anything else."""
+    if isinstance(peername, tuple) and peername and isinstance(peername[0], str):
+        return peername[0]
+    return None
+
+
 class SmallHttpServer:
     def __init__(
-        self, handler: Handler, *, host: str = "127.0.0.1", port: int = 0, max_body: int = 65536
+        self,
+        handler: Handler,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_body: int = 65536,
+        max_connections: int | None = None,
+        loopback_only: bool = False,
     ) -> None:
         self.handler = handler
         self.host = host
         self._port = port
         self.max_body = max_body
+        self.max_connections = max_connections
+        self.loopback_only = loopback_only
+        self.refused = 0
+        """Connections refused (not loopback with `loopback_only`, or over `max_connections`)."""
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -96,12 +129,33 @@ class SmallHttpServer:
             await self._server.wait_closed()
             self._server = None
 
+    @property
+    def connections(self) -> int:
+        """Connections being served."""
+        return len(self._tasks)
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        peername = writer.get_extra_info("peername")
+        peer = peer_host(peername)
+        if self.loopback_only and (peer is None or not is_loopback(peer)):
+            self.refused += 1
+            log.warning("%s: refused %s (loopback callers only)", self.url("/"), peername)
+            writer.close()
+            return
+        if self.max_connections is not None and len(self._tasks) >= self.max_connections:
+            self.refused += 1
+            log.warning(
+                "%s: %d connections open, refused one more", self.url("/"), len(self._tasks)
+            )
+            writer.write(_busy(1))
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+            writer.close()
+            return
         self._tasks.add(task)
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=16384)
-        peer = str(writer.get_extra_info("peername")[0])
         try:
             while await self._one(conn, reader, writer, peer):
                 conn.start_next_cycle()
@@ -126,7 +180,7 @@ class SmallHttpServer:
         conn: h11.Connection,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
-        peer: str,
+        peer: str | None,
     ) -> bool:
         try:
             event = await self._next(conn, reader)
@@ -159,7 +213,7 @@ class SmallHttpServer:
                     for k, v in event.headers
                 ),
                 bytes(body),
-                peer,
+                peer or "",
             )
             reply = await self.handler(request)
         await self._send(conn, writer, reply)
