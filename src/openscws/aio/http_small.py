@@ -13,13 +13,21 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
 import h11
 
-__all__ = ["HttpReply", "HttpRequest", "SmallHttpServer", "is_loopback", "peer_host"]
+__all__ = [
+    "HttpReply",
+    "HttpRequest",
+    "SmallHttpServer",
+    "is_loopback",
+    "peer_host",
+    "post",
+]
 
 log = logging.getLogger(__name__)
 
@@ -235,3 +243,64 @@ class SmallHttpServer:
             return
         writer.write(out)
         await writer.drain()
+
+
+async def post(
+    url: str,
+    body: bytes,
+    headers: tuple[tuple[str, str], ...] = (),
+    *,
+    timeout: float = 30.0,
+    max_body: int = 65536,
+) -> HttpReply:
+    """One `POST` to an http:// `url` on h11 over asyncio streams (no thread: the push path
+    hands a push on from inside the event loop, hop after hop). The answer's status, body and
+    headers (names in lower case); OSError when there is no answer, TimeoutError after
+    `timeout` seconds."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise OSError(f"not an http:// URL: {url!r}")
+    port = parts.port or 80
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=16384)
+    async with asyncio.timeout(timeout):
+        reader, writer = await asyncio.open_connection(parts.hostname, port)
+        try:
+            fields = [
+                ("Host", f"{host}:{port}"),
+                *headers,
+                ("Content-Length", str(len(body))),
+                ("Connection", "close"),
+            ]
+            out = conn.send(h11.Request(method="POST", target=target, headers=fields)) or b""
+            out += conn.send(h11.Data(data=body)) or b""
+            out += conn.send(h11.EndOfMessage()) or b""
+            writer.write(out)
+            await writer.drain()
+            status, content = 0, bytearray()
+            answer_headers: tuple[tuple[str, str], ...] = ()
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    conn.receive_data(await reader.read(65536))
+                elif isinstance(event, h11.Response):
+                    status = event.status_code
+                    answer_headers = tuple(
+                        (k.decode("ascii", "replace").lower(), v.decode("latin-1"))
+                        for k, v in event.headers
+                    )
+                elif isinstance(event, h11.Data):
+                    if len(content) + len(event.data) > max_body:
+                        raise OSError(f"{url}: answer over {max_body} bytes")
+                    content += event.data
+                elif isinstance(event, h11.EndOfMessage):
+                    return HttpReply(status, bytes(content), answer_headers)
+                elif isinstance(event, h11.ConnectionClosed):
+                    raise OSError(f"{url}: closed before answering")
+        except h11.ProtocolError as e:
+            raise OSError(f"{url}: {e}") from e
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
