@@ -84,11 +84,16 @@ def test_campaign_by_sip_push_and_a_replay_refused(tmp_path: Path) -> None:
             with push.ppg.store.db.read() as s:
                 rows = s.execute(select(ppg_push.c.state, ppg_push.c.body)).all()
             assert [r.state for r in rows] == ["delivered"]
+            # the job keeps the PAP result code the console shows; the campaign its trigger
+            assert [c.pap_code for c in service.campaign_cards(campaign.id)] == [1000]
+            assert service.list_campaigns()[-1].trigger is None  # the server's default
             # a campaign may choose the SMS trigger while SIP push is the default
             service.put_content("/index.html", b"<h1>by sms</h1>", "text/html; charset=utf-8")
             second = service.create_campaign("by sms", trigger="sms")
             stack.admin.server.wake()
             assert (await wait_campaign(stack, second.id, 40.0))["done"] == 1
+            assert [c.pap_code for c in service.campaign_cards(second.id)] == [None]
+            assert service.list_campaigns()[-1].trigger == "sms"
             status, page = await asyncio.to_thread(_get, base + "/index.html")
             assert (status, page) == (200, b"<h1>by sms</h1>")
             with push.ppg.store.db.read() as s:

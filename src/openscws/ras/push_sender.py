@@ -117,13 +117,15 @@ class SipPushSender:
                 raise SendError(str(e)) from None
             if not isinstance(answer, PushResponse) or not pap.is_success(answer.code):
                 code = getattr(answer, "code", 3000)
-                raise SendError(f"PPG refused the push: PAP {pap.code_name(code)}")
+                raise _pap_error(f"PPG refused the push: PAP {pap.code_name(code)}", code)
             state, code, desc = await self._outcome(push_id, future)
         finally:
             self._waiting.pop(push_id, None)
         if state is MessageState.DELIVERED:
-            return SendResult(DeliveryStatus.DELIVERED, 1)
-        raise SendError(f"PAP {state.value} {pap.code_name(code)}" + (f": {desc}" if desc else ""))
+            return SendResult(DeliveryStatus.DELIVERED, 1, pap_code=code)
+        raise _pap_error(
+            f"PAP {state.value} {pap.code_name(code)}" + (f": {desc}" if desc else ""), code
+        )
 
     async def _outcome(
         self, push_id: str, future: asyncio.Future[ResultNotificationMessage]
@@ -145,3 +147,9 @@ class SipPushSender:
                 if result.state is not MessageState.PENDING:
                     return result.state, result.code, result.desc
         return MessageState.TIMEOUT, 4000, "no outcome from the PPG"
+
+
+def _pap_error(message: str, code: int) -> SendError:
+    error = SendError(message)
+    error.pap_code = code
+    return error

@@ -90,10 +90,15 @@ class SendResult:
     por: bytes = b""
     message_ids: tuple[str, ...] = ()
     """SMSC message ids, one per part (SMPP)."""
+    pap_code: int | None = None
+    """SIP push: the PAP result code of the push (1000: delivered)."""
 
 
 class SendError(OpenScwsError):
     """The SMS could not be handed on (no connection, a refusal, a card that is gone)."""
+
+    pap_code: int | None = None
+    """SIP push: the PAP code the PPG gave for the push (refused or not delivered)."""
 
 
 class SmppError(SendError):
