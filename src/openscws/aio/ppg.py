@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from openscws.aio.http_small import HttpReply, HttpRequest, SmallHttpServer
+from openscws.aio.http_small import HttpReply, HttpRequest, SmallHttpServer, post
 from openscws.aio.ppg_store import DuplicatePush, PpgStore, PushRecord
 from openscws.aio.sip_endpoint import Peer, SipEndpoint, SipTimeout, new_branch, new_tag
 from openscws.push import pap
@@ -123,6 +123,8 @@ class Ppg:
         self._wake = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
         self._notifier: asyncio.Task[None] | None = None
+        self._finishing: list[tuple[tuple[int, str, int, str, float], asyncio.Future[None]]] = []
+        self._finisher: asyncio.Task[None] | None = None
         self._threads = ThreadPoolExecutor(4, thread_name_prefix="ppg-db")
 
     async def _db[T](self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -150,6 +152,8 @@ class Ppg:
         for task in list(self._inflight):
             task.cancel()
         await asyncio.gather(*self._inflight, return_exceptions=True)
+        if self._finisher is not None:  # outcomes already known are still written
+            await asyncio.gather(self._finisher, return_exceptions=True)
         await self.http.close()
         await self.sip.close()
         await asyncio.to_thread(self._threads.shutdown, wait=True)
@@ -370,18 +374,46 @@ class Ppg:
         return status
 
     async def _finish(self, push: PushRecord, state: MessageState, code: int, desc: str) -> None:
+        """Records a push's final outcome. Outcomes that arrive while one write is under way
+        are written together in the next transaction (one commit for many deliveries); this
+        returns once this one is committed."""
         log.info("PPG: %s: %s (%s) %s", push.push_id, state.value, code, desc)
-        await self._db(
-            self.store.finish, push.id, state=state.value, code=int(code), desc=desc, now=_now()
-        )
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._finishing.append(((push.id, state.value, int(code), desc, _now()), done))
+        if self._finisher is None or self._finisher.done():
+            self._finisher = asyncio.create_task(self._write_outcomes())
+        await asyncio.shield(done)
         self._wake.set()
 
-    async def _notify_pending(self) -> None:
-        for push in await self._db(self.store.to_notify, self.config.batch, 3):
-            ok = await asyncio.to_thread(self._notify, push)
-            await self._db(self.store.notified, push.id, ok)
+    async def _write_outcomes(self) -> None:
+        while self._finishing:
+            batch, self._finishing = self._finishing, []
+            try:
+                await self._db(self.store.finish_many, [outcome for outcome, _ in batch])
+            except BaseException as e:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(e if isinstance(e, Exception) else RuntimeError(e))
+                if not isinstance(e, Exception):
+                    raise
+                continue
+            for _, done in batch:
+                if not done.done():
+                    done.set_result(None)
 
-    def _notify(self, push: PushRecord) -> bool:
+    async def _notify_pending(self) -> None:
+        """Sends the due result notifications of a batch at once (each initiator's answer
+        waited for on its own), then records each outcome."""
+        pushes = await self._db(self.store.to_notify, self.config.batch, 3)
+        if not pushes:
+            return
+        results = await asyncio.gather(*(self._notify(push) for push in pushes))
+        await self._db(
+            self.store.notified_many,
+            [(push.id, ok) for push, ok in zip(pushes, results, strict=True)],
+        )
+
+    async def _notify(self, push: PushRecord) -> bool:
         assert push.notify_to is not None
         document = ResultNotificationMessage(
             push_id=push.push_id,
@@ -393,20 +425,34 @@ class Ppg:
             received_time=_dt(int(push.created)),
             sender_address=self.pap_url,
         )
-        request = urllib.request.Request(
-            push.notify_to,
-            data=pap.encode(document),
-            method="POST",
-            headers={"Content-Type": "application/xml"},
-        )
+        body = pap.encode(document)
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                body = response.read(65536)
-            answer = pap.parse(body)
-        except (urllib.error.URLError, OSError, PapError) as e:
+            if push.notify_to.startswith("http://"):
+                reply = await post(
+                    push.notify_to,
+                    body,
+                    (("Content-Type", "application/xml"),),
+                    timeout=10,
+                    max_body=65536,
+                )
+                answer = pap.parse(reply.body)
+            else:
+                answer = await asyncio.to_thread(self._notify_blocking, push.notify_to, body)
+        except (OSError, TimeoutError, PapError) as e:
             log.info("PPG: result notification for %s: %s", push.push_id, e)
             return False
         return isinstance(answer, ResultNotificationResponse) and pap.is_success(answer.code)
+
+    @staticmethod
+    def _notify_blocking(url: str, body: bytes) -> pap.PapDocument:
+        request = urllib.request.Request(
+            url, data=body, method="POST", headers={"Content-Type": "application/xml"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return pap.parse(response.read(65536))
+        except urllib.error.URLError as e:
+            raise OSError(str(e)) from e
 
     # -- the embedded registrar ----------------------------------------------------------------
 

@@ -9,6 +9,7 @@ Times are UNIX seconds (float)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -170,12 +171,17 @@ class PpgStore:
         return [PushRecord.of(r) for r in rows]
 
     def finish(self, push: int, *, state: str, code: int, desc: str, now: float) -> None:
+        self.finish_many([(push, state, code, desc, now)])
+
+    def finish_many(self, outcomes: Sequence[tuple[int, str, int, str, float]]) -> None:
+        """Final outcomes (push, state, code, desc, event time) in one transaction."""
         with self.db.write() as s:
-            s.execute(
-                update(ppg_push)
-                .where(ppg_push.c.id == push)
-                .values(state=state, code=code, desc=desc, event_time=now, lease_until=None)
-            )
+            for push, state, code, desc, now in outcomes:
+                s.execute(
+                    update(ppg_push)
+                    .where(ppg_push.c.id == push)
+                    .values(state=state, code=code, desc=desc, event_time=now, lease_until=None)
+                )
 
     def retry(self, push: int, *, attempts: int, next_at: float, desc: str) -> None:
         with self.db.write() as s:
@@ -209,12 +215,17 @@ class PpgStore:
         return [PushRecord.of(r) for r in rows]
 
     def notified(self, push: int, ok: bool) -> None:
+        self.notified_many([(push, ok)])
+
+    def notified_many(self, results: Sequence[tuple[int, bool]]) -> None:
+        """Notification outcomes (push, delivered to the initiator) in one transaction."""
         with self.db.write() as s:
-            s.execute(
-                update(ppg_push)
-                .where(ppg_push.c.id == push)
-                .values(notified=ok, notify_attempts=ppg_push.c.notify_attempts + 1)
-            )
+            for push, ok in results:
+                s.execute(
+                    update(ppg_push)
+                    .where(ppg_push.c.id == push)
+                    .values(notified=ok, notify_attempts=ppg_push.c.notify_attempts + 1)
+                )
 
     # -- registrations (the embedded registrar) ------------------------------------------------
 

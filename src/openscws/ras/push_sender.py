@@ -105,8 +105,7 @@ class SipPushSender:
                 seconds=self.outcome_timeout
             )
             try:
-                answer = await asyncio.to_thread(
-                    self.client.push,
+                answer = await self.client.push_async(
                     push_id,
                     address,
                     packet,
@@ -138,7 +137,7 @@ class SipPushSender:
                     note = await asyncio.shield(future)
                     return note.state, note.code, note.desc
             try:
-                status = await asyncio.to_thread(self.client.status, push_id)
+                status = await self.client.status_async(push_id)
             except PapClientError as e:
                 log.info("PAP status of %s: %s", push_id, e)
                 continue
