@@ -21,14 +21,14 @@ import logging
 import secrets
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from openscws.aio.http_small import HttpReply, HttpRequest, SmallHttpServer, post
-from openscws.aio.ppg_store import DuplicatePush, PpgStore, PushRecord
+from openscws.aio.ppg_store import PpgStore, PushRecord
 from openscws.aio.sip_endpoint import Peer, SipEndpoint, SipTimeout, new_branch, new_tag
 from openscws.push import pap
 from openscws.push.content import PUSH_CONTENT_TYPE, SCWS_APP_ID, app_id_of, build_push
@@ -101,6 +101,42 @@ class PpgConfig:
     batch: int = 50
 
 
+class _GroupWrite[T, R]:
+    """Group commit: items submitted while a write is under way go together in the next
+    one (one transaction, one commit for many). `write` takes the items and returns one
+    result per item, in order; each `submit` returns its item's result once committed."""
+
+    def __init__(self, write: Callable[[list[T]], Awaitable[list[R]]]) -> None:
+        self._write = write
+        self._queue: list[tuple[T, asyncio.Future[R]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def submit(self, item: T) -> R:
+        done: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, done))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run())
+        return await asyncio.shield(done)
+
+    async def drain(self) -> None:
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue, []
+            try:
+                results = await self._write([item for item, _ in batch])
+            except Exception as e:  # noqa: BLE001 - each waiter gets it
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(e)
+                continue
+            for (_, done), result in zip(batch, results, strict=True):
+                if not done.done():
+                    done.set_result(result)
+
+
 def _now() -> float:
     return datetime.now(UTC).timestamp()
 
@@ -123,8 +159,12 @@ class Ppg:
         self._wake = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
         self._notifier: asyncio.Task[None] | None = None
-        self._finishing: list[tuple[tuple[int, str, int, str, float], asyncio.Future[None]]] = []
-        self._finisher: asyncio.Task[None] | None = None
+        self._finishes: _GroupWrite[tuple[int, str, int, str, float], None] = _GroupWrite(
+            self._write_outcomes
+        )
+        self._adds: _GroupWrite[dict[str, Any], bool] = _GroupWrite(
+            lambda rows: self._db(self.store.add_many, rows)
+        )
         self._threads = ThreadPoolExecutor(4, thread_name_prefix="ppg-db")
 
     async def _db[T](self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -152,8 +192,8 @@ class Ppg:
         for task in list(self._inflight):
             task.cancel()
         await asyncio.gather(*self._inflight, return_exceptions=True)
-        if self._finisher is not None:  # outcomes already known are still written
-            await asyncio.gather(self._finisher, return_exceptions=True)
+        await self._finishes.drain()  # outcomes already known are still written
+        await self._adds.drain()
         await self.http.close()
         await self.sip.close()
         await asyncio.to_thread(self._threads.shutdown, wait=True)
@@ -236,9 +276,8 @@ class Ppg:
         deliver_after = message.deliver_after.timestamp() if message.deliver_after else None
         if deliver_before is not None and deliver_before <= now:
             raise PapError(PapCode.BAD_REQUEST, "deliver-before-timestamp has passed")
-        try:
-            await self._db(
-                self.store.add,
+        added = await self._adds.submit(
+            dict(
                 push_id=message.push_id,
                 initiator=initiator.name,
                 address=address.value,
@@ -252,7 +291,8 @@ class Ppg:
                 next_at=max(now, deliver_after or now),
                 created=now,
             )
-        except DuplicatePush:
+        )
+        if not added:
             answer = PushResponse(
                 push_id=message.push_id, code=PapCode.DUPLICATE_PUSH_ID, desc="Duplicate Push ID"
             )
@@ -374,32 +414,15 @@ class Ppg:
         return status
 
     async def _finish(self, push: PushRecord, state: MessageState, code: int, desc: str) -> None:
-        """Records a push's final outcome. Outcomes that arrive while one write is under way
-        are written together in the next transaction (one commit for many deliveries); this
-        returns once this one is committed."""
+        """Records a push's final outcome (written together with the outcomes that arrive
+        meanwhile, see `_GroupWrite`); returns once it is committed."""
         log.info("PPG: %s: %s (%s) %s", push.push_id, state.value, code, desc)
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._finishing.append(((push.id, state.value, int(code), desc, _now()), done))
-        if self._finisher is None or self._finisher.done():
-            self._finisher = asyncio.create_task(self._write_outcomes())
-        await asyncio.shield(done)
+        await self._finishes.submit((push.id, state.value, int(code), desc, _now()))
         self._wake.set()
 
-    async def _write_outcomes(self) -> None:
-        while self._finishing:
-            batch, self._finishing = self._finishing, []
-            try:
-                await self._db(self.store.finish_many, [outcome for outcome, _ in batch])
-            except BaseException as e:
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(e if isinstance(e, Exception) else RuntimeError(e))
-                if not isinstance(e, Exception):
-                    raise
-                continue
-            for _, done in batch:
-                if not done.done():
-                    done.set_result(None)
+    async def _write_outcomes(self, outcomes: list[tuple[int, str, int, str, float]]) -> list[None]:
+        await self._db(self.store.finish_many, outcomes)
+        return [None] * len(outcomes)
 
     async def _notify_pending(self) -> None:
         """Sends the due result notifications of a batch at once (each initiator's answer

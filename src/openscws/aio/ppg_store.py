@@ -119,6 +119,11 @@ class Binding:
     expires_at: float
 
 
+def _new_push(values: dict[str, Any]) -> dict[str, Any]:
+    defaults = {"state": PENDING, "code": 1001, "attempts": 0, "notified": False}
+    return {**defaults, "notify_attempts": 0, **values}
+
+
 class PpgStore:
     def __init__(self, url: str) -> None:
         self.db = RasDatabase(url)
@@ -130,16 +135,21 @@ class PpgStore:
     # -- pushes --------------------------------------------------------------------------------
 
     def add(self, **values: Any) -> None:
-        values.setdefault("state", PENDING)
-        values.setdefault("code", 1001)
-        values.setdefault("attempts", 0)
-        values.setdefault("notified", False)
-        values.setdefault("notify_attempts", 0)
+        if not self.add_many([values])[0]:
+            raise DuplicatePush(values.get("push_id"))
+
+    def add_many(self, pushes: Sequence[dict[str, Any]]) -> list[bool]:
+        """New pushes in one transaction; per push, False for a push-id already known
+        (then the others are added one transaction each)."""
+        rows = [_new_push(values) for values in pushes]
         try:
             with self.db.write() as s:
-                s.execute(insert(ppg_push).values(**values))
+                s.execute(insert(ppg_push), rows)
+            return [True] * len(rows)
         except IntegrityError:
-            raise DuplicatePush(values.get("push_id")) from None
+            if len(rows) == 1:
+                return [False]
+        return [self.add_many([row])[0] for row in rows]
 
     def get(self, push_id: str) -> PushRecord | None:
         with self.db.read() as s:
