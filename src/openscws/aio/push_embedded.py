@@ -14,9 +14,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from openscws.aio.gateway import Gateway
 from openscws.aio.ppg import Ppg, PpgConfig
-from openscws.aio.push_client import PushClient, PushClientConfig, Scws6Endpoint, ScwsPushGateway
+from openscws.aio.push_client import (
+    Deliver,
+    PushClient,
+    PushClientConfig,
+    Scws6Endpoint,
+    ScwsPushGateway,
+)
 from openscws.config import Settings
 from openscws.push.ppg import Initiator
 from openscws.push.sip import uri_target
@@ -73,10 +78,11 @@ class EmbeddedPush:
 
 
 async def start_embedded_push(
-    settings: Settings, gateways: Sequence[tuple[str, Gateway]]
+    settings: Settings, cards: Sequence[tuple[str, Deliver]]
 ) -> EmbeddedPush:
-    """The PPG and, per (MSISDN, gateway) of `gateways`, a push client, SCWS Push Gateway and
-    SCWS-6 endpoint."""
+    """The PPG and, per (MSISDN, delivery) of `cards`, a push client, SCWS Push Gateway and
+    SCWS-6 endpoint; the delivery hands the card an SMS-DELIVER (a terminal's
+    `Gateway.deliver_sms`)."""
     admin = settings.admin
     url = urllib.parse.urlsplit(admin.pap_url)
     if url.scheme != "http" or not url.hostname or not url.port:
@@ -84,7 +90,7 @@ async def start_embedded_push(
     domain = settings.sip.domain
     identity = ppg_identity(domain)
     proxy = settings.sip.proxy or None
-    passwords = {msisdn: secrets.token_urlsafe(16) for msisdn, _ in gateways}
+    passwords = {msisdn: secrets.token_urlsafe(16) for msisdn, _ in cards}
     ppg = Ppg(
         PpgConfig(
             database_url=f"sqlite:///{admin.data_dir / 'ppg.db'}",
@@ -102,7 +108,7 @@ async def start_embedded_push(
     await ppg.start()
     push = EmbeddedPush(ppg)
     try:
-        for msisdn, gateway in gateways:
+        for msisdn, deliver in cards:
             card = PushCard(
                 msisdn,
                 PushClient(
@@ -115,7 +121,7 @@ async def start_embedded_push(
                         transport=uri_target(proxy)[2] if proxy else "UDP",
                     )
                 ),
-                Scws6Endpoint(gateway.deliver_sms),
+                Scws6Endpoint(deliver),
             )
             push.cards.append(card)
             await card.scws6.start()

@@ -529,7 +529,8 @@ async def _start_stack(
             from openscws.aio.push_embedded import start_embedded_push
 
             stack.extra["push"] = await start_embedded_push(
-                settings, list(zip(msisdns, stack.gateways, strict=True))
+                settings,
+                [(m, g.deliver_sms) for m, g in zip(msisdns, stack.gateways, strict=True)],
             )
     except BaseException:
         await stack.stop()
