@@ -280,7 +280,7 @@ function campaignsView(root, selected) {
   root.append(
     pageHeader(
       "Campaigns",
-      "Content versions pinned at creation, deployed to each card by an SMS-triggered admin session.",
+      "Content versions pinned at creation, deployed to each card by an admin session triggered by SMS or SIP push.",
       can("operator") ? h("button", { class: "btn primary", type: "button", onclick: () => toggleCampaignForm(formSlot) }, "New campaign") : null,
     ),
     formSlot,
