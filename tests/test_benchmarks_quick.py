@@ -42,6 +42,19 @@ def _check_admin(doc: dict[str, Any], out: str, tmp: Path) -> None:
     assert not (tmp / "benchmarks.md").exists()  # a partial, quick run never writes docs
 
 
+def _check_push(doc: dict[str, Any], out: str, tmp: Path) -> None:
+    rows = {r["mode"]: r for r in doc["rows"]}
+    # Kamailio's row only where kamailio is installed (a note says so otherwise)
+    assert {"sms", "sip-push"} <= set(rows) <= {"sms", "sip-push", "sip-push, Kamailio"}
+    if "sip-push, Kamailio" not in rows:
+        assert any("kamailio" in note for note in doc["notes"])
+    for row in rows.values():
+        assert row["cards"] == 20
+        assert row["triggers_per_s"] > 0
+        assert row["duplicates"] == 0
+    assert "| sip-push | 20 |" in out
+
+
 def _check_pcsc(doc: dict[str, Any], out: str, tmp: Path) -> None:
     rows = doc["rows"]
     assert list(rows) == ["in-process", "pcscd", "pcscd, no quick ACK"]
@@ -180,6 +193,7 @@ QUICK: dict[str, Quick] = {
     "bench_pcsc.py": Quick(
         ("--json", "JSON"), tools=(("pcscd", "pcscd"),), peers=_pcsc_peers, check=_check_pcsc
     ),
+    "bench_push.py": Quick(("--json", "JSON"), check=_check_push, timeout=240),
     "bench_tls.py": Quick(("--json", "JSON"), tools=(("openssl", "openssl"),), timeout=400),
     "bench_tls_ram.py": Quick(("--json", "JSON"), check=_check_tls_ram),
     # Its quick run (3 bursts of 5 s, a campaign in each) is an end-to-end test too:

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from openscws.config import Settings, load, notes, resolve, to_toml
+from openscws.config import Settings, SipSettings, load, notes, resolve, to_toml
 from openscws.errors import ConfigError
 
 
@@ -233,3 +233,18 @@ def test_admin_link_profiles(tmp_path: Path) -> None:
     path.write_text('[admin]\ntls_profile = "legacy"\n')
     with pytest.raises(ConfigError, match=r"admin\.tls_profile"):
         load(path)
+
+
+@pytest.mark.parametrize(
+    ("proxy", "domain", "says"),
+    [
+        ("http://127.0.0.1:5060", "scws.test", "sip.proxy"),
+        ("sip:127.0.0.1:70000", "scws.test", "sip.proxy"),
+        ("sip:127.0.0.1:5060;transport=sctp", "scws.test", "sip.proxy"),
+        ("", "scws test", "sip.domain"),
+    ],
+)
+def test_sip_settings_are_checked(proxy: str, domain: str, says: str) -> None:
+    with pytest.raises(ConfigError, match=says):
+        Settings(sip=SipSettings(proxy=proxy, domain=domain))
+    assert Settings(sip=SipSettings(proxy="sip:127.0.0.1:5060;transport=tcp")).sip.proxy

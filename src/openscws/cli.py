@@ -299,6 +299,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="also run a GBA BSF (Ub and Zn, state in $XDG_DATA_HOME/openscws/bsf) with the "
         "card's USIM as a GBA_U subscriber: see docs/gba.md",
     )
+    up.add_argument(
+        "--cards",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N cards, each with its own terminal, all enrolled with the admin server "
+        "(default 1). Card k (2..N) has its image in <card.data_dir>-k, card 1's ICCID and "
+        "MSISDN counted up by k-1 (SIP URI sip:<MSISDN>@<sip.domain>) and its ports from "
+        "--fleet-port on; the local SMS entry point routes by MSISDN. See docs/push.md",
+    )
+    up.add_argument(
+        "--fleet-port",
+        type=int,
+        default=20000,
+        metavar="BASE",
+        help="with --cards: card k's i-th card port (card.ports order, from 0) listens on local "
+        "port BASE + (k-2) * len(card.ports) + i, e.g. card 2 on 20000 (3516) and 20001 (4116); "
+        "0: any free ports (default 20000; card 1 keeps its usual ports)",
+    )
     up.add_argument("--bsf-port", type=int, default=8080, help="with --gba: Ub port (8080)")
     up.add_argument("--zn-port", type=int, default=8443, help="with --gba: Zn port (8443)")
     up.add_argument(
@@ -654,6 +673,8 @@ async def _up(
     iccid: str | None,
     gba: argparse.Namespace | None = None,
     dm: bool = False,
+    cards: int = 1,
+    fleet_port: int = 20000,
 ) -> int:
     dm_client = None
     if dm:
@@ -667,7 +688,15 @@ async def _up(
         dm_client.tree()  # a missing or damaged tree stops here, with one line
     tracer = _tracer(settings)
     try:
-        stack = await start_stack(settings, demo=demo, admin=admin, tracer=tracer, iccid=iccid)
+        stack = await start_stack(
+            settings,
+            demo=demo,
+            admin=admin,
+            tracer=tracer,
+            iccid=iccid,
+            cards=cards,
+            fleet_port=fleet_port,
+        )
     except BaseException:
         if tracer is not None:
             tracer.close()
@@ -682,11 +711,22 @@ async def _up(
             sms = stack.gateway.sms_endpoint
             where = f"SMS entry point {sms.url}" if sms is not None else "no SMS entry point"
             print(f"DM client: tree {settings.dm.client_tree}, Package #0 on {where}", flush=True)
+        for k, member in enumerate(stack.fleet, start=2):
+            assert member.gateway is not None
+            print(
+                f"card {k}: ICCID {member.image.meta.iccid} MSISDN {member.settings.card.msisdn}",
+                flush=True,
+            )
+            _announce(member.gateway.local_port, settings.gateway.host, member.settings, card=False)
         if stack.admin is not None:
             a = settings.admin
             print(
                 f"admin server: PSK-TLS https://{a.host}:{stack.admin.server.port}{a.uri} "
-                f"(card {stack.image.meta.iccid} enrolled)",
+                + (
+                    f"({1 + len(stack.fleet)} cards enrolled)"
+                    if stack.fleet
+                    else f"(card {stack.image.meta.iccid} enrolled)"
+                ),
                 flush=True,
             )
             if stack.admin.api_url:
@@ -1464,7 +1504,16 @@ def _run(args: argparse.Namespace) -> int:
             gba = args if args.gba else None
             iccid = _wanted_iccid(args, settings)
             return asyncio.run(
-                _up(settings, not args.no_demo, not args.no_admin, iccid, gba, args.dm)
+                _up(
+                    settings,
+                    not args.no_demo,
+                    not args.no_admin,
+                    iccid,
+                    gba,
+                    args.dm,
+                    args.cards,
+                    args.fleet_port,
+                )
             )
         case "card" if args.action:
             return _card_action(args, settings)

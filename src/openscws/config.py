@@ -276,6 +276,17 @@ class DmSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SipSettings:
+    domain: str = "scws.test"
+    """The SIP domain of the embedded push path: cards register as sip:<MSISDN>@domain, the
+    PPG sends as sip:ppg@domain."""
+    proxy: str = ""
+    """`sip:host:port[;transport=tcp]` of a SIP registrar and proxy (e.g. Kamailio with
+    deploy/kamailio/kamailio.cfg): the PPG sends every MESSAGE through it and the push clients
+    register there. Empty: the PPG's own registrar, on loopback."""
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     card: CardSettings = field(default_factory=CardSettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
@@ -285,6 +296,7 @@ class Settings:
     bsf: BsfSettings = field(default_factory=BsfSettings)
     bsm: BsmSettings = field(default_factory=BsmSettings)
     dm: DmSettings = field(default_factory=DmSettings)
+    sip: SipSettings = field(default_factory=SipSettings)
 
     def __post_init__(self) -> None:
         problem = _problem(self)
@@ -419,6 +431,15 @@ def _problem(s: Settings) -> str | None:
         return f"gateway.link = {g.link!r}: {exc}"
     if timed and g.card_link == "pcsc":
         return 'gateway.link: a card in a PC/SC reader has its own timing (card_link = "pcsc")'
+    if s.sip.proxy:
+        from openscws.push.sip import SipError, uri_target
+
+        try:
+            uri_target(s.sip.proxy)
+        except SipError as e:
+            return f"sip.proxy = {s.sip.proxy!r}: {e} (sip:HOST:PORT[;transport=tcp])"
+    if not re.fullmatch(r"[A-Za-z0-9.-]{1,253}", s.sip.domain):
+        return f"sip.domain = {s.sip.domain!r}: must be a host name"
     return None
 
 
