@@ -365,7 +365,7 @@ class CardTlsServerHandler(TlsRecordStream):
                 if len(self._pending) < 5 + length:
                     break
                 body = bytes(self._pending[5 : 5 + length])
-                del self._pending[: 5 + length]
+                self._pending = self._pending[5 + length :]  # right-sized, not the old one
                 self._record(ContentType(kind), body, now)
                 if now is None and self._state is TlsState.OPEN:
                     break  # the handshake is done: `_read` takes the rest with the time
