@@ -8,9 +8,14 @@ import ssl
 from collections.abc import Callable
 
 import pytest
-from tlspair import NOW, EchoInner, RawClient, pump
+from tlspair import NOW, EchoInner, Pki, RawClient, pump
 
-from openscws.tls import TlsState, gnutls, psk_client_context
+from openscws.config import CardSettings
+from openscws.http import CardLimits
+from openscws.scws.card import handler_factories
+from openscws.scws.model import MemoryStore
+from openscws.scws.site import Site
+from openscws.tls import TlsServerHandler, TlsState, gnutls, psk_client_context, server_context
 from openscws.tls.card_engine import (
     SUITES,
     TRANSITIONS,
@@ -19,7 +24,9 @@ from openscws.tls.card_engine import (
     prf,
     psk_premaster,
 )
+from openscws.tls.dispatch import TlsDispatcher
 from openscws.tls.psk import PskKeys, decoy_key
+from openscws.uicc.keystore import PskTable
 
 KEY = bytes.fromhex("00112233445566778899aabbccddeeff")
 IDENTITY = "card1"
@@ -423,3 +430,75 @@ def test_gnutls_cli(need_tool: Callable[[str, str], str], priority: str) -> None
     assert "extended master secret, safe renegotiation" in out
     assert "you asked for /peer" in out
     assert made[0].encrypt_then_mac is ("NO_ETM" not in priority)
+
+
+# -- opt-in: the dispatcher and the card's HTTPS port ----------------------------------------
+
+
+def dispatcher(pki: Pki, inner: EchoInner | None = None, **kw: object) -> TlsDispatcher:
+    ctx = server_context(pki.chain_pem, pki.key_pem, profile="compat", psk=PskKeys(lookup))
+    kw.setdefault("now", NOW)
+    return TlsDispatcher(ctx, inner or EchoInner(), PskKeys(lookup), **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("card_engine", [True, False])
+def test_dispatcher_sends_psk_aes_clients_to_the_card_engine(pki: Pki, card_engine: bool) -> None:
+    inner = EchoInner()
+    disp = dispatcher(pki, inner, card_engine=card_engine)
+    client = python_client("PSK-AES128-CBC-SHA256")
+    pump(client, disp, step=client.handshake)
+    assert disp.stack == ("card" if card_engine else "openssl")
+    assert disp.cipher is not None
+    assert disp.cipher[0] == "PSK-AES128-CBC-SHA256"
+    client.obj.write(request("/x"))
+    pump(client, disp)
+    assert client.read_all().endswith(b"you asked for /x")
+
+
+def test_dispatcher_keeps_certificate_and_old_clients_on_openssl(pki: Pki) -> None:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(cadata=pki.ca_pem.decode())
+    client = RawClient(ctx, "localhost")
+    disp = dispatcher(pki, card_engine=True)
+    pump(client, disp, step=client.handshake)
+    assert disp.stack == "openssl"
+    assert client.handshake_done
+    old = psk_client_context(IDENTITY, KEY, profile="compat", ciphers="PSK-AES128-CBC-SHA")
+    with pytest.warns(DeprecationWarning, match="TLSVersion"):
+        old.minimum_version = old.maximum_version = ssl.TLSVersion.TLSv1_1
+    client = RawClient(old)
+    disp = dispatcher(pki, card_engine=True)
+    pump(client, disp, step=client.handshake)
+    assert disp.stack == "openssl"  # TLS 1.1: not the card engine's
+    assert client.handshake_done
+
+
+TABLE = PskTable(True, "scws", {IDENTITY: KEY})
+
+
+def https_handler(pki: Pki, engine: str, profile: str, table: PskTable | None) -> object:
+    site = Site(MemoryStore(), card={"ICCID": "8988211000000000003"}, secret=b"0" * 32)
+    settings = CardSettings(tls_profile=profile, tls_engine=engine, limits=CardLimits())
+    ctx = server_context(
+        pki.chain_pem, pki.key_pem, profile=profile, psk=table and table.psk_keys()
+    )  # type: ignore[arg-type]
+    return handler_factories(site, settings, ctx, table)[4116](1, NOW)
+
+
+def test_card_https_port_uses_the_engine_when_asked(pki: Pki) -> None:
+    handler = https_handler(pki, "card", "compat", TABLE)
+    assert isinstance(handler, TlsDispatcher)
+    client = python_client()
+    pump(client, handler, step=client.handshake)
+    assert handler.stack == "card"
+    assert isinstance(https_handler(pki, "openssl", "modern", TABLE), TlsServerHandler)
+    assert isinstance(https_handler(pki, "card", "compat", None), TlsServerHandler)
+
+
+def test_card_engine_without_gnutls(pki: Pki, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gnutls, "_loaded", [gnutls.GnutlsUnavailable("no libgnutls here")])
+    handler = https_handler(pki, "card", "compat", TABLE)
+    assert isinstance(handler, TlsDispatcher)
+    client = python_client()
+    pump(client, handler, step=client.handshake)
+    assert handler.stack == "card"
