@@ -8,6 +8,8 @@ import ssl
 from collections.abc import Callable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tlspair import NOW, EchoInner, Pki, RawClient, pump
 
 from openscws.config import CardSettings
@@ -238,6 +240,35 @@ def test_garbage_gets_an_alert(garbage: bytes) -> None:
     assert srv.should_close
 
 
+def _hello() -> bytes:
+    srv_client = python_client()
+    srv_client.handshake()
+    return srv_client.data_to_send()
+
+
+HELLO = _hello()
+
+
+@settings(max_examples=150, deadline=None)
+@given(cut=st.integers(0, len(HELLO)), noise=st.binary(max_size=64), flip=st.integers(0, 400))
+def test_mangled_client_hello_never_escapes(cut: int, noise: bytes, flip: int) -> None:
+    """Any prefix of a real ClientHello, a flipped byte, then noise: the engine waits or
+    ends the connection with an alert, and never raises."""
+    data = bytearray(HELLO[:cut])
+    if data:
+        data[flip % len(data)] ^= 0x5A
+    srv = server()
+    srv.receive_data(bytes(data) + noise, NOW)
+    out = srv.data_to_send()
+    if srv.state is TlsState.FAILED:
+        assert srv.error is not None
+        assert out[-7:-2] == bytes((ALERT, 3, 3, 0, 2))
+        assert out[-1] == srv.error.description
+    else:
+        assert srv.state is TlsState.HANDSHAKE
+        assert srv.error is None
+
+
 def test_tampered_record_after_handshake() -> None:
     srv = server()
     client = python_client()
@@ -382,16 +413,17 @@ async def _peer_get(
 @pytest.mark.parametrize(
     ("suite", "extra"),
     [
-        ("PSK-AES128-CBC-SHA", ()),
-        ("PSK-AES128-CBC-SHA", ("-no_etm",)),
-        ("PSK-AES128-CBC-SHA256", ("-maxfraglen", "512")),
+        ("PSK-AES128-CBC-SHA", ("-tls1_2",)),
+        ("PSK-AES128-CBC-SHA", ("-tls1_2", "-no_etm")),
+        ("PSK-AES128-CBC-SHA256", ("-tls1_2", "-maxfraglen", "512")),
+        ("PSK-AES128-CBC-SHA", ()),  # offers TLS 1.3 too: the card answers TLS 1.2
     ],
 )
 def test_openssl_s_client(
     need_tool: Callable[[str, str], str], suite: str, extra: tuple[str, ...]
 ) -> None:
     openssl = need_tool("openssl", "openssl")
-    cmd = [openssl, "s_client", "-connect", "127.0.0.1:PORT", "-tls1_2", "-ign_eof"]
+    cmd = [openssl, "s_client", "-connect", "127.0.0.1:PORT", "-ign_eof"]
     cmd += ["-psk", KEY.hex(), "-psk_identity", IDENTITY, "-cipher", suite, *extra]
     out, made = asyncio.run(_peer_get(cmd, lambda: server(now=None)))
     assert "HTTP/1.1 200 OK" in out, out
