@@ -77,13 +77,28 @@ def _check_apdu(doc: dict[str, Any], out: str, tmp: Path) -> None:
 
 def _check_tls_ram(doc: dict[str, Any], out: str, tmp: Path) -> None:
     rows = {(r["tls"], r["record_limit"]): r for r in doc["rows"]}
-    assert set(rows) == {("tls13", None), ("tls13", 1024), ("none", None)}
-    for key in (("tls13", None), ("tls13", 1024)):
+    assert set(rows) == {
+        ("tls13", None),
+        ("tls13", 1024),
+        ("card", None),
+        ("card", 1024),
+        ("none", None),
+    }
+    for key in (("tls13", None), ("tls13", 1024), ("card", None), ("card", 1024)):
         assert rows[key]["malloc_held_peak"] > 0
+        assert rows[key]["malloc_held_handshake"] > 0
         assert rows[key]["client_largest_record"] > 0
     assert rows[("tls13", 1024)]["largest_response_record"] <= 1024 + 17
     assert rows[("tls13", None)]["largest_response_record"] > 1024
-    assert rows[("none", None)]["malloc_held_peak"] is None
+    # 1024 + IV + HMAC-SHA1 + padding
+    assert rows[("card", 1024)]["largest_response_record"] <= 1024 + 16 + 20 + 16
+    assert rows[("card", 1024)]["cipher"] == "PSK-AES128-CBC-SHA"
+    # the card engine keeps no OpenSSL connection: far less per channel than OpenSSL
+    assert (
+        rows[("card", 1024)]["malloc_held_handshake"]
+        < rows[("tls13", 1024)]["malloc_held_handshake"]
+    )
+    assert rows[("none", None)]["malloc_held_peak"] > 0
     assert "| static |" in out
 
 

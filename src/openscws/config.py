@@ -61,6 +61,11 @@ class CardSettings:
     tls_handshake_timeout: float = 10.0
     """Seconds a client may take to finish the TLS handshake (or a record) before the card
     drops it."""
+    tls_engine: str = "openssl"
+    """"openssl": OpenSSL serves every HTTPS client (GnuTLS the 3DES-only one in "compat").
+    "card": PSK-TLS 1.2 clients of TLS_PSK_WITH_AES_128_CBC_SHA(256) are served by the card
+    TLS engine (`openscws.tls.card_engine`), which holds a fraction of OpenSSL's memory per
+    channel; needs PSK-TLS enabled with identities, else it changes nothing."""
     key_type: str = "rsa"
     """Key pair made by `openscws card init` / `up`: "rsa" (2048, WAP-211's) or "ec" (P-256)."""
     tcpip_host: str = "127.0.0.1"
@@ -409,6 +414,7 @@ def _problem(s: Settings) -> str | None:
             )
     choices = [
         ("card.tls_profile", c.tls_profile, ("modern", "compat")),
+        ("card.tls_engine", c.tls_engine, ("openssl", "card")),
         ("admin.tls_profile", a.tls_profile, ("modern", "compat")),
         ("card.key_type", c.key_type, ("rsa", "ec")),
         ("gateway.card_link", g.card_link, ("vpcd", "pcsc")),
@@ -418,6 +424,11 @@ def _problem(s: Settings) -> str | None:
     for name, chosen, allowed in choices:
         if chosen not in allowed:
             return f"{name} = {chosen!r}: must be {' or '.join(allowed)}"
+    if c.tls_engine == "card" and c.tls_profile != "compat":
+        return (
+            'card.tls_engine = "card" needs card.tls_profile = "compat" (its suites, '
+            "TLS_PSK_WITH_AES_128_CBC_SHA and _SHA256, are CBC ones)"
+        )
     iccid_why = iccid_problem(c.iccid)
     if iccid_why is not None:
         return f"card.iccid: {iccid_why}"

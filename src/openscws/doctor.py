@@ -68,8 +68,13 @@ def run_doctor(settings: Settings, write: Callable[[str], None] = print) -> int:
     write(
         "  record sizes: card.tls_record_limit bounds the plaintext handed to TLS and the "
         "records written; RFC 6066 max_fragment_length is honoured when a client asks and "
-        "asked for by the admin agent; RFC 8449 record_size_limit: GnuTLS path only "
-        "(OpenSSL 3.0 lacks it)"
+        "asked for by the admin agent; RFC 8449 record_size_limit: GnuTLS path and card "
+        "TLS engine only (OpenSSL 3.0 lacks it)"
+    )
+    write(
+        '  card TLS engine (card.tls_engine = "card", compat profile): TLS 1.2 '
+        "TLS_PSK_WITH_AES_128_CBC_SHA and _SHA256 with a fraction of OpenSSL's memory per "
+        "channel; off by default"
     )
     write("SCWS §11.1.1 PSK suites:")
     for suite in PSK_SPEC_SUITES:

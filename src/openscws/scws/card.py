@@ -73,6 +73,18 @@ def _gnutls_psk(settings: CardSettings, psk: PskTable | None) -> PskTable | None
     return psk
 
 
+def _card_engine_psk(settings: CardSettings, psk: PskTable | None) -> PskTable | None:
+    """The PSK table when PSK-TLS 1.2 AES clients go to the card TLS engine
+    (`card.tls_engine = "card"`, the "compat" profile, PSK-TLS enabled with identities)."""
+    if settings.tls_engine != "card" or settings.tls_profile != "compat":
+        return None
+    if psk is None or not psk.enabled or not psk.keys:
+        log.warning('card.tls_engine = "card" but PSK-TLS is off or has no identity: OpenSSL')
+        return None
+    log.info("PSK-TLS 1.2 AES clients are served by the card TLS engine")
+    return psk
+
+
 def handler_factories(
     site: Site,
     settings: CardSettings,
@@ -83,7 +95,8 @@ def handler_factories(
     `settings.tls_ports` (dropped, with a warning, when there is no TLS context). With
     `psk` (the card's PSK table, enabled) and the "compat" profile, HTTPS connections go
     through `TlsDispatcher`, so a client offering only TLS_PSK_WITH_3DES_EDE_CBC_SHA is
-    served by GnuTLS and every other one by OpenSSL as before."""
+    served by GnuTLS and every other one by OpenSSL as before; with `card.tls_engine =
+    "card"` too, TLS 1.2 clients of the PSK AES suites are served by the card TLS engine."""
     budget = RamBudget.for_limits(settings.limits)
 
     def http(channel: int, now: float) -> StreamHandler:
@@ -99,7 +112,10 @@ def handler_factories(
             now=now,
         )
 
+    card_engine = tls is not None and _card_engine_psk(settings, psk) is not None
     table = _gnutls_psk(settings, psk) if tls is not None else None
+    if table is None and card_engine:
+        table = psk
     suites = frozenset() if tls is None or table is None else openssl_suite_codes(tls)
 
     def https_dispatch(channel: int, now: float) -> StreamHandler:
@@ -110,6 +126,7 @@ def handler_factories(
             HttpServerConnection(site, settings.limits, budget, scheme="https", now=now),
             table.psk_keys(),
             openssl_suites=suites,
+            card_engine=card_engine,
             handshake_timeout=settings.tls_handshake_timeout,
             record_limit=settings.tls_record_limit,
             now=now,
