@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from bcast_fixtures import make_store
 
 from openscws.bcast.sprov import MEDIA_TYPE, MessageKind, Request
 from openscws.cli import main
@@ -19,7 +20,7 @@ from openscws.gba.digest import Challenge
 def test_catalogue_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "bsm"
     assert main(["bsm", "init", "--data-dir", str(data)]) == 0
-    assert "schema: bsm0002" in capsys.readouterr().out
+    assert "schema: bsm0003" in capsys.readouterr().out
     assert main(["bsm", "key", "add", "00f110/00010002", "--data-dir", str(data)]) == 0
     assert (
         main(["bsm", "key", "add", "00f110/00010003", "--size", "32", "--data-dir", str(data)]) == 0
@@ -30,7 +31,8 @@ def test_catalogue_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert main([*args, "--key", "00f110/00010003", "--data-dir", str(data)]) == 0
     capsys.readouterr()
     assert main(["bsm", "--data-dir", str(data), "item", "ls"]) == 0
-    assert capsys.readouterr().out == "urn:pi:news\t00f110/00010002 00f110/00010003\n"
+    shown = "urn:pi:news\t00f110/00010002 00f110/00010003\t-\t0 subscribed\n"
+    assert capsys.readouterr().out == shown
     assert main(["bsm", "item", "rm", "urn:pi:news", "--data-dir", str(data)]) == 0
     capsys.readouterr()
     assert main(["bsm", "item", "ls", "--data-dir", str(data)]) == 0
@@ -42,6 +44,50 @@ def test_catalogue_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     out = capsys.readouterr().out
     assert out.endswith("u@ruim.example.org\n")
     assert rk not in out
+
+
+def test_service_and_subscription_commands(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "bsm"
+    d = ["--data-dir", str(data)]
+    assert main(["bsm", "init", *d]) == 0
+    assert main(["bsm", "key", "add", "00f110/00010002", *d]) == 0
+    assert main(["bsm", "service", "add", "urn:svc:news", "--name", "News", *d]) == 0
+    add = ["bsm", "item", "add", "urn:pi:news", "--key", "00f110/00010002"]
+    assert main([*add, "--service", "urn:svc:news", *d]) == 0
+    capsys.readouterr()
+    assert main(["bsm", "service", "ls", *d]) == 0
+    assert main(["bsm", "key", "ls", *d]) == 0
+    assert main(["bsm", "item", "ls", *d]) == 0
+    assert capsys.readouterr().out == (
+        "urn:svc:news\tNews\n00f110/00010002\n"
+        "urn:pi:news\t00f110/00010002\turn:svc:news\t0 subscribed\n"
+    )
+    store = make_store(data)
+    try:
+        store.commit("btid@bsf", add=["urn:pi:news"], remove=[], tokens=2, ltkms=1)
+    finally:
+        store.db.dispose()
+    assert main(["bsm", "sub", "ls", *d]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("btid@bsf\turn:pi:news\t20")
+    assert main(["bsm", "sub", "show", "btid@bsf", *d]) == 0
+    out = capsys.readouterr().out
+    assert "tokens: 2\n" in out
+    assert "LTKMs issued: 1\n" in out
+    assert "subscriptions: urn:pi:news\n" in out
+    assert main(["bsm", "sub", "rm", "btid@bsf", "urn:pi:news", *d]) == 0
+    assert main(["bsm", "sub", "ls", "--user", "btid@bsf", *d]) == 0
+    assert capsys.readouterr().out.endswith("ended\n")
+    assert main(["bsm", "service", "rm", "urn:svc:news", *d]) == 0
+    assert main(["bsm", "sub", "rm", "btid@bsf", "urn:pi:news", *d]) == 2
+    assert main(["bsm", "sub", "show", "nobody", *d]) == 2
+    assert main(["bsm", "service", "add", "urn:svc:x", "--name", "", *d]) == 0
+    assert main(["bsm", "service", "add", "urn:svc:x", *d]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 3
+    assert all(x.startswith("openscws: ") for x in err.splitlines())
 
 
 @pytest.mark.parametrize(

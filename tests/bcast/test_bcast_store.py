@@ -21,7 +21,7 @@ from openscws.bcast.keys import mbms_keys_gba_me, rk_keys
 from openscws.bcast.models import RkSubscriber, ServiceKey
 from openscws.bcast.sprov import KeyId, MessageKind, Request, Response, StatusCode
 from openscws.bcast.store import SqlStore
-from openscws.ras.db import RasError
+from openscws.ras.db import Conflict, NotFound, RasError
 
 K1 = KeyId(bytes.fromhex("00f110"), bytes.fromhex("00010001"))
 K2 = KeyId(bytes.fromhex("00f110"), bytes.fromhex("00010002"))
@@ -37,7 +37,7 @@ def fill(store: SqlStore) -> None:
 
 
 def test_migrated_and_catalogue(sql_store: SqlStore) -> None:
-    assert sql_store.db.current_revision() == "bsm0002"
+    assert sql_store.db.current_revision() == "bsm0003"
     fill(sql_store)
     assert sql_store.items() == {"urn:pi:news": (K1,), "urn:pi:sport": (K1, K2)}
     assert sql_store.item_keys("urn:pi:sport") == (K1, K2)
@@ -58,6 +58,50 @@ def test_migrated_and_catalogue(sql_store: SqlStore) -> None:
     assert sql_store.subscriptions(USER) == frozenset()
     with pytest.raises(RasError):
         sql_store.remove_item("urn:pi:news")
+
+
+def test_services_items_and_subscriptions(sql_store: SqlStore) -> None:
+    fill(sql_store)
+    sql_store.add_service("urn:svc:news", "News 24")
+    sql_store.add_service("urn:svc:weather")
+    with pytest.raises(Conflict):
+        sql_store.add_service("urn:svc:news")
+    with pytest.raises(RasError):
+        sql_store.add_service("")
+    with pytest.raises(RasError):
+        sql_store.add_service("urn:svc:\n")
+    with pytest.raises(NotFound):
+        sql_store.add_item("urn:pi:bundle", [K1], ["urn:svc:none"])
+    sql_store.add_item("urn:pi:bundle", [K2], ["urn:svc:weather", "urn:svc:news"])
+    assert [(s.service_id, s.name) for s in sql_store.services()] == [
+        ("urn:svc:news", "News 24"),
+        ("urn:svc:weather", "urn:svc:weather"),
+    ]
+    assert sql_store.keys() == [K1, K2]
+    sql_store.commit(USER, add=["urn:pi:bundle", "urn:pi:news"], remove=[], tokens=3, ltkms=2)
+    infos = {i.ref: i for i in sql_store.item_infos()}
+    assert infos["urn:pi:bundle"].services == ("urn:svc:news", "urn:svc:weather")
+    assert infos["urn:pi:bundle"].keys == (K2,)
+    assert infos["urn:pi:bundle"].subscribers == 1
+    assert infos["urn:pi:sport"].subscribers == 0
+    subs = sql_store.subscription_list(username=USER)
+    assert [s.ref for s in subs] == ["urn:pi:bundle", "urn:pi:news"]
+    assert [s.username for s in sql_store.subscription_list(ref="urn:pi:news")] == [USER]
+    info = sql_store.subscriber(USER)
+    assert info is not None
+    assert (info.tokens, info.ltkms, info.subscriptions) == (3, 2, ("urn:pi:bundle", "urn:pi:news"))
+    assert sql_store.subscriber("nobody") is None
+    sql_store.cancel_subscription(USER, "urn:pi:news")
+    assert sql_store.subscriptions(USER) == frozenset({"urn:pi:bundle"})
+    with pytest.raises(NotFound):
+        sql_store.cancel_subscription(USER, "urn:pi:news")
+    sql_store.remove_service("urn:svc:news")
+    infos = {i.ref: i for i in sql_store.item_infos()}
+    assert infos["urn:pi:bundle"].services == ("urn:svc:weather",)
+    with pytest.raises(NotFound):
+        sql_store.remove_service("urn:svc:news")
+    sql_store.remove_item("urn:pi:bundle")
+    assert sql_store.subscription_list() == []
 
 
 def test_commit_is_all_or_nothing(sql_store: SqlStore) -> None:
