@@ -138,3 +138,50 @@ def test_serve_process(
     challenge = Challenge.parse(answer.headers["www-authenticate"])
     assert challenge.realm == "3GPP-bootstrapping@bsm.openscws.test"
     assert proc.stop() == 0  # type: ignore[attr-defined]
+
+
+def test_serve_with_the_management_api(
+    tmp_path: Path, free_port: Callable[[], int], openscws_proc: Callable[..., object]
+) -> None:
+    from argon2 import PasswordHasher
+
+    from openscws.ras.accounts import Accounts
+    from openscws.ras.db import RasDatabase, default_url
+    from openscws.ras.models import Role
+
+    admin = tmp_path / "ras"
+    admin.mkdir()
+    url = default_url(admin)
+    db = RasDatabase(url)
+    db.upgrade()
+    accounts = Accounts(db, hasher=PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+    accounts.add_user("op", "a long enough password", Role.OPERATOR)
+    token = accounts.create_token("op", "bsm", Role.OPERATOR)[1]
+    db.dispose()
+    api_port = free_port()
+    proc = openscws_proc(
+        "bsm", "serve", "--data-dir", tmp_path / "bsm", "--port", str(free_port()),
+        "--api-port", str(api_port), "--accounts-db", url, name="bsm",
+    )  # fmt: skip
+    proc.wait_for("BSM ready:")  # type: ignore[attr-defined]
+    base = f"http://127.0.0.1:{api_port}/api/v1/bsm"
+    auth = (("Authorization", f"Bearer {token}"), ("Content-Type", "application/json"))
+    body = b'{"service_id": "urn:svc:news"}'
+    refused = asyncio.run(http_request(base + "/services", "POST", auth[1:], body))
+    assert refused.status == 401
+    added = asyncio.run(http_request(base + "/services", "POST", auth, body))
+    assert added.status == 201
+    listed = asyncio.run(http_request(base + "/services", "GET", auth[:1], b""))
+    assert b"urn:svc:news" in listed.body
+    assert proc.stop() == 0  # type: ignore[attr-defined]
+
+
+def test_serve_api_needs_the_admin_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = f"sqlite:///{tmp_path / 'none.db'}"
+    argv = ["bsm", "serve", "--data-dir", str(tmp_path / "bsm"), "--port", "0"]
+    assert main([*argv, "--api-port", "0", "--accounts-db", empty]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("openscws: ")
+    assert err.count("\n") == 1

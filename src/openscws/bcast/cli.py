@@ -26,6 +26,7 @@ from openscws.errors import ConfigError
 if TYPE_CHECKING:
     from openscws.bcast.sprov import KeyId
     from openscws.bcast.store import SqlStore
+    from openscws.ras.db import RasDatabase
 
 __all__ = ["register", "run", "serves"]
 
@@ -95,6 +96,9 @@ _SERVE_DEFAULTS: Final = {
     "zn_token_file": None,
     "udp_port": 0,
     "ltkm_port": 4359,
+    "api_host": "127.0.0.1",
+    "api_port": None,
+    "accounts_db": None,
 }
 
 
@@ -117,6 +121,22 @@ def _serve_options(p: argparse.ArgumentParser, *, top: bool = False) -> None:
         type=int,
         default=d("ltkm_port"),
         help="terminals' LTKM port (4359, omabcastltkm)",
+    )
+    p.add_argument(
+        "--api-port",
+        type=int,
+        default=d("api_port"),
+        help="serve the management REST API and console on this port (default: off)",
+    )
+    p.add_argument(
+        "--api-host", default=d("api_host"), help="address of the management API (127.0.0.1)"
+    )
+    p.add_argument(
+        "--accounts-db",
+        metavar="URL",
+        default=d("accounts_db"),
+        help="the admin server's database, whose accounts and API tokens the management API "
+        "takes (default: admin.db, or SQLite in the admin data dir)",
     )
 
 
@@ -242,7 +262,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     store = _open(args, settings, create=action in (None, "serve", "init"))
     try:
         if action in (None, "serve"):
-            return _serve(args, store)
+            return _serve(args, store, settings)
         if action == "init":
             print(f"master key: {store.vault.path}")
             print(f"database: {store.db.engine.url.render_as_string(hide_password=True)}")
@@ -327,13 +347,31 @@ def _when(ms: int) -> str:
     return datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _serve(args: argparse.Namespace, store: SqlStore) -> int:
+def _accounts_db(args: argparse.Namespace, settings: Settings) -> RasDatabase:
+    """The admin server's database (its accounts), at the current schema."""
+    from openscws.ras.db import RasDatabase, default_url
+
+    url = args.accounts_db or settings.admin.db or default_url(settings.admin.data_dir)
+    db = RasDatabase(url)
+    try:
+        db.check_current()
+    except BaseException:
+        db.dispose()
+        raise
+    return db
+
+
+def _serve(args: argparse.Namespace, store: SqlStore, settings: Settings) -> int:
+    from openscws.bcast.api import create_bsm_api
     from openscws.bcast.bsm import BsmCore, UserKeys
     from openscws.bcast.server import ZnKeys, first_keys, start_bsm
+    from openscws.ras.accounts import Accounts
+    from openscws.ras.api_server import serve_api, stop_api
 
     if (args.zn_url is None) != (args.zn_token_file is None):
         raise ConfigError("give both --zn-url and --zn-token-file, or neither")
     token = args.zn_token_file.read_text().strip() if args.zn_token_file else None
+    accounts_db = _accounts_db(args, settings) if args.api_port is not None else None
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -346,6 +384,15 @@ def _serve(args: argparse.Namespace, store: SqlStore) -> int:
         server = await start_bsm(
             core, host=args.host, port=args.port, udp_port=args.udp_port, ltkm_port=args.ltkm_port
         )
+        api = None
+        if accounts_db is not None:
+            app = create_bsm_api(store, Accounts(accounts_db))
+            try:
+                api = await serve_api(app, args.api_host, args.api_port, access_log=False)
+            except BaseException:
+                await server.stop()
+                raise
+            print(f"BSM management API and console: {api.url}", flush=True)
         print(f"BSM ready: {server.url} (LTKMs from UDP {server.udp_port})", flush=True)
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -353,7 +400,13 @@ def _serve(args: argparse.Namespace, store: SqlStore) -> int:
         try:
             await stop.wait()
         finally:
+            if api is not None:
+                await stop_api(api)
             await server.stop()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        if accounts_db is not None:
+            accounts_db.dispose()
     return 0
