@@ -291,6 +291,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--bsf-port", type=int, default=8080, help="with --gba: Ub port (8080)")
     up.add_argument("--zn-port", type=int, default=8443, help="with --gba: Zn port (8443)")
+    up.add_argument(
+        "--bcast",
+        action="store_true",
+        help="also run BCAST (implies --gba): the BSM (state in $XDG_DATA_HOME/openscws/bsm) "
+        "and the terminal's BSP-C, whose LTKMs the card takes: see docs/bcast.md "
+        "(setting bsm.enable)",
+    )
+    up.add_argument(
+        "--bsm-port", type=int, help="with --bcast: the BSM's port (bsm.port, 8090; 0: any)"
+    )
+    up.add_argument(
+        "--ltkm-port",
+        type=int,
+        help="with --bcast: the terminal's LTKM port (bsm.ltkm_port, UDP 4359; 0: any)",
+    )
+    up.add_argument(
+        "--bcast-item",
+        dest="bcast_items",
+        action="append",
+        default=[],
+        metavar="REF",
+        help="with --bcast: subscribe the card to this purchase item at start (Service Request)",
+    )
     admin_cli.api_options(up)
 
     card = sub.add_parser(
@@ -605,9 +628,12 @@ async def _up(
             tracer.close()
         raise
     bsf = None
+    bcast = None
     try:
         if gba is not None:
             bsf = await _start_gba(stack.image, settings, gba)
+        if gba is not None and (gba.bcast or settings.bsm.enable):
+            bcast = await _start_bcast(stack, settings, gba, bsf)
         _announce(stack.gateway.local_port, settings.gateway.host, settings)
         if stack.admin is not None:
             a = settings.admin
@@ -627,11 +653,31 @@ async def _up(
                 await asyncio.to_thread(first_admin, stack.admin.service, stack.admin.api_url)
         await _run_until_signal(asyncio.ensure_future(stack.gateway.wait()))
     finally:
+        if bcast is not None:
+            await bcast.stop()
         if bsf is not None:
             await bsf.stop()
             bsf.service.db.dispose()
         await stack.stop()
     return 0
+
+
+async def _start_bcast(stack: Any, settings: Settings, args: argparse.Namespace, bsf: Any) -> Any:
+    """`up --bcast`: the BSM in this process (its B-TIDs' keys from this BSF over Zn, with a
+    token issued at each start) and the terminal's BSP-C on the gateway's card link."""
+    from openscws.bcast.embedded import start_embedded_bcast
+
+    b = settings.bsm
+    port = b.port if args.bsm_port is None else args.bsm_port
+    ltkm_port = b.ltkm_port if args.ltkm_port is None else args.ltkm_port
+    bcast = await start_embedded_bcast(
+        settings, stack.gateway.link, bsf, port=port, ltkm_port=ltkm_port
+    )
+    print(f"BSM ready: {bcast.bsm.url} (NAF {b.fqdn})", flush=True)
+    print(f"BSP-C: LTKMs on UDP {settings.gateway.host}:{bcast.ltkm_port}", flush=True)
+    for ref in args.bcast_items:
+        await bcast.subscribe(ref)
+    return bcast
 
 
 async def _start_gba(image: CardImage, settings: Settings, args: argparse.Namespace) -> Any:
@@ -1264,7 +1310,7 @@ def _run(args: argparse.Namespace) -> int:
         log.warning("%s", note)
     match args.command:
         case "up":
-            gba = args if args.gba else None
+            gba = args if args.gba or args.bcast or settings.bsm.enable else None
             iccid = _wanted_iccid(args, settings)
             return asyncio.run(_up(settings, not args.no_demo, not args.no_admin, iccid, gba))
         case "card" if args.action:
