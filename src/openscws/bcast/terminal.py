@@ -9,8 +9,7 @@ terminal's side.
   with GBA_U (AUTHENTICATE in the MBMS security context, TS 31.102 §7.1.2.5: the SEK/PEK and
   the MUK never leave the card) or opens it here with the MUK with GBA_ME
   (`LtkmReceiver`), and sends the verification message back when the BSM asked for one.
-- After `timeout` seconds, keys the terminal was promised and has not received are asked for
-  with an LTKM Request (`missing_keys`, `request_missing`).
+- `send` takes any of the five messages (an LTKM Request for keys the terminal misses, say).
 
 The card is reached through the gateway's card link, one APDU at a time like the gateway's own
 exchanges."""
@@ -67,13 +66,11 @@ class TerminalBcast:
     bsm_fqdn: str
     host: str = "127.0.0.1"
     ltkm_port: int = LTKM_UDP_PORT
-    timeout: float = 30.0
     gba: GbaClient = field(init=False)
     received: asyncio.Queue[LtkmOutcome] = field(default_factory=asyncio.Queue)
     _card: CardAka = field(init=False)
     _receiver: LtkmReceiver | None = field(default=None, repr=False)
     _transport: asyncio.DatagramTransport | None = None
-    _expected: dict[KeyId, float] = field(default_factory=dict)
     _requests: int = 0
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -113,7 +110,6 @@ class TerminalBcast:
             log.exception("BSP-C: the LTKM from %s could not be handled", addr[0])
             return
         if outcome.key is not None:
-            self._expected.pop(outcome.key, None)
             log.info("BSP-C: LTKM for %s/%s (counter %d) accepted", outcome.key.key_domain.hex(),
                      outcome.key.key_id.hex(), outcome.counter)  # fmt: skip
         else:
@@ -150,7 +146,7 @@ class TerminalBcast:
             keys = mbms_keys_gba_me(naf_key)
             assert keys.muk is not None
             if self._receiver is None or self._receiver.smk != keys.muk:
-                self._receiver = LtkmReceiver(keys.muk, timeout=self.timeout)
+                self._receiver = LtkmReceiver(keys.muk)
             return boot.btid, keys.mrk
         self._receiver = None
         return boot.btid, mrk_from_naf_key(naf_key)
@@ -175,24 +171,6 @@ class TerminalBcast:
     async def subscribe(self, items: tuple[str, ...]) -> Response:
         """A Service Request for `items` (implicit registration; the LTKMs follow on UDP)."""
         return await self.send(Request(MessageKind.SERVICE, self._request_id(), items))
-
-    def expect(self, keys: tuple[KeyId, ...], now: float) -> None:
-        """Keys this terminal should receive (asked for again after `timeout`)."""
-        for key in keys:
-            self._expected.setdefault(key, now)
-
-    def missing_keys(self, now: float) -> tuple[KeyId, ...]:
-        return tuple(k for k, since in self._expected.items() if now - since >= self.timeout)
-
-    async def request_missing(self, now: float) -> Response | None:
-        """An LTKM Request for the keys still missing after `timeout`; None when none are."""
-        missing = self.missing_keys(now)
-        if not missing:
-            return None
-        for key in missing:
-            self._expected[key] = now
-        request = Request(MessageKind.LTKM, self._request_id(), (), None, missing)
-        return await self.send(request)
 
 
 def _outcome(ltkm: Ltkm) -> LtkmOutcome:
