@@ -213,6 +213,22 @@ def _card_actions(card: argparse.ArgumentParser) -> None:
     )
     usim_sub.add_parser("show", help="IMSI and SQN (never the keys)")
     usim_sub.add_parser("rm", help="remove the subscription")
+    csim = acts.add_parser(
+        "csim",
+        help="the (R-)UIM BCAST subscription: NAI and pre-provisioned RK (docs/bcast.md)",
+        description="The card's CSIM-like application keeps a registration key RK, derives "
+        "TK and the Auth-Key from it (AUTHENTICATE), gives the terminal the Auth-Key and "
+        "verifies the LTKMs with TK. Keys live in the card's secure area and are never "
+        "printed.",
+    )
+    csim_sub = csim.add_subparsers(dest="csim_action", required=True, metavar="CSIM_ACTION")
+    c_set = csim_sub.add_parser("set", help="store a subscription (replaces one and its keys)")
+    c_set.add_argument("--nai", required=True, help="the subscriber's NAI")
+    c_set.add_argument("--rk", required=True, help="RK, 32 or 64 hex digits")
+    c_set.add_argument("--rand", required=True, help="the TK/Auth-Key random, hex")
+    c_set.add_argument("--derivation", help="a named RK derivation (default: the project's)")
+    csim_sub.add_parser("show", help="NAI, derivation and SEK/PEK ids (never the keys)")
+    csim_sub.add_parser("rm", help="remove the subscription")
     acp = acts.add_parser(
         "acp",
         help="the access rules: which local applications reach the SCWS (docs/acp.md)",
@@ -241,7 +257,8 @@ def _card_actions(card: argparse.ArgumentParser) -> None:
     a_rm.add_argument("--all", action="store_true", help="remove every rule (unrestricted)")
     a_set = acp_sub.add_parser("set", help="replace every rule with a JSON policy document")
     a_set.add_argument("document", type=Path, help='a file: {"rules": [...]} (docs/acp.md)')
-    parsers = [init, csr, cert, psk, policy, usim, acp, acts.choices["show"]]
+    parsers = [init, csr, cert, psk, policy, usim, csim, acp, acts.choices["show"]]
+    parsers += list(csim_sub.choices.values())
     parsers += list(acp_sub.choices.values())
     parsers += list(psk_sub.choices.values()) + list(policy_sub.choices.values())
     parsers += list(usim_sub.choices.values())
@@ -313,6 +330,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="REF",
         help="with --bcast: subscribe the card to this purchase item at start (Service Request)",
+    )
+    up.add_argument(
+        "--bcast-card",
+        choices=("usim", "csim"),
+        default="usim",
+        help="with --bcast: key the requests with the USIM (GBA_U, username the B-TID; the "
+        "default) or the CSIM-like application ((R-)UIM RK, username the NAI)",
     )
     admin_cli.api_options(up)
 
@@ -671,7 +695,7 @@ async def _start_bcast(stack: Any, settings: Settings, args: argparse.Namespace,
     port = b.port if args.bsm_port is None else args.bsm_port
     ltkm_port = b.ltkm_port if args.ltkm_port is None else args.ltkm_port
     bcast = await start_embedded_bcast(
-        settings, stack.gateway.link, bsf, port=port, ltkm_port=ltkm_port
+        settings, stack.gateway.link, bsf, port=port, ltkm_port=ltkm_port, via=args.bcast_card
     )
     print(f"BSM ready: {bcast.bsm.url} (NAF {b.fqdn})", flush=True)
     print(f"BSP-C: LTKMs on UDP {settings.gateway.host}:{bcast.ltkm_port}", flush=True)
@@ -914,6 +938,8 @@ def _card_action(args: argparse.Namespace, settings: Settings) -> int:
             return _psk(args, keys)
         case "usim":
             return _usim(args, image)
+        case "csim":
+            return _csim(args, image)
         case "acp":
             return _card_acp(args, image)
         case "policy":
@@ -961,6 +987,36 @@ def _usim(args: argparse.Namespace, image: CardImage) -> int:
                 print("openscws: the card has no USIM subscription", file=sys.stderr)
                 return 1
             print("USIM subscription removed")
+    return 0
+
+
+def _csim(args: argparse.Namespace, image: CardImage) -> int:
+    from openscws.bcast.keys import DEFAULT_RK_DERIVATION
+    from openscws.uicc.csim import CsimKeys, CsimSecrets
+
+    secrets = CsimSecrets(image)
+    match args.csim_action:
+        case "set":
+            try:
+                rk, rand = bytes.fromhex(args.rk), bytes.fromhex(args.rand)
+            except ValueError:
+                raise ConfigError("--rk and --rand are hex") from None
+            keys = CsimKeys(args.nai, rk, rand, args.derivation or DEFAULT_RK_DERIVATION)
+            secrets.set_keys(keys)
+            print(f"CSIM: NAI {keys.nai}, RK stored ({keys.derivation})")
+        case "show":
+            stored = secrets.keys()
+            if stored is None:
+                print("CSIM: no subscription (`openscws card csim set`)")
+                return 0
+            print(f"CSIM: NAI {stored.nai}, RK derivation {stored.derivation}")
+            for domain, key_id in sorted(secrets.bcast().msks):
+                print(f"  SEK/PEK {domain.hex()}/{key_id.hex()}")
+        case "rm":
+            if not secrets.remove():
+                print("openscws: the card has no CSIM subscription", file=sys.stderr)
+                return 1
+            print("CSIM subscription removed")
     return 0
 
 

@@ -7,12 +7,15 @@ and nothing reaches the card's key store."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import pytest
+from bcast_fixtures import make_store
 
 from openscws.aio.links import InProcessLink
 from openscws.bcast.bsm import BsmCore, MemoryStore
+from openscws.bcast.bspc import BspcError
 from openscws.bcast.ltkm import Ltkm, build_ltkm
 from openscws.bcast.mikey import MikeyError
 from openscws.bcast.server import ZnKeys, start_bsm
@@ -25,6 +28,7 @@ from openscws.bsf.server import start_bsf
 from openscws.bsf.service import BsfService
 from openscws.ras.vault import Vault
 from openscws.uicc.card import CardIdentity, VirtualUicc
+from openscws.uicc.csim import CsimApp, CsimKeys, CsimSecrets
 from openscws.uicc.usim import UsimApp, UsimKeys, UsimSecrets
 
 K = bytes.fromhex("465b5ce8b199b49faa5f0a2ee238a6bc")
@@ -135,3 +139,72 @@ def test_service_request_and_ltkm_into_the_card(tmp_path: Path) -> None:
         asyncio.run(main())
     finally:
         db.dispose()
+
+
+NAI = "user@ruim.example.org"
+RK = bytes.fromhex("00112233445566778899aabbccddeeff")
+RAND = bytes.fromhex("0a0b0c")
+
+
+def _csim_card(nai: str = NAI) -> VirtualUicc:
+    secrets = Secrets()
+    CsimSecrets(secrets).set_keys(CsimKeys(nai, RK, RAND))
+    return VirtualUicc(
+        CardIdentity("8988211000000000002"), csim=CsimApp.from_secrets(CsimSecrets(secrets))
+    )
+
+
+def test_ruim_path_nai_and_rk_into_the_card(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """(R-)UIM: the NAI is the username, the card's Auth-Key the password, the BSM checks the
+    NAI against its RK store (401, then 200) and the LTKM under TK goes into the card; a card
+    whose NAI the BSM does not know gets 401 twice and no subscription."""
+    store = make_store(tmp_path / "bsm")
+    store.add_key(KEY, SEK)
+    store.add_item("urn:pi:news", [KEY])
+    store.add_rk_subscriber(NAI, RK, RAND)
+    card, stranger = _csim_card(), _csim_card("nobody@ruim.example.org")
+    caplog.set_level(logging.INFO, logger="openscws.bcast.terminal")
+
+    async def main() -> None:
+        link = InProcessLink(card)
+        await link.power_on()
+        terminal = TerminalBcast(link, "", "", BSM, ltkm_port=0, via="csim")
+        port = await terminal.listen()
+        core = BsmCore(BSM, store, store.rk_user_keys)
+        bsm = await start_bsm(core, ltkm_port=port, resend_s=30.0)
+        terminal.bsm_url = bsm.url
+        try:
+            response = await terminal.subscribe(("urn:pi:news",))
+            assert response.status is StatusCode.SUCCESS
+            outcome = await asyncio.wait_for(terminal.received.get(), 10)
+            assert outcome.key == KEY
+            for _ in range(200):
+                if bsm.pusher.acknowledged:
+                    break
+                await asyncio.sleep(0.01)
+            assert bsm.pusher.acknowledged == 1
+            other_link = InProcessLink(stranger)
+            await other_link.power_on()
+            other = TerminalBcast(other_link, "", bsm.url, BSM, ltkm_port=0, via="csim")
+            with pytest.raises(BspcError) as refused:
+                await other.subscribe(("urn:pi:news",))
+            assert refused.value.status == 401
+        finally:
+            terminal.close()
+            await bsm.stop()
+
+    try:
+        asyncio.run(main())
+        assert store.subscriptions(NAI) == frozenset({"urn:pi:news"})
+        assert store.subscriptions("nobody@ruim.example.org") == frozenset()
+    finally:
+        store.db.dispose()
+    lines = [r.getMessage() for r in caplog.records]
+    statuses = [line.rsplit(": ", 1)[1] for line in lines if "/bcast/" in line]
+    assert statuses == ["401", "200", "401", "401"]
+    assert card.csim is not None
+    assert card.csim.state.msk(KEY.key_domain, KEY.key_id) == SEK
+    assert stranger.csim is not None
+    assert stranger.csim.state.msk(KEY.key_domain, KEY.key_id) is None

@@ -2,7 +2,9 @@
 gateway. With a catalogue made by `openscws bsm`, `--bcast-item` sends the Service Request at
 start: the card bootstraps (GBA_U), the request gets 401 then 200, the LTKM arrives over UDP
 and the USIM takes it (its MBMS state, EF_MSK's source, holds the key afterwards), and the BSM
-lists the subscription."""
+lists the subscription. The same with the card's CSIM-like application ((R-)UIM): the NAI is
+the username, the Auth-Key from the card's RK the password, and the LTKM goes into that
+application."""
 
 from __future__ import annotations
 
@@ -13,13 +15,18 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from openscws.store.cardimage import CardImage
+from openscws.uicc.csim import CsimSecrets
 from openscws.uicc.usim import UsimSecrets
 
 K = "465b5ce8b199b49faa5f0a2ee238a6bc"
 OP = "cdc202d5123e20f62b6d676ac72cb318"
 IMSI = "001010123456789"
 KEY = "00f110/00010002"
+NAI = "subscriber@ruim.openscws.test"
+RK = "00112233445566778899aabbccddeeff"
 
 
 def _cli(xdg: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -33,8 +40,9 @@ def _cli(xdg: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.parametrize("via", ["usim", "csim"])
 def test_up_bcast_subscribes_the_card(  # type: ignore[no-untyped-def]
-    openscws_proc, free_port: Callable[[], int], tmp_path: Path
+    openscws_proc, free_port: Callable[[], int], tmp_path: Path, via: str
 ) -> None:
     card_dir = tmp_path / "card"
     xdg = tmp_path / "logs" / "xdg-data"  # the one openscws_proc gives `up`
@@ -46,6 +54,8 @@ def test_up_bcast_subscribes_the_card(  # type: ignore[no-untyped-def]
         ("bsm", "key", "add", KEY, *bsm),
         ("bsm", "service", "add", "urn:svc:news", *bsm),
         ("bsm", "item", "add", "urn:pi:news", "--key", KEY, "--service", "urn:svc:news", *bsm),
+        ("card", "csim", "set", "--data-dir", card_dir, "--nai", NAI, "--rk", RK, "--rand", "0a0b"),
+        ("bsm", "ruim", "add", NAI, "--rk", RK, "--rand", "0a0b", *bsm),
     ):
         done = _cli(xdg, *args)
         assert done.returncode == 0, done.stderr
@@ -54,7 +64,8 @@ def test_up_bcast_subscribes_the_card(  # type: ignore[no-untyped-def]
         "up", "--data-dir", card_dir, "--no-admin", "--port-map", f"3516={ports[0]}",
         "--port-map", f"4116={ports[1]}", "--bcast", "--bsf-port", str(ports[2]),
         "--zn-port", str(ports[3]), "--bsm-port", str(ports[4]), "--ltkm-port", "0",
-        "--bcast-item", "urn:pi:news", "--bcast-item", "urn:pi:none", "-v", name="up",
+        "--bcast-item", "urn:pi:news", "--bcast-item", "urn:pi:none", "--bcast-card", via,
+        name="up",
     )  # fmt: skip
     assert up.wait_for("BSM ready:").split()[2] == f"http://127.0.0.1:{ports[4]}/"
     up.wait_for("BSP-C: LTKMs on UDP 127.0.0.1:")
@@ -75,10 +86,14 @@ def test_up_bcast_subscribes_the_card(  # type: ignore[no-untyped-def]
     assert listed.returncode == 0, listed.stderr
     user, ref, _since = listed.stdout.splitlines()[0].split("\t")
     assert ref == "urn:pi:news"
-    assert user.endswith("@bsf.openscws.test")
     image = CardImage.open(card_dir)
     try:
-        mbms = UsimSecrets(image).mbms()
+        if via == "usim":
+            assert user.endswith("@bsf.openscws.test")
+            mbms = UsimSecrets(image).mbms()
+        else:
+            assert user == NAI
+            mbms = CsimSecrets(image).bcast()
     finally:
         image.close()
     domain, key_id = (bytes.fromhex(x) for x in KEY.split("/"))

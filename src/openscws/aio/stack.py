@@ -20,7 +20,7 @@ from openscws.aio.gateway import Gateway, GatewayConfig
 from openscws.aio.links import CardLink, InProcessLink
 from openscws.config import AdminSettings, Settings
 from openscws.errors import StoreError
-from openscws.scws.card import admin_agent, build_card, host_policy_for, usim_app
+from openscws.scws.card import admin_agent, build_card, csim_app, host_policy_for, usim_app
 from openscws.store.cardimage import CardImage
 from openscws.store.running import RunningLock
 from openscws.terminal.engine import TerminalEngine
@@ -90,6 +90,7 @@ def card_of(
         psk=psk,
         agent=agent,
         usim=usim_app(image),
+        csim=csim_app(image),
         started=time.time(),
         host_policy=host_policy_for(settings.card, local),
     )

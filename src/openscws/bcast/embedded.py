@@ -6,14 +6,16 @@ managed with `openscws bsm ...` (or its management API) while `up` runs. It lear
 a B-TID from this process's BSF over Zn, as any NAF: at each start the BSF issues it a new Zn
 token for its FQDN (bsm.fqdn). (R-)UIM subscribers by NAI come from its RK store. The terminal
 side is `openscws.bcast.terminal.TerminalBcast` on the gateway's card link: the card is the
-BSF's GBA_U subscriber (`up --gba`), so its LTKMs go into the USIM."""
+BSF's GBA_U subscriber (`up --gba`), so its LTKMs go into the USIM; or, with the CSIM-like
+application (`up --bcast-card csim`), the NAI and the RK's Auth-Key key the requests and the
+LTKMs go into that application."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from openscws.aio.links import CardLink
 from openscws.bcast.bsm import BsmCore
@@ -73,10 +75,17 @@ class EmbeddedBcast:
 
 
 async def start_embedded_bcast(
-    settings: Settings, link: CardLink, bsf: Any, *, port: int, ltkm_port: int
+    settings: Settings,
+    link: CardLink,
+    bsf: Any,
+    *,
+    port: int,
+    ltkm_port: int,
+    via: Literal["usim", "csim"] = "usim",
 ) -> EmbeddedBcast:
     """Starts the BSM on gateway.host:port and the BSP-C's LTKM listener on ltkm_port (0: any);
-    `bsf` is the running `BsfServer` of this process."""
+    `bsf` is the running `BsfServer` of this process; `via`: the card application the
+    terminal keys its requests with (`TerminalBcast.via`)."""
     from openscws.ras.db import NotFound
 
     fqdn = settings.bsm.fqdn
@@ -98,7 +107,7 @@ async def start_embedded_bcast(
 
     store, token = await asyncio.to_thread(prepare)
     loop = asyncio.get_running_loop()
-    terminal = TerminalBcast(link, bsf.ub_url, "", fqdn, host=host, ltkm_port=ltkm_port)
+    terminal = TerminalBcast(link, bsf.ub_url, "", fqdn, host=host, ltkm_port=ltkm_port, via=via)
     try:
         bound = await terminal.listen()
         core = BsmCore(

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Literal
 
 from openscws.aio.links import CardLink
 from openscws.bcast.bspc import BspcExchange, HttpRequest, LtkmReceiver
@@ -27,26 +27,70 @@ from openscws.bcast.keys import mbms_keys_gba_me, mrk_from_naf_key
 from openscws.bcast.ltkm import Ltkm, peek
 from openscws.bcast.mikey import LTKM_UDP_PORT, MikeyDecodeError, MikeyError
 from openscws.bcast.sprov import KeyId, MessageKind, Request, Response
-from openscws.gba.client import CardAka, GbaClient, http_request
+from openscws.gba.client import CardAka, GbaClient, GbaError, http_request
 from openscws.gba.kdf import UA_MBMS
-from openscws.gba.uicc import status_of
+from openscws.gba.uicc import CardRefused, read_binary, select_ef, status_of
+from openscws.uicc.csim import CSIM_AID, EF_NAI, P2_BCAST_KEYS, P2_RK
 
-__all__ = ["LtkmOutcome", "TerminalBcast", "card_msk_update"]
+__all__ = ["CardRk", "LtkmOutcome", "TerminalBcast", "card_msk_update"]
 
 log = logging.getLogger(__name__)
 
 AUTHENTICATE_MBMS: Final = bytes((0x00, 0x88, 0x00, 0x85))
 """AUTHENTICATE, P2 85: the USIM's MBMS security context (TS 31.102 §7.1.2.5)."""
 MSK_UPDATE: Final = b"\x01"
+AUTHENTICATE_CSIM_KEYS: Final = bytes((0x00, 0x88, 0x00, P2_BCAST_KEYS))
+"""AUTHENTICATE in the CSIM-like application's BCAST key context (project's reading)."""
+AUTHENTICATE_RK: Final = bytes((0x00, 0x88, 0x00, P2_RK, 0x00))
+SELECT_CSIM: Final = bytes((0x00, 0xA4, 0x04, 0x00, 7)) + CSIM_AID[:7]
 
 
-def card_msk_update(ltkm: bytes) -> bytes:
-    """The AUTHENTICATE APDU handing one LTKM to the USIM (short Lc: up to 254 bytes of LTKM;
-    the data coding is `openscws.uicc.mbms`'s)."""
+def card_msk_update(ltkm: bytes, *, csim: bool = False) -> bytes:
+    """The AUTHENTICATE APDU handing one LTKM to the USIM (P2 85) or to the CSIM-like
+    application (P2 91); short Lc: up to 254 bytes of LTKM. The data coding is
+    `openscws.uicc.mbms`'s."""
     data = MSK_UPDATE + ltkm
     if len(data) > 255:
         raise MikeyDecodeError(f"LTKM of {len(ltkm)} bytes does not fit one short APDU")
-    return AUTHENTICATE_MBMS + bytes((len(data),)) + data + b"\x00"
+    head = AUTHENTICATE_CSIM_KEYS if csim else AUTHENTICATE_MBMS
+    return head + bytes((len(data),)) + data + b"\x00"
+
+
+class CardRk:
+    """The CSIM-like application through a card link (`openscws.uicc.csim`): its NAI and the
+    Auth-Key it derives from its RK (TK stays in the card)."""
+
+    def __init__(self, link: CardLink) -> None:
+        self.link = link
+
+    async def _send(self, apdu: bytes, what: str) -> bytes:
+        response = await self.link.transmit(apdu)
+        _, sw = status_of(response)
+        if sw >> 8 == 0x61:  # T=0: the answer waits behind GET RESPONSE
+            response = await self.link.transmit(bytes((0x00, 0xC0, 0x00, 0x00, sw & 0xFF)))
+        data, sw = status_of(response)
+        if sw != 0x9000:
+            raise CardRefused(what, sw)
+        return data
+
+    async def select(self) -> None:
+        await self._send(SELECT_CSIM, "SELECT the CSIM")
+
+    async def nai(self) -> str:
+        await self.select()
+        await self._send(select_ef(EF_NAI), "SELECT EF_NAI")
+        raw = await self._send(read_binary(0), "READ BINARY EF_NAI")
+        try:
+            return raw.decode()
+        except UnicodeDecodeError:
+            raise GbaError("EF_NAI is not UTF-8") from None
+
+    async def auth_key(self) -> bytes:
+        await self.select()
+        data = await self._send(AUTHENTICATE_RK, "AUTHENTICATE (RK context)")
+        if len(data) < 2 or data[0] != 0xDB or len(data) != 2 + data[1]:
+            raise GbaError("the CSIM's RK context answer is not DB L Auth-Key")
+        return data[2:]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,9 +110,13 @@ class TerminalBcast:
     bsm_fqdn: str
     host: str = "127.0.0.1"
     ltkm_port: int = LTKM_UDP_PORT
+    via: Literal["usim", "csim"] = "usim"
+    """The card application keyed with: the USIM (GBA, username the B-TID) or the CSIM-like
+    application ((R-)UIM, its RK; username the NAI)."""
     gba: GbaClient = field(init=False)
     received: asyncio.Queue[LtkmOutcome] = field(default_factory=asyncio.Queue)
     _card: CardAka = field(init=False)
+    _rk: CardRk = field(init=False)
     _receiver: LtkmReceiver | None = field(default=None, repr=False)
     _transport: asyncio.DatagramTransport | None = None
     _requests: int = 0
@@ -76,6 +124,7 @@ class TerminalBcast:
 
     def __post_init__(self) -> None:
         self._card = CardAka(self.link)
+        self._rk = CardRk(self.link)
         self.gba = GbaClient(self._card, self.bsf_url)
 
     # -- the LTKM listener --------------------------------------------------------------------
@@ -126,11 +175,15 @@ class TerminalBcast:
                 return LtkmOutcome(None, refused=exc.reason), b""
             return _outcome(ltkm), ack or b""
         try:
-            apdu = card_msk_update(data)
+            apdu = card_msk_update(data, csim=self.via == "csim")
             domain, key_id, counter = peek(data)
         except MikeyError as exc:
             return LtkmOutcome(None, refused=exc.reason), b""
-        await self._card.select()
+        if self.via == "csim":
+            await self._rk.select()
+        else:
+            self._card._selected = False  # the CSIM or another application may be selected
+            await self._card.select()
         answer, sw = status_of(await self.link.transmit(apdu))
         if sw != 0x9000:
             return LtkmOutcome(None, refused=f"the card answered {sw:04X}"), b""
@@ -140,6 +193,10 @@ class TerminalBcast:
     # -- provisioning ---------------------------------------------------------------------------
 
     async def _srk(self) -> tuple[str, bytes]:
+        if self.via == "csim":
+            self._receiver = None
+            nai = await self._rk.nai()
+            return nai, await self._rk.auth_key()
         boot = await self.gba.valid_bootstrap()
         naf_key = await self.gba.naf_key(self.bsm_fqdn, UA_MBMS)
         if boot.gba == "GBA_ME":
