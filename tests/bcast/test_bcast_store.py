@@ -15,7 +15,7 @@ from bcast_fixtures import make_store
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from openscws.bcast.bsm import BsmCore, UserKeys
+from openscws.bcast.bsm import BsmCore, Change, StoreView, UserKeys
 from openscws.bcast.bspc import BspcError, BspcExchange, HttpRequest, LtkmReceiver
 from openscws.bcast.keys import mbms_keys_gba_me, rk_keys
 from openscws.bcast.models import RkSubscriber, ServiceKey
@@ -121,6 +121,38 @@ def test_commit_is_all_or_nothing(sql_store: SqlStore) -> None:
     assert sql_store.commit(USER, add=[], remove=[], tokens=0, ltkms=1) == 4
 
 
+def test_transact_decides_on_its_own_view(sql_store: SqlStore) -> None:
+    fill(sql_store)
+    seen: list[StoreView] = []
+
+    def subscribe(view: StoreView) -> Change:
+        seen.append(view)
+        return Change(add=("urn:pi:news",), tokens=2, ltkms=1)
+
+    assert sql_store.transact(USER, ["urn:pi:news", "urn:pi:none"], [K2], subscribe) == 1
+    assert seen[0] == StoreView(
+        frozenset(), {"urn:pi:news": (K1,), "urn:pi:none": None}, frozenset({K2})
+    )
+    unknown = KeyId(b"\x00\x00\x01", b"\x00\x00\x00\x01")
+    assert sql_store.transact(USER, [], [K1, unknown], lambda v: seen.append(v) or Change()) == 0
+    assert seen[1].subscribed == {"urn:pi:news"}
+    assert seen[1].item_keys == {"urn:pi:news": (K1,)}  # the subscribed items' keys
+    assert seen[1].known_keys == {K1}
+    assert sql_store.tokens(USER) == 2
+
+    def fails(view: StoreView) -> Change:
+        raise RuntimeError("decided nothing")
+
+    with pytest.raises(RuntimeError):
+        sql_store.transact(USER, ["urn:pi:sport"], [], fails)
+    with pytest.raises(IntegrityError):  # an item gone meanwhile fails the whole transaction
+        sql_store.transact(USER, [], [], lambda v: Change(add=("urn:pi:gone",), tokens=5, ltkms=3))
+    assert sql_store.subscriptions(USER) == {"urn:pi:news"}
+    assert sql_store.tokens(USER) == 2
+    assert sql_store.transact(USER, [], [], lambda v: Change(remove=("urn:pi:news",), ltkms=1)) == 2
+    assert sql_store.subscriptions(USER) == frozenset()
+
+
 def _service(store: SqlStore) -> tuple[Response, list[bytes]]:
     keys = mbms_keys_gba_me(bytes(range(32)))
     assert keys.muk is not None
@@ -169,12 +201,21 @@ def test_postgresql_counters_never_shared(pg_store: SqlStore) -> None:
             with lock:
                 firsts.append(first)
 
+    def transactor() -> None:
+        for _ in range(10):
+            first = pg_store.transact(
+                USER, ["urn:pi:sport"], [], lambda v: Change(add=("urn:pi:sport",), ltkms=2)
+            )
+            with lock:
+                firsts.append(first)
+
     threads = [threading.Thread(target=worker) for _ in range(4)]
+    threads += [threading.Thread(target=transactor) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert sorted(firsts) == list(range(1, 81, 2))
+    assert sorted(firsts) == list(range(1, 161, 2))
     assert pg_store.tokens(USER) == 40
     response, _ = _service(pg_store)
     assert response.status is StatusCode.SUCCESS

@@ -9,15 +9,17 @@ sealed with the master key."""
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import BindParameter, Executable, Select, bindparam, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from openscws.bcast.bsm import UserKeys
+from openscws.bcast.bsm import Change, StoreView, UserKeys
 from openscws.bcast.db import BsmDatabase
 from openscws.bcast.keys import DEFAULT_RK_DERIVATION, RK_DERIVATIONS, BcastKeyError, rk_keys
 from openscws.bcast.models import (
@@ -89,10 +91,76 @@ def _where(key: KeyId) -> str:
     return f"bsm/key/{key.key_domain.hex()}/{key.key_id.hex()}"
 
 
+@dataclass(slots=True)
+class _Cache:
+    """What a request needs and never changes once written, kept in memory: SEK/PEK values
+    (never changed nor removed) and the keys derived from an (R-)UIM subscriber's RK (its row
+    is never changed), for `ttl` seconds. Bounded; cleared when full."""
+
+    ttl: float = 300.0
+    size: int = 100_000
+    keys: dict[KeyId, bytes] = field(default_factory=dict, repr=False)
+    users: dict[str, tuple[float, UserKeys]] = field(default_factory=dict, repr=False)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class _Statements:
+    """The statements of `SqlStore.transact`, built once per dialect (SQLAlchemy caches their
+    compiled form; building them per request cost more than running them)."""
+
+    create: Executable
+    lock: Select[int]
+    subscribed: Select[str]
+    items: Select[str]
+    item_keys: Select[str, bytes, bytes]
+    keys: Select[bytes, bytes]
+    count: Executable
+    subscribe: Executable
+    unsubscribe: Executable
+
+
+def _statements(insert: Callable[..., Any]) -> _Statements:
+    u: BindParameter[str] = bindparam("u")
+    return _Statements(
+        create=insert(Subscriber)
+        .values(username=u, tokens=0, counter=0, created_ms=bindparam("now"))
+        .on_conflict_do_nothing(index_elements=["username"]),
+        lock=select(Subscriber.counter).where(Subscriber.username == u).with_for_update(),
+        subscribed=select(Subscription.ref).where(Subscription.username == u),
+        items=select(PurchaseItem.ref).where(
+            PurchaseItem.ref.in_(bindparam("refs", expanding=True))
+        ),
+        item_keys=select(ItemKey.ref, ItemKey.key_domain, ItemKey.key_id).where(
+            ItemKey.ref.in_(bindparam("refs", expanding=True))
+        ),
+        keys=select(ServiceKey.key_domain, ServiceKey.key_id).where(
+            ServiceKey.key_domain.in_(bindparam("domains", expanding=True))
+        ),
+        count=update(Subscriber)
+        .where(Subscriber.username == u)
+        .values(
+            counter=Subscriber.counter + bindparam("n"),
+            tokens=Subscriber.tokens + bindparam("t"),
+        ),
+        subscribe=insert(Subscription).values(
+            username=u, ref=bindparam("r"), created_ms=bindparam("now")
+        ),
+        unsubscribe=delete(Subscription).where(
+            Subscription.username == u, Subscription.ref.in_(bindparam("refs", expanding=True))
+        ),
+    )
+
+
+_PG: Final = _statements(pg_insert)
+_SQLITE: Final = _statements(sqlite_insert)
+
+
 class SqlStore:
     def __init__(self, db: BsmDatabase, vault: Vault) -> None:
         self.db = db
         self.vault = vault
+        self._cache = _Cache()
 
     @staticmethod
     def _now_ms() -> int:
@@ -274,7 +342,23 @@ class SqlStore:
             return list(s.scalars(select(RkSubscriber.nai).order_by(RkSubscriber.nai)))
 
     def rk_user_keys(self, nai: str) -> UserKeys | None:
-        """SRK = Auth-Key and SMK = TK of a NAI; None for an unknown NAI."""
+        """SRK = Auth-Key and SMK = TK of a NAI; None for an unknown NAI. Kept in memory for
+        a while (the RK store is only ever added to)."""
+        now = time.monotonic()
+        cache = self._cache
+        with cache.lock:
+            hit = cache.users.get(nai)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        found = self._rk_user_keys(nai)
+        if found is not None:
+            with cache.lock:
+                if len(cache.users) >= cache.size:
+                    cache.users.clear()
+                cache.users[nai] = (now + cache.ttl, found)
+        return found
+
+    def _rk_user_keys(self, nai: str) -> UserKeys | None:
         with self.db.read() as s:
             row = s.get(RkSubscriber, nai)
             if row is None:
@@ -295,10 +379,74 @@ class SqlStore:
         return tuple(sorted((KeyId(d, k) for d, k in rows), key=_order))
 
     def key(self, key: KeyId) -> bytes | None:
+        cache = self._cache
+        with cache.lock:
+            value = cache.keys.get(key)
+        if value is not None:
+            return value
         with self.db.read() as s:
             row = s.get(ServiceKey, (key.key_domain, key.key_id))
             blob = None if row is None else row.value
-        return None if blob is None else self.vault.unseal(blob, _where(key))
+        if blob is None:
+            return None
+        value = self.vault.unseal(blob, _where(key))
+        with cache.lock:
+            if len(cache.keys) >= cache.size:
+                cache.keys.clear()
+            cache.keys[key] = value
+        return value
+
+    def transact(
+        self,
+        user: str,
+        refs: Collection[str],
+        keys: Collection[KeyId],
+        decide: Callable[[StoreView], Change],
+    ) -> int:
+        """One write transaction with the subscriber's row locked: the view, the change
+        `decide` makes of it, its tokens and its LTKM counters (see the module docstring).
+        The statements are built once (`_Statements`) and run on the session's connection:
+        this is the path every service request takes."""
+        now = self._now_ms()
+        q = _PG if self.db.is_postgresql else _SQLITE
+        with self.db.write() as s:
+            c = s.connection()
+            c.execute(q.create, {"u": user, "now": now})
+            counter = int(c.execute(q.lock, {"u": user}).scalar_one())
+            have = frozenset(c.execute(q.subscribed, {"u": user}).scalars())
+            wanted = {*refs, *have}
+            found = set(c.execute(q.items, {"refs": list(wanted)}).scalars())
+            item_keys: dict[str, list[KeyId]] = {ref: [] for ref in found}
+            if found:
+                for ref, domain, key_id in c.execute(q.item_keys, {"refs": list(found)}):
+                    item_keys[ref].append(KeyId(domain, key_id))
+            known: frozenset[KeyId] = frozenset()
+            if keys:
+                domains = list({k.key_domain for k in keys})
+                rows = c.execute(q.keys, {"domains": domains})
+                known = frozenset(KeyId(d, k) for d, k in rows) & frozenset(keys)
+            view = StoreView(
+                have,
+                {
+                    ref: tuple(sorted(item_keys[ref], key=_order)) if ref in found else None
+                    for ref in wanted
+                },
+                known,
+            )
+            change = decide(view)
+            if not change:
+                return 0
+            first = counter + 1
+            if first + change.ltkms - 1 > 0xFFFFFFFF:
+                raise RasError("the MIKEY counter of this subscriber is exhausted")
+            c.execute(q.count, {"u": user, "n": change.ltkms, "t": change.tokens})
+            new = [ref for ref in dict.fromkeys(change.add) if ref not in have]
+            if new:
+                c.execute(q.subscribe, [{"u": user, "r": ref, "now": now} for ref in new])
+            gone = [ref for ref in change.remove if ref in have]
+            if gone:
+                c.execute(q.unsubscribe, {"u": user, "refs": gone})
+        return first
 
     def subscriptions(self, user: str) -> frozenset[str]:
         with self.db.read() as s:
