@@ -201,10 +201,12 @@ class _BsmApp(SmallApp):
                 return
             if not message.get("more_body"):
                 break
+        args = (scope["method"], scope["path"], headers, bytes(body), client)
         try:
-            answer = await asyncio.to_thread(
-                self.bsm_handler, scope["method"], scope["path"], headers, bytes(body), client
-            )
+            if "authorization" in headers:
+                answer = await asyncio.to_thread(self.bsm_handler, *args)
+            else:  # answered before any lookup (a challenge): no worker thread needed
+                answer = self.bsm_handler(*args)
         except Exception:
             log.exception("BSM: the request failed")
             answer = HttpAnswer(500)
