@@ -79,15 +79,15 @@ def render(result: dict[str, Any]) -> str:
         cpu = base["server_cpu_ms_per_request"] / this["server_cpu_ms_per_request"]
         rate = this["requests_per_s"] / base["requests_per_s"]
         ratios.append(
-            f"{db}: server CPU per request {cpu:.2f}x less than the baseline; "
-            f"requests/s {rate:.2f}x the baseline's on the same loaded machine."
+            f"- {db}: server CPU per request {cpu:.2f}x less than the baseline's; requests/s\n"
+            f"  {rate:.2f}x the baseline's on the same loaded machine."
         )
     return (
         "## BCAST service requests against the baseline\n\n"
         "benchmarks/bench_bsm_vs.py runs benchmarks/bench_bsm.py of the baseline tree and of\n"
         "this one, alternating, in one run. One request: the 401 and the Digest retry, the\n"
         "subscription and LTKM counter committed, the LTKM pushed over UDP, opened and\n"
-        f"acknowledged. {result['clients']} terminals, {result['requests']} requests a cell, "
+        f"acknowledged. {result['clients']} terminals, {result['requests']} requests a cell,\n"
         f"{result['rounds']} rounds a side (medians), {platform.python_implementation()} "
         f"{platform.python_version()}, {os.cpu_count()} CPUs shared with the load generator\n"
         "and with other jobs (the load average column).\n\n"
