@@ -23,6 +23,10 @@ READY_TIMEOUT = 20.0
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # The gateway's SMS entry point defaults to the fixed port 3517; a test run must not clash
+    # with an openscws already running on this machine, so every process of the run gets one
+    # free port instead (the admin side reads the same setting to find the gateway).
+    os.environ.setdefault("OPENSCWS_GATEWAY_SMS_PORT", str(free_port()))
     config.addinivalue_line(
         "markers", "e2e: runs openscws as a subprocess and talks to it over real sockets"
     )

@@ -93,6 +93,16 @@ def _check_acp(doc: dict[str, Any], out: str, tmp: Path) -> None:
     assert "| 50 rules |" in out
 
 
+def _check_link(doc: dict[str, Any], out: str, tmp: Path) -> None:
+    rows = doc["rows"]
+    assert list(rows) == ["in-process", "TA1 = 96 (512/32)"]
+    assert rows["in-process"]["load_ms"]["median"] > 0
+    # The timed link is slower than the in-process one: the page crossed it.
+    assert rows["TA1 = 96 (512/32)"]["load_ms"]["median"] > rows["in-process"]["load_ms"]["median"]
+    assert rows["in-process"]["resources"] >= 3
+    assert "| in-process (`direct`) |" in out
+
+
 def _check_bsm(doc: dict[str, Any], out: str, tmp: Path) -> None:
     cells = doc["cells"]
     assert [c["db"] for c in cells] == ["sqlite"]
@@ -179,6 +189,9 @@ QUICK: dict[str, Quick] = {
     "bench_gba.py": Quick(
         ("--bootstraps", "6", "--clients", "2", "--json", "JSON", "--docs", "DOCS"),
         check=_check_gba,
+    ),
+    "bench_link.py": Quick(
+        ("--json", "JSON"), tools=(("chromium", "chromium"),), check=_check_link, timeout=240
     ),
     "bench_pcsc.py": Quick(
         ("--json", "JSON"), tools=(("pcscd", "pcscd"),), peers=_pcsc_peers, check=_check_pcsc

@@ -85,6 +85,13 @@ class CardSettings:
     """Largest resource body a remote administration command may store (larger: 413); at
     most what one GP Amendment B command can carry to the card (the admin server refuses a
     larger resource at once)."""
+    capacity: int = 1024 * 1024
+    """Bytes of storage the card has for web content (resource bodies); `openscws dev` warns
+    when a site needs more. Set it to the target card's figure (cards hosting an SCWS range
+    from a few hundred KiB to several MiB)."""
+    apps: tuple[str, ...] = ()
+    """Card applications to mount besides the installed ones (entry point group
+    "openscws.card_apps"), each "module:attribute" (docs/card-apps.md)."""
     admin_tls_suites: tuple[str, ...] = ()
     """Suites the card's admin agent offers the admin server; empty: its `tls_profile`'s list
     ("compat" adds TLS 1.0/1.1 and both SCWS §11.1.1.1 suites). Else some of
@@ -117,6 +124,11 @@ class GatewaySettings:
     vpcd_host:vpcd_port) or "pcsc" (a card in a PC/SC reader, through pcscd)."""
     pcsc_reader: str = ""
     """With card_link "pcsc": part of the reader's name; empty: the first reader with a card."""
+    link: str = "direct"
+    """How fast the card link is: "direct" (as fast as the link goes) or "iso7816[:params]",
+    a card's contacts per ISO/IEC 7816-3, e.g. "iso7816:F=512,D=16" or "iso7816:ta1=0x96"
+    (f clock, default 3.57 MHz; F/D or ta1; N extra guard time; turnaround per APDU):
+    docs/link-timing.md. Not with card_link "pcsc": a real card has its own timing."""
     sms_port: int = 3517
     """Loopback port of the terminal's local SMS endpoint (POST /sms: an SMS-DELIVER TPDU in,
     the card's PoR out), where the admin server's "local" sender delivers triggers; 0: off."""
@@ -259,6 +271,21 @@ class BsmSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class DmSettings:
+    client_tree: Path = field(
+        default_factory=lambda: default_data_dir() / "dm-client" / "tree.json"
+    )
+    """The terminal's DM client (`openscws dm client`, `up --dm`): its management tree
+    (DevInfo, DevDetail, the DM accounts with their credentials; a 0600 file)."""
+    client_account: str = "1"
+    """The DM account (./DMAcc/<x>) `dm client run` uses when --account is not given."""
+    client_wbxml: bool = False
+    """Send DM messages as WBXML (application/vnd.syncml.dm+wbxml) instead of XML."""
+    client_timeout: float = 30.0
+    """Seconds the DM client waits for a connection or an answer of the DM server."""
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     card: CardSettings = field(default_factory=CardSettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
@@ -267,6 +294,7 @@ class Settings:
     admin: AdminSettings = field(default_factory=AdminSettings)
     bsf: BsfSettings = field(default_factory=BsfSettings)
     bsm: BsmSettings = field(default_factory=BsmSettings)
+    dm: DmSettings = field(default_factory=DmSettings)
 
     def __post_init__(self) -> None:
         problem = _problem(self)
@@ -319,6 +347,7 @@ def _problem(s: Settings) -> str | None:
             (1, MAX_ADMIN_RESOURCE),
             " (what one GP Amendment B command carries to the card)",
         ),
+        ("card.capacity", c.capacity, (1, 2**40), " (bytes)"),
         ("gateway.max_buffer_size", g.max_buffer_size, (1, 65535), " (ETSI TS 102 223 §8.55)"),
         ("gateway.vpcd_port", g.vpcd_port, PORT, ""),
         ("gateway.max_connections", g.max_connections, (1, 65535), " (per listener)"),
@@ -340,6 +369,7 @@ def _problem(s: Settings) -> str | None:
         ("gateway.busy_timeout", g.busy_timeout),
         ("gateway.poll_interval", g.poll_interval),
         ("gateway.connect_timeout", g.connect_timeout),
+        ("dm.client_timeout", s.dm.client_timeout),
         ("gateway.acp_refresh", g.acp_refresh),
         ("gateway.head_timeout", g.head_timeout),
         ("admin.trigger_interval", a.trigger_interval),
@@ -393,6 +423,14 @@ def _problem(s: Settings) -> str | None:
         return f"card.iccid: {iccid_why}"
     if not re.fullmatch(r"\+?[0-9]{3,20}", c.msisdn):
         return f"card.msisdn = {c.msisdn!r}: must be 3 to 20 digits, optionally after '+'"
+    from openscws.apdu.iso7816 import parse_link
+
+    try:
+        timed = parse_link(g.link) is not None
+    except ConfigError as exc:
+        return f"gateway.link = {g.link!r}: {exc}"
+    if timed and g.card_link == "pcsc":
+        return 'gateway.link: a card in a PC/SC reader has its own timing (card_link = "pcsc")'
     return None
 
 
@@ -462,7 +500,7 @@ def _convert(
         raise ConfigError(f"[{where}]: {e}") from None
 
 
-_SECTIONS = ("card", "gateway", "trace", "ca", "admin", "bsf", "bsm")
+_SECTIONS = ("card", "gateway", "trace", "ca", "admin", "bsf", "bsm", "dm")
 _OPTIONAL_PATHS = frozenset({"pcap", "api_cert", "api_key"})
 
 

@@ -111,8 +111,25 @@ def run_doctor(settings: Settings, write: Callable[[str], None] = print) -> int:
     if missing:
         write(f"  all missing ones: scripts/install-peers (or apt-get install {' '.join(missing)})")
     _readers(write)
+    _card_apps(settings, write)
     _card(settings, write, gnutls_3des=bool(info["gnutls_3des"]))
     return 0
+
+
+def _card_apps(settings: Settings, say: Callable[[str], None]) -> None:
+    """The plug-in card applications the card would mount (docs/card-apps.md)."""
+    from openscws.cardapp import ENTRY_POINT_GROUP, load_card_apps
+
+    apps = load_card_apps(settings.card.apps)
+    if not apps:
+        say(f"card applications: none (entry point group {ENTRY_POINT_GROUP}, card.apps)")
+        return
+    say(f"card applications ({len(apps)}):")
+    for app in apps:
+        if app.error is None:
+            say(f"  {app.name:<16} on {app.prefix} ({app.target}, {app.source})")
+        else:
+            say(f"  {app.name:<16} NOT loaded: {app.error} ({app.target}, {app.source})")
 
 
 def _readers(say: Callable[[str], None]) -> None:

@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from openscws.aio.gateway import Gateway, GatewayConfig
-from openscws.aio.links import CardLink, InProcessLink
+from openscws.aio.links import CardLink, InProcessLink, TimedLink
+from openscws.apdu.iso7816 import parse_link
+from openscws.cardapp import load_card_apps
 from openscws.config import AdminSettings, Settings
 from openscws.errors import StoreError
 from openscws.scws.card import admin_agent, build_card, csim_app, host_policy_for, usim_app
@@ -93,6 +95,7 @@ def card_of(
         csim=csim_app(image),
         started=time.time(),
         host_policy=host_policy_for(settings.card, local),
+        apps=load_card_apps(settings.card.apps),
     )
 
 
@@ -129,6 +132,10 @@ def gateway_for(
 ) -> Gateway:
     """The terminal for `link`; `sms`: with the local SMS entry point (`gateway.sms_port`)."""
     g = settings.gateway
+    timing = parse_link(g.link)
+    if timing is not None:
+        log.info("%s", timing.describe())
+        link = TimedLink(link, timing)
     engine = TerminalEngine(max_buffer_size=g.max_buffer_size, poll_interval=g.poll_interval)
     config = GatewayConfig(
         host=g.host,

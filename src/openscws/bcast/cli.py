@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import secrets
 import signal
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -217,18 +216,7 @@ def serves(args: argparse.Namespace) -> bool:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from sqlalchemy.exc import DBAPIError
-
-    from openscws.ras.db import RasError
-
-    try:
-        return _dispatch(args, settings)
-    except (RasError, ConfigError, ValueError, OSError) as exc:
-        print(f"openscws: {exc}", file=sys.stderr)
-        return 2
-    except DBAPIError as exc:
-        print(f"openscws: database error: {exc.orig}", file=sys.stderr)
-        return 2
+    return _dispatch(args, settings)
 
 
 def _open(args: argparse.Namespace, settings: Settings, *, create: bool) -> SqlStore:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from openscws.agent.app import AdminAgentApp
 from openscws.agent.commands import ScwsAdminExecutor
 from openscws.agent.credentials import AgentSecrets
 from openscws.bip.card import BipServerApp, HandlerFactory, ServerConfig, StreamHandler
+from openscws.cardapp import LoadedApp
 from openscws.config import CardSettings
 from openscws.http.connection import HttpServerConnection
 from openscws.http.limits import RamBudget
@@ -41,14 +43,20 @@ def build_site(
     secret: bytes | None = None,
     started: float | None = None,
     host_policy: HostPolicy | None = None,
+    apps: Iterable[LoadedApp] = (),
 ) -> Site:
-    """The card's site: the image's resources and the card information application on
-    /app/info. `started` (unix seconds) is when the card started, for its uptime;
-    `host_policy` (default: local names, ports not checked) guards it against requests meant
+    """The card's site: the image's resources, the card information application on
+    /app/info and the plug-in card applications `apps` that loaded (`openscws.cardapp`).
+    `started` (unix seconds) is when the card started, for its uptime; `host_policy`
+    (default: local names, ports not checked) guards it against requests meant
     for other servers and cross-origin writes (`scws.guard`)."""
     policy = host_policy if host_policy is not None else HostPolicy()
     site = Site(store, card={"ICCID": iccid}, secret=secret, started=started, host_policy=policy)
     site.register_app(INFO_APP_PATH, CardInfoApp())
+    for loaded in apps:
+        if loaded.app is not None and loaded.prefix is not None:
+            site.register_app(loaded.prefix, loaded.app)
+            log.info("card application %s on %s", loaded.name, loaded.prefix)
     return site
 
 
@@ -163,14 +171,18 @@ def build_card(
     started: float | None = None,
     host_policy: HostPolicy | None = None,
     csim: CsimApp | None = None,
+    apps: Iterable[LoadedApp] = (),
 ) -> VirtualUicc:
     """The card, serving `settings.ports`; HTTPS ports need `tls` (the card's
     `CardKeyStore.server_context()`); `psk` is the card's PSK table (`psk_table()`), for the
     3DES PSK suite through GnuTLS (see `handler_factories`). `agent` (see `admin_agent`)
     takes remote administration triggers and runs the sessions; `usim` (see `usim_app`)
     answers AUTHENTICATE, and `csim` (see `csim_app`) the (R-)UIM BCAST path. `started`
-    (unix seconds) is when the card started, for the uptime its information page shows."""
-    site = build_site(store, iccid, secret=secret, started=started, host_policy=host_policy)
+    (unix seconds) is when the card started, for the uptime its information page shows.
+    `apps`: plug-in card applications (`load_card_apps`)."""
+    site = build_site(
+        store, iccid, secret=secret, started=started, host_policy=host_policy, apps=apps
+    )
     factories = handler_factories(site, settings, tls, psk)
     server = BipServerApp(
         ServerConfig(
