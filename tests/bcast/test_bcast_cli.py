@@ -81,8 +81,8 @@ def test_service_and_subscription_commands(
     assert main(["bsm", "sub", "ls", "--user", "btid@bsf", *d]) == 0
     assert capsys.readouterr().out.endswith("ended\n")
     assert main(["bsm", "service", "rm", "urn:svc:news", *d]) == 0
-    assert main(["bsm", "sub", "rm", "btid@bsf", "urn:pi:news", *d]) == 2
-    assert main(["bsm", "sub", "show", "nobody", *d]) == 2
+    assert main(["bsm", "sub", "rm", "btid@bsf", "urn:pi:news", *d]) == 1  # not found
+    assert main(["bsm", "sub", "show", "nobody", *d]) == 1
     assert main(["bsm", "service", "add", "urn:svc:x", "--name", "", *d]) == 0
     assert main(["bsm", "service", "add", "urn:svc:x", *d]) == 2
     err = capsys.readouterr().err
@@ -91,24 +91,25 @@ def test_service_and_subscription_commands(
 
 
 @pytest.mark.parametrize(
-    "argv",
+    ("argv", "status"),
     [
-        ["bsm", "item", "ls", "--data-dir", "{none}"],
-        ["bsm", "key", "add", "00f110/00010002", "--data-dir", "{data}"],
-        ["bsm", "item", "add", "urn:x", "--key", "00f110/99999999", "--data-dir", "{data}"],
-        ["bsm", "item", "rm", "urn:none", "--data-dir", "{data}"],
-        ["bsm", "ruim", "add", "n@x", "--rk", "0011", "--rand", "01", "--data-dir", "{data}"],
+        (["bsm", "item", "ls", "--data-dir", "{none}"], 2),
+        (["bsm", "key", "add", "00f110/00010002", "--data-dir", "{data}"], 2),
+        (["bsm", "item", "add", "urn:x", "--key", "00f110/99999999", "--data-dir", "{data}"], 1),
+        (["bsm", "item", "rm", "urn:none", "--data-dir", "{data}"], 1),
+        (["bsm", "ruim", "add", "n@x", "--rk", "0011", "--rand", "01", "--data-dir", "{data}"], 2),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
-    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    argv: list[str], status: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """Bad input exits 2, something named that does not exist 1 (the CLI's convention)."""
     data = tmp_path / "bsm"
     assert main(["bsm", "init", "--data-dir", str(data)]) == 0
     assert main(["bsm", "key", "add", "00f110/00010002", "--data-dir", str(data)]) == 0
     capsys.readouterr()
     filled = [a.format(data=data, none=tmp_path / "none") for a in argv]
-    assert main(filled) == 2
+    assert main(filled) == status
     err = capsys.readouterr().err
     assert err.startswith("openscws: ")
     assert err.count("\n") == 1
