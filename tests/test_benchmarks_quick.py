@@ -64,6 +64,15 @@ def _check_pcsc(doc: dict[str, Any], out: str, tmp: Path) -> None:
     assert "| pcscd |" in out
 
 
+def _check_bsm_vs(doc: dict[str, Any], out: str, tmp: Path) -> None:
+    sides = doc["databases"]["sqlite"]
+    for side in ("baseline", "this"):
+        assert sides[side]["requests_per_s"] > 0
+        assert sides[side]["server_cpu_ms_per_request"] > 0
+        assert len(sides["cells"][side]) == 1
+    assert "| sqlite | this tree |" in out
+
+
 def _check_run(doc: dict[str, Any], out: str, tmp: Path) -> None:
     assert set(doc["results"]) >= {"gateway", "direct", "baseline"}
     assert doc["tls"] is not None  # the full plan's TLS part ran (two gateways at once)
@@ -196,6 +205,13 @@ QUICK: dict[str, Quick] = {
     "bench_bsm.py": Quick(
         ("--requests", "6", "--clients", "2", "--json", "JSON", "--docs", "DOCS"),
         check=_check_bsm,
+    ),
+    "bench_bsm_vs.py": Quick(
+        (
+            *("--baseline", str(ROOT), "--requests", "6", "--clients", "2"),
+            *("--json", "JSON", "--docs", "DOCS"),
+        ),
+        check=_check_bsm_vs,
     ),
     "bench_conns.py": Quick(("--docs", "DOCS"), tools=(("wrk", "wrk"),), check=_check_conns),
     "bench_gba.py": Quick(

@@ -223,6 +223,22 @@ def _card_actions(card: argparse.ArgumentParser) -> None:
     )
     usim_sub.add_parser("show", help="IMSI and SQN (never the keys)")
     usim_sub.add_parser("rm", help="remove the subscription")
+    csim = acts.add_parser(
+        "csim",
+        help="the (R-)UIM BCAST subscription: NAI and pre-provisioned RK (docs/bcast.md)",
+        description="The card's CSIM-like application keeps a registration key RK, derives "
+        "TK and the Auth-Key from it (AUTHENTICATE), gives the terminal the Auth-Key and "
+        "verifies the LTKMs with TK. Keys live in the card's secure area and are never "
+        "printed.",
+    )
+    csim_sub = csim.add_subparsers(dest="csim_action", required=True, metavar="CSIM_ACTION")
+    c_set = csim_sub.add_parser("set", help="store a subscription (replaces one and its keys)")
+    c_set.add_argument("--nai", required=True, help="the subscriber's NAI")
+    c_set.add_argument("--rk", required=True, help="RK, 32 or 64 hex digits")
+    c_set.add_argument("--rand", required=True, help="the TK/Auth-Key random, hex")
+    c_set.add_argument("--derivation", help="a named RK derivation (default: the project's)")
+    csim_sub.add_parser("show", help="NAI, derivation and SEK/PEK ids (never the keys)")
+    csim_sub.add_parser("rm", help="remove the subscription")
     acp = acts.add_parser(
         "acp",
         help="the access rules: which local applications reach the SCWS (docs/acp.md)",
@@ -251,7 +267,8 @@ def _card_actions(card: argparse.ArgumentParser) -> None:
     a_rm.add_argument("--all", action="store_true", help="remove every rule (unrestricted)")
     a_set = acp_sub.add_parser("set", help="replace every rule with a JSON policy document")
     a_set.add_argument("document", type=Path, help='a file: {"rules": [...]} (docs/acp.md)')
-    parsers = [init, csr, cert, psk, policy, usim, acp, acts.choices["show"]]
+    parsers = [init, csr, cert, psk, policy, usim, csim, acp, acts.choices["show"]]
+    parsers += list(csim_sub.choices.values())
     parsers += list(acp_sub.choices.values())
     parsers += list(psk_sub.choices.values()) + list(policy_sub.choices.values())
     parsers += list(usim_sub.choices.values())
@@ -320,6 +337,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--bsf-port", type=int, default=8080, help="with --gba: Ub port (8080)")
     up.add_argument("--zn-port", type=int, default=8443, help="with --gba: Zn port (8443)")
+    up.add_argument(
+        "--bcast",
+        action="store_true",
+        help="also run BCAST (implies --gba): the BSM (state in $XDG_DATA_HOME/openscws/bsm) "
+        "and the terminal's BSP-C, whose LTKMs the card takes: see docs/bcast.md "
+        "(setting bsm.enable)",
+    )
+    up.add_argument(
+        "--bsm-port", type=int, help="with --bcast: the BSM's port (bsm.port, 8090; 0: any)"
+    )
+    up.add_argument(
+        "--ltkm-port",
+        type=int,
+        help="with --bcast: the terminal's LTKM port (bsm.ltkm_port, UDP 4359; 0: any)",
+    )
+    up.add_argument(
+        "--bcast-item",
+        dest="bcast_items",
+        action="append",
+        default=[],
+        metavar="REF",
+        help="with --bcast: subscribe the card to this purchase item at start (Service Request)",
+    )
+    up.add_argument(
+        "--bcast-card",
+        choices=("usim", "csim"),
+        default="usim",
+        help="with --bcast: key the requests with the USIM (GBA_U, username the B-TID; the "
+        "default) or the CSIM-like application ((R-)UIM RK, username the NAI)",
+    )
     up.add_argument(
         "--dm",
         action="store_true",
@@ -702,9 +749,12 @@ async def _up(
             tracer.close()
         raise
     bsf = None
+    bcast = None
     try:
         if gba is not None:
             bsf = await _start_gba(stack.image, settings, gba)
+        if gba is not None and (gba.bcast or settings.bsm.enable):
+            bcast = await _start_bcast(stack, settings, gba, bsf)
         _announce(stack.gateway.local_port, settings.gateway.host, settings)
         if dm_client is not None:
             stack.gateway.terminal_sms = dm_client.handle_sms
@@ -740,6 +790,8 @@ async def _up(
                 await asyncio.to_thread(first_admin, stack.admin.service, stack.admin.api_url)
         await _run_until_signal(asyncio.ensure_future(stack.gateway.wait()))
     finally:
+        if bcast is not None:
+            await bcast.stop()
         if dm_client is not None:
             await dm_client.stop()
         if bsf is not None:
@@ -747,6 +799,24 @@ async def _up(
             bsf.service.db.dispose()
         await stack.stop()
     return 0
+
+
+async def _start_bcast(stack: Any, settings: Settings, args: argparse.Namespace, bsf: Any) -> Any:
+    """`up --bcast`: the BSM in this process (its B-TIDs' keys from this BSF over Zn, with a
+    token issued at each start) and the terminal's BSP-C on the gateway's card link."""
+    from openscws.bcast.embedded import start_embedded_bcast
+
+    b = settings.bsm
+    port = b.port if args.bsm_port is None else args.bsm_port
+    ltkm_port = b.ltkm_port if args.ltkm_port is None else args.ltkm_port
+    bcast = await start_embedded_bcast(
+        settings, stack.gateway.link, bsf, port=port, ltkm_port=ltkm_port, via=args.bcast_card
+    )
+    print(f"BSM ready: {bcast.bsm.url} (NAF {b.fqdn})", flush=True)
+    print(f"BSP-C: LTKMs on UDP {settings.gateway.host}:{bcast.ltkm_port}", flush=True)
+    for ref in args.bcast_items:
+        await bcast.subscribe(ref)
+    return bcast
 
 
 async def _start_gba(image: CardImage, settings: Settings, args: argparse.Namespace) -> Any:
@@ -1103,6 +1173,8 @@ def _card_action(args: argparse.Namespace, settings: Settings) -> int:
             return _psk(args, keys)
         case "usim":
             return _usim(args, image)
+        case "csim":
+            return _csim(args, image)
         case "acp":
             return _card_acp(args, image)
         case "policy":
@@ -1150,6 +1222,36 @@ def _usim(args: argparse.Namespace, image: CardImage) -> int:
                 print("openscws: the card has no USIM subscription", file=sys.stderr)
                 return 1
             print("USIM subscription removed")
+    return 0
+
+
+def _csim(args: argparse.Namespace, image: CardImage) -> int:
+    from openscws.bcast.keys import DEFAULT_RK_DERIVATION
+    from openscws.uicc.csim import CsimKeys, CsimSecrets
+
+    secrets = CsimSecrets(image)
+    match args.csim_action:
+        case "set":
+            try:
+                rk, rand = bytes.fromhex(args.rk), bytes.fromhex(args.rand)
+            except ValueError:
+                raise ConfigError("--rk and --rand are hex") from None
+            keys = CsimKeys(args.nai, rk, rand, args.derivation or DEFAULT_RK_DERIVATION)
+            secrets.set_keys(keys)
+            print(f"CSIM: NAI {keys.nai}, RK stored ({keys.derivation})")
+        case "show":
+            stored = secrets.keys()
+            if stored is None:
+                print("CSIM: no subscription (`openscws card csim set`)")
+                return 0
+            print(f"CSIM: NAI {stored.nai}, RK derivation {stored.derivation}")
+            for domain, key_id in sorted(secrets.bcast().msks):
+                print(f"  SEK/PEK {domain.hex()}/{key_id.hex()}")
+        case "rm":
+            if not secrets.remove():
+                print("openscws: the card has no CSIM subscription", file=sys.stderr)
+                return 1
+            print("CSIM subscription removed")
     return 0
 
 
@@ -1501,7 +1603,7 @@ def _run(args: argparse.Namespace) -> int:
         log.warning("%s", note)
     match args.command:
         case "up":
-            gba = args if args.gba else None
+            gba = args if args.gba or args.bcast or settings.bsm.enable else None
             iccid = _wanted_iccid(args, settings)
             return asyncio.run(
                 _up(

@@ -263,6 +263,16 @@ class BsmSettings:
     db: str = ""
     """SQLAlchemy URL of the BSM's state; empty: SQLite in data_dir. PostgreSQL for scale,
     e.g. "postgresql+psycopg://bsm@127.0.0.1/bsm"."""
+    enable: bool = False
+    """`openscws up` also runs BCAST (as `up --bcast`): the BSF (as `up --gba`), the BSM, and
+    the terminal's BSP-C with the card as a GBA_U subscriber."""
+    port: int = 8090
+    """With BCAST in `openscws up`: the BSM's provisioning port (0: any free port)."""
+    fqdn: str = "bsm.openscws.test"
+    """The BSM's FQDN: its digest realm, the IDi of its LTKMs, and its NAF_Id with the MBMS
+    Ua protocol id (TS 33.220 Annex H.3)."""
+    ltkm_port: int = 4359
+    """With BCAST in `openscws up`: the terminal's LTKM port (UDP, IANA "omabcastltkm")."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,6 +375,8 @@ def _problem(s: Settings) -> str | None:
         ("admin.max_attempts", a.max_attempts, (1, 1000), ""),
         ("admin.db_workers", a.db_workers, (1, 64), ""),
         ("ca.days", s.ca.days, (1, 36500), ""),
+        ("bsm.port", s.bsm.port, LOCAL_PORT, " (0: any free port)"),
+        ("bsm.ltkm_port", s.bsm.ltkm_port, LOCAL_PORT, " (0: any free port)"),
     ]
     for name, value, (low, high), why in ranges:
         if not isinstance(value, int) or not low <= value <= high:

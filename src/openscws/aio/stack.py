@@ -23,7 +23,7 @@ from openscws.cardapp import load_card_apps
 from openscws.config import AdminSettings, Settings
 from openscws.errors import ConfigError, StoreError
 from openscws.ids import fleet_iccid, fleet_msisdn
-from openscws.scws.card import admin_agent, build_card, host_policy_for, usim_app
+from openscws.scws.card import admin_agent, build_card, csim_app, host_policy_for, usim_app
 from openscws.store.cardimage import CardImage
 from openscws.store.running import RunningLock
 from openscws.terminal.engine import TerminalEngine
@@ -93,6 +93,7 @@ def card_of(
         psk=psk,
         agent=agent,
         usim=usim_app(image),
+        csim=csim_app(image),
         started=time.time(),
         host_policy=host_policy_for(settings.card, local),
         apps=load_card_apps(settings.card.apps),

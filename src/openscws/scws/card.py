@@ -25,6 +25,7 @@ from openscws.tls.dispatch import TlsDispatcher, openssl_suite_codes
 from openscws.tls.endpoint import TlsServerHandler
 from openscws.uicc.aram import RULES_KEY, AraM
 from openscws.uicc.card import CardIdentity, VirtualUicc
+from openscws.uicc.csim import CsimApp, CsimSecrets
 from openscws.uicc.usim import UsimApp, UsimSecrets
 
 if TYPE_CHECKING:
@@ -168,6 +169,12 @@ def usim_app(secrets: SecretStore) -> UsimApp | None:
     return UsimApp.from_secrets(UsimSecrets(secrets))
 
 
+def csim_app(secrets: SecretStore) -> CsimApp | None:
+    """The CSIM-like application of the (R-)UIM subscription in `secrets`, if one was
+    provisioned (`openscws card csim set`)."""
+    return CsimApp.from_secrets(CsimSecrets(secrets))
+
+
 def build_card(
     store: ResourceStore,
     settings: CardSettings,
@@ -180,14 +187,16 @@ def build_card(
     usim: UsimApp | None = None,
     started: float | None = None,
     host_policy: HostPolicy | None = None,
+    csim: CsimApp | None = None,
     apps: Iterable[LoadedApp] = (),
 ) -> VirtualUicc:
     """The card, serving `settings.ports`; HTTPS ports need `tls` (the card's
     `CardKeyStore.server_context()`); `psk` is the card's PSK table (`psk_table()`), for the
     3DES PSK suite through GnuTLS (see `handler_factories`). `agent` (see `admin_agent`)
     takes remote administration triggers and runs the sessions; `usim` (see `usim_app`)
-    answers AUTHENTICATE. `started` (unix seconds) is when the card started, for the uptime
-    its information page shows. `apps`: plug-in card applications (`load_card_apps`)."""
+    answers AUTHENTICATE, and `csim` (see `csim_app`) the (R-)UIM BCAST path. `started`
+    (unix seconds) is when the card started, for the uptime its information page shows.
+    `apps`: plug-in card applications (`load_card_apps`)."""
     site = build_site(
         store, iccid, secret=secret, started=started, host_policy=host_policy, apps=apps
     )
@@ -203,7 +212,10 @@ def build_card(
         factories,
     )
     card = VirtualUicc(
-        CardIdentity(iccid), usim=usim, aram=AraM(lambda: store.get_value(RULES_KEY))
+        CardIdentity(iccid),
+        usim=usim,
+        aram=AraM(lambda: store.get_value(RULES_KEY)),
+        csim=csim,
     )
     card.toolkit.register(server)
     if agent is not None:
