@@ -44,13 +44,14 @@ from openscws.cat.commands import (
     ReceiveData,
     SendData,
     SetUpEventList,
+    decode_command,
 )
 from openscws.cat.envelopes import Envelope, EventDownload
 from openscws.cat.objects import Event, GeneralResult, ServerState
 from openscws.cat.profile import TerminalProfile
 from openscws.cat.responses import TerminalResponse
 from openscws.errors import ApduError, DecodeError
-from openscws.uicc.toolkit import RawCommand, RawReader, read_done
+from openscws.uicc.toolkit import Transfer, TransferReader, read_done
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,8 @@ MAX_SEND = 240
 _DATA_AVAILABLE = Event.DATA_AVAILABLE
 _CHANNEL_STATUS = Event.CHANNEL_STATUS
 
-# The transfer commands are built straight to bytes (`RawCommand`) with the shared codec
+# The transfer commands are built straight to bytes (`Transfer`s, given to the toolkit by
+# `next_step`) with the shared codec
 # (cat/transfer.py), in the plain form the typed encoders give (tested).
 _receive_data = transfer.receive_data
 _RECEIVE_DATA_TR = transfer.RECEIVE_DATA_TR_EXPECT
@@ -262,7 +264,7 @@ class BipServerApp:
         """A channel changed state: what to open, close or reclaim is looked at again."""
         self._pressed: frozenset[int] = frozenset()
         self._now = 0.0
-        self._read_receive_data: RawReader = self._receive_data_response
+        self._read_receive_data: TransferReader = self._receive_data_response
 
     # -- ToolkitApp ----------------------------------------------------------------------------
 
@@ -366,7 +368,17 @@ class BipServerApp:
 
     # -- what to run next ----------------------------------------------------------------------
 
-    def next_command(self, number: int, now: float) -> Command | RawCommand | None:
+    def next_command(self, number: int, now: float) -> Command | None:
+        """The `ToolkitApp` contract: `next_step`, with its transfer commands typed (their
+        TERMINAL RESPONSEs then come typed to `on_terminal_response`)."""
+        step = self.next_step(number, now)
+        if isinstance(step, Transfer):
+            return decode_command(step.encoded)
+        return step
+
+    def next_step(self, number: int, now: float) -> Command | Transfer | None:
+        """The next command, a transfer command as a `Transfer` (the toolkit's `ChannelPump`:
+        the gateway's hot path builds no command objects)."""
         if not self.enabled:
             return None
         if not self._events_set:
@@ -492,7 +504,7 @@ class BipServerApp:
             ports.update(p for p in self.config.ports if count[p] > share)
         return frozenset(ports)
 
-    def _relieve(self, number: int, now: float) -> Command | RawCommand | None:
+    def _relieve(self, number: int, now: float) -> Command | Transfer | None:
         """Clients may be waiting: unless a connection of the yielding ports is closing
         already, the one idle the longest (quiet for the grace time) is closed now."""
         ports = self._yielding_ports()
@@ -546,7 +558,7 @@ class BipServerApp:
         self._fire(channel, _EV.CLOSE)
         return CloseChannel.build(number, channel.id, to_listen=True)
 
-    def _work(self, channel: Channel, number: int, now: float) -> Command | RawCommand | None:
+    def _work(self, channel: Channel, number: int, now: float) -> Command | Transfer | None:
         handler = channel.handler
         if channel.state is not _ESTABLISHED or handler is None:
             return None
@@ -565,9 +577,7 @@ class BipServerApp:
             # ReceiveData.build(number, channel.id, min(rx_pending, MAX_RECEIVE)).encode()
             length = MAX_RECEIVE if rx_pending > MAX_RECEIVE else rx_pending
             encoded = _receive_data(number, channel.id, length)
-            return RawCommand(
-                encoded, _RECEIVE_DATA_TR[number], self._read_receive_data, channel.id
-            )
+            return Transfer(encoded, _RECEIVE_DATA_TR[number], self._read_receive_data, channel.id)
         out = channel.out
         pos = channel.out_pos
         left = len(out) - pos
@@ -599,14 +609,12 @@ class BipServerApp:
                 head = _send_data_head(number, qualifier, channel.id, size)
             encoded = head + chunk
             # Its plain TR (result 00) needs nothing done; any other goes the typed way.
-            return RawCommand(
-                encoded, _SEND_DATA_TR[number | qualifier << 8], read_done, channel.id
-            )
+            return Transfer(encoded, _SEND_DATA_TR[number | qualifier << 8], read_done, channel.id)
         if handler.should_close or channel.closing:
             return self._close(channel, number)
         return None
 
-    def _receive_data_response(self, command: RawCommand, data: bytes, now: float) -> bool:
+    def _receive_data_response(self, command: Transfer, data: bytes, now: float) -> bool:
         """Reads the plain TR of a RECEIVE DATA, performed (cat/transfer.py), and does what
         `on_terminal_response` does with it; False for any other form."""
         found = _read_receive_data_tr(data, command.expect)
