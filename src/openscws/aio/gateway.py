@@ -793,6 +793,7 @@ class Gateway:
         client.update_reading()
         queue.append(client)
         log.debug("client on port %d waits for a channel", client.port)
+        self.engine.clients_waiting(client.port, True)
         self.wake()
 
     def _ready(self, client: ClientConnection) -> bool:
@@ -832,9 +833,15 @@ class Gateway:
                 continue
             channel = self.engine.client_connected(port)
             if channel is None:
-                return
+                break
             queue.popleft()
             self._attach(client, channel)
+        self._tell_waiting(port)
+
+    def _tell_waiting(self, port: int) -> None:
+        """Tells the card whether clients of `port` wait (it takes channels back from
+        keep-alive connections only then)."""
+        self.engine.clients_waiting(port, bool(self._waiting.get(port)))
 
     def _requeue(self, channel: int, data: bytes) -> None:
         """The card closed the channel before it served its client: the client waits for
@@ -873,6 +880,8 @@ class Gateway:
                     self.config.busy_timeout,
                 )
                 self._refuse(client, REFUSAL_503)
+            if not queue:
+                self._tell_waiting(port)
         reading = self._reading
         while reading and (
             reading[0].closed

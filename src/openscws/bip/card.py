@@ -16,15 +16,18 @@ client channel; the SCWS may open more so that several clients are served at onc
 - Each port is guaranteed `initial_per_port` channels (opened at start). The rest are shared:
   whenever no channel of a port listens, another is opened, but never one that another port's
   guarantee needs, nor one that a port with fewer channels and none listening needs more.
-- A port with no channel listening and none to open is *pressed*: clients may be waiting in
-  the terminal for it. Then every connection of that port (and of a port holding more than
-  its share) that has had its channel for `keep_alive_slice` seconds, or was quiet for
+- A port with no channel listening and none to open, whose clients the terminal says wait
+  for a channel (`clients_waiting_event`), is *pressed*. Then every connection of that port
+  (and of a port holding more than its share) that has had its channel for
+  `keep_alive_slice` seconds, or was quiet for
   `keep_alive_gap` before its request, answers its next response with `Connection: close`
   and is closed after it; and, when none is closing
   already, the connection idle the longest (between requests, quiet for `reclaim_grace`
   seconds) is closed, so a waiting client gets its channel.
 - A channel whose connection ends goes back to TCP LISTEN, unless it is surplus: then it is
-  released, down to `initial_per_port` per port. So channels opened for a burst come and go."""
+  released, down to `initial_per_port` per port. So channels opened for a burst come and go.
+- With no client waiting, nothing is taken back: as many keep-alive clients as channels keep
+  theirs, request after request."""
 
 from __future__ import annotations
 
@@ -263,6 +266,8 @@ class BipServerApp:
         self._check_ports = True
         """A channel changed state: what to open, close or reclaim is looked at again."""
         self._pressed: frozenset[int] = frozenset()
+        self._waiting: set[int] = set()
+        """Ports whose clients the terminal says wait for a channel."""
         self._now = 0.0
         self._read_receive_data: TransferReader = self._receive_data_response
 
@@ -278,6 +283,7 @@ class BipServerApp:
         self.channels.clear()
         self._order = None
         self._pressed = frozenset()
+        self._waiting.clear()
         self._refused.clear()
         ports = self.config.ports
         self._budget = max(0, min(self.config.max_channels, profile.channels) - 1)
@@ -305,7 +311,16 @@ class BipServerApp:
         status = envelope.channel_status
         channel = self.channels.get(status.channel)
         if channel is None:
-            return None
+            transport = envelope.transport
+            if status.channel or transport is None or _CHANNEL_STATUS not in envelope.event.events:
+                return None
+            # Clients of a port wait for a channel (TCP LISTEN), or none any more.
+            if status.bits == ServerState.LISTEN:
+                self._waiting.add(transport.port)
+            else:
+                self._waiting.discard(transport.port)
+            self._check_ports = True
+            return b""
         events = envelope.event.events
         if _CHANNEL_STATUS in events:
             self._check_ports = True
@@ -476,7 +491,11 @@ class BipServerApp:
         count, listening = self._counts()
         pressed = set()
         for port in self.config.ports:
-            if listening[port] == 0 and not self._can_open(port, count, listening, now):
+            if (
+                port in self._waiting
+                and listening[port] == 0
+                and not self._can_open(port, count, listening, now)
+            ):
                 pressed.add(port)
         return frozenset(pressed)
 

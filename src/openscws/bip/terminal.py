@@ -259,8 +259,9 @@ class PendingEvent:
     event reports the Rx buffer as it is then."""
 
     channel: int
-    kind: str  # "status" or "data"
+    kind: str  # "status", "data", or "waiting" (channel 0: clients of `port` wait, or not)
     further: int = FurtherInfo.NONE
+    port: int = 0
 
 
 DATA_EVENTS = {i: PendingEvent(i, "data") for i in range(1, MAX_CHANNELS + 1)}
@@ -283,6 +284,8 @@ class Channels:
         self.channels: dict[int, TerminalChannel] = {}
         self.actions: deque[GatewayAction] = deque()
         self.events: deque[PendingEvent] = deque()
+        self.waiting_ports: set[int] = set()
+        """Server ports whose TCP clients wait for a channel (the shell says so)."""
 
     # -- proactive commands ----------------------------------------------------------------------
 
@@ -539,6 +542,21 @@ class Channels:
             for c in self.channels.values()
             if c.port == port and c.state is ChannelState.LISTEN and c.mode is Mode.SERVER
         )
+
+    def clients_waiting(self, port: int, waiting: bool) -> None:
+        """The shell has TCP clients of `port` waiting for a channel (`waiting`), or none any
+        more. A change is news for the card (`clients_waiting_event`), which takes channels
+        back from keep-alive connections only while clients wait."""
+        if waiting == (port in self.waiting_ports):
+            return
+        if waiting:
+            self.waiting_ports.add(port)
+        else:
+            self.waiting_ports.discard(port)
+        # Ahead of the Channel status events queued already: the card hears that nobody waits
+        # before it hears that the last waiting client has a channel, so it never takes
+        # another one back for a client already served.
+        self.events.appendleft(PendingEvent(0, "waiting", port=port))
 
     def client_connected(self, port: int) -> int | None:
         """Binds a new TCP client on `port` to a listening channel; None if all are busy."""
