@@ -54,6 +54,7 @@ from openscws.cat.objects import Event, GeneralResult, ServerState
 from openscws.cat.profile import TerminalProfile
 from openscws.cat.responses import TerminalResponse
 from openscws.errors import ApduError, DecodeError
+from openscws.statetable import StateTable
 from openscws.uicc.toolkit import Transfer, TransferReader, read_done
 
 log = logging.getLogger(__name__)
@@ -195,6 +196,12 @@ class ChannelStateError(ApduError):
         self.channel = channel
         self.state = state
         self.event = event
+
+
+LIFE_CYCLE: StateTable[tuple[ChannelState, ChannelEvent], ChannelState] = StateTable(
+    TRANSITIONS, lambda channel, key: ChannelStateError(channel, *key)
+)
+"""`TRANSITIONS`, a pair it does not allow being a `ChannelStateError`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,10 +348,7 @@ class BipServerApp:
         return b""
 
     def _fire(self, channel: Channel, event: ChannelEvent) -> ChannelState | None:
-        try:
-            new = TRANSITIONS[channel.state, event]
-        except KeyError:
-            raise ChannelStateError(channel.id, channel.state, event) from None
+        new = LIFE_CYCLE.next(channel.id, (channel.state, event))
         if new is None:
             del self.channels[channel.id]
             self._order = None

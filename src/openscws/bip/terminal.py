@@ -42,6 +42,7 @@ from openscws.cat.objects import (
 )
 from openscws.cat.responses import TerminalResponse
 from openscws.errors import BipError
+from openscws.statetable import StateTable
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +150,12 @@ class ChannelStateError(BipError):
         self.event = event
 
 
+LIFE_CYCLE: StateTable[tuple[Mode, ChannelState, ChannelEvent], ChannelState] = StateTable(
+    TRANSITIONS, lambda channel, key: ChannelStateError(channel, key[1], key[2])
+)
+"""`TRANSITIONS`, a (mode, state, event) it does not allow being a `ChannelStateError`."""
+
+
 # -- actions for the shell ------------------------------------------------------------------------
 
 
@@ -234,10 +241,7 @@ class TerminalChannel:
     def fire(self, event: ChannelEvent) -> ChannelState | None:
         """Moves the channel by the table; raises ChannelStateError if it does not allow
         `event` now. Returns the new state (None: the channel is gone)."""
-        try:
-            new = TRANSITIONS[self.mode, self.state, event]
-        except KeyError:
-            raise ChannelStateError(self.id, self.state, event) from None
+        new = LIFE_CYCLE.next(self.id, (self.mode, self.state, event))
         if new is not None:
             self.state = new
         return new
