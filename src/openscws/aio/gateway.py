@@ -841,7 +841,9 @@ class Gateway:
     def _tell_waiting(self, port: int) -> None:
         """Tells the card whether clients of `port` wait (it takes channels back from
         keep-alive connections only then)."""
-        self.engine.clients_waiting(port, bool(self._waiting.get(port)))
+        queue = self._waiting.get(port) or ()
+        waiting = any(c.state is ClientState.WAITING and not c.closed for c in queue)
+        self.engine.clients_waiting(port, waiting)
 
     def _requeue(self, channel: int, data: bytes) -> None:
         """The card closed the channel before it served its client: the client waits for
@@ -909,4 +911,7 @@ class Gateway:
             self._clients.pop(client.channel, None)
             self.engine.client_closed(client.channel)
             client.channel = None
+            self.wake()
+        elif client.state is ClientState.WAITING:
+            self._tell_waiting(client.port)  # perhaps the last one waiting gave up
             self.wake()
