@@ -67,3 +67,26 @@ def test_the_news_is_a_channel_status_event_naming_no_channel() -> None:
         assert decoded.transport.port == 3516
         assert decoded.channel_status is not None
         assert decoded.channel_status.channel == 0
+
+
+def test_a_restarted_card_hears_who_waits_now() -> None:
+    """The news goes again when the card sets up its event list (after a reset, say): with a
+    client waiting all along, a restarted card still takes a channel back for it."""
+    pair = CatPair(config=ServerConfig(max_channels=3))
+    pair.startup()
+    clients = [pair.connect() for _ in range(2)]
+    pair.pump()
+    late = pair.connect()
+    pair.pump()  # no time passes: no connection is past its slice or the grace time
+    assert late.channel is None
+    assert pair.app._waiting == {late.port}
+    pair.app._waiting.clear()  # as a card that started afresh
+    pair.app._events_set = False
+    pair.app._check_ports = True
+    pair.send(clients[0], b"ping")
+    pair.pump()
+    assert pair.app._events_set
+    assert pair.app._waiting == {late.port}
+    pair.now += 1.0
+    pair.pump()
+    assert late.channel is not None

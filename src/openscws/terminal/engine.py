@@ -435,6 +435,10 @@ class TerminalEngine:
                 )
             case SetUpEventList():
                 self.events_enabled = frozenset(command.events.events)
+                # A card that (re)starts its event list hears which ports have clients
+                # waiting now, not only of changes to come.
+                for port in sorted(self.channels.waiting_ports):
+                    self.channels.events.append(PendingEvent(0, "waiting", port=port))
                 return TerminalResponse(details=command.details, result=ok)
             case PollInterval():
                 seconds = _seconds(command.duration)
