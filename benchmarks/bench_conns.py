@@ -4,7 +4,9 @@ BIP gateway and, side by side, through the same HTTP engine without BIP (direct_
 The card has six server channels at most (the terminal's seven less the one kept for the
 admin agent), four of them for 3516 when HTTPS is idle: 64 connections are many more clients
 than channels. The figures show what that costs: the 64-connection rate against the
-4-connection one (target: at least 0.8), with no socket error and no non-2xx answer.
+4-connection one (target: at least 0.8), with no socket error and no non-2xx answer. On a
+shared machine req/s follow the other jobs' load; the server process's CPU time per request
+(from /proc, Linux) does much less, so the page gives it too, and the load average.
 
     .venv/bin/python benchmarks/bench_conns.py [--quick] [--seconds 10] [--docs PATH]
 """
@@ -12,6 +14,7 @@ than channels. The figures show what that costs: the 64-connection rate against 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -29,6 +32,16 @@ CONNECTIONS = (1, 4, 64)
 TARGET = 0.8
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` (0.0 where /proc is not there)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def measure(seconds: float, log: object = print) -> dict[str, dict[int, dict[str, float]]]:
     results: dict[str, dict[int, dict[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="openscws-conns-") as tmp:
@@ -41,13 +54,18 @@ def measure(seconds: float, log: object = print) -> dict[str, dict[int, dict[str
                 port = servers[name].port
                 run.wrk_requests(port, run.PAGE_PATH, 4, 1)  # warm-up
                 results[name] = {}
+                pid = servers[name].proc.pid
                 for conns in CONNECTIONS:
+                    cpu = cpu_seconds(pid)
                     got = run.wrk_requests(port, run.PAGE_PATH, conns, seconds)
+                    used = cpu_seconds(pid) - cpu
+                    got["cpu_us"] = used / got["requests"] * 1e6 if got["requests"] else 0.0
+                    got["load"] = os.getloadavg()[0]
                     results[name][conns] = got
                     if callable(log):
                         log(
                             f"{name:8s} {conns:3d} connections: {got['rps']:8.0f} req/s, "
-                            f"{int(got['errors'])} errors"
+                            f"{got['cpu_us']:.0f} us CPU/request, {int(got['errors'])} errors"
                         )
         finally:
             for server in servers.values():
@@ -70,12 +88,28 @@ def section(results: dict[str, dict[int, dict[str, float]]], seconds: float) -> 
     for name, per in results.items():
         cells = " | ".join(f"{per[c]['rps']:.0f} req/s" for c in CONNECTIONS)
         lines.append(f"| {name} | {cells} |")
+    lines += ["", "Server CPU time per request:", ""]
+    lines += [
+        "| server | 1 connection | 4 connections | 64 connections |",
+        "|---|---|---|---|",
+    ]
+    for name, per in results.items():
+        cells = " | ".join(f"{per[c].get('cpu_us', 0.0):.0f} us" for c in CONNECTIONS)
+        lines.append(f"| {name} | {cells} |")
     verdict = "met" if ratio >= TARGET and not errors else "NOT met"
+    cpu4, cpu64 = gw[4].get("cpu_us", 0.0), gw[64].get("cpu_us", 0.0)
+    loads = [r.get("load", 0.0) for per in results.values() for r in per.values()]
     lines += [
         "",
         f"Through the gateway, 64 connections give {ratio:.2f} times the 4-connection rate "
         f"(target {TARGET}: {verdict}); socket errors and non-2xx answers: {errors}.",
     ]
+    if cpu4 and cpu64:
+        lines.append(
+            f"By CPU time per request, 64 connections cost {cpu64 / cpu4:.2f} times what 4 do "
+            f"(the rate they allow: {cpu4 / cpu64:.2f} times). Machine load average during "
+            f"the run: {min(loads):.1f} to {max(loads):.1f} on {os.cpu_count()} CPUs."
+        )
     return "\n".join(lines)
 
 

@@ -274,3 +274,61 @@ def test_accept_errors_back_off_and_are_logged_once(
     storms = [r for r in caplog.records if "cannot accept clients" in r.getMessage()]
     assert len(storms) == 1
     assert any("accepts clients again" in r.getMessage() for r in caplog.records)
+
+
+# -- as many keep-alive clients as channels --------------------------------------------------
+
+
+async def _keep_alive_client(port: int, until: float, closes: list[int]) -> int:
+    """GETs on one keep-alive connection until `until`, a request every 20 ms; counts the
+    answers, and in `closes` those that said `Connection: close` (then reconnects)."""
+    loop = asyncio.get_running_loop()
+    answered = 0
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        while loop.time() < until:
+            writer.write(b"GET / HTTP/1.1\r\nHost: card\r\n\r\n")
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            assert head.startswith(b"HTTP/1.1 200 "), head
+            lowered = head.lower()
+            length = int(lowered.split(b"content-length:")[1].split(b"\r\n")[0])
+            await asyncio.wait_for(reader.readexactly(length), 10)
+            answered += 1
+            if b"connection: close" in lowered:
+                closes.append(1)
+                writer.close()
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            await asyncio.sleep(0.02)
+    finally:
+        writer.close()
+    return answered
+
+
+def test_clients_that_fit_the_channels_keep_them_until_someone_waits(tmp_path: Path) -> None:
+    """Four keep-alive clients on 3516 (its four channels while HTTPS is idle) are never told
+    to close: nobody waits. A fifth client waits, is served, and the rotation it caused ends
+    with it."""
+
+    async def main() -> None:
+        async with _stack(tmp_path) as stack:
+            port = stack.gateway.local_port(3516)
+            loop = asyncio.get_running_loop()
+            closes: list[int] = []
+            until = loop.time() + 2.0
+            answered = await asyncio.gather(
+                *(_keep_alive_client(port, until, closes) for _ in range(4))
+            )
+            assert min(answered) > 5
+            assert closes == []  # no rotation: every channel's client kept it
+            # The same four again, and a fifth that has to wait for one of their channels.
+            until = loop.time() + 3.0
+            four = [
+                asyncio.ensure_future(_keep_alive_client(port, until, closes)) for _ in range(4)
+            ]
+            await asyncio.sleep(0.3)
+            status, _ = await _get(port)
+            assert status == 200
+            await asyncio.gather(*four)
+            assert closes  # a channel was taken back for the waiting client
+
+    asyncio.run(main())

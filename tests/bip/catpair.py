@@ -192,6 +192,7 @@ class CatPair:
         channel = self.engine.client_connected(port)
         if channel is None:
             self.waiting.setdefault(port, deque()).append(client)
+            self.engine.clients_waiting(port, True)
         else:
             self._bind(client, channel)
         return client
@@ -210,8 +211,9 @@ class CatPair:
         while queue:
             channel = self.engine.client_connected(port)
             if channel is None:
-                return
+                break
             self._bind(queue.popleft(), channel)
+        self.engine.clients_waiting(port, bool(queue))
 
     def send(self, client: Client, data: bytes) -> int:
         """The client writes `data`; what the Rx buffer refuses waits for ResumeReading."""

@@ -72,7 +72,9 @@ class ChannelLifeCycle(RuleBasedStateMachine):
     def waiting_client_gives_up(self, pick: int) -> None:
         waiting = [c for c in self._live() if c.channel is None]
         client = waiting[pick % len(waiting)]
-        self.pair.waiting[client.port].remove(client)
+        queue = self.pair.waiting[client.port]
+        queue.remove(client)
+        self.pair.engine.clients_waiting(client.port, bool(queue))
         client.disconnected = True
 
     @rule(steps=st.integers(0, 30))

@@ -28,6 +28,10 @@ def _close_pending_then_client_leaves(*, waiting: bool) -> tuple[CatPair, Client
     third = pair.connect() if waiting else None
     if third is not None:
         assert third.channel is None  # queued by the shell
+    else:
+        # The card takes channels back only while clients wait: one waits in the shell
+        # (and gives up before it is bound, see below).
+        pair.engine.clients_waiting(first.port, True)
     pair.send(first, b"GET / HTTP/1.1\r\n\r\n")
     # Run until the card announces its CLOSE CHANNEL for channel 1 (not fetched yet).
     while True:

@@ -1,4 +1,4 @@
-"""The card's transfer commands built straight to bytes (`RawCommand`, bip/card.py) against the
+"""The card's transfer commands built straight to bytes (`Transfer`, bip/card.py) against the
 typed codec: the same bytes as the layout engine, and, for every form of TERMINAL RESPONSE,
 the same effect whether the app's byte-level reader or the typed path takes it."""
 
@@ -12,7 +12,7 @@ from catpair import CatPair, Client, EchoHandler
 from openscws.bip.card import BipServerApp, Channel, ChannelState, ServerConfig
 from openscws.bip.terminal import Disconnect
 from openscws.cat.commands import Command, ReceiveData, SendData, decode_command
-from openscws.uicc.toolkit import RawCommand, State
+from openscws.uicc.toolkit import State, Transfer
 
 TR_HEAD = bytes.fromhex("8014000000")
 
@@ -45,7 +45,7 @@ def test_send_data_bytes_match_the_layout_engine(
         if not piece:
             piece = min(buffer_size, length - len(sent))
         command = app._work(channel, number, 0.0)
-        assert isinstance(command, RawCommand)
+        assert isinstance(command, Transfer)
         typed = decode_command(command.encoded)
         assert isinstance(typed, SendData)
         assert command.encoded == Command.encode(typed) == typed.encode()
@@ -76,7 +76,7 @@ def test_receive_data_bytes_match_the_layout_engine(
     app, channel = _app_with_channel(8192, channel_id)
     channel.rx_pending = pending
     command = app._work(channel, number, 0.0)
-    assert isinstance(command, RawCommand)
+    assert isinstance(command, Transfer)
     typed = ReceiveData.build(number, channel_id, min(pending, 237))
     assert command.encoded == Command.encode(typed) == typed.encode()
     assert decode_command(command.encoded) == typed
@@ -101,7 +101,7 @@ def _fetched(kind: type[Command], payload: bytes) -> CatPair:
         if apdu[1] == 0x12 and pending is not None:
             assert pair.toolkit.state is State.FETCHED
             if isinstance(decode_command(pending.encoded), kind):
-                assert isinstance(pending.command, RawCommand)
+                assert isinstance(pending.command, Transfer)
                 return pair
     raise AssertionError(f"no {kind.__name__} fetched in 1000 APDUs")
 
@@ -147,7 +147,7 @@ def _both_ways(pair: CatPair, tr: bytes, before: object = None, *, read: bool = 
             before(p)  # type: ignore[operator]
     assert typed.toolkit.pending is not None
     typed.toolkit.pending.typed()  # the command as an object: the reader is not asked
-    assert not isinstance(typed.toolkit.pending.command, RawCommand)
+    assert not isinstance(typed.toolkit.pending.command, Transfer)
     apdu = TR_HEAD[:4] + bytes((len(tr),)) + tr
     sw_raw = raw.card.transmit(apdu, 1.0)
     sw_typed = typed.card.transmit(apdu, 1.0)
@@ -275,7 +275,7 @@ def test_echo_through_raw_commands_is_byte_exact() -> None:
     pair.send(client, payload)
     pair.pump()
     assert bytes(client.received) == payload
-    # every RECEIVE DATA and SEND DATA went out as a raw command, in the typed bytes
+    # every RECEIVE DATA and SEND DATA went out as a `Transfer`, in the typed bytes
     kinds = set()
     for apdu, response in pair.exchanges:
         if apdu[1] == 0x12 and len(response) > 2:
@@ -292,10 +292,10 @@ class _Recompute(BipServerApp):
     """The card's app recomputing the channel order and the saturated ports for every
     command, as it did before they were kept between changes."""
 
-    def next_command(self, number: int, now: float) -> Command | RawCommand | None:
+    def next_step(self, number: int, now: float) -> Command | Transfer | None:
         self._order = None
         self._saturation = None
-        return super().next_command(number, now)
+        return super().next_step(number, now)
 
 
 def _script_run(seed: int, *, cached: bool, max_channels: int) -> CatPair:
@@ -339,3 +339,46 @@ def test_cached_scheduler_state_changes_nothing(seed: int, max_channels: int) ->
     if max_channels < 7:
         # finished keep-alive connections were closed for waiting clients
         assert any(isinstance(a, Disconnect) for a in cached.actions)
+
+
+# -- the toolkit application's contract ---------------------------------------------------------
+
+
+def test_the_servers_next_command_is_typed() -> None:
+    """`next_command` (the `ToolkitApp` contract) gives the transfer commands typed, in the
+    bytes `next_step` gives the toolkit."""
+    for pending, kind in ((0, SendData), (9, ReceiveData)):
+        fast, _ = _app_with_channel(1400, 3)
+        typed_app, _ = _app_with_channel(1400, 3)
+        for app in (fast, typed_app):
+            app.enabled = app._events_set = True
+            app._check_ports = False
+            channel = app.channels[3]
+            channel.ready = True
+            channel.rx_pending = pending
+            assert isinstance(channel.handler, EchoHandler)
+            channel.handler.pending += b"x" * 300
+        step = fast.next_step(5, 0.0)
+        command = typed_app.next_command(5, 0.0)
+        assert isinstance(step, Transfer)
+        assert isinstance(command, kind)
+        assert command.encode() == step.encoded
+
+
+def test_a_typed_server_echoes_like_the_pump() -> None:
+    """A toolkit that asks the server only its `next_command` (typed commands, typed TRs)
+    sees the same APDUs as one that takes its `Transfer`s."""
+    runs = []
+    for typed in (False, True):
+        pair = CatPair()
+        if typed:
+            pair.toolkit._ask = [pair.app.next_command]
+        pair.startup()
+        client = pair.connect()
+        pair.pump()
+        payload = bytes(range(256)) * 12
+        pair.send(client, payload)
+        pair.pump()
+        assert bytes(client.received) == payload
+        runs.append(pair.exchanges)
+    assert runs[0] == runs[1]

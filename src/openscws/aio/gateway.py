@@ -801,6 +801,7 @@ class Gateway:
         client.update_reading()
         queue.append(client)
         log.debug("client on port %d waits for a channel", client.port)
+        self.engine.clients_waiting(client.port, True)
         self.wake()
 
     def _ready(self, client: ClientConnection) -> bool:
@@ -840,9 +841,17 @@ class Gateway:
                 continue
             channel = self.engine.client_connected(port)
             if channel is None:
-                return
+                break
             queue.popleft()
             self._attach(client, channel)
+        self._tell_waiting(port)
+
+    def _tell_waiting(self, port: int) -> None:
+        """Tells the card whether clients of `port` wait (it takes channels back from
+        keep-alive connections only then)."""
+        queue = self._waiting.get(port) or ()
+        waiting = any(c.state is ClientState.WAITING and not c.closed for c in queue)
+        self.engine.clients_waiting(port, waiting)
 
     def _requeue(self, channel: int, data: bytes) -> None:
         """The card closed the channel before it served its client: the client waits for
@@ -881,6 +890,8 @@ class Gateway:
                     self.config.busy_timeout,
                 )
                 self._refuse(client, REFUSAL_503)
+            if not queue:
+                self._tell_waiting(port)
         reading = self._reading
         while reading and (
             reading[0].closed
@@ -908,4 +919,7 @@ class Gateway:
             self._clients.pop(client.channel, None)
             self.engine.client_closed(client.channel)
             client.channel = None
+            self.wake()
+        elif client.state is ClientState.WAITING:
+            self._tell_waiting(client.port)  # perhaps the last one waiting gave up
             self.wake()

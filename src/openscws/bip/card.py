@@ -16,15 +16,18 @@ client channel; the SCWS may open more so that several clients are served at onc
 - Each port is guaranteed `initial_per_port` channels (opened at start). The rest are shared:
   whenever no channel of a port listens, another is opened, but never one that another port's
   guarantee needs, nor one that a port with fewer channels and none listening needs more.
-- A port with no channel listening and none to open is *pressed*: clients may be waiting in
-  the terminal for it. Then every connection of that port (and of a port holding more than
-  its share) that has had its channel for `keep_alive_slice` seconds, or was quiet for
+- A port with no channel listening and none to open, whose clients the terminal says wait
+  for a channel (`clients_waiting_event`), is *pressed*. Then every connection of that port
+  (and of a port holding more than its share) that has had its channel for
+  `keep_alive_slice` seconds, or was quiet for
   `keep_alive_gap` before its request, answers its next response with `Connection: close`
   and is closed after it; and, when none is closing
   already, the connection idle the longest (between requests, quiet for `reclaim_grace`
   seconds) is closed, so a waiting client gets its channel.
 - A channel whose connection ends goes back to TCP LISTEN, unless it is surplus: then it is
-  released, down to `initial_per_port` per port. So channels opened for a burst come and go."""
+  released, down to `initial_per_port` per port. So channels opened for a burst come and go.
+- With no client waiting, nothing is taken back: as many keep-alive clients as channels keep
+  theirs, request after request."""
 
 from __future__ import annotations
 
@@ -44,13 +47,15 @@ from openscws.cat.commands import (
     ReceiveData,
     SendData,
     SetUpEventList,
+    decode_command,
 )
 from openscws.cat.envelopes import Envelope, EventDownload
 from openscws.cat.objects import Event, GeneralResult, ServerState
 from openscws.cat.profile import TerminalProfile
 from openscws.cat.responses import TerminalResponse
 from openscws.errors import ApduError, DecodeError
-from openscws.uicc.toolkit import RawCommand, RawReader, read_done
+from openscws.statetable import StateTable
+from openscws.uicc.toolkit import Transfer, TransferReader, read_done
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +67,8 @@ MAX_SEND = 240
 _DATA_AVAILABLE = Event.DATA_AVAILABLE
 _CHANNEL_STATUS = Event.CHANNEL_STATUS
 
-# The transfer commands are built straight to bytes (`RawCommand`) with the shared codec
+# The transfer commands are built straight to bytes (`Transfer`s, given to the toolkit by
+# `next_step`) with the shared codec
 # (cat/transfer.py), in the plain form the typed encoders give (tested).
 _receive_data = transfer.receive_data
 _RECEIVE_DATA_TR = transfer.RECEIVE_DATA_TR_EXPECT
@@ -192,6 +198,12 @@ class ChannelStateError(ApduError):
         self.event = event
 
 
+LIFE_CYCLE: StateTable[tuple[ChannelState, ChannelEvent], ChannelState] = StateTable(
+    TRANSITIONS, lambda channel, key: ChannelStateError(channel, *key)
+)
+"""`TRANSITIONS`, a pair it does not allow being a `ChannelStateError`."""
+
+
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
     ports: tuple[int, ...] = (3516,)
@@ -261,8 +273,10 @@ class BipServerApp:
         self._check_ports = True
         """A channel changed state: what to open, close or reclaim is looked at again."""
         self._pressed: frozenset[int] = frozenset()
+        self._waiting: set[int] = set()
+        """Ports whose clients the terminal says wait for a channel."""
         self._now = 0.0
-        self._read_receive_data: RawReader = self._receive_data_response
+        self._read_receive_data: TransferReader = self._receive_data_response
 
     # -- ToolkitApp ----------------------------------------------------------------------------
 
@@ -276,6 +290,7 @@ class BipServerApp:
         self.channels.clear()
         self._order = None
         self._pressed = frozenset()
+        self._waiting.clear()
         self._refused.clear()
         ports = self.config.ports
         self._budget = max(0, min(self.config.max_channels, profile.channels) - 1)
@@ -303,7 +318,16 @@ class BipServerApp:
         status = envelope.channel_status
         channel = self.channels.get(status.channel)
         if channel is None:
-            return None
+            transport = envelope.transport
+            if status.channel or transport is None or _CHANNEL_STATUS not in envelope.event.events:
+                return None
+            # Clients of a port wait for a channel (TCP LISTEN), or none any more.
+            if status.bits == ServerState.LISTEN:
+                self._waiting.add(transport.port)
+            else:
+                self._waiting.discard(transport.port)
+            self._check_ports = True
+            return b""
         events = envelope.event.events
         if _CHANNEL_STATUS in events:
             self._check_ports = True
@@ -324,10 +348,7 @@ class BipServerApp:
         return b""
 
     def _fire(self, channel: Channel, event: ChannelEvent) -> ChannelState | None:
-        try:
-            new = TRANSITIONS[channel.state, event]
-        except KeyError:
-            raise ChannelStateError(channel.id, channel.state, event) from None
+        new = LIFE_CYCLE.next(channel.id, (channel.state, event))
         if new is None:
             del self.channels[channel.id]
             self._order = None
@@ -366,7 +387,17 @@ class BipServerApp:
 
     # -- what to run next ----------------------------------------------------------------------
 
-    def next_command(self, number: int, now: float) -> Command | RawCommand | None:
+    def next_command(self, number: int, now: float) -> Command | None:
+        """The `ToolkitApp` contract: `next_step`, with its transfer commands typed (their
+        TERMINAL RESPONSEs then come typed to `on_terminal_response`)."""
+        step = self.next_step(number, now)
+        if isinstance(step, Transfer):
+            return decode_command(step.encoded)
+        return step
+
+    def next_step(self, number: int, now: float) -> Command | Transfer | None:
+        """The next command, a transfer command as a `Transfer` (the toolkit's `ChannelPump`:
+        the gateway's hot path builds no command objects)."""
         if not self.enabled:
             return None
         if not self._events_set:
@@ -464,7 +495,11 @@ class BipServerApp:
         count, listening = self._counts()
         pressed = set()
         for port in self.config.ports:
-            if listening[port] == 0 and not self._can_open(port, count, listening, now):
+            if (
+                port in self._waiting
+                and listening[port] == 0
+                and not self._can_open(port, count, listening, now)
+            ):
                 pressed.add(port)
         return frozenset(pressed)
 
@@ -492,7 +527,7 @@ class BipServerApp:
             ports.update(p for p in self.config.ports if count[p] > share)
         return frozenset(ports)
 
-    def _relieve(self, number: int, now: float) -> Command | RawCommand | None:
+    def _relieve(self, number: int, now: float) -> Command | Transfer | None:
         """Clients may be waiting: unless a connection of the yielding ports is closing
         already, the one idle the longest (quiet for the grace time) is closed now."""
         ports = self._yielding_ports()
@@ -546,7 +581,7 @@ class BipServerApp:
         self._fire(channel, _EV.CLOSE)
         return CloseChannel.build(number, channel.id, to_listen=True)
 
-    def _work(self, channel: Channel, number: int, now: float) -> Command | RawCommand | None:
+    def _work(self, channel: Channel, number: int, now: float) -> Command | Transfer | None:
         handler = channel.handler
         if channel.state is not _ESTABLISHED or handler is None:
             return None
@@ -565,9 +600,7 @@ class BipServerApp:
             # ReceiveData.build(number, channel.id, min(rx_pending, MAX_RECEIVE)).encode()
             length = MAX_RECEIVE if rx_pending > MAX_RECEIVE else rx_pending
             encoded = _receive_data(number, channel.id, length)
-            return RawCommand(
-                encoded, _RECEIVE_DATA_TR[number], self._read_receive_data, channel.id
-            )
+            return Transfer(encoded, _RECEIVE_DATA_TR[number], self._read_receive_data, channel.id)
         out = channel.out
         pos = channel.out_pos
         left = len(out) - pos
@@ -599,14 +632,12 @@ class BipServerApp:
                 head = _send_data_head(number, qualifier, channel.id, size)
             encoded = head + chunk
             # Its plain TR (result 00) needs nothing done; any other goes the typed way.
-            return RawCommand(
-                encoded, _SEND_DATA_TR[number | qualifier << 8], read_done, channel.id
-            )
+            return Transfer(encoded, _SEND_DATA_TR[number | qualifier << 8], read_done, channel.id)
         if handler.should_close or channel.closing:
             return self._close(channel, number)
         return None
 
-    def _receive_data_response(self, command: RawCommand, data: bytes, now: float) -> bool:
+    def _receive_data_response(self, command: Transfer, data: bytes, now: float) -> bool:
         """Reads the plain TR of a RECEIVE DATA, performed (cat/transfer.py), and does what
         `on_terminal_response` does with it; False for any other form."""
         found = _read_receive_data_tr(data, command.expect)

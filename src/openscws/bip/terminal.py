@@ -42,6 +42,7 @@ from openscws.cat.objects import (
 )
 from openscws.cat.responses import TerminalResponse
 from openscws.errors import BipError
+from openscws.statetable import StateTable
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +150,12 @@ class ChannelStateError(BipError):
         self.event = event
 
 
+LIFE_CYCLE: StateTable[tuple[Mode, ChannelState, ChannelEvent], ChannelState] = StateTable(
+    TRANSITIONS, lambda channel, key: ChannelStateError(channel, key[1], key[2])
+)
+"""`TRANSITIONS`, a (mode, state, event) it does not allow being a `ChannelStateError`."""
+
+
 # -- actions for the shell ------------------------------------------------------------------------
 
 
@@ -234,10 +241,7 @@ class TerminalChannel:
     def fire(self, event: ChannelEvent) -> ChannelState | None:
         """Moves the channel by the table; raises ChannelStateError if it does not allow
         `event` now. Returns the new state (None: the channel is gone)."""
-        try:
-            new = TRANSITIONS[self.mode, self.state, event]
-        except KeyError:
-            raise ChannelStateError(self.id, self.state, event) from None
+        new = LIFE_CYCLE.next(self.id, (self.mode, self.state, event))
         if new is not None:
             self.state = new
         return new
@@ -259,8 +263,9 @@ class PendingEvent:
     event reports the Rx buffer as it is then."""
 
     channel: int
-    kind: str  # "status" or "data"
+    kind: str  # "status", "data", or "waiting" (channel 0: clients of `port` wait, or not)
     further: int = FurtherInfo.NONE
+    port: int = 0
 
 
 DATA_EVENTS = {i: PendingEvent(i, "data") for i in range(1, MAX_CHANNELS + 1)}
@@ -283,6 +288,8 @@ class Channels:
         self.channels: dict[int, TerminalChannel] = {}
         self.actions: deque[GatewayAction] = deque()
         self.events: deque[PendingEvent] = deque()
+        self.waiting_ports: set[int] = set()
+        """Server ports whose TCP clients wait for a channel (the shell says so)."""
 
     # -- proactive commands ----------------------------------------------------------------------
 
@@ -539,6 +546,21 @@ class Channels:
             for c in self.channels.values()
             if c.port == port and c.state is ChannelState.LISTEN and c.mode is Mode.SERVER
         )
+
+    def clients_waiting(self, port: int, waiting: bool) -> None:
+        """The shell has TCP clients of `port` waiting for a channel (`waiting`), or none any
+        more. A change is news for the card (`clients_waiting_event`), which takes channels
+        back from keep-alive connections only while clients wait."""
+        if waiting == (port in self.waiting_ports):
+            return
+        if waiting:
+            self.waiting_ports.add(port)
+        else:
+            self.waiting_ports.discard(port)
+        # Ahead of the Channel status events queued already: the card hears that nobody waits
+        # before it hears that the last waiting client has a channel, so it never takes
+        # another one back for a client already served.
+        self.events.appendleft(PendingEvent(0, "waiting", port=port))
 
     def client_connected(self, port: int) -> int | None:
         """Binds a new TCP client on `port` to a listening channel; None if all are busy."""

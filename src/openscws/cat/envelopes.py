@@ -16,7 +16,10 @@ from openscws.cat.objects import (
     DeviceIdentities,
     Event,
     EventList,
+    ServerState,
     SmsTpdu,
+    TransportLevel,
+    TransportProtocol,
 )
 from openscws.codec.tlv import ComprehensionTlv, encode_ber_tlv, pull_ber_tlv
 from openscws.errors import DecodeError
@@ -36,7 +39,9 @@ class EnvelopeTag(IntEnum):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EventDownload:
     """§7.5: one event; Data available (§7.5.10) and Channel status (§7.5.11) carry the
-    channel status, and Data available also the channel data length."""
+    channel status, and Data available also the channel data length. The gateway's news of
+    clients waiting for a server port (`clients_waiting_event`) adds the port's transport
+    level (§8.59)."""
 
     TEMPLATE: ClassVar[int] = EnvelopeTag.EVENT_DOWNLOAD
     SLOTS: ClassVar[tuple[Slot, ...]] = (
@@ -44,11 +49,13 @@ class EventDownload:
         Slot("devices", DeviceIdentities, required=True),
         Slot("channel_status", ChannelStatus),
         Slot("data_length", ChannelDataLength),
+        Slot("transport", TransportLevel),
     )
     event: EventList
     devices: DeviceIdentities = DeviceIdentities(Device.TERMINAL, Device.UICC)
     channel_status: ChannelStatus | None = None
     data_length: ChannelDataLength | None = None
+    transport: TransportLevel | None = None
     extra: tuple[ComprehensionTlv, ...] = field(default=(), compare=False)
     cr_clear: frozenset[int] = field(default=frozenset(), compare=False)
 
@@ -142,6 +149,21 @@ def encode_data_available(channel_status: ChannelStatus, length: int) -> bytes:
 def encode_channel_status_event(channel_status: ChannelStatus) -> bytes:
     """`channel_status_event(channel_status).encode()`, without the objects."""
     return _CHANNEL_STATUS_HEAD + channel_status.value()
+
+
+def clients_waiting_event(port: int, waiting: bool) -> EventDownload:
+    """The gateway's news that TCP clients of server port `port` wait for a channel (all of
+    the port's are busy), or that none waits any more: a Channel status event (§7.5.11)
+    naming no channel (§8.56: channel 0, "no channel available") in TCP LISTEN while clients
+    wait, TCP CLOSED when none does, with the port as a transport level (§8.59, TCP in UICC
+    server mode). A terminal that sends no such news leaves the card's channels to the
+    clients bound to them: the SCWS takes channels back only for clients it knows wait."""
+    state = ServerState.LISTEN if waiting else ServerState.CLOSED
+    return EventDownload(
+        event=EventList((Event.CHANNEL_STATUS,)),
+        channel_status=ChannelStatus.server(0, state),
+        transport=TransportLevel(TransportProtocol.TCP_SERVER, port),
+    )
 
 
 def data_available(channel_status: ChannelStatus, length: int) -> EventDownload:

@@ -48,6 +48,7 @@ from openscws.cat.commands import (
 )
 from openscws.cat.envelopes import (
     SmsPpDownload,
+    clients_waiting_event,
     encode_channel_status_event,
     encode_data_available,
 )
@@ -239,6 +240,9 @@ class TerminalEngine:
     def _encode_event(self, event: PendingEvent) -> bytes | None:
         channel = self.channels.channels.get(event.channel)
         if channel is None:
+            if event.kind == "waiting" and Event.CHANNEL_STATUS in self.events_enabled:
+                waiting = event.port in self.channels.waiting_ports
+                return clients_waiting_event(event.port, waiting).encode()
             return None
         if event.kind == "data":
             rx = channel.rx
@@ -431,6 +435,10 @@ class TerminalEngine:
                 )
             case SetUpEventList():
                 self.events_enabled = frozenset(command.events.events)
+                # A card that (re)starts its event list hears which ports have clients
+                # waiting now, not only of changes to come.
+                for port in sorted(self.channels.waiting_ports):
+                    self.channels.events.append(PendingEvent(0, "waiting", port=port))
                 return TerminalResponse(details=command.details, result=ok)
             case PollInterval():
                 seconds = _seconds(command.duration)
@@ -470,6 +478,10 @@ class TerminalEngine:
         self._listening = None
         self._tr = self.channels.listen_result(command, ok).encode()
         self.phase = Phase.RUNNING
+
+    def clients_waiting(self, port: int, waiting: bool) -> None:
+        """Whether TCP clients of `port` wait for a channel (`Channels.clients_waiting`)."""
+        self.channels.clients_waiting(port, waiting)
 
     def client_connected(self, port: int) -> int | None:
         # A channel whose freeing is deferred is HELD: not bound before the card's stale

@@ -3,7 +3,9 @@
 TS 102 221 §7.4.2: the card announces a pending command with 91 XX on any successful command,
 the terminal fetches it and answers with one TERMINAL RESPONSE. An application that raises
 while asked for a command, run on a timer or told of a new terminal is logged and skipped: the
-others carry on. (What it raises on an envelope or a TERMINAL RESPONSE reaches
+others carry on. Applications hand the toolkit typed commands (`ToolkitApp`); only the card's
+BIP server, as the toolkit's `ChannelPump`, hands it the transfer commands as bytes
+(`Transfer`). (What it raises on an envelope or a TERMINAL RESPONSE reaches
 `VirtualUicc.transmit`, which answers 6F 00.) Applications are asked for their
 next command only when nothing is pending, so each builds it from its state at that moment (a
 SEND DATA chunk sized to the terminal's free buffer, say) instead of queueing stale ones."""
@@ -14,7 +16,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum, auto
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from openscws.apdu.status import SW
 from openscws.cat.commands import Command, decode_command
@@ -32,20 +34,22 @@ TIMER_GRANULARITY = 0.05
 every APDU would cost the bulk-transfer path."""
 
 
-RawReader = Callable[["RawCommand", bytes, float], bool]
-"""Reads the TERMINAL RESPONSE (the APDU data) to a `RawCommand`: acts on it and returns True,
+TransferReader = Callable[["Transfer", bytes, float], bool]
+"""Reads the TERMINAL RESPONSE (the APDU data) to a `Transfer`: acts on it and returns True,
 or returns False, having done nothing, for a form it does not read."""
 
 
-def read_done(command: RawCommand, data: bytes, now: float) -> bool:
+def read_done(command: Transfer, data: bytes, now: float) -> bool:
     """The reader of a command whose plain TR needs nothing done: `expect` and one more byte
     (SEND DATA's: the byte is the free Tx space, which the card does not use)."""
     return len(data) == len(command.expect) + 1 and data.startswith(command.expect)
 
 
-class RawCommand:
-    """A proactive command its app built straight to bytes (the transfer hot paths: RECEIVE
-    DATA and SEND DATA), with the app's reader of the TERMINAL RESPONSE bytes.
+class Transfer:
+    """A transfer command (RECEIVE DATA or SEND DATA) built straight to bytes with the
+    transfer codec (cat/transfer.py), with the reader of its TERMINAL RESPONSE bytes. Not part
+    of the `ToolkitApp` contract: only a `ChannelPump` (the card's BIP server, bip/card.py)
+    makes them, through `ChannelPump.next_step`.
 
     The reader takes the plain forms it knows, checking the command details echo byte for
     byte against `expect` (§6.8.1), and acts on them; for any other form it returns False and
@@ -55,7 +59,7 @@ class RawCommand:
 
     __slots__ = ("channel", "encoded", "expect", "reader")
 
-    def __init__(self, encoded: bytes, expect: bytes, reader: RawReader, channel: int) -> None:
+    def __init__(self, encoded: bytes, expect: bytes, reader: TransferReader, channel: int) -> None:
         self.encoded = encoded
         self.expect = expect
         """What the response starts with in the form the reader reads."""
@@ -73,7 +77,7 @@ class ToolkitApp(Protocol):
         envelope is not for this app."""
         ...
 
-    def next_command(self, number: int, now: float) -> Command | RawCommand | None:
+    def next_command(self, number: int, now: float) -> Command | None:
         """The next proactive command this app wants to run, numbered `number`, or None."""
         ...
 
@@ -86,6 +90,22 @@ class ToolkitApp(Protocol):
         ...
 
     def on_timer(self, now: float) -> None: ...
+
+
+@runtime_checkable
+class ChannelPump(ToolkitApp, Protocol):
+    """The card's BIP server (bip/card.py): the toolkit application that moves the channels'
+    bytes. The toolkit asks it `next_step` instead of `next_command`: the transfer commands,
+    every request's RECEIVE DATA and every SEND DATA of a response, come as `Transfer`s, so
+    that neither side builds command or response objects on the gateway's hot path. Its
+    `next_command` gives the same commands typed (the `ToolkitApp` contract)."""
+
+    def next_step(self, number: int, now: float) -> Command | Transfer | None:
+        """`next_command`, with the transfer commands as `Transfer`s."""
+        ...
+
+
+Ask = Callable[[int, float], Command | Transfer | None]
 
 
 class State(Enum):
@@ -103,14 +123,14 @@ _FETCHED = State.FETCHED
 
 @dataclass(slots=True)
 class Pending:
-    command: Command | RawCommand
+    command: Command | Transfer
     encoded: bytes
     owner: ToolkitApp
 
     def typed(self) -> Command:
         """The command as an object (a raw one decoded from its bytes, once)."""
         command = self.command
-        if isinstance(command, RawCommand):
+        if isinstance(command, Transfer):
             command = self.command = decode_command(self.encoded)
         return command
 
@@ -118,6 +138,8 @@ class Pending:
 class Toolkit:
     def __init__(self) -> None:
         self.apps: list[ToolkitApp] = []
+        self._ask: list[Ask] = []
+        """Each app's way to its next command: `next_step` for a `ChannelPump`."""
         self.profile: TerminalProfile | None = None
         self.state = State.IDLE
         self.pending: Pending | None = None
@@ -130,6 +152,7 @@ class Toolkit:
 
     def register(self, app: ToolkitApp) -> None:
         self.apps.append(app)
+        self._ask.append(app.next_step if isinstance(app, ChannelPump) else app.next_command)
 
     def poll(self, now: float) -> int:
         """Runs due timers and, when idle, asks the apps (in turn) for a command. Returns the
@@ -146,15 +169,16 @@ class Toolkit:
             if n == 1:  # one app: no turns to take
                 app = apps[0]
                 try:
-                    command = app.next_command(number, now)
+                    command = self._ask[0](number, now)
                 except Exception as e:  # noqa: BLE001 - one app's bug stops no other
                     self._app_failed(app, "next_command", e)
                     return 0
                 return 0 if command is None else self._pend(command, app, number)
             for k in range(n):
-                app = apps[(self._turn + k) % n]
+                i = (self._turn + k) % n
+                app = apps[i]
                 try:
-                    command = app.next_command(number, now)
+                    command = self._ask[i](number, now)
                 except Exception as e:  # noqa: BLE001 - one app's bug stops no other
                     self._app_failed(app, "next_command", e)
                     continue
@@ -166,9 +190,9 @@ class Toolkit:
             return len(self.pending.encoded)
         return 0
 
-    def _pend(self, command: Command | RawCommand, app: ToolkitApp, number: int) -> int:
+    def _pend(self, command: Command | Transfer, app: ToolkitApp, number: int) -> int:
         self._number = number
-        encoded = command.encoded if isinstance(command, RawCommand) else command.encode()
+        encoded = command.encoded if isinstance(command, Transfer) else command.encode()
         self.pending = Pending(command, encoded, app)
         self.state = _PENDING
         return len(encoded)
@@ -216,7 +240,7 @@ class Toolkit:
 
     def terminal_response_bytes(self, data: bytes, now: float) -> bool:
         """Hands a TERMINAL RESPONSE's bytes to the app whose command it answers: read from
-        the bytes by the app that built a raw command, decoded otherwise. False when no
+        the bytes by the channel pump that built a `Transfer`, decoded otherwise. False when no
         fetched command matches; DecodeError when the bytes do not decode."""
         if self.terminal_response_raw(data, now):
             return True
@@ -229,14 +253,14 @@ class Toolkit:
         return self.pending.encoded
 
     def terminal_response_raw(self, data: bytes, now: float) -> bool:
-        """Hands the TR bytes to the reader of a fetched `RawCommand`. True when it read them;
-        False (nothing done) when no raw command was fetched or the reader does not read this
+        """Hands the TR bytes to the reader of a fetched `Transfer`. True when it read them;
+        False (nothing done) when no `Transfer` was fetched or the reader does not read this
         form: `terminal_response` with the decoded TR then, as for any command."""
         pending = self.pending
         if pending is None or self.state is not _FETCHED:
             return False
         command = pending.command
-        if not isinstance(command, RawCommand):
+        if not isinstance(command, Transfer):
             return False
         reader = command.reader
         if reader is read_done:  # the most frequent by far (SEND DATA): nothing to run
