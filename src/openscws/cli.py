@@ -25,7 +25,7 @@ from openscws import __version__
 from openscws.aio import push_cli
 from openscws.aio.gateway import GatewayError
 from openscws.aio.links import CardLink, accept_vpcd_card
-from openscws.aio.stack import card_of, card_tls, gateway_for, open_image, start_stack
+from openscws.aio.stack import Stack, card_of, card_tls, gateway_for, open_image, start_stack
 from openscws.aio.vicc import serve_card
 from openscws.bcast import bspc_cli
 from openscws.bcast import cli as bsm_cli
@@ -440,7 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
     dev = sub.add_parser(
         "dev",
         help="serve a folder from a card, live: every saved change is on the card at once",
-        description="Start a card and its BIP gateway (no admin server) whose site mirrors "
+        description="Start a card and its BIP gateway (no admin server unless --admin) whose "
+        "site mirrors "
         "DIR: each add, change and deletion under DIR goes into the card image in one atomic "
         "step and is printed in one line, so a reload shows it. The card image is the dev "
         "server's own (--data-dir; default $XDG_DATA_HOME/openscws/dev/card), never the one "
@@ -466,6 +467,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--check",
         action="store_true",
         help="print the report on DIR (what would not fit a real card) and exit, serving nothing",
+    )
+    dev.add_argument(
+        "--admin",
+        action="store_true",
+        help="also run the remote administration server and REST API beside the card, as "
+        "`openscws up` does (the card is enrolled with it)",
     )
 
     doctor = sub.add_parser(
@@ -713,6 +720,31 @@ def _announce(
         print(f"HTTPS issuer CA: {ca} (curl --cacert {ca})", flush=True)
 
 
+async def _announce_admin(stack: Stack, settings: Settings) -> None:
+    """The admin server's URLs (and, on first run, the one-time admin password)."""
+    if stack.admin is None:
+        return
+    a = settings.admin
+    print(
+        f"admin server: PSK-TLS https://{a.host}:{stack.admin.server.port}{a.uri} "
+        + (
+            f"({1 + len(stack.fleet)} cards enrolled)"
+            if stack.fleet
+            else f"(card {stack.image.meta.iccid} enrolled)"
+        ),
+        flush=True,
+    )
+    if stack.admin.api_url:
+        from openscws.ras.cli import first_admin
+
+        print(f"admin console: {stack.admin.api_url}", flush=True)
+        print(f"REST API: {stack.admin.api_url}api/v1 (OpenAPI: /api/v1/openapi.json)")
+        if stack.admin.api_ca is not None:
+            ca = stack.admin.api_ca
+            print(f"admin console CA: {ca} (curl --cacert {ca})", flush=True)
+        await asyncio.to_thread(first_admin, stack.admin.service, stack.admin.api_url)
+
+
 async def _up(
     settings: Settings,
     demo: bool,
@@ -768,26 +800,7 @@ async def _up(
                 flush=True,
             )
             _announce(member.gateway.local_port, settings.gateway.host, member.settings, card=False)
-        if stack.admin is not None:
-            a = settings.admin
-            print(
-                f"admin server: PSK-TLS https://{a.host}:{stack.admin.server.port}{a.uri} "
-                + (
-                    f"({1 + len(stack.fleet)} cards enrolled)"
-                    if stack.fleet
-                    else f"(card {stack.image.meta.iccid} enrolled)"
-                ),
-                flush=True,
-            )
-            if stack.admin.api_url:
-                from openscws.ras.cli import first_admin
-
-                print(f"admin console: {stack.admin.api_url}", flush=True)
-                print(f"REST API: {stack.admin.api_url}api/v1 (OpenAPI: /api/v1/openapi.json)")
-                if stack.admin.api_ca is not None:
-                    ca = stack.admin.api_ca
-                    print(f"admin console CA: {ca} (curl --cacert {ca})", flush=True)
-                await asyncio.to_thread(first_admin, stack.admin.service, stack.admin.api_url)
+        await _announce_admin(stack, settings)
         await _run_until_signal(asyncio.ensure_future(stack.gateway.wait()))
     finally:
         if bcast is not None:
@@ -972,7 +985,7 @@ def _dev_settings(settings: Settings, args_data_dir: bool) -> Settings:
     )
 
 
-async def _dev(directory: Path, settings: Settings, *, reload: bool) -> int:
+async def _dev(directory: Path, settings: Settings, *, reload: bool, admin: bool = False) -> int:
     from openscws.aio.devserver import ReloadFront, watch_folder
     from openscws.store.devsite import DevChange, DevMirror, scan
 
@@ -989,7 +1002,7 @@ async def _dev(directory: Path, settings: Settings, *, reload: bool) -> int:
         settings = replace(settings, gateway=g)
     tracer = _tracer(settings)
     try:
-        stack = await start_stack(settings, demo=False, admin=False, tracer=tracer)
+        stack = await start_stack(settings, demo=False, admin=admin, tracer=tracer)
     except BaseException:
         if tracer is not None:
             tracer.close()
@@ -1038,6 +1051,7 @@ async def _dev(directory: Path, settings: Settings, *, reload: bool) -> int:
                 print(f"SCWS ready: {scheme}://{shown}:{stack.gateway.local_port(port)}/")
         print(f"mirroring {directory.resolve()} into the card image {stack.image.root}", flush=True)
         watcher = asyncio.ensure_future(watch_folder(mirror, synced, stop))
+        await _announce_admin(stack, settings)
         await _run_until_signal(asyncio.ensure_future(stack.gateway.wait()))
         stop.set()
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
@@ -1637,7 +1651,7 @@ def _run(args: argparse.Namespace) -> int:
             return _dev_check(args.directory, settings)
         case "dev":
             settings = _dev_settings(settings, bool(args.data_dir))
-            return asyncio.run(_dev(args.directory, settings, reload=args.reload))
+            return asyncio.run(_dev(args.directory, settings, reload=args.reload, admin=args.admin))
         case "init":
             image = open_image(
                 settings,

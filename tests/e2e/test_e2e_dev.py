@@ -131,6 +131,31 @@ def test_edits_adds_and_deletes_show_within_a_second(tmp_path: Path, start_dev: 
     assert sp.stop() == 0
 
 
+def test_admin_runs_beside_the_mirror_when_asked(
+    tmp_path: Path, start_dev: StartDev, free_port: Callable[[], int]
+) -> None:
+    """`--admin`: the admin server and REST API start with the dev card (enrolled), the REST
+    API refuses a caller without a token, and the mirror still serves every change."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text("<h1>one</h1>")
+    api, sms = free_port(), free_port()
+    config = tmp_path / "dev.toml"
+    config.write_text(
+        f'[admin]\ndata_dir = "{tmp_path / "ras"}"\nport = {free_port()}\napi_port = {api}\n'
+        f'sms_url = "http://127.0.0.1:{sms}/sms"\n[gateway]\nsms_port = {sms}\n'
+    )
+    sp, base = start_dev(site, "--admin", "--config", str(config))
+    line = sp.wait_for("admin console: ")
+    assert line == f"admin console: http://127.0.0.1:{api}/"
+    assert "enrolled)" in sp.wait_for("admin server: PSK-TLS")
+    assert "one-time password" in sp.wait_for("first run: log in to the console")
+    assert get(f"http://127.0.0.1:{api}/api/v1/campaigns")[0] == 401
+    (site / "index.html").write_text("<h1>two</h1>")
+    assert shows(f"{base}/index.html", b"<h1>two</h1>")
+    assert sp.stop() == 0
+
+
 def test_kill_9_during_a_burst_leaves_a_consistent_image(
     tmp_path: Path, start_dev: StartDev
 ) -> None:

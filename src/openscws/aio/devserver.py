@@ -89,14 +89,23 @@ async def watch_folder(
     change; the image keeps the last good sync."""
     import watchfiles
 
-    async for _ in watchfiles.awatch(
+    caught_up = False
+    async for changed in watchfiles.awatch(
         mirror.directory,
         stop_event=stop,
         debounce=debounce_ms,
         step=50,
         watch_filter=None,
         recursive=True,
+        rust_timeout=500,
+        yield_on_timeout=True,
     ):
+        if not changed:
+            # The first quiet moment: the watch is in place, so one more sync catches what
+            # changed between the start's sync and the watch.
+            if caught_up:
+                continue
+            caught_up = True
         try:
             changes = mirror.sync()
         except (StoreError, OSError) as exc:  # a bad moment of the folder: try again later
