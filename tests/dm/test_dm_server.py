@@ -1,0 +1,191 @@
+"""The DM server end to end over HTTPS: PSK-TLS, HTTP Basic, Digest (MD5 and SHA-256) and
+client-certificate transport authentication per device, a management job run in a device's
+session with its results stored."""
+
+from __future__ import annotations
+
+import itertools
+import ssl
+from collections.abc import Iterator
+
+import pytest
+from dm_server_env import (
+    Env,
+    Reply,
+    add_device,
+    basic,
+    cert_context,
+    device_tree,
+    digest_header,
+    make_client_cert,
+    post,
+    run_env,
+    run_session,
+)
+
+from openscws.dm import message as m
+from openscws.dm.db_models import HttpAuth
+from openscws.dm.server_tls import certificate_fingerprint
+from openscws.dm.session import ClientSession, Outgoing
+from openscws.tls.context import psk_client_context
+
+XML = m.CONTENT_TYPE_XML
+JOB = [
+    {"op": "Get", "uri": "./DevInfo/Mod", "data": None},
+    {"op": "Replace", "uri": "./DMAcc/1/Name", "data": "Operator"},
+    {"op": "Get", "uri": "./DMAcc/1/Name", "data": None},
+    {"op": "Get", "uri": "./Nope", "data": None},
+]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    yield from run_env(tmp_path_factory.mktemp("dms"))
+
+
+_ids = itertools.count()
+
+
+def dev_id() -> str:
+    return f"IMEI:49015420323751{next(_ids)}"
+
+
+def client(dev: str, **kw: object) -> ClientSession:
+    return ClientSession(device_tree(dev), "1", session_id=f"{next(_ids) + 1:X}", **kw)  # type: ignore[arg-type]
+
+
+def sender(env: Env, ctx: object, headers: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    def send(out: Outgoing) -> Reply:
+        return post(env, ctx, out.body, out.content_type, {**(headers or {}), **dict(out.headers)})  # type: ignore[arg-type]
+
+    return send
+
+
+def test_psk_tls_session_runs_the_job(env: Env) -> None:
+    dev = dev_id()
+    add_device(env, dev, http_auth=HttpAuth.PSK, psk_identity=f"psk-{dev}", psk_key=b"k" * 16)
+    job = env.store.create_job(dev, JOB)
+    ctx = psk_client_context(f"psk-{dev}", b"k" * 16, ciphers="PSK-AES128-GCM-SHA256")
+    replies = run_session(client(dev), sender(env, ctx))
+    assert len(replies) >= 2
+    done = env.store.job(job.id)
+    assert done is not None
+    assert done.state == "done"
+    assert [r["status"] for r in done.results] == [200, 200, 200, 404]
+    assert done.results[0]["data"] == "virtual"
+    assert done.results[2]["data"] == "Operator"
+    assert env.service.session_count == 0
+
+
+def test_basic_transport_auth(env: Env) -> None:
+    dev = dev_id()
+    add_device(env, dev, http_auth=HttpAuth.BASIC, http_username="u1", http_password="pw1")
+    ctx = cert_context(env)
+    pkg1 = client(dev).start()
+    # No credentials, wrong password, an unknown user: the same 401 with the challenges.
+    for headers in ({}, basic("u1", "wrong"), basic("nobody", "pw1")):
+        r = post(env, ctx, pkg1.body, XML, headers)
+        assert r.status == 401
+        offered = r.headers.get_all("WWW-Authenticate") or []
+        assert any(h.startswith("Basic ") for h in offered)
+        assert any("algorithm=SHA-256" in h for h in offered)
+        assert any("algorithm=MD5" in h for h in offered)
+    run_session(client(dev), sender(env, ctx, basic("u1", "pw1")))
+
+
+@pytest.mark.parametrize("algorithm", ["MD5", "SHA-256"])
+def test_digest_transport_auth(env: Env, algorithm: str) -> None:
+    dev = dev_id()
+    add_device(env, dev, http_auth=HttpAuth.DIGEST, http_username="u2", http_password="pw2")
+    ctx = cert_context(env)
+
+    def send(out: Outgoing) -> Reply:
+        first = post(env, ctx, out.body, out.content_type)
+        assert first.status == 401
+        chal = next(h for h in first.headers.get_all("WWW-Authenticate") or [] if algorithm in h)
+        auth = digest_header(chal, "u2", "pw2", "POST", "/dm", algorithm)
+        r = post(env, ctx, out.body, out.content_type, {"Authorization": auth})
+        # The same Authorization again is a replay: refused.
+        again = post(env, ctx, out.body, out.content_type, {"Authorization": auth})
+        assert again.status == 401
+        wrong = digest_header(chal, "u2", "bad", "POST", "/dm", algorithm).replace(
+            "00000001", "00000002"
+        )
+        assert post(env, ctx, out.body, out.content_type, {"Authorization": wrong}).status == 401
+        return r
+
+    client_session = client(dev)
+    out = client_session.start()
+    reply = send(out)
+    assert reply.status == 200
+    assert m.decode(reply.body).hdr.target.loc_uri == dev
+
+
+def test_client_certificate_auth(env: Env) -> None:
+    dev = dev_id()
+    cert_pem, key_pem, der = make_client_cert(env.client_ca, dev)
+    add_device(env, dev, http_auth=HttpAuth.CERT, cert_sha256=certificate_fingerprint(der))
+    job = env.store.create_job(dev, JOB[:1])
+    run_session(client(dev), sender(env, cert_context(env, (cert_pem, key_pem))))
+    done = env.store.job(job.id)
+    assert done is not None
+    assert done.state == "done"
+    # Without a certificate, or with another device's from the same CA: 403.
+    other = make_client_cert(env.client_ca, "someone else")
+    pkg1 = client(dev).start()
+    assert post(env, cert_context(env), pkg1.body, XML).status == 403
+    ctx = cert_context(env, other[:2])
+    assert post(env, ctx, pkg1.body, XML).status == 403
+
+
+def test_client_certificate_from_unknown_ca_is_refused(env: Env) -> None:
+    dev = dev_id()
+    cert_pem, key_pem, der = make_client_cert(env.rogue_ca, dev)
+    add_device(env, dev, http_auth=HttpAuth.CERT, cert_sha256=certificate_fingerprint(der))
+    pkg1 = client(dev).start()
+    with pytest.raises(ssl.SSLError, match=r"(?i)unknown.ca"):
+        post(env, cert_context(env, (cert_pem, key_pem)), pkg1.body, XML)
+
+
+def test_wrong_psk_fails_the_handshake(env: Env) -> None:
+    dev = dev_id()
+    add_device(env, dev, http_auth=HttpAuth.PSK, psk_identity=f"psk-{dev}", psk_key=b"k" * 16)
+    pkg1 = client(dev).start()
+    for identity, key in ((f"psk-{dev}", b"x" * 16), ("unknown", b"k" * 16)):
+        ctx = psk_client_context(identity, key, ciphers="PSK-AES128-GCM-SHA256")
+        with pytest.raises(ssl.SSLError):
+            post(env, ctx, pkg1.body, XML)
+
+
+def test_psk_connection_of_another_device_is_refused(env: Env) -> None:
+    a, b = dev_id(), dev_id()
+    add_device(env, a, http_auth=HttpAuth.PSK, psk_identity=f"psk-{a}", psk_key=b"a" * 16)
+    add_device(env, b)
+    ctx = psk_client_context(f"psk-{a}", b"a" * 16, ciphers="PSK-AES128-GCM-SHA256")
+    assert post(env, ctx, client(b).start().body, XML).status == 403
+
+
+def test_wbxml_session(env: Env) -> None:
+    dev = dev_id()
+    add_device(env, dev)
+    job = env.store.create_job(dev, JOB)
+    replies = run_session(client(dev, wbxml_form=True), sender(env, cert_context(env)))
+    assert replies[0].headers["Content-Type"] == m.CONTENT_TYPE_WBXML
+    done = env.store.job(job.id)
+    assert done is not None
+    assert done.state == "done"
+
+
+def test_wrong_application_credentials_keep_the_job(env: Env) -> None:
+    dev = dev_id()
+    add_device(env, dev, app_password="other")
+    job = env.store.create_job(dev, JOB)
+    session = client(dev)
+    out: Outgoing | None = session.start()
+    while out is not None:
+        r = post(env, cert_context(env), out.body, out.content_type)
+        assert r.status == 200
+        out = session.receive(r.body, r.headers["Content-Type"])
+    waiting = env.store.job(job.id)
+    assert waiting is not None
+    assert waiting.state == "pending"
