@@ -151,6 +151,16 @@ def run_env(root: Path, *, min_tls: str = "1.0") -> Iterator[Env]:
 # -- the device side ------------------------------------------------------------------------
 
 
+def client(dev_id: str, **kw: object) -> ClientSession:
+    """A device's session with a fresh SessionID."""
+    global _session_ids
+    _session_ids += 1
+    return ClientSession(device_tree(dev_id), "1", session_id=f"{_session_ids:X}", **kw)  # type: ignore[arg-type]
+
+
+_session_ids = 0
+
+
 def device_tree(dev_id: str, *, kind: str = "DIGEST", secret: str = "s3cret") -> Tree:
     tree = standard_tree(dev_id=dev_id, man="openscws", mod="virtual")
     dm_account(

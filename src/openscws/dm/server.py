@@ -182,6 +182,10 @@ class DmService:
             return _text(415, f"Content-Type must be {' or '.join(_DM_TYPES)}")
         if len(req.body) > MAX_BODY:
             return _text(413, "message too large")
+        if not req.body and "authorization" not in req.headers:
+            # An empty POST is how HTTP clients (curl --digest) ask for the challenge first.
+            now_ms = int(self.clock() * 1000)
+            return self._unauthorised(now_ms)
         try:
             msg = m.decode(req.body, media)
         except MessageError as exc:
@@ -204,6 +208,13 @@ class DmService:
         with live.lock:
             return self._receive(key, live, req.body, media, req.headers, now)
 
+    def _unauthorised(self, now_ms: int) -> DmAnswer:
+        return DmAnswer(
+            401,
+            (("Content-Type", "text/plain; charset=utf-8"), *self.challenger.challenges(now_ms)),
+            b"transport authentication required\n",
+        )
+
     def _transport(
         self, req: DmRequest, device: DeviceSecrets | None, now: float
     ) -> DmAnswer | None:
@@ -214,11 +225,7 @@ class DmService:
             weak = weak_certificate(tls.peer_cert)
             if weak is not None:
                 return _text(403, f"client certificate refused: {weak}")
-        unauthorised = DmAnswer(
-            401,
-            (("Content-Type", "text/plain; charset=utf-8"), *self.challenger.challenges(now_ms)),
-            b"transport authentication required\n",
-        )
+        unauthorised = self._unauthorised(now_ms)
         if device is None:
             return unauthorised
         info = device.info
