@@ -30,6 +30,7 @@ from openscws.bcast import bspc_cli
 from openscws.bcast import cli as bsm_cli
 from openscws.bsf import cli as bsf_cli
 from openscws.config import Settings, notes, resolve, to_toml
+from openscws.dm import cli_server as dm_server_cli
 from openscws.errors import ConfigError, NotFoundError, OpenScwsError, StoreError
 from openscws.gba import cli as gba_cli
 from openscws.ids import DEFAULT_ICCID
@@ -482,6 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(cfg)
     admin_cli.register(sub)
     bsf_cli.register(sub)
+    dm_server_cli.register(sub)
     bsm_cli.register(sub)
     bspc_cli.register(sub)
     gba_cli.register(sub)
@@ -1182,6 +1184,8 @@ def _serves(args: argparse.Namespace) -> bool:
             return getattr(args, "admin_command", None) == "serve"
         case "bsf":
             return bsf_cli.serves(args)
+        case "dm":
+            return dm_server_cli.serves(args)
         case "bsm":
             return bsm_cli.serves(args)
     return False
@@ -1300,6 +1304,8 @@ def _run(args: argparse.Namespace) -> int:
             return admin_cli.run(args, settings)
         case "bsf":
             return bsf_cli.run(args, settings)
+        case "dm":
+            return dm_server_cli.run(args, settings)
         case "bsm":
             return bsm_cli.run(args, settings)
         case "bcast":

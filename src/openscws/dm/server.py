@@ -44,6 +44,7 @@ from cryptography.hazmat.primitives import serialization
 
 from openscws.dm import auth
 from openscws.dm import message as m
+from openscws.dm.api import API_PREFIX, DmApi
 from openscws.dm.db import DeviceSecrets, DmStore, JobInfo
 from openscws.dm.db_models import HttpAuth
 from openscws.dm.errors import MessageError, ProtocolError
@@ -159,21 +160,23 @@ class DmService:
         realm: str = "openscws DM",
         new_nonce: Callable[[], bytes] = lambda: secrets.token_bytes(16),
         clock: Callable[[], float] = time.time,
-        wbxml_default: bool = False,
+        api: DmApi | None = None,
     ) -> None:
         self.store = store
+        self.api = api
         self.server_uri = server_uri
         self.challenger = Challenger(realm)
         self.new_nonce = new_nonce
         self.clock = clock
-        self.wbxml_default = wbxml_default
         self._sessions: dict[tuple[str, str], _Live] = {}
         self._lock = threading.Lock()
 
     # -- HTTP --
 
     def handle(self, req: DmRequest) -> DmAnswer:
-        if req.path != DM_PATH:
+        if req.path.startswith(API_PREFIX) and self.api is not None:
+            return self.api.handle(req)
+        if req.path.split("?")[0] != DM_PATH:
             return _text(404, "not found: the DM endpoint is POST /dm")
         if req.method != "POST":
             return _text(405, "POST only", ("Allow", "POST"))
@@ -254,7 +257,7 @@ class DmService:
         if cred is None or cred.scheme != "digest":
             return unauthorised
         uri = cred.params.get("uri", "")
-        if urlsplit(uri).path != req.path:
+        if urlsplit(uri).path != urlsplit(req.path).path:
             return unauthorised
         verdict = self.challenger.check_digest(cred, req.method, user, password, now_ms)
         if verdict == "ok":
@@ -553,7 +556,7 @@ class _Connection(asyncio.Protocol):
         r = self.request
         req = DmRequest(
             r.method.decode("ascii", "replace"),
-            r.target.decode("ascii", "replace").split("?")[0],
+            r.target.decode("ascii", "replace"),
             {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in r.headers},
             bytes(self.body),
             self.info,
