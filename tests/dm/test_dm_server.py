@@ -189,3 +189,23 @@ def test_wrong_application_credentials_keep_the_job(env: Env) -> None:
     waiting = env.store.job(job.id)
     assert waiting is not None
     assert waiting.state == "pending"
+
+
+def test_garbage_on_the_wire_closes_only_that_connection(env: Env) -> None:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", env.port), timeout=10) as raw:
+        raw.sendall(b"GET / HTTP/1.1\r\n\r\n" * 4)  # not TLS: an alert, then the close
+        data = raw.recv(100)
+        assert data[:1] in (b"\x15", b"")
+    ctx = cert_context(env)
+    with (
+        socket.create_connection(("127.0.0.1", env.port), timeout=10) as plain,
+        ctx.wrap_socket(plain) as tls,
+    ):
+        tls.sendall(b"\x00\x01 not http\r\n\r\n")
+        answer = tls.recv(200)
+        assert answer.startswith(b"HTTP/1.1 400")
+    dev = dev_id()
+    add_device(env, dev)
+    run_session(client(dev), sender(env, ctx))  # the server goes on

@@ -205,9 +205,11 @@ class DmService:
             return refused
         assert device is not None
         if live is None:
-            live = self._open(device, msg, media == m.CONTENT_TYPE_WBXML, now)
+            mine = self._open(device, msg, media == m.CONTENT_TYPE_WBXML, now)
             with self._lock:
-                live = self._sessions.setdefault(key, live)
+                live = self._sessions.setdefault(key, mine)
+            if live is not mine and mine.job is not None:  # another request opened it first
+                self.store.requeue_job(mine.job.id)
         with live.lock:
             return self._receive(key, live, req.body, media, req.headers, now)
 
@@ -301,6 +303,9 @@ class DmService:
             http = status if status in _HTTP_FOR_SYNCML else 400
             if s.state is ServerState.IDLE and s.client_msg_id == 0:
                 self._drop(key, live)  # nothing of it was accepted: no session to keep
+                if live.job is not None:
+                    self.store.requeue_job(live.job.id)
+                    live.job = None
             return _text(http, f"SyncML status {status}: {exc}")
         live.last = now
         if (acc.nonce, acc.server_nonce) != before:
