@@ -100,6 +100,7 @@ class Env:
     """The server certificate's CA (what clients trust)."""
     client_ca: tuple[rsa.RSAPrivateKey, x509.Certificate]
     rogue_ca: tuple[rsa.RSAPrivateKey, x509.Certificate]
+    loop_thread: threading.Thread
 
     @property
     def port(self) -> int:
@@ -139,7 +140,7 @@ def run_env(root: Path, *, min_tls: str = "1.0") -> Iterator[Env]:
     thread.start()
     server = asyncio.run_coroutine_threadsafe(start_dm_server(service, tls), loop).result(10)
     try:
-        yield Env(root, store, service, server, loop, ca_file, client_ca, rogue_ca)
+        yield Env(root, store, service, server, loop, ca_file, client_ca, rogue_ca, thread)
     finally:
         asyncio.run_coroutine_threadsafe(server.stop(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)

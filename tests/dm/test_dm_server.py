@@ -209,3 +209,30 @@ def test_garbage_on_the_wire_closes_only_that_connection(env: Env) -> None:
     dev = dev_id()
     add_device(env, dev)
     run_session(client(dev), sender(env, ctx))  # the server goes on
+
+
+def test_psk_keys_are_fetched_off_the_event_loop(env: Env) -> None:
+    import threading
+
+    from openscws.tls.psk import PskKeys
+
+    dev = dev_id()
+    add_device(env, dev, http_auth=HttpAuth.PSK, psk_identity=f"psk-{dev}", psk_key=b"q" * 16)
+    seen: list[str] = []
+    original = env.server.tls.keys
+    assert original is not None
+
+    def lookup(identity: str | None) -> bytes | None:
+        seen.append(threading.current_thread().name)
+        return original.lookup(identity)
+
+    env.server.tls.keys = PskKeys(lookup, original.hint)
+    try:
+        for suite in ("PSK-AES128-GCM-SHA256", "DHE-PSK-AES128-CBC-SHA256"):
+            ctx = psk_client_context(f"psk-{dev}", b"q" * 16, ciphers=suite)
+            assert post(env, ctx, client(dev).start().body, XML).status == 200
+    finally:
+        env.server.tls.keys = original
+    loop_thread = env.loop_thread.name
+    assert len(seen) == 2
+    assert loop_thread not in seen

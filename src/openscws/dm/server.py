@@ -51,6 +51,7 @@ from openscws.dm.errors import MessageError, ProtocolError
 from openscws.dm.server_auth import Challenger, parse_authorization
 from openscws.dm.server_tls import DmTls, certificate_fingerprint, weak_certificate
 from openscws.dm.session import CommandResult, DeviceAccount, ServerSession, ServerState
+from openscws.tls.psk_peek import PskIdentityPeek
 
 __all__ = [
     "DM_PATH",
@@ -412,6 +413,8 @@ class _Connection(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.request: h11.Request | None = None
         self.body = bytearray()
+        self.peek: PskIdentityPeek | None = PskIdentityPeek() if server.tls.keys else None
+        self.held: bytearray | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -445,6 +448,39 @@ class _Connection(asyncio.Protocol):
         self.transport.close()
 
     def data_received(self, data: bytes) -> None:
+        if self.held is not None:  # waiting for the PSK's key: keep the bytes in order
+            self.held += data
+            return
+        if self.peek is not None and not self.open:
+            identity = self.peek.feed(data)
+            if self.peek.done:
+                self.peek = None
+            if identity is not None and self.server.tls.keys is not None:
+                self.held = bytearray(data)
+                if self.transport is not None:
+                    self.transport.pause_reading()
+                task = asyncio.get_running_loop().create_task(self._fetch(identity))
+                self.server.tasks.add(task)
+                task.add_done_callback(self.server.tasks.discard)
+                return
+        self._feed(data)
+
+    async def _fetch(self, identity: str) -> None:
+        keys = self.server.tls.keys
+        assert keys is not None
+        try:
+            key = await asyncio.to_thread(keys.lookup, identity)
+        except Exception:  # the table's contract says it does not raise
+            log.exception("DM server: PSK lookup failed")
+            key = None
+        self.server.tls.prefetched(self.tls, identity, key)
+        held, self.held = bytes(self.held or b""), None
+        if self.transport is None or self.transport.is_closing():
+            return
+        self.transport.resume_reading()
+        self._feed(held)
+
+    def _feed(self, data: bytes) -> None:
         self.incoming.write(data)
         if not self.open:
             self.server.tls.active = self.tls

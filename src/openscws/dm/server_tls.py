@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from openscws.errors import ConfigError
 from openscws.tls.context import FFDHE2048_PEM
-from openscws.tls.psk import PskKeys
+from openscws.tls.psk import PskKeys, server_key
 
 __all__ = [
     "ALLOWED_CERT_SUITES",
@@ -145,14 +145,41 @@ class DmTls:
     """The context, and what each connection's handshake told it: the PSK identity the
     client used. OpenSSL names it only to the server callback, which Python calls with the
     identity alone, so the shell sets `active` to the connection around each handshake step
-    (everything runs on one event loop thread)."""
+    (everything runs on one event loop thread).
 
-    def __init__(self, context: ssl.SSLContext, psk_suites: tuple[PskSuite, ...]) -> None:
+    The keys live in a database, and OpenSSL's callback is synchronous: the shell reads the
+    identity from the ClientKeyExchange first (`openscws.tls.psk_peek`), fetches its key off
+    the event loop and hands it over with `prefetched`, so the callback finds it in memory.
+    `keys` (the table itself) is only asked when nothing was fetched."""
+
+    def __init__(
+        self, context: ssl.SSLContext, psk_suites: tuple[PskSuite, ...], keys: PskKeys | None
+    ) -> None:
         self.context = context
         self.psk_suites = psk_suites
+        self.keys = keys
         self._identities: weakref.WeakKeyDictionary[object, str] = weakref.WeakKeyDictionary()
+        self._fetched: weakref.WeakKeyDictionary[object, tuple[str, bytes | None]] = (
+            weakref.WeakKeyDictionary()
+        )
         self.active: object | None = None
         """The connection whose handshake step runs now (set by the shell around it)."""
+
+    def prefetched(self, connection: object, identity: str, key: bytes | None) -> None:
+        """The key (None: unknown) the table gave for `identity` on `connection`."""
+        self._fetched[connection] = (identity, key)
+
+    def key(self, identity: str | None) -> bytes:
+        """What the callback answers for the active connection: the prefetched key, else
+        the table's; a decoy for an unknown identity (`openscws.tls.psk`)."""
+        assert self.keys is not None
+        conn = self.active
+        if conn is not None:
+            self.remember(conn, identity)
+            got = self._fetched.get(conn)
+            if got is not None and got[0] == identity:
+                return server_key(lambda _: got[1], identity)
+        return self.keys.key(identity)
 
     def remember(self, connection: object, identity: str | None) -> None:
         if identity is not None:
@@ -222,17 +249,9 @@ def dm_server_context(
                 f"DM server TLS: cannot read the client CA {client_ca}: {exc}"
             ) from None
         ctx.verify_mode = ssl.CERT_OPTIONAL
-    tls = DmTls(ctx, suites)
+    tls = DmTls(ctx, suites, psk)
     if psk is not None:
-        keys = psk
-
-        def callback(identity: str | None) -> bytes:
-            # Called inside do_handshake of the connection `tls.active` names (one thread).
-            if tls.active is not None:
-                tls.remember(tls.active, identity)
-            return keys.key(identity)
-
-        ctx.set_psk_server_callback(callback, keys.hint)
+        ctx.set_psk_server_callback(tls.key, psk.hint)
     return tls
 
 
