@@ -224,7 +224,7 @@ class Reply:
 
 
 def post(
-    env: Env,
+    env: Env | int,
     ctx: ssl.SSLContext,
     body: bytes,
     content_type: str,
@@ -232,7 +232,8 @@ def post(
     path: str = "/dm",
     method: str = "POST",
 ) -> Reply:
-    conn = http.client.HTTPSConnection("127.0.0.1", env.port, context=ctx, timeout=10)
+    port = env if isinstance(env, int) else env.port
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
     try:
         conn.request(method, path, body, {"Content-Type": content_type, **(headers or {})})
         r = conn.getresponse()

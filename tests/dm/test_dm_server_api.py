@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from dm_server_env import Env, cert_context, client, post, run_env, run_session
@@ -165,3 +166,30 @@ def test_xml_reply_for_an_xml_message(env: tuple[Env, dict[Role, str]]) -> None:
     r = post(e, cert_context(e), client("IMEI:API-4").start().body, m.CONTENT_TYPE_XML)
     assert r.status == 200
     assert r.headers["Content-Type"] == m.CONTENT_TYPE_XML
+
+
+def test_dm_serve_process(
+    tmp_path: Path, openscws_proc: Callable[..., Any], free_port: Callable[[], int]
+) -> None:
+    """`openscws dm serve` as a process: its own certificate, a device added by the CLI,
+    a session over PSK-TLS, and a clean stop."""
+    data = tmp_path / "dm"
+    where = ["--data-dir", str(data)]
+    assert main(["dm", "init", *where]) == 0
+    assert main(["dm", "device", "add", "IMEI:PROC", "--app-user", "dev", "--app-password",
+                 "s3cret", "--server-password", "srv", "--http-auth", "psk",
+                 "--psk-identity", "proc", "--psk-key", "11" * 16, *where]) == 0  # fmt: skip
+    port = free_port()
+    proc = openscws_proc("dm", "serve", "--port", str(port), "--no-api", *where)
+    line = proc.wait_for("DM server ready")
+    assert f":{port}/dm" in line
+    proc.wait_for("PSK-TLS suites: TLS_PSK_WITH_AES_128_GCM_SHA256")
+    from openscws.tls.context import psk_client_context
+
+    ctx = psk_client_context("proc", bytes.fromhex("11" * 16), ciphers="PSK-AES128-CBC-SHA256")
+    reply = post(port, ctx, client("IMEI:PROC").start().body, m.CONTENT_TYPE_XML)
+    assert reply.status == 200
+    assert proc.stop() == 0
+    assert "Traceback" not in proc.stderr
+    assert (data / "tls" / "ca.pem").exists()
+    assert oct((data / "digest.key").stat().st_mode & 0o777) == "0o600"

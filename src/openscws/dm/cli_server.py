@@ -324,7 +324,10 @@ def _serve(args: argparse.Namespace, settings: Settings, store: DmStore) -> int:
         from openscws.aio.signals import wait_for_stop_signal
 
         uri_port = port
-        service = DmService(store, server_uri=args.dm_server_uri or "", api=api)
+        secret = _digest_secret(_data_dir(args, settings))
+        service = DmService(
+            store, server_uri=args.dm_server_uri or "", api=api, digest_secret=secret
+        )
         server = await start_dm_server(service, tls, host=host, port=port)
         uri_port = server.port
         shown = f"[{host}]" if ":" in host else host
@@ -341,6 +344,24 @@ def _serve(args: argparse.Namespace, settings: Settings, store: DmStore) -> int:
 
     asyncio.run(main())
     return 0
+
+
+def _digest_secret(data_dir: Path) -> bytes:
+    """The key of the HTTP Digest nonces, made once in the data dir (0600) and shared by
+    every server process started on it."""
+    import secrets
+
+    from openscws.store.atomic import atomic_write
+
+    path = data_dir / "digest.key"
+    try:
+        key = path.read_bytes()
+    except FileNotFoundError:
+        key = b""
+    if len(key) != 32:
+        key = secrets.token_bytes(32)
+        atomic_write(path, (key,), 0o600)
+    return key
 
 
 def _api(settings: Settings, store: DmStore) -> DmApi | None:

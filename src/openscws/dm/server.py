@@ -162,11 +162,14 @@ class DmService:
         new_nonce: Callable[[], bytes] = lambda: secrets.token_bytes(16),
         clock: Callable[[], float] = time.time,
         api: DmApi | None = None,
+        digest_secret: bytes | None = None,
     ) -> None:
+        """`digest_secret` keys the Digest nonces: give every server process sharing the
+        database the same one, so a nonce one issued checks at another (default: random)."""
         self.store = store
         self.api = api
         self.server_uri = server_uri
-        self.challenger = Challenger(realm)
+        self.challenger = Challenger(realm, secret=digest_secret)
         self.new_nonce = new_nonce
         self.clock = clock
         self._sessions: dict[tuple[str, str], _Live] = {}
