@@ -58,10 +58,14 @@ def make_ca(name: str) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
 
 
 def make_client_cert(
-    ca: tuple[rsa.RSAPrivateKey, x509.Certificate], name: str, *, digest: object = None
+    ca: tuple[rsa.RSAPrivateKey, x509.Certificate], name: str, *, rsa_bits: int = 0
 ) -> tuple[bytes, bytes, bytes]:
-    """(certificate PEM, key PEM, certificate DER) for a device."""
-    key = ec.generate_private_key(ec.SECP256R1())
+    """(certificate PEM, key PEM, certificate DER) for a device: EC P-256, or RSA."""
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey = (
+        rsa.generate_private_key(public_exponent=65537, key_size=rsa_bits)
+        if rsa_bits
+        else ec.generate_private_key(ec.SECP256R1())
+    )
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
@@ -71,7 +75,7 @@ def make_client_cert(
         .not_valid_before(NOW - datetime.timedelta(days=1))
         .not_valid_after(NOW + datetime.timedelta(days=30))
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .sign(ca[0], digest or hashes.SHA256())  # type: ignore[arg-type]
+        .sign(ca[0], hashes.SHA256())
     )
     key_pem = key.private_bytes(
         serialization.Encoding.PEM,
@@ -186,9 +190,13 @@ def add_device(env: Env, dev_id: str, **kw: object) -> None:
     env.store.add_device(dev_id, **options)  # type: ignore[arg-type]
 
 
-def cert_context(env: Env, cert: tuple[bytes, bytes] | None = None) -> ssl.SSLContext:
+def cert_context(
+    env: Env, cert: tuple[bytes, bytes] | None = None, *, seclevel0: bool = False
+) -> ssl.SSLContext:
     ctx = ssl.create_default_context(cafile=str(env.ca_file))
     ctx.check_hostname = False
+    if seclevel0:  # lets a test offer a key OpenSSL would not send at its default level
+        ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
     if cert is not None:
         c = env.write("client-cert.pem", cert[0])
         k = env.write("client-key.pem", cert[1])

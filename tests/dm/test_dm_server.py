@@ -4,12 +4,15 @@ session with its results stored."""
 
 from __future__ import annotations
 
+import datetime
 import itertools
 import ssl
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from dm_server_env import (
+    NOW,
     Env,
     Reply,
     add_device,
@@ -236,3 +239,44 @@ def test_psk_keys_are_fetched_off_the_event_loop(env: Env) -> None:
     loop_thread = env.loop_thread.name
     assert len(seen) == 2
     assert loop_thread not in seen
+
+
+def test_weak_client_certificate_is_refused(env: Env) -> None:
+    dev = dev_id()
+    cert_pem, key_pem, der = make_client_cert(env.client_ca, dev, rsa_bits=1024)
+    add_device(env, dev, http_auth=HttpAuth.CERT, cert_sha256=certificate_fingerprint(der))
+    ctx = cert_context(env, (cert_pem, key_pem), seclevel0=True)
+    r = post(env, ctx, client(dev).start().body, XML)
+    assert r.status == 403
+    assert b"RSA key of 1024 bits" in r.body
+
+
+def test_weak_server_certificate_is_a_config_error(env: Env, tmp_path: Path) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    from openscws.dm.server_tls import dm_server_context
+    from openscws.errors import ConfigError
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "weak")])
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(1)
+        .not_valid_before(NOW - datetime.timedelta(days=1))
+        .not_valid_after(NOW + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    c, k = tmp_path / "c.pem", tmp_path / "k.pem"
+    c.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    k.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    with pytest.raises(ConfigError, match="1024 bits"):
+        dm_server_context(c, k)

@@ -34,9 +34,10 @@ __all__ = [
 MIGRATIONS: Final = Path(__file__).parent / "migrations"
 VERSION_TABLE: Final = "dm_alembic_version"
 JOB_OPS: Final = ("Get", "Replace", "Add", "Delete", "Exec")
-"""The management commands a job may hold (OMA-TS-DM_Protocol §6.6)."""
+"""The management commands a job may hold (OMA-TS-SyncML_RepPro's commands that DM uses)."""
 APP_AUTH: Final = {"basic": auth.AUTH_BASIC, "md5": auth.AUTH_MD5, "hmac": auth.AUTH_MAC}
-"""The application-level schemes by their short names (OMA-TS-DM_Security §5.1)."""
+"""The application-level schemes by their short names (OMA-TS-DM_Security §5.1, as in
+`openscws.dm.session`)."""
 MAX_COMMANDS: Final = 100
 
 

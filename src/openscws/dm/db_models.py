@@ -22,8 +22,8 @@ NAMING_CONVENTION = {
 
 
 class HttpAuth(enum.StrEnum):
-    """How a device authenticates at the transport (OMA-TS-DM_Security §5.3: the DM
-    account's transport credentials)."""
+    """How a device authenticates at the transport (OMA-TS-DM_Security: the DM account's
+    transport credentials)."""
 
     NONE = "none"
     """Only the application level (SyncML credentials)."""

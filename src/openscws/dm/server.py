@@ -110,7 +110,7 @@ def _text(status: int, text: str, *extra: tuple[str, str]) -> DmAnswer:
 
 
 def job_commands(job: JobInfo) -> list[m.Command]:
-    """A job's commands as DM commands (OMA-TS-DM_Protocol §6.6), in order."""
+    """A job's commands as DM commands (OMA-TS-DM_RepPro), in order."""
     out: list[m.Command] = []
     for c in job.commands:
         target = m.Target(loc_uri=c["uri"])

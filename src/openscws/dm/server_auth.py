@@ -1,5 +1,6 @@
-"""HTTP transport authentication of the DM server (OMA-TS-DM_Security V1.2 §5.3: the
-transport credentials of a DM account), sans-IO: headers and `now` in, a verdict out.
+"""HTTP transport authentication of the DM server (OMA-TS-DM_Security: the transport
+credentials of a DM account, AAuthLevel HTTP in OMA-TS-DM_StdObj's DMAcc), sans-IO: headers
+and `now` in, a verdict out.
 
 * **Basic** (RFC 7617): `Authorization: Basic base64(user ":" password)`.
 * **Digest** (RFC 7616) with algorithm MD5 or SHA-256 and qop "auth". The server's nonce is
@@ -25,8 +26,8 @@ from typing import Final
 __all__ = ["DIGEST_ALGORITHMS", "Challenger", "Credentials", "parse_authorization"]
 
 DIGEST_ALGORITHMS: Final = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
-"""RFC 7616 §3.2: the algorithms a challenge offers, strongest last (clients pick the first
-they know; curl takes either)."""
+"""The algorithms a challenge offers (RFC 7616): one WWW-Authenticate each, SHA-256 first as
+the one preferred, MD5 for older clients."""
 _PARAM: Final = re.compile(r'\s*([A-Za-z0-9_-]+)\s*=\s*("((?:[^"\\]|\\.)*)"|[^,\s]*)\s*(,|$)')
 _NONCE_STAMP: Final = 8
 _MAX_SEEN: Final = 100_000

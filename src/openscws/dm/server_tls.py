@@ -1,8 +1,8 @@
-"""The DM server's TLS profile (OMA-TS-DM_Security V1.2 §5.4: "transport layer security").
+"""The DM server's TLS profile (OMA-TS-DM_Security, transport layer security).
 
-DM Security asks a DM server for TLS 1.1 (mandatory), TLS 1.0 and TLS 1.2 (optional), SSL 3.0
-(optional) and PSK-TLS, and forbids SSL 2.0. This module builds the one `ssl.SSLContext` the
-DM server listens with:
+The DM security profile asks a DM server for TLS 1.1 (mandatory), TLS 1.0 and TLS 1.2
+(optional), SSL 3.0 (optional) and PSK-TLS, and forbids SSL 2.0. This module builds the one
+`ssl.SSLContext` the DM server listens with:
 
 * **Versions**: TLS 1.0, 1.1 and 1.2 (`min_tls` raises the floor). SSL 2.0 and 3.0 are never
   enabled (this OpenSSL has no SSL 3.0 at all); TLS 1.3 is not offered, because PSK-TLS as
@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Final
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from openscws.errors import ConfigError
@@ -67,22 +67,23 @@ class PskSuite:
 
 
 PSK_SUITES: Final = (
-    PskSuite("TLS_PSK_WITH_AES_128_GCM_SHA256", "PSK-AES128-GCM-SHA256", 0x00A8, "RFC 5487 §3.1"),
-    PskSuite("TLS_PSK_WITH_AES_128_CBC_SHA256", "PSK-AES128-CBC-SHA256", 0x00AE, "RFC 5487 §3.2"),
+    PskSuite("TLS_PSK_WITH_AES_128_GCM_SHA256", "PSK-AES128-GCM-SHA256", 0x00A8, "RFC 5487 §2"),
+    PskSuite("TLS_PSK_WITH_AES_128_CBC_SHA256", "PSK-AES128-CBC-SHA256", 0x00AE, "RFC 5487 §3"),
     PskSuite(
-        "TLS_DHE_PSK_WITH_AES_128_GCM_SHA256", "DHE-PSK-AES128-GCM-SHA256", 0x00AA, "RFC 5487 §3.1"
+        "TLS_DHE_PSK_WITH_AES_128_GCM_SHA256", "DHE-PSK-AES128-GCM-SHA256", 0x00AA, "RFC 5487 §2"
     ),
     PskSuite(
-        "TLS_DHE_PSK_WITH_AES_128_CBC_SHA256", "DHE-PSK-AES128-CBC-SHA256", 0x00B2, "RFC 5487 §3.2"
+        "TLS_DHE_PSK_WITH_AES_128_CBC_SHA256", "DHE-PSK-AES128-CBC-SHA256", 0x00B2, "RFC 5487 §3"
     ),
     PskSuite(
-        "TLS_RSA_PSK_WITH_AES_128_GCM_SHA256", "RSA-PSK-AES128-GCM-SHA256", 0x00AC, "RFC 5487 §3.1"
+        "TLS_RSA_PSK_WITH_AES_128_GCM_SHA256", "RSA-PSK-AES128-GCM-SHA256", 0x00AC, "RFC 5487 §2"
     ),
     PskSuite(
-        "TLS_RSA_PSK_WITH_AES_128_CBC_SHA256", "RSA-PSK-AES128-CBC-SHA256", 0x00B6, "RFC 5487 §3.2"
+        "TLS_RSA_PSK_WITH_AES_128_CBC_SHA256", "RSA-PSK-AES128-CBC-SHA256", 0x00B6, "RFC 5487 §3"
     ),
 )
-"""The PSK-TLS suites of the DM security profile (OMA-TS-DM_Security §5.4)."""
+"""The PSK-TLS suites of the DM security profile (OMA-TS-DM_Security), RFC 4279 key
+exchanges with RFC 5487's SHA-256 suites."""
 
 CERT_SUITES: Final = (
     "ECDHE-ECDSA-AES128-GCM-SHA256",
@@ -237,6 +238,10 @@ def dm_server_context(
         raise ConfigError(f"DM server TLS: no such file {exc.filename}") from None
     except (ssl.SSLError, OSError) as exc:
         raise ConfigError(f"DM server TLS: cannot use {cert} with {key}: {exc}") from None
+    own = _first_certificate(cert)
+    weak = None if own is None else weak_certificate(own)
+    if weak is not None:
+        raise ConfigError(f"DM server TLS: the certificate {cert} is too weak: {weak}")
     with tempfile.NamedTemporaryFile(prefix="openscws-dh-") as dh:
         dh.write(FFDHE2048_PEM)
         dh.flush()
@@ -255,12 +260,20 @@ def dm_server_context(
     return tls
 
 
+def _first_certificate(path: Path) -> bytes | None:
+    try:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+    except (OSError, ValueError):
+        return None  # OpenSSL has read it: not PEM we can parse here, left as it is
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
 def weak_certificate(der: bytes) -> str | None:
-    """Why a client certificate is too weak for the DM server, or None if it is not."""
+    """Why a certificate is too weak for the DM server (its own, or a client's), or None."""
     try:
         cert = x509.load_der_x509_certificate(der)
     except ValueError:
-        return "the client certificate does not parse"
+        return "the certificate does not parse"
     key = cert.public_key()
     if isinstance(key, rsa.RSAPublicKey) and key.key_size < _MIN_RSA_BITS:
         return f"RSA key of {key.key_size} bits (at least {_MIN_RSA_BITS})"
