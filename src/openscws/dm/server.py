@@ -51,6 +51,7 @@ from openscws.dm.errors import MessageError, ProtocolError
 from openscws.dm.server_auth import Challenger, parse_authorization
 from openscws.dm.server_tls import DmTls, certificate_fingerprint, weak_certificate
 from openscws.dm.session import CommandResult, DeviceAccount, ServerSession, ServerState
+from openscws.tls.hello import ClientHelloReader, HelloError
 from openscws.tls.psk_peek import PskIdentityPeek
 
 __all__ = [
@@ -408,7 +409,8 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.incoming = ssl.MemoryBIO()
         self.outgoing = ssl.MemoryBIO()
-        self.tls = server.tls.context.wrap_bio(self.incoming, self.outgoing, server_side=True)
+        self.tls: ssl.SSLObject | None = None  # made once the ClientHello picks the context
+        self.hello: ClientHelloReader | None = ClientHelloReader()
         self.http = h11.Connection(h11.SERVER, max_incomplete_event_size=16384)
         self.open = False
         self.busy = False
@@ -446,11 +448,32 @@ class _Connection(asyncio.Protocol):
             return
         if self.open:
             with contextlib.suppress(ssl.SSLError):
-                self.tls.unwrap()
+                self._ssl.unwrap()
         self._flush()
         self.transport.close()
 
+    @property
+    def _ssl(self) -> ssl.SSLObject:
+        assert self.tls is not None
+        return self.tls
+
+    def _wrap(self, context: ssl.SSLContext) -> ssl.SSLObject:
+        self.tls = context.wrap_bio(self.incoming, self.outgoing, server_side=True)
+        return self.tls
+
     def data_received(self, data: bytes) -> None:
+        if self.hello is not None:  # the ClientHello picks the context (`DmTls.context_for`)
+            try:
+                hello = self.hello.feed(data)
+            except HelloError:  # not a ClientHello OpenSSL would take: it sends the alert
+                hello = None
+                context = self.server.tls.context
+            else:
+                if hello is None:
+                    return
+                context = self.server.tls.context_for(hello.cipher_suites)
+            data, self.hello = self.hello.buffered, None
+            self._wrap(context)
         if self.held is not None:  # waiting for the PSK's key: keep the bytes in order
             self.held += data
             return
@@ -476,7 +499,7 @@ class _Connection(asyncio.Protocol):
         except Exception:  # the table's contract says it does not raise
             log.exception("DM server: PSK lookup failed")
             key = None
-        self.server.tls.prefetched(self.tls, identity, key)
+        self.server.tls.prefetched(self._ssl, identity, key)
         held, self.held = bytes(self.held or b""), None
         if self.transport is None or self.transport.is_closing():
             return
@@ -486,9 +509,9 @@ class _Connection(asyncio.Protocol):
     def _feed(self, data: bytes) -> None:
         self.incoming.write(data)
         if not self.open:
-            self.server.tls.active = self.tls
+            self.server.tls.active = self._ssl
             try:
-                self.tls.do_handshake()
+                self._ssl.do_handshake()
             except ssl.SSLWantReadError:
                 self._flush()
                 return
@@ -502,18 +525,18 @@ class _Connection(asyncio.Protocol):
                 self.server.tls.active = None
             self._flush()
             self.open = True
-            cipher = self.tls.cipher()
+            cipher = self._ssl.cipher()
             self.info = TlsInfo(
-                self.tls.version(),
+                self._ssl.version(),
                 cipher[0] if cipher else None,
-                self.tls.getpeercert(binary_form=True),
-                self.server.tls.psk_identity(self.tls),
+                self._ssl.getpeercert(binary_form=True),
+                self.server.tls.psk_identity(self._ssl),
             )
             self._arm(IDLE_TIMEOUT_S)
         plain = bytearray()
         while True:
             try:
-                chunk = self.tls.read(16384)
+                chunk = self._ssl.read(16384)
             except ssl.SSLWantReadError:
                 break
             except (ssl.SSLZeroReturnError, ssl.SSLError):
@@ -541,7 +564,7 @@ class _Connection(asyncio.Protocol):
             return
         if data:
             try:
-                self.tls.write(data)
+                self._ssl.write(data)
             except ssl.SSLError:
                 self.close()
                 return

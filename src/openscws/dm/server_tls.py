@@ -154,11 +154,20 @@ class DmTls:
     `keys` (the table itself) is only asked when nothing was fetched."""
 
     def __init__(
-        self, context: ssl.SSLContext, psk_suites: tuple[PskSuite, ...], keys: PskKeys | None
+        self,
+        context: ssl.SSLContext,
+        psk_suites: tuple[PskSuite, ...],
+        keys: PskKeys | None,
+        psk_context: ssl.SSLContext | None = None,
     ) -> None:
         self.context = context
         self.psk_suites = psk_suites
         self.keys = keys
+        self.psk_context = psk_context
+        """For a ClientHello offering PSK suites only (None: `context` serves all)."""
+        self._cert_codes = frozenset(int(c["id"]) & 0xFFFF for c in context.get_ciphers()) - {
+            s.code for s in psk_suites
+        }
         self._identities: weakref.WeakKeyDictionary[object, str] = weakref.WeakKeyDictionary()
         self._fetched: weakref.WeakKeyDictionary[object, tuple[str, bytes | None]] = (
             weakref.WeakKeyDictionary()
@@ -182,6 +191,12 @@ class DmTls:
                 return server_key(lambda _: got[1], identity)
         return self.keys.key(identity)
 
+    def context_for(self, offered: tuple[int, ...]) -> ssl.SSLContext:
+        """The context for a ClientHello offering `offered` (IANA suite codes)."""
+        if self.psk_context is not None and not self._cert_codes.intersection(offered):
+            return self.psk_context
+        return self.context
+
     def remember(self, connection: object, identity: str | None) -> None:
         if identity is not None:
             self._identities[connection] = identity
@@ -200,10 +215,36 @@ def dm_server_context(
 ) -> DmTls:
     """The DM server's context (see the module's docstring). `psk` enables the PSK suites;
     `client_ca` asks for client certificates from that CA (optional per connection: a client
-    without one authenticates another way, a client with another CA's fails)."""
+    without one authenticates another way, a client with another CA's fails).
+
+    With both, a second context without the certificate request serves the clients that
+    offer PSK suites only (`DmTls.psk_context`): a PSK handshake carries no client
+    certificate, and some clients (GnuTLS) end an RSA_PSK handshake that asks for one."""
     version = TLS_VERSIONS.get(min_tls)
     if version is None:
         raise ConfigError(f"min_tls {min_tls!r}: one of {', '.join(TLS_VERSIONS)}")
+    suites = available_psk_suites() if psk is not None else ()
+    own = _first_certificate(cert)
+    weak = None if own is None else weak_certificate(own)
+    if weak is not None:
+        raise ConfigError(f"DM server TLS: the certificate {cert} is too weak: {weak}")
+    ctx = _context(cert, key, version, suites, client_ca)
+    psk_ctx = _context(cert, key, version, suites, None) if suites and client_ca else None
+    tls = DmTls(ctx, suites, psk, psk_ctx)
+    if psk is not None:
+        for c in (ctx, psk_ctx):
+            if c is not None:
+                c.set_psk_server_callback(tls.key, psk.hint)
+    return tls
+
+
+def _context(
+    cert: Path,
+    key: Path,
+    version: ssl.TLSVersion,
+    suites: tuple[PskSuite, ...],
+    client_ca: Path | None,
+) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     with warnings.catch_warnings():  # TLS 1.0/1.1: the DM profile's deliberate use
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -215,7 +256,6 @@ def dm_server_context(
         | ssl.OP_CIPHER_SERVER_PREFERENCE
         | ssl.OP_NO_TICKET
     )
-    suites = available_psk_suites() if psk is not None else ()
     ciphers = ":".join(CERT_SUITES)
     if suites:
         ciphers += ":" + ":".join(s.openssl for s in suites)
@@ -238,10 +278,6 @@ def dm_server_context(
         raise ConfigError(f"DM server TLS: no such file {exc.filename}") from None
     except (ssl.SSLError, OSError) as exc:
         raise ConfigError(f"DM server TLS: cannot use {cert} with {key}: {exc}") from None
-    own = _first_certificate(cert)
-    weak = None if own is None else weak_certificate(own)
-    if weak is not None:
-        raise ConfigError(f"DM server TLS: the certificate {cert} is too weak: {weak}")
     with tempfile.NamedTemporaryFile(prefix="openscws-dh-") as dh:
         dh.write(FFDHE2048_PEM)
         dh.flush()
@@ -254,10 +290,7 @@ def dm_server_context(
                 f"DM server TLS: cannot read the client CA {client_ca}: {exc}"
             ) from None
         ctx.verify_mode = ssl.CERT_OPTIONAL
-    tls = DmTls(ctx, suites, psk)
-    if psk is not None:
-        ctx.set_psk_server_callback(tls.key, psk.hint)
-    return tls
+    return ctx
 
 
 def _first_certificate(path: Path) -> bytes | None:
