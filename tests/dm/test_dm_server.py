@@ -280,3 +280,34 @@ def test_weak_server_certificate_is_a_config_error(env: Env, tmp_path: Path) -> 
     )
     with pytest.raises(ConfigError, match="1024 bits"):
         dm_server_context(c, k)
+
+
+def test_concurrent_devices(env: Env) -> None:
+    """Twelve devices at once, each with its job, over PSK-TLS and certificate TLS."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    devices = [dev_id() for _ in range(12)]
+    jobs = {}
+    for i, dev in enumerate(devices):
+        if i % 2:
+            add_device(env, dev, http_auth=HttpAuth.PSK, psk_identity=f"c-{dev}",
+                       psk_key=b"c" * 16)  # fmt: skip
+        else:
+            add_device(env, dev)
+        jobs[dev] = env.store.create_job(dev, JOB).id
+
+    def one(i: int, dev: str) -> None:
+        ctx = (
+            psk_client_context(f"c-{dev}", b"c" * 16, ciphers="DHE-PSK-AES128-GCM-SHA256")
+            if i % 2
+            else cert_context(env)
+        )
+        run_session(client(dev), sender(env, ctx))
+
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(one, range(len(devices)), devices))
+    for dev, job_id in jobs.items():
+        done = env.store.job(job_id)
+        assert done is not None
+        assert done.state == "done", (dev, done)
+        assert [r["status"] for r in done.results] == [200, 200, 200, 404]
