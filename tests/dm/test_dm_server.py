@@ -311,3 +311,25 @@ def test_concurrent_devices(env: Env) -> None:
         assert done is not None
         assert done.state == "done", (dev, done)
         assert [r["status"] for r in done.results] == [200, 200, 200, 404]
+
+
+def test_close_notify_is_answered(env: Env) -> None:
+    import socket
+
+    dev = dev_id()
+    add_device(env, dev)
+    body = client(dev).start().body
+    head = (
+        f"POST /dm HTTP/1.1\r\nHost: x\r\nContent-Type: {XML}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with (
+        socket.create_connection(("127.0.0.1", env.port), timeout=5) as plain,
+        cert_context(env).wrap_socket(plain) as tls,
+    ):
+        tls.sendall(head + body)
+        answer = b""
+        while b"</SyncML>" not in answer:
+            answer += tls.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 200")
+        tls.unwrap()  # sends close_notify and waits for the server's (timeout: 5 s)

@@ -542,8 +542,9 @@ class _Connection(asyncio.Protocol):
             except (ssl.SSLZeroReturnError, ssl.SSLError):
                 self.close()
                 return
-            if not chunk:
-                break
+            if not chunk:  # the peer's close_notify: answer it and close
+                self.close()
+                return
             plain += chunk
         self._flush()
         if plain:
