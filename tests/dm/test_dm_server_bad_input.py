@@ -185,3 +185,25 @@ def test_fuzz_the_server_entry(
 @given(body=st.binary(max_size=200), ctype=st.sampled_from([XML, WBXML]))
 def test_fuzz_random_bodies(service: DmService, body: bytes, ctype: str) -> None:
     assert service.handle(req(body, ctype)).status in (400, 401)
+
+
+def test_open_sessions_are_capped_and_idle_ones_dropped(service: DmService) -> None:
+    from openscws.dm import server
+
+    clock = [1000.0]
+    capped = DmService(service.store, server_uri=SERVER_URI, clock=lambda: clock[0])
+    job = service.store.create_job("IMEI:OPEN", [{"op": "Get", "uri": "./DevInfo/Mod"}])
+    opened = [client("IMEI:OPEN") for _ in range(server.MAX_SESSIONS_PER_DEVICE + 1)]
+    answers = [capped.handle(req(c.start().body)) for c in opened]
+    assert [a.status for a in answers[:-1]] == [200] * server.MAX_SESSIONS_PER_DEVICE
+    assert answers[-1].status == 503
+    assert capped.session_count == server.MAX_SESSIONS_PER_DEVICE
+    claimed = service.store.job(job.id)
+    assert claimed is not None
+    assert claimed.state == "running"  # one of the stalled sessions holds it
+    clock[0] += server.SESSION_IDLE_S + 1
+    assert capped.handle(req(client("IMEI:OPEN").start().body)).status == 200
+    assert capped.session_count == 1  # the idle ones are gone
+    waiting = service.store.job(job.id)
+    assert waiting is not None
+    assert waiting.state == "running"  # requeued, then claimed by the new session

@@ -71,6 +71,11 @@ log = logging.getLogger(__name__)
 DM_PATH: Final = "/dm"
 MAX_BODY: Final = 1 << 20
 SESSION_IDLE_S: Final = 300.0
+MAX_SESSIONS: Final = 10_000
+"""Open sessions a server process keeps at most (then new ones get 503)."""
+MAX_SESSIONS_PER_DEVICE: Final = 4
+"""Open sessions of one DevId at most (then new ones get 503): a device runs one at a time."""
+PURGE_EVERY_S: Final = 1.0
 HANDSHAKE_TIMEOUT_S: Final = 15.0
 IDLE_TIMEOUT_S: Final = 60.0
 _DM_TYPES: Final = (m.CONTENT_TYPE_XML, m.CONTENT_TYPE_WBXML)
@@ -174,7 +179,9 @@ class DmService:
         self.new_nonce = new_nonce
         self.clock = clock
         self._sessions: dict[tuple[str, str], _Live] = {}
+        self._per_device: dict[str, int] = {}
         self._lock = threading.Lock()
+        self._purged = 0.0
 
     # -- HTTP --
 
@@ -210,9 +217,18 @@ class DmService:
             return refused
         assert device is not None
         if live is None:
+            with self._lock:
+                busy = (
+                    len(self._sessions) >= MAX_SESSIONS
+                    or self._per_device.get(dev_id, 0) >= MAX_SESSIONS_PER_DEVICE
+                )
+            if busy:
+                return _text(503, "too many open sessions", ("Retry-After", "60"))
             mine = self._open(device, msg, media == m.CONTENT_TYPE_WBXML, now)
             with self._lock:
                 live = self._sessions.setdefault(key, mine)
+                if live is mine:
+                    self._per_device[dev_id] = self._per_device.get(dev_id, 0) + 1
             if live is not mine and mine.job is not None:  # another request opened it first
                 self.store.requeue_job(mine.job.id)
         with live.lock:
@@ -325,7 +341,16 @@ class DmService:
     def _drop(self, key: tuple[str, str], live: _Live) -> None:
         with self._lock:
             if self._sessions.get(key) is live:
-                del self._sessions[key]
+                self._forget(key)
+
+    def _forget(self, key: tuple[str, str]) -> None:
+        """Under the lock."""
+        del self._sessions[key]
+        left = self._per_device.get(key[0], 1) - 1
+        if left > 0:
+            self._per_device[key[0]] = left
+        else:
+            self._per_device.pop(key[0], None)
 
     def _finish(self, live: _Live) -> None:
         job, s = live.job, live.session
@@ -341,10 +366,14 @@ class DmService:
         self.store.finish_job(job.id, results, ok=ok)
 
     def _purge(self, now: float) -> None:
+        """Drops the sessions idle for SESSION_IDLE_S (their jobs wait for the next one)."""
         with self._lock:
+            if now - self._purged < PURGE_EVERY_S:
+                return
+            self._purged = now
             old = [(k, v) for k, v in self._sessions.items() if now - v.last > SESSION_IDLE_S]
             for k, _ in old:
-                del self._sessions[k]
+                self._forget(k)
         for _, live in old:
             if live.job is not None:
                 self.store.requeue_job(live.job.id)
