@@ -252,7 +252,7 @@ def render(cells: list[dict[str, Any]]) -> str:
         "(TLS_PSK_WITH_AES_128_GCM_SHA256, the key from the database), syncml:auth-md5 with\n"
         "the nonce rolled over and stored, the device's job claimed and its five commands (Get,\n"
         "Replace, Add, Delete, Exec) answered, and the results stored. Every device runs one\n"
-        f"session: {first['sessions']} devices a database, {first['clients']} at a time, "
+        f"session: {first['sessions']} devices a database, {first['clients']} at a time,\n"
         f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs "
         "shared with the load generator.\n\n"
         "| database | sessions/s | p50 ms | p95 ms | server CPU ms / session | load avg |\n"
