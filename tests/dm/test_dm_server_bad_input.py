@@ -207,3 +207,11 @@ def test_open_sessions_are_capped_and_idle_ones_dropped(service: DmService) -> N
     waiting = service.store.job(job.id)
     assert waiting is not None
     assert waiting.state == "running"  # requeued, then claimed by the new session
+
+
+@pytest.mark.parametrize("encoding", ["ATF-8", "big5", "utf-32", "rot13", "idna"])
+def test_odd_xml_encodings_get_400(service: DmService, encoding: str) -> None:
+    body = b'<?xml version="1.0" encoding="%s"?><SyncML/>' % encoding.encode()
+    answer = service.handle(req(body, authorization="Basic eDp5"))
+    assert answer.status == 400
+    assert answer.body.startswith(b"SyncML status 400")

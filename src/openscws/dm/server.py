@@ -232,7 +232,7 @@ class DmService:
             if live is not mine and mine.job is not None:  # another request opened it first
                 self.store.requeue_job(mine.job.id)
         with live.lock:
-            return self._receive(key, live, req.body, media, req.headers, now)
+            return self._receive(key, live, req.body, media, req.headers, now, msg)
 
     def _unauthorised(self, now_ms: int) -> DmAnswer:
         return DmAnswer(
@@ -312,13 +312,13 @@ class DmService:
 
     def _receive(
         self, key: tuple[str, str], live: _Live, body: bytes, media: str,
-        headers: dict[str, str], now: float,
+        headers: dict[str, str], now: float, msg: m.SyncML,
     ) -> DmAnswer:  # fmt: skip
         s = live.session
         acc = s.account
         before = (acc.nonce, acc.server_nonce)
         try:
-            out = s.receive(body, media, headers.get(auth.HMAC_HEADER.lower()))
+            out = s.receive(body, media, headers.get(auth.HMAC_HEADER.lower()), decoded=msg)
         except (MessageError, ProtocolError) as exc:
             status = exc.status
             http = status if status in _HTTP_FOR_SYNCML else 400
