@@ -80,6 +80,12 @@ def test_roles_and_problems(env: tuple[Env, dict[Role, str]]) -> None:
     assert r.status == 400
     assert call(e, "DELETE", "/devices/IMEI:API-1", t[Role.ADMIN])[0] == 204
     assert call(e, "DELETE", "/devices/IMEI:API-1", t[Role.ADMIN])[0] == 404
+    assert e.service.api is not None
+    trail = [(a.actor.split("/")[0], a.action, a.target, a.result)
+             for a in e.service.api.accounts.audit_log(50)]  # fmt: skip
+    assert ("u-admin", "dm DELETE", "/api/v1/dm/devices/IMEI:API-1", "204") in trail
+    assert ("u-operator", "dm POST", "/api/v1/dm/devices", "403") in trail
+    assert not any(a[1] == "dm GET" for a in trail)
 
 
 def test_job_over_rest_reaches_the_device(env: tuple[Env, dict[Role, str]]) -> None:

@@ -66,28 +66,38 @@ class DmApi:
         self.accounts = accounts
 
     def handle(self, req: DmRequest) -> DmAnswer:
+        """The answer; a state-changing request, allowed or refused, goes into the admin
+        server's audit trail (who, what, the HTTP status)."""
+        answer, actor = self._answer(req)
+        if req.method not in ("GET", "HEAD"):
+            path = req.path.partition("?")[0]
+            self.accounts.audit(actor, f"dm {req.method}", path, str(answer.status))
+        return answer
+
+    def _answer(self, req: DmRequest) -> tuple[DmAnswer, str]:
         auth = req.headers.get("authorization", "")
         scheme, _, token = auth.partition(" ")
         principal = (
             self.accounts.authenticate_token(token.strip()) if scheme.lower() == "bearer" else None
         )
         if principal is None:
-            return _problem(401, "an API token is needed", ("WWW-Authenticate", "Bearer"))
+            return _problem(401, "an API token is needed", ("WWW-Authenticate", "Bearer")), "-"
+        actor = principal.actor
         path, _, query = req.path.partition("?")
         parts = [unquote(p) for p in path.removeprefix(API_PREFIX).split("/") if p]
         try:
             need, run = self._route(req.method, parts, parse_qs(query), req.body)
             if principal.role.rank < need.rank:
-                return _problem(403, f"this needs the {need} role")
-            return run()
+                return _problem(403, f"this needs the {need} role"), actor
+            return run(), actor
         except _Problem as p:
-            return _problem(p.status, p.detail)
+            return _problem(p.status, p.detail), actor
         except NotFound as exc:
-            return _problem(404, str(exc))
+            return _problem(404, str(exc)), actor
         except Conflict as exc:
-            return _problem(409, str(exc))
+            return _problem(409, str(exc)), actor
         except (ValueError, RasError) as exc:
-            return _problem(422, str(exc))
+            return _problem(422, str(exc)), actor
 
     def _route(
         self, method: str, parts: list[str], query: dict[str, list[str]], body: bytes
