@@ -199,3 +199,39 @@ def test_dm_serve_process(
     assert "Traceback" not in proc.stderr
     assert (data / "tls" / "ca.pem").exists()
     assert oct((data / "digest.key").stat().st_mode & 0o777) == "0o600"
+
+
+def test_cli_secrets_off_the_command_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import io
+
+    from openscws.dm.db import DmDatabase, DmStore, default_url
+    from openscws.ras.vault import Vault
+
+    data = tmp_path / "dm"
+    where = ["--data-dir", str(data)]
+    assert main(["dm", "init", *where]) == 0
+    (tmp_path / "srv").write_text("from-a-file\nignored\n")
+    monkeypatch.setenv("DM_APP_SECRET", "from-the-environment")
+    monkeypatch.setattr("sys.stdin", io.StringIO("from-stdin\n"))
+    assert main(["dm", "device", "add", "IMEI:SEC", "--app-user", "dev",
+                 "--app-password", "env:DM_APP_SECRET", "--server-password", f"@{tmp_path / 'srv'}",
+                 "--http-auth", "basic", "--http-user", "u", "--http-password", "-",
+                 *where]) == 0  # fmt: skip
+    db = DmDatabase(default_url(data))
+    try:
+        got = DmStore(db, Vault.open(data)).secrets("IMEI:SEC")
+    finally:
+        db.dispose()
+    assert got is not None
+    assert got.account.password == "from-the-environment"
+    assert got.account.server_password == "from-a-file"
+    assert got.http_password == "from-stdin"
+    capsys.readouterr()
+    assert main(["dm", "device", "add", "IMEI:SEC2", "--app-user", "d", "--app-password", "-",
+                 "--server-password", "-", *where]) == 2  # fmt: skip
+    assert "only one secret" in capsys.readouterr().err
+    assert main(["dm", "device", "add", "IMEI:SEC3", "--app-user", "d", "--app-password",
+                 "env:DM_NOT_SET", "--server-password", "x", *where]) == 2  # fmt: skip
+    assert "DM_NOT_SET is not set" in capsys.readouterr().err

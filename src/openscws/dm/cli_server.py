@@ -37,6 +37,31 @@ commands as JSON: [{"op": "Get", "uri": "./DevInfo/Mod"}, {"op": "Replace", "uri
 "./DMAcc/1/Name", "data": "x"}] (op: Get, Replace, Add, Delete, Exec), or @FILE"""
 
 
+_SECRET = (
+    "; env:NAME reads it from that environment variable, @FILE from the file's first line, "
+    "- from stdin's (a command line is visible to other local users)"
+)
+
+
+def _secret(text: str | None, what: str) -> str | None:
+    """A secret option's value: as given, or from env:NAME, @FILE or - (stdin)."""
+    import os
+
+    if text is None:
+        return None
+    if text.startswith("env:"):
+        value = os.environ.get(text[4:])
+        if value is None:
+            raise ConfigError(f"{what}: ${text[4:]} is not set")
+        return value
+    if text.startswith("@"):
+        lines = Path(text[1:]).read_text(encoding="utf-8").splitlines()
+        return lines[0] if lines else ""
+    if text == "-":
+        return sys.stdin.readline().rstrip("\r\n")
+    return text
+
+
 def _where(p: argparse.ArgumentParser) -> None:
     from openscws.cli import common_options
 
@@ -109,9 +134,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="SyncML credentials the device sends (default md5: syncml:auth-md5)",
     )
     add.add_argument("--app-user", required=True, help="its CLCRED AAuthName")
-    add.add_argument("--app-password", required=True, help="its CLCRED AAuthSecret")
+    add.add_argument("--app-password", required=True, help=f"its CLCRED AAuthSecret{_SECRET}")
     add.add_argument("--server-id", default="openscws-dm", help="our ServerID (SRVCRED name)")
-    add.add_argument("--server-password", required=True, help="our SRVCRED AAuthSecret")
+    add.add_argument("--server-password", required=True, help=f"our SRVCRED AAuthSecret{_SECRET}")
     add.add_argument(
         "--server-auth",
         choices=("basic", "md5", "hmac"),
@@ -124,10 +149,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="transport authentication (default none: TLS and the SyncML credentials)",
     )
     add.add_argument("--http-user", help="HTTP Basic or Digest user name")
-    add.add_argument("--http-password", help="HTTP Basic or Digest password")
+    add.add_argument("--http-password", help=f"HTTP Basic or Digest password{_SECRET}")
     add.add_argument("--cert", dest="device_cert", type=Path, help="the device's certificate")
     add.add_argument("--psk-identity", help="PSK-TLS identity")
-    add.add_argument("--psk-key", help="PSK-TLS key, hex (at least 16 bytes)")
+    add.add_argument("--psk-key", help=f"PSK-TLS key, hex (at least 16 bytes){_SECRET}")
     ls = d_acts.add_parser("ls", help="list the devices (never their secrets)")
     _where(ls)
     rm = d_acts.add_parser("rm", help="remove a device and its jobs")
@@ -214,6 +239,16 @@ def _device(args: argparse.Namespace, store: DmStore) -> int:
 
     match args.dm_device_action:
         case "add":
+            given = [
+                n
+                for n in ("app_password", "server_password", "http_password", "psk_key")
+                if getattr(args, n) == "-"
+            ]
+            if len(given) > 1:
+                raise ConfigError("only one secret can come from stdin (-)")
+            for name in ("app_password", "server_password", "http_password", "psk_key"):
+                flag = "--" + name.replace("_", "-")
+                setattr(args, name, _secret(getattr(args, name), flag))
             pin = None
             if args.device_cert is not None:
                 pin = _fingerprint(args.device_cert)
