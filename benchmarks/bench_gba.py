@@ -1,7 +1,8 @@
 """Complete GBA bootstraps per second against `openscws bsf`, SQLite and PostgreSQL side by side.
 
     .venv/bin/python benchmarks/bench_gba.py [--quick] [--db sqlite|postgresql]
-        [--bootstraps N] [--clients C] [--subscribers S] [--json FILE] [--docs FILE | --no-docs]
+        [--bootstraps N] [--clients C] [--workers W] [--baseline TREE] [--rounds R] [--json FILE]
+        [--docs FILE | --no-docs]
 
 One bootstrap is what a terminal costs the BSF (3GPP TS 24.109 §4): the request with the IMPI,
 the BSF taking a vector (its SQN committed), MILENAGE, the challenge stored, the 401; the
@@ -13,23 +14,24 @@ The BSF is its own process (`python -m openscws bsf --no-zn -q`), with its datab
 (WAL, synchronous FULL, a file in a temporary directory) or PostgreSQL (a temporary cluster of
 Debian's postgresql, durable settings). The load generator is this process: C asyncio clients,
 each bootstrapping its own subscriber in a loop until N bootstraps are done. bootstraps/s = N /
-wall time; latency is one whole bootstrap (both round trips). --quick: SQLite, few bootstraps,
-never writes the docs. A full run (both databases) rewrites the "GBA bootstraps" section of
-docs/benchmarks.md between its markers.
+wall time; latency is one whole bootstrap (both round trips). The harness (database, server
+process, CPU sampling: the server's apart from this load generator's) is `_servers.py`.
+--baseline TREE runs another source tree's BSF (e.g. a worktree of main) in the same run, each
+database after this tree's. --quick: SQLite, few bootstraps, never writes the docs. A full
+run (both databases) rewrites the "GBA bootstraps" section of docs/benchmarks.md between its
+markers.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import platform
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Final
@@ -40,11 +42,12 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "src"))
 
 import _docs  # noqa: E402
+from _servers import cell_figures, served_cell  # noqa: E402
 from run import free_port  # noqa: E402
 
 from openscws.aka.milenage import Milenage  # noqa: E402
 from openscws.aka.vector import SqnState, UsimAnswer, check_autn  # noqa: E402
-from openscws.bsf.db import BsfDatabase, default_url  # noqa: E402
+from openscws.bsf.db import BsfDatabase  # noqa: E402
 from openscws.bsf.hss import SqlHss, SubscriberKeys  # noqa: E402
 from openscws.gba.client import http_request  # noqa: E402
 from openscws.gba.ub import Bootstrapped, NeedAka, UbClient  # noqa: E402
@@ -108,94 +111,113 @@ async def load(url: str, bootstraps: int, clients: int) -> tuple[float, list[flo
     return time.perf_counter() - start, latencies
 
 
-def run_cell(db: str, opts: argparse.Namespace) -> dict[str, Any]:
-    tmp = Path(tempfile.mkdtemp(prefix="openscws-bench-gba-"))
-    cluster = None
-    try:
-        if db == "postgresql":
-            from bench_admin import PgCluster
+def run_cell(db: str, opts: argparse.Namespace, tree: str = "this") -> dict[str, Any]:
+    """One database, one tree: "this" (the checkout this script is in) or "baseline" (the
+    source tree given by --baseline, run with the same interpreter and load)."""
+    env = None
+    if tree == "baseline":
+        env = {**os.environ, "PYTHONPATH": str(Path(opts.baseline).resolve() / "src")}
 
-            cluster = PgCluster(durable=True)
-            url = cluster.url(cluster.create_database())
-        else:
-            url = default_url(tmp)
-        prepare(tmp, url, opts.clients)
-        port = free_port()
-        log = (tmp / "bsf.log").open("wb")
-        server = subprocess.Popen(
-            [sys.executable, "-m", "openscws", "bsf", "--data-dir", str(tmp), "--db", url,
-             "--port", str(port), "--no-zn", "-q", "--name", "bsf.bench"],
-            stdout=subprocess.PIPE, stderr=log, cwd=ROOT,
-        )  # fmt: skip
-        try:
-            assert server.stdout is not None
-            line = server.stdout.readline().decode()
-            if "BSF Ub ready" not in line:
-                raise RuntimeError(f"the BSF did not start: {(tmp / 'bsf.log').read_text()}")
-            ub = f"http://127.0.0.1:{port}/"
-            asyncio.run(load(ub, min(opts.clients * 2, opts.bootstraps), opts.clients))  # warm
-            cpu0 = server_cpu(server.pid, cluster)
+    def command(data_dir: Path, url: str) -> list[str]:
+        workers = ("--workers", str(opts.workers)) if opts.workers > 1 else ()
+        return [sys.executable, "-m", "openscws", "bsf", "--data-dir", str(data_dir),
+                "--db", url, "--port", str(port), "--no-zn", "-q", "--name", "bsf.bench",
+                *workers]  # fmt: skip
+
+    port = free_port()
+    prep = functools.partial(prepare, subscribers=opts.clients)
+    with served_cell(db, "bsf", prep, command, "BSF Ub ready", env=env) as cell:
+        ub = f"http://127.0.0.1:{port}/"
+        asyncio.run(load(ub, min(opts.clients * 2, opts.bootstraps), opts.clients))  # warm
+        with cell.measure() as m:
             wall, lat = asyncio.run(load(ub, opts.bootstraps, opts.clients))
-            cpu = server_cpu(server.pid, cluster) - cpu0
-        finally:
-            server.terminate()
-            server.wait(20)
-            log.close()
-        lat.sort()
-        return {
-            "db": db,
-            "bootstraps": len(lat),
-            "clients": opts.clients,
-            "seconds": round(wall, 3),
-            "bootstraps_per_s": round(len(lat) / wall, 1),
-            "server_cpu_ms_per_bootstrap": round(cpu / len(lat) * 1000, 2),
-            "load_average": round(os.getloadavg()[0], 1),
-            "latency_ms": {
-                "p50": round(statistics.median(lat) * 1000, 2),
-                "p95": round(lat[int(0.95 * (len(lat) - 1))] * 1000, 2),
-            },
-        }
-    finally:
-        if cluster is not None:
-            cluster.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+    got = cell_figures(m, lat, wall)
+    return {
+        "db": db,
+        "tree": tree,
+        "workers": opts.workers,
+        "bootstraps": got["done"],
+        "clients": opts.clients,
+        "seconds": got["seconds"],
+        "bootstraps_per_s": got["per_s"],
+        "server_cpu_ms_per_bootstrap": got["server_cpu_ms"],
+        "client_cpu_ms_per_bootstrap": got["client_cpu_ms"],
+        "per_core_bootstraps_per_s": got["per_core_per_s"],
+        "load_average": got["load_average"],
+        "latency_ms": got["latency_ms"],
+    }
 
 
-def server_cpu(pid: int, cluster: Any) -> float:
-    """CPU seconds of the BSF process, and of the PostgreSQL server when there is one."""
-    from bench_admin import proc_cpu
-
-    return proc_cpu(pid) + (cluster.cpu() if cluster is not None else 0.0)
+def median_cell(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One cell from its rounds: the median of each figure (the machine is shared, and the
+    rounds of the two trees alternate, so that both see the same spread of load)."""
+    if len(runs) == 1:
+        return {**runs[0], "rounds": 1}
+    figures = (
+        "seconds", "bootstraps_per_s", "server_cpu_ms_per_bootstrap",
+        "client_cpu_ms_per_bootstrap", "per_core_bootstraps_per_s", "load_average",
+    )  # fmt: skip
+    cell = {**runs[0], "rounds": len(runs)}
+    for name in figures:
+        cell[name] = round(statistics.median(r[name] for r in runs), 3)
+    for q in ("p50", "p95"):
+        cell["latency_ms"] = {**cell["latency_ms"]}
+        cell["latency_ms"][q] = round(statistics.median(r["latency_ms"][q] for r in runs), 2)
+    return cell
 
 
 def render(cells: list[dict[str, Any]]) -> str:
-    by = {c["db"]: c for c in cells}
-    rows = [
-        f"| {c['db']} | {c['bootstraps_per_s']} | {c['latency_ms']['p50']} | "
-        f"{c['latency_ms']['p95']} | {c['server_cpu_ms_per_bootstrap']} | "
-        f"{c['load_average']} |"
-        for c in cells
-    ]
-    ratio = ""
-    if "sqlite" in by and "postgresql" in by:
-        r = by["postgresql"]["bootstraps_per_s"] / by["sqlite"]["bootstraps_per_s"]
-        ratio = (
-            f"\nPostgreSQL / SQLite: {r:.2f}. Target on PostgreSQL: {TARGET:.0f}/s. The server's\n"
-            "CPU per bootstrap (the BSF process and, for PostgreSQL, the database server) bounds\n"
-            "what one free core could do: 1000 / that figure. The load average column is the\n"
-            "machine's during the run (other jobs included): above 2 on 2 CPUs, the figures\n"
-            "measure the share of CPU the BSF got, not the BSF.\n"
+    def row(c: dict[str, Any]) -> str:
+        return (
+            f"| {c['db']} | {c['tree']} | {c['bootstraps_per_s']} | {c['latency_ms']['p50']} | "
+            f"{c['latency_ms']['p95']} | {c['server_cpu_ms_per_bootstrap']} | "
+            f"{c['per_core_bootstraps_per_s']} | {c['client_cpu_ms_per_bootstrap']} | "
+            f"{c['load_average']} |"
+        )
+
+    by = {(c["db"], c["tree"]): c for c in cells}
+    notes = []
+    for db in ("sqlite", "postgresql"):
+        this, base = by.get((db, "this")), by.get((db, "baseline"))
+        if this and base:
+            notes.append(
+                f"{db}: server CPU per bootstrap {this['server_cpu_ms_per_bootstrap']} ms against "
+                f"{base['server_cpu_ms_per_bootstrap']} ms for the baseline (ratio "
+                f"{this['server_cpu_ms_per_bootstrap'] / base['server_cpu_ms_per_bootstrap']:.2f}"
+                f"); bootstraps/s ratio "
+                f"{this['bootstraps_per_s'] / base['bootstraps_per_s']:.2f}."
+            )
+    if ("sqlite", "this") in by and ("postgresql", "this") in by:
+        pg, lite = by["postgresql", "this"], by["sqlite", "this"]
+        notes.append(
+            f"PostgreSQL / SQLite: {pg['bootstraps_per_s'] / lite['bootstraps_per_s']:.2f}. "
+            f"Target on PostgreSQL: {TARGET:.0f}/s; per free core, at the measured CPU cost: "
+            f"{pg['per_core_bootstraps_per_s']}/s."
         )
     first = cells[0]
+    workers = f", {first['workers']} BSF worker processes" if first["workers"] > 1 else ""
     return (
         "## GBA bootstraps\n\n"
         "Complete bootstraps per second against `openscws bsf` (benchmarks/bench_gba.py): two\n"
-        "HTTP round trips on new connections, MILENAGE at both ends, three database\n"
-        f"transactions (two of them writes); {first['clients']} concurrent terminals, "
-        f"{first['bootstraps']} bootstraps a database, {platform.python_implementation()} "
-        f"{platform.python_version()}, {os.cpu_count()} CPUs shared with the load generator.\n\n"
-        "| database | bootstraps/s | p50 ms | p95 ms | server CPU ms / bootstrap | load avg |\n"
-        "|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n" + ratio
+        "HTTP round trips on new connections, MILENAGE at both ends, two write transactions\n"
+        f"(the baseline: three); {first['clients']} concurrent terminals, "
+        f"{first['bootstraps']} bootstraps a run, the median of {first['rounds']} runs a cell "
+        f"(the trees taking turns){workers}, {platform.python_implementation()} "
+        f"{platform.python_version()}, {os.cpu_count()} CPUs shared with the load generator "
+        'and, here, with other jobs. "baseline" is the tree before the BSF\'s CPU work (same\n'
+        "interpreter, database and load, in the same run).\n\n"
+        "The load-independent figure is the server's CPU per bootstrap: the BSF process (with\n"
+        'its workers) and, for PostgreSQL, the database server; "per core" is 1000 / that\n'
+        "figure, the rate one free core would give. The load generator's own CPU per\n"
+        "bootstrap is apart (client CPU). Above a load average of 2 on 2 CPUs, bootstraps/s\n"
+        "measures the share of CPU the BSF got, not the BSF.\n\n"
+        "| database | tree | bootstraps/s | p50 ms | p95 ms | server CPU ms / bootstrap | "
+        "per core /s | client CPU ms / bootstrap | load avg |\n"
+        "|---|---|---|---|---|---|---|---|---|\n"
+        + "\n".join(row(c) for c in cells)
+        + "\n\n"
+        + "\n".join(notes)
+        + ("\n" if notes else "")
     )
 
 
@@ -205,6 +227,16 @@ def main() -> int:
     p.add_argument("--db", choices=("sqlite", "postgresql"), action="append")
     p.add_argument("--bootstraps", type=int)
     p.add_argument("--clients", type=int, default=8)
+    p.add_argument("--workers", type=int, default=1, help="BSF worker processes (bsf --workers)")
+    p.add_argument(
+        "--baseline", type=Path, help="a source tree (e.g. a worktree of main) to run side by side"
+    )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="runs of each cell, the trees taking turns; the table has each figure's median",
+    )
     p.add_argument("--json", type=Path)
     p.add_argument("--docs", type=Path, default=ROOT / "docs" / "benchmarks.md")
     p.add_argument("--no-docs", action="store_true")
@@ -212,17 +244,26 @@ def main() -> int:
     dbs = opts.db or (["sqlite"] if opts.quick else ["sqlite", "postgresql"])
     if opts.bootstraps is None:
         opts.bootstraps = 20 if opts.quick else 1000
-    cells = [run_cell(db, opts) for db in dbs]
-    for c in cells:
-        print(
-            f"{c['db']:>10}: {c['bootstraps_per_s']:8.1f} bootstraps/s  "
-            f"p50 {c['latency_ms']['p50']} ms  p95 {c['latency_ms']['p95']} ms  "
-            f"server CPU {c['server_cpu_ms_per_bootstrap']} ms/bootstrap  "
-            f"(load average {c['load_average']})",
-            flush=True,
-        )
+    trees = ["this", "baseline"] if opts.baseline else ["this"]
+    runs = []
+    for db in dbs:
+        for _ in range(opts.rounds):
+            for tree in trees:
+                runs.append(run_cell(db, opts, tree))
+                c = runs[-1]
+                print(
+                    f"{c['db']:>10} {c['tree']:>8}: {c['bootstraps_per_s']:8.1f} bootstraps/s  "
+                    f"p50 {c['latency_ms']['p50']} ms  p95 {c['latency_ms']['p95']} ms  "
+                    f"server CPU {c['server_cpu_ms_per_bootstrap']} ms/bootstrap "
+                    f"({c['per_core_bootstraps_per_s']}/s per core)  "
+                    f"client CPU {c['client_cpu_ms_per_bootstrap']} ms  "
+                    f"(load average {c['load_average']})",
+                    flush=True,
+                )
+    cells = [median_cell([r for r in runs if (r["db"], r["tree"]) == key]) for key in
+             dict.fromkeys((r["db"], r["tree"]) for r in runs)]  # fmt: skip
     if opts.json:
-        opts.json.write_text(json.dumps({"cells": cells}, indent=2))
+        opts.json.write_text(json.dumps({"cells": cells, "runs": runs}, indent=2))
     full = not opts.quick and set(dbs) == {"sqlite", "postgresql"}
     if full and not opts.no_docs:
         _docs.splice(opts.docs, GBA_BEGIN, GBA_END, render(cells))

@@ -42,6 +42,19 @@ def _check_admin(doc: dict[str, Any], out: str, tmp: Path) -> None:
     assert not (tmp / "benchmarks.md").exists()  # a partial, quick run never writes docs
 
 
+def _check_push(doc: dict[str, Any], out: str, tmp: Path) -> None:
+    rows = {r["mode"]: r for r in doc["rows"]}
+    # Kamailio's row only where kamailio is installed (a note says so otherwise)
+    assert {"sms", "sip-push"} <= set(rows) <= {"sms", "sip-push", "sip-push, Kamailio"}
+    if "sip-push, Kamailio" not in rows:
+        assert any("kamailio" in note for note in doc["notes"])
+    for row in rows.values():
+        assert row["cards"] == 20
+        assert row["triggers_per_s"] > 0
+        assert row["duplicates"] == 0
+    assert "| sip-push | 20 |" in out
+
+
 def _check_pcsc(doc: dict[str, Any], out: str, tmp: Path) -> None:
     rows = doc["rows"]
     assert list(rows) == ["in-process", "pcscd", "pcscd, no quick ACK"]
@@ -49,6 +62,15 @@ def _check_pcsc(doc: dict[str, Any], out: str, tmp: Path) -> None:
         assert row["apdu"]["median_ms"] > 0
         assert row["page"]["median_ms"] > 0
     assert "| pcscd |" in out
+
+
+def _check_bsm_vs(doc: dict[str, Any], out: str, tmp: Path) -> None:
+    sides = doc["databases"]["sqlite"]
+    for side in ("baseline", "this"):
+        assert sides[side]["requests_per_s"] > 0
+        assert sides[side]["server_cpu_ms_per_request"] > 0
+        assert len(sides["cells"][side]) == 1
+    assert "| sqlite | this tree |" in out
 
 
 def _check_run(doc: dict[str, Any], out: str, tmp: Path) -> None:
@@ -64,13 +86,28 @@ def _check_apdu(doc: dict[str, Any], out: str, tmp: Path) -> None:
 
 def _check_tls_ram(doc: dict[str, Any], out: str, tmp: Path) -> None:
     rows = {(r["tls"], r["record_limit"]): r for r in doc["rows"]}
-    assert set(rows) == {("tls13", None), ("tls13", 1024), ("none", None)}
-    for key in (("tls13", None), ("tls13", 1024)):
+    assert set(rows) == {
+        ("tls13", None),
+        ("tls13", 1024),
+        ("card", None),
+        ("card", 1024),
+        ("none", None),
+    }
+    for key in (("tls13", None), ("tls13", 1024), ("card", None), ("card", 1024)):
         assert rows[key]["malloc_held_peak"] > 0
+        assert rows[key]["malloc_held_handshake"] > 0
         assert rows[key]["client_largest_record"] > 0
     assert rows[("tls13", 1024)]["largest_response_record"] <= 1024 + 17
     assert rows[("tls13", None)]["largest_response_record"] > 1024
-    assert rows[("none", None)]["malloc_held_peak"] is None
+    # 1024 + IV + HMAC-SHA1 + padding
+    assert rows[("card", 1024)]["largest_response_record"] <= 1024 + 16 + 20 + 16
+    assert rows[("card", 1024)]["cipher"] == "PSK-AES128-CBC-SHA"
+    # the card engine keeps no OpenSSL connection: far less per channel than OpenSSL
+    assert (
+        rows[("card", 1024)]["malloc_held_handshake"]
+        < rows[("tls13", 1024)]["malloc_held_handshake"]
+    )
+    assert rows[("none", None)]["malloc_held_peak"] > 0
     assert "| static |" in out
 
 
@@ -82,6 +119,16 @@ def _check_acp(doc: dict[str, Any], out: str, tmp: Path) -> None:
     # Every connection to the gateway with rules was admitted by the last rule, and logged.
     assert doc["decisions_logged"] >= 20
     assert "| 50 rules |" in out
+
+
+def _check_link(doc: dict[str, Any], out: str, tmp: Path) -> None:
+    rows = doc["rows"]
+    assert list(rows) == ["in-process", "TA1 = 96 (512/32)"]
+    assert rows["in-process"]["load_ms"]["median"] > 0
+    # The timed link is slower than the in-process one: the page crossed it.
+    assert rows["TA1 = 96 (512/32)"]["load_ms"]["median"] > rows["in-process"]["load_ms"]["median"]
+    assert rows["in-process"]["resources"] >= 3
+    assert "| in-process (`direct`) |" in out
 
 
 def _check_bsm(doc: dict[str, Any], out: str, tmp: Path) -> None:
@@ -168,6 +215,13 @@ QUICK: dict[str, Quick] = {
         ("--requests", "6", "--clients", "2", "--json", "JSON", "--docs", "DOCS"),
         check=_check_bsm,
     ),
+    "bench_bsm_vs.py": Quick(
+        (
+            *("--baseline", str(ROOT), "--requests", "6", "--clients", "2"),
+            *("--json", "JSON", "--docs", "DOCS"),
+        ),
+        check=_check_bsm_vs,
+    ),
     "bench_conns.py": Quick(("--docs", "DOCS"), tools=(("wrk", "wrk"),), check=_check_conns),
     "bench_dm.py": Quick(
         ("--devices", "6", "--clients", "2", "--json", "JSON", "--docs", "DOCS"),
@@ -177,9 +231,13 @@ QUICK: dict[str, Quick] = {
         ("--bootstraps", "6", "--clients", "2", "--json", "JSON", "--docs", "DOCS"),
         check=_check_gba,
     ),
+    "bench_link.py": Quick(
+        ("--json", "JSON"), tools=(("chromium", "chromium"),), check=_check_link, timeout=240
+    ),
     "bench_pcsc.py": Quick(
         ("--json", "JSON"), tools=(("pcscd", "pcscd"),), peers=_pcsc_peers, check=_check_pcsc
     ),
+    "bench_push.py": Quick(("--json", "JSON"), check=_check_push, timeout=240),
     "bench_tls.py": Quick(("--json", "JSON"), tools=(("openssl", "openssl"),), timeout=400),
     "bench_tls_ram.py": Quick(("--json", "JSON"), check=_check_tls_ram),
     # Its quick run (3 bursts of 5 s, a campaign in each) is an end-to-end test too:

@@ -28,6 +28,8 @@ COMMANDS = [
     ["card", "usim"],
     ["card", "usim", "set"],
     ["card", "usim", "show"],
+    ["card", "csim"],
+    ["card", "csim", "set"],
     ["ca"],
     ["ca", "init"],
     ["ca", "sign"],

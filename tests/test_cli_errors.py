@@ -151,6 +151,8 @@ def _cases(tmp: Path) -> list[tuple[str, list[str], str]]:
         # an out-of-range port
         ("port-map local", ["up", "--port-map", "3516=70000", *card], "must be 0..65535"),
         ("port-map card", ["gateway", "--port-map", "70000=8080"], "must be 1..65535"),
+        ("no cards", ["up", "--cards", "0", *card], "--cards must be 1..1000"),
+        ("fleet ports", ["up", "--cards", "3", "--fleet-port", "65534", *card], "--fleet-port"),
         ("vpcd port", ["card", "--vpcd", "127.0.0.1:70000", *card], "gateway.vpcd_port"),
         ("tcpip port", ["card", "--tcpip", "--http-port", "0", *card], "card.tcpip_http_port"),
         ("admin port", ["admin", "serve", "--port", "99999", *ras], "admin.port = 99999"),

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from openscws.config import Settings, load, notes, resolve, to_toml
+from openscws.config import Settings, SipSettings, load, notes, resolve, to_toml
 from openscws.errors import ConfigError
 
 
@@ -125,6 +125,9 @@ def test_bad_environment(env: dict[str, str], message: str) -> None:
         ("[gateway]\npoll_interval = 0\n", "gateway.poll_interval = 0.0: must be a number"),
         ("[admin]\nretry_max = 1\nretry_base = 5\n", "admin.retry_max = 1.0: must be at least"),
         ('[card]\ntls_profile = "old"\n', "card.tls_profile = 'old': must be modern or compat"),
+        ('[card]\ntls_engine = "mbed"\n', "card.tls_engine = 'mbed': must be openssl or card"),
+        ('[card]\ntls_engine = "card"\n', 'card.tls_engine = "card" needs card.tls_profile'),
+        ('[card]\ntls_engine = "card"\ntls_profile = "compat"\n', None),
         ("[ca]\ndays = 0\n", "ca.days = 0: must be 1..36500"),
         ("[card]\n", None),
     ],
@@ -233,3 +236,18 @@ def test_admin_link_profiles(tmp_path: Path) -> None:
     path.write_text('[admin]\ntls_profile = "legacy"\n')
     with pytest.raises(ConfigError, match=r"admin\.tls_profile"):
         load(path)
+
+
+@pytest.mark.parametrize(
+    ("proxy", "domain", "says"),
+    [
+        ("http://127.0.0.1:5060", "scws.test", "sip.proxy"),
+        ("sip:127.0.0.1:70000", "scws.test", "sip.proxy"),
+        ("sip:127.0.0.1:5060;transport=sctp", "scws.test", "sip.proxy"),
+        ("", "scws test", "sip.domain"),
+    ],
+)
+def test_sip_settings_are_checked(proxy: str, domain: str, says: str) -> None:
+    with pytest.raises(ConfigError, match=says):
+        Settings(sip=SipSettings(proxy=proxy, domain=domain))
+    assert Settings(sip=SipSettings(proxy="sip:127.0.0.1:5060;transport=tcp")).sip.proxy

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime
 import logging
 import logging.config
@@ -31,6 +32,8 @@ from openscws.bcast import cli as bsm_cli
 from openscws.bsf import cli as bsf_cli
 from openscws.config import Settings, notes, resolve, to_toml
 from openscws.dm import cli_server as dm_server_cli
+from openscws.dm import client_cli as dm_client_cli
+from openscws.dm import scr_cli as dm_scr_cli
 from openscws.errors import ConfigError, NotFoundError, OpenScwsError, StoreError
 from openscws.gba import cli as gba_cli
 from openscws.ids import DEFAULT_ICCID
@@ -76,7 +79,7 @@ def _configure_logging(verbosity: int) -> None:
             # Schema checks and per-request access lines are noise below -vv.
             "loggers": {
                 name: {"level": "DEBUG" if verbosity >= 2 else "WARNING"}
-                for name in ("alembic", "uvicorn.access")
+                for name in ("alembic", "uvicorn.access", "watchfiles")
             },
         }
     )
@@ -134,6 +137,13 @@ def _gateway_options(p: argparse.ArgumentParser) -> None:
         action="append",
         metavar="CARD=LOCAL",
         help="serve card port CARD on local TCP port LOCAL, e.g. 3516=8080 (repeatable)",
+    )
+    p.add_argument(
+        "--link",
+        metavar="SPEC",
+        help="card link timing: 'direct' (default) or 'iso7816[:f=3.57MHz,F=512,D=16,N=0,"
+        "turnaround=1ms]' (or ta1=0x96): a card's contacts per ISO/IEC 7816-3 "
+        "(docs/link-timing.md)",
     )
     p.add_argument("--trace", action="store_true", help="print every APDU exchanged, decoded")
     p.add_argument(
@@ -214,6 +224,22 @@ def _card_actions(card: argparse.ArgumentParser) -> None:
     )
     usim_sub.add_parser("show", help="IMSI and SQN (never the keys)")
     usim_sub.add_parser("rm", help="remove the subscription")
+    csim = acts.add_parser(
+        "csim",
+        help="the (R-)UIM BCAST subscription: NAI and pre-provisioned RK (docs/bcast.md)",
+        description="The card's CSIM-like application keeps a registration key RK, derives "
+        "TK and the Auth-Key from it (AUTHENTICATE), gives the terminal the Auth-Key and "
+        "verifies the LTKMs with TK. Keys live in the card's secure area and are never "
+        "printed.",
+    )
+    csim_sub = csim.add_subparsers(dest="csim_action", required=True, metavar="CSIM_ACTION")
+    c_set = csim_sub.add_parser("set", help="store a subscription (replaces one and its keys)")
+    c_set.add_argument("--nai", required=True, help="the subscriber's NAI")
+    c_set.add_argument("--rk", required=True, help="RK, 32 or 64 hex digits")
+    c_set.add_argument("--rand", required=True, help="the TK/Auth-Key random, hex")
+    c_set.add_argument("--derivation", help="a named RK derivation (default: the project's)")
+    csim_sub.add_parser("show", help="NAI, derivation and SEK/PEK ids (never the keys)")
+    csim_sub.add_parser("rm", help="remove the subscription")
     acp = acts.add_parser(
         "acp",
         help="the access rules: which local applications reach the SCWS (docs/acp.md)",
@@ -242,7 +268,8 @@ def _card_actions(card: argparse.ArgumentParser) -> None:
     a_rm.add_argument("--all", action="store_true", help="remove every rule (unrestricted)")
     a_set = acp_sub.add_parser("set", help="replace every rule with a JSON policy document")
     a_set.add_argument("document", type=Path, help='a file: {"rules": [...]} (docs/acp.md)')
-    parsers = [init, csr, cert, psk, policy, usim, acp, acts.choices["show"]]
+    parsers = [init, csr, cert, psk, policy, usim, csim, acp, acts.choices["show"]]
+    parsers += list(csim_sub.choices.values())
     parsers += list(acp_sub.choices.values())
     parsers += list(psk_sub.choices.values()) + list(policy_sub.choices.values())
     parsers += list(usim_sub.choices.values())
@@ -290,8 +317,63 @@ def build_parser() -> argparse.ArgumentParser:
         help="also run a GBA BSF (Ub and Zn, state in $XDG_DATA_HOME/openscws/bsf) with the "
         "card's USIM as a GBA_U subscriber: see docs/gba.md",
     )
+    up.add_argument(
+        "--cards",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N cards, each with its own terminal, all enrolled with the admin server "
+        "(default 1). Card k (2..N) has its image in <card.data_dir>-k, card 1's ICCID and "
+        "MSISDN counted up by k-1 (SIP URI sip:<MSISDN>@<sip.domain>) and its ports from "
+        "--fleet-port on; the local SMS entry point routes by MSISDN. See docs/push.md",
+    )
+    up.add_argument(
+        "--fleet-port",
+        type=int,
+        default=20000,
+        metavar="BASE",
+        help="with --cards: card k's i-th card port (card.ports order, from 0) listens on local "
+        "port BASE + (k-2) * len(card.ports) + i, e.g. card 2 on 20000 (3516) and 20001 (4116); "
+        "0: any free ports (default 20000; card 1 keeps its usual ports)",
+    )
     up.add_argument("--bsf-port", type=int, default=8080, help="with --gba: Ub port (8080)")
     up.add_argument("--zn-port", type=int, default=8443, help="with --gba: Zn port (8443)")
+    up.add_argument(
+        "--bcast",
+        action="store_true",
+        help="also run BCAST (implies --gba): the BSM (state in $XDG_DATA_HOME/openscws/bsm) "
+        "and the terminal's BSP-C, whose LTKMs the card takes: see docs/bcast.md "
+        "(setting bsm.enable)",
+    )
+    up.add_argument(
+        "--bsm-port", type=int, help="with --bcast: the BSM's port (bsm.port, 8090; 0: any)"
+    )
+    up.add_argument(
+        "--ltkm-port",
+        type=int,
+        help="with --bcast: the terminal's LTKM port (bsm.ltkm_port, UDP 4359; 0: any)",
+    )
+    up.add_argument(
+        "--bcast-item",
+        dest="bcast_items",
+        action="append",
+        default=[],
+        metavar="REF",
+        help="with --bcast: subscribe the card to this purchase item at start (Service Request)",
+    )
+    up.add_argument(
+        "--bcast-card",
+        choices=("usim", "csim"),
+        default="usim",
+        help="with --bcast: key the requests with the USIM (GBA_U, username the B-TID; the "
+        "default) or the CSIM-like application ((R-)UIM RK, username the NAI)",
+    )
+    up.add_argument(
+        "--dm",
+        action="store_true",
+        help="also run the terminal's DM client (tree in dm.client_tree, made by `openscws dm "
+        "client init`): a DM Package #0 WAP push on the SMS entry point starts a session",
+    )
     admin_cli.api_options(up)
 
     card = sub.add_parser(
@@ -355,6 +437,37 @@ def build_parser() -> argparse.ArgumentParser:
     for action in ca_sub.choices.values():
         _common(action)
         action.add_argument("--ca-dir", type=Path, help="CA directory (default: ca.dir)")
+
+    dev = sub.add_parser(
+        "dev",
+        help="serve a folder from a card, live: every saved change is on the card at once",
+        description="Start a card and its BIP gateway (no admin server) whose site mirrors "
+        "DIR: each add, change and deletion under DIR goes into the card image in one atomic "
+        "step and is printed in one line, so a reload shows it. The card image is the dev "
+        "server's own (--data-dir; default $XDG_DATA_HOME/openscws/dev/card), never the one "
+        "`openscws up` serves, since the mirror deletes what DIR does not have. It warns when "
+        "the site would not fit a real card: paths the card refuses, paths remote "
+        "administration cannot deliver (non-ASCII, spaces), resources over "
+        "card.admin_max_resource, a total over card.capacity.",
+        epilog="Exit status with --check: 0 the site fits, 1 the report names a problem, "
+        "2 bad input (no such folder).",
+    )
+    _common(dev)
+    dev.add_argument("directory", type=Path, metavar="DIR", help="the site's folder")
+    _card_options(dev)
+    _gateway_options(dev)
+    dev.add_argument(
+        "--reload",
+        action="store_true",
+        help="reload open pages after each change: the HTTP URL goes through a small front "
+        "that adds a script tag to HTML pages (never to the card image) and sends change "
+        "events on /.openscws-dev/events",
+    )
+    dev.add_argument(
+        "--check",
+        action="store_true",
+        help="print the report on DIR (what would not fit a real card) and exit, serving nothing",
+    )
 
     doctor = sub.add_parser(
         "doctor",
@@ -483,11 +596,20 @@ def build_parser() -> argparse.ArgumentParser:
     _common(cfg)
     admin_cli.register(sub)
     bsf_cli.register(sub)
-    dm_server_cli.register(sub)
     bsm_cli.register(sub)
     bspc_cli.register(sub)
     gba_cli.register(sub)
     push_cli.register(sub)
+    dm = sub.add_parser(
+        "dm",
+        help="OMA DM 1.2: the DM server, its devices and jobs, the terminal's DM client, and "
+        "the DM security SCR report",
+        description="OMA DM 1.2 with the session security of OMA-TS-DM_Security: see docs/dm.md.",
+    )
+    dm_acts = dm.add_subparsers(dest="dm_action", required=True, metavar="ACTION")
+    dm_server_cli.register_server(dm_acts)
+    dm_client_cli.register_client(dm_acts)
+    dm_scr_cli.register_scr(dm_acts)
     _describe(parser)
     return parser
 
@@ -526,6 +648,8 @@ def _options(settings: Settings, args: argparse.Namespace) -> Settings:
         if not port.isdigit():
             raise ConfigError(f"--vpcd wants HOST:PORT, got {args.vpcd!r}")
         gateway = replace(gateway, vpcd_host=host or "127.0.0.1", vpcd_port=int(port))
+    if getattr(args, "link", None):
+        gateway = replace(gateway, link=args.link)
     if getattr(args, "pcsc", None) is not None:
         gateway = replace(gateway, card_link="pcsc", pcsc_reader=args.pcsc)
     elif getattr(args, "vpcd", None):
@@ -598,24 +722,64 @@ async def _up(
     admin: bool,
     iccid: str | None,
     gba: argparse.Namespace | None = None,
+    dm: bool = False,
+    cards: int = 1,
+    fleet_port: int = 20000,
 ) -> int:
+    dm_client = None
+    if dm:
+        from openscws.dm.client import DmClient
+
+        dm_client = DmClient(
+            settings.dm.client_tree,
+            wbxml=settings.dm.client_wbxml,
+            timeout=settings.dm.client_timeout,
+        )
+        dm_client.tree()  # a missing or damaged tree stops here, with one line
     tracer = _tracer(settings)
     try:
-        stack = await start_stack(settings, demo=demo, admin=admin, tracer=tracer, iccid=iccid)
+        stack = await start_stack(
+            settings,
+            demo=demo,
+            admin=admin,
+            tracer=tracer,
+            iccid=iccid,
+            cards=cards,
+            fleet_port=fleet_port,
+        )
     except BaseException:
         if tracer is not None:
             tracer.close()
         raise
     bsf = None
+    bcast = None
     try:
         if gba is not None:
             bsf = await _start_gba(stack.image, settings, gba)
+        if gba is not None and (gba.bcast or settings.bsm.enable):
+            bcast = await _start_bcast(stack, settings, gba, bsf)
         _announce(stack.gateway.local_port, settings.gateway.host, settings)
+        if dm_client is not None:
+            stack.gateway.terminal_sms = dm_client.handle_sms
+            sms = stack.gateway.sms_endpoint
+            where = f"SMS entry point {sms.url}" if sms is not None else "no SMS entry point"
+            print(f"DM client: tree {settings.dm.client_tree}, Package #0 on {where}", flush=True)
+        for k, member in enumerate(stack.fleet, start=2):
+            assert member.gateway is not None
+            print(
+                f"card {k}: ICCID {member.image.meta.iccid} MSISDN {member.settings.card.msisdn}",
+                flush=True,
+            )
+            _announce(member.gateway.local_port, settings.gateway.host, member.settings, card=False)
         if stack.admin is not None:
             a = settings.admin
             print(
                 f"admin server: PSK-TLS https://{a.host}:{stack.admin.server.port}{a.uri} "
-                f"(card {stack.image.meta.iccid} enrolled)",
+                + (
+                    f"({1 + len(stack.fleet)} cards enrolled)"
+                    if stack.fleet
+                    else f"(card {stack.image.meta.iccid} enrolled)"
+                ),
                 flush=True,
             )
             if stack.admin.api_url:
@@ -629,11 +793,33 @@ async def _up(
                 await asyncio.to_thread(first_admin, stack.admin.service, stack.admin.api_url)
         await _run_until_signal(asyncio.ensure_future(stack.gateway.wait()))
     finally:
+        if bcast is not None:
+            await bcast.stop()
+        if dm_client is not None:
+            await dm_client.stop()
         if bsf is not None:
             await bsf.stop()
             bsf.service.db.dispose()
         await stack.stop()
     return 0
+
+
+async def _start_bcast(stack: Any, settings: Settings, args: argparse.Namespace, bsf: Any) -> Any:
+    """`up --bcast`: the BSM in this process (its B-TIDs' keys from this BSF over Zn, with a
+    token issued at each start) and the terminal's BSP-C on the gateway's card link."""
+    from openscws.bcast.embedded import start_embedded_bcast
+
+    b = settings.bsm
+    port = b.port if args.bsm_port is None else args.bsm_port
+    ltkm_port = b.ltkm_port if args.ltkm_port is None else args.ltkm_port
+    bcast = await start_embedded_bcast(
+        settings, stack.gateway.link, bsf, port=port, ltkm_port=ltkm_port, via=args.bcast_card
+    )
+    print(f"BSM ready: {bcast.bsm.url} (NAF {b.fqdn})", flush=True)
+    print(f"BSP-C: LTKMs on UDP {settings.gateway.host}:{bcast.ltkm_port}", flush=True)
+    for ref in args.bcast_items:
+        await bcast.subscribe(ref)
+    return bcast
 
 
 async def _start_gba(image: CardImage, settings: Settings, args: argparse.Namespace) -> Any:
@@ -695,7 +881,10 @@ async def _card_tcpip(settings: Settings, demo: bool, iccid: str | None) -> int:
     c = settings.card
     local = {p: (c.tcpip_https_port if p in c.tls_ports else c.tcpip_http_port) for p in c.ports}
     policy = host_policy_for(c, local, names=frozenset({c.tcpip_host.lower()}))
-    site = build_site(image, image.meta.iccid, started=time.time(), host_policy=policy)
+    from openscws.cardapp import load_card_apps
+
+    apps = load_card_apps(c.apps)
+    site = build_site(image, image.meta.iccid, started=time.time(), host_policy=policy, apps=apps)
     factories = handler_factories(site, c, *card_tls(settings, image))
     ports = {p: (c.tcpip_https_port if p in c.tls_ports else c.tcpip_http_port) for p in factories}
     server = DirectServer(c.tcpip_host, factories, ports)
@@ -744,6 +933,123 @@ async def _gateway_main(settings: Settings) -> int:
     if gateway.card_lost:
         print("openscws: the card went away", file=sys.stderr)
         return 1
+    return 0
+
+
+def _dev_problems(files: list[Any], settings: Settings, *, summary: bool = True) -> list[Any]:
+    """What would not fit a real card (openscws.scws.sitecheck); `summary`: the folder's
+    size against the card's capacity first."""
+    from openscws.scws.sitecheck import format_size
+    from openscws.store.devsite import check_folder
+
+    c = settings.card
+    if summary:
+        total = sum(f.size for f in files)
+        print(
+            f"{len(files)} files, {format_size(total)} of the card's {format_size(c.capacity)} "
+            "(card.capacity)",
+            flush=True,
+        )
+    return check_folder(files, capacity=c.capacity, max_resource=c.admin_max_resource)
+
+
+def _dev_check(directory: Path, settings: Settings) -> int:
+    """`openscws dev DIR --check`: the report alone; 1 when it names a problem."""
+    from openscws.store.devsite import scan
+
+    problems = _dev_problems(scan(directory), settings)
+    for problem in problems:
+        print(problem)
+    print("the site fits the card" if not problems else f"{len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+def _dev_settings(settings: Settings, args_data_dir: bool) -> Settings:
+    """The dev server's own card image unless --data-dir names one."""
+    if args_data_dir:
+        return settings
+    from openscws.config import default_data_dir
+
+    return replace(
+        settings, card=replace(settings.card, data_dir=default_data_dir() / "dev" / "card")
+    )
+
+
+async def _dev(directory: Path, settings: Settings, *, reload: bool) -> int:
+    from openscws.aio.devserver import ReloadFront, watch_folder
+    from openscws.store.devsite import DevChange, DevMirror, scan
+
+    scan(directory)  # a missing folder is an error before anything starts
+    c, g = settings.card, settings.gateway
+    http_ports = [p for p in c.ports if p not in c.tls_ports]
+    front_port: int | None = None
+    if reload:
+        if not http_ports:
+            raise ConfigError("--reload needs a plain HTTP card port (card.ports, card.tls_ports)")
+        front_port = g.port_map.get(http_ports[0], http_ports[0])
+        # The gateway's HTTP port moves to any free one: the front takes the known port.
+        g = replace(g, port_map={**g.port_map, http_ports[0]: 0})
+        settings = replace(settings, gateway=g)
+    tracer = _tracer(settings)
+    try:
+        stack = await start_stack(settings, demo=False, admin=False, tracer=tracer)
+    except BaseException:
+        if tracer is not None:
+            tracer.close()
+        raise
+    front: ReloadFront | None = None
+    stop = asyncio.Event()
+    try:
+        mirror = DevMirror(stack.image, directory)
+        reported: set[str] = set()
+        shown_once: list[bool] = []
+
+        def report() -> None:
+            # After the first, only what is new: a problem already shown is not repeated.
+            first = not shown_once
+            shown_once.append(True)
+            problems = {str(p) for p in _dev_problems(mirror.files, settings, summary=first)}
+            for line in sorted(problems - reported):
+                print(line, flush=True)
+            reported.clear()
+            reported.update(problems)
+
+        def synced(changes: list[DevChange]) -> None:
+            for change in changes:
+                print(change, flush=True)
+            if changes:
+                report()
+                if front is not None:
+                    front.changed()
+
+        for change in mirror.sync():
+            print(change, flush=True)
+        report()
+        if front_port is not None:
+            host = g.host
+            http = http_ports[0]
+            front = ReloadFront(host, front_port, lambda: (host, stack.gateway.local_port(http)))
+            await front.start()
+        shown = f"[{g.host}]" if ":" in g.host else g.host
+        for port in c.ports:
+            scheme = "https" if port in c.tls_ports else "http"
+            if front is not None and port == http_ports[0]:
+                url = f"{scheme}://{shown}:{front.port}/"
+                print(f"SCWS ready: {url}")
+                print(f"live reload: pages from {url} reload after each change")
+            else:
+                print(f"SCWS ready: {scheme}://{shown}:{stack.gateway.local_port(port)}/")
+        print(f"mirroring {directory.resolve()} into the card image {stack.image.root}", flush=True)
+        watcher = asyncio.ensure_future(watch_folder(mirror, synced, stop))
+        await _run_until_signal(asyncio.ensure_future(stack.gateway.wait()))
+        stop.set()
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(watcher, 5)
+    finally:
+        stop.set()
+        if front is not None:
+            await front.stop()
+        await stack.stop()
     return 0
 
 
@@ -870,6 +1176,8 @@ def _card_action(args: argparse.Namespace, settings: Settings) -> int:
             return _psk(args, keys)
         case "usim":
             return _usim(args, image)
+        case "csim":
+            return _csim(args, image)
         case "acp":
             return _card_acp(args, image)
         case "policy":
@@ -917,6 +1225,36 @@ def _usim(args: argparse.Namespace, image: CardImage) -> int:
                 print("openscws: the card has no USIM subscription", file=sys.stderr)
                 return 1
             print("USIM subscription removed")
+    return 0
+
+
+def _csim(args: argparse.Namespace, image: CardImage) -> int:
+    from openscws.bcast.keys import DEFAULT_RK_DERIVATION
+    from openscws.uicc.csim import CsimKeys, CsimSecrets
+
+    secrets = CsimSecrets(image)
+    match args.csim_action:
+        case "set":
+            try:
+                rk, rand = bytes.fromhex(args.rk), bytes.fromhex(args.rand)
+            except ValueError:
+                raise ConfigError("--rk and --rand are hex") from None
+            keys = CsimKeys(args.nai, rk, rand, args.derivation or DEFAULT_RK_DERIVATION)
+            secrets.set_keys(keys)
+            print(f"CSIM: NAI {keys.nai}, RK stored ({keys.derivation})")
+        case "show":
+            stored = secrets.keys()
+            if stored is None:
+                print("CSIM: no subscription (`openscws card csim set`)")
+                return 0
+            print(f"CSIM: NAI {stored.nai}, RK derivation {stored.derivation}")
+            for domain, key_id in sorted(secrets.bcast().msks):
+                print(f"  SEK/PEK {domain.hex()}/{key_id.hex()}")
+        case "rm":
+            if not secrets.remove():
+                print("openscws: the card has no CSIM subscription", file=sys.stderr)
+                return 1
+            print("CSIM subscription removed")
     return 0
 
 
@@ -1178,6 +1516,8 @@ def _serves(args: argparse.Namespace) -> bool:
     match args.command:
         case "up" | "gateway" | "init" | "ppg":
             return True
+        case "dev":
+            return True
         case "card":
             return not getattr(args, "action", None)
         case "admin":
@@ -1268,9 +1608,20 @@ def _run(args: argparse.Namespace) -> int:
         log.warning("%s", note)
     match args.command:
         case "up":
-            gba = args if args.gba else None
+            gba = args if args.gba or args.bcast or settings.bsm.enable else None
             iccid = _wanted_iccid(args, settings)
-            return asyncio.run(_up(settings, not args.no_demo, not args.no_admin, iccid, gba))
+            return asyncio.run(
+                _up(
+                    settings,
+                    not args.no_demo,
+                    not args.no_admin,
+                    iccid,
+                    gba,
+                    args.dm,
+                    args.cards,
+                    args.fleet_port,
+                )
+            )
         case "card" if args.action:
             return _card_action(args, settings)
         case "card" if args.tcpip:
@@ -1287,6 +1638,11 @@ def _run(args: argparse.Namespace) -> int:
             return run_doctor(settings)
         case "gateway":
             return asyncio.run(_gateway_main(settings))
+        case "dev" if args.check:
+            return _dev_check(args.directory, settings)
+        case "dev":
+            settings = _dev_settings(settings, bool(args.data_dir))
+            return asyncio.run(_dev(args.directory, settings, reload=args.reload))
         case "init":
             image = open_image(
                 settings,
@@ -1304,7 +1660,7 @@ def _run(args: argparse.Namespace) -> int:
             return admin_cli.run(args, settings)
         case "bsf":
             return bsf_cli.run(args, settings)
-        case "dm":
+        case "dm" if args.dm_action in dm_server_cli.ACTIONS:
             return dm_server_cli.run(args, settings)
         case "bsm":
             return bsm_cli.run(args, settings)
@@ -1312,6 +1668,10 @@ def _run(args: argparse.Namespace) -> int:
             return bspc_cli.run(args)
         case "gba":
             return gba_cli.run(args, settings)
+        case "dm" if args.dm_action == "client":
+            return dm_client_cli.run_client(args, settings)
+        case "dm" if args.dm_action == "scr":
+            return dm_scr_cli.run_scr_cli(args)
         case "ppg":
             return push_cli.run(args)
         case "config":

@@ -61,6 +61,11 @@ class CardSettings:
     tls_handshake_timeout: float = 10.0
     """Seconds a client may take to finish the TLS handshake (or a record) before the card
     drops it."""
+    tls_engine: str = "openssl"
+    """"openssl": OpenSSL serves every HTTPS client (GnuTLS the 3DES-only one in "compat").
+    "card": PSK-TLS 1.2 clients of TLS_PSK_WITH_AES_128_CBC_SHA(256) are served by the card
+    TLS engine (`openscws.tls.card_engine`), which holds a fraction of OpenSSL's memory per
+    channel; needs PSK-TLS enabled with identities, else it changes nothing."""
     key_type: str = "rsa"
     """Key pair made by `openscws card init` / `up`: "rsa" (2048, WAP-211's) or "ec" (P-256)."""
     tcpip_host: str = "127.0.0.1"
@@ -85,6 +90,13 @@ class CardSettings:
     """Largest resource body a remote administration command may store (larger: 413); at
     most what one GP Amendment B command can carry to the card (the admin server refuses a
     larger resource at once)."""
+    capacity: int = 1024 * 1024
+    """Bytes of storage the card has for web content (resource bodies); `openscws dev` warns
+    when a site needs more. Set it to the target card's figure (cards hosting an SCWS range
+    from a few hundred KiB to several MiB)."""
+    apps: tuple[str, ...] = ()
+    """Card applications to mount besides the installed ones (entry point group
+    "openscws.card_apps"), each "module:attribute" (docs/card-apps.md)."""
     admin_tls_suites: tuple[str, ...] = ()
     """Suites the card's admin agent offers the admin server; empty: its `tls_profile`'s list
     ("compat" adds TLS 1.0/1.1 and both SCWS §11.1.1.1 suites). Else some of
@@ -117,6 +129,11 @@ class GatewaySettings:
     vpcd_host:vpcd_port) or "pcsc" (a card in a PC/SC reader, through pcscd)."""
     pcsc_reader: str = ""
     """With card_link "pcsc": part of the reader's name; empty: the first reader with a card."""
+    link: str = "direct"
+    """How fast the card link is: "direct" (as fast as the link goes) or "iso7816[:params]",
+    a card's contacts per ISO/IEC 7816-3, e.g. "iso7816:F=512,D=16" or "iso7816:ta1=0x96"
+    (f clock, default 3.57 MHz; F/D or ta1; N extra guard time; turnaround per APDU):
+    docs/link-timing.md. Not with card_link "pcsc": a real card has its own timing."""
     sms_port: int = 3517
     """Loopback port of the terminal's local SMS endpoint (POST /sms: an SMS-DELIVER TPDU in,
     the card's PoR out), where the admin server's "local" sender delivers triggers; 0: off."""
@@ -246,10 +263,31 @@ class BsmSettings:
     db: str = ""
     """SQLAlchemy URL of the BSM's state; empty: SQLite in data_dir. PostgreSQL for scale,
     e.g. "postgresql+psycopg://bsm@127.0.0.1/bsm"."""
+    enable: bool = False
+    """`openscws up` also runs BCAST (as `up --bcast`): the BSF (as `up --gba`), the BSM, and
+    the terminal's BSP-C with the card as a GBA_U subscriber."""
+    port: int = 8090
+    """With BCAST in `openscws up`: the BSM's provisioning port (0: any free port)."""
+    fqdn: str = "bsm.openscws.test"
+    """The BSM's FQDN: its digest realm, the IDi of its LTKMs, and its NAF_Id with the MBMS
+    Ua protocol id (TS 33.220 Annex H.3)."""
+    ltkm_port: int = 4359
+    """With BCAST in `openscws up`: the terminal's LTKM port (UDP, IANA "omabcastltkm")."""
 
 
 @dataclass(frozen=True, slots=True)
 class DmSettings:
+    client_tree: Path = field(
+        default_factory=lambda: default_data_dir() / "dm-client" / "tree.json"
+    )
+    """The terminal's DM client (`openscws dm client`, `up --dm`): its management tree
+    (DevInfo, DevDetail, the DM accounts with their credentials; a 0600 file)."""
+    client_account: str = "1"
+    """The DM account (./DMAcc/<x>) `dm client run` uses when --account is not given."""
+    client_wbxml: bool = False
+    """Send DM messages as WBXML (application/vnd.syncml.dm+wbxml) instead of XML."""
+    client_timeout: float = 30.0
+    """Seconds the DM client waits for a connection or an answer of the DM server."""
     data_dir: Path = field(default_factory=lambda: default_data_dir() / "dm")
     """The DM server's data (`openscws dm serve`): dm.db (SQLite), master.key (seals the
     devices' credentials at rest) and tls/ (its certificate when none is given)."""
@@ -264,6 +302,17 @@ class DmSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SipSettings:
+    domain: str = "scws.test"
+    """The SIP domain of the embedded push path: cards register as sip:<MSISDN>@domain, the
+    PPG sends as sip:ppg@domain."""
+    proxy: str = ""
+    """`sip:host:port[;transport=tcp]` of a SIP registrar and proxy (e.g. Kamailio with
+    deploy/kamailio/kamailio.cfg): the PPG sends every MESSAGE through it and the push clients
+    register there. Empty: the PPG's own registrar, on loopback."""
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     card: CardSettings = field(default_factory=CardSettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
@@ -273,6 +322,7 @@ class Settings:
     bsf: BsfSettings = field(default_factory=BsfSettings)
     bsm: BsmSettings = field(default_factory=BsmSettings)
     dm: DmSettings = field(default_factory=DmSettings)
+    sip: SipSettings = field(default_factory=SipSettings)
 
     def __post_init__(self) -> None:
         problem = _problem(self)
@@ -325,6 +375,7 @@ def _problem(s: Settings) -> str | None:
             (1, MAX_ADMIN_RESOURCE),
             " (what one GP Amendment B command carries to the card)",
         ),
+        ("card.capacity", c.capacity, (1, 2**40), " (bytes)"),
         ("gateway.max_buffer_size", g.max_buffer_size, (1, 65535), " (ETSI TS 102 223 §8.55)"),
         ("gateway.vpcd_port", g.vpcd_port, PORT, ""),
         ("gateway.max_connections", g.max_connections, (1, 65535), " (per listener)"),
@@ -335,6 +386,8 @@ def _problem(s: Settings) -> str | None:
         ("admin.max_attempts", a.max_attempts, (1, 1000), ""),
         ("admin.db_workers", a.db_workers, (1, 64), ""),
         ("ca.days", s.ca.days, (1, 36500), ""),
+        ("bsm.port", s.bsm.port, LOCAL_PORT, " (0: any free port)"),
+        ("bsm.ltkm_port", s.bsm.ltkm_port, LOCAL_PORT, " (0: any free port)"),
         ("dm.port", s.dm.port, LOCAL_PORT, " (0: any free port)"),
     ]
     for name, value, (low, high), why in ranges:
@@ -345,6 +398,7 @@ def _problem(s: Settings) -> str | None:
         ("gateway.busy_timeout", g.busy_timeout),
         ("gateway.poll_interval", g.poll_interval),
         ("gateway.connect_timeout", g.connect_timeout),
+        ("dm.client_timeout", s.dm.client_timeout),
         ("gateway.acp_refresh", g.acp_refresh),
         ("gateway.head_timeout", g.head_timeout),
         ("admin.trigger_interval", a.trigger_interval),
@@ -386,6 +440,7 @@ def _problem(s: Settings) -> str | None:
             )
     choices = [
         ("card.tls_profile", c.tls_profile, ("modern", "compat")),
+        ("card.tls_engine", c.tls_engine, ("openssl", "card")),
         ("admin.tls_profile", a.tls_profile, ("modern", "compat")),
         ("card.key_type", c.key_type, ("rsa", "ec")),
         ("gateway.card_link", g.card_link, ("vpcd", "pcsc")),
@@ -395,11 +450,33 @@ def _problem(s: Settings) -> str | None:
     for name, chosen, allowed in choices:
         if chosen not in allowed:
             return f"{name} = {chosen!r}: must be {' or '.join(allowed)}"
+    if c.tls_engine == "card" and c.tls_profile != "compat":
+        return (
+            'card.tls_engine = "card" needs card.tls_profile = "compat" (its suites, '
+            "TLS_PSK_WITH_AES_128_CBC_SHA and _SHA256, are CBC ones)"
+        )
     iccid_why = iccid_problem(c.iccid)
     if iccid_why is not None:
         return f"card.iccid: {iccid_why}"
     if not re.fullmatch(r"\+?[0-9]{3,20}", c.msisdn):
         return f"card.msisdn = {c.msisdn!r}: must be 3 to 20 digits, optionally after '+'"
+    from openscws.apdu.iso7816 import parse_link
+
+    try:
+        timed = parse_link(g.link) is not None
+    except ConfigError as exc:
+        return f"gateway.link = {g.link!r}: {exc}"
+    if timed and g.card_link == "pcsc":
+        return 'gateway.link: a card in a PC/SC reader has its own timing (card_link = "pcsc")'
+    if s.sip.proxy:
+        from openscws.push.sip import SipError, uri_target
+
+        try:
+            uri_target(s.sip.proxy)
+        except SipError as e:
+            return f"sip.proxy = {s.sip.proxy!r}: {e} (sip:HOST:PORT[;transport=tcp])"
+    if not re.fullmatch(r"[A-Za-z0-9.-]{1,253}", s.sip.domain):
+        return f"sip.domain = {s.sip.domain!r}: must be a host name"
     return None
 
 

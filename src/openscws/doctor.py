@@ -68,8 +68,13 @@ def run_doctor(settings: Settings, write: Callable[[str], None] = print) -> int:
     write(
         "  record sizes: card.tls_record_limit bounds the plaintext handed to TLS and the "
         "records written; RFC 6066 max_fragment_length is honoured when a client asks and "
-        "asked for by the admin agent; RFC 8449 record_size_limit: GnuTLS path only "
-        "(OpenSSL 3.0 lacks it)"
+        "asked for by the admin agent; RFC 8449 record_size_limit: GnuTLS path and card "
+        "TLS engine only (OpenSSL 3.0 lacks it)"
+    )
+    write(
+        '  card TLS engine (card.tls_engine = "card", compat profile): TLS 1.2 '
+        "TLS_PSK_WITH_AES_128_CBC_SHA and _SHA256 with a fraction of OpenSSL's memory per "
+        "channel; off by default"
     )
     write("SCWS §11.1.1 PSK suites:")
     for suite in PSK_SPEC_SUITES:
@@ -111,8 +116,25 @@ def run_doctor(settings: Settings, write: Callable[[str], None] = print) -> int:
     if missing:
         write(f"  all missing ones: scripts/install-peers (or apt-get install {' '.join(missing)})")
     _readers(write)
+    _card_apps(settings, write)
     _card(settings, write, gnutls_3des=bool(info["gnutls_3des"]))
     return 0
+
+
+def _card_apps(settings: Settings, say: Callable[[str], None]) -> None:
+    """The plug-in card applications the card would mount (docs/card-apps.md)."""
+    from openscws.cardapp import ENTRY_POINT_GROUP, load_card_apps
+
+    apps = load_card_apps(settings.card.apps)
+    if not apps:
+        say(f"card applications: none (entry point group {ENTRY_POINT_GROUP}, card.apps)")
+        return
+    say(f"card applications ({len(apps)}):")
+    for app in apps:
+        if app.error is None:
+            say(f"  {app.name:<16} on {app.prefix} ({app.target}, {app.source})")
+        else:
+            say(f"  {app.name:<16} NOT loaded: {app.error} ({app.target}, {app.source})")
 
 
 def _readers(say: Callable[[str], None]) -> None:

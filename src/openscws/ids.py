@@ -13,6 +13,8 @@ __all__ = [
     "check_iccid",
     "default_agent_id",
     "default_psk_identity",
+    "fleet_iccid",
+    "fleet_msisdn",
     "iccid_problem",
     "luhn_digit",
 ]
@@ -68,3 +70,26 @@ def default_agent_id(iccid: str) -> str:
     """The admin agent id the card sends in X-Admin-From (GP Amendment B §3.4):
     ``//se-id/iccid/<ICCID>``."""
     return f"//se-id/iccid/{iccid}"
+
+
+def fleet_iccid(first: str, index: int) -> str:
+    """The ICCID of card `index` (0: `first` itself) of a fleet (`openscws up --cards N`):
+    `first`'s digits before the check digit counted up by `index`, with its own Luhn digit.
+    ValueError when `first` is not a valid ICCID or the count runs out of digits."""
+    check_iccid(first)
+    body = first[:-1]
+    number = str(int(body) + index).zfill(len(body))
+    if len(number) != len(body):
+        raise ValueError(f"ICCID {first} has no room for {index} more cards")
+    return number + str(luhn_digit(number))
+
+
+def fleet_msisdn(first: str, index: int) -> str:
+    """The MSISDN of card `index` (0: `first` itself) of a fleet: `first` counted up by
+    `index`, same length, a leading '+' kept."""
+    plus = "+" if first.startswith("+") else ""
+    digits = first.removeprefix("+")
+    number = str(int(digits) + index).zfill(len(digits))
+    if len(number) != len(digits):
+        raise ValueError(f"MSISDN {first} has no room for {index} more cards")
+    return plus + number

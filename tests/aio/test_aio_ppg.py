@@ -295,3 +295,69 @@ def test_cli_refuses_bad_options_in_one_line(
     # the generated initiators file is private
     assert main(["ppg", "--data-dir", str(tmp_path), "--sip", "x"]) == 2
     assert (tmp_path / "initiators").stat().st_mode & 0o077 == 0
+
+
+def test_store_adds_a_batch_and_tells_duplicates(tmp_path: Path) -> None:
+    """Submissions that arrive together are committed together; a push-id already known in
+    the batch is reported as such and the others are still added."""
+    from openscws.aio.ppg_store import DuplicatePush, PpgStore
+
+    store = PpgStore(f"sqlite:///{tmp_path / 'ppg.db'}")
+    try:
+
+        def push(push_id: str) -> dict[str, object]:
+            return {
+                "push_id": push_id,
+                "initiator": "ras",
+                "address": "WAPPUSH=+15550100001/TYPE=PLMN",
+                "target": "sip:+15550100001@scws.test",
+                "app_id": SCWS_APP_ID,
+                "content_type": "application/octet-stream",
+                "body": b"x",
+                "next_at": 0.0,
+                "created": 0.0,
+            }
+
+        assert store.add_many([push("a"), push("b")]) == [True, True]
+        assert store.add_many([push("c"), push("a"), push("d")]) == [True, False, True]
+        with pytest.raises(DuplicatePush):
+            store.add(**push("d"))
+        assert {p.push_id for p in store.claim_due(1.0, owner="o", lease=5, limit=10)} == {
+            "a",
+            "b",
+            "c",
+            "d",
+        }
+        store.finish_many([(1, "delivered", 1000, "SIP 200", 2.0), (2, "expired", 4000, "x", 2.0)])
+        store.notified_many([(1, True), (2, False)])
+        first, second = store.get("a"), store.get("b")
+        assert first is not None
+        assert second is not None
+        assert (first.state, first.code, first.notified) == ("delivered", 1000, True)
+        assert (second.state, second.code, second.notified) == ("expired", 4000, False)
+    finally:
+        store.close()
+
+
+def test_group_write_commits_together_and_hands_errors_to_each() -> None:
+    from openscws.aio.ppg import _GroupWrite
+
+    async def main() -> None:
+        writes: list[list[int]] = []
+
+        async def write(items: list[int]) -> list[int]:
+            writes.append(items)
+            await asyncio.sleep(0.01)
+            if 13 in items:
+                raise ValueError("unlucky")
+            return [i * 2 for i in items]
+
+        group: _GroupWrite[int, int] = _GroupWrite(write)
+        assert await asyncio.gather(*(group.submit(i) for i in range(5))) == [0, 2, 4, 6, 8]
+        assert writes == [[0, 1, 2, 3, 4]]
+        with pytest.raises(ValueError, match="unlucky"):
+            await group.submit(13)
+        assert await group.submit(7) == 14
+        await group.drain()
+
+    asyncio.run(main())

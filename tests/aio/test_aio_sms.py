@@ -385,7 +385,7 @@ def test_local_endpoint_refuses_a_caller_from_the_network() -> None:
                 self.closed = True
 
         writer = FarWriter()
-        await endpoint._serve(reader, writer)  # type: ignore[arg-type]
+        await endpoint.http._serve(reader, writer)  # type: ignore[arg-type]
         assert writer.closed
         assert written == []
         assert delivered == []
@@ -402,7 +402,7 @@ def test_local_endpoint_caps_its_connections() -> None:
             await endpoint.start()
             try:
                 held = [await asyncio.open_connection("127.0.0.1", endpoint.port) for _ in range(2)]
-                await until(lambda: len(endpoint._connections) == 2)
+                await until(lambda: endpoint.http.connections == 2)
                 reader, writer = await asyncio.open_connection("127.0.0.1", endpoint.port)
                 answer = await asyncio.wait_for(reader.read(), 5)
                 writer.close()
@@ -411,7 +411,7 @@ def test_local_endpoint_caps_its_connections() -> None:
                 assert endpoint.refused == 1
                 # One held connection goes: a new one is served again.
                 held[0][1].close()
-                await until(lambda: len(endpoint._connections) == 1)
+                await until(lambda: endpoint.http.connections == 1)
                 status, headers, body = await post(endpoint.port, TPDU)
                 assert (status, headers["x-sms-status"], body) == (200, "por", POR)
                 held[1][1].close()
@@ -419,3 +419,71 @@ def test_local_endpoint_caps_its_connections() -> None:
                 await endpoint.close()
 
     asyncio.run(main())
+
+
+# -- routing by MSISDN (openscws up --cards N) -----------------------------------------------
+
+
+def _recorder(name: str, log: list[tuple[str, bytes]]) -> Callable[[bytes], object]:
+    async def deliver(tpdu: bytes) -> SmsResult:
+        log.append((name, tpdu))
+        return SmsResult(SmsStatus.DELIVERED, 0x9000, name.encode())
+
+    return deliver
+
+
+def test_local_endpoint_routes_by_msisdn() -> None:
+    """Each card's trigger reaches that card: `?msisdn=` picks the route (with or without the
+    '+'), an MSISDN no card here has is 404 and reaches no card, none at all is card 1's."""
+
+    async def main() -> None:
+        got: list[tuple[str, bytes]] = []
+        one, two = _recorder("one", got), _recorder("two", got)
+        endpoint = SmsLocalEndpoint(
+            one,  # type: ignore[arg-type]
+            routes={"+15550100001": one, "+15550100002": two},  # type: ignore[dict-item]
+        )
+        await endpoint.start()
+        try:
+            status, _, body = await post(endpoint.port, TPDU, target="/sms?msisdn=%2B15550100002")
+            assert (status, body) == (200, b"two")
+            status, _, body = await post(endpoint.port, TPDU, target="/sms?msisdn=15550100001")
+            assert (status, body) == (200, b"one")
+            status, _, body = await post(endpoint.port, TPDU, target="/sms?msisdn=15550100009")
+            assert status == 404
+            assert b"15550100009" in body
+            status, _, body = await post(endpoint.port, TPDU)
+            assert (status, body) == (200, b"one")
+        finally:
+            await endpoint.close()
+        assert [name for name, _ in got] == ["two", "one", "one"]
+
+    asyncio.run(main())
+
+
+def test_local_terminal_sender_names_the_msisdn() -> None:
+    async def main() -> None:
+        got: list[tuple[str, bytes]] = []
+        one, two = _recorder("one", got), _recorder("two", got)
+        endpoint = SmsLocalEndpoint(
+            one,  # type: ignore[arg-type]
+            routes={"+15550100001": one, "+15550100002": two},  # type: ignore[dict-item]
+        )
+        await endpoint.start()
+        try:
+            sender = LocalTerminalSender(endpoint.url, timeout=5)
+            result = await sender.send("+15550100002", b"\x00" * 20)
+            assert result.status is DeliveryStatus.DELIVERED
+            with pytest.raises(SendError, match="404"):
+                await sender.send("+15550100003", b"\x00" * 20)
+        finally:
+            await endpoint.close()
+        assert [name for name, _ in got] == ["two"]
+
+    asyncio.run(main())
+
+
+def test_local_terminal_sender_url() -> None:
+    sender = LocalTerminalSender("http://127.0.0.1:3517/sms?msisdn=1&x=y")
+    assert sender.url_for("+15550100002") == "http://127.0.0.1:3517/sms?x=y&msisdn=%2B15550100002"
+    assert sender.url_for("") == "http://127.0.0.1:3517/sms?x=y"

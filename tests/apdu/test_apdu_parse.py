@@ -137,7 +137,14 @@ def test_fuzz_command_apdu(raw: bytes) -> None:
     st.one_of(st.none(), st.integers(1, 256)),
 )
 def test_round_trip_generated(cla: int, ins: int, data: bytes, le: int | None) -> None:
-    case2 = ins in (Ins.FETCH, Ins.STATUS, Ins.READ_BINARY, Ins.READ_RECORD, Ins.GET_RESPONSE)
+    case2 = ins in (
+        Ins.FETCH,
+        Ins.STATUS,
+        Ins.READ_BINARY,
+        Ins.READ_RECORD,
+        Ins.GET_RESPONSE,
+        Ins.GET_DATA,
+    )
     if not data and le is not None and not case2:
         le = None  # a 5-byte header + Le is case 2 only for the INS that have that case
     apdu = CommandApdu(cla, ins, 0, 0, data, le)

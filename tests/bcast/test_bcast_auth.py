@@ -147,3 +147,14 @@ def test_concurrent_replays_pass_once() -> None:
         t.join()
     assert sum(isinstance(o, Authorized) for o in outcomes) == 1
     assert {o.reason for o in outcomes if isinstance(o, Refused)} == {RefusedReason.REPLAY}
+
+
+def test_nonces_expire_oldest_first_and_stay_capped() -> None:
+    digest = BsmDigest("bsm.example.org", lifetime=10, max_nonces=5)
+    issued = [digest.challenge(float(t)).nonce for t in range(5)]
+    assert list(digest._nonces) == issued
+    fresh = digest.challenge(12.0).nonce  # issued at 0 and 1 are past their lifetime
+    assert list(digest._nonces) == [*issued[2:], fresh]
+    more = [digest.challenge(12.0).nonce for _ in range(3)]
+    assert len(digest._nonces) == 5  # the cap drops the oldest live ones
+    assert list(digest._nonces) == [*issued[4:], fresh, *more]

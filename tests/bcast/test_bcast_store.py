@@ -15,13 +15,13 @@ from bcast_fixtures import make_store
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from openscws.bcast.bsm import BsmCore, UserKeys
+from openscws.bcast.bsm import BsmCore, Change, StoreView, UserKeys
 from openscws.bcast.bspc import BspcError, BspcExchange, HttpRequest, LtkmReceiver
 from openscws.bcast.keys import mbms_keys_gba_me, rk_keys
 from openscws.bcast.models import RkSubscriber, ServiceKey
 from openscws.bcast.sprov import KeyId, MessageKind, Request, Response, StatusCode
 from openscws.bcast.store import SqlStore
-from openscws.ras.db import RasError
+from openscws.ras.db import Conflict, NotFound, RasError
 
 K1 = KeyId(bytes.fromhex("00f110"), bytes.fromhex("00010001"))
 K2 = KeyId(bytes.fromhex("00f110"), bytes.fromhex("00010002"))
@@ -37,7 +37,7 @@ def fill(store: SqlStore) -> None:
 
 
 def test_migrated_and_catalogue(sql_store: SqlStore) -> None:
-    assert sql_store.db.current_revision() == "bsm0002"
+    assert sql_store.db.current_revision() == "bsm0003"
     fill(sql_store)
     assert sql_store.items() == {"urn:pi:news": (K1,), "urn:pi:sport": (K1, K2)}
     assert sql_store.item_keys("urn:pi:sport") == (K1, K2)
@@ -60,6 +60,50 @@ def test_migrated_and_catalogue(sql_store: SqlStore) -> None:
         sql_store.remove_item("urn:pi:news")
 
 
+def test_services_items_and_subscriptions(sql_store: SqlStore) -> None:
+    fill(sql_store)
+    sql_store.add_service("urn:svc:news", "News 24")
+    sql_store.add_service("urn:svc:weather")
+    with pytest.raises(Conflict):
+        sql_store.add_service("urn:svc:news")
+    with pytest.raises(RasError):
+        sql_store.add_service("")
+    with pytest.raises(RasError):
+        sql_store.add_service("urn:svc:\n")
+    with pytest.raises(NotFound):
+        sql_store.add_item("urn:pi:bundle", [K1], ["urn:svc:none"])
+    sql_store.add_item("urn:pi:bundle", [K2], ["urn:svc:weather", "urn:svc:news"])
+    assert [(s.service_id, s.name) for s in sql_store.services()] == [
+        ("urn:svc:news", "News 24"),
+        ("urn:svc:weather", "urn:svc:weather"),
+    ]
+    assert sql_store.keys() == [K1, K2]
+    sql_store.commit(USER, add=["urn:pi:bundle", "urn:pi:news"], remove=[], tokens=3, ltkms=2)
+    infos = {i.ref: i for i in sql_store.item_infos()}
+    assert infos["urn:pi:bundle"].services == ("urn:svc:news", "urn:svc:weather")
+    assert infos["urn:pi:bundle"].keys == (K2,)
+    assert infos["urn:pi:bundle"].subscribers == 1
+    assert infos["urn:pi:sport"].subscribers == 0
+    subs = sql_store.subscription_list(username=USER)
+    assert [s.ref for s in subs] == ["urn:pi:bundle", "urn:pi:news"]
+    assert [s.username for s in sql_store.subscription_list(ref="urn:pi:news")] == [USER]
+    info = sql_store.subscriber(USER)
+    assert info is not None
+    assert (info.tokens, info.ltkms, info.subscriptions) == (3, 2, ("urn:pi:bundle", "urn:pi:news"))
+    assert sql_store.subscriber("nobody") is None
+    sql_store.cancel_subscription(USER, "urn:pi:news")
+    assert sql_store.subscriptions(USER) == frozenset({"urn:pi:bundle"})
+    with pytest.raises(NotFound):
+        sql_store.cancel_subscription(USER, "urn:pi:news")
+    sql_store.remove_service("urn:svc:news")
+    infos = {i.ref: i for i in sql_store.item_infos()}
+    assert infos["urn:pi:bundle"].services == ("urn:svc:weather",)
+    with pytest.raises(NotFound):
+        sql_store.remove_service("urn:svc:news")
+    sql_store.remove_item("urn:pi:bundle")
+    assert sql_store.subscription_list() == []
+
+
 def test_commit_is_all_or_nothing(sql_store: SqlStore) -> None:
     fill(sql_store)
     assert sql_store.commit(USER, add=["urn:pi:news"], remove=[], tokens=3, ltkms=2) == 1
@@ -75,6 +119,38 @@ def test_commit_is_all_or_nothing(sql_store: SqlStore) -> None:
     assert sql_store.subscriptions(USER) == {"urn:pi:sport"}
     assert sql_store.tokens(USER) == 5
     assert sql_store.commit(USER, add=[], remove=[], tokens=0, ltkms=1) == 4
+
+
+def test_transact_decides_on_its_own_view(sql_store: SqlStore) -> None:
+    fill(sql_store)
+    seen: list[StoreView] = []
+
+    def subscribe(view: StoreView) -> Change:
+        seen.append(view)
+        return Change(add=("urn:pi:news",), tokens=2, ltkms=1)
+
+    assert sql_store.transact(USER, ["urn:pi:news", "urn:pi:none"], [K2], subscribe) == 1
+    assert seen[0] == StoreView(
+        frozenset(), {"urn:pi:news": (K1,), "urn:pi:none": None}, frozenset({K2})
+    )
+    unknown = KeyId(b"\x00\x00\x01", b"\x00\x00\x00\x01")
+    assert sql_store.transact(USER, [], [K1, unknown], lambda v: seen.append(v) or Change()) == 0
+    assert seen[1].subscribed == {"urn:pi:news"}
+    assert seen[1].item_keys == {"urn:pi:news": (K1,)}  # the subscribed items' keys
+    assert seen[1].known_keys == {K1}
+    assert sql_store.tokens(USER) == 2
+
+    def fails(view: StoreView) -> Change:
+        raise RuntimeError("decided nothing")
+
+    with pytest.raises(RuntimeError):
+        sql_store.transact(USER, ["urn:pi:sport"], [], fails)
+    with pytest.raises(IntegrityError):  # an item gone meanwhile fails the whole transaction
+        sql_store.transact(USER, [], [], lambda v: Change(add=("urn:pi:gone",), tokens=5, ltkms=3))
+    assert sql_store.subscriptions(USER) == {"urn:pi:news"}
+    assert sql_store.tokens(USER) == 2
+    assert sql_store.transact(USER, [], [], lambda v: Change(remove=("urn:pi:news",), ltkms=1)) == 2
+    assert sql_store.subscriptions(USER) == frozenset()
 
 
 def _service(store: SqlStore) -> tuple[Response, list[bytes]]:
@@ -125,12 +201,21 @@ def test_postgresql_counters_never_shared(pg_store: SqlStore) -> None:
             with lock:
                 firsts.append(first)
 
+    def transactor() -> None:
+        for _ in range(10):
+            first = pg_store.transact(
+                USER, ["urn:pi:sport"], [], lambda v: Change(add=("urn:pi:sport",), ltkms=2)
+            )
+            with lock:
+                firsts.append(first)
+
     threads = [threading.Thread(target=worker) for _ in range(4)]
+    threads += [threading.Thread(target=transactor) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert sorted(firsts) == list(range(1, 81, 2))
+    assert sorted(firsts) == list(range(1, 161, 2))
     assert pg_store.tokens(USER) == 40
     response, _ = _service(pg_store)
     assert response.status is StatusCode.SUCCESS

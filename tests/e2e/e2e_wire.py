@@ -1,10 +1,12 @@
 """Raw-socket HTTP/1.1 for the end-to-end tests: exact bytes out, strict parsing in.
 
 Deliberately independent of openscws (and of h11) so it checks the wire, not our parser.
-Also the launcher of one `openscws up` with HTTPS that the module-scoped fixtures share."""
+Also the launcher of one `openscws up` with HTTPS that the module-scoped fixtures share, and
+the wait for an in-process stack's campaign to end."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -14,7 +16,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from openscws.aio.stack import Stack
 
 TIMEOUT = 10.0
 
@@ -158,6 +164,21 @@ class Card:
 
     def log(self) -> str:
         return self.stderr.read_text(errors="replace")
+
+
+async def wait_campaign(stack: Stack, campaign: int, timeout: float = 30.0) -> dict[str, int]:
+    """The progress of `campaign` (state -> jobs) once every job is done or failed; fails the
+    test when that takes over `timeout` seconds."""
+    assert stack.admin is not None
+    service = stack.admin.service
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        progress = await asyncio.to_thread(service.campaign_progress, campaign)
+        if progress.get("done", 0) + progress.get("failed", 0) == sum(progress.values()):
+            return progress
+        assert loop.time() < deadline, f"campaign stuck: {progress}"
+        await asyncio.sleep(0.05)
 
 
 def free_port() -> int:

@@ -11,10 +11,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from e2e_wire import free_port
+from e2e_wire import free_port, wait_campaign
 
 from openscws.agent.credentials import AgentSecrets
-from openscws.aio.stack import Stack, start_stack, under
+from openscws.aio.stack import start_stack, under
 from openscws.config import Settings
 from openscws.ota import KeyRef
 from openscws.ota.packet import CommandRejected, check_command
@@ -40,19 +40,6 @@ def _get(url: str) -> tuple[int, bytes]:
         return r.status, r.read()
 
 
-async def _wait_done(stack: Stack, campaign: int, timeout: float = 30.0) -> dict[str, int]:
-    assert stack.admin is not None
-    service = stack.admin.service
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        progress = service.campaign_progress(campaign)
-        if progress.get("done", 0) + progress.get("failed", 0) == sum(progress.values()):
-            return progress
-        assert loop.time() < deadline, f"campaign stuck: {progress}"
-        await asyncio.sleep(0.05)
-
-
 def test_campaign_updates_the_card_through_sms_bip_and_psk_tls(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
 
@@ -69,7 +56,7 @@ def test_campaign_updates_the_card_through_sms_bip_and_psk_tls(tmp_path: Path) -
             service.put_content("/extra/news.txt", b"fresh news", "text/plain; charset=utf-8")
             campaign = service.create_campaign("first")
             stack.admin.server.wake()
-            progress = await _wait_done(stack, campaign.id)
+            progress = await wait_campaign(stack, campaign.id)
             assert progress["done"] == 1
             assert sum(progress.values()) == 1
             status, after = await asyncio.to_thread(_get, base + "/index.html")
@@ -109,7 +96,7 @@ def test_campaign_over_psk_3des(tmp_path: Path) -> None:
             service.put_content("/extra/3des.txt", b"over 3DES", "text/plain; charset=utf-8")
             campaign = service.create_campaign("3des")
             stack.admin.server.wake()
-            progress = await _wait_done(stack, campaign.id)
+            progress = await wait_campaign(stack, campaign.id)
             assert progress["done"] == 1
             assert sum(progress.values()) == 1
             base = f"http://127.0.0.1:{settings.gateway.port_map[3516]}"
@@ -138,7 +125,7 @@ def test_campaign_modern_default_uses_openssl_aead(tmp_path: Path) -> None:
             service.put_content("/extra/m.txt", b"modern", "text/plain; charset=utf-8")
             campaign = service.create_campaign("modern")
             stack.admin.server.wake()
-            assert (await _wait_done(stack, campaign.id))["done"] == 1
+            assert (await wait_campaign(stack, campaign.id))["done"] == 1
             (entry,) = service.session_logs(settings.card.iccid)
             assert "TLSv1.2 PSK-" in entry.detail[0], entry.detail
             assert "3DES" not in entry.detail[0]
@@ -173,7 +160,7 @@ def test_key_rotation_campaign_then_the_next_session_and_trigger_use_the_new_key
             campaign = service.create_key_rotation("new keys")
             assert [op.op for op in campaign.operations] == ["rotate-keys"]
             stack.admin.server.wake()
-            progress = await _wait_done(stack, campaign.id)
+            progress = await wait_campaign(stack, campaign.id)
             assert progress["done"] == 1, service.campaign_cards(campaign.id)
             after_card = service.card(iccid)
             after = agent.credentials()
@@ -198,7 +185,7 @@ def test_key_rotation_campaign_then_the_next_session_and_trigger_use_the_new_key
             service.put_content("/after-rekey.txt", b"under new keys", "text/plain")
             second = service.create_campaign("content after rekey")
             stack.admin.server.wake()
-            progress = await _wait_done(stack, second.id)
+            progress = await wait_campaign(stack, second.id)
             assert progress["done"] == 1, service.campaign_cards(second.id)
             base = f"http://127.0.0.1:{settings.gateway.port_map[3516]}"
             status, body = await asyncio.to_thread(_get, base + "/after-rekey.txt")
@@ -286,7 +273,7 @@ def test_key_rotation_whose_end_the_server_never_recorded_is_retried_under_the_o
             service.end_session = lose_first_end  # type: ignore[method-assign]
             campaign = service.create_key_rotation("rekey")
             stack.admin.server.wake()
-            progress = await _wait_done(stack, campaign.id, timeout=60)
+            progress = await wait_campaign(stack, campaign.id, timeout=60)
             assert progress["done"] == 1, service.campaign_cards(campaign.id)
             assert lost
             creds = agent.credentials()

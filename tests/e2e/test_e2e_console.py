@@ -143,6 +143,7 @@ def populate(ras: RasService) -> World:
     spring = ras.create_campaign(
         "spring-promo",
         paths=["/index.html", "/promo/spring.html", "/img/banner.png", "/old.html"],
+        trigger="sip-push",
         now=t,
     )
     lines = ["DELETE /old.html: 204", "PUT /index.html v2: 201", "PUT /promo/spring.html v1: 201"]
@@ -155,10 +156,12 @@ def populate(ras: RasService) -> World:
     session(3, now - timedelta(seconds=8), "in_session", None, ["DELETE /old.html: 204"])
     claimed = ras.claim_triggers(OWNER, 10, now - timedelta(seconds=40))
     assert sorted(w.iccid for w in claimed) == [iccid(4), iccid(5)]
-    throttled = "trigger not sent: the SMSC answered ESME_RTHROTTLED"
+    throttled = "trigger not sent: PAP undeliverable 4001 Service Unavailable: SIP 480"
     assert ras.finish_job(
         next(w.job_id for w in claimed if w.iccid == iccid(5)), OWNER, "retry", throttled, now
     )
+    # the PPG's answers to the pushes: card 4's delivered, card 5's not (retried)
+    ras.record_pap_codes({w.job_id: 1000 if w.iccid == iccid(4) else 4001 for w in claimed})
     states = {
         iccid(0): "done",
         iccid(1): "done",
@@ -354,6 +357,17 @@ def test_campaign_view_renders_progress_and_card_states(
         assert error in cards[number][1]
     assert "1 / 5" in cards[iccid(5)][1]  # one attempt spent, the retry is pending
     assert "0 / 5" in cards[iccid(6)][1]  # held back behind its older, triggered job
+
+    # The trigger per campaign, the PAP result code per card (SIP push).
+    assert "SIP push" in rows[0][1]
+    assert "default" in launch  # created without a trigger: the server's default
+    assert "PAP result" in html
+    pap = {a["data-pap"]: t for a, t in dom.find("span") if "data-pap" in a}
+    assert set(pap) == {"1000", "4001"}
+    assert "OK" in pap["1000"]
+    assert "service unavailable" in pap["4001"]
+    assert "1000" in cards[iccid(4)][1]
+    assert "4001" in cards[iccid(5)][1]
     no_secrets(html, world)
 
     # The picture for the docs: the same view, rendered.

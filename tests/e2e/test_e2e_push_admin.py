@@ -12,12 +12,12 @@ import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
-from e2e_wire import free_port
+from e2e_wire import free_port, wait_campaign
 from sqlalchemy import select
 
 from openscws.aio.ppg_store import ppg_push
 from openscws.aio.push_embedded import EmbeddedPush
-from openscws.aio.stack import Stack, start_stack, under
+from openscws.aio.stack import start_stack, under
 from openscws.config import Settings
 from openscws.ota.packet import PorStatus, ResponseContent
 from openscws.ota.sms import response_packet_of
@@ -58,19 +58,6 @@ def _post(url: str, body: bytes) -> tuple[int, str, bytes]:
         return r.status, r.headers.get("X-SMS-Status", ""), r.read()
 
 
-async def _wait_done(stack: Stack, campaign: int, timeout: float = 40.0) -> dict[str, int]:
-    assert stack.admin is not None
-    service = stack.admin.service
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        progress = service.campaign_progress(campaign)
-        if progress.get("done", 0) + progress.get("failed", 0) == sum(progress.values()):
-            return progress
-        assert loop.time() < deadline, f"campaign stuck: {progress}"
-        await asyncio.sleep(0.05)
-
-
 def test_campaign_by_sip_push_and_a_replay_refused(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
 
@@ -88,7 +75,7 @@ def test_campaign_by_sip_push_and_a_replay_refused(tmp_path: Path) -> None:
             service.put_content("/index.html", b"<h1>pushed</h1>", "text/html; charset=utf-8")
             campaign = service.create_campaign("by push")
             stack.admin.server.wake()
-            progress = await _wait_done(stack, campaign.id)
+            progress = await wait_campaign(stack, campaign.id, 40.0)
             assert progress["done"] == 1
             assert sum(progress.values()) == 1
             status, page = await asyncio.to_thread(_get, base + "/index.html")
@@ -97,11 +84,16 @@ def test_campaign_by_sip_push_and_a_replay_refused(tmp_path: Path) -> None:
             with push.ppg.store.db.read() as s:
                 rows = s.execute(select(ppg_push.c.state, ppg_push.c.body)).all()
             assert [r.state for r in rows] == ["delivered"]
+            # the job keeps the PAP result code the console shows; the campaign its trigger
+            assert [c.pap_code for c in service.campaign_cards(campaign.id)] == [1000]
+            assert service.list_campaigns()[-1].trigger is None  # the server's default
             # a campaign may choose the SMS trigger while SIP push is the default
             service.put_content("/index.html", b"<h1>by sms</h1>", "text/html; charset=utf-8")
             second = service.create_campaign("by sms", trigger="sms")
             stack.admin.server.wake()
-            assert (await _wait_done(stack, second.id))["done"] == 1
+            assert (await wait_campaign(stack, second.id, 40.0))["done"] == 1
+            assert [c.pap_code for c in service.campaign_cards(second.id)] == [None]
+            assert service.list_campaigns()[-1].trigger == "sms"
             status, page = await asyncio.to_thread(_get, base + "/index.html")
             assert (status, page) == (200, b"<h1>by sms</h1>")
             with push.ppg.store.db.read() as s:

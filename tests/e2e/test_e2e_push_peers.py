@@ -493,3 +493,104 @@ def test_kannel_ppg_accepts_our_pap(
                 box.kill()
                 box.wait()
         logs.close()
+
+
+def uac_via_proxy(sender: str, asserted: str | None, expect: int) -> str:
+    """A foreign UA's MESSAGE to the device's AOR, sent to the proxy, optionally with its own
+    P-Asserted-Identity."""
+    pai = f"P-Asserted-Identity: <{asserted}>\n      " if asserted else ""
+    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="foreign UAC through the proxy">
+  <send retrans="500">
+    <![CDATA[
+      MESSAGE sip:device1@scws.test SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      Max-Forwards: 70
+      From: <{sender}>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:device1@scws.test>
+      Call-ID: [call_id]
+      CSeq: 1 MESSAGE
+      {pai}X-Wap-Application-Id: x-oma-application:push.scws
+      Content-Type: application/octet-stream
+      Content-Length: [len]
+
+      spoofed
+    ]]>
+  </send>
+  <recv response="{expect}"/>
+</scenario>
+"""
+
+
+def test_kamailio_refuses_a_spoofed_ppg_identity(
+    tmp_path: Path, free_port: Callable[[], int], need_tool: Callable[[str, str], str]
+) -> None:
+    """Through the shipped Kamailio, a foreign UA (SIPp, from 127.0.0.2: not the PPG's address)
+    cannot pass as the PPG: its own P-Asserted-Identity naming the PPG is stripped (the push
+    client then sees the foreign From and answers 403), and a From naming the PPG is refused by
+    Kamailio (403). The PPG's own push, from its address, is still delivered."""
+    sipp = need_tool("sipp", "sip-tester")
+    port = free_port()
+
+    async def main() -> None:
+        proxy = f"sip:127.0.0.1:{port}"
+        async with ppg_of(tmp_path, proxy=proxy) as ppg:
+            app = App()
+            await app.http.start()
+            client = PushClient(
+                PushClientConfig(
+                    aor="sip:device1@scws.test", registrar=proxy, trusted_ppg=frozenset({PPG_ID})
+                )
+            )
+            await client.start()
+            try:
+                await asyncio.to_thread(
+                    register_app, client.cai_url, SCWS_APP_ID, app.http.url("/p")
+                )
+                async with asyncio.timeout(15):
+                    while not client.registered.is_set():
+                        await asyncio.sleep(0.05)
+                for name, sender, asserted in (
+                    ("asserted", "sip:mallory@evil.test", PPG_ID),
+                    ("from", PPG_ID, None),
+                    ("both", PPG_ID, PPG_ID),
+                ):
+                    scenario = tmp_path / f"{name}.xml"
+                    scenario.write_text(uac_via_proxy(sender, asserted, 403))
+                    run = await asyncio.to_thread(
+                        subprocess.run,
+                        [
+                            sipp,
+                            f"127.0.0.1:{port}",
+                            "-sf",
+                            str(scenario),
+                            "-i",
+                            "127.0.0.2",
+                            "-p",
+                            str(free_port()),
+                            "-m",
+                            "1",
+                            "-timeout",
+                            "20",
+                            "-timeout_error",
+                            "-nostdin",
+                        ],
+                        cwd=tmp_path,
+                        capture_output=True,
+                        timeout=60,
+                    )
+                    assert run.returncode == 0, (name, run.stderr.decode(errors="replace"))
+                assert app.got == []
+                pi = PapClient(ppg.pap_url, username="ras", password="pw")
+                await asyncio.to_thread(pi.push, "real", Address.sip("sip:device1@scws.test"), BODY)
+                status = await delivered(pi, "real")
+                assert status.results[0].state is MessageState.DELIVERED
+                assert app.got == [BODY]
+            finally:
+                await client.close()
+                await app.http.close()
+
+    with kamailio(tmp_path, port, need_tool):
+        asyncio.run(main())
+    log = (tmp_path / "kamailio.log").read_text(errors="replace")
+    assert log.count("claiming sip:ppg@scws.test") == 2

@@ -462,8 +462,16 @@ def test_campaign_life(client: TestClient, ras: RasService, wakes: Wakes) -> Non
     assert ras.open_session("id-2", OWNER, now) is not None
     (trigger,) = ras.claim_triggers(OWNER, 10, now)
     assert trigger.iccid == cards[3]
+    ras.record_pap_codes({trigger.job_id: 1000})
 
     detail = client.get(f"{V1}/campaigns/{cid}").json()
+    assert detail["trigger"] is None  # the server's configured default
+    assert [c["pap_code"] for c in sorted(detail["cards"], key=lambda c: c["iccid"])] == [
+        None,
+        None,
+        None,
+        1000,
+    ]
     assert detail["progress"] == {
         "pending": 0,
         "triggered": 1,
@@ -478,6 +486,7 @@ def test_campaign_life(client: TestClient, ras: RasService, wakes: Wakes) -> Non
     assert all(len(c["job_id"]) == 36 for c in detail["cards"])
     listed = client.get(f"{V1}/campaigns").json()
     assert [(c["id"], c["open_jobs"], c["progress"]["done"]) for c in listed] == [(cid, 2, 1)]
+    assert listed[0]["trigger"] is None
     assert "cards" not in listed[0]
 
     # Cancel: the triggered job fails, the running session may finish.

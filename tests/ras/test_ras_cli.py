@@ -89,7 +89,7 @@ def test_init(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "ras"
     assert main(["admin", "init", "--data-dir", str(data)]) == 0
     out = capsys.readouterr().out
-    assert "schema: 0003" in out
+    assert "schema: 0004" in out
     assert (data / "master.key").stat().st_mode & 0o777 == 0o600
     assert (data / "ras.db").exists()
     # The first admin's password, once.

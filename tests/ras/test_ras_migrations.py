@@ -38,11 +38,11 @@ def test_fresh_database_upgrades(fresh: RasDatabase) -> None:
     with pytest.raises(RasError, match="admin init"):
         fresh.check_current()
     fresh.upgrade()
-    assert fresh.current_revision() == fresh.head_revision() == "0003"
+    assert fresh.current_revision() == fresh.head_revision() == "0004"
     fresh.check_current()
     assert set(inspect(fresh.engine).get_table_names()) == TABLES
     fresh.upgrade()  # at head already: nothing happens
-    assert fresh.current_revision() == "0003"
+    assert fresh.current_revision() == "0004"
 
 
 def test_operator_tables_come_on_top_of_an_existing_database(fresh: RasDatabase) -> None:
@@ -54,7 +54,7 @@ def test_operator_tables_come_on_top_of_an_existing_database(fresh: RasDatabase)
             "VALUES ('old', '[]', '2025-01-01 00:00:00', 'active')"
         )
     fresh.upgrade()
-    assert fresh.current_revision() == "0003"
+    assert fresh.current_revision() == "0004"
     assert schema_diff(fresh) == []
     assert {"users", "api_tokens", "console_sessions", "audit_log"} <= set(
         inspect(fresh.engine).get_table_names()
@@ -102,6 +102,7 @@ def test_migrations_ship_as_package_data() -> None:
         "0001_initial.py",
         "0002_operators.py",
         "0003_push_trigger.py",
+        "0004_pap_code.py",
     ]
     pyproject = Path(__file__).parents[2] / "pyproject.toml"
     assert '"ras/migrations/**/*.py"' in pyproject.read_text()

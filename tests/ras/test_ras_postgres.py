@@ -46,7 +46,7 @@ class TestPostgres(ServiceContract):
 
 def test_models_match_migrations(pg_db: RasDatabase) -> None:
     assert pg_db.dialect == "postgresql"
-    assert pg_db.current_revision() == pg_db.head_revision() == "0003"
+    assert pg_db.current_revision() == pg_db.head_revision() == "0004"
     assert schema_diff(pg_db) == []
     pg_db.upgrade()  # a second migrator finds nothing to do
 

@@ -34,7 +34,7 @@ import logging
 import socket
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import Enum, auto
 
@@ -323,6 +323,9 @@ class Gateway:
         self._connecting: set[asyncio.Task[None]] = set()
         self._sms_waiters: set[asyncio.Future[SmsResult]] = set()
         self.sms_endpoint: SmsLocalEndpoint | None = None
+        # The terminal's own SMS consumers (the DM client's Package #0 WAP push): an SMS they
+        # answer (not None) stays in the terminal; every other one goes to the card.
+        self.terminal_sms: Callable[[bytes], Awaitable[SmsResult | None]] | None = None
         # Access control hook (aio/acp.py): wraps each accepted client's protocol.
         self.wrap_client: Callable[[ClientConnection, int], asyncio.Protocol] | None = None
 
@@ -620,7 +623,12 @@ class Gateway:
     async def deliver_sms(self, tpdu: bytes, *, service_centre: Address | None = None) -> SmsResult:
         """Hands the card an SMS-DELIVER TPDU in an SMS-PP download ENVELOPE and returns what
         it answered. Raises CardGone when the card link is lost (or the gateway not running),
-        ValueError when the envelope does not fit one APDU."""
+        ValueError when the envelope does not fit one APDU. An SMS for the terminal itself
+        (`terminal_sms`) is answered by it and never reaches the card."""
+        if self.terminal_sms is not None:
+            handled = await self.terminal_sms(tpdu)
+            if handled is not None:
+                return handled
         if self.card_lost or self._task is None or self._task.done():
             raise CardGone("the card is gone")
         future: asyncio.Future[SmsResult] = asyncio.get_running_loop().create_future()

@@ -1,7 +1,11 @@
 """A small HTTP/1.1 server on h11 over asyncio streams for the push path's endpoints (the PPG's
 PAP URL, the push initiator's notification URL, SCWS-6): one handler coroutine gets the method,
 target, headers, body and the peer's address and returns status, headers and body. Bodies over
-`max_body` get 413 before the handler runs; malformed HTTP gets h11's status. Keep-alive."""
+`max_body` get 413 before the handler runs; malformed HTTP gets h11's status. Keep-alive.
+
+Optional guards for local endpoints: `loopback_only` closes, unanswered, any connection whose
+peer is not a loopback address; `max_connections` answers one connection more than that with
+`503` and `Retry-After` and closes it. Both count in `refused`."""
 
 from __future__ import annotations
 
@@ -9,13 +13,21 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
 import h11
 
-__all__ = ["HttpReply", "HttpRequest", "SmallHttpServer", "is_loopback"]
+__all__ = [
+    "HttpReply",
+    "HttpRequest",
+    "SmallHttpServer",
+    "is_loopback",
+    "peer_host",
+    "post",
+]
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +65,9 @@ Handler = Callable[[HttpRequest], Awaitable[HttpReply]]
 
 
 def is_loopback(peer: str) -> bool:
+    """Whether `peer` (an address, IPv6 possibly with a %scope) is a loopback address."""
     try:
-        address = ipaddress.ip_address(peer)
+        address = ipaddress.ip_address(peer.split("%", 1)[0])
     except ValueError:
         return False
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
@@ -62,14 +75,42 @@ def is_loopback(peer: str) -> bool:
     return address.is_loopback
 
 
+def _busy(retry_after: int) -> bytes:
+    body = b"too many connections\r\n"
+    return (
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+        + f"Retry-After: {retry_after}\r\nConnection: close\r\n".encode()
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+
+
+def peer_host(peername: object) -> str | None:
+    """The address of a socket peer name (host, port[, ...]); None for anything else."""
+    if isinstance(peername, tuple) and peername and isinstance(peername[0], str):
+        return peername[0]
+    return None
+
+
 class SmallHttpServer:
     def __init__(
-        self, handler: Handler, *, host: str = "127.0.0.1", port: int = 0, max_body: int = 65536
+        self,
+        handler: Handler,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_body: int = 65536,
+        max_connections: int | None = None,
+        loopback_only: bool = False,
     ) -> None:
         self.handler = handler
         self.host = host
         self._port = port
         self.max_body = max_body
+        self.max_connections = max_connections
+        self.loopback_only = loopback_only
+        self.refused = 0
+        """Connections refused (not loopback with `loopback_only`, or over `max_connections`)."""
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -96,12 +137,33 @@ class SmallHttpServer:
             await self._server.wait_closed()
             self._server = None
 
+    @property
+    def connections(self) -> int:
+        """Connections being served."""
+        return len(self._tasks)
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        peername = writer.get_extra_info("peername")
+        peer = peer_host(peername)
+        if self.loopback_only and (peer is None or not is_loopback(peer)):
+            self.refused += 1
+            log.warning("%s: refused %s (loopback callers only)", self.url("/"), peername)
+            writer.close()
+            return
+        if self.max_connections is not None and len(self._tasks) >= self.max_connections:
+            self.refused += 1
+            log.warning(
+                "%s: %d connections open, refused one more", self.url("/"), len(self._tasks)
+            )
+            writer.write(_busy(1))
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+            writer.close()
+            return
         self._tasks.add(task)
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=16384)
-        peer = str(writer.get_extra_info("peername")[0])
         try:
             while await self._one(conn, reader, writer, peer):
                 conn.start_next_cycle()
@@ -126,7 +188,7 @@ class SmallHttpServer:
         conn: h11.Connection,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
-        peer: str,
+        peer: str | None,
     ) -> bool:
         try:
             event = await self._next(conn, reader)
@@ -159,7 +221,7 @@ class SmallHttpServer:
                     for k, v in event.headers
                 ),
                 bytes(body),
-                peer,
+                peer or "",
             )
             reply = await self.handler(request)
         await self._send(conn, writer, reply)
@@ -181,3 +243,64 @@ class SmallHttpServer:
             return
         writer.write(out)
         await writer.drain()
+
+
+async def post(
+    url: str,
+    body: bytes,
+    headers: tuple[tuple[str, str], ...] = (),
+    *,
+    timeout: float = 30.0,
+    max_body: int = 65536,
+) -> HttpReply:
+    """One `POST` to an http:// `url` on h11 over asyncio streams (no thread: the push path
+    hands a push on from inside the event loop, hop after hop). The answer's status, body and
+    headers (names in lower case); OSError when there is no answer, TimeoutError after
+    `timeout` seconds."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise OSError(f"not an http:// URL: {url!r}")
+    port = parts.port or 80
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=16384)
+    async with asyncio.timeout(timeout):
+        reader, writer = await asyncio.open_connection(parts.hostname, port)
+        try:
+            fields = [
+                ("Host", f"{host}:{port}"),
+                *headers,
+                ("Content-Length", str(len(body))),
+                ("Connection", "close"),
+            ]
+            out = conn.send(h11.Request(method="POST", target=target, headers=fields)) or b""
+            out += conn.send(h11.Data(data=body)) or b""
+            out += conn.send(h11.EndOfMessage()) or b""
+            writer.write(out)
+            await writer.drain()
+            status, content = 0, bytearray()
+            answer_headers: tuple[tuple[str, str], ...] = ()
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    conn.receive_data(await reader.read(65536))
+                elif isinstance(event, h11.Response):
+                    status = event.status_code
+                    answer_headers = tuple(
+                        (k.decode("ascii", "replace").lower(), v.decode("latin-1"))
+                        for k, v in event.headers
+                    )
+                elif isinstance(event, h11.Data):
+                    if len(content) + len(event.data) > max_body:
+                        raise OSError(f"{url}: answer over {max_body} bytes")
+                    content += event.data
+                elif isinstance(event, h11.EndOfMessage):
+                    return HttpReply(status, bytes(content), answer_headers)
+                elif isinstance(event, h11.ConnectionClosed):
+                    raise OSError(f"{url}: closed before answering")
+        except h11.ProtocolError as e:
+            raise OSError(f"{url}: {e}") from e
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()

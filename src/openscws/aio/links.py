@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from openscws.apdu.iso7816 import LinkTiming
 from openscws.uicc.card import VirtualUicc
 from openscws.uicc.vpcd import Control, Deframer, frame
 
@@ -57,6 +58,52 @@ class InProcessLink:
 
     async def close(self) -> None:
         self.card.power_off()
+
+
+class TimedLink:
+    """Another link made as slow as a card's contacts: each exchange takes the time the
+    ISO/IEC 7816-3 model (`openscws.apdu.iso7816.LinkTiming`) gives it, on a line that
+    carries one APDU at a time (`--link iso7816`).
+
+    The line is free again at `free_at`: an exchange starts at once, or when the previous one
+    is over; the answer comes when the model's time has passed. An exchange that arrives within
+    `SLACK` of the line falling free starts when it fell free: the event loop's late wake-ups
+    are the shell's, not the card's, and must not add up over a download."""
+
+    immediate = False
+    SLACK = 0.002
+
+    def __init__(self, inner: CardLink, timing: LinkTiming) -> None:
+        self.inner = inner
+        self.timing = timing
+        self.free_at = 0.0
+        self.apdus = 0
+        """Exchanges carried so far."""
+        self.line_seconds = 0.0
+        """The model's time for them, summed."""
+
+    async def power_on(self) -> bytes:
+        return await self.inner.power_on()
+
+    async def transmit(self, apdu: bytes) -> bytes:
+        response = await self.inner.transmit(apdu)
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        cost = self.timing.exchange(apdu, response).seconds
+        start = self.free_at if now - self.free_at < self.SLACK else now
+        self.free_at = start + cost
+        self.apdus += 1
+        self.line_seconds += cost
+        delay = self.free_at - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return response
+
+    def transmit_now(self, apdu: bytes) -> bytes | None:
+        return None
+
+    async def close(self) -> None:
+        await self.inner.close()
 
 
 class CardGone(ConnectionError):

@@ -1,9 +1,12 @@
 """The push initiator's PAP client: submissions, status queries and cancellations POSTed to a
-PPG's PAP URL (HTTP Basic), each answer parsed as a PAP document. Blocking (urllib), for a
-thread: the admin server calls it through `asyncio.to_thread`, as its SMS senders do."""
+PPG's PAP URL (HTTP Basic), each answer parsed as a PAP document. `push`, `status` and
+`cancel` block (urllib, for a thread or a command line); `push_async` and `status_async` are
+for the admin server's event loop: an http:// PPG is asked with an asyncio POST (no thread
+each), an https:// one through a worker thread."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import secrets
 import urllib.error
@@ -11,6 +14,7 @@ import urllib.request
 from datetime import datetime
 from typing import Final
 
+from openscws.aio.http_small import post
 from openscws.push import pap
 from openscws.push.content import PUSH_CONTENT_TYPE, SCWS_APP_ID
 from openscws.push.pap import (
@@ -61,6 +65,33 @@ class PapClient:
         notify_to: str | None = None,
         deliver_before: datetime | None = None,
     ) -> pap.PapDocument:
+        header, body = self._submission(push_id, address, packet, notify_to, deliver_before)
+        return self._post(header, body)
+
+    async def push_async(
+        self,
+        push_id: str,
+        address: Address,
+        packet: bytes,
+        *,
+        notify_to: str | None = None,
+        deliver_before: datetime | None = None,
+    ) -> pap.PapDocument:
+        header, body = self._submission(push_id, address, packet, notify_to, deliver_before)
+        return await self._post_async(header, body)
+
+    async def status_async(self, push_id: str) -> pap.PapDocument:
+        body = pap.encode(StatusQueryMessage(push_id=push_id))
+        return await self._post_async("application/xml", body)
+
+    def _submission(
+        self,
+        push_id: str,
+        address: Address,
+        packet: bytes,
+        notify_to: str | None,
+        deliver_before: datetime | None,
+    ) -> tuple[str, bytes]:
         message = PushMessage(
             push_id=push_id,
             addresses=(address,),
@@ -68,8 +99,21 @@ class PapClient:
             deliver_before=deliver_before,
         )
         content = ContentEntity(PUSH_CONTENT_TYPE, packet, self.app_id)
-        header, body = build_submission(message, content, "pap-" + secrets.token_hex(12))
-        return self._post(header, body)
+        return build_submission(message, content, "pap-" + secrets.token_hex(12))
+
+    async def _post_async(self, content_type: str, body: bytes) -> pap.PapDocument:
+        if not self.url.startswith("http://"):
+            return await asyncio.to_thread(self._post, content_type, body)
+        headers = (("Content-Type", content_type), ("Authorization", self._auth))
+        try:
+            reply = await post(self.url, body, headers, timeout=self.timeout, max_body=MAX_ANSWER)
+        except (OSError, TimeoutError) as e:
+            raise PapClientError(f"{self.url}: {e}") from e
+        if reply.status in (401, 403):
+            raise PapClientError(f"{self.url} refused the push initiator ({reply.status})")
+        if reply.status >= 300 and not reply.body.lstrip().startswith(b"<"):
+            raise PapClientError(f"{self.url} answered HTTP {reply.status}")
+        return self._parsed(reply.body)
 
     def status(self, push_id: str) -> pap.PapDocument:
         return self._post("application/xml", pap.encode(StatusQueryMessage(push_id=push_id)))
@@ -96,6 +140,9 @@ class PapClient:
                 raise PapClientError(f"{self.url} answered HTTP {e.code}") from e
         except (urllib.error.URLError, OSError) as e:
             raise PapClientError(f"{self.url}: {e}") from e
+        return self._parsed(answer)
+
+    def _parsed(self, answer: bytes) -> pap.PapDocument:
         try:
             return pap.parse(answer)
         except PapError as e:

@@ -21,14 +21,14 @@ import logging
 import secrets
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from openscws.aio.http_small import HttpReply, HttpRequest, SmallHttpServer
-from openscws.aio.ppg_store import DuplicatePush, PpgStore, PushRecord
+from openscws.aio.http_small import HttpReply, HttpRequest, SmallHttpServer, post
+from openscws.aio.ppg_store import PpgStore, PushRecord
 from openscws.aio.sip_endpoint import Peer, SipEndpoint, SipTimeout, new_branch, new_tag
 from openscws.push import pap
 from openscws.push.content import PUSH_CONTENT_TYPE, SCWS_APP_ID, app_id_of, build_push
@@ -101,6 +101,42 @@ class PpgConfig:
     batch: int = 50
 
 
+class _GroupWrite[T, R]:
+    """Group commit: items submitted while a write is under way go together in the next
+    one (one transaction, one commit for many). `write` takes the items and returns one
+    result per item, in order; each `submit` returns its item's result once committed."""
+
+    def __init__(self, write: Callable[[list[T]], Awaitable[list[R]]]) -> None:
+        self._write = write
+        self._queue: list[tuple[T, asyncio.Future[R]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def submit(self, item: T) -> R:
+        done: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, done))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run())
+        return await asyncio.shield(done)
+
+    async def drain(self) -> None:
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue, []
+            try:
+                results = await self._write([item for item, _ in batch])
+            except Exception as e:  # noqa: BLE001 - each waiter gets it
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(e)
+                continue
+            for (_, done), result in zip(batch, results, strict=True):
+                if not done.done():
+                    done.set_result(result)
+
+
 def _now() -> float:
     return datetime.now(UTC).timestamp()
 
@@ -123,6 +159,12 @@ class Ppg:
         self._wake = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
         self._notifier: asyncio.Task[None] | None = None
+        self._finishes: _GroupWrite[tuple[int, str, int, str, float], None] = _GroupWrite(
+            self._write_outcomes
+        )
+        self._adds: _GroupWrite[dict[str, Any], bool] = _GroupWrite(
+            lambda rows: self._db(self.store.add_many, rows)
+        )
         self._threads = ThreadPoolExecutor(4, thread_name_prefix="ppg-db")
 
     async def _db[T](self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -150,6 +192,8 @@ class Ppg:
         for task in list(self._inflight):
             task.cancel()
         await asyncio.gather(*self._inflight, return_exceptions=True)
+        await self._finishes.drain()  # outcomes already known are still written
+        await self._adds.drain()
         await self.http.close()
         await self.sip.close()
         await asyncio.to_thread(self._threads.shutdown, wait=True)
@@ -232,9 +276,8 @@ class Ppg:
         deliver_after = message.deliver_after.timestamp() if message.deliver_after else None
         if deliver_before is not None and deliver_before <= now:
             raise PapError(PapCode.BAD_REQUEST, "deliver-before-timestamp has passed")
-        try:
-            await self._db(
-                self.store.add,
+        added = await self._adds.submit(
+            dict(
                 push_id=message.push_id,
                 initiator=initiator.name,
                 address=address.value,
@@ -248,7 +291,8 @@ class Ppg:
                 next_at=max(now, deliver_after or now),
                 created=now,
             )
-        except DuplicatePush:
+        )
+        if not added:
             answer = PushResponse(
                 push_id=message.push_id, code=PapCode.DUPLICATE_PUSH_ID, desc="Duplicate Push ID"
             )
@@ -370,18 +414,29 @@ class Ppg:
         return status
 
     async def _finish(self, push: PushRecord, state: MessageState, code: int, desc: str) -> None:
+        """Records a push's final outcome (written together with the outcomes that arrive
+        meanwhile, see `_GroupWrite`); returns once it is committed."""
         log.info("PPG: %s: %s (%s) %s", push.push_id, state.value, code, desc)
-        await self._db(
-            self.store.finish, push.id, state=state.value, code=int(code), desc=desc, now=_now()
-        )
+        await self._finishes.submit((push.id, state.value, int(code), desc, _now()))
         self._wake.set()
 
-    async def _notify_pending(self) -> None:
-        for push in await self._db(self.store.to_notify, self.config.batch, 3):
-            ok = await asyncio.to_thread(self._notify, push)
-            await self._db(self.store.notified, push.id, ok)
+    async def _write_outcomes(self, outcomes: list[tuple[int, str, int, str, float]]) -> list[None]:
+        await self._db(self.store.finish_many, outcomes)
+        return [None] * len(outcomes)
 
-    def _notify(self, push: PushRecord) -> bool:
+    async def _notify_pending(self) -> None:
+        """Sends the due result notifications of a batch at once (each initiator's answer
+        waited for on its own), then records each outcome."""
+        pushes = await self._db(self.store.to_notify, self.config.batch, 3)
+        if not pushes:
+            return
+        results = await asyncio.gather(*(self._notify(push) for push in pushes))
+        await self._db(
+            self.store.notified_many,
+            [(push.id, ok) for push, ok in zip(pushes, results, strict=True)],
+        )
+
+    async def _notify(self, push: PushRecord) -> bool:
         assert push.notify_to is not None
         document = ResultNotificationMessage(
             push_id=push.push_id,
@@ -393,20 +448,34 @@ class Ppg:
             received_time=_dt(int(push.created)),
             sender_address=self.pap_url,
         )
-        request = urllib.request.Request(
-            push.notify_to,
-            data=pap.encode(document),
-            method="POST",
-            headers={"Content-Type": "application/xml"},
-        )
+        body = pap.encode(document)
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                body = response.read(65536)
-            answer = pap.parse(body)
-        except (urllib.error.URLError, OSError, PapError) as e:
+            if push.notify_to.startswith("http://"):
+                reply = await post(
+                    push.notify_to,
+                    body,
+                    (("Content-Type", "application/xml"),),
+                    timeout=10,
+                    max_body=65536,
+                )
+                answer = pap.parse(reply.body)
+            else:
+                answer = await asyncio.to_thread(self._notify_blocking, push.notify_to, body)
+        except (OSError, TimeoutError, PapError) as e:
             log.info("PPG: result notification for %s: %s", push.push_id, e)
             return False
         return isinstance(answer, ResultNotificationResponse) and pap.is_success(answer.code)
+
+    @staticmethod
+    def _notify_blocking(url: str, body: bytes) -> pap.PapDocument:
+        request = urllib.request.Request(
+            url, data=body, method="POST", headers={"Content-Type": "application/xml"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return pap.parse(response.read(65536))
+        except urllib.error.URLError as e:
+            raise OSError(str(e)) from e
 
     # -- the embedded registrar ----------------------------------------------------------------
 

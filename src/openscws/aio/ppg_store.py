@@ -9,6 +9,7 @@ Times are UNIX seconds (float)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -118,6 +119,11 @@ class Binding:
     expires_at: float
 
 
+def _new_push(values: dict[str, Any]) -> dict[str, Any]:
+    defaults = {"state": PENDING, "code": 1001, "attempts": 0, "notified": False}
+    return {**defaults, "notify_attempts": 0, **values}
+
+
 class PpgStore:
     def __init__(self, url: str) -> None:
         self.db = RasDatabase(url)
@@ -129,16 +135,21 @@ class PpgStore:
     # -- pushes --------------------------------------------------------------------------------
 
     def add(self, **values: Any) -> None:
-        values.setdefault("state", PENDING)
-        values.setdefault("code", 1001)
-        values.setdefault("attempts", 0)
-        values.setdefault("notified", False)
-        values.setdefault("notify_attempts", 0)
+        if not self.add_many([values])[0]:
+            raise DuplicatePush(values.get("push_id"))
+
+    def add_many(self, pushes: Sequence[dict[str, Any]]) -> list[bool]:
+        """New pushes in one transaction; per push, False for a push-id already known
+        (then the others are added one transaction each)."""
+        rows = [_new_push(values) for values in pushes]
         try:
             with self.db.write() as s:
-                s.execute(insert(ppg_push).values(**values))
+                s.execute(insert(ppg_push), rows)
+            return [True] * len(rows)
         except IntegrityError:
-            raise DuplicatePush(values.get("push_id")) from None
+            if len(rows) == 1:
+                return [False]
+        return [self.add_many([row])[0] for row in rows]
 
     def get(self, push_id: str) -> PushRecord | None:
         with self.db.read() as s:
@@ -170,12 +181,17 @@ class PpgStore:
         return [PushRecord.of(r) for r in rows]
 
     def finish(self, push: int, *, state: str, code: int, desc: str, now: float) -> None:
+        self.finish_many([(push, state, code, desc, now)])
+
+    def finish_many(self, outcomes: Sequence[tuple[int, str, int, str, float]]) -> None:
+        """Final outcomes (push, state, code, desc, event time) in one transaction."""
         with self.db.write() as s:
-            s.execute(
-                update(ppg_push)
-                .where(ppg_push.c.id == push)
-                .values(state=state, code=code, desc=desc, event_time=now, lease_until=None)
-            )
+            for push, state, code, desc, now in outcomes:
+                s.execute(
+                    update(ppg_push)
+                    .where(ppg_push.c.id == push)
+                    .values(state=state, code=code, desc=desc, event_time=now, lease_until=None)
+                )
 
     def retry(self, push: int, *, attempts: int, next_at: float, desc: str) -> None:
         with self.db.write() as s:
@@ -209,12 +225,17 @@ class PpgStore:
         return [PushRecord.of(r) for r in rows]
 
     def notified(self, push: int, ok: bool) -> None:
+        self.notified_many([(push, ok)])
+
+    def notified_many(self, results: Sequence[tuple[int, bool]]) -> None:
+        """Notification outcomes (push, delivered to the initiator) in one transaction."""
         with self.db.write() as s:
-            s.execute(
-                update(ppg_push)
-                .where(ppg_push.c.id == push)
-                .values(notified=ok, notify_attempts=ppg_push.c.notify_attempts + 1)
-            )
+            for push, ok in results:
+                s.execute(
+                    update(ppg_push)
+                    .where(ppg_push.c.id == push)
+                    .values(notified=ok, notify_attempts=ppg_push.c.notify_attempts + 1)
+                )
 
     # -- registrations (the embedded registrar) ------------------------------------------------
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final
 
-from openscws.aio.http_small import HttpReply, HttpRequest, SmallHttpServer, is_loopback
+from openscws.aio.http_small import HttpReply, HttpRequest, SmallHttpServer, is_loopback, post
 from openscws.aio.sip_endpoint import Peer, SipEndpoint, SipTimeout, new_branch, new_tag
 from openscws.errors import HttpError
 from openscws.ota.sms import SmsAddress
@@ -223,25 +223,18 @@ class PushClient:
         except PushRefused as e:
             log.info("push client: refused %s from %s:%d: %s", req.method, peer.host, peer.port, e)
             return response_to(req, e.status, to_tag=tag)
-        ok = await asyncio.to_thread(
-            self._deliver, self.apps[push.app_id], push.app_id, push.content_type, push.body
-        )
+        ok = await self._deliver(self.apps[push.app_id], push.app_id, push.content_type, push.body)
         return response_to(req, 200 if ok else 480, to_tag=tag)
 
     @staticmethod
-    def _deliver(url: str, app_id: str, content_type: str, body: bytes) -> bool:
-        request = urllib.request.Request(
-            url,
-            data=body,
-            method="POST",
-            headers={"Content-Type": content_type, "X-Wap-Application-Id": app_id},
-        )
+    async def _deliver(url: str, app_id: str, content_type: str, body: bytes) -> bool:
+        headers = (("Content-Type", content_type), ("X-Wap-Application-Id", app_id))
         try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return 200 <= int(response.status) < 300
-        except (urllib.error.URLError, OSError) as e:
+            answer = await post(url, body, headers)
+        except (OSError, TimeoutError) as e:
             log.info("push client: application at %s: %s", url, e)
             return False
+        return 200 <= answer.status < 300
 
     # -- PUSH-CAI ------------------------------------------------------------------------------
 
@@ -302,29 +295,22 @@ class ScwsPushGateway:
             return HttpReply(403)
         if req.path != self.PATH or req.method != "POST":
             return HttpReply(404)
-        status = await asyncio.to_thread(self._forward, req)
+        status = await self._forward(req)
         return HttpReply(204 if 200 <= status < 300 else 502)
 
-    def _forward(self, req: HttpRequest) -> int:
-        request = urllib.request.Request(
-            self.scws6_url,
-            data=req.body,
-            method="POST",
-            headers={
-                "Content-Type": req.header("content-type") or "",
-                "X-Wap-Application-Id": SCWS_APP_ID,
-            },
+    async def _forward(self, req: HttpRequest) -> int:
+        headers = (
+            ("Content-Type", req.header("content-type") or ""),
+            ("X-Wap-Application-Id", SCWS_APP_ID),
         )
         try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return int(response.status)
-        except urllib.error.HTTPError as e:
-            e.close()
-            log.info("SCWS push gateway: SCWS-6 answered %d", e.code)
-            return int(e.code)
-        except (urllib.error.URLError, OSError) as e:
+            answer = await post(self.scws6_url, req.body, headers)
+        except (OSError, TimeoutError) as e:
             log.info("SCWS push gateway: SCWS-6: %s", e)
             return 503
+        if not 200 <= answer.status < 300:
+            log.info("SCWS push gateway: SCWS-6 answered %d", answer.status)
+        return answer.status
 
 
 Deliver = Callable[[bytes], Awaitable[SmsResult]]

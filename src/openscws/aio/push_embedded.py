@@ -1,83 +1,134 @@
 """The embedded SIP push path of `openscws up` with `admin.trigger = "sip-push"`: a PPG (its own
-registrar, on loopback), the terminal's push client registered with it as
-`sip:<MSISDN>@<domain>`, the SCWS Push Gateway and the SCWS-6 endpoint that hands pushes to
-this gateway's card. No external service: the PPG reaches the push client's contact on
-loopback. The PPG's state is `<admin data dir>/ppg.db`."""
+registrar, on loopback) and, for each card of the run (`up --cards N`), the terminal's push client
+registered as `sip:<MSISDN>@<sip.domain>`, the SCWS Push Gateway and the SCWS-6 endpoint that
+hands pushes to that card's gateway. No external service: the PPG reaches the push clients'
+contacts on loopback. With `sip.proxy` set, the PPG sends every MESSAGE through that proxy and
+the push clients register there instead (a real registrar and proxy, e.g. the Kamailio of
+deploy/kamailio). The PPG's state is `<admin data dir>/ppg.db`."""
 
 from __future__ import annotations
 
 import secrets
 import urllib.parse
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Final
 
-from openscws.aio.gateway import Gateway
 from openscws.aio.ppg import Ppg, PpgConfig
-from openscws.aio.push_client import PushClient, PushClientConfig, Scws6Endpoint, ScwsPushGateway
+from openscws.aio.push_client import (
+    Deliver,
+    PushClient,
+    PushClientConfig,
+    Scws6Endpoint,
+    ScwsPushGateway,
+)
 from openscws.config import Settings
 from openscws.push.ppg import Initiator
+from openscws.push.sip import uri_target
 
-__all__ = ["EmbeddedPush", "start_embedded_push"]
+__all__ = ["EmbeddedPush", "PushCard", "start_embedded_push"]
 
 DOMAIN: Final = "scws.test"
+"""The default `sip.domain`."""
 PPG_IDENTITY: Final = f"sip:ppg@{DOMAIN}"
+
+
+def ppg_identity(domain: str) -> str:
+    """The PPG's SIP identity in `domain` (the From of its MESSAGEs)."""
+    return f"sip:ppg@{domain}"
+
+
+@dataclass
+class PushCard:
+    """One card's terminal side of the push path."""
+
+    msisdn: str
+    client: PushClient
+    scws6: Scws6Endpoint
+    gateway: ScwsPushGateway | None = None
+
+    async def stop(self) -> None:
+        if self.gateway is not None:
+            await self.gateway.close()
+        await self.client.close()
+        await self.scws6.close()
 
 
 @dataclass
 class EmbeddedPush:
     ppg: Ppg
-    client: PushClient
-    gateway: ScwsPushGateway
-    scws6: Scws6Endpoint
+    cards: list[PushCard] = field(default_factory=list)
+
+    @property
+    def client(self) -> PushClient:
+        """Card 1's push client."""
+        return self.cards[0].client
+
+    @property
+    def scws6(self) -> Scws6Endpoint:
+        """Card 1's SCWS-6 endpoint."""
+        return self.cards[0].scws6
 
     async def stop(self) -> None:
-        await self.gateway.close()
-        await self.client.close()
-        await self.scws6.close()
-        await self.ppg.close()
+        try:
+            for card in self.cards:
+                await card.stop()
+        finally:
+            await self.ppg.close()
 
 
-async def start_embedded_push(settings: Settings, gateway: Gateway) -> EmbeddedPush:
+async def start_embedded_push(
+    settings: Settings, cards: Sequence[tuple[str, Deliver]]
+) -> EmbeddedPush:
+    """The PPG and, per (MSISDN, delivery) of `cards`, a push client, SCWS Push Gateway and
+    SCWS-6 endpoint; the delivery hands the card an SMS-DELIVER (a terminal's
+    `Gateway.deliver_sms`)."""
     admin = settings.admin
     url = urllib.parse.urlsplit(admin.pap_url)
     if url.scheme != "http" or not url.hostname or not url.port:
         raise ValueError(f"admin.pap_url must be http://HOST:PORT/PATH, got {admin.pap_url!r}")
-    password = secrets.token_urlsafe(16)
+    domain = settings.sip.domain
+    identity = ppg_identity(domain)
+    proxy = settings.sip.proxy or None
+    passwords = {msisdn: secrets.token_urlsafe(16) for msisdn, _ in cards}
     ppg = Ppg(
         PpgConfig(
             database_url=f"sqlite:///{admin.data_dir / 'ppg.db'}",
             initiators=(Initiator(admin.pap_username, admin.pap_password),),
-            identity=PPG_IDENTITY,
+            identity=identity,
             pap_host=url.hostname,
             pap_port=url.port,
             pap_path=url.path or "/",
-            plmn_domain=DOMAIN,
-            realm=DOMAIN,
-            registrar_users={settings.card.msisdn: password},
+            proxy=proxy,
+            plmn_domain=domain,
+            realm=domain,
+            registrar_users=passwords,
         )
     )
     await ppg.start()
-    scws6 = Scws6Endpoint(gateway.deliver_sms)
-    client = PushClient(
-        PushClientConfig(
-            aor=f"sip:{settings.card.msisdn}@{DOMAIN}",
-            registrar=f"sip:127.0.0.1:{ppg.sip.port}",
-            trusted_ppg=frozenset({PPG_IDENTITY}),
-            username=settings.card.msisdn,
-            password=password,
-        )
-    )
-    push_gateway: ScwsPushGateway | None = None
+    push = EmbeddedPush(ppg)
     try:
-        await scws6.start()
-        await client.start()
-        push_gateway = ScwsPushGateway(client.cai_url, scws6.url)
-        await push_gateway.start()
+        for msisdn, deliver in cards:
+            card = PushCard(
+                msisdn,
+                PushClient(
+                    PushClientConfig(
+                        aor=f"sip:{msisdn}@{domain}",
+                        registrar=proxy or f"sip:127.0.0.1:{ppg.sip.port}",
+                        trusted_ppg=frozenset({identity}),
+                        username=msisdn,
+                        password=passwords[msisdn],
+                        transport=uri_target(proxy)[2] if proxy else "UDP",
+                    )
+                ),
+                Scws6Endpoint(deliver),
+            )
+            push.cards.append(card)
+            await card.scws6.start()
+            await card.client.start()
+            card.gateway = ScwsPushGateway(card.client.cai_url, card.scws6.url)
+            await card.gateway.start()
     except BaseException:
-        if push_gateway is not None:
-            await push_gateway.close()
-        await client.close()
-        await scws6.close()
-        await ppg.close()
+        await push.stop()
         raise
-    return EmbeddedPush(ppg, client, push_gateway, scws6)
+    return push

@@ -14,13 +14,16 @@ import ssl
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from openscws.aio.gateway import Gateway, GatewayConfig
-from openscws.aio.links import CardLink, InProcessLink
+from openscws.aio.links import CardLink, InProcessLink, TimedLink
+from openscws.apdu.iso7816 import parse_link
+from openscws.cardapp import load_card_apps
 from openscws.config import AdminSettings, Settings
-from openscws.errors import StoreError
-from openscws.scws.card import admin_agent, build_card, host_policy_for, usim_app
+from openscws.errors import ConfigError, StoreError
+from openscws.ids import fleet_iccid, fleet_msisdn
+from openscws.scws.card import admin_agent, build_card, csim_app, host_policy_for, usim_app
 from openscws.store.cardimage import CardImage
 from openscws.store.running import RunningLock
 from openscws.terminal.engine import TerminalEngine
@@ -90,8 +93,10 @@ def card_of(
         psk=psk,
         agent=agent,
         usim=usim_app(image),
+        csim=csim_app(image),
         started=time.time(),
         host_policy=host_policy_for(settings.card, local),
+        apps=load_card_apps(settings.card.apps),
     )
 
 
@@ -128,6 +133,10 @@ def gateway_for(
 ) -> Gateway:
     """The terminal for `link`; `sms`: with the local SMS entry point (`gateway.sms_port`)."""
     g = settings.gateway
+    timing = parse_link(g.link)
+    if timing is not None:
+        log.info("%s", timing.describe())
+        link = TimedLink(link, timing)
     engine = TerminalEngine(max_buffer_size=g.max_buffer_size, poll_interval=g.poll_interval)
     config = GatewayConfig(
         host=g.host,
@@ -322,8 +331,62 @@ async def start_admin(
 
 
 @dataclass
+class FleetCard:
+    """Card 2, 3, ... of `openscws up --cards N`: its settings (`fleet_settings`), image,
+    terminal and hold on the image."""
+
+    settings: Settings
+    image: CardImage
+    gateway: Gateway | None = None
+    running: RunningLock | None = None
+
+
+MAX_CARDS: Final = 1000
+"""Most cards `openscws up --cards` runs in one process."""
+
+
+FLEET_PORT_BASE: Final = 20000
+"""The first local port of cards 2..N (`openscws up --fleet-port`): below Linux's ephemeral
+range (32768..60999) and away from the defaults of card 1, the SMS entry point and the admin
+server."""
+
+
+def fleet_settings(
+    settings: Settings, index: int, first_iccid: str | None = None, port_base: int = FLEET_PORT_BASE
+) -> Settings:
+    """The settings of card `index` (0: card 1, `settings` itself) of `openscws up --cards N`.
+    Card k = index + 1 has its image in `<card.data_dir>-k`, the ICCID of card 1 (`first_iccid`,
+    default card.iccid) counted up by `index` with its own Luhn digit, the MSISDN counted up
+    likewise (so the SIP URI sip:<MSISDN>@<sip.domain>), and its i-th card port (card.ports
+    order, from 0) on local port `port_base + (k - 2) * len(card.ports) + i`: with the default
+    ports 3516 and 4116 and base 20000, card 2 on 20000 and 20001, card 3 on 20002 and 20003.
+    Port base 0: every card port of cards 2..N on any free port. Only card 1's terminal opens
+    the local SMS entry point, which routes by MSISDN to every card."""
+    if index == 0:
+        return settings
+    card, g = settings.card, settings.gateway
+    width = len(card.ports)
+    port_map = {
+        port: port_base + (index - 1) * width + i if port_base else 0
+        for i, port in enumerate(card.ports)
+    }
+    first = first_iccid or card.iccid
+    return replace(
+        settings,
+        card=replace(
+            card,
+            data_dir=card.data_dir.with_name(f"{card.data_dir.name}-{index + 1}"),
+            iccid=fleet_iccid(first, index),
+            msisdn=fleet_msisdn(card.msisdn, index),
+        ),
+        gateway=replace(g, port_map=port_map, sms_port=0, unix_socket=""),
+    )
+
+
+@dataclass
 class Stack:
-    """Card, gateway and (optionally) the admin server, all in this process."""
+    """Card, gateway and (optionally) the admin server, all in this process; with `fleet`,
+    more cards, each with its own terminal (`openscws up --cards N`)."""
 
     settings: Settings
     image: CardImage
@@ -333,6 +396,13 @@ class Stack:
     extra: dict[str, object] = field(default_factory=dict)
     running: RunningLock | None = None
     """This process's hold on the card image (openscws.store.running)."""
+    fleet: list[FleetCard] = field(default_factory=list)
+    """Cards 2..N."""
+
+    @property
+    def gateways(self) -> list[Gateway]:
+        """Every card's terminal, card 1's first."""
+        return [self.gateway, *(c.gateway for c in self.fleet if c.gateway is not None)]
 
     async def stop(self) -> None:
         push = self.extra.pop("push", None)
@@ -342,6 +412,14 @@ class Stack:
             assert isinstance(push, EmbeddedPush)
             await push.stop()
         try:
+            for card in reversed(self.fleet):
+                try:
+                    if card.gateway is not None:
+                        await card.gateway.stop()
+                finally:
+                    if card.running is not None:
+                        card.running.release()
+            self.fleet.clear()
             await self.gateway.stop()
         finally:
             if self.admin is not None:
@@ -360,10 +438,22 @@ async def start_stack(
     api: bool = True,
     tracer: ApduTracer | None = None,
     iccid: str | None = None,
+    cards: int = 1,
+    fleet_port: int = FLEET_PORT_BASE,
 ) -> Stack:
     """Everything `openscws up` runs. With `admin`, the gateway's local SMS entry point must
     be on (`gateway.sms_port`), and the card gets its agent. The card image is held
-    (`RunningLock`) until `Stack.stop`: a second process on it gets ImageInUse."""
+    (`RunningLock`) until `Stack.stop`: a second process on it gets ImageInUse. `cards`: run
+    that many cards (see `fleet_settings`, `fleet_port` its port base), all enrolled with the
+    admin server."""
+    if not 1 <= cards <= MAX_CARDS:
+        raise ConfigError(f"--cards must be 1..{MAX_CARDS}, not {cards}")
+    last = fleet_port + (cards - 1) * len(settings.card.ports) - 1
+    if cards > 1 and fleet_port and not (1 <= fleet_port and last <= 65535):
+        raise ConfigError(
+            f"--fleet-port {fleet_port}: {cards - 1} more cards need ports {fleet_port}..{last}, "
+            "within 1..65535 (0: any free ports)"
+        )
     if admin and api:
         from openscws.ras.api_tls import check_api_bind
 
@@ -376,10 +466,27 @@ async def start_stack(
     image = open_image(settings, create=True, demo=demo, iccid=iccid)
     running = RunningLock.take(image.root)
     try:
-        return await _start_stack(settings, image, running, admin, api, tracer)
+        return await _start_stack(
+            settings, image, running, admin, api, tracer, cards, demo, fleet_port
+        )
     except BaseException:
         running.release()
         raise
+
+
+def _enrol(settings: Settings, admin_stack: AdminStack, image: CardImage) -> AdminAgentApp:
+    """Enrols the card of `image` with the admin server; its admin agent."""
+    from openscws.ras.provision import AdminEndpoint, ensure_card_admin
+
+    a = settings.admin
+    ensure_card_admin(
+        admin_stack.service,
+        image,
+        iccid=image.meta.iccid,
+        msisdn=settings.card.msisdn,
+        endpoint=AdminEndpoint(a.host, admin_stack.server.port, "localhost", a.uri),
+    )
+    return admin_agent(image, image, settings.card)
 
 
 async def _start_stack(
@@ -389,6 +496,9 @@ async def _start_stack(
     admin: bool,
     api: bool,
     tracer: ApduTracer | None,
+    cards: int = 1,
+    demo: bool = True,
+    fleet_port: int = FLEET_PORT_BASE,
 ) -> Stack:
     # The card's TLS first: on first use it provisions the key pair, CA and certificate.
     tls = card_tls(settings, image)
@@ -406,17 +516,7 @@ async def _start_stack(
             image.close()
             raise
         try:
-            from openscws.ras.provision import AdminEndpoint, ensure_card_admin
-
-            a = settings.admin
-            ensure_card_admin(
-                admin_stack.service,
-                image,
-                iccid=image.meta.iccid,
-                msisdn=settings.card.msisdn,
-                endpoint=AdminEndpoint(a.host, admin_stack.server.port, "localhost", a.uri),
-            )
-            agent = admin_agent(image, image, settings.card)
+            agent = _enrol(settings, admin_stack, image)
         except BaseException:
             await admin_stack.stop()
             raise
@@ -426,14 +526,43 @@ async def _start_stack(
     try:
         await gateway.start()
         await gateway.wait_listening()
+        for index in range(1, cards):
+            await _start_fleet_card(stack, index, demo, fleet_port)
+        msisdns = [settings.card.msisdn, *(c.settings.card.msisdn for c in stack.fleet)]
+        if cards > 1 and gateway.sms_endpoint is not None:
+            gateway.sms_endpoint.set_routes(
+                {m: g.deliver_sms for m, g in zip(msisdns, stack.gateways, strict=True)}
+            )
         if admin and settings.admin.trigger == "sip-push":
             from openscws.aio.push_embedded import start_embedded_push
 
-            stack.extra["push"] = await start_embedded_push(settings, gateway)
+            stack.extra["push"] = await start_embedded_push(
+                settings,
+                [(m, g.deliver_sms) for m, g in zip(msisdns, stack.gateways, strict=True)],
+            )
     except BaseException:
         await stack.stop()
         raise
     return stack
+
+
+async def _start_fleet_card(stack: Stack, index: int, demo: bool, port_base: int) -> None:
+    """Card `index + 1`: its image (made on first use), enrolment, card and terminal."""
+    settings = fleet_settings(stack.settings, index, stack.image.meta.iccid, port_base)
+    image = open_image(settings, create=True, demo=demo, iccid=settings.card.iccid)
+    member = FleetCard(settings, image)
+    try:
+        member.running = RunningLock.take(image.root)
+    except BaseException:
+        image.close()
+        raise
+    stack.fleet.append(member)
+    tls = card_tls(settings, image)
+    agent = _enrol(settings, stack.admin, image) if stack.admin is not None else None
+    card = card_of(settings, image, agent=agent, tls=tls, gateway_here=True)
+    member.gateway = gateway_for(settings, InProcessLink(card), stack.tracer, sms=False)
+    await member.gateway.start()
+    await member.gateway.wait_listening()
 
 
 def under(settings: Settings, data: Path) -> Settings:

@@ -100,10 +100,14 @@ class BsmDigest:
         )
 
     def _expire(self, now: float) -> None:
-        for nonce in [n for n, s in self._nonces.items() if now - s.issued > self.lifetime]:
-            del self._nonces[nonce]
-        while len(self._nonces) >= self.max_nonces:
-            del self._nonces[next(iter(self._nonces))]
+        # Nonces are kept in the order they were issued: the expired ones are at the front,
+        # so each challenge costs what it expires, not a walk over every live nonce.
+        nonces = self._nonces
+        while nonces:
+            oldest = next(iter(nonces))
+            if now - nonces[oldest].issued <= self.lifetime and len(nonces) < self.max_nonces:
+                break
+            del nonces[oldest]
 
     def verify(
         self,

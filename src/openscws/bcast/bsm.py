@@ -15,13 +15,15 @@ response and its global and itemwise status:
   Subscription; else its LTKM is pushed.
 
 The global status is Success when every item succeeded, else the first failing item's status
-(project's reading). The subscription change, the token count and the LTKM counters are handed
-to the store in one `commit`, so a store that commits them in one transaction never keeps a
-subscription without its LTKMs or the other way round."""
+(project's reading). The store runs one `transact` per request: it reads the subscriber's
+view (subscriptions, the items and keys asked for) and applies the change the core decides
+from it (`decide`, a pure function), the tokens and the LTKM counters in one transaction, so a
+store that does so never keeps a subscription without its LTKMs or the other way round, and
+the decision is made on what the transaction sees."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
@@ -41,7 +43,16 @@ from openscws.bcast.sprov import (
     parse_request,
 )
 
-__all__ = ["BsmAnswer", "BsmCore", "BsmStore", "MemoryStore", "Push", "UserKeys"]
+__all__ = [
+    "BsmAnswer",
+    "BsmCore",
+    "BsmStore",
+    "Change",
+    "MemoryStore",
+    "Push",
+    "StoreView",
+    "UserKeys",
+]
 
 _KINDS: Final = {path: kind for kind, path in PATHS.items()}
 
@@ -72,24 +83,51 @@ class BsmAnswer:
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes = b""
     pushes: tuple[Push, ...] = ()
+    smk: bytes = field(default=b"", repr=False)
+    """The SMK the pushes are keyed with (the shell checks their acknowledgements with it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreView:
+    """What one request is decided on: the user's subscriptions, the SEK/PEKs of the items
+    asked for and of those subscribed (None: no such item), and which of the keys asked for
+    exist."""
+
+    subscribed: frozenset[str]
+    item_keys: Mapping[str, tuple[KeyId, ...] | None]
+    known_keys: frozenset[KeyId]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What a request changes: subscriptions added and removed, tokens bought, LTKM counters
+    to reserve."""
+
+    add: tuple[str, ...] = ()
+    remove: tuple[str, ...] = ()
+    tokens: int = 0
+    ltkms: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.add or self.remove or self.tokens or self.ltkms)
 
 
 class BsmStore(Protocol):
     """The catalogue and the subscriptions (a database in the server; `MemoryStore` here)."""
 
-    def item_keys(self, ref: str) -> tuple[KeyId, ...] | None:
-        """The SEK/PEKs of a purchase item; None for an unknown item."""
-
     def key(self, key: KeyId) -> bytes | None:
         """The SEK/PEK value; None for an unknown key."""
 
-    def subscriptions(self, user: str) -> frozenset[str]: ...
-
-    def commit(
-        self, user: str, *, add: Iterable[str], remove: Iterable[str], tokens: int, ltkms: int
+    def transact(
+        self,
+        user: str,
+        refs: Collection[str],
+        keys: Collection[KeyId],
+        decide: Callable[[StoreView], Change],
     ) -> int:
-        """Apply the change and reserve `ltkms` MIKEY counters for the user, atomically; the
-        first reserved counter."""
+        """In one transaction: read the user's view for `refs` and `keys`, apply the change
+        `decide` makes of it and reserve its LTKM counters; the first reserved counter (0 when
+        nothing changed)."""
 
 
 @dataclass(slots=True)
@@ -107,6 +145,26 @@ class MemoryStore:
 
     def key(self, key: KeyId) -> bytes | None:
         return self.keys.get(key)
+
+    def transact(
+        self,
+        user: str,
+        refs: Collection[str],
+        keys: Collection[KeyId],
+        decide: Callable[[StoreView], Change],
+    ) -> int:
+        subscribed = self.subscriptions(user)
+        view = StoreView(
+            subscribed,
+            {ref: self.items.get(ref) for ref in {*refs, *subscribed}},
+            frozenset(k for k in keys if k in self.keys),
+        )
+        change = decide(view)
+        if not change:
+            return 0
+        return self.commit(
+            user, add=change.add, remove=change.remove, tokens=change.tokens, ltkms=change.ltkms
+        )
 
     def subscriptions(self, user: str) -> frozenset[str]:
         return frozenset(self.subs.get(user, ()))
@@ -169,56 +227,60 @@ class BsmCore:
         if request.kind is not kind:
             return BsmAnswer(400)
         response, pushes = self._serve(request, user, user_keys)
-        return BsmAnswer(200, (("Content-Type", MEDIA_TYPE),), response.to_xml(), pushes)
+        content = (("Content-Type", MEDIA_TYPE),)
+        return BsmAnswer(200, content, response.to_xml(), pushes, user_keys.smk)
 
     def _serve(
         self, request: Request, user: str, keys: UserKeys
     ) -> tuple[Response, tuple[Push, ...]]:
-        subscribed = self.store.subscriptions(user)
-        items: list[ItemStatus] = []
-        add: list[str] = []
-        remove: list[str] = []
-        deliver: list[KeyId] = []
         kind = request.kind
-        if kind is MessageKind.LTKM:
-            owned = {k for ref in subscribed for k in self.store.item_keys(ref) or ()}
-            for key in request.keys:
-                if self.store.key(key) is None:
-                    items.append(ItemStatus(StatusCode.INVALID_REQUEST, key=key))
-                elif key not in owned:
-                    items.append(ItemStatus(StatusCode.NO_SUBSCRIPTION, key=key))
-                else:
-                    items.append(ItemStatus(StatusCode.SUCCESS, key=key))
-                    deliver.append(key)
-        else:
-            for ref in request.items:
-                item_keys = self.store.item_keys(ref)
-                if item_keys is None:
-                    status = StatusCode.PURCHASE_ITEM_UNKNOWN
-                elif kind in (MessageKind.SERVICE, MessageKind.TOKEN_PURCHASE):
-                    status = StatusCode.SUCCESS
-                    add.append(ref)
-                    deliver.extend(item_keys)
-                elif ref not in subscribed:
-                    status = StatusCode.NO_SUBSCRIPTION
-                elif kind is MessageKind.RENEWAL:
-                    status = StatusCode.SUCCESS
-                    deliver.extend(item_keys)
-                else:
-                    status = StatusCode.SUCCESS
-                    remove.append(ref)
-                items.append(ItemStatus(status, ref=ref))
-        deliver = list(dict.fromkeys(deliver))
-        tokens = request.tokens or 0
-        first = 0
-        if add or remove or tokens or deliver:
-            first = self.store.commit(
-                user, add=add, remove=remove, tokens=tokens, ltkms=len(deliver)
+        items: list[ItemStatus] = []
+        deliver: list[KeyId] = []
+
+        def decide(view: StoreView) -> Change:
+            items.clear()
+            deliver.clear()
+            add: list[str] = []
+            remove: list[str] = []
+            if kind is MessageKind.LTKM:
+                owned = {k for ref in view.subscribed for k in view.item_keys.get(ref) or ()}
+                for key in request.keys:
+                    if key not in view.known_keys:
+                        items.append(ItemStatus(StatusCode.INVALID_REQUEST, key=key))
+                    elif key not in owned:
+                        items.append(ItemStatus(StatusCode.NO_SUBSCRIPTION, key=key))
+                    else:
+                        items.append(ItemStatus(StatusCode.SUCCESS, key=key))
+                        deliver.append(key)
+            else:
+                for ref in request.items:
+                    item_keys = view.item_keys.get(ref)
+                    if item_keys is None:
+                        status = StatusCode.PURCHASE_ITEM_UNKNOWN
+                    elif kind in (MessageKind.SERVICE, MessageKind.TOKEN_PURCHASE):
+                        status = StatusCode.SUCCESS
+                        add.append(ref)
+                        deliver.extend(item_keys)
+                    elif ref not in view.subscribed:
+                        status = StatusCode.NO_SUBSCRIPTION
+                    elif kind is MessageKind.RENEWAL:
+                        status = StatusCode.SUCCESS
+                        deliver.extend(item_keys)
+                    else:
+                        status = StatusCode.SUCCESS
+                        remove.append(ref)
+                    items.append(ItemStatus(status, ref=ref))
+            deliver[:] = dict.fromkeys(deliver)
+            return Change(
+                tuple(dict.fromkeys(add)), tuple(remove), request.tokens or 0, len(deliver)
             )
+
+        first = self.store.transact(user, request.items, request.keys, decide)
         pushes = []
         for i, key in enumerate(deliver):
             value = self.store.key(key)
-            assert value is not None
+            if value is None:  # removed since: the LTKM cannot be made (keys are never removed)
+                continue
             ltkm = Ltkm(
                 key.key_domain, key.key_id, value, first + i, self.fqdn.encode(), user.encode(),
                 self.ack,

@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import secrets
 import signal
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -26,6 +25,7 @@ from openscws.errors import ConfigError
 if TYPE_CHECKING:
     from openscws.bcast.sprov import KeyId
     from openscws.bcast.store import SqlStore
+    from openscws.ras.db import RasDatabase
 
 __all__ = ["register", "run", "serves"]
 
@@ -95,6 +95,9 @@ _SERVE_DEFAULTS: Final = {
     "zn_token_file": None,
     "udp_port": 0,
     "ltkm_port": 4359,
+    "api_host": "127.0.0.1",
+    "api_port": None,
+    "accounts_db": None,
 }
 
 
@@ -118,6 +121,22 @@ def _serve_options(p: argparse.ArgumentParser, *, top: bool = False) -> None:
         default=d("ltkm_port"),
         help="terminals' LTKM port (4359, omabcastltkm)",
     )
+    p.add_argument(
+        "--api-port",
+        type=int,
+        default=d("api_port"),
+        help="serve the management REST API and console on this port (default: off)",
+    )
+    p.add_argument(
+        "--api-host", default=d("api_host"), help="address of the management API (127.0.0.1)"
+    )
+    p.add_argument(
+        "--accounts-db",
+        metavar="URL",
+        default=d("accounts_db"),
+        help="the admin server's database, whose accounts and API tokens the management API "
+        "takes (default: admin.db, or SQLite in the admin data dir)",
+    )
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -138,6 +157,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _where(k_add)
     k_add.add_argument("key", type=_key_id, help="DOMAIN/ID, e.g. 00f110/00010002")
     k_add.add_argument("--size", type=int, choices=(16, 32), default=16, help="bytes (16)")
+    k_ls = k_acts.add_parser("ls", help="list the SEK/PEK ids")
+    _where(k_ls)
+    service = acts.add_parser("service", help="services of the catalogue, by globalServiceID")
+    s_acts = service.add_subparsers(dest="service_action", required=True, metavar="ACTION")
+    s_add = s_acts.add_parser("add", help="add a service")
+    _where(s_add)
+    s_add.add_argument("service_id", metavar="ID", help="its globalServiceID")
+    s_add.add_argument("--name", default="", help="a name for operators (default: the ID)")
+    s_ls = s_acts.add_parser("ls", help="list the services")
+    _where(s_ls)
+    s_rm = s_acts.add_parser("rm", help="remove a service (and from the items bundling it)")
+    _where(s_rm)
+    s_rm.add_argument("service_id", metavar="ID", help="its globalServiceID")
     ruim = acts.add_parser("ruim", help="(R-)UIM / CSIM subscribers by NAI, with their RK")
     r_acts = ruim.add_subparsers(dest="ruim_action", required=True, metavar="ACTION")
     r_add = r_acts.add_parser("add", help="add a subscriber (the RK is never printed)")
@@ -156,11 +188,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     i_add.add_argument(
         "--key", dest="keys", type=_key_id, action="append", default=[], help="DOMAIN/ID"
     )
+    i_add.add_argument(
+        "--service", dest="services", action="append", default=[], help="a globalServiceID"
+    )
     i_ls = i_acts.add_parser("ls", help="list purchase items and their keys")
     _where(i_ls)
     i_rm = i_acts.add_parser("rm", help="remove a purchase item and its subscriptions")
     _where(i_rm)
     i_rm.add_argument("ref", help="its globalIDRef")
+    subs = acts.add_parser("sub", help="subscriptions and the subscribers' state")
+    u_acts = subs.add_subparsers(dest="sub_action", required=True, metavar="ACTION")
+    u_ls = u_acts.add_parser("ls", help="list subscriptions (username, item, since)")
+    _where(u_ls)
+    u_ls.add_argument("--user", help="only this B-TID or NAI")
+    u_ls.add_argument("--item", help="only this purchase item")
+    u_show = u_acts.add_parser("show", help="a subscriber's tokens, LTKMs and subscriptions")
+    _where(u_show)
+    u_show.add_argument("user", help="its B-TID or NAI")
+    u_rm = u_acts.add_parser("rm", help="end a subscription")
+    _where(u_rm)
+    u_rm.add_argument("user", help="its B-TID or NAI")
+    u_rm.add_argument("ref", help="the purchase item")
 
 
 def serves(args: argparse.Namespace) -> bool:
@@ -168,18 +216,7 @@ def serves(args: argparse.Namespace) -> bool:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from sqlalchemy.exc import DBAPIError
-
-    from openscws.ras.db import RasError
-
-    try:
-        return _dispatch(args, settings)
-    except (RasError, ConfigError, ValueError, OSError) as exc:
-        print(f"openscws: {exc}", file=sys.stderr)
-        return 2
-    except DBAPIError as exc:
-        print(f"openscws: database error: {exc.orig}", file=sys.stderr)
-        return 2
+    return _dispatch(args, settings)
 
 
 def _open(args: argparse.Namespace, settings: Settings, *, create: bool) -> SqlStore:
@@ -213,7 +250,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     store = _open(args, settings, create=action in (None, "serve", "init"))
     try:
         if action in (None, "serve"):
-            return _serve(args, store)
+            return _serve(args, store, settings)
         if action == "init":
             print(f"master key: {store.vault.path}")
             print(f"database: {store.db.engine.url.render_as_string(hide_password=True)}")
@@ -231,16 +268,25 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
                     print(nai)
             return 0
         if action == "key":
+            if args.key_action == "ls":
+                for key in store.keys():
+                    print(f"{key.key_domain.hex()}/{key.key_id.hex()}")
+                return 0
             store.add_key(args.key, secrets.token_bytes(args.size))
             print(f"key {args.key.key_domain.hex()}/{args.key.key_id.hex()} added")
             return 0
+        if action == "service":
+            return _service(args, store)
+        if action == "sub":
+            return _sub(args, store)
         if args.item_action == "add":
-            store.add_item(args.ref, args.keys)
+            store.add_item(args.ref, args.keys, args.services)
             print(f"purchase item {args.ref} added")
         elif args.item_action == "ls":
-            for ref, keys in store.items().items():
-                shown = " ".join(f"{k.key_domain.hex()}/{k.key_id.hex()}" for k in keys)
-                print(f"{ref}\t{shown}")
+            for item in store.item_infos():
+                shown = " ".join(f"{k.key_domain.hex()}/{k.key_id.hex()}" for k in item.keys)
+                services = " ".join(item.services) or "-"
+                print(f"{item.ref}\t{shown or '-'}\t{services}\t{item.subscribers} subscribed")
         else:
             store.remove_item(args.ref)
             print(f"purchase item {args.ref} removed")
@@ -249,13 +295,71 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         store.db.dispose()
 
 
-def _serve(args: argparse.Namespace, store: SqlStore) -> int:
+def _service(args: argparse.Namespace, store: SqlStore) -> int:
+    if args.service_action == "add":
+        store.add_service(args.service_id, args.name)
+        print(f"service {args.service_id} added")
+    elif args.service_action == "ls":
+        for service in store.services():
+            print(f"{service.service_id}\t{service.name}")
+    else:
+        store.remove_service(args.service_id)
+        print(f"service {args.service_id} removed")
+    return 0
+
+
+def _sub(args: argparse.Namespace, store: SqlStore) -> int:
+    from openscws.ras.db import NotFound
+
+    if args.sub_action == "ls":
+        for sub in store.subscription_list(username=args.user, ref=args.item):
+            print(f"{sub.username}\t{sub.ref}\t{_when(sub.created_ms)}")
+    elif args.sub_action == "show":
+        info = store.subscriber(args.user)
+        if info is None:
+            raise NotFound(f"no subscriber {args.user!r}")
+        print(f"subscriber: {info.username}")
+        print(f"since: {_when(info.created_ms)}")
+        print(f"tokens: {info.tokens}")
+        print(f"LTKMs issued: {info.ltkms}")
+        print(f"subscriptions: {' '.join(info.subscriptions) or '-'}")
+    else:
+        store.cancel_subscription(args.user, args.ref)
+        print(f"subscription of {args.user} to {args.ref} ended")
+    return 0
+
+
+def _when(ms: int) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _accounts_db(args: argparse.Namespace, settings: Settings) -> RasDatabase:
+    """The admin server's database (its accounts), at the current schema."""
+    from openscws.ras.db import RasDatabase, default_url
+
+    url = args.accounts_db or settings.admin.db or default_url(settings.admin.data_dir)
+    db = RasDatabase(url)
+    try:
+        db.check_current()
+    except BaseException:
+        db.dispose()
+        raise
+    return db
+
+
+def _serve(args: argparse.Namespace, store: SqlStore, settings: Settings) -> int:
+    from openscws.bcast.api import create_bsm_api
     from openscws.bcast.bsm import BsmCore, UserKeys
     from openscws.bcast.server import ZnKeys, first_keys, start_bsm
+    from openscws.ras.accounts import Accounts
+    from openscws.ras.api_server import serve_api, stop_api
 
     if (args.zn_url is None) != (args.zn_token_file is None):
         raise ConfigError("give both --zn-url and --zn-token-file, or neither")
     token = args.zn_token_file.read_text().strip() if args.zn_token_file else None
+    accounts_db = _accounts_db(args, settings) if args.api_port is not None else None
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -268,6 +372,15 @@ def _serve(args: argparse.Namespace, store: SqlStore) -> int:
         server = await start_bsm(
             core, host=args.host, port=args.port, udp_port=args.udp_port, ltkm_port=args.ltkm_port
         )
+        api = None
+        if accounts_db is not None:
+            app = create_bsm_api(store, Accounts(accounts_db))
+            try:
+                api = await serve_api(app, args.api_host, args.api_port, access_log=False)
+            except BaseException:
+                await server.stop()
+                raise
+            print(f"BSM management API and console: {api.url}", flush=True)
         print(f"BSM ready: {server.url} (LTKMs from UDP {server.udp_port})", flush=True)
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -275,7 +388,13 @@ def _serve(args: argparse.Namespace, store: SqlStore) -> int:
         try:
             await stop.wait()
         finally:
+            if api is not None:
+                await stop_api(api)
             await server.stop()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        if accounts_db is not None:
+            accounts_db.dispose()
     return 0

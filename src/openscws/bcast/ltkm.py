@@ -53,6 +53,7 @@ __all__ = [
     "build_verification",
     "check_verification",
     "open_ltkm",
+    "peek",
 ]
 
 EXT_KEY_ID: Final = 2
@@ -150,6 +151,13 @@ def _parts(message: Message) -> tuple[bytes, bytes, bytes, bytes, Payload]:
     if ts.int("ts_type") != TsType.COUNTER:
         raise MikeyDecodeError("the LTKM timestamp is not a COUNTER")
     return data[3:], ts.bytes("ts_value"), ids[0].bytes("id_data"), ids[1].bytes("id_data"), kemac
+
+
+def peek(datagram: bytes) -> tuple[bytes, bytes, int]:
+    """(Key Domain ID, SEK/PEK ID, counter) an LTKM names, unverified: what a terminal that
+    hands the LTKM to the card (GBA_U) can tell of it. Raises a `MikeyError`."""
+    domain_and_id, ts, _idi, _idr, _kemac = _parts(decode(datagram))
+    return domain_and_id[:3], domain_and_id[3:], int.from_bytes(ts)
 
 
 def open_ltkm(datagram: bytes, smk: bytes, guard: ReplayGuard, now: float) -> Ltkm:

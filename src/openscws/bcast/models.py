@@ -88,3 +88,27 @@ class RkSubscriber(Base):
     rand: Mapped[bytes] = mapped_column(LargeBinary)
     derivation: Mapped[str] = mapped_column(String(64))
     created_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class Service(Base):
+    """A service of the catalogue by its globalServiceID (OMA BCAST ESG Service fragment),
+    with a name for operators."""
+
+    __tablename__ = "bsm_services"
+
+    service_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class ItemService(Base):
+    """Which services a purchase item bundles."""
+
+    __tablename__ = "bsm_item_services"
+
+    ref: Mapped[str] = mapped_column(
+        String(255), ForeignKey("bsm_items.ref", ondelete="CASCADE"), primary_key=True
+    )
+    service_id: Mapped[str] = mapped_column(
+        String(255), ForeignKey("bsm_services.service_id", ondelete="CASCADE"), primary_key=True
+    )

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -136,6 +136,10 @@ class LtkmPusher(asyncio.DatagramProtocol):
             key = (push.username, int.from_bytes(push.ltkm.key_id), push.ltkm.counter)
             self.pending[key] = _Pending(push, smk, address, 1)
 
+    def push_all(self, pushes: Iterable[Push], smk: bytes, address: tuple[str, int]) -> None:
+        for push in pushes:
+            self.push(push, smk, address)
+
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         try:
             message = decode(data)
@@ -197,10 +201,12 @@ class _BsmApp(SmallApp):
                 return
             if not message.get("more_body"):
                 break
+        args = (scope["method"], scope["path"], headers, bytes(body), client)
         try:
-            answer = await asyncio.to_thread(
-                self.bsm_handler, scope["method"], scope["path"], headers, bytes(body), client
-            )
+            if "authorization" in headers:
+                answer = await asyncio.to_thread(self.bsm_handler, *args)
+            else:  # answered before any lookup (a challenge): no worker thread needed
+                answer = self.bsm_handler(*args)
         except Exception:
             log.exception("BSM: the request failed")
             answer = HttpAnswer(500)
@@ -249,11 +255,10 @@ async def start_bsm(
         method: str, path: str, headers: dict[str, str], body: bytes, client: str
     ) -> HttpAnswer:
         answer = core.handle(method, path, headers, body, time.time())
-        if answer.pushes:
-            keys = core.keys_of(answer.pushes[0].username)
-            if keys is not None and client:
-                for push in answer.pushes:
-                    loop.call_soon_threadsafe(pusher.push, push, keys.smk, (client, ltkm_port))
+        if answer.pushes and client:
+            loop.call_soon_threadsafe(
+                pusher.push_all, answer.pushes, answer.smk, (client, ltkm_port)
+            )
         return HttpAnswer(answer.status, answer.headers, answer.body)
 
     try:

@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final, NoReturn
 
 from openscws.config import Settings
 from openscws.errors import ConfigError
@@ -25,6 +30,10 @@ if TYPE_CHECKING:
     from openscws.ras.vault import Vault
 
 __all__ = ["register", "run"]
+
+MAX_WORKERS: Final = 64
+WORKER_STOP_S: Final = 10.0
+"""How long a worker may take to stop (its open requests finish) before SIGKILL."""
 
 _DESCRIPTION = """\
 The Bootstrapping Server Function of 3GPP GBA (TS 33.220): terminals bootstrap on Ub with HTTP
@@ -88,6 +97,14 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--lifetime", type=int, default=3600, help="key lifetime of a bootstrapping, seconds"
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="Ub worker processes sharing the listening socket and the database (default 1; "
+        "for PostgreSQL, one per core)",
+    )
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -141,18 +158,9 @@ def serves(args: argparse.Namespace) -> bool:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from sqlalchemy.exc import DBAPIError
-
-    from openscws.ras.db import RasError
-
-    try:
-        return _dispatch(args, settings)
-    except (RasError, ConfigError, ValueError) as exc:
-        print(f"openscws: {exc}", file=sys.stderr)
-        return 2
-    except DBAPIError as exc:
-        print(f"openscws: database error: {exc.orig}", file=sys.stderr)
-        return 2
+    """Errors (bad input, "not found", the database's) reach `openscws.cli.main`, the CLI's
+    one error boundary: one line on stderr, status 1 for "not found", else 2."""
+    return _dispatch(args, settings)
 
 
 def _open(
@@ -267,23 +275,45 @@ def _tls(cert: Path | None, key: Path | None, ca: Path | None, what: str) -> Tls
 
 
 def _serve(args: argparse.Namespace, vault: Vault, db: BsfDatabase) -> int:
+    """Serves Ub (and Zn) in this process and, with --workers N, Ub in N - 1 forked worker
+    processes too, all accepting on one listening socket over the one database. That is safe:
+    every piece of state a request needs is in the database (SQN taken by one conditional
+    UPDATE, challenges answered once by another), none in a process. Zn and the purge of
+    expired state stay in this process."""
     from openscws.bsf.hss import SqlHss
-    from openscws.bsf.server import start_bsf
+    from openscws.bsf.server import listen_ub, start_bsf
 
+    if not 1 <= args.workers <= MAX_WORKERS:
+        raise ConfigError(f"--workers is 1..{MAX_WORKERS}")
     service = _service(args, vault, db, SqlHss(db, vault))
     tls = _tls(args.cert, args.key, None, "")
     zn_tls = _tls(args.zn_cert, args.zn_key, args.zn_client_ca, "zn-")
+    ub_socket = None
+    workers: list[int] = []
+    if args.workers > 1:
+        ub_socket = listen_ub(args.host, args.port)
+        db.engine.dispose()  # no pooled connection is shared across the fork
+        for _ in range(args.workers - 1):
+            pid = os.fork()
+            if pid == 0:
+                _worker(service, ub_socket, args, tls)
+            workers.append(pid)
 
     async def main() -> None:
-        server = await start_bsf(
-            service,
-            host=args.host,
-            port=args.port,
-            tls=tls,
-            zn_host=args.zn_host,
-            zn_port=None if args.no_zn else args.zn_port,
-            zn_tls=zn_tls,
-        )
+        try:
+            server = await start_bsf(
+                service,
+                host=args.host,
+                port=args.port,
+                tls=tls,
+                zn_host=args.zn_host,
+                zn_port=None if args.no_zn else args.zn_port,
+                zn_tls=zn_tls,
+                ub_socket=ub_socket,
+            )
+        except BaseException:
+            _stop_workers(workers)
+            raise
         print(f"BSF Ub ready: {server.ub_url}", flush=True)
         if server.zn_url:
             print(f"BSF Zn ready: {server.zn_url}", flush=True)
@@ -293,9 +323,66 @@ def _serve(args: argparse.Namespace, vault: Vault, db: BsfDatabase) -> int:
             await wait_for_stop_signal()
         finally:
             await server.stop()
+            _stop_workers(workers)
 
     asyncio.run(main())
     return 0
+
+
+def _worker(
+    service: BsfService, sock: socket.socket, args: argparse.Namespace, tls: TlsFiles | None
+) -> NoReturn:
+    """A forked Ub worker: serves until SIGTERM or SIGINT, then leaves the process without
+    running the parent's code (its exit status says whether it failed)."""
+    from openscws.aio.signals import wait_for_stop_signal
+    from openscws.bsf.server import start_bsf
+
+    status = 0
+    try:
+        service.db.engine.dispose(close=False)  # the parent's connections are not ours
+
+        async def main() -> None:
+            server = await start_bsf(
+                service, host=args.host, port=args.port, tls=tls, zn_port=None,
+                ub_socket=sock, purge=False,
+            )  # fmt: skip
+            try:
+                await wait_for_stop_signal()
+            finally:
+                await server.stop()
+
+        asyncio.run(main())
+    except BaseException:
+        logging.getLogger(__name__).exception("BSF worker %d failed", os.getpid())
+        status = 1
+    finally:
+        logging.shutdown()
+        os._exit(status)
+
+
+def _stop_workers(workers: list[int], timeout: float = WORKER_STOP_S) -> None:
+    """SIGTERM to each worker, then SIGKILL to those still there after `timeout` seconds."""
+    for pid in workers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    left = set(workers)
+    while left:
+        for pid in list(left):
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(pid, os.WNOHANG)[0] == 0:
+                    continue
+            left.discard(pid)
+        if not left:
+            break
+        if time.monotonic() > deadline:
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
+            break
+        time.sleep(0.05)
 
 
 def open_service(

@@ -1,11 +1,16 @@
 """The BSF database: `ras.db.RasDatabase` (engine, SQLite WAL + BEGIN IMMEDIATE, PostgreSQL at
 READ COMMITTED, transactions, migrations) with the BSF's own Alembic migrations and version
-table."""
+table. Ub's per-request work runs on `transaction()`: a bare connection inside one write
+transaction, for SQL core statements without the ORM's unit of work (a bootstrap's hot path)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import ClassVar, Final
+
+from sqlalchemy import Connection
 
 from openscws.ras.db import RasDatabase
 
@@ -27,3 +32,10 @@ class BsfDatabase(RasDatabase):
 
     def __repr__(self) -> str:
         return f"BsfDatabase({self.engine.url.render_as_string(hide_password=True)!r})"
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One write transaction on a pooled connection (BEGIN IMMEDIATE on SQLite), committed
+        when the block ends and rolled back if it raises."""
+        with self.engine.begin() as connection:
+            yield connection

@@ -15,19 +15,29 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
-from sqlalchemy import delete, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, bindparam, delete, select, update
 
 from openscws.aka.milenage import Milenage
 from openscws.aka.vector import AuthVector, make_vector, resync_sqn
 from openscws.bsf.db import BsfDatabase
-from openscws.bsf.models import GbaType, Subscriber
+from openscws.bsf.models import SUBSCRIBERS, GbaType, Subscriber
 from openscws.ras.db import Conflict, NotFound
 from openscws.ras.vault import Vault
 
 __all__ = ["IND_BITS", "Hss", "SqlHss", "SubscriberInfo", "SubscriberKeys"]
 
 IND_BITS: Final = 5
+
+_NEXT_SEQ: Final = (
+    update(SUBSCRIBERS)
+    .where(SUBSCRIBERS.c.impi == bindparam("who"))
+    .values(seq=SUBSCRIBERS.c.seq + 1)
+    .returning(
+        SUBSCRIBERS.c.seq, SUBSCRIBERS.c.k, SUBSCRIBERS.c.opc, SUBSCRIBERS.c.amf,
+        SUBSCRIBERS.c.gba_type,
+    )
+)  # fmt: skip
+"""Takes the IMPI's next SEQ_HE, with what makes the vector; built once (a bootstrap's path)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,20 +96,13 @@ class SqlHss:
     # -- Hss --------------------------------------------------------------------------------
 
     def vector(self, impi: str) -> tuple[AuthVector, GbaType] | None:
-        with self.db.write() as s:
-            return self.vector_in(s, impi)
+        with self.db.transaction() as connection:
+            return self.vector_in(connection, impi)
 
-    def vector_in(self, s: Session, impi: str) -> tuple[AuthVector, GbaType] | None:
+    def vector_in(self, connection: Connection, impi: str) -> tuple[AuthVector, GbaType] | None:
         """`vector` inside the caller's transaction: the BSF, when this store is in its own
         database, commits the SQN and the challenge made from it together."""
-        row = s.execute(
-            update(Subscriber)
-            .where(Subscriber.impi == impi)
-            .values(seq=Subscriber.seq + 1)
-            .returning(
-                Subscriber.seq, Subscriber.k, Subscriber.opc, Subscriber.amf, Subscriber.gba_type
-            )
-        ).one_or_none()
+        row = connection.execute(_NEXT_SEQ, {"who": impi}).one_or_none()
         if row is None:
             return None
         seq, k, opc, amf, gba_type = row

@@ -5,8 +5,9 @@ the associated data naming their row. Times are milliseconds since the epoch, UT
 from __future__ import annotations
 
 import enum
+from typing import Final
 
-from sqlalchemy import BigInteger, Index, LargeBinary, MetaData, String
+from sqlalchemy import BigInteger, Index, LargeBinary, MetaData, String, Table
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
@@ -85,3 +86,9 @@ class NafClient(Base):
     fqdn: Mapped[str] = mapped_column(String(255), primary_key=True)
     token_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
     created_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+# The tables themselves, for the SQL core statements of Ub's hot path (`bsf.service`).
+SUBSCRIBERS: Final[Table] = Base.metadata.tables[Subscriber.__tablename__]
+CHALLENGES: Final[Table] = Base.metadata.tables[PendingChallenge.__tablename__]
+SESSIONS: Final[Table] = Base.metadata.tables[BootstrapSession.__tablename__]

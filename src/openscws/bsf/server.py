@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ __all__ = [
     "BsfServer",
     "SmallApp",
     "TlsFiles",
+    "listen_ub",
     "send_answer",
     "serve_app",
     "server_url",
@@ -36,6 +38,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MAX_BODY: Final = 65536
+BACKLOG: Final = 256
 PURGE_EVERY_S: Final = 60.0
 
 Scope = MutableMapping[str, Any]
@@ -97,8 +100,18 @@ class AppServer(uvicorn.Server):
         yield
 
 
-async def serve_app(app: SmallApp, host: str, port: int, tls: TlsFiles | None) -> AppServer:
-    sock = listen_socket(app.name, host, port, backlog=256)
+async def serve_app(
+    app: SmallApp,
+    host: str,
+    port: int,
+    tls: TlsFiles | None,
+    *,
+    sock: socket.socket | None = None,
+) -> AppServer:
+    """Serves `app` on host:port, or on `sock` when given (a listening socket shared by worker
+    processes)."""
+    if sock is None:
+        sock = listen_socket(app.name, host, port, backlog=BACKLOG)
     options: dict[str, Any] = {}
     if tls is not None:
         options = {"ssl_certfile": str(tls.cert), "ssl_keyfile": str(tls.key)}
@@ -127,10 +140,11 @@ class BsfServer:
     zn: AppServer | None
     ub_url: str
     zn_url: str | None
-    _purger: asyncio.Task[None]
+    _purger: asyncio.Task[None] | None
 
     async def stop(self) -> None:
-        self._purger.cancel()
+        if self._purger is not None:
+            self._purger.cancel()
         for server in (self.ub, self.zn):
             if server is None or server.task is None:
                 continue
@@ -158,9 +172,12 @@ async def start_bsf(
     zn_host: str = "127.0.0.1",
     zn_port: int | None = 0,
     zn_tls: TlsFiles | None = None,
+    ub_socket: socket.socket | None = None,
+    purge: bool = True,
 ) -> BsfServer:
-    """Serves Ub on host:port and, unless `zn_port` is None, Zn on zn_host:zn_port (0: a free
-    port). Zn without TLS is refused anywhere but on loopback."""
+    """Serves Ub on host:port (or on `ub_socket`, see `listen_ub`) and, unless `zn_port` is
+    None, Zn on zn_host:zn_port (0: a free port). Zn without TLS is refused anywhere but on
+    loopback. `purge`: this process drops expired state (one process of several does)."""
     if zn_port is not None and zn_tls is None and zn_host not in ("127.0.0.1", "::1", "localhost"):
         raise ConfigError("Zn carries NAF keys: give it TLS (--zn-cert/--zn-key) off loopback")
 
@@ -176,7 +193,7 @@ async def start_bsf(
             return HttpAnswer(405, (("Allow", "POST"),))
         return service.zn(headers.get("authorization"), body)
 
-    ub_server = await serve_app(SmallApp("BSF Ub", ub), host, port, tls)
+    ub_server = await serve_app(SmallApp("BSF Ub", ub), host, port, tls, sock=ub_socket)
     zn_server = None
     if zn_port is not None:
         try:
@@ -184,13 +201,19 @@ async def start_bsf(
         except BaseException:
             ub_server.should_exit = True
             raise
-    purger = asyncio.create_task(_purge(service), name="bsf-purge")
+    purger = asyncio.create_task(_purge(service), name="bsf-purge") if purge else None
     ub_url = server_url("https" if tls else "http", host, ub_server.port)
     zn_url = None
     if zn_server is not None:
         zn_url = server_url("https" if zn_tls else "http", zn_host, zn_server.port) + "zn/v1/keys"
     log.info("BSF %s: Ub on %s, Zn on %s", service.server_name, ub_url, zn_url or "(off)")
     return BsfServer(service, ub_server, zn_server, ub_url, zn_url, purger)
+
+
+def listen_ub(host: str, port: int) -> socket.socket:
+    """Ub's listening socket made before worker processes fork, so that they all accept on it
+    (the kernel hands each connection to one of them)."""
+    return listen_socket("BSF Ub", host, port, backlog=BACKLOG)
 
 
 async def _purge(service: BsfService) -> None:

@@ -6,10 +6,14 @@ Ub, per request (`gba.ub` has the messages and the tables):
 
 * no nonce: the IMPI's next vector from the HSS (its SQN committed first), the challenge stored
   under its nonce with XRES and Ks = CK || IK sealed, then 401 with the challenge;
-* a stored nonce, answered with RES: the challenge goes CHALLENGED -> BOOTSTRAPPED in one
-  conditional UPDATE together with the new session (B-TID, Ks, lifetime), then 200;
+* a stored nonce, answered with RES: in one transaction, the challenge read, RES judged, the
+  challenge CHALLENGED -> BOOTSTRAPPED in one conditional UPDATE and the new session (B-TID,
+  Ks, lifetime) inserted, then 200;
 * a stored nonce with AUTS: the HSS resynchronises (MAC-S checked), then a new 401;
 * failures answer as `gba.ub.FAILURE_STATUS` says, each with one log line (never a key).
+
+A bootstrap is thus two write transactions (SQL core statements built once, no ORM unit of
+work); each failure logs one warning, a success only at DEBUG (no log line per request).
 
 Zn (this project's reading of TS 33.220 §4.5.3 and TS 29.109, which specify Diameter): the NAF
 POSTs JSON {"btid", "naf_fqdn", "ua_protocol"} with `Authorization: Bearer <token>`; the token
@@ -27,13 +31,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Final
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from openscws.bsf.db import BsfDatabase
 from openscws.bsf.hss import Hss, SqlHss
-from openscws.bsf.models import BootstrapSession, GbaType, NafClient, PendingChallenge
+from openscws.bsf.models import (
+    CHALLENGES,
+    SESSIONS,
+    BootstrapSession,
+    GbaType,
+    NafClient,
+    PendingChallenge,
+)
 from openscws.gba.bootstrap_xml import BootstrappingInfo, format_lifetime
 from openscws.gba.digest import Credentials, DigestError, check_response, sync_failure_password
 from openscws.gba.kdf import b_tid, ks_int_naf, ks_naf, naf_id
@@ -59,7 +70,23 @@ log = logging.getLogger(__name__)
 CHALLENGE_TTL_S: Final = 300
 """How long a challenge may be answered."""
 SERVER: Final = f"openscws-bsf {PRODUCT_TOKEN}"
+_SERVER_FIELD: Final = ("Server", SERVER)
 MAX_ZN_BODY: Final = 4096
+
+# Ub's statements, built once: a bootstrap runs them on a bare connection (`BsfDatabase.
+# transaction`), without the ORM's unit of work.
+_PENDING: Final = select(
+    CHALLENGES.c.impi, CHALLENGES.c.rand, CHALLENGES.c.xres, CHALLENGES.c.ks,
+    CHALLENGES.c.gba_type, CHALLENGES.c.state, CHALLENGES.c.created_ms,
+).where(CHALLENGES.c.nonce == bindparam("b_nonce"))  # fmt: skip
+_ANSWERED: Final = (
+    update(CHALLENGES)
+    .where(CHALLENGES.c.nonce == bindparam("b_nonce"))
+    .where(CHALLENGES.c.state == bindparam("was"))
+    .values(state=bindparam("new"))
+)
+_NEW_CHALLENGE: Final = insert(CHALLENGES)
+_NEW_SESSION: Final = insert(SESSIONS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,57 +146,60 @@ class BsfService:
         impi = creds.username
         if not creds.nonce:
             return self._challenge(impi)
-        with self.db.read() as s:
-            rec = s.get(PendingChallenge, creds.nonce)
-            if rec is not None:
-                s.expunge(rec)
+        if creds.auts is not None:
+            return self._resync(creds, method, body)
         now_ms = self._now_ms()
-        if rec is None or now_ms - rec.created_ms > CHALLENGE_TTL_S * 1000:
+        btid = gba_type = ""
+        xres = b""
+        outcome: BsfEvent | str
+        with self.db.transaction() as c:
+            rec = c.execute(_PENDING, {"b_nonce": creds.nonce}).one_or_none()
+            if rec is None or now_ms - rec.created_ms > CHALLENGE_TTL_S * 1000:
+                outcome = "stale"
+            elif rec.impi != impi:
+                log.warning("Ub: %s: answers a nonce issued to another IMPI", impi)
+                return self._fail("res-wrong")
+            else:
+                xres = self._open(creds.nonce, "xres", rec.xres)
+                outcome = BsfEvent.RES_WRONG
+                if creds.realm == self.server_name:
+                    outcome = bsf_judge(creds, xres, method, body)
+                if not self._consume(c, creds.nonce, BsfState(rec.state), outcome):
+                    outcome = "replayed"
+                elif outcome is BsfEvent.RES_OK:
+                    btid, gba_type = b_tid(rec.rand, self.server_name), rec.gba_type
+                    ks = self._open(creds.nonce, "ks", rec.ks)
+                    c.execute(
+                        _NEW_SESSION,
+                        {
+                            "btid": btid,
+                            "impi": impi,
+                            "rand": rec.rand,
+                            "ks": self.vault.seal(ks, f"bsf/session/{btid}/ks"),
+                            "gba_type": gba_type,
+                            "created_ms": now_ms,
+                            "expires_ms": now_ms + self.lifetime_s * 1000,
+                        },
+                    )
+        if outcome == "stale":
             log.warning("Ub: %s: unknown or expired nonce: a new challenge", impi)
             return self._challenge(impi, stale=True)
-        if rec.impi != impi:
-            log.warning("Ub: %s: answers a nonce issued to another IMPI", impi)
-            return self._fail("res-wrong")
-        if creds.auts is not None:
-            return self._resync(creds, rec, method, body)
-        xres = self._open(rec.nonce, "xres", rec.xres)
-        event = BsfEvent.RES_WRONG
-        if creds.realm == self.server_name:
-            event = bsf_judge(creds, xres, method, body)
-        btid = b_tid(rec.rand, self.server_name)
-        expires_ms = now_ms + self.lifetime_s * 1000
-        try:
-            with self.db.write() as s:
-                self._consume(s, rec, event)
-                if event is BsfEvent.RES_OK:
-                    s.add(
-                        BootstrapSession(
-                            btid=btid,
-                            impi=impi,
-                            rand=rec.rand,
-                            ks=self.vault.seal(
-                                self._open(rec.nonce, "ks", rec.ks), f"bsf/session/{btid}/ks"
-                            ),
-                            gba_type=rec.gba_type,
-                            created_ms=now_ms,
-                            expires_ms=expires_ms,
-                        )
-                    )
-        except UbStateError:
+        if outcome == "replayed":
             log.warning("Ub: %s: replayed nonce (already answered): a new challenge", impi)
             return self._challenge(impi)
-        if event is BsfEvent.RES_WRONG:
+        if outcome is BsfEvent.RES_WRONG:
             log.warning("Ub: %s: wrong RES (user authentication failed)", impi)
             return self._fail("res-wrong")
-        lifetime = datetime.fromtimestamp(expires_ms / 1000, UTC)
+        lifetime = datetime.fromtimestamp((now_ms + self.lifetime_s * 1000) / 1000, UTC)
         fields, xml = bsf_bootstrapped(creds, xres, BootstrappingInfo(btid, lifetime))
-        log.info("Ub: %s bootstrapped (%s): B-TID %s until %s", impi, rec.gba_type, btid,
-                 format_lifetime(lifetime))  # fmt: skip
-        return HttpAnswer(200, (("Server", SERVER), *fields), xml)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("Ub: %s bootstrapped (%s): B-TID %s until %s", impi, gba_type, btid,
+                      format_lifetime(lifetime))  # fmt: skip
+        return HttpAnswer(200, (_SERVER_FIELD, *fields), xml)
 
-    def _resync(
-        self, creds: Credentials, rec: PendingChallenge, method: str, body: bytes
-    ) -> HttpAnswer:
+    def _resync(self, creds: Credentials, method: str, body: bytes) -> HttpAnswer:
+        """An answer with AUTS: the HSS takes SQN_MS (MAC-S checked) outside the challenge's
+        transaction, since the subscriber store may be this database."""
         impi = creds.username
         try:
             auts = creds.auts_bytes
@@ -177,13 +207,20 @@ class BsfService:
             log.warning("Ub: %s: malformed auts: %s", impi, exc)
             return self._fail("malformed")
         assert auts is not None
+        with self.db.transaction() as c:
+            rec = c.execute(_PENDING, {"b_nonce": creds.nonce}).one_or_none()
+        if rec is None or self._now_ms() - rec.created_ms > CHALLENGE_TTL_S * 1000:
+            log.warning("Ub: %s: unknown or expired nonce: a new challenge", impi)
+            return self._challenge(impi, stale=True)
+        if rec.impi != impi:
+            log.warning("Ub: %s: answers a nonce issued to another IMPI", impi)
+            return self._fail("res-wrong")
         ok = check_response(creds, password=sync_failure_password(), method=method, body=body)
         ok = ok and self.hss.resync(impi, rec.rand, auts)
         event = BsfEvent.AUTS_OK if ok else BsfEvent.AUTS_BAD
-        try:
-            with self.db.write() as s:
-                self._consume(s, rec, event)
-        except UbStateError:
+        with self.db.transaction() as c:
+            consumed = self._consume(c, creds.nonce, BsfState(rec.state), event)
+        if not consumed:
             log.warning("Ub: %s: replayed nonce (already answered): a new challenge", impi)
             return self._challenge(impi)
         if not ok:
@@ -192,25 +229,25 @@ class BsfService:
         log.info("Ub: %s: SQN resynchronised from AUTS: a new challenge", impi)
         return self._challenge(impi)
 
-    def _consume(self, s: Any, rec: PendingChallenge, event: BsfEvent) -> None:
-        """CHALLENGED -> the event's state, exactly once even under concurrent answers."""
-        new = step(BSF_TABLE, BsfState(rec.state), event)
-        done = s.execute(
-            update(PendingChallenge)
-            .where(PendingChallenge.nonce == rec.nonce)
-            .where(PendingChallenge.state == BsfState.CHALLENGED.value)
-            .values(state=new.value)
-        )
-        if _rowcount(done) != 1:
-            raise UbStateError(f"{event} is not allowed: the challenge was already answered")
+    @staticmethod
+    def _consume(c: Connection, nonce: str, state: BsfState, event: BsfEvent) -> bool:
+        """CHALLENGED -> the event's state (`gba.ub.BSF_TABLE`), exactly once even under
+        concurrent answers (one conditional UPDATE); False when the table does not allow the
+        event in the state read, or another answer took the challenge first: a replay."""
+        try:
+            new = step(BSF_TABLE, state, event)
+        except UbStateError:
+            return False
+        done = c.execute(_ANSWERED, {"b_nonce": nonce, "was": state.value, "new": new.value})
+        return _rowcount(done) == 1
 
     def _challenge(self, impi: str, *, stale: bool = False) -> HttpAnswer:
         """A vector, its challenge stored, the 401. The SQN is committed before the 401
         leaves: together with the challenge when the subscriber store is this database,
         else by the store itself first."""
-        with self.db.write() as s:
+        with self.db.transaction() as c:
             if isinstance(self.hss, SqlHss) and self.hss.db is self.db:
-                got = self.hss.vector_in(s, impi)
+                got = self.hss.vector_in(c, impi)
             else:
                 got = self.hss.vector(impi)
             if got is None:
@@ -223,23 +260,24 @@ class BsfService:
             if stale:
                 challenge = replace(challenge, stale=True)
             where = f"bsf/challenge/{challenge.nonce}"
-            s.add(
-                PendingChallenge(
-                    nonce=challenge.nonce,
-                    impi=impi,
-                    rand=vector.rand,
-                    xres=self.vault.seal(vector.xres, f"{where}/xres"),
-                    ks=self.vault.seal(vector.ck + vector.ik, f"{where}/ks"),
-                    gba_type=str(gba_type),
-                    state=BsfState.CHALLENGED.value,
-                    created_ms=self._now_ms(),
-                )
+            c.execute(
+                _NEW_CHALLENGE,
+                {
+                    "nonce": challenge.nonce,
+                    "impi": impi,
+                    "rand": vector.rand,
+                    "xres": self.vault.seal(vector.xres, f"{where}/xres"),
+                    "ks": self.vault.seal(vector.ck + vector.ik, f"{where}/ks"),
+                    "gba_type": str(gba_type),
+                    "state": BsfState.CHALLENGED.value,
+                    "created_ms": self._now_ms(),
+                },
             )
-        log.info("Ub: %s challenged (%s)", impi, gba_type)
-        return HttpAnswer(401, (("Server", SERVER), ("WWW-Authenticate", challenge.format())), b"")
+        log.debug("Ub: %s challenged (%s)", impi, gba_type)
+        return HttpAnswer(401, (_SERVER_FIELD, ("WWW-Authenticate", challenge.format())), b"")
 
     def _fail(self, reason: str) -> HttpAnswer:
-        return HttpAnswer(FAILURE_STATUS[reason], (("Server", SERVER),), b"")
+        return HttpAnswer(FAILURE_STATUS[reason], (_SERVER_FIELD,), b"")
 
     # -- Zn ---------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ import datetime
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from openscws.config import Settings
 from openscws.errors import ConfigError
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from openscws.dm.db import DmDatabase, DmStore
     from openscws.ras.vault import Vault
 
-__all__ = ["register", "run", "serves"]
+__all__ = ["ACTIONS", "register_server", "run", "serves"]
 
 _DESCRIPTION = """\
 The OMA DM 1.2 server (OMA-TS-DM_Protocol, OMA-TS-DM_Security): devices POST their SyncML
@@ -112,12 +112,15 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    dm = sub.add_parser(
-        "dm", help="the OMA DM server: serve, devices, management jobs", description=_DESCRIPTION
+ACTIONS: Final = ("serve", "init", "device", "job")
+"""The `openscws dm` actions of the server side (the client's are `dm.client_cli`'s)."""
+
+
+def register_server(acts: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Adds `serve`, `init`, `device` and `job` to the actions of `openscws dm`."""
+    serve = acts.add_parser(
+        "serve", help="run the DM server (HTTPS, PSK-TLS, REST API)", description=_DESCRIPTION
     )
-    acts = dm.add_subparsers(dest="dm_action", required=True, metavar="ACTION")
-    serve = acts.add_parser("serve", help="run the DM server (HTTPS, PSK-TLS, REST API)")
     _where(serve)
     _serve_options(serve)
     init = acts.add_parser("init", help="create the master key and the database schema")

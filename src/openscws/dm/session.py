@@ -70,7 +70,7 @@ def _b64(nonce: bytes) -> str:
 def _unb64(text: str) -> bytes:
     try:
         return base64.b64decode(text, validate=True)
-    except binascii.Error:
+    except (binascii.Error, ValueError):  # ValueError: not even ASCII
         raise ProtocolError(400, "NextNonce is not base64") from None
 
 
@@ -869,7 +869,10 @@ class ClientSession:
             self.challenges += 1
             return self._send(self._package1())  # back to Package #1 with the new nonce
         chal = None
-        if judged != 200 or server_mac:  # the server's nonce rolls over on every verdict
+        # The server's nonce rolls over on every verdict, but only when a reply carries the
+        # Chal: a session that ends here keeps the nonce the server has (Package #0 next time).
+        silent = nxt in (C.ENDED, C.ABORTED) and not gives_up
+        if (judged != 200 or server_mac) and not silent:
             assert self.srvcred is not None
             assert self.new_nonce is not None
             fresh = self.new_nonce()

@@ -9,11 +9,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ssl
-import sys
 from pathlib import Path
 
 from openscws.config import Settings
-from openscws.errors import OpenScwsError
 
 __all__ = ["register", "run"]
 
@@ -44,11 +42,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        return asyncio.run(_bootstrap(args, settings))
-    except OpenScwsError as exc:
-        print(f"openscws: {exc}", file=sys.stderr)
-        return 2
+    return asyncio.run(_bootstrap(args, settings))
 
 
 async def _bootstrap(args: argparse.Namespace, settings: Settings) -> int:

@@ -57,6 +57,9 @@ _PARAM: Final = re.compile(
     r"[ \t]*(,|$)"
 )
 _NC: Final = re.compile(r"[0-9a-fA-F]{8}")
+_CONTROL: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+"""What a quoted-string cannot carry: control characters other than HTAB."""
+_QUOTED_PAIR: Final = re.compile(r"\\(.)")
 
 
 class DigestError(OpenScwsError):
@@ -322,9 +325,13 @@ def sync_failure_password() -> bytes:
 
 
 def _quote(value: str) -> str:
-    if any((ord(c) < 0x20 and c != "\t") or c == "\x7f" for c in value):
+    if _CONTROL.search(value):
         raise DigestError("a Digest parameter cannot hold control characters (CR, LF, ...)")
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _unquote(quoted: str) -> str:
+    return _QUOTED_PAIR.sub(r"\1", quoted) if "\\" in quoted else quoted
 
 
 def _b64(value: str, name: str) -> bytes:
@@ -370,7 +377,7 @@ def _parse_params(value: str) -> dict[str, str]:
         if name in params:
             raise DigestError(f"parameter {name!r} given twice")
         token, quoted = m.group(2), m.group(3)
-        params[name] = token if token is not None else re.sub(r"\\(.)", r"\1", quoted)
+        params[name] = token if token is not None else _unquote(quoted)
         pos = m.end()
         if m.group(4) == "," and pos >= len(text):
             raise DigestError("trailing comma")

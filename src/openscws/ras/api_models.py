@@ -294,6 +294,10 @@ class CampaignOut(_Out):
     jobs: int
     open_jobs: int
     progress: Progress
+    trigger: str | None = Field(
+        default=None,
+        description='"sms" or "sip-push"; null: the server\'s configured default (admin.trigger)',
+    )
 
     @classmethod
     def of(cls, info: CampaignInfo, progress: dict[str, int]) -> CampaignOut:
@@ -308,6 +312,11 @@ class CampaignCardOut(_Out):
     max_attempts: int
     last_error: str | None
     updated_at: datetime
+    pap_code: int | None = Field(
+        default=None,
+        description="PAP result code of the job's last SIP push trigger (1000: delivered); "
+        "null: no SIP push yet",
+    )
 
     @classmethod
     def of(cls, row: CampaignCard) -> CampaignCardOut:
@@ -319,6 +328,7 @@ class CampaignCardOut(_Out):
             max_attempts=row.max_attempts,
             last_error=row.last_error,
             updated_at=row.updated_at,
+            pap_code=row.pap_code,
         )
 
 
@@ -426,6 +436,7 @@ def _campaign_fields(info: CampaignInfo, progress: dict[str, int]) -> dict[str, 
         "created_at": info.created_at,
         "jobs": info.jobs,
         "open_jobs": info.open_jobs,
+        "trigger": info.trigger,
         "progress": Progress(**progress),
     }
 

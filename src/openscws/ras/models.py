@@ -189,6 +189,9 @@ class Job(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(255))
     lease_until: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
+    pap_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """The PAP result code of the job's last SIP push trigger (1000: delivered); None: no
+    SIP push yet."""
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]

@@ -105,8 +105,7 @@ class SipPushSender:
                 seconds=self.outcome_timeout
             )
             try:
-                answer = await asyncio.to_thread(
-                    self.client.push,
+                answer = await self.client.push_async(
                     push_id,
                     address,
                     packet,
@@ -117,13 +116,15 @@ class SipPushSender:
                 raise SendError(str(e)) from None
             if not isinstance(answer, PushResponse) or not pap.is_success(answer.code):
                 code = getattr(answer, "code", 3000)
-                raise SendError(f"PPG refused the push: PAP {pap.code_name(code)}")
+                raise _pap_error(f"PPG refused the push: PAP {pap.code_name(code)}", code)
             state, code, desc = await self._outcome(push_id, future)
         finally:
             self._waiting.pop(push_id, None)
         if state is MessageState.DELIVERED:
-            return SendResult(DeliveryStatus.DELIVERED, 1)
-        raise SendError(f"PAP {state.value} {pap.code_name(code)}" + (f": {desc}" if desc else ""))
+            return SendResult(DeliveryStatus.DELIVERED, 1, pap_code=code)
+        raise _pap_error(
+            f"PAP {state.value} {pap.code_name(code)}" + (f": {desc}" if desc else ""), code
+        )
 
     async def _outcome(
         self, push_id: str, future: asyncio.Future[ResultNotificationMessage]
@@ -136,7 +137,7 @@ class SipPushSender:
                     note = await asyncio.shield(future)
                     return note.state, note.code, note.desc
             try:
-                status = await asyncio.to_thread(self.client.status, push_id)
+                status = await self.client.status_async(push_id)
             except PapClientError as e:
                 log.info("PAP status of %s: %s", push_id, e)
                 continue
@@ -145,3 +146,9 @@ class SipPushSender:
                 if result.state is not MessageState.PENDING:
                     return result.state, result.code, result.desc
         return MessageState.TIMEOUT, 4000, "no outcome from the PPG"
+
+
+def _pap_error(message: str, code: int) -> SendError:
+    error = SendError(message)
+    error.pap_code = code
+    return error

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -89,10 +90,15 @@ class SendResult:
     por: bytes = b""
     message_ids: tuple[str, ...] = ()
     """SMSC message ids, one per part (SMPP)."""
+    pap_code: int | None = None
+    """SIP push: the PAP result code of the push (1000: delivered)."""
 
 
 class SendError(OpenScwsError):
     """The SMS could not be handed on (no connection, a refusal, a card that is gone)."""
+
+    pap_code: int | None = None
+    """SIP push: the PAP code the PPG gave for the push (refused or not delivered)."""
 
 
 class SmppError(SendError):
@@ -166,9 +172,10 @@ class _References:
 
 
 class LocalTerminalSender:
-    """POSTs each SMS-DELIVER to the gateway's `POST /sms` (`aio/smsc_local.py`). That gateway
-    serves one card, so `msisdn` only names it in logs. The result is the card's answer to
-    the last part; a part the card does not take ends the sending."""
+    """POSTs each SMS-DELIVER to the gateway's `POST /sms?msisdn=<MSISDN>`
+    (`aio/smsc_local.py`), which routes it to the card of that MSISDN (`openscws up --cards
+    N`) or hands it to its one card. The result is the card's answer to the last part; a part
+    the card does not take ends the sending."""
 
     def __init__(
         self,
@@ -206,14 +213,22 @@ class LocalTerminalSender:
         tpdus = self.tpdus(packet)
         status, por = DeliveryStatus.ERROR, b""
         for tpdu in tpdus:
-            status, por = await asyncio.to_thread(self._post, tpdu)
+            status, por = await asyncio.to_thread(self._post, tpdu, msisdn)
             if status not in (DeliveryStatus.DELIVERED, DeliveryStatus.POR):
                 break
         return SendResult(status, len(tpdus), por)
 
-    def _post(self, tpdu: bytes) -> tuple[DeliveryStatus, bytes]:
+    def url_for(self, msisdn: str) -> str:
+        """The URL an SMS for `msisdn` is POSTed to: `url` with `msisdn` in its query."""
+        parts = urllib.parse.urlsplit(self.url)
+        query = [q for q in urllib.parse.parse_qsl(parts.query) if q[0] != "msisdn"]
+        if msisdn:
+            query.append(("msisdn", msisdn))
+        return parts._replace(query=urllib.parse.urlencode(query)).geturl()
+
+    def _post(self, tpdu: bytes, msisdn: str = "") -> tuple[DeliveryStatus, bytes]:
         request = urllib.request.Request(
-            self.url, data=tpdu, method="POST", headers={"Content-Type": SMS_MEDIA_TYPE}
+            self.url_for(msisdn), data=tpdu, method="POST", headers={"Content-Type": SMS_MEDIA_TYPE}
         )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:

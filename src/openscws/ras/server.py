@@ -574,10 +574,14 @@ class RasServer:
         works = await self.db(service.claim_triggers, self.owner, self.config.trigger_batch, now)
         if not works:
             return 0
-        results = await asyncio.gather(*(self._send(w) for w in works))
+        codes: dict[str, int] = {}
+        results = await asyncio.gather(*(self._send(w, codes) for w in works))
+        if codes:
+            await self.db(service.record_pap_codes, codes)
         return sum(results)
 
-    async def _send(self, work: TriggerWork) -> int:
+    async def _send(self, work: TriggerWork, codes: dict[str, int]) -> int:
+        """Sends one trigger; a SIP push's PAP result code goes into `codes` (job id -> code)."""
         if not work.msisdn:
             await self._finish_job(work, "failed", "card has no MSISDN")
             return 0
@@ -598,9 +602,13 @@ class RasServer:
             sender = self.senders.get(work.trigger or "", self.sender)
             result = await sender.send(work.msisdn, packet)
         except SendError as exc:
+            if exc.pap_code is not None:
+                codes[work.job_id] = exc.pap_code
             log.warning("trigger for %s not sent: %s", work.iccid, exc)
             await self._finish_job(work, "retry", f"trigger not sent: {exc}")
             return 0
+        if result.pap_code is not None:
+            codes[work.job_id] = result.pap_code
         refused = _refusal(result)
         if refused is not None:
             log.warning("trigger for %s: %s", work.iccid, refused)

@@ -36,7 +36,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, Literal
@@ -259,6 +259,8 @@ class CampaignInfo:
     open_jobs: int
     progress: dict[str, int] = field(default_factory=dict)
     """Jobs per state (every state present, zeros included)."""
+    trigger: str | None = None
+    """"sms", "sip-push", or None: the server's configured default."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,6 +272,8 @@ class CampaignCard:
     max_attempts: int
     last_error: str | None
     updated_at: datetime
+    pap_code: int | None = None
+    """The PAP result code of the job's last SIP push trigger; None: no SIP push yet."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -870,6 +874,7 @@ class RasService:
                 len(card_ids),
                 len(card_ids),
                 {**_no_jobs(), str(JobState.PENDING): len(card_ids)},
+                trigger,
             )
 
     def create_key_rotation(
@@ -1068,6 +1073,7 @@ class RasService:
                     Job.max_attempts,
                     Job.last_error,
                     Job.updated_at,
+                    Job.pap_code,
                 )
                 .join(Card, Card.id == Job.card_id)
                 .where(Job.campaign_id == campaign_id)
@@ -1284,6 +1290,15 @@ class RasService:
             job.lease_until = now + self.policy.session_ttl
             job.updated_at = now
             return True
+
+    def record_pap_codes(self, codes: Mapping[str, int]) -> None:
+        """Keeps each job's PAP result code of its last SIP push trigger (job id -> code), in
+        one transaction for a batch of triggers."""
+        if not codes:
+            return
+        with self._db.write() as s:
+            for job_id, code in codes.items():
+                s.execute(update(Job).where(Job.id == job_id).values(pap_code=int(code)))
 
     def finish_job(
         self, job_id: str, owner: str, outcome: Outcome, reason: str | None, now: datetime
@@ -1655,7 +1670,11 @@ def _campaign_infos(s: Session, campaign_id: int | None) -> list[CampaignInfo]:
         if state == CampaignState.ACTIVE and open_jobs == 0:
             state = "finished"
         ops = tuple(Operation.from_json(d) for d in c.operations)
-        out.append(CampaignInfo(c.id, c.name, state, ops, c.created_at, jobs, open_jobs, progress))
+        out.append(
+            CampaignInfo(
+                c.id, c.name, state, ops, c.created_at, jobs, open_jobs, progress, c.trigger
+            )
+        )
     return out
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from openscws.agent.app import AdminAgentApp
 from openscws.agent.commands import ScwsAdminExecutor
 from openscws.agent.credentials import AgentSecrets
 from openscws.bip.card import BipServerApp, HandlerFactory, ServerConfig, StreamHandler
+from openscws.cardapp import LoadedApp
 from openscws.config import CardSettings
 from openscws.http.connection import HttpServerConnection
 from openscws.http.limits import RamBudget
@@ -23,6 +25,7 @@ from openscws.tls.dispatch import TlsDispatcher, openssl_suite_codes
 from openscws.tls.endpoint import TlsServerHandler
 from openscws.uicc.aram import RULES_KEY, AraM
 from openscws.uicc.card import CardIdentity, VirtualUicc
+from openscws.uicc.csim import CsimApp, CsimSecrets
 from openscws.uicc.usim import UsimApp, UsimSecrets
 
 if TYPE_CHECKING:
@@ -40,14 +43,20 @@ def build_site(
     secret: bytes | None = None,
     started: float | None = None,
     host_policy: HostPolicy | None = None,
+    apps: Iterable[LoadedApp] = (),
 ) -> Site:
-    """The card's site: the image's resources and the card information application on
-    /app/info. `started` (unix seconds) is when the card started, for its uptime;
-    `host_policy` (default: local names, ports not checked) guards it against requests meant
+    """The card's site: the image's resources, the card information application on
+    /app/info and the plug-in card applications `apps` that loaded (`openscws.cardapp`).
+    `started` (unix seconds) is when the card started, for its uptime; `host_policy`
+    (default: local names, ports not checked) guards it against requests meant
     for other servers and cross-origin writes (`scws.guard`)."""
     policy = host_policy if host_policy is not None else HostPolicy()
     site = Site(store, card={"ICCID": iccid}, secret=secret, started=started, host_policy=policy)
     site.register_app(INFO_APP_PATH, CardInfoApp())
+    for loaded in apps:
+        if loaded.app is not None and loaded.prefix is not None:
+            site.register_app(loaded.prefix, loaded.app)
+            log.info("card application %s on %s", loaded.name, loaded.prefix)
     return site
 
 
@@ -65,6 +74,18 @@ def _gnutls_psk(settings: CardSettings, psk: PskTable | None) -> PskTable | None
     return psk
 
 
+def _card_engine_psk(settings: CardSettings, psk: PskTable | None) -> PskTable | None:
+    """The PSK table when PSK-TLS 1.2 AES clients go to the card TLS engine
+    (`card.tls_engine = "card"`, the "compat" profile, PSK-TLS enabled with identities)."""
+    if settings.tls_engine != "card" or settings.tls_profile != "compat":
+        return None
+    if psk is None or not psk.enabled or not psk.keys:
+        log.warning('card.tls_engine = "card" but PSK-TLS is off or has no identity: OpenSSL')
+        return None
+    log.info("PSK-TLS 1.2 AES clients are served by the card TLS engine")
+    return psk
+
+
 def handler_factories(
     site: Site,
     settings: CardSettings,
@@ -75,7 +96,8 @@ def handler_factories(
     `settings.tls_ports` (dropped, with a warning, when there is no TLS context). With
     `psk` (the card's PSK table, enabled) and the "compat" profile, HTTPS connections go
     through `TlsDispatcher`, so a client offering only TLS_PSK_WITH_3DES_EDE_CBC_SHA is
-    served by GnuTLS and every other one by OpenSSL as before."""
+    served by GnuTLS and every other one by OpenSSL as before; with `card.tls_engine =
+    "card"` too, TLS 1.2 clients of the PSK AES suites are served by the card TLS engine."""
     budget = RamBudget.for_limits(settings.limits)
 
     def http(channel: int, now: float) -> StreamHandler:
@@ -91,7 +113,10 @@ def handler_factories(
             now=now,
         )
 
+    card_engine = tls is not None and _card_engine_psk(settings, psk) is not None
     table = _gnutls_psk(settings, psk) if tls is not None else None
+    if table is None and card_engine:
+        table = psk
     suites = frozenset() if tls is None or table is None else openssl_suite_codes(tls)
 
     def https_dispatch(channel: int, now: float) -> StreamHandler:
@@ -102,6 +127,7 @@ def handler_factories(
             HttpServerConnection(site, settings.limits, budget, scheme="https", now=now),
             table.psk_keys(),
             openssl_suites=suites,
+            card_engine=card_engine,
             handshake_timeout=settings.tls_handshake_timeout,
             record_limit=settings.tls_record_limit,
             now=now,
@@ -143,6 +169,12 @@ def usim_app(secrets: SecretStore) -> UsimApp | None:
     return UsimApp.from_secrets(UsimSecrets(secrets))
 
 
+def csim_app(secrets: SecretStore) -> CsimApp | None:
+    """The CSIM-like application of the (R-)UIM subscription in `secrets`, if one was
+    provisioned (`openscws card csim set`)."""
+    return CsimApp.from_secrets(CsimSecrets(secrets))
+
+
 def build_card(
     store: ResourceStore,
     settings: CardSettings,
@@ -155,14 +187,19 @@ def build_card(
     usim: UsimApp | None = None,
     started: float | None = None,
     host_policy: HostPolicy | None = None,
+    csim: CsimApp | None = None,
+    apps: Iterable[LoadedApp] = (),
 ) -> VirtualUicc:
     """The card, serving `settings.ports`; HTTPS ports need `tls` (the card's
     `CardKeyStore.server_context()`); `psk` is the card's PSK table (`psk_table()`), for the
     3DES PSK suite through GnuTLS (see `handler_factories`). `agent` (see `admin_agent`)
     takes remote administration triggers and runs the sessions; `usim` (see `usim_app`)
-    answers AUTHENTICATE. `started` (unix seconds) is when the card started, for the uptime
-    its information page shows."""
-    site = build_site(store, iccid, secret=secret, started=started, host_policy=host_policy)
+    answers AUTHENTICATE, and `csim` (see `csim_app`) the (R-)UIM BCAST path. `started`
+    (unix seconds) is when the card started, for the uptime its information page shows.
+    `apps`: plug-in card applications (`load_card_apps`)."""
+    site = build_site(
+        store, iccid, secret=secret, started=started, host_policy=host_policy, apps=apps
+    )
     factories = handler_factories(site, settings, tls, psk)
     server = BipServerApp(
         ServerConfig(
@@ -175,7 +212,10 @@ def build_card(
         factories,
     )
     card = VirtualUicc(
-        CardIdentity(iccid), usim=usim, aram=AraM(lambda: store.get_value(RULES_KEY))
+        CardIdentity(iccid),
+        usim=usim,
+        aram=AraM(lambda: store.get_value(RULES_KEY)),
+        csim=csim,
     )
     card.toolkit.register(server)
     if agent is not None:

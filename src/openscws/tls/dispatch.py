@@ -1,4 +1,5 @@
-"""One HTTPS port, two TLS stacks: OpenSSL for every client, GnuTLS for the 3DES-only one.
+"""One HTTPS port, up to three TLS stacks: OpenSSL for every client, GnuTLS for the 3DES-only
+one, and (opt-in) the card TLS engine for PSK clients of its AES suites.
 
 SCWS §11.1.1.1 wants TLS_PSK_WITH_3DES_EDE_CBC_SHA (0x008B). OpenSSL here has no 3DES suite,
 GnuTLS does (`openscws.tls.gnutls`). `TlsDispatcher` is a `StreamHandler` that holds the first
@@ -8,6 +9,10 @@ them, and the connection, to one stack for good:
 
 * **GnuTLS** (`GnutlsPskServerHandler`, the card's PSK table) when the client offers 0x008B and
   *none* of the suites the OpenSSL context has enabled (TLS 1.3 ones included);
+* **the card TLS engine** (`openscws.tls.card_engine.CardTlsServerHandler`), when enabled
+  (`card_engine=True`: `card.tls_engine = "card"`), for a TLS 1.2 client that offers
+  TLS_PSK_WITH_AES_128_CBC_SHA or _SHA256 (`wants_card_engine`): it holds far less per
+  channel than OpenSSL;
 * **OpenSSL** (`TlsServerHandler`) otherwise: every certificate client, every PSK client that
   can use an AES suite, and anything that is not a parseable ClientHello (SSLv2-format hellos,
   garbage, an early EOF), so such input fails exactly as it does without the dispatcher.
@@ -22,6 +27,8 @@ import ssl
 from typing import TYPE_CHECKING, Final, Literal
 
 from openscws.tls.alert import TlsAlert
+from openscws.tls.card_engine import SUITES as CARD_SUITES
+from openscws.tls.card_engine import TLS12, CardTlsServerHandler
 from openscws.tls.endpoint import TlsServerHandler, TlsState
 from openscws.tls.gnutls import (
     PSK_SPEC_PRIORITY,
@@ -35,11 +42,13 @@ from openscws.tls.psk import PskKeys
 if TYPE_CHECKING:
     from openscws.bip.card import StreamHandler
 
-__all__ = ["TlsDispatcher", "openssl_suite_codes", "wants_gnutls"]
+__all__ = ["TlsDispatcher", "openssl_suite_codes", "wants_card_engine", "wants_gnutls"]
 
 logger = logging.getLogger(__name__)
 
-Stack = Literal["openssl", "gnutls"]
+Stack = Literal["openssl", "gnutls", "card"]
+_CARD_CODES: Final = frozenset(s.code for s in CARD_SUITES)
+Chosen = TlsServerHandler | GnutlsPskServerHandler | CardTlsServerHandler
 _DONE: Final = frozenset({TlsState.SHUTDOWN, TlsState.FAILED, TlsState.CLOSED})
 
 
@@ -53,6 +62,12 @@ def wants_gnutls(hello: ClientHello, openssl_suites: frozenset[int]) -> bool:
     nothing OpenSSL has enabled."""
     offered = frozenset(hello.cipher_suites)
     return SUITE_PSK_3DES_EDE_CBC_SHA in offered and not offered & openssl_suites
+
+
+def wants_card_engine(hello: ClientHello) -> bool:
+    """True when the card TLS engine can serve `hello`: TLS 1.2 (client_version 0x0303 or
+    more) and one of its suites offered."""
+    return hello.legacy_version >= TLS12 and bool(_CARD_CODES & frozenset(hello.cipher_suites))
 
 
 class TlsDispatcher:
@@ -70,6 +85,7 @@ class TlsDispatcher:
         *,
         openssl_suites: frozenset[int] | None = None,
         gnutls_priority: str = PSK_SPEC_PRIORITY,
+        card_engine: bool = False,
         handshake_timeout: float = 10.0,
         record_limit: int | None = 1024,
         now: float | None = None,
@@ -79,11 +95,12 @@ class TlsDispatcher:
         self._psk = psk
         self._suites = openssl_suite_codes(context) if openssl_suites is None else openssl_suites
         self._priority = gnutls_priority
+        self._card_engine = card_engine
         self._timeout = handshake_timeout
         self._record_limit = record_limit
         self._start = now
         self._reader: ClientHelloReader | None = ClientHelloReader(MAX_HELLO_BYTES)
-        self._chosen: TlsServerHandler | GnutlsPskServerHandler | None = None
+        self._chosen: Chosen | None = None
         self._stack: Stack | None = None
         self._state = TlsState.HANDSHAKE
         self._peak = 0
@@ -111,8 +128,11 @@ class TlsDispatcher:
             return
         self._peak = max(self._peak, len(self._reader.buffered))
         if hello is not None:
-            gnutls = wants_gnutls(hello, self._suites)
-            self._hand_over("gnutls" if gnutls else "openssl", now)
+            if self._card_engine and wants_card_engine(hello):
+                self._hand_over("card", now)
+            else:
+                gnutls = wants_gnutls(hello, self._suites)
+                self._hand_over("gnutls" if gnutls else "openssl", now)
 
     def data_to_send(self, limit: int | None = None) -> bytes:
         return b"" if self._chosen is None else self._chosen.data_to_send(limit)
@@ -201,8 +221,16 @@ class TlsDispatcher:
         assert self._reader is not None
         buffered = self._reader.buffered
         self._reader = None
-        chosen: TlsServerHandler | GnutlsPskServerHandler | None = None
-        if stack == "gnutls":
+        chosen: Chosen | None = None
+        if stack == "card":
+            chosen = CardTlsServerHandler(
+                self._psk,
+                self._inner,
+                handshake_timeout=self._timeout,
+                record_limit=self._record_limit,
+                now=self._start,
+            )
+        elif stack == "gnutls":
             try:
                 chosen = GnutlsPskServerHandler(
                     self._psk,

@@ -164,7 +164,9 @@ class TlsRecordStream(abc.ABC):
             self._out.clear()
         else:
             data = bytes(self._out[:limit])
-            del self._out[:limit]
+            # A fresh buffer for the rest (at most about a record): deleting from the front
+            # of a bytearray keeps its whole allocation, the size of the channel buffer.
+            self._out = self._out[limit:]
         return data
 
     @property

@@ -16,6 +16,7 @@ from openscws.cat.envelopes import decode_envelope
 from openscws.cat.profile import TerminalProfile
 from openscws.errors import ApduError, DecodeError
 from openscws.uicc.aram import ARAM_AID, AraM, AraSession
+from openscws.uicc.csim import CSIM_AID, CsimApp
 from openscws.uicc.files import EF_DIR, EF_ICCID, MF, ElementaryFile, encode_iccid
 from openscws.uicc.toolkit import Toolkit
 from openscws.uicc.usim import USIM_AID, UsimApp
@@ -65,6 +66,7 @@ class VirtualUicc:
         *,
         usim: UsimApp | None = None,
         aram: AraM | None = None,
+        csim: CsimApp | None = None,
     ) -> None:
         self.identity = identity
         self.aram = aram
@@ -76,6 +78,9 @@ class VirtualUicc:
         """The USIM application (AUTHENTICATE), when the card has a subscription."""
         self.in_usim = False
         """The USIM's ADF is the current application (SELECT by AID)."""
+        self.csim = csim
+        """The CSIM-like application of the (R-)UIM BCAST path (`openscws.uicc.csim`), if any."""
+        self.in_csim = False
         self.files: dict[int, ElementaryFile] = {
             EF_ICCID: ElementaryFile(EF_ICCID, encode_iccid(identity.iccid)),
             EF_DIR: ElementaryFile(
@@ -87,6 +92,12 @@ class VirtualUicc:
                 record_length=32,
             ),
         }
+        if csim is not None:  # a second record: the CSIM-like application's template
+            template = bytes.fromhex("61184F10") + CSIM_AID + bytes.fromhex("50044353494D")
+            dir_ef = self.files[EF_DIR]
+            self.files[EF_DIR] = ElementaryFile(
+                EF_DIR, dir_ef.data + template.ljust(32, b"\xff"), record_length=32
+            )
         self.selected: int = MF
         self.powered = False
         self._faults: dict[tuple[str, str], int] = {}
@@ -114,6 +125,7 @@ class VirtualUicc:
         self.powered = True
         self.selected = MF
         self.in_usim = False
+        self.in_csim = False
         self.channels = {0: None}
         return self.atr
 
@@ -223,7 +235,7 @@ class VirtualUicc:
             fid = int.from_bytes(apdu.data, "big")
             if fid == MF:
                 self.selected = MF
-                self.in_usim = False
+                self.in_usim = self.in_csim = False
                 return _ok(b"" if no_fcp else bytes.fromhex("620483023F00"))
             ef = self._ef(fid)
             if ef is None:
@@ -238,12 +250,17 @@ class VirtualUicc:
             if channel:
                 raise ApduError(SW.FILE_NOT_FOUND, "no such application on this channel")
             self.channels[0] = None
+            if self.csim is not None and 5 <= len(apdu.data) and CSIM_AID.startswith(apdu.data):
+                self.in_csim, self.in_usim = True, False
+                self.selected = MF
+                body = bytes((0x82, 0x02, 0x78, 0x21, 0x84, len(CSIM_AID))) + CSIM_AID
+                return _ok(b"" if no_fcp else bytes((0x62, len(body))) + body)
             # By DF name, a right-truncated AID allowed (TS 102 221 §8.5.2, §11.1.1).
             if self.usim is None or not 5 <= len(apdu.data) <= 16:
                 raise ApduError(SW.FILE_NOT_FOUND, "no such application on this card")
             if not USIM_AID.startswith(apdu.data):
                 raise ApduError(SW.FILE_NOT_FOUND, "no such application on this card")
-            self.in_usim = True
+            self.in_usim, self.in_csim = True, False
             self.selected = MF
             # FCP: file descriptor "ADF" (78 21), DF name (the full AID).
             body = bytes((0x82, 0x02, 0x78, 0x21, 0x84, len(USIM_AID))) + USIM_AID
@@ -283,6 +300,10 @@ class VirtualUicc:
             found = self.usim.file(fid)
             if found is not None:
                 return ElementaryFile(fid, found[0], record_length=found[1])
+        if self.in_csim and self.csim is not None:
+            found = self.csim.file(fid)
+            if found is not None:
+                return ElementaryFile(fid, found[0], record_length=found[1])
         return self.files.get(fid)
 
     def _update_binary(self, apdu: CommandApdu, now: float) -> bytes:
@@ -295,6 +316,8 @@ class VirtualUicc:
         return _ok()
 
     def _authenticate(self, apdu: CommandApdu, now: float) -> bytes:
+        if self.csim is not None and self.in_csim:
+            return _ok(self.csim.authenticate(apdu.p1, apdu.p2, apdu.data))
         if self.usim is None or not self.in_usim:
             raise ApduError(SW.CONDITIONS_NOT_SATISFIED, "AUTHENTICATE needs the USIM selected")
         return _ok(self.usim.authenticate(apdu.p1, apdu.p2, apdu.data))

@@ -280,7 +280,7 @@ function campaignsView(root, selected) {
   root.append(
     pageHeader(
       "Campaigns",
-      "Content versions pinned at creation, deployed to each card by an SMS-triggered admin session.",
+      "Content versions pinned at creation, deployed to each card by an admin session triggered by SMS or SIP push.",
       can("operator") ? h("button", { class: "btn primary", type: "button", onclick: () => toggleCampaignForm(formSlot) }, "New campaign") : null,
     ),
     formSlot,
@@ -291,6 +291,7 @@ function campaignsView(root, selected) {
           { label: "#", class: "num" },
           "Campaign",
           "State",
+          "Trigger",
           { label: "Progress", class: "col-progress" },
           "Jobs",
           "Created",
@@ -314,7 +315,7 @@ function campaignsView(root, selected) {
 function renderCampaignRows(tbody, rows, campaigns, selected) {
   if (!campaigns.length) {
     rows.clear();
-    fill(tbody, emptyRow(6, "No campaigns yet: upload content, register cards, then start one."));
+    fill(tbody, emptyRow(7, "No campaigns yet: upload content, register cards, then start one."));
     return;
   }
   const order = [...campaigns].reverse(); // newest first
@@ -331,6 +332,7 @@ function renderCampaignRows(tbody, rows, campaigns, selected) {
         h("td", { class: "num muted" }, c.id),
         h("td"),
         h("td"),
+        h("td", { class: "col-trigger" }),
         h("td", { class: "col-progress" }, h("div", { class: "progress-cell" }, bar, label)),
         h("td"),
         h("td"),
@@ -344,10 +346,11 @@ function renderCampaignRows(tbody, rows, campaigns, selected) {
       h("div", { class: "sub" }, operationsSummary(c.operations)),
     );
     fill(cells[2], campaignPill(c.state));
+    fill(cells[3], triggerLabel(c.trigger));
     setProgress(row.bar, c.progress, c.jobs);
     row.label.textContent = progressText(c);
-    fill(cells[4], stateCounts(c.progress));
-    fill(cells[5], when(c.created_at));
+    fill(cells[5], stateCounts(c.progress));
+    fill(cells[6], when(c.created_at));
     row.tr.classList.toggle("selected", String(c.id) === selected);
     tbody.append(row.tr); // keeps the order, moving existing rows without rebuilding them
   }
@@ -358,6 +361,38 @@ function renderCampaignRows(tbody, rows, campaigns, selected) {
     }
   }
   tbody.querySelector(".empty-row")?.remove();
+}
+
+// How a campaign wakes its cards: its own choice, or the server's configured default.
+function triggerLabel(trigger) {
+  if (trigger === "sip-push") return h("span", { class: "trigger", dataset: { trigger } }, "SIP push");
+  if (trigger === "sms") return h("span", { class: "trigger", dataset: { trigger } }, "SMS");
+  return h("span", { class: "trigger muted", dataset: { trigger: "default" }, title: "the server's admin.trigger" }, "default");
+}
+
+// A PAP result code (PUSH-PAP): 1xxx success, 2xxx initiator error, 3xxx PPG error,
+// 4xxx service failure, 5xxx mobile client aborted.
+const PAP_CLASS = { 1: "success", 2: "initiator error", 3: "PPG error", 4: "service failure", 5: "mobile client aborted" };
+const PAP_NAME = {
+  1000: "OK",
+  1001: "accepted for processing",
+  2000: "bad request",
+  2001: "forbidden",
+  2002: "address error",
+  2003: "address not found",
+  2004: "push ID not found",
+  2007: "duplicate push ID",
+  2008: "cancellation not possible",
+  3000: "internal server error",
+  4000: "service failure",
+  4001: "service unavailable",
+};
+
+function papResult(code) {
+  if (code === null || code === undefined) return h("span", { class: "muted" }, "—");
+  const name = PAP_NAME[code] ?? PAP_CLASS[Math.floor(code / 1000)] ?? "unknown";
+  const ok = code < 2000;
+  return h("span", { class: `pap ${ok ? "pap-ok" : "pap-error"}`, dataset: { pap: code }, title: `PAP ${code}: ${name}` }, h("b", { class: "mono" }, String(code)), ` ${name}`);
 }
 
 function operationsSummary(ops) {
@@ -417,7 +452,7 @@ function campaignDetail(slot, id) {
       ),
       ops,
       h("div", { class: "progress-block" }, h("div", { class: "progress-top" }, percent, legend), bar),
-      table(["Card (ICCID)", "State", "Attempts", "Last error", "Updated"], tbody),
+      table(["Card (ICCID)", "State", "Attempts", "PAP result", "Last error", "Updated"], tbody),
     ),
   );
 
@@ -441,6 +476,7 @@ function campaignDetail(slot, id) {
     fill(meta,
       h("span", null, "Created ", when(c.created_at)),
       h("span", null, `${c.jobs} ${c.jobs === 1 ? "card" : "cards"}`),
+      h("span", null, "Trigger ", triggerLabel(c.trigger)),
       maxAttempts ? h("span", null, `up to ${maxAttempts} attempts per card`) : null,
     );
     fill(ops,
@@ -471,11 +507,12 @@ function campaignDetail(slot, id) {
               h("td", null, h("a", { class: "mono", href: `#/cards/${card.iccid}` }, card.iccid)),
               h("td", null, badge(card.state)),
               h("td", null, attempts(card.attempts, card.max_attempts)),
+              h("td", { class: "pap-cell" }, papResult(card.pap_code)),
               h("td", { class: "error-cell" }, card.last_error ? h("span", { class: "error-text", title: card.last_error }, card.last_error) : h("span", { class: "muted" }, "—")),
               h("td", null, when(card.updated_at)),
             );
           })
-        : [emptyRow(5, "This campaign has no jobs left (its cards were removed).")]),
+        : [emptyRow(6, "This campaign has no jobs left (its cards were removed).")]),
     );
   }
   return { refresh };
