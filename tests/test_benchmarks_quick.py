@@ -155,6 +155,15 @@ def _check_gba(doc: dict[str, Any], out: str, tmp: Path) -> None:
     assert cells[0]["server_cpu_ms_per_bootstrap"] > 0
 
 
+def _check_dm(doc: dict[str, Any], out: str, tmp: Path) -> None:
+    cells = doc["cells"]
+    assert [c["db"] for c in cells] == ["sqlite"]
+    assert cells[0]["sessions"] == 6
+    assert cells[0]["jobs_done"] == 6
+    assert cells[0]["sessions_per_s"] > 0
+    assert "sessions/s" in out
+
+
 def _check_cpu(doc: dict[str, Any], out: str, tmp: Path) -> None:
     assert "memory, 1 conn: card+terminal" in out
     assert "1 conn: gateway" in out
@@ -214,6 +223,10 @@ QUICK: dict[str, Quick] = {
         check=_check_bsm_vs,
     ),
     "bench_conns.py": Quick(("--docs", "DOCS"), tools=(("wrk", "wrk"),), check=_check_conns),
+    "bench_dm.py": Quick(
+        ("--devices", "6", "--clients", "2", "--json", "JSON", "--docs", "DOCS"),
+        check=_check_dm,
+    ),
     "bench_gba.py": Quick(
         ("--bootstraps", "6", "--clients", "2", "--json", "JSON", "--docs", "DOCS"),
         check=_check_gba,

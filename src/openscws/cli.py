@@ -31,6 +31,7 @@ from openscws.bcast import bspc_cli
 from openscws.bcast import cli as bsm_cli
 from openscws.bsf import cli as bsf_cli
 from openscws.config import Settings, notes, resolve, to_toml
+from openscws.dm import cli_server as dm_server_cli
 from openscws.dm import client_cli as dm_client_cli
 from openscws.dm import scr_cli as dm_scr_cli
 from openscws.errors import ConfigError, NotFoundError, OpenScwsError, StoreError
@@ -608,10 +609,12 @@ def build_parser() -> argparse.ArgumentParser:
     push_cli.register(sub)
     dm = sub.add_parser(
         "dm",
-        help="OMA DM 1.2: the terminal's DM client and the DM security SCR report",
+        help="OMA DM 1.2: the DM server, its devices and jobs, the terminal's DM client, and "
+        "the DM security SCR report",
         description="OMA DM 1.2 with the session security of OMA-TS-DM_Security: see docs/dm.md.",
     )
     dm_acts = dm.add_subparsers(dest="dm_action", required=True, metavar="ACTION")
+    dm_server_cli.register_server(dm_acts)
     dm_client_cli.register_client(dm_acts)
     dm_scr_cli.register_scr(dm_acts)
     _describe(parser)
@@ -1535,6 +1538,8 @@ def _serves(args: argparse.Namespace) -> bool:
             return getattr(args, "admin_command", None) == "serve"
         case "bsf":
             return bsf_cli.serves(args)
+        case "dm":
+            return dm_server_cli.serves(args)
         case "bsm":
             return bsm_cli.serves(args)
     return False
@@ -1669,6 +1674,8 @@ def _run(args: argparse.Namespace) -> int:
             return admin_cli.run(args, settings)
         case "bsf":
             return bsf_cli.run(args, settings)
+        case "dm" if args.dm_action in dm_server_cli.ACTIONS:
+            return dm_server_cli.run(args, settings)
         case "bsm":
             return bsm_cli.run(args, settings)
         case "bcast":

@@ -288,6 +288,17 @@ class DmSettings:
     """Send DM messages as WBXML (application/vnd.syncml.dm+wbxml) instead of XML."""
     client_timeout: float = 30.0
     """Seconds the DM client waits for a connection or an answer of the DM server."""
+    data_dir: Path = field(default_factory=lambda: default_data_dir() / "dm")
+    """The DM server's data (`openscws dm serve`): dm.db (SQLite), master.key (seals the
+    devices' credentials at rest) and tls/ (its certificate when none is given)."""
+    db: str = ""
+    """SQLAlchemy URL of the DM server's state; empty: SQLite in data_dir. PostgreSQL for
+    scale, e.g. "postgresql+psycopg://dm@127.0.0.1/dm"."""
+    port: int = 9443
+    """The DM server's HTTPS port (POST /dm, and the REST API under /api/v1/dm/)."""
+    min_tls: str = "1.0"
+    """The oldest TLS version served: "1.0", "1.1" (the DM profile's mandatory one) or
+    "1.2". Below 1.2 the context runs at OpenSSL security level 0 (see docs/dm.md)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,6 +388,7 @@ def _problem(s: Settings) -> str | None:
         ("ca.days", s.ca.days, (1, 36500), ""),
         ("bsm.port", s.bsm.port, LOCAL_PORT, " (0: any free port)"),
         ("bsm.ltkm_port", s.bsm.ltkm_port, LOCAL_PORT, " (0: any free port)"),
+        ("dm.port", s.dm.port, LOCAL_PORT, " (0: any free port)"),
     ]
     for name, value, (low, high), why in ranges:
         if not isinstance(value, int) or not low <= value <= high:
@@ -398,6 +410,8 @@ def _problem(s: Settings) -> str | None:
     for name, number in positive:
         if not number > 0:
             return f"{name} = {number!r}: must be a number of seconds above 0"
+    if s.dm.min_tls not in ("1.0", "1.1", "1.2"):
+        return f'dm.min_tls = {s.dm.min_tls!r}: must be "1.0", "1.1" or "1.2"'
     if a.retry_max < a.retry_base:
         return (
             f"admin.retry_max = {a.retry_max!r}: must be at least admin.retry_base "

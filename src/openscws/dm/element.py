@@ -155,8 +155,8 @@ def from_xml(data: bytes) -> Element:
         raise MessageError(f"malformed XML: {expat.errors.messages[exc.code]}", data) from None
     except RecursionError:
         raise MessageError("XML nested too deeply", data) from None
-    except LookupError as exc:  # an XML declaration naming an encoding Python does not know
-        raise MessageError(f"malformed XML: {exc}", data) from None
+    except (LookupError, ValueError) as exc:  # an XML declaration's unknown or multi-byte
+        raise MessageError(f"XML in an encoding this parser does not read: {exc}", data) from None
     if not root:
         raise MessageError("XML DM message without a root element", data)
     return root[0]

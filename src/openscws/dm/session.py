@@ -230,10 +230,19 @@ class ServerSession:
 
     # -- receiving --
 
-    def receive(self, body: bytes, content_type: str, hmac: str | None = None) -> Outgoing | None:
+    def receive(
+        self,
+        body: bytes,
+        content_type: str,
+        hmac: str | None = None,
+        *,
+        decoded: m.SyncML | None = None,
+    ) -> Outgoing | None:
         """The reply to one client message, or None when the session has ended without one.
-        `MessageError` or `ProtocolError` leave the session as it was."""
-        msg = m.decode(body, content_type)
+        `MessageError` or `ProtocolError` leave the session as it was. `decoded` is `body`
+        already decoded by the caller (it is not decoded twice); the HMAC is still checked
+        over `body`."""
+        msg = decoded if decoded is not None else m.decode(body, content_type)
         hdr = msg.hdr
         if hdr.ver_dtd != m.VER_DTD:
             raise ProtocolError(505, f"VerDTD {hdr.ver_dtd!r} (1.2 only)")
