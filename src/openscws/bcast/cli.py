@@ -222,26 +222,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 def _open(args: argparse.Namespace, settings: Settings, *, create: bool) -> SqlStore:
     from openscws.bcast.db import BsmDatabase, default_url
     from openscws.bcast.store import SqlStore
-    from openscws.ras.vault import Vault
+    from openscws.ras.vault import open_server_state
 
     data_dir: Path = args.bsm_data_dir or settings.bsm.data_dir
     url = args.bsm_db or settings.bsm.db or default_url(data_dir)
-    if create:
-        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        vault = Vault.create(data_dir)
-    elif not (data_dir / "master.key").exists():
-        raise ConfigError(f"no BSM state in {data_dir}: run `openscws bsm init` first")
-    else:
-        vault = Vault.open(data_dir)
-    db = BsmDatabase(url)
-    try:
-        if create:
-            db.upgrade()
-        else:
-            db.check_current()
-    except BaseException:
-        db.dispose()
-        raise
+    vault, db = open_server_state(
+        BsmDatabase, data_dir, url, create=create, server="BSM", init="openscws bsm init"
+    )
     return SqlStore(db, vault)
 
 

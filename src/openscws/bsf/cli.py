@@ -167,27 +167,13 @@ def _open(
     args: argparse.Namespace, settings: Settings, *, create: bool
 ) -> tuple[Vault, BsfDatabase]:
     from openscws.bsf.db import BsfDatabase, default_url
-    from openscws.ras.vault import Vault
+    from openscws.ras.vault import open_server_state
 
     data_dir: Path = args.bsf_data_dir or settings.bsf.data_dir
     url = args.bsf_db or settings.bsf.db or default_url(data_dir)
-    if create:
-        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        vault = Vault.create(data_dir)
-    elif not (data_dir / "master.key").exists():
-        raise ConfigError(f"no BSF state in {data_dir}: run `openscws bsf init` first")
-    else:
-        vault = Vault.open(data_dir)
-    db = BsfDatabase(url)
-    try:
-        if create:
-            db.upgrade()
-        else:
-            db.check_current()
-    except BaseException:
-        db.dispose()
-        raise
-    return vault, db
+    return open_server_state(
+        BsfDatabase, data_dir, url, create=create, server="BSF", init="openscws bsf init"
+    )
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:

@@ -213,27 +213,13 @@ def _open(
     args: argparse.Namespace, settings: Settings, *, create: bool
 ) -> tuple[Vault, DmDatabase]:
     from openscws.dm.db import DmDatabase, default_url
-    from openscws.ras.vault import Vault
+    from openscws.ras.vault import open_server_state
 
     data_dir = _data_dir(args, settings)
     url = getattr(args, "dm_db", None) or settings.dm.db or default_url(data_dir)
-    if create:
-        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        vault = Vault.create(data_dir)
-    elif not (data_dir / "master.key").exists():
-        raise ConfigError(f"no DM server state in {data_dir}: run `openscws dm init` first")
-    else:
-        vault = Vault.open(data_dir)
-    db = DmDatabase(url)
-    try:
-        if create:
-            db.upgrade()
-        else:
-            db.check_current()
-    except BaseException:
-        db.dispose()
-        raise
-    return vault, db
+    return open_server_state(
+        DmDatabase, data_dir, url, create=create, server="DM server", init="openscws dm init"
+    )
 
 
 def _device(args: argparse.Namespace, store: DmStore) -> int:

@@ -30,7 +30,8 @@ from typing import Final
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from openscws.ras.db import RasError
+from openscws.errors import ConfigError
+from openscws.ras.db import RasDatabase, RasError
 from openscws.store.atomic import atomic_write, fsync_dir
 
 __all__ = ["MASTER_KEY_FILE", "NEXT_KEY_FILE", "Vault", "VaultError"]
@@ -231,3 +232,29 @@ def _read_key(path: Path) -> bytes:
     if len(key) != _KEY_LENGTH:
         raise VaultError(f"{path} is damaged")
     return key
+
+
+def open_server_state[DB: RasDatabase](
+    database: type[DB], data_dir: Path, url: str, *, create: bool, server: str, init: str
+) -> tuple[Vault, DB]:
+    """A server's sealed state: the vault key in `data_dir` and its database at `url`, with
+    `create` the folder (0700), a new vault key if none and the schema brought up to date;
+    otherwise both must exist already (`init` names the command that makes them) and the
+    schema must be current."""
+    if create:
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        vault = Vault.create(data_dir)
+    elif not (data_dir / "master.key").exists():
+        raise ConfigError(f"no {server} state in {data_dir}: run `{init}` first")
+    else:
+        vault = Vault.open(data_dir)
+    db = database(url)
+    try:
+        if create:
+            db.upgrade()
+        else:
+            db.check_current()
+    except BaseException:
+        db.dispose()
+        raise
+    return vault, db
