@@ -157,6 +157,7 @@ class Ppg:
         self._nonce_key = secrets.token_bytes(32)
         self._worker: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._notify_wake = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
         self._notifier: asyncio.Task[None] | None = None
         self._finishes: _GroupWrite[tuple[int, str, int, str, float], None] = _GroupWrite(
@@ -311,6 +312,8 @@ class Ppg:
 
     async def _work(self) -> None:
         while True:
+            # Cleared before the look, so a push submitted during it wakes the next round.
+            self._wake.clear()
             try:
                 pushes = await self._db(
                     self.store.claim_due,
@@ -325,10 +328,12 @@ class Ppg:
                     task.add_done_callback(self._inflight.discard)
                 if self._notifier is None or self._notifier.done():
                     # Notifications run beside delivery: a slow initiator must not hold it up.
-                    self._notifier = asyncio.create_task(self._notify_pending())
+                    self._notifier = asyncio.create_task(self._notify_loop())
             except Exception:  # a database hiccup must not end delivery for good
                 log.exception("PPG: delivery round failed")
-            self._wake.clear()
+                pushes = []
+            if len(pushes) == self.config.batch:
+                continue  # more may be due at once
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.config.poll):
                     await self._wake.wait()
@@ -418,23 +423,41 @@ class Ppg:
         meanwhile, see `_GroupWrite`); returns once it is committed."""
         log.info("PPG: %s: %s (%s) %s", push.push_id, state.value, code, desc)
         await self._finishes.submit((push.id, state.value, int(code), desc, _now()))
-        self._wake.set()
+        self._notify_wake.set()
 
     async def _write_outcomes(self, outcomes: list[tuple[int, str, int, str, float]]) -> list[None]:
         await self._db(self.store.finish_many, outcomes)
         return [None] * len(outcomes)
 
-    async def _notify_pending(self) -> None:
+    async def _notify_loop(self) -> None:
+        """Sends result notifications as outcomes are committed, a batch at a time; after a
+        round with a failed notification (or none due) it waits for the next outcome or
+        `poll` seconds, so an unreachable initiator is retried at that pace."""
+        while True:
+            self._notify_wake.clear()
+            try:
+                sent, failed = await self._notify_pending()
+            except Exception:  # a database hiccup must not end notifications for good
+                log.exception("PPG: notification round failed")
+                sent, failed = 0, 1
+            if sent and not failed:
+                continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.poll):
+                    await self._notify_wake.wait()
+
+    async def _notify_pending(self) -> tuple[int, int]:
         """Sends the due result notifications of a batch at once (each initiator's answer
-        waited for on its own), then records each outcome."""
+        waited for on its own), then records each outcome; (sent, failed)."""
         pushes = await self._db(self.store.to_notify, self.config.batch, 3)
         if not pushes:
-            return
+            return 0, 0
         results = await asyncio.gather(*(self._notify(push) for push in pushes))
         await self._db(
             self.store.notified_many,
             [(push.id, ok) for push, ok in zip(pushes, results, strict=True)],
         )
+        return len(results), results.count(False)
 
     async def _notify(self, push: PushRecord) -> bool:
         assert push.notify_to is not None
