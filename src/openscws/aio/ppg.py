@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from openscws.aio.http_small import HttpReply, HttpRequest, SmallHttpServer, post
-from openscws.aio.ppg_store import PpgStore, PushRecord
+from openscws.aio.ppg_store import Binding, PpgStore, PushRecord
 from openscws.aio.sip_endpoint import Peer, SipEndpoint, SipTimeout, new_branch, new_tag
 from openscws.push import pap
 from openscws.push.content import PUSH_CONTENT_TYPE, SCWS_APP_ID, app_id_of, build_push
@@ -322,8 +322,13 @@ class Ppg:
                     lease=self.config.lease,
                     limit=self.config.batch,
                 )
+                bindings: dict[str, list[Binding]] = {}
+                if pushes and self.config.proxy is None:
+                    aors = sorted({aor_of(push.target) for push in pushes})
+                    bindings = await self._db(self.store.contacts_many, aors, _now())
                 for push in pushes:
-                    task = asyncio.create_task(self._deliver(push))
+                    routes = None if self.config.proxy else bindings[aor_of(push.target)]
+                    task = asyncio.create_task(self._deliver(push, routes))
                     self._inflight.add(task)
                     task.add_done_callback(self._inflight.discard)
                 if self._notifier is None or self._notifier.done():
@@ -338,7 +343,7 @@ class Ppg:
                 async with asyncio.timeout(self.config.poll):
                     await self._wake.wait()
 
-    async def _deliver(self, push: PushRecord) -> None:
+    async def _deliver(self, push: PushRecord, bindings: list[Binding] | None = None) -> None:
         now = _now()
         if push.deliver_before is not None and now >= push.deliver_before:
             await self._finish(
@@ -348,7 +353,7 @@ class Ppg:
                 "deliver-before-timestamp passed",
             )
             return
-        status = await self._send(push)
+        status = await self._send(push, bindings)
         outcome = outcome_of(status)
         attempts = push.attempts + 1
         if outcome.final:
@@ -375,13 +380,15 @@ class Ppg:
             desc=outcome.desc,
         )
 
-    async def _send(self, push: PushRecord) -> int | None:
+    async def _send(self, push: PushRecord, bindings: list[Binding] | None = None) -> int | None:
         """The SIP final status of the first contact that answers 2xx (or the last answer);
-        None for no answer at all; 480 when the AOR has no registration."""
+        None for no answer at all; 480 when the AOR has no registration. `bindings`: the
+        AOR's registrations when the caller looked them up (for a whole batch at once)."""
         if self.config.proxy is not None:
             routes = [(self.config.proxy, push.target)]
         else:
-            bindings = await self._db(self.store.contacts, aor_of(push.target), _now())
+            if bindings is None:
+                bindings = await self._db(self.store.contacts, aor_of(push.target), _now())
             routes = [(b.contact, b.contact) for b in bindings]
             if not routes:
                 return 480

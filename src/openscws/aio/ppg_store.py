@@ -168,16 +168,23 @@ class PpgStore:
                     .limit(limit)
                 ).scalars()
             )
-            claimed = []
-            for push in ids:
-                result = s.execute(
-                    update(ppg_push)
-                    .where(and_(ppg_push.c.id == push, free))
-                    .values(lease_until=now + lease, lease_owner=owner)
+            if not ids:
+                return []
+            until = now + lease
+            # One UPDATE for the batch; the free condition again, so a push another PPG
+            # process leased meanwhile stays its own, and read back what this one holds.
+            s.execute(
+                update(ppg_push)
+                .where(and_(ppg_push.c.id.in_(ids), free))
+                .values(lease_until=until, lease_owner=owner)
+            )
+            rows = s.execute(
+                select(ppg_push).where(
+                    ppg_push.c.id.in_(ids),
+                    ppg_push.c.lease_owner == owner,
+                    ppg_push.c.lease_until == until,
                 )
-                if result.rowcount == 1:  # type: ignore[attr-defined]
-                    claimed.append(push)
-            rows = s.execute(select(ppg_push).where(ppg_push.c.id.in_(claimed))).all()
+            ).all()
         return [PushRecord.of(r) for r in rows]
 
     def finish(self, push: int, *, state: str, code: int, desc: str, now: float) -> None:
@@ -250,6 +257,22 @@ class PpgStore:
                 s.execute(
                     insert(ppg_binding).values(aor=aor, contact=contact, expires_at=expires_at)
                 )
+
+    def contacts_many(self, aors: Sequence[str], now: float) -> dict[str, list[Binding]]:
+        """The unexpired bindings of each of `aors` (one query; an AOR without any maps to
+        an empty list)."""
+        found: dict[str, list[Binding]] = {aor: [] for aor in aors}
+        if not found:
+            return found
+        with self.db.read() as s:
+            rows = s.execute(
+                select(ppg_binding).where(
+                    ppg_binding.c.aor.in_(list(found)), ppg_binding.c.expires_at > now
+                )
+            ).all()
+        for r in rows:
+            found[r.aor].append(Binding(r.aor, r.contact, r.expires_at))
+        return found
 
     def contacts(self, aor: str, now: float) -> list[Binding]:
         with self.db.read() as s:
