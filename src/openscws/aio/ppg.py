@@ -27,7 +27,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from openscws.aio.http_small import HttpReply, HttpRequest, SmallHttpServer, post
+from openscws.aio.http_small import (
+    ConnectionPool,
+    HttpReply,
+    HttpRequest,
+    SmallHttpServer,
+    post,
+)
 from openscws.aio.ppg_store import Binding, PpgStore, PushRecord
 from openscws.aio.sip_endpoint import Peer, SipEndpoint, SipTimeout, new_branch, new_tag
 from openscws.push import pap
@@ -167,6 +173,8 @@ class Ppg:
             lambda rows: self._db(self.store.add_many, rows)
         )
         self._threads = ThreadPoolExecutor(4, thread_name_prefix="ppg-db")
+        self._initiators = ConnectionPool()
+        """Kept-alive connections to the initiators' notification URLs."""
 
     async def _db[T](self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """A store call on the PPG's own threads (closed before the engine is disposed)."""
@@ -197,6 +205,7 @@ class Ppg:
         await self._adds.drain()
         await self.http.close()
         await self.sip.close()
+        await self._initiators.close()
         await asyncio.to_thread(self._threads.shutdown, wait=True)
         self.store.close()
 
@@ -487,6 +496,7 @@ class Ppg:
                     (("Content-Type", "application/xml"),),
                     timeout=10,
                     max_body=65536,
+                    pool=self._initiators,
                 )
                 answer = pap.parse(reply.body)
             else:
