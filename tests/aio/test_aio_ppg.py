@@ -361,3 +361,29 @@ def test_group_write_commits_together_and_hands_errors_to_each() -> None:
         await group.drain()
 
     asyncio.run(main())
+
+
+def test_sip_endpoint_udp_takes_a_burst() -> None:
+    """The UDP socket asks for a receive buffer that holds a batch's burst of answers (as
+    large as the system allows), not the small default that drops them."""
+    import socket
+
+    from openscws.aio.sip_endpoint import UDP_RCVBUF
+
+    async def handler(req: SipRequest, peer: Peer) -> SipResponse:
+        return response_to(req, 200, to_tag=new_tag())
+
+    async def main() -> None:
+        endpoint = SipEndpoint(handler)
+        await endpoint.start()
+        try:
+            assert endpoint._udp is not None
+            sock = endpoint._udp.get_extra_info("socket")
+            got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+            cap = Path("/proc/sys/net/core/rmem_max")
+            most = int(cap.read_text()) if cap.exists() else UDP_RCVBUF
+            assert got >= min(UDP_RCVBUF, most)
+        finally:
+            await endpoint.close()
+
+    asyncio.run(main())

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
@@ -41,6 +42,8 @@ __all__ = ["Peer", "SipEndpoint", "SipTimeout", "new_branch", "new_tag"]
 
 log = logging.getLogger(__name__)
 
+UDP_RCVBUF: Final = 2 * 1024 * 1024
+"""Bytes asked for the UDP socket's receive buffer (the system caps it at its maximum)."""
 TCP_IDLE: Final = 300.0
 """Seconds an idle TCP connection is kept."""
 
@@ -105,6 +108,12 @@ class SipEndpoint:
             lambda: _Udp(self), local_addr=(self.host, self._port)
         )
         self._udp = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # A burst of answers (a PPG sending a batch of MESSAGEs) must not overflow the
+            # default receive buffer: a dropped datagram costs a timer E retransmission.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
 
     @property
     def port(self) -> int:
