@@ -437,7 +437,10 @@ class Ppg:
     async def _finish(self, push: PushRecord, state: MessageState, code: int, desc: str) -> None:
         """Records a push's final outcome (written together with the outcomes that arrive
         meanwhile, see `_GroupWrite`); returns once it is committed."""
-        log.info("PPG: %s: %s (%s) %s", push.push_id, state.value, code, desc)
+        # A delivered push is the common case: at DEBUG, so a fleet's campaign does not log
+        # a line per card; every other outcome at INFO.
+        level = logging.DEBUG if state is MessageState.DELIVERED else logging.INFO
+        log.log(level, "PPG: %s: %s (%s) %s", push.push_id, state.value, code, desc)
         await self._finishes.submit((push.id, state.value, int(code), desc, _now()))
         self._notify_wake.set()
 
