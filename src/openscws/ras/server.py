@@ -72,10 +72,13 @@ class EndpointConfig:
     handshake_timeout: float = 10.0
     trigger_interval: float = 0.5
     trigger_batch: int = 50
-    trigger_rounds: int = 4
+    trigger_rounds: int = 2
     """Batches of triggers in flight at once: the next batch is claimed while the senders
-    still await the previous ones' outcomes (a SIP push's result notification comes back
-    several hops later), so delivery latency does not cap the rate."""
+    still await the previous one's outcomes (a SIP push's result notification comes back
+    several hops later), so delivery latency does not cap the rate. Two, not more: with
+    more in flight a SIP push waits longer than timer E's first interval (500 ms) and the
+    PPG's retransmissions cost more than the overlap gains (measured with
+    benchmarks/bench_push.py)."""
     owner: str = ""
     """This server process's name in job leases; default host:pid."""
     release_own_leases: bool = False
