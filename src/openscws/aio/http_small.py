@@ -261,7 +261,7 @@ class ConnectionPool:
     side said `Connection: close`. At most `max_idle` connections per peer are kept. The
     owner closes the pool with itself."""
 
-    def __init__(self, *, max_idle: int = 64, idle: float = IDLE_TIMEOUT / 3) -> None:
+    def __init__(self, *, max_idle: int = 128, idle: float = IDLE_TIMEOUT / 3) -> None:
         self.max_idle = max_idle
         self.idle = idle
         self._idle: dict[tuple[str, int], list[_Idle]] = {}
