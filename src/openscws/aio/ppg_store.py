@@ -25,6 +25,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
+    bindparam,
     delete,
     insert,
     or_,
@@ -192,13 +193,26 @@ class PpgStore:
 
     def finish_many(self, outcomes: Sequence[tuple[int, str, int, str, float]]) -> None:
         """Final outcomes (push, state, code, desc, event time) in one transaction."""
+        if not outcomes:
+            return
+        rows = [
+            {"b_id": push, "b_state": state, "b_code": code, "b_desc": desc, "b_time": now}
+            for push, state, code, desc, now in outcomes
+        ]
         with self.db.write() as s:
-            for push, state, code, desc, now in outcomes:
-                s.execute(
-                    update(ppg_push)
-                    .where(ppg_push.c.id == push)
-                    .values(state=state, code=code, desc=desc, event_time=now, lease_until=None)
-                )
+            # One statement executed for all the rows (executemany), not one per row.
+            s.connection().execute(
+                update(ppg_push)
+                .where(ppg_push.c.id == bindparam("b_id"))
+                .values(
+                    state=bindparam("b_state"),
+                    code=bindparam("b_code"),
+                    desc=bindparam("b_desc"),
+                    event_time=bindparam("b_time"),
+                    lease_until=None,
+                ),
+                rows,
+            )
 
     def retry(self, push: int, *, attempts: int, next_at: float, desc: str) -> None:
         with self.db.write() as s:
@@ -236,13 +250,15 @@ class PpgStore:
 
     def notified_many(self, results: Sequence[tuple[int, bool]]) -> None:
         """Notification outcomes (push, delivered to the initiator) in one transaction."""
+        if not results:
+            return
         with self.db.write() as s:
-            for push, ok in results:
-                s.execute(
-                    update(ppg_push)
-                    .where(ppg_push.c.id == push)
-                    .values(notified=ok, notify_attempts=ppg_push.c.notify_attempts + 1)
-                )
+            s.connection().execute(
+                update(ppg_push)
+                .where(ppg_push.c.id == bindparam("b_id"))
+                .values(notified=bindparam("b_ok"), notify_attempts=ppg_push.c.notify_attempts + 1),
+                [{"b_id": push, "b_ok": ok} for push, ok in results],
+            )
 
     # -- registrations (the embedded registrar) ------------------------------------------------
 
