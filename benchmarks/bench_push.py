@@ -236,7 +236,10 @@ def docs_section(rows: list[dict[str, Any]], notes: list[str]) -> str:
         "client, PUSH-CAI, the SCWS Push Gateway and SCWS-6). A card is the terminal's "
         'delivery of the SMS-DELIVER (decoded, recorded, answered "delivered"): no UICC and no '
         "admin session, the same on both paths. All in one process on loopback; Kamailio "
-        "(deploy/kamailio/kamailio.cfg) as its own process.\n\n"
+        "(deploy/kamailio/kamailio.cfg) as its own process. The trigger loop keeps two "
+        "batches of 50 triggers in flight; the PAP submissions and result notifications go "
+        "over kept-alive connections, while each card's own local hops (push client to SCWS "
+        "Push Gateway to SCWS-6) open one connection each, as each card gets one push.\n\n"
         + table(rows)
         + "\n\n"
         + "; ".join(verdicts)

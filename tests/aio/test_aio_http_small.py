@@ -7,7 +7,14 @@ import asyncio
 
 import pytest
 
-from openscws.aio.http_small import HttpReply, HttpRequest, SmallHttpServer, is_loopback, post
+from openscws.aio.http_small import (
+    ConnectionPool,
+    HttpReply,
+    HttpRequest,
+    SmallHttpServer,
+    is_loopback,
+    post,
+)
 
 
 def test_post_gets_the_answer() -> None:
@@ -119,5 +126,63 @@ def test_loopback_only_and_connection_cap() -> None:
             assert (await post(server.url("/"), b"")).status == 200
         finally:
             await server.close()
+
+    asyncio.run(main())
+
+
+def test_pooled_posts_keep_the_connection_alive() -> None:
+    async def handler(req: HttpRequest) -> HttpReply:
+        return HttpReply(200, req.body.upper())
+
+    async def main() -> None:
+        server = SmallHttpServer(handler)
+        await server.start()
+        pool = ConnectionPool()
+        try:
+            for word in (b"one", b"two", b"three"):
+                answer = await post(server.url("/p"), word, pool=pool)
+                assert (answer.status, answer.body) == (200, word.upper())
+            assert pool.opened == 1  # the three went over one connection
+            assert server.connections == 1
+            # An error answer says Connection: close: that connection is not kept.
+            bad = await post(server.url("/p"), bytes(70000), pool=pool)
+            assert bad.status == 413
+            again = await post(server.url("/p"), b"four", pool=pool)
+            assert again.body == b"FOUR"
+            assert pool.opened == 2
+        finally:
+            await pool.close()
+            await server.close()
+
+    asyncio.run(main())
+
+
+def test_pooled_post_replaces_a_connection_the_server_closed() -> None:
+    served: list[bytes] = []
+
+    async def once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # Answers one request, keep-alive, then closes the idle connection.
+        data = await reader.readuntil(b"\r\n\r\n")
+        length = int(data.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+        served.append(await reader.readexactly(length))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(once, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        pool = ConnectionPool()
+        try:
+            first = await post(f"http://127.0.0.1:{port}/p", b"a", pool=pool)
+            await asyncio.sleep(0.05)  # the server's close reaches the kept connection
+            second = await post(f"http://127.0.0.1:{port}/p", b"b", pool=pool)
+            assert (first.body, second.body) == (b"ok", b"ok")
+            assert served == [b"a", b"b"]  # each request reached the server once
+            assert pool.opened == 2
+        finally:
+            await pool.close()
+            server.close()
+            await server.wait_closed()
 
     asyncio.run(main())

@@ -361,3 +361,61 @@ def test_group_write_commits_together_and_hands_errors_to_each() -> None:
         await group.drain()
 
     asyncio.run(main())
+
+
+def test_sip_endpoint_udp_takes_a_burst() -> None:
+    """The UDP socket asks for a receive buffer that holds a batch's burst of answers (as
+    large as the system allows), not the small default that drops them."""
+    import socket
+
+    from openscws.aio.sip_endpoint import UDP_RCVBUF
+
+    async def handler(req: SipRequest, peer: Peer) -> SipResponse:
+        return response_to(req, 200, to_tag=new_tag())
+
+    async def main() -> None:
+        endpoint = SipEndpoint(handler)
+        await endpoint.start()
+        try:
+            assert endpoint._udp is not None
+            sock = endpoint._udp.get_extra_info("socket")
+            got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+            cap = Path("/proc/sys/net/core/rmem_max")
+            most = int(cap.read_text()) if cap.exists() else UDP_RCVBUF
+            assert got >= min(UDP_RCVBUF, most)
+        finally:
+            await endpoint.close()
+
+    asyncio.run(main())
+
+
+def test_sip_endpoint_picks_again_when_the_udp_twin_is_taken() -> None:
+    """Port 0: TCP picks a free port; when that port is taken for UDP, another is picked."""
+    import errno
+
+    async def handler(req: SipRequest, peer: Peer) -> SipResponse:
+        return response_to(req, 200, to_tag=new_tag())
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        real = loop.create_datagram_endpoint
+        refused: list[int] = []
+
+        async def once_taken(*args: object, **kwargs: object) -> object:
+            if not refused:
+                refused.append(1)
+                raise OSError(errno.EADDRINUSE, "Address already in use")
+            return await real(*args, **kwargs)  # type: ignore[arg-type]
+
+        loop.create_datagram_endpoint = once_taken  # type: ignore[method-assign,assignment]
+        endpoint = SipEndpoint(handler)
+        await endpoint.start()
+        try:
+            assert refused
+            assert endpoint._udp is not None
+            udp_port = endpoint._udp.get_extra_info("sockname")[1]
+            assert udp_port == endpoint.port
+        finally:
+            await endpoint.close()
+
+    asyncio.run(main())

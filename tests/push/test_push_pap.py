@@ -78,6 +78,7 @@ def test_sip_address_is_escaped_user_type() -> None:
         "WAPPUSH=abc/TYPE=PLMN@ppg",
         "WAPPUSH=x/TYPE=NOPE",
         "WAPPUSH=notauri/TYPE=USER",
+        "WAPPUSH=sip%Adevice1%40scws.test/TYPE=USER@ppg",  # %AD is not UTF-8
         "mailto:someone@example.com",
         "",
     ],

@@ -21,6 +21,7 @@ from typing import Final
 import h11
 
 __all__ = [
+    "ConnectionPool",
     "HttpReply",
     "HttpRequest",
     "SmallHttpServer",
@@ -245,6 +246,58 @@ class SmallHttpServer:
         await writer.drain()
 
 
+@dataclass(slots=True)
+class _Idle:
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    conn: h11.Connection
+    since: float
+
+
+class ConnectionPool:
+    """Kept-alive client connections for `post`, per (host, port): a request goes over an
+    idle connection when there is one (opened less than `idle` seconds ago, under the
+    servers' own idle timeout), else over a new one, which is kept afterwards unless either
+    side said `Connection: close`. At most `max_idle` connections per peer are kept. The
+    owner closes the pool with itself."""
+
+    def __init__(self, *, max_idle: int = 128, idle: float = IDLE_TIMEOUT / 3) -> None:
+        self.max_idle = max_idle
+        self.idle = idle
+        self._idle: dict[tuple[str, int], list[_Idle]] = {}
+        self.opened = 0
+        """Connections opened (for tests and benchmarks)."""
+
+    def take(self, key: tuple[str, int], now: float) -> _Idle | None:
+        idle = self._idle.get(key)
+        while idle:
+            kept = idle.pop()
+            if now - kept.since < self.idle and not kept.writer.is_closing():
+                return kept
+            kept.writer.close()
+        return None
+
+    def give(self, key: tuple[str, int], kept: _Idle) -> None:
+        idle = self._idle.setdefault(key, [])
+        if len(idle) >= self.max_idle:
+            kept.writer.close()
+        else:
+            idle.append(kept)
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, {}
+        writers = [kept.writer for kept_list in idle.values() for kept in kept_list]
+        for writer in writers:
+            writer.close()
+        for writer in writers:
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+
+class _Stale(Exception):
+    """A kept-alive connection was closed by the server before any answer."""
+
+
 async def post(
     url: str,
     body: bytes,
@@ -252,55 +305,106 @@ async def post(
     *,
     timeout: float = 30.0,
     max_body: int = 65536,
+    pool: ConnectionPool | None = None,
 ) -> HttpReply:
     """One `POST` to an http:// `url` on h11 over asyncio streams (no thread: the push path
     hands a push on from inside the event loop, hop after hop). The answer's status, body and
     headers (names in lower case); OSError when there is no answer, TimeoutError after
-    `timeout` seconds."""
+    `timeout` seconds. With a `pool`, over a kept-alive connection when it has one (a kept
+    connection the server closed before answering anything is replaced by a new one, once:
+    the server never read that request)."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme != "http" or not parts.hostname:
         raise OSError(f"not an http:// URL: {url!r}")
     port = parts.port or 80
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=16384)
+    key = (parts.hostname, port)
+    fields = [("Host", f"{host}:{port}"), *headers, ("Content-Length", str(len(body)))]
+    if pool is None:
+        fields.append(("Connection", "close"))
+    loop = asyncio.get_running_loop()
     async with asyncio.timeout(timeout):
+        kept = pool.take(key, loop.time()) if pool is not None else None
+        if kept is not None:
+            try:
+                return await _exchange(url, kept, target, fields, body, max_body, pool, key)
+            except _Stale:
+                pass
         reader, writer = await asyncio.open_connection(parts.hostname, port)
+        if pool is not None:
+            pool.opened += 1
+        fresh = _Idle(reader, writer, h11.Connection(h11.CLIENT, 16384), loop.time())
         try:
-            fields = [
-                ("Host", f"{host}:{port}"),
-                *headers,
-                ("Content-Length", str(len(body))),
-                ("Connection", "close"),
-            ]
-            out = conn.send(h11.Request(method="POST", target=target, headers=fields)) or b""
-            out += conn.send(h11.Data(data=body)) or b""
-            out += conn.send(h11.EndOfMessage()) or b""
+            return await _exchange(url, fresh, target, fields, body, max_body, pool, key)
+        except _Stale:
+            raise OSError(f"{url}: closed before answering") from None
+
+
+async def _exchange(
+    url: str,
+    link: _Idle,
+    target: str,
+    fields: list[tuple[str, str]],
+    body: bytes,
+    max_body: int,
+    pool: ConnectionPool | None,
+    key: tuple[str, int],
+) -> HttpReply:
+    """One request and its answer over `link`; the link goes back to `pool` when both sides
+    keep it, else it is closed."""
+    conn, reader, writer = link.conn, link.reader, link.writer
+    keep = False
+    answered = False
+    try:
+        out = conn.send(h11.Request(method="POST", target=target, headers=fields)) or b""
+        out += conn.send(h11.Data(data=body)) or b""
+        out += conn.send(h11.EndOfMessage()) or b""
+        try:
             writer.write(out)
             await writer.drain()
-            status, content = 0, bytearray()
-            answer_headers: tuple[tuple[str, str], ...] = ()
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    conn.receive_data(await reader.read(65536))
-                elif isinstance(event, h11.Response):
-                    status = event.status_code
-                    answer_headers = tuple(
-                        (k.decode("ascii", "replace").lower(), v.decode("latin-1"))
-                        for k, v in event.headers
-                    )
-                elif isinstance(event, h11.Data):
-                    if len(content) + len(event.data) > max_body:
-                        raise OSError(f"{url}: answer over {max_body} bytes")
-                    content += event.data
-                elif isinstance(event, h11.EndOfMessage):
-                    return HttpReply(status, bytes(content), answer_headers)
-                elif isinstance(event, h11.ConnectionClosed):
-                    raise OSError(f"{url}: closed before answering")
-        except h11.ProtocolError as e:
-            raise OSError(f"{url}: {e}") from e
-        finally:
+        except ConnectionError:
+            raise _Stale from None
+        status, content = 0, bytearray()
+        answer_headers: tuple[tuple[str, str], ...] = ()
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                try:
+                    data = await reader.read(65536)
+                except ConnectionError:
+                    if not answered:
+                        raise _Stale from None
+                    raise
+                if not data and not answered:
+                    raise _Stale
+                conn.receive_data(data)
+            elif isinstance(event, h11.Response):
+                answered = True
+                status = event.status_code
+                answer_headers = tuple(
+                    (k.decode("ascii", "replace").lower(), v.decode("latin-1"))
+                    for k, v in event.headers
+                )
+            elif isinstance(event, h11.Data):
+                if len(content) + len(event.data) > max_body:
+                    raise OSError(f"{url}: answer over {max_body} bytes")
+                content += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                if pool is not None and conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+                    conn.start_next_cycle()
+                    keep = True
+                return HttpReply(status, bytes(content), answer_headers)
+            elif isinstance(event, h11.ConnectionClosed):
+                if not answered:
+                    raise _Stale
+                raise OSError(f"{url}: closed before answering")
+    except h11.ProtocolError as e:
+        raise OSError(f"{url}: {e}") from e
+    finally:
+        if keep and pool is not None:
+            pool.give(key, link)
+        else:
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()

@@ -14,7 +14,7 @@ import urllib.request
 from datetime import datetime
 from typing import Final
 
-from openscws.aio.http_small import post
+from openscws.aio.http_small import ConnectionPool, post
 from openscws.push import pap
 from openscws.push.content import PUSH_CONTENT_TYPE, SCWS_APP_ID
 from openscws.push.pap import (
@@ -52,6 +52,11 @@ class PapClient:
         self._auth = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
         self.timeout = timeout
         self.app_id = app_id
+        self._pool = ConnectionPool()
+
+    async def aclose(self) -> None:
+        """Closes the kept-alive connections of the asyncio calls."""
+        await self._pool.close()
 
     def __repr__(self) -> str:
         return f"PapClient({self.url!r})"
@@ -106,7 +111,14 @@ class PapClient:
             return await asyncio.to_thread(self._post, content_type, body)
         headers = (("Content-Type", content_type), ("Authorization", self._auth))
         try:
-            reply = await post(self.url, body, headers, timeout=self.timeout, max_body=MAX_ANSWER)
+            reply = await post(
+                self.url,
+                body,
+                headers,
+                timeout=self.timeout,
+                max_body=MAX_ANSWER,
+                pool=self._pool,
+            )
         except (OSError, TimeoutError) as e:
             raise PapClientError(f"{self.url}: {e}") from e
         if reply.status in (401, 403):

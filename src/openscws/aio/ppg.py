@@ -27,8 +27,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from openscws.aio.http_small import HttpReply, HttpRequest, SmallHttpServer, post
-from openscws.aio.ppg_store import PpgStore, PushRecord
+from openscws.aio.http_small import (
+    ConnectionPool,
+    HttpReply,
+    HttpRequest,
+    SmallHttpServer,
+    post,
+)
+from openscws.aio.ppg_store import Binding, PpgStore, PushRecord
 from openscws.aio.sip_endpoint import Peer, SipEndpoint, SipTimeout, new_branch, new_tag
 from openscws.push import pap
 from openscws.push.content import PUSH_CONTENT_TYPE, SCWS_APP_ID, app_id_of, build_push
@@ -157,6 +163,7 @@ class Ppg:
         self._nonce_key = secrets.token_bytes(32)
         self._worker: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._notify_wake = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
         self._notifier: asyncio.Task[None] | None = None
         self._finishes: _GroupWrite[tuple[int, str, int, str, float], None] = _GroupWrite(
@@ -166,6 +173,8 @@ class Ppg:
             lambda rows: self._db(self.store.add_many, rows)
         )
         self._threads = ThreadPoolExecutor(4, thread_name_prefix="ppg-db")
+        self._initiators = ConnectionPool()
+        """Kept-alive connections to the initiators' notification URLs."""
 
     async def _db[T](self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """A store call on the PPG's own threads (closed before the engine is disposed)."""
@@ -196,6 +205,7 @@ class Ppg:
         await self._adds.drain()
         await self.http.close()
         await self.sip.close()
+        await self._initiators.close()
         await asyncio.to_thread(self._threads.shutdown, wait=True)
         self.store.close()
 
@@ -311,6 +321,8 @@ class Ppg:
 
     async def _work(self) -> None:
         while True:
+            # Cleared before the look, so a push submitted during it wakes the next round.
+            self._wake.clear()
             try:
                 pushes = await self._db(
                     self.store.claim_due,
@@ -319,21 +331,28 @@ class Ppg:
                     lease=self.config.lease,
                     limit=self.config.batch,
                 )
+                bindings: dict[str, list[Binding]] = {}
+                if pushes and self.config.proxy is None:
+                    aors = sorted({aor_of(push.target) for push in pushes})
+                    bindings = await self._db(self.store.contacts_many, aors, _now())
                 for push in pushes:
-                    task = asyncio.create_task(self._deliver(push))
+                    routes = None if self.config.proxy else bindings[aor_of(push.target)]
+                    task = asyncio.create_task(self._deliver(push, routes))
                     self._inflight.add(task)
                     task.add_done_callback(self._inflight.discard)
                 if self._notifier is None or self._notifier.done():
                     # Notifications run beside delivery: a slow initiator must not hold it up.
-                    self._notifier = asyncio.create_task(self._notify_pending())
+                    self._notifier = asyncio.create_task(self._notify_loop())
             except Exception:  # a database hiccup must not end delivery for good
                 log.exception("PPG: delivery round failed")
-            self._wake.clear()
+                pushes = []
+            if len(pushes) == self.config.batch:
+                continue  # more may be due at once
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.config.poll):
                     await self._wake.wait()
 
-    async def _deliver(self, push: PushRecord) -> None:
+    async def _deliver(self, push: PushRecord, bindings: list[Binding] | None = None) -> None:
         now = _now()
         if push.deliver_before is not None and now >= push.deliver_before:
             await self._finish(
@@ -343,7 +362,7 @@ class Ppg:
                 "deliver-before-timestamp passed",
             )
             return
-        status = await self._send(push)
+        status = await self._send(push, bindings)
         outcome = outcome_of(status)
         attempts = push.attempts + 1
         if outcome.final:
@@ -370,13 +389,15 @@ class Ppg:
             desc=outcome.desc,
         )
 
-    async def _send(self, push: PushRecord) -> int | None:
+    async def _send(self, push: PushRecord, bindings: list[Binding] | None = None) -> int | None:
         """The SIP final status of the first contact that answers 2xx (or the last answer);
-        None for no answer at all; 480 when the AOR has no registration."""
+        None for no answer at all; 480 when the AOR has no registration. `bindings`: the
+        AOR's registrations when the caller looked them up (for a whole batch at once)."""
         if self.config.proxy is not None:
             routes = [(self.config.proxy, push.target)]
         else:
-            bindings = await self._db(self.store.contacts, aor_of(push.target), _now())
+            if bindings is None:
+                bindings = await self._db(self.store.contacts, aor_of(push.target), _now())
             routes = [(b.contact, b.contact) for b in bindings]
             if not routes:
                 return 480
@@ -416,25 +437,46 @@ class Ppg:
     async def _finish(self, push: PushRecord, state: MessageState, code: int, desc: str) -> None:
         """Records a push's final outcome (written together with the outcomes that arrive
         meanwhile, see `_GroupWrite`); returns once it is committed."""
-        log.info("PPG: %s: %s (%s) %s", push.push_id, state.value, code, desc)
+        # A delivered push is the common case: at DEBUG, so a fleet's campaign does not log
+        # a line per card; every other outcome at INFO.
+        level = logging.DEBUG if state is MessageState.DELIVERED else logging.INFO
+        log.log(level, "PPG: %s: %s (%s) %s", push.push_id, state.value, code, desc)
         await self._finishes.submit((push.id, state.value, int(code), desc, _now()))
-        self._wake.set()
+        self._notify_wake.set()
 
     async def _write_outcomes(self, outcomes: list[tuple[int, str, int, str, float]]) -> list[None]:
         await self._db(self.store.finish_many, outcomes)
         return [None] * len(outcomes)
 
-    async def _notify_pending(self) -> None:
+    async def _notify_loop(self) -> None:
+        """Sends result notifications as outcomes are committed, a batch at a time; after a
+        round with a failed notification (or none due) it waits for the next outcome or
+        `poll` seconds, so an unreachable initiator is retried at that pace."""
+        while True:
+            self._notify_wake.clear()
+            try:
+                sent, failed = await self._notify_pending()
+            except Exception:  # a database hiccup must not end notifications for good
+                log.exception("PPG: notification round failed")
+                sent, failed = 0, 1
+            if sent and not failed:
+                continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.poll):
+                    await self._notify_wake.wait()
+
+    async def _notify_pending(self) -> tuple[int, int]:
         """Sends the due result notifications of a batch at once (each initiator's answer
-        waited for on its own), then records each outcome."""
+        waited for on its own), then records each outcome; (sent, failed)."""
         pushes = await self._db(self.store.to_notify, self.config.batch, 3)
         if not pushes:
-            return
+            return 0, 0
         results = await asyncio.gather(*(self._notify(push) for push in pushes))
         await self._db(
             self.store.notified_many,
             [(push.id, ok) for push, ok in zip(pushes, results, strict=True)],
         )
+        return len(results), results.count(False)
 
     async def _notify(self, push: PushRecord) -> bool:
         assert push.notify_to is not None
@@ -457,6 +499,7 @@ class Ppg:
                     (("Content-Type", "application/xml"),),
                     timeout=10,
                     max_body=65536,
+                    pool=self._initiators,
                 )
                 answer = pap.parse(reply.body)
             else:

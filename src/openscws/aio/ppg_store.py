@@ -25,6 +25,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
+    bindparam,
     delete,
     insert,
     or_,
@@ -168,16 +169,23 @@ class PpgStore:
                     .limit(limit)
                 ).scalars()
             )
-            claimed = []
-            for push in ids:
-                result = s.execute(
-                    update(ppg_push)
-                    .where(and_(ppg_push.c.id == push, free))
-                    .values(lease_until=now + lease, lease_owner=owner)
+            if not ids:
+                return []
+            until = now + lease
+            # One UPDATE for the batch; the free condition again, so a push another PPG
+            # process leased meanwhile stays its own, and read back what this one holds.
+            s.execute(
+                update(ppg_push)
+                .where(and_(ppg_push.c.id.in_(ids), free))
+                .values(lease_until=until, lease_owner=owner)
+            )
+            rows = s.execute(
+                select(ppg_push).where(
+                    ppg_push.c.id.in_(ids),
+                    ppg_push.c.lease_owner == owner,
+                    ppg_push.c.lease_until == until,
                 )
-                if result.rowcount == 1:  # type: ignore[attr-defined]
-                    claimed.append(push)
-            rows = s.execute(select(ppg_push).where(ppg_push.c.id.in_(claimed))).all()
+            ).all()
         return [PushRecord.of(r) for r in rows]
 
     def finish(self, push: int, *, state: str, code: int, desc: str, now: float) -> None:
@@ -185,13 +193,26 @@ class PpgStore:
 
     def finish_many(self, outcomes: Sequence[tuple[int, str, int, str, float]]) -> None:
         """Final outcomes (push, state, code, desc, event time) in one transaction."""
+        if not outcomes:
+            return
+        rows = [
+            {"b_id": push, "b_state": state, "b_code": code, "b_desc": desc, "b_time": now}
+            for push, state, code, desc, now in outcomes
+        ]
         with self.db.write() as s:
-            for push, state, code, desc, now in outcomes:
-                s.execute(
-                    update(ppg_push)
-                    .where(ppg_push.c.id == push)
-                    .values(state=state, code=code, desc=desc, event_time=now, lease_until=None)
-                )
+            # One statement executed for all the rows (executemany), not one per row.
+            s.connection().execute(
+                update(ppg_push)
+                .where(ppg_push.c.id == bindparam("b_id"))
+                .values(
+                    state=bindparam("b_state"),
+                    code=bindparam("b_code"),
+                    desc=bindparam("b_desc"),
+                    event_time=bindparam("b_time"),
+                    lease_until=None,
+                ),
+                rows,
+            )
 
     def retry(self, push: int, *, attempts: int, next_at: float, desc: str) -> None:
         with self.db.write() as s:
@@ -229,13 +250,15 @@ class PpgStore:
 
     def notified_many(self, results: Sequence[tuple[int, bool]]) -> None:
         """Notification outcomes (push, delivered to the initiator) in one transaction."""
+        if not results:
+            return
         with self.db.write() as s:
-            for push, ok in results:
-                s.execute(
-                    update(ppg_push)
-                    .where(ppg_push.c.id == push)
-                    .values(notified=ok, notify_attempts=ppg_push.c.notify_attempts + 1)
-                )
+            s.connection().execute(
+                update(ppg_push)
+                .where(ppg_push.c.id == bindparam("b_id"))
+                .values(notified=bindparam("b_ok"), notify_attempts=ppg_push.c.notify_attempts + 1),
+                [{"b_id": push, "b_ok": ok} for push, ok in results],
+            )
 
     # -- registrations (the embedded registrar) ------------------------------------------------
 
@@ -250,6 +273,22 @@ class PpgStore:
                 s.execute(
                     insert(ppg_binding).values(aor=aor, contact=contact, expires_at=expires_at)
                 )
+
+    def contacts_many(self, aors: Sequence[str], now: float) -> dict[str, list[Binding]]:
+        """The unexpired bindings of each of `aors` (one query; an AOR without any maps to
+        an empty list)."""
+        found: dict[str, list[Binding]] = {aor: [] for aor in aors}
+        if not found:
+            return found
+        with self.db.read() as s:
+            rows = s.execute(
+                select(ppg_binding).where(
+                    ppg_binding.c.aor.in_(list(found)), ppg_binding.c.expires_at > now
+                )
+            ).all()
+        for r in rows:
+            found[r.aor].append(Binding(r.aor, r.contact, r.expires_at))
+        return found
 
     def contacts(self, aor: str, now: float) -> list[Binding]:
         with self.db.read() as s:

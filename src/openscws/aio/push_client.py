@@ -31,7 +31,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final
 
-from openscws.aio.http_small import HttpReply, HttpRequest, SmallHttpServer, is_loopback, post
+from openscws.aio.http_small import (
+    ConnectionPool,
+    HttpReply,
+    HttpRequest,
+    SmallHttpServer,
+    is_loopback,
+    post,
+)
 from openscws.aio.sip_endpoint import Peer, SipEndpoint, SipTimeout, new_branch, new_tag
 from openscws.errors import HttpError
 from openscws.ota.sms import SmsAddress
@@ -95,6 +102,8 @@ class PushClient:
         self._cseq = 0
         self._refresher: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
+        self._apps_pool = ConnectionPool(max_idle=8)
+        """Kept-alive connections to the applications' delivery URLs."""
 
     async def start(self) -> None:
         await self.sip.start()
@@ -112,6 +121,7 @@ class PushClient:
                     await self.register(expires=0)
         await self.cai.close()
         await self.sip.close()
+        await self._apps_pool.close()
 
     @property
     def cai_url(self) -> str:
@@ -226,11 +236,10 @@ class PushClient:
         ok = await self._deliver(self.apps[push.app_id], push.app_id, push.content_type, push.body)
         return response_to(req, 200 if ok else 480, to_tag=tag)
 
-    @staticmethod
-    async def _deliver(url: str, app_id: str, content_type: str, body: bytes) -> bool:
+    async def _deliver(self, url: str, app_id: str, content_type: str, body: bytes) -> bool:
         headers = (("Content-Type", content_type), ("X-Wap-Application-Id", app_id))
         try:
-            answer = await post(url, body, headers)
+            answer = await post(url, body, headers, pool=self._apps_pool)
         except (OSError, TimeoutError) as e:
             log.info("push client: application at %s: %s", url, e)
             return False
@@ -282,6 +291,8 @@ class ScwsPushGateway:
         self.cai_url = cai_url
         self.scws6_url = scws6_url
         self.http = SmallHttpServer(self._on, host=host, max_body=4096)
+        self._pool = ConnectionPool(max_idle=8)
+        """Kept-alive connections to SCWS-6."""
 
     async def start(self) -> None:
         await self.http.start()
@@ -289,6 +300,7 @@ class ScwsPushGateway:
 
     async def close(self) -> None:
         await self.http.close()
+        await self._pool.close()
 
     async def _on(self, req: HttpRequest) -> HttpReply:
         if not is_loopback(req.peer):
@@ -304,7 +316,7 @@ class ScwsPushGateway:
             ("X-Wap-Application-Id", SCWS_APP_ID),
         )
         try:
-            answer = await post(self.scws6_url, req.body, headers)
+            answer = await post(self.scws6_url, req.body, headers, pool=self._pool)
         except (OSError, TimeoutError) as e:
             log.info("SCWS push gateway: SCWS-6: %s", e)
             return 503

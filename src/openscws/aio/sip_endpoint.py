@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import secrets
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
@@ -41,6 +43,10 @@ __all__ = ["Peer", "SipEndpoint", "SipTimeout", "new_branch", "new_tag"]
 
 log = logging.getLogger(__name__)
 
+PICK_TRIES: Final = 20
+"""Ports tried when the system picks one and its UDP twin is taken."""
+UDP_RCVBUF: Final = 2 * 1024 * 1024
+"""Bytes asked for the UDP socket's receive buffer (the system caps it at its maximum)."""
 TCP_IDLE: Final = 300.0
 """Seconds an idle TCP connection is kept."""
 
@@ -99,12 +105,30 @@ class SipEndpoint:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         # One port for both transports: bind TCP first (port 0 picks), then UDP on the same.
-        self._tcp = await asyncio.start_server(self._serve_tcp, self.host, self._port)
-        self._port = int(self._tcp.sockets[0].getsockname()[1])
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Udp(self), local_addr=(self.host, self._port)
-        )
+        # With port 0 the UDP port may be taken by another program: pick again, a few times.
+        chosen = self._port
+        for attempt in range(PICK_TRIES):
+            self._tcp = await asyncio.start_server(self._serve_tcp, self.host, chosen)
+            self._port = int(self._tcp.sockets[0].getsockname()[1])
+            try:
+                transport, _ = await loop.create_datagram_endpoint(
+                    lambda: _Udp(self), local_addr=(self.host, self._port)
+                )
+            except OSError as e:
+                self._tcp.close()
+                await self._tcp.wait_closed()
+                self._tcp = None
+                if chosen != 0 or e.errno != errno.EADDRINUSE or attempt == PICK_TRIES - 1:
+                    raise
+                continue
+            break
         self._udp = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # A burst of answers (a PPG sending a batch of MESSAGEs) must not overflow the
+            # default receive buffer: a dropped datagram costs a timer E retransmission.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
 
     @property
     def port(self) -> int:

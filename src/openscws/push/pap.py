@@ -205,7 +205,11 @@ class Address:
         types = {t.value.upper(): t for t in AddressType}
         if kind.upper() not in types:
             raise PapError(PapCode.ADDRESS_ERROR, f"address type {kind!r} is not supported")
-        return cls(unquote(client, errors="strict"), types[kind.upper()], ppg)
+        try:
+            client = unquote(client, errors="strict")
+        except UnicodeDecodeError:
+            raise PapError(PapCode.ADDRESS_ERROR, "the address's %-escapes are not UTF-8") from None
+        return cls(client, types[kind.upper()], ppg)
 
     @property
     def value(self) -> str:

@@ -63,6 +63,7 @@ class SipPushSender:
     async def close(self) -> None:
         if self._started:
             await self._notify.close()
+        await self.client.aclose()
 
     async def _ensure_started(self) -> None:
         async with self._lock:

@@ -72,6 +72,13 @@ class EndpointConfig:
     handshake_timeout: float = 10.0
     trigger_interval: float = 0.5
     trigger_batch: int = 50
+    trigger_rounds: int = 2
+    """Batches of triggers in flight at once: the next batch is claimed while the senders
+    still await the previous one's outcomes (a SIP push's result notification comes back
+    several hops later), so delivery latency does not cap the rate. Two, not more: with
+    more in flight a SIP push waits longer than timer E's first interval (500 ms) and the
+    PPG's retransmissions cost more than the overlap gains (measured with
+    benchmarks/bench_push.py)."""
     owner: str = ""
     """This server process's name in job leases; default host:pid."""
     release_own_leases: bool = False
@@ -551,33 +558,61 @@ class RasServer:
 
     async def _trigger_loop(self) -> None:
         interval = self.config.trigger_interval
-        while True:
-            try:
-                sent = await self.trigger_due()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("trigger loop")
-                sent = 0
-            if sent < self.config.trigger_batch:
-                self._wake.clear()
+        rounds = asyncio.Semaphore(max(1, self.config.trigger_rounds))
+        sending: set[asyncio.Task[int]] = set()
+
+        def done(task: asyncio.Task[int]) -> None:
+            sending.discard(task)
+            rounds.release()
+            if not task.cancelled() and task.exception() is not None:
+                log.error("trigger loop", exc_info=task.exception())
+
+        try:
+            while True:
+                await rounds.acquire()
                 try:
-                    await asyncio.wait_for(self._wake.wait(), interval)
-                except TimeoutError:
-                    pass
+                    works = await self._claim_due()
+                except asyncio.CancelledError:
+                    rounds.release()
+                    raise
+                except Exception:
+                    log.exception("trigger loop")
+                    works = []
+                if works:
+                    task = asyncio.create_task(self._send_batch(works))
+                    sending.add(task)
+                    task.add_done_callback(done)
+                else:
+                    rounds.release()
+                if len(works) < self.config.trigger_batch:
+                    self._wake.clear()
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), interval)
+                    except TimeoutError:
+                        pass
+        finally:
+            for task in list(sending):
+                task.cancel()
+            await asyncio.gather(*sending, return_exceptions=True)
 
     async def trigger_due(self) -> int:
         """Reaps expired leases, claims due jobs and sends their triggers; the count sent."""
+        works = await self._claim_due()
+        return await self._send_batch(works) if works else 0
+
+    async def _claim_due(self) -> list[TriggerWork]:
+        """Reaps expired leases and claims up to a batch of due jobs."""
         service = self.service
         now = _utc(time.time())
         await self.db(service.reap, now)
-        works = await self.db(service.claim_triggers, self.owner, self.config.trigger_batch, now)
-        if not works:
-            return 0
+        return await self.db(service.claim_triggers, self.owner, self.config.trigger_batch, now)
+
+    async def _send_batch(self, works: list[TriggerWork]) -> int:
+        """Sends the triggers of claimed jobs at once, then records the PAP result codes."""
         codes: dict[str, int] = {}
         results = await asyncio.gather(*(self._send(w, codes) for w in works))
         if codes:
-            await self.db(service.record_pap_codes, codes)
+            await self.db(self.service.record_pap_codes, codes)
         return sum(results)
 
     async def _send(self, work: TriggerWork, codes: dict[str, int]) -> int:
