@@ -83,6 +83,43 @@ def test_an_unknown_option_shows_its_own_commands_usage(
     assert "unrecognized arguments: --bogus" in err
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["bsf", "--port", "99999"],
+        ["bsf", "--zn-port", "-1"],
+        ["bsm", "serve", "--udp-port", "70000"],
+        ["bsm", "serve", "--api-port", "x"],
+        [
+            "bcast",
+            "service",
+            "--bsm",
+            "http://x",
+            "--username",
+            "u",
+            "--rk-file",
+            "k",
+            "--listen",
+            "65536",
+        ],
+        ["dm", "serve", "--port", "99999"],
+        ["up", "--gba", "--bsf-port", "99999"],
+        ["up", "--bcast", "--bsm-port", "65536"],
+    ],
+    ids=" ".join,
+)
+def test_a_port_out_of_range_is_a_usage_error(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ports no setting checks: refused before anything starts (the socket layer would take
+    99999 as 34463)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert "not a port" in last, last
+
+
 def test_config_before_the_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "compat.toml"
     path.write_text('[card]\ntls_profile = "compat"\n')
@@ -347,3 +384,10 @@ def test_content_put_paths(prepared: Path, capsys: pytest.CaptureFixture[str]) -
     out = capsys.readouterr().out
     assert "put /site/other.html" in out
     assert "removed /site/page.html" in out
+
+
+@pytest.mark.parametrize("server", ["notaurl", "http://127.0.0.1:1", "https://x:99999"])
+def test_dm_scr_wants_an_https_server(server: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["dm", "scr", "--server", server]) == 2
+    err = capsys.readouterr().err
+    assert err == f"openscws: --server {server!r}: not an https:// URL\n"

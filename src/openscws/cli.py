@@ -30,7 +30,7 @@ from openscws.aio.vicc import serve_card
 from openscws.bcast import bspc_cli
 from openscws.bcast import cli as bsm_cli
 from openscws.bsf import cli as bsf_cli
-from openscws.config import Settings, notes, resolve, to_toml
+from openscws.config import Settings, notes, resolve, tcp_port, to_toml
 from openscws.dm import cli_server as dm_server_cli
 from openscws.dm import client_cli as dm_client_cli
 from openscws.dm import scr_cli as dm_scr_cli
@@ -336,8 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
         "port BASE + (k-2) * len(card.ports) + i, e.g. card 2 on 20000 (3516) and 20001 (4116); "
         "0: any free ports (default 20000; card 1 keeps its usual ports)",
     )
-    up.add_argument("--bsf-port", type=int, default=8080, help="with --gba: Ub port (8080)")
-    up.add_argument("--zn-port", type=int, default=8443, help="with --gba: Zn port (8443)")
+    up.add_argument("--bsf-port", type=tcp_port, default=8080, help="with --gba: Ub port (8080)")
+    up.add_argument("--zn-port", type=tcp_port, default=8443, help="with --gba: Zn port (8443)")
     up.add_argument(
         "--bcast",
         action="store_true",
@@ -346,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(setting bsm.enable)",
     )
     up.add_argument(
-        "--bsm-port", type=int, help="with --bcast: the BSM's port (bsm.port, 8090; 0: any)"
+        "--bsm-port", type=tcp_port, help="with --bcast: the BSM's port (bsm.port, 8090; 0: any)"
     )
     up.add_argument(
         "--ltkm-port",

@@ -354,6 +354,23 @@ def _check_api_tls(admin: AdminSettings) -> None:
 
 PORT: Final = (1, 65535)
 LOCAL_PORT: Final = (0, 65535)
+
+
+def tcp_port(text: str) -> int:
+    """An argparse type for a port option that no setting checks: 0..65535 (0: any free port
+    where the command allows it). A bad number is a usage error, never a silently different
+    port at bind time."""
+    import argparse
+
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not LOCAL_PORT[0] <= port <= LOCAL_PORT[1]:
+        raise argparse.ArgumentTypeError(f"{port} is not a port (0..65535)")
+    return port
+
+
 """A port this machine listens on: 0 takes any free one."""
 
 

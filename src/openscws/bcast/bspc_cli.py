@@ -16,6 +16,7 @@ import asyncio
 import sys
 from pathlib import Path
 
+from openscws.config import tcp_port
 from openscws.errors import ConfigError
 
 __all__ = ["register", "run"]
@@ -46,7 +47,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--key", dest="keys", action="append", default=[], help="DOMAIN/ID")
     p.add_argument("--tokens", type=int, help="token purchase: the number of tokens")
     p.add_argument("--request-id", default="1", help="the requestID (1)")
-    p.add_argument("--listen", type=int, default=4359, help="UDP port for LTKMs (4359)")
+    p.add_argument("--listen", type=tcp_port, default=4359, help="UDP port for LTKMs (4359)")
     p.add_argument("--host", default="0.0.0.0", help="address to listen on for LTKMs")
     p.add_argument("--wait", type=float, default=5.0, help="seconds to wait for LTKMs (5)")
     p.add_argument("-c", "--config", type=Path, help="TOML settings file (unused)")

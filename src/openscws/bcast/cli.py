@@ -19,7 +19,7 @@ import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from openscws.config import Settings
+from openscws.config import Settings, tcp_port
 from openscws.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -106,14 +106,14 @@ def _serve_options(p: argparse.ArgumentParser, *, top: bool = False) -> None:
         return _SERVE_DEFAULTS[name] if top else argparse.SUPPRESS
 
     p.add_argument("--host", default=d("host"), help="address to listen on (127.0.0.1)")
-    p.add_argument("--port", type=int, default=d("port"), help="HTTP port (8090)")
+    p.add_argument("--port", type=tcp_port, default=d("port"), help="HTTP port (8090)")
     p.add_argument("--fqdn", default=d("fqdn"), help="the BSM's FQDN, part of its NAF_Id")
     p.add_argument("--zn-url", default=d("zn_url"), help="the BSF's Zn URL (.../zn/v1/keys)")
     p.add_argument(
         "--zn-token-file", type=Path, default=d("zn_token_file"), help="this BSM's Zn token"
     )
     p.add_argument(
-        "--udp-port", type=int, default=d("udp_port"), help="UDP port LTKMs leave from (any)"
+        "--udp-port", type=tcp_port, default=d("udp_port"), help="UDP port LTKMs leave from (any)"
     )
     p.add_argument(
         "--ltkm-port",
@@ -123,7 +123,7 @@ def _serve_options(p: argparse.ArgumentParser, *, top: bool = False) -> None:
     )
     p.add_argument(
         "--api-port",
-        type=int,
+        type=tcp_port,
         default=d("api_port"),
         help="serve the management REST API and console on this port (default: off)",
     )

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, NoReturn
 
-from openscws.config import Settings
+from openscws.config import Settings, tcp_port
 from openscws.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -78,11 +78,11 @@ def _where(p: argparse.ArgumentParser) -> None:
 
 def _serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="Ub address (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8080, help="Ub port (default 8080; 0: free)")
+    p.add_argument("--port", type=tcp_port, default=8080, help="Ub port (default 8080; 0: free)")
     p.add_argument("--cert", type=Path, help="Ub over HTTPS: certificate chain (PEM)")
     p.add_argument("--key", type=Path, help="Ub over HTTPS: private key (PEM)")
     p.add_argument("--zn-host", default="127.0.0.1", help="Zn address (default 127.0.0.1)")
-    p.add_argument("--zn-port", type=int, default=8443, help="Zn port (default 8443; 0: free)")
+    p.add_argument("--zn-port", type=tcp_port, default=8443, help="Zn port (default 8443; 0: free)")
     p.add_argument("--zn-cert", type=Path, help="Zn over HTTPS: certificate chain (PEM)")
     p.add_argument("--zn-key", type=Path, help="Zn over HTTPS: private key (PEM)")
     p.add_argument(

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from openscws.config import Settings
+from openscws.config import Settings, tcp_port
 from openscws.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ def _where(p: argparse.ArgumentParser) -> None:
 
 def _serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", dest="dm_host", default="127.0.0.1", help="address (127.0.0.1)")
-    p.add_argument("--port", dest="dm_port", type=int, help="HTTPS port (default: dm.port)")
+    p.add_argument("--port", dest="dm_port", type=tcp_port, help="HTTPS port (default: dm.port)")
     p.add_argument("--cert", dest="dm_cert", type=Path, help="certificate chain (PEM)")
     p.add_argument("--key", dest="dm_key", type=Path, help="its private key (PEM)")
     p.add_argument(

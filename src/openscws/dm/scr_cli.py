@@ -58,6 +58,20 @@ def run_scr_cli(args: argparse.Namespace) -> int:
     def progress(label: str) -> None:
         print(f"running: {label}", file=sys.stderr, flush=True)
 
+    if args.server is not None:
+        from urllib.parse import urlsplit
+
+        url = urlsplit(args.server)
+        try:
+            url.port  # noqa: B018 - raises on a port out of range
+        except ValueError:
+            url = url._replace(scheme="")
+        if url.scheme != "https" or not url.hostname:
+            print(f"openscws: --server {args.server!r}: not an https:// URL", file=sys.stderr)
+            return 2
+    if args.ca is not None and args.server is None:
+        print("openscws: --ca needs --server", file=sys.stderr)
+        return 2
     try:
         outcomes = asyncio.run(run_scr(args.server, progress, args.ca))
         if args.markdown or args.write:
