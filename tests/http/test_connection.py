@@ -19,6 +19,7 @@ from httpwire import (
 
 from openscws.errors import HttpError, StoreError
 from openscws.http import CardLimits, HttpServerConnection, RamBudget, split_target
+from openscws.scws.apps import AppContext, Request, Response
 from openscws.scws.model import MemoryStore, Resource
 from openscws.scws.site import Site
 
@@ -282,6 +283,35 @@ def test_data_to_send_limit_pulls_stream_lazily(conn: HttpServerConnection) -> N
     a, b = parse_responses(first + rest, ["GET", "GET"])
     assert b"chunk 4" in a.body
     assert b.body == INDEX
+
+
+class _BigChunks:
+    """GET streams four 1000-byte chunks (a card application's answer)."""
+
+    methods = frozenset({"GET"})
+
+    def handle(self, request: Request, ctx: AppContext) -> Response:
+        return Response(200, (), (bytes([65 + i]) * 1000 for i in range(4)))
+
+
+@pytest.mark.parametrize("limit", [300, 600, 1024])
+def test_streamed_chunk_past_the_limit_is_not_held_whole(limit: int) -> None:
+    """What of a streamed chunk is past `limit` waits for the next call as its own bytes:
+    between calls the connection holds only what it still has to send, not the whole
+    chunk (card RAM per channel); the body comes out whole and in order."""
+    site = make_site()
+    site.register_app("/big", _BigChunks())
+    conn = make_conn(site, limits=CardLimits())
+    conn.receive_data(get("/big/"), NOW)
+    raw = b""
+    while chunk := conn.data_to_send(limit):
+        assert len(chunk) <= limit
+        raw += chunk
+        pending = sum(map(len, conn._out))
+        held = sum(len(p.obj) if isinstance(p, memoryview) else len(p) for p in conn._out)
+        assert held == pending
+    (r,) = parse_responses(raw, ["GET"])
+    assert r.body == b"A" * 1000 + b"B" * 1000 + b"C" * 1000 + b"D" * 1000
 
 
 # -- chunked --------------------------------------------------------------------------------

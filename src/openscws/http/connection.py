@@ -40,6 +40,9 @@ _OUTPUT_HIGH: Final = 64 * 1024
 """Output queued past which pipelined requests wait to be answered until it is sent."""
 _INPUT_HIGH: Final = 16 * 1024
 """Unparsed input past which the connection asks for no more (`wants_input`)."""
+_SPLIT_PIECES: Final = 4
+"""A streamed chunk's rest past `data_to_send`'s limit is cut into at most this many
+limit-sized pieces of its own (a bigger rest is kept as one)."""
 
 
 _ENCODED: dict[tuple[tuple[str, str], ...], list[tuple[bytes, bytes]]] = {}
@@ -655,8 +658,20 @@ class HttpServerConnection:
                 return
             if chunk:
                 data = self._conn.send(h11.Data(data=bytes(chunk)))
-                out.append(data)
                 size += len(data)
+                if limit is not None and size > limit:
+                    # The chunk crosses `limit`: what is past it waits for the next calls as
+                    # bytes of its own, in `limit`-sized pieces that they take whole (a few
+                    # at most; a bigger rest stays one piece), so no view keeps the whole
+                    # chunk (the application's piece, framed) alive between calls.
+                    view = memoryview(data)
+                    cut = len(data) - (size - limit)
+                    out.append(view[:cut])
+                    rest = len(data) - cut
+                    step = limit if rest <= _SPLIT_PIECES * limit else rest
+                    out.extend(bytes(view[at : at + step]) for at in range(cut, len(data), step))
+                else:
+                    out.append(data)
 
     def _after_response(self) -> None:
         """The response is out: start the next cycle, switch connections or close."""
