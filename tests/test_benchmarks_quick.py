@@ -51,6 +51,7 @@ def _check_push(doc: dict[str, Any], out: str, tmp: Path) -> None:
     for row in rows.values():
         assert row["cards"] == 20
         assert row["triggers_per_s"] > 0
+        assert row["cpu_ms_per_trigger"] > 0
         assert row["duplicates"] == 0
     assert "| sip-push | 20 |" in out
 

@@ -10,6 +10,7 @@ import urllib.request
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -337,6 +338,68 @@ def test_store_adds_a_batch_and_tells_duplicates(tmp_path: Path) -> None:
         assert (second.state, second.code, second.notified) == ("expired", 4000, False)
     finally:
         store.close()
+
+
+def test_store_adds_due_pushes_leased_to_their_process(tmp_path: Path) -> None:
+    """A due push is stored leased to the PPG process that accepted it: no other process
+    claims it until the lease has run out; a push-id already known gets no record."""
+    from openscws.aio.ppg_store import PpgStore
+
+    store = PpgStore(f"sqlite:///{tmp_path / 'ppg.db'}")
+    try:
+
+        def push(push_id: str) -> dict[str, object]:
+            return {
+                "push_id": push_id,
+                "initiator": "ras",
+                "address": "WAPPUSH=+15550100001/TYPE=PLMN",
+                "target": "sip:+15550100001@scws.test",
+                "app_id": SCWS_APP_ID,
+                "content_type": "application/octet-stream",
+                "body": b"x",
+                "next_at": 0.0,
+                "created": 0.0,
+            }
+
+        first = store.add_leased([push("a"), push("b")], owner="me", lease_until=10.0)
+        assert [r.push_id if r else None for r in first] == ["a", "b"]
+        again = store.add_leased([push("c"), push("a")], owner="me", lease_until=10.0)
+        assert [r.push_id if r else None for r in again] == ["c", None]
+        assert store.claim_due(5.0, owner="other", lease=5, limit=10) == []
+        late = store.claim_due(11.0, owner="other", lease=5, limit=10)
+        assert {p.push_id for p in late} == {"a", "b", "c"}
+    finally:
+        store.close()
+
+
+def test_due_push_is_sent_without_a_claim_round(tmp_path: Path) -> None:
+    """The PPG sends a push that is due at once from the submission itself: the delivery
+    loop's claim never sees it."""
+
+    async def main() -> None:
+        async with stack(tmp_path, poll=30.0) as (ppg, device, notes, client):
+            claimed: list[str] = []
+            claim_due = ppg.store.claim_due
+
+            def spy(*args: Any, **kwargs: Any) -> Any:
+                pushes = claim_due(*args, **kwargs)
+                claimed.extend(p.push_id for p in pushes)
+                return pushes
+
+            ppg.store.claim_due = spy  # type: ignore[method-assign]
+            assert await device.register(ppg) == 200
+            answer = await client.push_async(
+                "job-now", Address.sip(AOR), PACKET, notify_to=notes.http.url("/n")
+            )
+            assert isinstance(answer, PushResponse)
+            assert answer.code == 1001
+            await until(lambda: notes.notes)
+            assert notes.notes[0].state is MessageState.DELIVERED
+            assert len(device.received) == 1
+            assert claimed == []
+            await client.aclose()
+
+    asyncio.run(main())
 
 
 def test_group_write_commits_together_and_hands_errors_to_each() -> None:

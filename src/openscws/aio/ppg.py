@@ -172,6 +172,7 @@ class Ppg:
         self._adds: _GroupWrite[dict[str, Any], bool] = _GroupWrite(
             lambda rows: self._db(self.store.add_many, rows)
         )
+        self._adds_due: _GroupWrite[dict[str, Any], bool] = _GroupWrite(self._add_due)
         self._threads = ThreadPoolExecutor(4, thread_name_prefix="ppg-db")
         self._initiators = ConnectionPool()
         """Kept-alive connections to the initiators' notification URLs."""
@@ -203,6 +204,7 @@ class Ppg:
         await asyncio.gather(*self._inflight, return_exceptions=True)
         await self._finishes.drain()  # outcomes already known are still written
         await self._adds.drain()
+        await self._adds_due.drain()
         await self.http.close()
         await self.sip.close()
         await self._initiators.close()
@@ -286,7 +288,8 @@ class Ppg:
         deliver_after = message.deliver_after.timestamp() if message.deliver_after else None
         if deliver_before is not None and deliver_before <= now:
             raise PapError(PapCode.BAD_REQUEST, "deliver-before-timestamp has passed")
-        added = await self._adds.submit(
+        due = deliver_after is None or deliver_after <= now
+        added = await (self._adds_due if due else self._adds).submit(
             dict(
                 push_id=message.push_id,
                 initiator=initiator.name,
@@ -307,7 +310,8 @@ class Ppg:
                 push_id=message.push_id, code=PapCode.DUPLICATE_PUSH_ID, desc="Duplicate Push ID"
             )
             return HttpReply(200, pap.encode(answer), XML)
-        self._wake.set()
+        if not due:
+            self._wake.set()  # the delivery loop picks it up when it is due
         answer = PushResponse(
             push_id=message.push_id,
             code=PapCode.ACCEPTED_FOR_PROCESSING,
@@ -318,6 +322,36 @@ class Ppg:
         return HttpReply(202, pap.encode(answer), XML)
 
     # -- south: delivery -----------------------------------------------------------------------
+
+    async def _add_due(self, rows: list[dict[str, Any]]) -> list[bool]:
+        """Stores pushes that are due at once, leased to this process, and starts sending
+        them: no `claim_due` round (one write transaction and a poll) between a submission
+        and its SIP MESSAGE. Retries, deferred pushes and pushes whose lease ran out (another
+        process died holding them) still go through the delivery loop."""
+        records = await self._db(
+            self.store.add_leased, rows, owner=self.owner, lease_until=_now() + self.config.lease
+        )
+        added = [r for r in records if r is not None]
+        if added:
+            self._dispatch(added, await self._bindings(added))
+        return [r is not None for r in records]
+
+    async def _bindings(self, pushes: list[PushRecord]) -> dict[str, list[Binding]]:
+        """The registrations of the pushes' AORs (one query), when there is no proxy."""
+        if not pushes or self.config.proxy is not None:
+            return {}
+        aors = sorted({aor_of(push.target) for push in pushes})
+        return await self._db(self.store.contacts_many, aors, _now())
+
+    def _dispatch(self, pushes: list[PushRecord], bindings: dict[str, list[Binding]]) -> None:
+        for push in pushes:
+            routes = None if self.config.proxy else bindings[aor_of(push.target)]
+            task = asyncio.create_task(self._deliver(push, routes))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+        if self._notifier is None or self._notifier.done():
+            # Notifications run beside delivery: a slow initiator must not hold it up.
+            self._notifier = asyncio.create_task(self._notify_loop())
 
     async def _work(self) -> None:
         while True:
@@ -331,18 +365,7 @@ class Ppg:
                     lease=self.config.lease,
                     limit=self.config.batch,
                 )
-                bindings: dict[str, list[Binding]] = {}
-                if pushes and self.config.proxy is None:
-                    aors = sorted({aor_of(push.target) for push in pushes})
-                    bindings = await self._db(self.store.contacts_many, aors, _now())
-                for push in pushes:
-                    routes = None if self.config.proxy else bindings[aor_of(push.target)]
-                    task = asyncio.create_task(self._deliver(push, routes))
-                    self._inflight.add(task)
-                    task.add_done_callback(self._inflight.discard)
-                if self._notifier is None or self._notifier.done():
-                    # Notifications run beside delivery: a slow initiator must not hold it up.
-                    self._notifier = asyncio.create_task(self._notify_loop())
+                self._dispatch(pushes, await self._bindings(pushes))
             except Exception:  # a database hiccup must not end delivery for good
                 log.exception("PPG: delivery round failed")
                 pushes = []

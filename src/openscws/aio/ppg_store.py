@@ -152,6 +152,25 @@ class PpgStore:
                 return [False]
         return [self.add_many([row])[0] for row in rows]
 
+    def add_leased(
+        self, pushes: Sequence[dict[str, Any]], *, owner: str, lease_until: float
+    ) -> list[PushRecord | None]:
+        """New pushes that are due now, added already leased to `owner` until `lease_until`
+        (so the process that accepted them sends them without a `claim_due` round); per
+        push its stored record, None for a push-id already known."""
+        leased = [{**values, "lease_owner": owner, "lease_until": lease_until} for values in pushes]
+        added = self.add_many(leased)
+        ids = [values["push_id"] for values, ok in zip(leased, added, strict=True) if ok]
+        if not ids:
+            return [None] * len(leased)
+        with self.db.read() as s:
+            rows = s.execute(select(ppg_push).where(ppg_push.c.push_id.in_(ids))).all()
+        records = {r.push_id: PushRecord.of(r) for r in rows}
+        return [
+            records.get(values["push_id"]) if ok else None
+            for values, ok in zip(leased, added, strict=True)
+        ]
+
     def get(self, push_id: str) -> PushRecord | None:
         with self.db.read() as s:
             row = s.execute(select(ppg_push).where(ppg_push.c.push_id == push_id)).first()
