@@ -1,8 +1,10 @@
 """`openscws dm scr`: the DM security conformance items (DM-SEC-C-001..011 for the client,
 DM-SEC-S-001..010 for the server, after the transport-security requirements of
 OMA-TS-DM_Security), each run live: a real TLS handshake or a whole DM session between the
-terminal's DM client and a DM server started here on free loopback ports (the server shell of
-`openscws.dm.scr_server`, over the session core), or, with `--server URL`, the server items as
+terminal's DM client and a DM server started here on free loopback ports: the client items
+against the server shell of `openscws.dm.scr_server` (it forces one version or suite at a
+time), the server items against the real DM server (`openscws dm serve`'s service, database
+and HTTPS shell, `openscws.dm.scr_real`); or, with `--server URL`, the server items as
 handshakes against that server. The versions and PSK suites are checked again against OpenSSL's
 own `s_server` and `s_client` where they are installed.
 
@@ -220,8 +222,6 @@ async def _versions(run: _Run) -> None:
         report, served, _ = await run.session(versions=(version, version))
         ok = _ok(report, served, NAMES[version])
         run.add(f"DM-SEC-C-{n}", SUPPORTED if ok else FAILED, _both(report, served))
-        if run.external is None:
-            run.add(f"DM-SEC-S-{n}", SUPPORTED if ok else FAILED, _both(report, served))
 
 
 def _ssl3(run: _Run) -> None:
@@ -319,8 +319,6 @@ async def _psk(run: _Run) -> None:
         evidence += "; failed: " + "; ".join(bad)
     result = FAILED if bad else SUPPORTED if done else NOT_SUPPORTED
     run.add("DM-SEC-C-006", result, evidence)
-    if run.external is None:
-        run.add("DM-SEC-S-006", result, evidence)
 
 
 async def _identify(run: _Run) -> None:
@@ -375,7 +373,7 @@ async def _report(run: _Run) -> None:
 
 
 async def _http(run: _Run) -> None:
-    for n_c, n_s, kind in (("009", "008", "basic"), ("010", "009", "digest")):
+    for n_c, kind in (("009", "basic"), ("010", "digest")):
         algorithms = ("MD5",) if kind == "basic" else ("MD5", "SHA-256")
         parts, ok = [], True
         for algorithm in algorithms:
@@ -396,8 +394,6 @@ async def _http(run: _Run) -> None:
             ok = ok and bool(good) and refused
         evidence = "; ".join(parts)
         run.add(f"DM-SEC-C-{n_c}", SUPPORTED if ok else FAILED, evidence)
-        if run.external is None:
-            run.add(f"DM-SEC-S-{n_s}", SUPPORTED if ok else FAILED, evidence)
 
 
 async def _x509(run: _Run) -> None:
@@ -415,8 +411,6 @@ async def _x509(run: _Run) -> None:
     )
     ok = bool(good) and refused and unknown
     run.add("DM-SEC-C-011", SUPPORTED if ok else FAILED, evidence)
-    if run.external is None:
-        run.add("DM-SEC-S-010", SUPPORTED if ok else FAILED, evidence)
 
 
 async def _external_server(run: _Run, url: str, ca: Path | None) -> None:
@@ -497,14 +491,11 @@ async def run_scr(
         if server_url is not None:
             await _external_server(run, server_url, ca)
         else:
-            server = MiniDmServer(
-                account=_account, context=scr_server_context(run.pki, versions=("1.0", "1.2"))
-            )
-            await server.start()
-            try:
-                await _no_sslv2_server(run, server.host, server.port)
-            finally:
-                await server.close()
+            from openscws.dm.scr_real import server_items
+
+            if progress is not None:
+                progress("server items against dm serve")
+            await server_items(run)
         if progress is not None:
             progress("third-party peers (openssl s_server, s_client)")
         await _third_party(run, server_url is None)
