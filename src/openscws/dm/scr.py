@@ -26,7 +26,7 @@ import tempfile
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from openscws.dm import auth, client_store
 from openscws.dm.client import DmClient, DmClientError, SessionReport
@@ -43,6 +43,9 @@ from openscws.dm.transport import (
     psk_suites,
 )
 from openscws.errors import ConfigError
+
+if TYPE_CHECKING:
+    from openscws.dm.scr_real import _Real
 
 __all__ = ["ITEMS", "Outcome", "render_markdown", "render_text", "run_scr"]
 
@@ -525,23 +528,37 @@ async def _s_client(port: int, args: list[str], ca: Path) -> dict[str, str]:
 
 async def _third_party(run: _Run, own_server: bool) -> None:
     """The versions and PSK suites again, against OpenSSL's own programs: our client against
-    `openssl s_server`, and (our server) `openssl s_client` against the server shell. Missing
-    programs add a note, not a failure."""
+    `openssl s_server`, and `openssl s_client` against the real DM server (`dm serve`'s, as
+    the server items run). Missing programs add a note, not a failure."""
     import shutil
-
-    from openscws.dm.scr_peers import OPENSSL_VERSIONS, PeerUnavailable, openssl_server
-    from openscws.tls.context import FFDHE2048_PEM
 
     if shutil.which("openssl") is None:
         for item in ("DM-SEC-C-001", "DM-SEC-C-006"):
             run.peer(item, True, "openssl not installed here: no third-party check")
         return
-    pki = run.pki
     checks: list[tuple[str, str, str, bool]] = [
         (f"DM-SEC-{{}}-{n}", v, "AES128-SHA", False)
         for n, v in (("001", "1.1"), ("002", "1.0"), ("003", "1.2"))
     ]
     checks += [("DM-SEC-{}-006", "1.2", name, True) for _, name in psk_suites()]
+    async with contextlib.AsyncExitStack() as stack:
+        real = None
+        if own_server:
+            from openscws.dm.db_models import HttpAuth as DeviceAuth
+            from openscws.dm.scr_real import dm_serve
+
+            real = await stack.enter_async_context(dm_serve(run))
+            real.add("scr:s_client", http_auth=DeviceAuth.PSK, psk_identity=PSK_ID, psk_key=PSK_KEY)
+        await _peer_checks(run, checks, real)
+
+
+async def _peer_checks(
+    run: _Run, checks: list[tuple[str, str, str, bool]], real: _Real | None
+) -> None:
+    from openscws.dm.scr_peers import OPENSSL_VERSIONS, PeerUnavailable, openssl_server
+    from openscws.tls.context import FFDHE2048_PEM
+
+    pki = run.pki
     for item, version, suite, psk in checks:
         extra: dict[str, bytes] = {}
         if not psk or suite.startswith("RSA-PSK"):
@@ -578,28 +595,17 @@ async def _third_party(run: _Run, own_server: bool) -> None:
             f"openssl s_server {NAMES[version]} {suite}: client found {info}, "
             f"s_server {'agrees' if agreed else 'does not agree'}",
         )
-        if not own_server:
+        if real is None:
             continue
-        context = scr_server_context(
-            pki,
-            versions=(version, version),
-            suites=suite,
-            psk=(PSK_ID, PSK_KEY) if psk else None,
-        )
-        server = MiniDmServer(account=_account, context=context)
-        await server.start()
-        try:
-            args = [OPENSSL_VERSIONS[version], "-cipher", f"{suite}:@SECLEVEL=0"]
-            if psk:
-                args += ["-psk", PSK_KEY.hex(), "-psk_identity", PSK_ID]
-            got = await _s_client(server.port, args, run.ca())
-        finally:
-            await server.close()
+        args = [OPENSSL_VERSIONS[version], "-cipher", f"{suite}:@SECLEVEL=0"]
+        if psk:
+            args += ["-psk", PSK_KEY.hex(), "-psk_identity", PSK_ID]
+        got = await _s_client(real.server.port, args, run.ca())
         want = {"Protocol version": NAMES[version], "Ciphersuite": suite}
         run.peer(
             item.format("S"),
             got == want,
-            f"openssl s_client {NAMES[version]} {suite}: "
+            f"openssl s_client {NAMES[version]} {suite} against dm serve: "
             f"{got.get('Protocol version', '-')} {got.get('Ciphersuite', 'no handshake')}",
         )
 

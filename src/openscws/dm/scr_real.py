@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cryptography import x509
@@ -30,7 +32,7 @@ from openscws.tls.psk import PskKeys
 if TYPE_CHECKING:
     from openscws.dm.scr import _Run
 
-__all__ = ["server_items"]
+__all__ = ["dm_serve", "server_items"]
 
 SERVER_ID = "openscws-scr"
 APP = ("scr-device", "scr-client-secret")
@@ -82,9 +84,8 @@ class _Real:
 
 
 @contextlib.asynccontextmanager
-async def _dm_serve(run: _Run) -> AsyncIterator[_Real]:
-    root = run.tmp / "dm-serve"
-    root.mkdir()
+async def dm_serve(run: _Run) -> AsyncIterator[_Real]:
+    root = Path(tempfile.mkdtemp(prefix="dm-serve-", dir=run.tmp))
     cert, key, client_ca = root / "cert.pem", root / "key.pem", root / "client-ca.pem"
     cert.write_bytes(run.pki.server_pem)
     key.write_bytes(run.pki.server_key_pem)
@@ -184,7 +185,7 @@ async def server_items(run: _Run) -> None:
         _no_sslv2_server,
     )
 
-    async with _dm_serve(run) as real:
+    async with dm_serve(run) as real:
         real.add("scr:tls")
         for n, version in (("001", "1.1"), ("002", "1.0"), ("003", "1.2")):
             tls = TlsSettings(min_version=version, max_version=version, ca_file=run.ca())
