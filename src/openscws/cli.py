@@ -778,6 +778,7 @@ async def _up(
             iccid=iccid,
             cards=cards,
             fleet_port=fleet_port,
+            sms=dm_client is not None,
         )
     except BaseException:
         if tracer is not None:

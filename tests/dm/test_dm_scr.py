@@ -37,6 +37,12 @@ def test_scr_run_and_docs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
         row = next(line for line in out.splitlines() if line.startswith(f"| {item}"))
         assert NO_STACK in row
     assert got["DM-SEC-C-001"] == got["DM-SEC-S-001"] == SUPPORTED  # TLS 1.1, mandatory
+    rows = {line.split(" | ")[0][2:]: line for line in out.splitlines() if line.startswith("| DM")}
+    for n in ("001", "002", "003", "006", "008", "009", "010"):  # against the real DM server
+        assert "dm serve" in rows[f"DM-SEC-S-{n}"], rows[f"DM-SEC-S-{n}"]
+    for n in ("001", "002", "003", "010"):
+        assert "server saw TLSv1" in rows[f"DM-SEC-S-{n}"]
+    assert "without a certificate: failed" in rows["DM-SEC-S-010"]
     assert "after" in page.read_text()
     assert results(page.read_text()) == got
     # The page shows what this machine reports.

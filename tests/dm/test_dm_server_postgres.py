@@ -52,7 +52,7 @@ def add(store: DmStore, dev: str) -> None:
 
 def test_jobs_are_claimed_once_among_servers(pg_store: DmStore) -> None:
     assert pg_store.db.is_postgresql
-    assert pg_store.db.current_revision() == "dm0001"
+    assert pg_store.db.current_revision() == "dm0002"
     add(pg_store, "IMEI:PG")
     secrets = pg_store.secrets("IMEI:PG")
     assert secrets is not None

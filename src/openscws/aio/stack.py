@@ -440,12 +440,14 @@ async def start_stack(
     iccid: str | None = None,
     cards: int = 1,
     fleet_port: int = FLEET_PORT_BASE,
+    sms: bool = False,
 ) -> Stack:
     """Everything `openscws up` runs. With `admin`, the gateway's local SMS entry point must
-    be on (`gateway.sms_port`), and the card gets its agent. The card image is held
-    (`RunningLock`) until `Stack.stop`: a second process on it gets ImageInUse. `cards`: run
-    that many cards (see `fleet_settings`, `fleet_port` its port base), all enrolled with the
-    admin server."""
+    be on (`gateway.sms_port`), and the card gets its agent; `sms` turns the entry point on
+    without the admin server (the terminal's DM client takes Package #0 there). The card
+    image is held (`RunningLock`) until `Stack.stop`: a second process on it gets ImageInUse.
+    `cards`: run that many cards (see `fleet_settings`, `fleet_port` its port base), all
+    enrolled with the admin server."""
     if not 1 <= cards <= MAX_CARDS:
         raise ConfigError(f"--cards must be 1..{MAX_CARDS}, not {cards}")
     last = fleet_port + (cards - 1) * len(settings.card.ports) - 1
@@ -467,7 +469,7 @@ async def start_stack(
     running = RunningLock.take(image.root)
     try:
         return await _start_stack(
-            settings, image, running, admin, api, tracer, cards, demo, fleet_port
+            settings, image, running, admin, api, tracer, cards, demo, fleet_port, sms
         )
     except BaseException:
         running.release()
@@ -499,6 +501,7 @@ async def _start_stack(
     cards: int = 1,
     demo: bool = True,
     fleet_port: int = FLEET_PORT_BASE,
+    sms: bool = False,
 ) -> Stack:
     # The card's TLS first: on first use it provisions the key pair, CA and certificate.
     tls = card_tls(settings, image)
@@ -521,7 +524,7 @@ async def _start_stack(
             await admin_stack.stop()
             raise
     card = card_of(settings, image, agent=agent, tls=tls, gateway_here=True)
-    gateway = gateway_for(settings, InProcessLink(card), tracer, sms=admin)
+    gateway = gateway_for(settings, InProcessLink(card), tracer, sms=admin or sms)
     stack = Stack(settings, image, gateway, admin_stack, tracer, running=running)
     try:
         await gateway.start()

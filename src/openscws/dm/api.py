@@ -7,7 +7,10 @@ devices. JSON in and out; device secrets go in and never come out.
     POST   /api/v1/dm/devices                  admin     add one (201)
     DELETE /api/v1/dm/devices/{dev_id}         admin     remove one and its jobs (204)
     GET    /api/v1/dm/jobs[?dev_id=...]        viewer    the jobs
-    POST   /api/v1/dm/jobs                     operator  {"dev_id", "commands": [...]} (201)
+    POST   /api/v1/dm/jobs                     operator  {"dev_id", "commands": [...]} (201);
+                                                         with a notifier, the device's
+                                                         Package #0 goes out by SMS and
+                                                         "notification" says how it went
     GET    /api/v1/dm/jobs/{id}                viewer    one job with its results
 
 Errors are RFC 9457 problem documents (`application/problem+json`) with the HTTP status."""
@@ -29,6 +32,7 @@ from openscws.ras.models import Role
 
 if TYPE_CHECKING:
     from openscws.dm.server import DmAnswer, DmRequest
+    from openscws.dm.server_notify import Notifier
     from openscws.ras.accounts import Accounts
 
 __all__ = ["API_PREFIX", "DmApi"]
@@ -61,9 +65,12 @@ def _problem(status: int, detail: str, *extra: tuple[str, str]) -> DmAnswer:
 
 
 class DmApi:
-    def __init__(self, store: DmStore, accounts: Accounts) -> None:
+    def __init__(
+        self, store: DmStore, accounts: Accounts, notifier: Notifier | None = None
+    ) -> None:
         self.store = store
         self.accounts = accounts
+        self.notifier = notifier
 
     def handle(self, req: DmRequest) -> DmAnswer:
         """The answer; a state-changing request, allowed or refused, goes into the admin
@@ -137,13 +144,16 @@ class DmApi:
         if not isinstance(dev_id, str):
             raise _Problem(422, "dev_id: a string")
         job = self.store.create_job(dev_id, doc.get("commands"))
-        return _json(201, job.as_dict())
+        out = job.as_dict()
+        if self.notifier is not None:
+            out["notification"] = self.notifier.notify(job).as_dict()
+        return _json(201, out)
 
     def _add_device(self, doc: dict[str, Any]) -> DmAnswer:
         allowed = {
             "dev_id", "app_auth", "app_username", "app_password", "server_id",
             "server_password", "server_auth", "http_auth", "http_username", "http_password",
-            "cert_sha256", "psk_identity", "psk_key",
+            "cert_sha256", "psk_identity", "psk_key", "msisdn",
         }  # fmt: skip
         unknown = set(doc) - allowed
         if unknown:
@@ -184,6 +194,7 @@ class DmApi:
             cert_sha256=doc.get("cert_sha256"),
             psk_identity=doc.get("psk_identity"),
             psk_key=psk,
+            msisdn=doc.get("msisdn"),
         )
         return _json(201, info.as_dict())
 

@@ -110,6 +110,12 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="no REST API (it takes the admin server's API tokens, from admin.db)",
     )
+    p.add_argument(
+        "--sms-url",
+        dest="dm_sms_url",
+        help="the terminal's local SMS entry point (http://HOST:PORT/sms, as openscws up "
+        "prints it): a job created over the REST API sends its device a Package #0 there",
+    )
 
 
 ACTIONS: Final = ("serve", "init", "device", "job")
@@ -156,6 +162,7 @@ def register_server(acts: argparse._SubParsersAction[argparse.ArgumentParser]) -
     add.add_argument("--cert", dest="device_cert", type=Path, help="the device's certificate")
     add.add_argument("--psk-identity", help="PSK-TLS identity")
     add.add_argument("--psk-key", help=f"PSK-TLS key, hex (at least 16 bytes){_SECRET}")
+    add.add_argument("--msisdn", help="where Package #0 goes by SMS when a job is created")
     ls = d_acts.add_parser("ls", help="list the devices (never their secrets)")
     _where(ls)
     rm = d_acts.add_parser("rm", help="remove a device and its jobs")
@@ -261,6 +268,7 @@ def _device(args: argparse.Namespace, store: DmStore) -> int:
                 cert_sha256=pin,
                 psk_identity=args.psk_identity,
                 psk_key=psk,
+                msisdn=args.msisdn,
             )
             print(f"device {info.dev_id} added (transport: {info.http_auth})")
         case "ls":
@@ -343,6 +351,13 @@ def _serve(args: argparse.Namespace, settings: Settings, store: DmStore) -> int:
         min_tls=args.dm_min_tls or settings.dm.min_tls,
     )
     api = None if args.dm_no_api else _api(settings, store)
+    if api is not None and args.dm_sms_url:
+        from openscws.dm.server_notify import Notifier
+        from openscws.ras.senders import LocalTerminalSender
+
+        if not args.dm_sms_url.startswith(("http://", "https://")):
+            raise ConfigError("--sms-url: an http:// URL")
+        api.notifier = Notifier(store, LocalTerminalSender(args.dm_sms_url))
 
     async def main() -> None:
         from openscws.aio.signals import wait_for_stop_signal
@@ -361,6 +376,8 @@ def _serve(args: argparse.Namespace, settings: Settings, store: DmStore) -> int:
             print(f"its certificate's CA: {ca_note}", flush=True)
         suites = ", ".join(s.name for s in tls.psk_suites)
         print(f"PSK-TLS suites: {suites or 'none'}", flush=True)
+        if api is not None and api.notifier is not None:
+            print(f"Package #0 by SMS: {api.notifier.sender.url}", flush=True)
         try:
             await wait_for_stop_signal()
         finally:

@@ -8,6 +8,7 @@ server uses in memory."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,8 @@ APP_AUTH: Final = {"basic": auth.AUTH_BASIC, "md5": auth.AUTH_MD5, "hmac": auth.
 """The application-level schemes by their short names (OMA-TS-DM_Security §5.1, as in
 `openscws.dm.session`)."""
 MAX_COMMANDS: Final = 100
+MSISDN: Final = re.compile(r"\+?[0-9]{1,15}")
+"""An E.164 number (ITU-T E.164 §6: at most 15 digits)."""
 
 
 def default_url(data_dir: Path) -> str:
@@ -67,6 +70,7 @@ class DeviceInfo:
     http_username: str | None
     cert_sha256: str | None
     psk_identity: str | None
+    msisdn: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -78,6 +82,7 @@ class DeviceInfo:
             "http_username": self.http_username,
             "cert_sha256": self.cert_sha256,
             "psk_identity": self.psk_identity,
+            "msisdn": self.msisdn,
         }
 
 
@@ -173,6 +178,7 @@ class DmStore:
         cert_sha256: str | None = None,
         psk_identity: str | None = None,
         psk_key: bytes | None = None,
+        msisdn: str | None = None,
         nonce: bytes = b"",
     ) -> DeviceInfo:
         if not dev_id or len(dev_id) > 255:
@@ -193,6 +199,8 @@ class DmStore:
             raise ValueError("PSK-TLS needs an identity and a key of at least 16 bytes")
         if (psk_identity is None) != (psk_key is None):
             raise ValueError("a PSK identity goes with a PSK key")
+        if msisdn is not None and not MSISDN.fullmatch(msisdn):
+            raise ValueError("an MSISDN is 1 to 15 digits, with an optional leading +")
         with self.db.write() as s:
             if s.get(Device, dev_id) is not None:
                 raise Conflict(f"device {dev_id} exists")
@@ -221,6 +229,7 @@ class DmStore:
                     cert_sha256=cert_sha256,
                     psk_identity=psk_identity,
                     psk_key=None if psk_key is None else self._seal(dev_id, "psk_key", psk_key),
+                    msisdn=msisdn,
                     created_ms=_now_ms(),
                 )
             )
@@ -239,6 +248,7 @@ class DmStore:
             d.http_username,
             d.cert_sha256,
             d.psk_identity,
+            d.msisdn,
         )
 
     def device(self, dev_id: str) -> DeviceInfo | None:

@@ -72,6 +72,8 @@ class Device(Base):
     cert_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
     psk_identity: Mapped[str | None] = mapped_column(String(255), nullable=True, unique=True)
     psk_key: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    msisdn: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    """Where Package #0 goes by SMS (digits, an optional leading +); None: no notification."""
     created_ms: Mapped[int] = mapped_column(BigInteger)
 
 

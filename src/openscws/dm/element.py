@@ -126,7 +126,15 @@ def from_xml(data: bytes) -> Element:
             if any(isinstance(c, str) and c.strip() for c in content):
                 refuse(f"mixed content in <{local}>")
             content = [c for c in content if isinstance(c, Element)]
-        el = Element(local, ns, tuple(content)).normalized()
+        # The children are normalized already (their own `end`): merge this level only, so a
+        # message decodes in time linear in its size.
+        out: list[Content] = []
+        for c in content:
+            if out and isinstance(out[-1], str) and isinstance(c, str):
+                out[-1] += c
+            elif c:
+                out.append(c)
+        el = Element(local, ns, tuple(out))
         if stack:
             stack[-1][2].append(el)
         else:

@@ -1,8 +1,10 @@
 """`openscws dm scr`: the DM security conformance items (DM-SEC-C-001..011 for the client,
 DM-SEC-S-001..010 for the server, after the transport-security requirements of
 OMA-TS-DM_Security), each run live: a real TLS handshake or a whole DM session between the
-terminal's DM client and a DM server started here on free loopback ports (the server shell of
-`openscws.dm.scr_server`, over the session core), or, with `--server URL`, the server items as
+terminal's DM client and a DM server started here on free loopback ports: the client items
+against the server shell of `openscws.dm.scr_server` (it forces one version or suite at a
+time), the server items against the real DM server (`openscws dm serve`'s service, database
+and HTTPS shell, `openscws.dm.scr_real`); or, with `--server URL`, the server items as
 handshakes against that server. The versions and PSK suites are checked again against OpenSSL's
 own `s_server` and `s_client` where they are installed.
 
@@ -24,7 +26,7 @@ import tempfile
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from openscws.dm import auth, client_store
 from openscws.dm.client import DmClient, DmClientError, SessionReport
@@ -41,6 +43,9 @@ from openscws.dm.transport import (
     psk_suites,
 )
 from openscws.errors import ConfigError
+
+if TYPE_CHECKING:
+    from openscws.dm.scr_real import _Real
 
 __all__ = ["ITEMS", "Outcome", "render_markdown", "render_text", "run_scr"]
 
@@ -220,8 +225,6 @@ async def _versions(run: _Run) -> None:
         report, served, _ = await run.session(versions=(version, version))
         ok = _ok(report, served, NAMES[version])
         run.add(f"DM-SEC-C-{n}", SUPPORTED if ok else FAILED, _both(report, served))
-        if run.external is None:
-            run.add(f"DM-SEC-S-{n}", SUPPORTED if ok else FAILED, _both(report, served))
 
 
 def _ssl3(run: _Run) -> None:
@@ -319,8 +322,6 @@ async def _psk(run: _Run) -> None:
         evidence += "; failed: " + "; ".join(bad)
     result = FAILED if bad else SUPPORTED if done else NOT_SUPPORTED
     run.add("DM-SEC-C-006", result, evidence)
-    if run.external is None:
-        run.add("DM-SEC-S-006", result, evidence)
 
 
 async def _identify(run: _Run) -> None:
@@ -375,7 +376,7 @@ async def _report(run: _Run) -> None:
 
 
 async def _http(run: _Run) -> None:
-    for n_c, n_s, kind in (("009", "008", "basic"), ("010", "009", "digest")):
+    for n_c, kind in (("009", "basic"), ("010", "digest")):
         algorithms = ("MD5",) if kind == "basic" else ("MD5", "SHA-256")
         parts, ok = [], True
         for algorithm in algorithms:
@@ -396,8 +397,6 @@ async def _http(run: _Run) -> None:
             ok = ok and bool(good) and refused
         evidence = "; ".join(parts)
         run.add(f"DM-SEC-C-{n_c}", SUPPORTED if ok else FAILED, evidence)
-        if run.external is None:
-            run.add(f"DM-SEC-S-{n_s}", SUPPORTED if ok else FAILED, evidence)
 
 
 async def _x509(run: _Run) -> None:
@@ -415,8 +414,6 @@ async def _x509(run: _Run) -> None:
     )
     ok = bool(good) and refused and unknown
     run.add("DM-SEC-C-011", SUPPORTED if ok else FAILED, evidence)
-    if run.external is None:
-        run.add("DM-SEC-S-010", SUPPORTED if ok else FAILED, evidence)
 
 
 async def _external_server(run: _Run, url: str, ca: Path | None) -> None:
@@ -497,14 +494,11 @@ async def run_scr(
         if server_url is not None:
             await _external_server(run, server_url, ca)
         else:
-            server = MiniDmServer(
-                account=_account, context=scr_server_context(run.pki, versions=("1.0", "1.2"))
-            )
-            await server.start()
-            try:
-                await _no_sslv2_server(run, server.host, server.port)
-            finally:
-                await server.close()
+            from openscws.dm.scr_real import server_items
+
+            if progress is not None:
+                progress("server items against dm serve")
+            await server_items(run)
         if progress is not None:
             progress("third-party peers (openssl s_server, s_client)")
         await _third_party(run, server_url is None)
@@ -534,23 +528,37 @@ async def _s_client(port: int, args: list[str], ca: Path) -> dict[str, str]:
 
 async def _third_party(run: _Run, own_server: bool) -> None:
     """The versions and PSK suites again, against OpenSSL's own programs: our client against
-    `openssl s_server`, and (our server) `openssl s_client` against the server shell. Missing
-    programs add a note, not a failure."""
+    `openssl s_server`, and `openssl s_client` against the real DM server (`dm serve`'s, as
+    the server items run). Missing programs add a note, not a failure."""
     import shutil
-
-    from openscws.dm.scr_peers import OPENSSL_VERSIONS, PeerUnavailable, openssl_server
-    from openscws.tls.context import FFDHE2048_PEM
 
     if shutil.which("openssl") is None:
         for item in ("DM-SEC-C-001", "DM-SEC-C-006"):
             run.peer(item, True, "openssl not installed here: no third-party check")
         return
-    pki = run.pki
     checks: list[tuple[str, str, str, bool]] = [
         (f"DM-SEC-{{}}-{n}", v, "AES128-SHA", False)
         for n, v in (("001", "1.1"), ("002", "1.0"), ("003", "1.2"))
     ]
     checks += [("DM-SEC-{}-006", "1.2", name, True) for _, name in psk_suites()]
+    async with contextlib.AsyncExitStack() as stack:
+        real = None
+        if own_server:
+            from openscws.dm.db_models import HttpAuth as DeviceAuth
+            from openscws.dm.scr_real import dm_serve
+
+            real = await stack.enter_async_context(dm_serve(run))
+            real.add("scr:s_client", http_auth=DeviceAuth.PSK, psk_identity=PSK_ID, psk_key=PSK_KEY)
+        await _peer_checks(run, checks, real)
+
+
+async def _peer_checks(
+    run: _Run, checks: list[tuple[str, str, str, bool]], real: _Real | None
+) -> None:
+    from openscws.dm.scr_peers import OPENSSL_VERSIONS, PeerUnavailable, openssl_server
+    from openscws.tls.context import FFDHE2048_PEM
+
+    pki = run.pki
     for item, version, suite, psk in checks:
         extra: dict[str, bytes] = {}
         if not psk or suite.startswith("RSA-PSK"):
@@ -587,28 +595,17 @@ async def _third_party(run: _Run, own_server: bool) -> None:
             f"openssl s_server {NAMES[version]} {suite}: client found {info}, "
             f"s_server {'agrees' if agreed else 'does not agree'}",
         )
-        if not own_server:
+        if real is None:
             continue
-        context = scr_server_context(
-            pki,
-            versions=(version, version),
-            suites=suite,
-            psk=(PSK_ID, PSK_KEY) if psk else None,
-        )
-        server = MiniDmServer(account=_account, context=context)
-        await server.start()
-        try:
-            args = [OPENSSL_VERSIONS[version], "-cipher", f"{suite}:@SECLEVEL=0"]
-            if psk:
-                args += ["-psk", PSK_KEY.hex(), "-psk_identity", PSK_ID]
-            got = await _s_client(server.port, args, run.ca())
-        finally:
-            await server.close()
+        args = [OPENSSL_VERSIONS[version], "-cipher", f"{suite}:@SECLEVEL=0"]
+        if psk:
+            args += ["-psk", PSK_KEY.hex(), "-psk_identity", PSK_ID]
+        got = await _s_client(real.server.port, args, run.ca())
         want = {"Protocol version": NAMES[version], "Ciphersuite": suite}
         run.peer(
             item.format("S"),
             got == want,
-            f"openssl s_client {NAMES[version]} {suite}: "
+            f"openssl s_client {NAMES[version]} {suite} against dm serve: "
             f"{got.get('Protocol version', '-')} {got.get('Ciphersuite', 'no handshake')}",
         )
 

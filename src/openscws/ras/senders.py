@@ -218,6 +218,11 @@ class LocalTerminalSender:
                 break
         return SendResult(status, len(tpdus), por)
 
+    def post_tpdu(self, tpdu: bytes, msisdn: str) -> tuple[DeliveryStatus, bytes]:
+        """POSTs one ready SMS-DELIVER `tpdu` for `msisdn` (blocking): what the terminal
+        made of it, and its answer. The DM server's Package #0 WAP push goes this way."""
+        return self._post(tpdu, msisdn)
+
     def url_for(self, msisdn: str) -> str:
         """The URL an SMS for `msisdn` is POSTed to: `url` with `msisdn` in its query."""
         parts = urllib.parse.urlsplit(self.url)
