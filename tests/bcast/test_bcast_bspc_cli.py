@@ -105,3 +105,68 @@ def test_wrong_key_is_one_line_and_exit_2(
     assert err.count("\n") == 1
     bad.write_text("not hex")
     assert main(argv) == 2
+
+
+KEY2 = KeyId(bytes.fromhex("00f110"), bytes.fromhex("00010003"))
+
+
+def test_a_missing_ltkm_is_asked_for_with_an_ltkm_request(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The item names two keys, but the BSM has only one when the Service Request comes, so
+    only that LTKM is pushed. The second key arrives later: after --retry-after the BSP-C
+    asks for it with an LTKM Request and gets it; a key that never exists ends in exit 1."""
+    assert GBA.muk is not None
+    store = MemoryStore(items={"urn:pi:2": (KEY, KEY2)}, keys={KEY: SEK})
+    users = {BTID: UserKeys(GBA.mrk, GBA.muk)}
+    core = BsmCore("bsm.example.org", store, users.get)
+    ltkm_port = free_udp()
+    box: list[tuple[str, asyncio.AbstractEventLoop, asyncio.Event]] = []
+    ready = threading.Event()
+
+    async def serve() -> None:
+        server = await start_bsm(core, ltkm_port=ltkm_port, resend_s=0.2, tries=2)
+        stop = asyncio.Event()
+        box.append((server.url.rstrip("/"), asyncio.get_running_loop(), stop))
+        ready.set()
+        await stop.wait()
+        await server.stop()
+
+    def key2_later() -> None:
+        # After the Service Request has subscribed the user, before the BSP-C asks again.
+        for _ in range(500):
+            if store.subs.get(BTID):
+                store.keys[KEY2] = b"\x6b" * 16
+                return
+            threading.Event().wait(0.01)
+
+    thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
+    thread.start()
+    assert ready.wait(20)
+    url, loop, stop = box[0]
+    ks_file = tmp_path / "ks_naf"
+    ks_file.write_text(KS_NAF.hex())
+    argv = ["bcast", "service", "--bsm", url, "--username", BTID, "--ks-naf-file", str(ks_file),
+            "--item", "urn:pi:2", "--listen", str(ltkm_port), "--host", "127.0.0.1",
+            "--expect", "00f110/00010002", "--expect", "00f110/00010003",
+            "--retry-after", "0.5", "--wait", "5"]  # fmt: skip
+    try:
+        later = threading.Thread(target=key2_later)
+        later.start()
+        assert main(argv) == 0
+        later.join()
+        out = capsys.readouterr().out
+        assert "LTKM 00f110/00010002 counter 1" in out
+        assert "missing LTKMs, asking: 00f110/00010003" in out
+        assert "ltkm 1-ltkm: SUCCESS" in out
+        assert "LTKM 00f110/00010003" in out
+        # A key the BSM never has: asked for once, refused, exit 1 with one line.
+        never = [*argv[:-6], "--expect", "00f110/00010009", "--retry-after", "0.2", "--wait", "2"]
+        assert main(never) == 1
+        captured = capsys.readouterr()
+        assert "missing LTKMs, asking: 00f110/00010009" in captured.out
+        assert "00f110/00010009: INVALID_REQUEST" in captured.out
+        assert captured.err == "openscws: no LTKM came for 00f110/00010009\n"
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(20)
