@@ -25,14 +25,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qs, unquote
 
-from openscws.dm.db import APP_AUTH, DmStore
+from openscws.dm.db import APP_AUTH, DmStore, JobInfo
 from openscws.dm.db_models import HttpAuth
 from openscws.ras.db import Conflict, NotFound, RasError
 from openscws.ras.models import Role
 
 if TYPE_CHECKING:
     from openscws.dm.server import DmAnswer, DmRequest
-    from openscws.dm.server_notify import Notifier
+    from openscws.dm.server_notify import Notice, Notifier
     from openscws.ras.accounts import Accounts
 
 __all__ = ["API_PREFIX", "DmApi"]
@@ -143,11 +143,18 @@ class DmApi:
         dev_id = doc.get("dev_id")
         if not isinstance(dev_id, str):
             raise _Problem(422, "dev_id: a string")
-        job = self.store.create_job(dev_id, doc.get("commands"))
+        job, notice = self.create_job(dev_id, doc.get("commands"))
         out = job.as_dict()
-        if self.notifier is not None:
-            out["notification"] = self.notifier.notify(job).as_dict()
+        if notice is not None:
+            out["notification"] = notice.as_dict()
         return _json(201, out)
+
+    def create_job(self, dev_id: str, commands: object) -> tuple[JobInfo, Notice | None]:
+        """A new job of `dev_id` (its commands checked by `dm.db.check_commands`) and, with a
+        notifier, what became of its Package #0 (the REST API and the console both create
+        jobs here). NotFound for an unknown device, ValueError for bad commands."""
+        job = self.store.create_job(dev_id, commands)
+        return job, None if self.notifier is None else self.notifier.notify(job)
 
     def _add_device(self, doc: dict[str, Any]) -> DmAnswer:
         allowed = {

@@ -108,13 +108,24 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
         "--no-api",
         dest="dm_no_api",
         action="store_true",
-        help="no REST API (it takes the admin server's API tokens, from admin.db)",
+        help="no REST API and no console (they take the admin server's API tokens and "
+        "accounts, from admin.db)",
+    )
+    p.add_argument(
+        "--console-host",
+        dest="dm_console_hosts",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name the console at /console answers to besides localhost, the loopback "
+        "addresses and --host (repeatable; other Host headers get 421)",
     )
     p.add_argument(
         "--sms-url",
         dest="dm_sms_url",
         help="the terminal's local SMS entry point (http://HOST:PORT/sms, as openscws up "
-        "prints it): a job created over the REST API sends its device a Package #0 there",
+        "prints it): a job created over the REST API or the console sends its device a "
+        "Package #0 there",
     )
 
 
@@ -359,13 +370,25 @@ def _serve(args: argparse.Namespace, settings: Settings, store: DmStore) -> int:
             raise ConfigError("--sms-url: an http:// URL")
         api.notifier = Notifier(store, LocalTerminalSender(args.dm_sms_url))
 
+    console = None
+    if api is not None:
+        from openscws.dm.console import DmConsole
+        from openscws.ras.api_auth import default_hosts
+
+        hosts = (*default_hosts(host), "localhost", *args.dm_console_hosts)
+        console = DmConsole(api, api.accounts, hosts)
+
     async def main() -> None:
         from openscws.aio.signals import wait_for_stop_signal
 
         uri_port = port
         secret = _digest_secret(_data_dir(args, settings))
         service = DmService(
-            store, server_uri=args.dm_server_uri or "", api=api, digest_secret=secret
+            store,
+            server_uri=args.dm_server_uri or "",
+            api=api,
+            digest_secret=secret,
+            console=console,
         )
         server = await start_dm_server(service, tls, host=host, port=port)
         uri_port = server.port
@@ -376,6 +399,8 @@ def _serve(args: argparse.Namespace, settings: Settings, store: DmStore) -> int:
             print(f"its certificate's CA: {ca_note}", flush=True)
         suites = ", ".join(s.name for s in tls.psk_suites)
         print(f"PSK-TLS suites: {suites or 'none'}", flush=True)
+        if console is not None:
+            print(f"console: https://{shown}:{uri_port}/console", flush=True)
         if api is not None and api.notifier is not None:
             print(f"Package #0 by SMS: {api.notifier.sender.url}", flush=True)
         try:

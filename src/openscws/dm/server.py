@@ -45,6 +45,7 @@ from cryptography.hazmat.primitives import serialization
 from openscws.dm import auth
 from openscws.dm import message as m
 from openscws.dm.api import API_PREFIX, DmApi
+from openscws.dm.console import DmConsole
 from openscws.dm.db import DeviceSecrets, DmStore, JobInfo
 from openscws.dm.db_models import HttpAuth
 from openscws.dm.errors import MessageError, ProtocolError
@@ -100,6 +101,8 @@ class DmRequest:
     """Lower-case names."""
     body: bytes
     tls: TlsInfo = TlsInfo()
+    peer: str = "-"
+    """The client's address (for the console's login throttle and audit trail)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,11 +172,13 @@ class DmService:
         clock: Callable[[], float] = time.time,
         api: DmApi | None = None,
         digest_secret: bytes | None = None,
+        console: DmConsole | None = None,
     ) -> None:
         """`digest_secret` keys the Digest nonces: give every server process sharing the
         database the same one, so a nonce one issued checks at another (default: random)."""
         self.store = store
         self.api = api
+        self.console = console
         self.server_uri = server_uri
         self.challenger = Challenger(realm, secret=digest_secret)
         self.new_nonce = new_nonce
@@ -188,6 +193,8 @@ class DmService:
     def handle(self, req: DmRequest) -> DmAnswer:
         if req.path.startswith(API_PREFIX) and self.api is not None:
             return self.api.handle(req)
+        if self.console is not None and self.console.owns(req.path):
+            return self.console.handle(req)
         if req.path.split("?")[0] != DM_PATH:
             return _text(404, "not found: the DM endpoint is POST /dm")
         if req.method != "POST":
@@ -449,10 +456,13 @@ class _Connection(asyncio.Protocol):
         self.body = bytearray()
         self.peek: PskIdentityPeek | None = PskIdentityPeek() if server.tls.keys else None
         self.held: bytearray | None = None
+        self.peer = "-"
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = str(peer[0]) if isinstance(peer, tuple) and peer else "-"
         self._arm(HANDSHAKE_TIMEOUT_S)
         self.server.connections.add(self)
 
@@ -657,6 +667,7 @@ class _Connection(asyncio.Protocol):
             {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in r.headers},
             bytes(self.body),
             self.info,
+            self.peer,
         )
         self.busy = True
         task = asyncio.get_running_loop().create_task(self._run(req))
