@@ -130,15 +130,15 @@ class DmConsole:
         if path == "/":
             return self._redirect(CONSOLE_PATH)
         match req.method, parts:
-            case "GET" | "HEAD", ["login"]:
+            case "GET", ["login"]:
                 return self._page("DM console: log in", _LOGIN_FORM)
             case "POST", ["login"]:
                 return self._login(req)
             case "POST", ["logout"]:
                 return self._logout(req)
-            case "GET" | "HEAD", []:
+            case "GET", []:
                 return self._read(req, self._overview)
-            case "GET" | "HEAD", ["jobs", job_id]:
+            case "GET", ["jobs", job_id]:
                 return self._read(req, lambda p: self._job_page(p, job_id))
             case "POST", ["jobs"]:
                 return self._create(req)
