@@ -149,10 +149,12 @@ def _item_data(item: m.Item) -> str | None:
 
 @dataclass(slots=True)
 class _Live:
-    session: ServerSession
     device: DeviceSecrets
     job: JobInfo | None
     last: float
+    saved: tuple[bytes, bytes]
+    """The nonces (the device's, the server's) as the database has them."""
+    session: ServerSession = field(init=False)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -224,13 +226,11 @@ class DmService:
                 )
             if busy:
                 return _text(503, "too many open sessions", ("Retry-After", "60"))
-            mine = self._open(device, msg, media == m.CONTENT_TYPE_WBXML, now)
+            mine = self._open(device, media == m.CONTENT_TYPE_WBXML, now)
             with self._lock:
                 live = self._sessions.setdefault(key, mine)
                 if live is mine:
                     self._per_device[dev_id] = self._per_device.get(dev_id, 0) + 1
-            if live is not mine and mine.job is not None:  # another request opened it first
-                self.store.requeue_job(mine.job.id)
         with live.lock:
             return self._receive(key, live, req.body, media, req.headers, now, msg)
 
@@ -298,17 +298,26 @@ class DmService:
 
     # -- sessions --
 
-    def _open(self, device: DeviceSecrets, msg: m.SyncML, wbxml: bool, now: float) -> _Live:
-        job = self.store.claim_job(device.info.dev_id)
-        commands = job_commands(job) if job is not None else []
-        session = ServerSession(
+    def _open(self, device: DeviceSecrets, wbxml: bool, now: float) -> _Live:
+        account = _copy_account(device)
+        live = _Live(device, job=None, last=now, saved=(account.nonce, account.server_nonce))
+
+        def claim(nonce: bytes, server_nonce: bytes) -> list[m.Command]:
+            # The device has authenticated: its job is claimed, and the nonces that message
+            # rolled over are saved, in one transaction.
+            job = self.store.claim_job(device.info.dev_id, nonces=(nonce, server_nonce))
+            live.saved = (nonce, server_nonce)
+            live.job = job
+            return job_commands(job) if job is not None else []
+
+        live.session = ServerSession(
             server_uri=self.server_uri,
-            account=_copy_account(device),
+            account=account,
             new_nonce=self.new_nonce,
-            commands=commands,
             wbxml_form=wbxml,
+            on_authenticated=claim,
         )
-        return _Live(session, device, job, now)
+        return live
 
     def _receive(
         self, key: tuple[str, str], live: _Live, body: bytes, media: str,
@@ -316,7 +325,6 @@ class DmService:
     ) -> DmAnswer:  # fmt: skip
         s = live.session
         acc = s.account
-        before = (acc.nonce, acc.server_nonce)
         try:
             out = s.receive(body, media, headers.get(auth.HMAC_HEADER.lower()), decoded=msg)
         except (MessageError, ProtocolError) as exc:
@@ -329,11 +337,14 @@ class DmService:
                     live.job = None
             return _text(http, f"SyncML status {status}: {exc}")
         live.last = now
-        if (acc.nonce, acc.server_nonce) != before:
-            self.store.save_nonces(live.device.info.dev_id, acc.nonce, acc.server_nonce)
+        nonces = (acc.nonce, acc.server_nonce)
+        unsaved = nonces != live.saved
         if s.state in (ServerState.ENDED, ServerState.ABORTED):
             self._drop(key, live)
-            self._finish(live)
+            unsaved = not self._finish(live, nonces if unsaved else None)
+        if unsaved:
+            self.store.save_nonces(live.device.info.dev_id, *nonces)
+        live.saved = nonces
         if out is None:
             return DmAnswer(204)
         return DmAnswer(200, (("Content-Type", out.content_type), *out.headers), out.body)
@@ -352,18 +363,22 @@ class DmService:
         else:
             self._per_device.pop(key[0], None)
 
-    def _finish(self, live: _Live) -> None:
+    def _finish(self, live: _Live, nonces: tuple[bytes, bytes] | None) -> bool:
+        """Stores the job's results (with `nonces`, if given, in the same transaction);
+        False if `nonces` are still to be saved."""
         job, s = live.job, live.session
         if job is None:
-            return
+            return False
         live.job = None
-        got = [s.results.get(i + 1) for i in range(len(job.commands))]
+        got = [s.results.get(cid) for cid in s.granted]
         if not any(got):  # nothing ran (authentication failed, or an abort): run it next time
             self.store.requeue_job(job.id)
-            return
+            return False
         ok = s.state is ServerState.ENDED and all(r is not None for r in got)
         results = [_result(c, r) for c, r in zip(job.commands, got, strict=True)]
-        self.store.finish_job(job.id, results, ok=ok)
+        dev = (live.device.info.dev_id, *nonces) if nonces is not None else None
+        self.store.finish_job(job.id, results, ok=ok, nonces=dev)
+        return True
 
     def _purge(self, now: float) -> None:
         """Drops the sessions idle for SESSION_IDLE_S (their jobs wait for the next one)."""
