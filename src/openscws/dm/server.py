@@ -28,12 +28,14 @@ import base64
 import contextlib
 import dataclasses
 import datetime
+import functools
 import logging
 import secrets
 import ssl
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -76,6 +78,8 @@ MAX_SESSIONS: Final = 10_000
 MAX_SESSIONS_PER_DEVICE: Final = 4
 """Open sessions of one DevId at most (then new ones get 503): a device runs one at a time."""
 PURGE_EVERY_S: Final = 1.0
+DEFAULT_WORKERS: Final = 5
+"""Worker threads when the database pool does not say its size."""
 HANDSHAKE_TIMEOUT_S: Final = 15.0
 IDLE_TIMEOUT_S: Final = 60.0
 _DM_TYPES: Final = (m.CONTENT_TYPE_XML, m.CONTENT_TYPE_WBXML)
@@ -394,6 +398,12 @@ class DmService:
                 self.store.requeue_job(live.job.id)
 
     @property
+    def workers(self) -> int:
+        """Requests the service should handle at once: the database pool's connections."""
+        size = getattr(self.store.db.engine.pool, "size", None)
+        return max(2, size()) if callable(size) else DEFAULT_WORKERS
+
+    @property
     def session_count(self) -> int:
         with self._lock:
             return len(self._sessions)
@@ -539,7 +549,7 @@ class _Connection(asyncio.Protocol):
         keys = self.server.tls.keys
         assert keys is not None
         try:
-            key = await asyncio.to_thread(keys.lookup, identity)
+            key = await self.server.in_thread(keys.lookup, identity)
         except Exception:  # the table's contract says it does not raise
             log.exception("DM server: PSK lookup failed")
             key = None
@@ -680,7 +690,7 @@ class _Connection(asyncio.Protocol):
 
     async def _run(self, req: DmRequest) -> None:
         try:
-            answer = await asyncio.to_thread(self.server.service.handle, req)
+            answer = await self.server.in_thread(self.server.service.handle, req)
         except Exception:
             log.exception("DM server: the request failed")
             answer = _text(500, "internal error")
@@ -697,6 +707,17 @@ class DmServer:
     port: int = 0
     connections: set[_Connection] = field(default_factory=set)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    executor: ThreadPoolExecutor = field(init=False)
+
+    def __post_init__(self) -> None:
+        # As many worker threads as the database pool keeps connections: more would take
+        # overflow connections, opened and closed again request after request.
+        self.executor = ThreadPoolExecutor(self.service.workers, thread_name_prefix="dm")
+
+    async def in_thread[**P, T](self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """`fn` in one of the server's worker threads (the database blocks)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
 
     @property
     def url(self) -> str:
@@ -712,6 +733,7 @@ class DmServer:
         if self.server is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.server.wait_closed(), 5)
+        self.executor.shutdown(wait=False, cancel_futures=True)
 
 
 async def start_dm_server(
