@@ -62,6 +62,10 @@ class DmDatabase(RasDatabase):
 
     @cached_property
     def _read_engine(self) -> Engine:
+        if self.is_postgresql:
+            # A single statement needs no transaction around it: autocommit spares the round
+            # trip of the COMMIT (the statement sees one snapshot all the same).
+            return self.engine.execution_options(isolation_level="AUTOCOMMIT")
         return self.engine.execution_options(**{_READ_ONLY: True})
 
     @contextmanager
@@ -74,7 +78,8 @@ class DmDatabase(RasDatabase):
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:
-        """One read transaction on a pooled connection (a plain BEGIN on SQLite)."""
+        """One read on a pooled connection, for a single statement: a plain BEGIN on SQLite,
+        autocommit on PostgreSQL."""
         with self._read_engine.begin() as connection:
             yield connection
 
