@@ -255,9 +255,8 @@ class DmService:
             weak = weak_certificate(tls.peer_cert)
             if weak is not None:
                 return _text(403, f"client certificate refused: {weak}")
-        unauthorised = self._unauthorised(now_ms)
         if device is None:
-            return unauthorised
+            return self._unauthorised(now_ms)
         info = device.info
         if tls.psk_identity is not None and tls.psk_identity != info.psk_identity:
             return _text(403, "this PSK-TLS connection is another device's")
@@ -280,12 +279,12 @@ class DmService:
             if cred is not None and cred.scheme == "basic":
                 if self.challenger.check_basic(cred, user, password):
                     return None
-            return unauthorised
+            return self._unauthorised(now_ms)
         if cred is None or cred.scheme != "digest":
-            return unauthorised
+            return self._unauthorised(now_ms)
         uri = cred.params.get("uri", "")
         if urlsplit(uri).path != urlsplit(req.path).path:
-            return unauthorised
+            return self._unauthorised(now_ms)
         verdict = self.challenger.check_digest(cred, req.method, user, password, now_ms)
         if verdict == "ok":
             return None
@@ -298,7 +297,7 @@ class DmService:
                 ),
                 b"the digest nonce has expired\n",
             )
-        return unauthorised
+        return self._unauthorised(now_ms)
 
     # -- sessions --
 
