@@ -25,6 +25,8 @@ from dm_server_env import (
     run_env,
     run_session,
 )
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
 
 from openscws.dm import message as m
 from openscws.dm.db_models import HttpAuth
@@ -78,6 +80,34 @@ def test_psk_tls_session_runs_the_job(env: Env) -> None:
     assert done.results[0]["data"] == "virtual"
     assert done.results[2]["data"] == "Operator"
     assert env.service.session_count == 0
+
+
+def test_a_session_writes_its_nonces_with_the_job(env: Env) -> None:
+    """A device challenged once (its stored nonce is stale): the challenge's nonce is saved,
+    then the job is claimed together with the nonces of the authenticated Package #1, and
+    its results are stored: three write transactions, and none of them before the device
+    has authenticated holds the job."""
+    dev = dev_id()
+    add_device(env, dev, http_auth=HttpAuth.PSK, psk_identity=f"psk-{dev}", psk_key=b"k" * 16)
+    job = env.store.create_job(dev, JOB)
+    ctx = psk_client_context(f"psk-{dev}", b"k" * 16, ciphers="PSK-AES128-GCM-SHA256")
+    states: list[str] = []
+
+    def begin(connection: Connection) -> None:
+        if not connection.get_execution_options().get("openscws_read_only", False):
+            got = env.store.job(job.id)
+            states.append(got.state if got is not None else "?")
+
+    engine = env.store.db.engine
+    event.listen(engine, "begin", begin)
+    try:
+        run_session(client(dev), sender(env, ctx))
+    finally:
+        event.remove(engine, "begin", begin)
+    assert states == ["pending", "pending", "running"]
+    done = env.store.job(job.id)
+    assert done is not None
+    assert done.state == "done"
 
 
 def test_basic_transport_auth(env: Env) -> None:

@@ -10,16 +10,19 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, cast
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Connection, Engine, Table, bindparam, delete, select, update
 
 from openscws.dm import auth
 from openscws.dm.db_models import Device, HttpAuth, Job, JobState
 from openscws.dm.session import DeviceAccount
-from openscws.ras.db import Conflict, NotFound, RasDatabase
+from openscws.ras.db import _READ_ONLY, Conflict, NotFound, RasDatabase
 from openscws.ras.vault import Vault
 
 __all__ = [
@@ -56,6 +59,83 @@ class DmDatabase(RasDatabase):
 
     def __repr__(self) -> str:
         return f"DmDatabase({self.engine.url.render_as_string(hide_password=True)!r})"
+
+    @cached_property
+    def _read_engine(self) -> Engine:
+        if self.is_postgresql:
+            # A single statement needs no transaction around it: autocommit spares the round
+            # trip of the COMMIT (the statement sees one snapshot all the same).
+            return self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        return self.engine.execution_options(**{_READ_ONLY: True})
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One write transaction on a pooled connection (BEGIN IMMEDIATE on SQLite), for the
+        session path's SQL core statements (no ORM unit of work); committed when the block
+        ends, rolled back if it raises."""
+        with self.engine.begin() as connection:
+            yield connection
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """One read on a pooled connection, for a single statement: a plain BEGIN on SQLite,
+        autocommit on PostgreSQL."""
+        with self._read_engine.begin() as connection:
+            yield connection
+
+
+# The session path's statements, built once (SQL core: one round trip each, no ORM).
+_DEVICES: Final = cast(Table, Device.__table__)
+_JOBS: Final = cast(Table, Job.__table__)
+_DEVICE_BY_ID: Final = select(*_DEVICES.c).where(_DEVICES.c.dev_id == bindparam("dev_id"))
+_PSK_BY_IDENTITY: Final = select(_DEVICES.c.dev_id, _DEVICES.c.psk_key).where(
+    _DEVICES.c.psk_identity == bindparam("identity")
+)
+_SAVE_NONCES: Final = (
+    update(_DEVICES)
+    .where(_DEVICES.c.dev_id == bindparam("b_dev_id"))
+    .values(app_nonce=bindparam("b_app_nonce"), server_nonce=bindparam("b_server_nonce"))
+)
+_JOB_COLUMNS: Final = (
+    _JOBS.c.id,
+    _JOBS.c.dev_id,
+    _JOBS.c.state,
+    _JOBS.c.commands,
+    _JOBS.c.results,
+    _JOBS.c.created_ms,
+    _JOBS.c.finished_ms,
+)
+_CLAIM: Final = (
+    update(_JOBS)
+    .where(
+        _JOBS.c.id
+        == select(_JOBS.c.id)
+        .where(_JOBS.c.dev_id == bindparam("b_dev_id"), _JOBS.c.state == str(JobState.PENDING))
+        .order_by(_JOBS.c.id)
+        .limit(1)
+        # PostgreSQL: a job another server process is claiming is skipped, not waited for
+        # (SQLite serialises writers at BEGIN IMMEDIATE and renders no FOR UPDATE).
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    .values(state=str(JobState.RUNNING))
+    .returning(*_JOB_COLUMNS)
+)
+_FINISH: Final = (
+    update(_JOBS)
+    .where(_JOBS.c.id == bindparam("b_job_id"))
+    .values(
+        state=bindparam("b_state"),
+        results=bindparam("b_results"),
+        finished_ms=bindparam("b_finished_ms"),
+    )
+)
+
+
+def _save_nonces(c: Connection, dev_id: str, app_nonce: bytes, server_nonce: bytes) -> None:
+    c.execute(
+        _SAVE_NONCES, {"b_dev_id": dev_id, "b_app_nonce": app_nonce, "b_server_nonce": server_nonce}
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,7 +318,8 @@ class DmStore:
         return info
 
     @staticmethod
-    def _info(d: Device) -> DeviceInfo:
+    def _info(d: Any) -> DeviceInfo:
+        """Of a `Device` or a row of its table."""
         return DeviceInfo(
             d.dev_id,
             d.app_auth,
@@ -267,46 +348,43 @@ class DmStore:
                 raise NotFound(f"no device {dev_id}")
 
     def secrets(self, dev_id: str) -> DeviceSecrets | None:
-        with self.db.read() as s:
-            d = s.get(Device, dev_id)
-            if d is None:
-                return None
-            account = DeviceAccount(
-                username=d.app_username,
-                password=self._open(dev_id, "app_secret", d.app_secret).decode(),
-                auth_type=d.app_auth,
-                nonce=d.app_nonce,
-                server_id=d.server_id,
-                server_password=self._open(dev_id, "server_secret", d.server_secret).decode(),
-                server_auth_type=d.server_auth,
-                server_nonce=d.server_nonce,
-            )
-            http = (
-                None
-                if d.http_secret is None
-                else self._open(dev_id, "http_secret", d.http_secret).decode()
-            )
-            psk = None if d.psk_key is None else self._open(dev_id, "psk_key", d.psk_key)
-            return DeviceSecrets(self._info(d), account, http, psk)
+        with self.db.reading() as c:
+            row = c.execute(_DEVICE_BY_ID, {"dev_id": dev_id}).first()
+        if row is None:
+            return None
+        d: Any = row
+        account = DeviceAccount(
+            username=d.app_username,
+            password=self._open(dev_id, "app_secret", d.app_secret).decode(),
+            auth_type=d.app_auth,
+            nonce=d.app_nonce,
+            server_id=d.server_id,
+            server_password=self._open(dev_id, "server_secret", d.server_secret).decode(),
+            server_auth_type=d.server_auth,
+            server_nonce=d.server_nonce,
+        )
+        http = (
+            None
+            if d.http_secret is None
+            else self._open(dev_id, "http_secret", d.http_secret).decode()
+        )
+        psk = None if d.psk_key is None else self._open(dev_id, "psk_key", d.psk_key)
+        return DeviceSecrets(self._info(d), account, http, psk)
 
     def psk_key(self, identity: str | None) -> bytes | None:
         """The PSK of a device's identity (the PSK-TLS key table), or None."""
         if identity is None:
             return None
-        with self.db.read() as s:
-            d = s.scalars(select(Device).where(Device.psk_identity == identity)).first()
-            if d is None or d.psk_key is None:
-                return None
-            return self._open(d.dev_id, "psk_key", d.psk_key)
+        with self.db.reading() as c:
+            row = c.execute(_PSK_BY_IDENTITY, {"identity": identity}).first()
+        if row is None or row.psk_key is None:
+            return None
+        return self._open(row.dev_id, "psk_key", row.psk_key)
 
     def save_nonces(self, dev_id: str, app_nonce: bytes, server_nonce: bytes) -> None:
         """The nonces after a message: the next session starts from them (rollover)."""
-        with self.db.write() as s:
-            s.execute(
-                update(Device)
-                .where(Device.dev_id == dev_id)
-                .values(app_nonce=app_nonce, server_nonce=server_nonce)
-            )
+        with self.db.transaction() as c:
+            _save_nonces(c, dev_id, app_nonce, server_nonce)
 
     # -- jobs --
 
@@ -327,7 +405,8 @@ class DmStore:
             return self._job(job)
 
     @staticmethod
-    def _job(j: Job) -> JobInfo:
+    def _job(j: Any) -> JobInfo:
+        """Of a `Job` or a row of its table."""
         return JobInfo(
             j.id,
             j.dev_id,
@@ -350,34 +429,39 @@ class DmStore:
                 q = q.where(Job.dev_id == dev_id)
             return [self._job(j) for j in s.scalars(q)]
 
-    def claim_job(self, dev_id: str) -> JobInfo | None:
-        """The device's oldest pending job, now running (one server process claims it)."""
-        with self.db.write() as s:
-            q = (
-                select(Job)
-                .where(Job.dev_id == dev_id, Job.state == str(JobState.PENDING))
-                .order_by(Job.id)
-                .limit(1)
-            )
-            if self.db.is_postgresql:
-                q = q.with_for_update(skip_locked=True)
-            j = s.scalars(q).first()
-            if j is None:
-                return None
-            j.state = str(JobState.RUNNING)
-            s.flush()
-            return self._job(j)
+    def claim_job(
+        self, dev_id: str, *, nonces: tuple[bytes, bytes] | None = None
+    ) -> JobInfo | None:
+        """The device's oldest pending job, now running (one server process claims it).
+        `nonces` (the device's and the server's, after the message that authenticated the
+        device) are saved in the same transaction."""
+        with self.db.transaction() as c:
+            if nonces is not None:
+                _save_nonces(c, dev_id, *nonces)
+            row = c.execute(_CLAIM, {"b_dev_id": dev_id}).first()
+        return None if row is None else self._job(row)
 
-    def finish_job(self, job_id: int, results: list[dict[str, Any]], *, ok: bool) -> None:
-        with self.db.write() as s:
-            s.execute(
-                update(Job)
-                .where(Job.id == job_id)
-                .values(
-                    state=str(JobState.DONE if ok else JobState.FAILED),
-                    results=json.dumps(results),
-                    finished_ms=_now_ms(),
-                )
+    def finish_job(
+        self,
+        job_id: int,
+        results: list[dict[str, Any]],
+        *,
+        ok: bool,
+        nonces: tuple[str, bytes, bytes] | None = None,
+    ) -> None:
+        """The job's results; `nonces` (DevId, the device's and the server's nonce after the
+        session's last message) are saved in the same transaction."""
+        with self.db.transaction() as c:
+            if nonces is not None:
+                _save_nonces(c, *nonces)
+            c.execute(
+                _FINISH,
+                {
+                    "b_job_id": job_id,
+                    "b_state": str(JobState.DONE if ok else JobState.FAILED),
+                    "b_results": json.dumps(results),
+                    "b_finished_ms": _now_ms(),
+                },
             )
 
     def requeue_job(self, job_id: int) -> None:

@@ -316,8 +316,28 @@ class SyncML:
 # -- one declaration, two directions ------------------------------------------------------
 
 
-def _fields(cls: type[Any]) -> list[tuple[str, Spec]]:
-    return [(f.name, f.metadata["dm"]) for f in dataclasses.fields(cls)]
+_FIELDS: dict[type[Any], tuple[tuple[str, Spec], ...]] = {}
+_BY_TAG: dict[type[Any], tuple[dict[str, tuple[str, Spec]], str | None]] = {}
+
+
+def _fields(cls: type[Any]) -> tuple[tuple[str, Spec], ...]:
+    """A message class's fields and their specs (read once per class)."""
+    got = _FIELDS.get(cls)
+    if got is None:
+        got = _FIELDS[cls] = tuple((f.name, f.metadata["dm"]) for f in dataclasses.fields(cls))
+    return got
+
+
+def _by_tag(cls: type[Any]) -> tuple[dict[str, tuple[str, Spec]], str | None]:
+    """A message class's fields by their element's tag, and its commands field if any (made
+    once per class)."""
+    got = _BY_TAG.get(cls)
+    if got is None:
+        specs = _fields(cls)
+        by_tag = {s.tag: (name, s) for name, s in specs if s.kind is not Kind.COMMANDS}
+        commands = next((name for name, s in specs if s.kind is Kind.COMMANDS), None)
+        got = _BY_TAG[cls] = (by_tag, commands)
+    return got
 
 
 def _leaf(spec: Spec, text: str | bytes) -> Element:
@@ -365,9 +385,7 @@ def _int(el: Element) -> int:
 def from_element(cls: type[Any], el: Element) -> Any:
     if el.tag != cls.TAG:
         raise MessageError(f"<{cls.TAG}> expected, not <{el.tag}>")
-    specs = _fields(cls)
-    by_tag = {spec.tag: (name, spec) for name, spec in specs if spec.kind is not Kind.COMMANDS}
-    commands = next((name for name, spec in specs if spec.kind is Kind.COMMANDS), None)
+    by_tag, commands = _by_tag(cls)
     values: dict[str, Any] = {}
     cmds: list[Any] = []
     for c in el.content:
@@ -402,7 +420,7 @@ def from_element(cls: type[Any], el: Element) -> Any:
             cmds.append(from_element(COMMANDS[c.tag], c))
         else:
             raise MessageError(f"<{el.tag}> may not hold <{c.tag}>")
-    for name, spec in specs:
+    for name, spec in _fields(cls):
         if spec.required and name not in values and spec.kind is not Kind.COMMANDS:
             raise MessageError(f"<{el.tag}> lacks <{spec.tag}>")
     if commands is not None:

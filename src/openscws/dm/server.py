@@ -28,12 +28,14 @@ import base64
 import contextlib
 import dataclasses
 import datetime
+import functools
 import logging
 import secrets
 import ssl
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -77,6 +79,8 @@ MAX_SESSIONS: Final = 10_000
 MAX_SESSIONS_PER_DEVICE: Final = 4
 """Open sessions of one DevId at most (then new ones get 503): a device runs one at a time."""
 PURGE_EVERY_S: Final = 1.0
+DEFAULT_WORKERS: Final = 5
+"""Worker threads when the database pool does not say its size."""
 HANDSHAKE_TIMEOUT_S: Final = 15.0
 IDLE_TIMEOUT_S: Final = 60.0
 _DM_TYPES: Final = (m.CONTENT_TYPE_XML, m.CONTENT_TYPE_WBXML)
@@ -152,10 +156,12 @@ def _item_data(item: m.Item) -> str | None:
 
 @dataclass(slots=True)
 class _Live:
-    session: ServerSession
     device: DeviceSecrets
     job: JobInfo | None
     last: float
+    saved: tuple[bytes, bytes]
+    """The nonces (the device's, the server's) as the database has them."""
+    session: ServerSession = field(init=False)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -231,13 +237,11 @@ class DmService:
                 )
             if busy:
                 return _text(503, "too many open sessions", ("Retry-After", "60"))
-            mine = self._open(device, msg, media == m.CONTENT_TYPE_WBXML, now)
+            mine = self._open(device, media == m.CONTENT_TYPE_WBXML, now)
             with self._lock:
                 live = self._sessions.setdefault(key, mine)
                 if live is mine:
                     self._per_device[dev_id] = self._per_device.get(dev_id, 0) + 1
-            if live is not mine and mine.job is not None:  # another request opened it first
-                self.store.requeue_job(mine.job.id)
         with live.lock:
             return self._receive(key, live, req.body, media, req.headers, now, msg)
 
@@ -258,9 +262,8 @@ class DmService:
             weak = weak_certificate(tls.peer_cert)
             if weak is not None:
                 return _text(403, f"client certificate refused: {weak}")
-        unauthorised = self._unauthorised(now_ms)
         if device is None:
-            return unauthorised
+            return self._unauthorised(now_ms)
         info = device.info
         if tls.psk_identity is not None and tls.psk_identity != info.psk_identity:
             return _text(403, "this PSK-TLS connection is another device's")
@@ -283,12 +286,12 @@ class DmService:
             if cred is not None and cred.scheme == "basic":
                 if self.challenger.check_basic(cred, user, password):
                     return None
-            return unauthorised
+            return self._unauthorised(now_ms)
         if cred is None or cred.scheme != "digest":
-            return unauthorised
+            return self._unauthorised(now_ms)
         uri = cred.params.get("uri", "")
         if urlsplit(uri).path != urlsplit(req.path).path:
-            return unauthorised
+            return self._unauthorised(now_ms)
         verdict = self.challenger.check_digest(cred, req.method, user, password, now_ms)
         if verdict == "ok":
             return None
@@ -301,21 +304,30 @@ class DmService:
                 ),
                 b"the digest nonce has expired\n",
             )
-        return unauthorised
+        return self._unauthorised(now_ms)
 
     # -- sessions --
 
-    def _open(self, device: DeviceSecrets, msg: m.SyncML, wbxml: bool, now: float) -> _Live:
-        job = self.store.claim_job(device.info.dev_id)
-        commands = job_commands(job) if job is not None else []
-        session = ServerSession(
+    def _open(self, device: DeviceSecrets, wbxml: bool, now: float) -> _Live:
+        account = _copy_account(device)
+        live = _Live(device, job=None, last=now, saved=(account.nonce, account.server_nonce))
+
+        def claim(nonce: bytes, server_nonce: bytes) -> list[m.Command]:
+            # The device has authenticated: its job is claimed, and the nonces that message
+            # rolled over are saved, in one transaction.
+            job = self.store.claim_job(device.info.dev_id, nonces=(nonce, server_nonce))
+            live.saved = (nonce, server_nonce)
+            live.job = job
+            return job_commands(job) if job is not None else []
+
+        live.session = ServerSession(
             server_uri=self.server_uri,
-            account=_copy_account(device),
+            account=account,
             new_nonce=self.new_nonce,
-            commands=commands,
             wbxml_form=wbxml,
+            on_authenticated=claim,
         )
-        return _Live(session, device, job, now)
+        return live
 
     def _receive(
         self, key: tuple[str, str], live: _Live, body: bytes, media: str,
@@ -323,7 +335,6 @@ class DmService:
     ) -> DmAnswer:  # fmt: skip
         s = live.session
         acc = s.account
-        before = (acc.nonce, acc.server_nonce)
         try:
             out = s.receive(body, media, headers.get(auth.HMAC_HEADER.lower()), decoded=msg)
         except (MessageError, ProtocolError) as exc:
@@ -336,11 +347,14 @@ class DmService:
                     live.job = None
             return _text(http, f"SyncML status {status}: {exc}")
         live.last = now
-        if (acc.nonce, acc.server_nonce) != before:
-            self.store.save_nonces(live.device.info.dev_id, acc.nonce, acc.server_nonce)
+        nonces = (acc.nonce, acc.server_nonce)
+        unsaved = nonces != live.saved
         if s.state in (ServerState.ENDED, ServerState.ABORTED):
             self._drop(key, live)
-            self._finish(live)
+            unsaved = not self._finish(live, nonces if unsaved else None)
+        if unsaved:
+            self.store.save_nonces(live.device.info.dev_id, *nonces)
+        live.saved = nonces
         if out is None:
             return DmAnswer(204)
         return DmAnswer(200, (("Content-Type", out.content_type), *out.headers), out.body)
@@ -359,18 +373,22 @@ class DmService:
         else:
             self._per_device.pop(key[0], None)
 
-    def _finish(self, live: _Live) -> None:
+    def _finish(self, live: _Live, nonces: tuple[bytes, bytes] | None) -> bool:
+        """Stores the job's results (with `nonces`, if given, in the same transaction);
+        False if `nonces` are still to be saved."""
         job, s = live.job, live.session
         if job is None:
-            return
+            return False
         live.job = None
-        got = [s.results.get(i + 1) for i in range(len(job.commands))]
+        got = [s.results.get(cid) for cid in s.granted]
         if not any(got):  # nothing ran (authentication failed, or an abort): run it next time
             self.store.requeue_job(job.id)
-            return
+            return False
         ok = s.state is ServerState.ENDED and all(r is not None for r in got)
         results = [_result(c, r) for c, r in zip(job.commands, got, strict=True)]
-        self.store.finish_job(job.id, results, ok=ok)
+        dev = (live.device.info.dev_id, *nonces) if nonces is not None else None
+        self.store.finish_job(job.id, results, ok=ok, nonces=dev)
+        return True
 
     def _purge(self, now: float) -> None:
         """Drops the sessions idle for SESSION_IDLE_S (their jobs wait for the next one)."""
@@ -384,6 +402,12 @@ class DmService:
         for _, live in old:
             if live.job is not None:
                 self.store.requeue_job(live.job.id)
+
+    @property
+    def workers(self) -> int:
+        """Requests the service should handle at once: the database pool's connections."""
+        size = getattr(self.store.db.engine.pool, "size", None)
+        return max(2, size()) if callable(size) else DEFAULT_WORKERS
 
     @property
     def session_count(self) -> int:
@@ -534,7 +558,7 @@ class _Connection(asyncio.Protocol):
         keys = self.server.tls.keys
         assert keys is not None
         try:
-            key = await asyncio.to_thread(keys.lookup, identity)
+            key = await self.server.in_thread(keys.lookup, identity)
         except Exception:  # the table's contract says it does not raise
             log.exception("DM server: PSK lookup failed")
             key = None
@@ -676,7 +700,7 @@ class _Connection(asyncio.Protocol):
 
     async def _run(self, req: DmRequest) -> None:
         try:
-            answer = await asyncio.to_thread(self.server.service.handle, req)
+            answer = await self.server.in_thread(self.server.service.handle, req)
         except Exception:
             log.exception("DM server: the request failed")
             answer = _text(500, "internal error")
@@ -693,6 +717,17 @@ class DmServer:
     port: int = 0
     connections: set[_Connection] = field(default_factory=set)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    executor: ThreadPoolExecutor = field(init=False)
+
+    def __post_init__(self) -> None:
+        # As many worker threads as the database pool keeps connections: more would take
+        # overflow connections, opened and closed again request after request.
+        self.executor = ThreadPoolExecutor(self.service.workers, thread_name_prefix="dm")
+
+    async def in_thread[**P, T](self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """`fn` in one of the server's worker threads (the database blocks)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
 
     @property
     def url(self) -> str:
@@ -708,6 +743,7 @@ class DmServer:
         if self.server is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.server.wait_closed(), 5)
+        self.executor.shutdown(wait=False, cancel_futures=True)
 
 
 async def start_dm_server(

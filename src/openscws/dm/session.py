@@ -186,8 +186,16 @@ class ServerSession:
         commands: Iterable[m.Command] = (),
         wbxml_form: bool = False,
         max_msg_size: int = 65536,
+        on_authenticated: Callable[[bytes, bytes], Iterable[m.Command]] | None = None,
     ) -> None:
+        """`on_authenticated(nonce, server_nonce)` is asked once, when the device has
+        authenticated, for more commands (queued after `commands`), with the nonces as they
+        stand after that message: the shell claims the device's job there and saves the
+        nonces with it. Should it raise, the message is not taken."""
         self.server_uri = server_uri
+        self.on_authenticated = on_authenticated
+        self.granted: list[int] = []
+        """The CmdIDs that on_authenticated's commands got, in order."""
         self.own_max_msg_size = max_msg_size  # what we accept, announced in our header
         self.account = account
         self.new_nonce = new_nonce
@@ -215,9 +223,12 @@ class ServerSession:
     def state(self) -> ServerState:
         return self.table.state
 
-    def queue(self, command: m.Command) -> None:
-        """A management command for the client; its CmdID (and nested ones) are set here."""
-        self.pending.append(self._number(command))
+    def queue(self, command: m.Command) -> int:
+        """A management command for the client; its CmdID (and nested ones) are set here.
+        Returns its CmdID."""
+        numbered = self._number(command)
+        self.pending.append(numbered)
+        return numbered.cmd_id
 
     def _number(self, c: m.Command) -> m.Command:
         self.cmd_id += 1
@@ -303,7 +314,13 @@ class ServerSession:
         else:
             event = SE.AUTH_OK
         nxt = self.table.check(event)
+        more: list[m.Command] = []
+        if event is SE.AUTH_OK and self.on_authenticated is not None:
+            server_nonce = their_nonce if their_nonce is not None else self.account.server_nonce
+            more = list(self.on_authenticated(self.account.nonce, server_nonce))
         # Committed from here on.
+        for c in more:
+            self.granted.append(self.queue(c))
         if verdict in (401, 407):
             self.failures += 1
         if their_nonce is not None:
