@@ -22,14 +22,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import platform
-import shutil
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Final
@@ -40,10 +37,11 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "src"))
 
 import _docs  # noqa: E402
+from _servers import cell_figures, served_cell  # noqa: E402
 from run import free_port  # noqa: E402
 
 from openscws.bcast.bspc import BspcExchange, HttpRequest, LtkmReceiver  # noqa: E402
-from openscws.bcast.db import BsmDatabase, default_url  # noqa: E402
+from openscws.bcast.db import BsmDatabase  # noqa: E402
 from openscws.bcast.keys import rk_keys  # noqa: E402
 from openscws.bcast.mikey import MikeyError  # noqa: E402
 from openscws.bcast.sprov import KeyId, MessageKind, Request, Response, StatusCode  # noqa: E402
@@ -145,64 +143,30 @@ async def load(url: str, ltkm_port: int, requests: int, clients: int) -> tuple[f
 
 
 def run_cell(db: str, opts: argparse.Namespace) -> dict[str, Any]:
-    tmp = Path(tempfile.mkdtemp(prefix="openscws-bench-bsm-"))
-    cluster = None
-    try:
-        if db == "postgresql":
-            from bench_admin import PgCluster
+    port, ltkm_port = free_port(), free_port()
 
-            cluster = PgCluster(durable=True)
-            url = cluster.url(cluster.create_database())
-        else:
-            url = default_url(tmp)
-        prepare(tmp, url, opts.clients)
-        port, ltkm_port = free_port(), free_port()
-        log = (tmp / "bsm.log").open("wb")
-        server = subprocess.Popen(
-            [sys.executable, "-m", "openscws", "bsm", "serve", "--data-dir", str(tmp), "--db", url,
-             "--port", str(port), "--ltkm-port", str(ltkm_port), "-q"],
-            stdout=subprocess.PIPE, stderr=log, cwd=ROOT,
-        )  # fmt: skip
-        try:
-            assert server.stdout is not None
-            line = server.stdout.readline().decode()
-            if "BSM ready" not in line:
-                raise RuntimeError(f"the BSM did not start: {(tmp / 'bsm.log').read_text()}")
-            base = f"http://127.0.0.1:{port}"
-            warm = min(opts.clients * 2, opts.requests)
-            asyncio.run(load(base, ltkm_port, warm, opts.clients))
-            cpu0 = server_cpu(server.pid, cluster)
+    def command(data_dir: Path, url: str) -> list[str]:
+        return [sys.executable, "-m", "openscws", "bsm", "serve", "--data-dir", str(data_dir),
+                "--db", url, "--port", str(port), "--ltkm-port", str(ltkm_port), "-q"]  # fmt: skip
+
+    prep = functools.partial(prepare, subscribers=opts.clients)
+    with served_cell(db, "bsm", prep, command, "BSM ready") as cell:
+        base = f"http://127.0.0.1:{port}"
+        warm = min(opts.clients * 2, opts.requests)
+        asyncio.run(load(base, ltkm_port, warm, opts.clients))
+        with cell.measure() as m:
             wall, lat = asyncio.run(load(base, ltkm_port, opts.requests, opts.clients))
-            cpu = server_cpu(server.pid, cluster) - cpu0
-        finally:
-            server.terminate()
-            server.wait(20)
-            log.close()
-        lat.sort()
-        return {
-            "db": db,
-            "requests": len(lat),
-            "clients": opts.clients,
-            "seconds": round(wall, 3),
-            "requests_per_s": round(len(lat) / wall, 1),
-            "server_cpu_ms_per_request": round(cpu / len(lat) * 1000, 2),
-            "load_average": round(os.getloadavg()[0], 1),
-            "latency_ms": {
-                "p50": round(statistics.median(lat) * 1000, 2),
-                "p95": round(lat[int(0.95 * (len(lat) - 1))] * 1000, 2),
-            },
-        }
-    finally:
-        if cluster is not None:
-            cluster.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def server_cpu(pid: int, cluster: Any) -> float:
-    """CPU seconds of the BSM process, and of the PostgreSQL server when there is one."""
-    from bench_admin import proc_cpu
-
-    return proc_cpu(pid) + (cluster.cpu() if cluster is not None else 0.0)
+    got = cell_figures(m, lat, wall)
+    return {
+        "db": db,
+        "requests": got["done"],
+        "clients": opts.clients,
+        "seconds": got["seconds"],
+        "requests_per_s": got["per_s"],
+        "server_cpu_ms_per_request": round(got["server_cpu_ms"], 2),
+        "load_average": got["load_average"],
+        "latency_ms": got["latency_ms"],
+    }
 
 
 def render(cells: list[dict[str, Any]]) -> str:

@@ -22,15 +22,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import platform
-import shutil
 import ssl
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Final
@@ -41,9 +38,10 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "src"))
 
 import _docs  # noqa: E402
+from _servers import cell_figures, served_cell  # noqa: E402
 from run import free_port  # noqa: E402
 
-from openscws.dm.db import DmDatabase, DmStore, default_url  # noqa: E402
+from openscws.dm.db import DmDatabase, DmStore  # noqa: E402
 from openscws.dm.session import ClientSession, Outgoing  # noqa: E402
 from openscws.dm.tree import AppAuth, dm_account, standard_tree  # noqa: E402
 from openscws.ras.vault import Vault  # noqa: E402
@@ -150,12 +148,6 @@ async def load(port: int, first: int, count: int, clients: int) -> tuple[float, 
     return time.perf_counter() - start, latencies
 
 
-def server_cpu(pid: int, cluster: Any) -> float:
-    from bench_admin import proc_cpu
-
-    return proc_cpu(pid) + (cluster.cpu() if cluster is not None else 0.0)
-
-
 def check_jobs(url: str, data_dir: Path, first: int, count: int) -> int:
     db = DmDatabase(url)
     try:
@@ -170,60 +162,33 @@ def check_jobs(url: str, data_dir: Path, first: int, count: int) -> int:
 
 
 def run_cell(db: str, opts: argparse.Namespace) -> dict[str, Any]:
-    tmp = Path(tempfile.mkdtemp(prefix="openscws-bench-dm-"))
-    cluster = None
-    try:
-        if db == "postgresql":
-            from bench_admin import PgCluster
+    port = free_port()
+    warm = min(opts.clients * 2, opts.devices // 10 or 1)
 
-            cluster = PgCluster(durable=True)
-            url = cluster.url(cluster.create_database())
-        else:
-            url = default_url(tmp)
-        warm = min(opts.clients * 2, opts.devices // 10 or 1)
-        prepare(tmp, url, warm + opts.devices)
-        port = free_port()
-        log = (tmp / "dm.log").open("wb")
-        server = subprocess.Popen(
-            [sys.executable, "-m", "openscws", "dm", "serve", "--data-dir", str(tmp), "--db", url,
-             "--port", str(port), "--no-api", "--min-tls", "1.2", "-q"],
-            stdout=subprocess.PIPE, stderr=log, cwd=ROOT,
-        )  # fmt: skip
-        try:
-            assert server.stdout is not None
-            line = server.stdout.readline().decode()
-            if "DM server ready" not in line:
-                raise RuntimeError(f"the DM server did not start: {(tmp / 'dm.log').read_text()}")
-            asyncio.run(load(port, 0, warm, opts.clients))
-            cpu0 = server_cpu(server.pid, cluster)
+    def command(data_dir: Path, url: str) -> list[str]:
+        return [sys.executable, "-m", "openscws", "dm", "serve", "--data-dir", str(data_dir),
+                "--db", url, "--port", str(port), "--no-api", "--min-tls", "1.2", "-q"]  # fmt: skip
+
+    prep = functools.partial(prepare, devices=warm + opts.devices)
+    with served_cell(db, "dm", prep, command, "DM server ready") as cell:
+        asyncio.run(load(port, 0, warm, opts.clients))
+        with cell.measure() as m:
             wall, lat = asyncio.run(load(port, warm, opts.devices, opts.clients))
-            cpu = server_cpu(server.pid, cluster) - cpu0
-        finally:
-            server.terminate()
-            server.wait(20)
-            log.close()
-        done = check_jobs(url, tmp, warm, opts.devices)
-        if done != opts.devices:
-            raise RuntimeError(f"{done} of {opts.devices} jobs done")
-        lat.sort()
-        return {
-            "db": db,
-            "sessions": len(lat),
-            "jobs_done": done,
-            "clients": opts.clients,
-            "seconds": round(wall, 3),
-            "sessions_per_s": round(len(lat) / wall, 1),
-            "server_cpu_ms_per_session": round(cpu / len(lat) * 1000, 2),
-            "load_average": round(os.getloadavg()[0], 1),
-            "latency_ms": {
-                "p50": round(statistics.median(lat) * 1000, 2),
-                "p95": round(lat[int(0.95 * (len(lat) - 1))] * 1000, 2),
-            },
-        }
-    finally:
-        if cluster is not None:
-            cluster.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        done = check_jobs(cell.url, cell.data_dir, warm, opts.devices)
+    if done != opts.devices:
+        raise RuntimeError(f"{done} of {opts.devices} jobs done")
+    got = cell_figures(m, lat, wall)
+    return {
+        "db": db,
+        "sessions": got["done"],
+        "jobs_done": done,
+        "clients": opts.clients,
+        "seconds": got["seconds"],
+        "sessions_per_s": got["per_s"],
+        "server_cpu_ms_per_session": round(got["server_cpu_ms"], 2),
+        "load_average": got["load_average"],
+        "latency_ms": got["latency_ms"],
+    }
 
 
 def render(cells: list[dict[str, Any]]) -> str:
