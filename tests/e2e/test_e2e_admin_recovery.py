@@ -22,9 +22,9 @@ from openscws.ras.service import RasService
 
 pytestmark = pytest.mark.e2e
 
-N_RESOURCES = 24
+N_RESOURCES = 48
 SIZE = 48 * 1024
-"""24 x 48 KB: the session takes about a second, time to kill the process in it."""
+"""48 x 48 KB: the session takes long enough to stop the process in it."""
 PATHS = [f"/recovery/r{i}.bin" for i in range(N_RESOURCES)]
 RECOVERY_BOUND = 10.0
 """Seconds the campaign may take to finish once the restarted server is up."""
@@ -95,8 +95,9 @@ poll_interval = 0.2
     while job().state != "in_session":
         assert job().state not in ("done", "failed"), job()
         assert time.monotonic() < deadline, f"no session: {job()}\n{first.stderr}"
-        time.sleep(0.01)
-    time.sleep(0.25)
+        time.sleep(0.005)
+    # Frozen at once, so the session cannot end between this check and the kill.
+    first.proc.send_signal(signal.SIGSTOP)
     assert job().state == "in_session", "the session ended before the kill"
     first.proc.send_signal(signal.SIGKILL)
     first.proc.wait(10)

@@ -34,18 +34,42 @@ def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
         out.close()  # the child has its own descriptor
 
 
-def _wait_port(port: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
+def _listening(port: int) -> bool:
+    """Whether a socket listens on `port`, read from /proc: a test connection would be taken
+    by vpcd for a card inserted and pulled at once."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                return True
+    return False
+
+
+def _wait_reader(proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+    """Until vpcd listens on its port and pcscd lists its reader."""
+    from openscws.aio.pcsc import PcscError, list_readers
+
+    deadline = time.monotonic() + timeout
+    names: list[str] = []
+    while True:
+        assert proc.poll() is None, "pcscd exited:\n" + log.read_text(errors="replace")
+        if _listening(VPCD_PORT):
+            try:
+                names = list_readers()
+            except PcscError:
+                names = []
+            if any("vpcd" in n.lower() or "virtual" in n.lower() for n in names):
                 return
-        except OSError as e:
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"nothing listens on 127.0.0.1:{port} after {timeout} s"
-                ) from e
-            time.sleep(0.1)
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"no vpcd reader in pcscd after {timeout} s (readers: {names}):\n"
+                + log.read_text(errors="replace")[-4000:]
+            )
+        time.sleep(0.1)
 
 
 def test_gateway_and_card_processes(  # type: ignore[no-untyped-def]
@@ -100,7 +124,7 @@ def pcscd(
         peer_unavailable(busy)
     proc = _spawn([exe, "--foreground", "--debug"], tmp_path / "pcscd.log")
     try:
-        _wait_port(VPCD_PORT, 15)
+        _wait_reader(proc, tmp_path / "pcscd.log", 15)
         yield proc
     finally:
         if proc.poll() is None:
