@@ -170,7 +170,7 @@ async def one_mode(mode: str, cards: int, data: Path, proxy: str | None) -> dict
                 settings, [(m, fleet.deliver(m)) for m in fleet.msisdns]
             )
             async with asyncio.timeout(120):
-                while not all(c.client.registered.is_set() and c.client.apps for c in push.cards):
+                while not all(c.client.ready and c.client.apps for c in push.cards):
                     await asyncio.sleep(0.05)
             log.info(
                 "%s: %d push clients registered in %.1f s",

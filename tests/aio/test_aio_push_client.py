@@ -85,7 +85,7 @@ async def path(
     await spg.start()
     try:
         async with asyncio.timeout(10):
-            while not (client.registered.is_set() and client.apps):
+            while not (client.ready and client.apps):
                 await asyncio.sleep(0.05)
         yield ppg, client, app, PapClient(ppg.pap_url, username="ras", password="s3cret")
     finally:

@@ -125,7 +125,7 @@ def test_twenty_cards_by_sip_push_through_kamailio(
             assert isinstance(push, EmbeddedPush)
             assert len(push.cards) == FLEET
             async with asyncio.timeout(30):
-                while not all(c.client.registered.is_set() and c.client.apps for c in push.cards):
+                while not all(c.client.ready and c.client.apps for c in push.cards):
                     await asyncio.sleep(0.1)
             # the push clients registered with Kamailio, not with the PPG's own registrar
             aor = f"sip:{settings.card.msisdn}@{settings.sip.domain}"

@@ -68,7 +68,7 @@ def test_campaign_by_sip_push_and_a_replay_refused(tmp_path: Path) -> None:
             push = stack.extra["push"]
             assert isinstance(push, EmbeddedPush)
             async with asyncio.timeout(10):
-                while not (push.client.registered.is_set() and push.client.apps):
+                while not (push.client.ready and push.client.apps):
                     await asyncio.sleep(0.05)
             service = stack.admin.service
             base = f"http://127.0.0.1:{settings.gateway.port_map[3516]}"

@@ -98,6 +98,8 @@ class PushClient:
         self.apps: dict[str, str] = {}
         self.registered = asyncio.Event()
         self.granted: int | None = None
+        self.announced: frozenset[str] = frozenset()
+        """The application ids in the feature tag of the registration in force."""
         self._call_id = f"{secrets.token_hex(8)}@{config.sip_host}"
         self._cseq = 0
         self._refresher: asyncio.Task[None] | None = None
@@ -135,8 +137,14 @@ class PushClient:
 
     # -- registration --------------------------------------------------------------------------
 
-    def _contact(self, expires: int) -> str:
-        values = ",".join(sorted(feature_value(a) for a in self.apps))
+    @property
+    def ready(self) -> bool:
+        """Registered, with every application registered on PUSH-CAI in the feature tag:
+        from here a push to any of them can be routed to this client."""
+        return self.registered.is_set() and self.announced == frozenset(self.apps)
+
+    def _contact(self, expires: int, apps: frozenset[str]) -> str:
+        values = ",".join(sorted(feature_value(a) for a in apps))
         tag = f';{FEATURE_TAG}="{values}"' if values else ""
         return f"<{self.contact_uri}>{tag};expires={expires}"
 
@@ -145,6 +153,7 @@ class PushClient:
         lifetime = self.config.expires if expires is None else expires
         host, port, transport = uri_target(self.config.registrar)
         domain = self.config.aor.split("@", 1)[1]
+        apps = frozenset(self.apps)
         extra: list[tuple[str, str]] = []
         for _ in range(2):
             self._cseq += 1
@@ -158,7 +167,7 @@ class PushClient:
                     ("To", f"<{self.config.aor}>"),
                     ("Call-ID", self._call_id),
                     ("CSeq", f"{self._cseq} REGISTER"),
-                    ("Contact", self._contact(lifetime)),
+                    ("Contact", self._contact(lifetime, apps)),
                     ("Expires", str(lifetime)),
                     *extra,
                 ],
@@ -185,8 +194,10 @@ class PushClient:
             if 200 <= answer.status < 300:
                 self.granted = self._granted(answer, lifetime) if lifetime else None
                 if lifetime:
+                    self.announced = apps
                     self.registered.set()
                 else:
+                    self.announced = frozenset()
                     self.registered.clear()
             return answer.status
         return 401
@@ -205,6 +216,9 @@ class PushClient:
     async def _keep_registered(self) -> None:
         backoff = 1.0
         while True:
+            # Cleared before the REGISTER: an application that comes or goes while it is in
+            # flight sets it again, so the next round announces it.
+            self._changed.clear()
             try:
                 status = await self.register()
             except (SipTimeout, SipError, OSError) as e:
@@ -217,7 +231,6 @@ class PushClient:
             else:
                 log.warning("push client: REGISTER answered %s", status)
                 wait, backoff = backoff, min(backoff * 2, 60.0)
-            self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await self._changed.wait()
