@@ -20,12 +20,16 @@ received its trigger. Rate = N / that time (triggers delivered per second).
 * sip-push, Kamailio: the same, with `sip.proxy` set: the push clients register with Kamailio
   (Debian `kamailio`, the shipped deploy/kamailio/kamailio.cfg, started here) and every MESSAGE
   goes through it. Skipped with a note when kamailio is not installed.
+* sip-push, Kamailio, openscws ppg: the network deployment: the PPG is `openscws ppg` in its
+  own process (as it runs beside a real SIP network), sending through Kamailio; the admin
+  server and the terminals stay in this process.
 
 A "card" here is the terminal's delivery of an SMS-DELIVER to the card (the callable
 `Gateway.deliver_sms` is): it decodes the TPDU (3GPP TS 23.040), records the arrival and answers
 "delivered". It runs no UICC, opens no admin session (bench_admin.py measures sessions), so the
-figures are the trigger paths' own cost, the same card on both. Everything runs in this one
-process, on loopback.
+figures are the trigger paths' own cost, the same card on both. Everything but Kamailio and
+`openscws ppg` runs in this one process, on loopback. CPU per trigger is counted per process:
+this one (`time.process_time`), and Kamailio's and the PPG's process trees (from /proc).
 
 --quick: 20 cards, never writes the docs. A full run (1,000 cards) rewrites the "Campaign
 triggers: SIP push and SMS" section of docs/benchmarks.md. Target: the SIP push rate at least
@@ -43,10 +47,12 @@ import os
 import platform
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -61,7 +67,14 @@ import _docs  # noqa: E402
 from _admin_fleet import card_keys, register_cards  # noqa: E402
 from run import free_port  # noqa: E402
 
-from openscws.aio.push_embedded import EmbeddedPush, start_embedded_push  # noqa: E402
+from openscws.aio.push_embedded import (  # noqa: E402
+    DOMAIN,
+    EmbeddedPush,
+    PushFleet,
+    ppg_identity,
+    start_embedded_push,
+    start_push_cards,
+)
 from openscws.aio.smsc_local import SmsLocalEndpoint  # noqa: E402
 from openscws.aio.stack import start_admin, under  # noqa: E402
 from openscws.config import Settings  # noqa: E402
@@ -74,7 +87,9 @@ KAMAILIO_CFG: Final = ROOT / "deploy" / "kamailio" / "kamailio.cfg"
 SEED: Final = "bench-push"
 TARGET: Final = 0.5
 """SIP push rate / SMS rate asked for."""
-MODES: Final = ("sms", "sip-push", "sip-push, Kamailio")
+KAMAILIO: Final = "sip-push, Kamailio"
+PPG_PROCESS: Final = "sip-push, Kamailio, openscws ppg"
+MODES: Final = ("sms", "sip-push", KAMAILIO, PPG_PROCESS)
 
 log = logging.getLogger("bench_push")
 
@@ -102,8 +117,25 @@ class Fleet:
         return deliver_sms
 
 
+def tree_cpu(root: int) -> float:
+    """CPU seconds (user + system) of process `root` and its children, from /proc: Kamailio's
+    main process and the workers it forks."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        fields = text.rsplit(")", 1)[1].split()
+        pid, ppid = int(stat.parent.name), int(fields[1])
+        if root in (pid, ppid):
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
 @contextlib.contextmanager
-def kamailio(port: int, run: Path) -> Iterator[None]:
+def kamailio(port: int, run: Path) -> Iterator[int]:
     run.mkdir(parents=True, exist_ok=True)
     with (run / "kamailio.log").open("wb") as out:
         proc = subprocess.Popen(
@@ -116,18 +148,8 @@ def kamailio(port: int, run: Path) -> Iterator[None]:
             stderr=subprocess.STDOUT,
         )
         try:
-            import socket
-
-            deadline = time.monotonic() + 15
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), 0.2).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline or proc.poll() is not None:
-                        raise RuntimeError("kamailio did not start") from None
-                    time.sleep(0.1)
-            yield
+            _wait_port(port, proc, "kamailio", run / "kamailio.log")
+            yield proc.pid
         finally:
             proc.terminate()
             try:
@@ -137,7 +159,62 @@ def kamailio(port: int, run: Path) -> Iterator[None]:
                 proc.wait()
 
 
-async def one_mode(mode: str, cards: int, data: Path, proxy: str | None) -> dict[str, Any]:
+@contextlib.contextmanager
+def ppg_process(data: Path, pap_url: str, password: str, proxy: str) -> Iterator[int]:
+    """`openscws ppg` as its own process, sending through `proxy`, with the admin server as
+    its one push initiator; yields its pid once it serves PAP."""
+    data.mkdir(parents=True, exist_ok=True)
+    initiators = data / "initiators"
+    initiators.write_text(f"ras {password}\n")
+    initiators.chmod(0o600)
+    pap = urllib.parse.urlsplit(pap_url)
+    with (data / "ppg.log").open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "openscws", "ppg", "-q"),
+                *("--pap", f"127.0.0.1:{pap.port}", "--pap-path", pap.path),
+                *("--sip", f"127.0.0.1:{free_port()}", "--proxy", proxy),
+                *("--identity", ppg_identity(DOMAIN), "--plmn-domain", DOMAIN),
+                *("--data-dir", str(data), "--initiators", str(initiators)),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        )
+        try:
+            _wait_port(int(pap.port or 0), proc, "openscws ppg", data / "ppg.log")
+            yield proc.pid
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], name: str, log_file: Path) -> None:
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                tail = log_file.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"{name} did not start:\n{tail}") from None
+            time.sleep(0.1)
+
+
+async def one_mode(
+    mode: str,
+    cards: int,
+    data: Path,
+    proxy: str | None,
+    *,
+    kamailio_pid: int | None = None,
+    ppg_own_process: bool = False,
+) -> dict[str, Any]:
     trigger = "sms" if mode == "sms" else "sip-push"
     base = under(Settings(), data)
     settings = replace(
@@ -153,6 +230,26 @@ async def one_mode(mode: str, cards: int, data: Path, proxy: str | None) -> dict
         ),
         sip=replace(base.sip, proxy=proxy or ""),
     )
+    with contextlib.ExitStack() as stack:
+        ppg_pid = None
+        if ppg_own_process:
+            assert proxy is not None
+            ppg_pid = stack.enter_context(
+                ppg_process(
+                    data / "ppg", settings.admin.pap_url, settings.admin.pap_password, proxy
+                )
+            )
+        return await _measure(mode, trigger, cards, settings, kamailio_pid, ppg_pid)
+
+
+async def _measure(
+    mode: str,
+    trigger: str,
+    cards: int,
+    settings: Settings,
+    kamailio_pid: int | None,
+    ppg_pid: int | None,
+) -> dict[str, Any]:
     fleet = Fleet(cards)
     sms = SmsLocalEndpoint(
         fleet.deliver(fleet.msisdns[0]),
@@ -161,14 +258,16 @@ async def one_mode(mode: str, cards: int, data: Path, proxy: str | None) -> dict
     )
     await sms.start()
     admin = await start_admin(settings, sms_url=sms.url, api=False)
-    push: EmbeddedPush | None = None
+    push: EmbeddedPush | PushFleet | None = None
     try:
         await asyncio.to_thread(register_cards, admin.service, SEED, cards)
         if trigger == "sip-push":
             started = time.perf_counter()
-            push = await start_embedded_push(
-                settings, [(m, fleet.deliver(m)) for m in fleet.msisdns]
-            )
+            devices = [(m, fleet.deliver(m)) for m in fleet.msisdns]
+            if ppg_pid is not None:
+                push = await start_push_cards(devices, registrar=settings.sip.proxy)
+            else:
+                push = await start_embedded_push(settings, devices)
             async with asyncio.timeout(120):
                 while not all(c.client.ready and c.client.apps for c in push.cards):
                     await asyncio.sleep(0.05)
@@ -182,14 +281,17 @@ async def one_mode(mode: str, cards: int, data: Path, proxy: str | None) -> dict
         await asyncio.to_thread(
             service.put_content, "/bench/push.html", b"<p>pushed</p>", "text/html"
         )
+        others = [pid for pid in (kamailio_pid, ppg_pid) if pid is not None]
         t0 = time.perf_counter()
         cpu0 = time.process_time()
+        others0 = [tree_cpu(pid) for pid in others]
         await asyncio.to_thread(service.create_campaign, f"bench {mode}", trigger=trigger)
         admin.server.wake()
         async with asyncio.timeout(max(120.0, cards * 0.5)):
             await fleet.all_in.wait()
         elapsed = time.perf_counter() - t0
         cpu = time.process_time() - cpu0
+        spent = {pid: tree_cpu(pid) - c0 for pid, c0 in zip(others, others0, strict=True)}
         last = max(fleet.arrived.values()) - t0
     finally:
         if push is not None:
@@ -203,6 +305,12 @@ async def one_mode(mode: str, cards: int, data: Path, proxy: str | None) -> dict
         "last_arrival_s": round(last, 3),
         "triggers_per_s": round(cards / elapsed, 1),
         "cpu_ms_per_trigger": round(cpu * 1000 / cards, 2),
+        "ppg_cpu_ms_per_trigger": (
+            None if ppg_pid is None else round(spent[ppg_pid] * 1000 / cards, 2)
+        ),
+        "kamailio_cpu_ms_per_trigger": (
+            None if kamailio_pid is None else round(spent[kamailio_pid] * 1000 / cards, 2)
+        ),
         "duplicates": fleet.extra,
     }
 
@@ -210,14 +318,20 @@ async def one_mode(mode: str, cards: int, data: Path, proxy: str | None) -> dict
 def table(rows: list[dict[str, Any]]) -> str:
     sms = next((r for r in rows if r["mode"] == "sms"), None)
     lines = [
-        "| trigger | cards | campaign (s) | triggers/s | vs SMS | CPU ms / trigger |",
-        "|---|---|---|---|---|---|",
+        "| trigger | cards | campaign (s) | triggers/s | vs SMS | CPU ms / trigger: "
+        "bench process | PPG process | Kamailio |",
+        "|---|---|---|---|---|---|---|---|",
     ]
+
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
     for r in rows:
         ratio = f"{r['triggers_per_s'] / sms['triggers_per_s']:.2f}" if sms else "-"
         lines.append(
             f"| {r['mode']} | {r['cards']} | {r['seconds']:.2f} | {r['triggers_per_s']:.0f} | "
-            f"{ratio} | {r['cpu_ms_per_trigger']:.2f} |"
+            f"{ratio} | {r['cpu_ms_per_trigger']:.2f} | "
+            f"{ms(r.get('ppg_cpu_ms_per_trigger'))} | {ms(r.get('kamailio_cpu_ms_per_trigger'))} |"
         )
     return "\n".join(lines)
 
@@ -268,13 +382,20 @@ async def main_async(
     notes: list[str] = []
     for mode in MODES:
         data = work / mode.replace(", ", "-").replace(" ", "-")
-        if mode.endswith("Kamailio"):
+        if mode in (KAMAILIO, PPG_PROCESS):
             if shutil.which("kamailio") is None:
-                notes.append("sip-push, Kamailio: not run (apt-get install kamailio).")
+                notes.append(f"{mode}: not run (apt-get install kamailio).")
                 continue
             port = free_port()
-            with kamailio(port, data / "kam"):
-                row = await one_mode(mode, args.cards, data, f"sip:127.0.0.1:{port}")
+            with kamailio(port, data / "kam") as pid:
+                row = await one_mode(
+                    mode,
+                    args.cards,
+                    data,
+                    f"sip:127.0.0.1:{port}",
+                    kamailio_pid=pid,
+                    ppg_own_process=mode == PPG_PROCESS,
+                )
         else:
             row = await one_mode(mode, args.cards, data, None)
         log.info("%s", row)

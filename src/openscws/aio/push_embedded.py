@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -26,7 +26,7 @@ from openscws.config import Settings
 from openscws.push.ppg import Initiator
 from openscws.push.sip import uri_target
 
-__all__ = ["EmbeddedPush", "PushCard", "start_embedded_push"]
+__all__ = ["EmbeddedPush", "PushCard", "PushFleet", "start_embedded_push", "start_push_cards"]
 
 DOMAIN: Final = "scws.test"
 """The default `sip.domain`."""
@@ -52,6 +52,17 @@ class PushCard:
             await self.gateway.close()
         await self.client.close()
         await self.scws6.close()
+
+
+@dataclass
+class PushFleet:
+    """The terminals' side of the push path for a set of cards."""
+
+    cards: list[PushCard] = field(default_factory=list)
+
+    async def stop(self) -> None:
+        for card in self.cards:
+            await card.stop()
 
 
 @dataclass
@@ -108,27 +119,55 @@ async def start_embedded_push(
     await ppg.start()
     push = EmbeddedPush(ppg)
     try:
+        fleet = await start_push_cards(
+            cards,
+            registrar=proxy or f"sip:127.0.0.1:{ppg.sip.port}",
+            domain=domain,
+            passwords=passwords,
+        )
+        push.cards = fleet.cards
+    except BaseException:
+        await push.stop()
+        raise
+    return push
+
+
+async def start_push_cards(
+    cards: Sequence[tuple[str, Deliver]],
+    *,
+    registrar: str,
+    domain: str = DOMAIN,
+    passwords: Mapping[str, str] | None = None,
+) -> PushFleet:
+    """Per (MSISDN, delivery) of `cards`: a push client registered as `sip:<MSISDN>@<domain>`
+    with `registrar` (a proxy's, or a PPG's own), trusting the PPG identity of `domain`, its
+    SCWS Push Gateway and its SCWS-6 endpoint. `passwords` (by MSISDN) answer a registrar's
+    digest challenge."""
+    identity = ppg_identity(domain)
+    transport = uri_target(registrar)[2]
+    fleet = PushFleet()
+    try:
         for msisdn, deliver in cards:
             card = PushCard(
                 msisdn,
                 PushClient(
                     PushClientConfig(
                         aor=f"sip:{msisdn}@{domain}",
-                        registrar=proxy or f"sip:127.0.0.1:{ppg.sip.port}",
+                        registrar=registrar,
                         trusted_ppg=frozenset({identity}),
                         username=msisdn,
-                        password=passwords[msisdn],
-                        transport=uri_target(proxy)[2] if proxy else "UDP",
+                        password=None if passwords is None else passwords[msisdn],
+                        transport=transport,
                     )
                 ),
                 Scws6Endpoint(deliver),
             )
-            push.cards.append(card)
+            fleet.cards.append(card)
             await card.scws6.start()
             await card.client.start()
             card.gateway = ScwsPushGateway(card.client.cai_url, card.scws6.url)
             await card.gateway.start()
     except BaseException:
-        await push.stop()
+        await fleet.stop()
         raise
-    return push
+    return fleet
