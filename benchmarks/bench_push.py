@@ -171,7 +171,13 @@ def ppg_process(data: Path, pap_url: str, password: str, proxy: str) -> Iterator
     with (data / "ppg.log").open("wb") as out:
         proc = subprocess.Popen(
             [
-                *(sys.executable, "-m", "openscws", "ppg", "-q"),
+                *(
+                    sys.executable,
+                    "-m",
+                    "openscws",
+                    "ppg",
+                    "-v" if log.isEnabledFor(logging.DEBUG) else "-q",
+                ),
                 *("--pap", f"127.0.0.1:{pap.port}", "--pap-path", pap.path),
                 *("--sip", f"127.0.0.1:{free_port()}", "--proxy", proxy),
                 *("--identity", ppg_identity(DOMAIN), "--plmn-domain", DOMAIN),
@@ -352,8 +358,10 @@ def docs_section(rows: list[dict[str, Any]], notes: list[str]) -> str:
         "loop, database and sender; for SIP push the PAP submission, the PPG, SIP, the push "
         "client, PUSH-CAI, the SCWS Push Gateway and SCWS-6). A card is the terminal's "
         'delivery of the SMS-DELIVER (decoded, recorded, answered "delivered"): no UICC and no '
-        "admin session, the same on both paths. All in one process on loopback; Kamailio "
-        "(deploy/kamailio/kamailio.cfg) as its own process. The trigger loop keeps two "
+        "admin session, the same on both paths. The first three rows run in one process on "
+        "loopback (as `openscws up` does), Kamailio (deploy/kamailio/kamailio.cfg) as its own "
+        "process; the last row runs the PPG as `openscws ppg` in its own process too, as it "
+        "runs beside a real SIP network. The trigger loop keeps two "
         "batches of 50 triggers in flight; the PAP submissions and result notifications go "
         "over kept-alive connections, while each card's own local hops (push client to SCWS "
         "Push Gateway to SCWS-6) open one connection each, as each card gets one push. The "
@@ -362,9 +370,10 @@ def docs_section(rows: list[dict[str, Any]], notes: list[str]) -> str:
         "PAP push-message: a push-message carries one content entity for all of its "
         "addresses (WAP-247-PAP), while each card's trigger is its own secured command "
         "packet (its keys and counter, ETSI TS 102 225), so a campaign's triggers cannot "
-        "share one multi-address push-message. CPU ms / trigger: this process's CPU time "
-        "over the campaign (the admin server, the PPG, the push clients and the cards, not "
-        "Kamailio) per card; on a shared machine it varies less than the rate does.\n\n"
+        "share one multi-address push-message. CPU ms / trigger, per process: the bench "
+        "process (the admin server, the terminals and the cards, and the PPG but in the last "
+        "row), `openscws ppg` and Kamailio (their process trees, from /proc); on a shared "
+        "machine it varies less than the rate does.\n\n"
         + table(rows)
         + "\n\n"
         + "; ".join(verdicts)
@@ -380,7 +389,7 @@ async def main_async(
 ) -> tuple[list[dict[str, Any]], list[str]]:
     rows: list[dict[str, Any]] = []
     notes: list[str] = []
-    for mode in MODES:
+    for mode in args.modes or MODES:
         data = work / mode.replace(", ", "-").replace(" ", "-")
         if mode in (KAMAILIO, PPG_PROCESS):
             if shutil.which("kamailio") is None:
@@ -411,6 +420,13 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--no-docs", action="store_true")
+    parser.add_argument(
+        "--mode",
+        dest="modes",
+        action="append",
+        choices=MODES,
+        help="run only this mode (repeatable; the docs are then not written)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args()
     if args.cards is None:
@@ -427,7 +443,7 @@ def main() -> int:
         print(note)
     if args.json is not None:
         args.json.write_text(json.dumps({"rows": rows, "notes": notes}, indent=2) + "\n")
-    if not args.quick and not args.no_docs:
+    if not args.quick and not args.no_docs and not args.modes:
         _docs.splice(args.docs, BEGIN, END, docs_section(rows, notes))
     return 0 if all(r["duplicates"] == 0 for r in rows) else 1
 
