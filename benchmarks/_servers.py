@@ -75,6 +75,16 @@ class Cell:
         self.measured.append(m)
 
 
+def stop_process(proc: subprocess.Popen[bytes], wait: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it has not ended within `wait` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(wait)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def cell_figures(m: Measured, latencies: list[float], wall: float) -> dict[str, Any]:
     """Rate, CPU per operation (server and load generator apart), the rate one free core
     would give at the server's CPU cost, latency percentiles, the machine's load."""
@@ -132,12 +142,7 @@ def served_cell(
                     raise RuntimeError(f"{name} did not start: {log_path.read_text()}")
                 yield Cell(db, tmp, url, server, cluster, line.strip())
             finally:
-                server.terminate()
-                try:
-                    server.wait(20)
-                except subprocess.TimeoutExpired:
-                    server.kill()
-                    server.wait()
+                stop_process(server, 20)
     finally:
         if cluster is not None:
             cluster.stop()

@@ -65,6 +65,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import _docs  # noqa: E402
 from _admin_fleet import card_keys, register_cards  # noqa: E402
+from _servers import stop_process  # noqa: E402
 from run import free_port  # noqa: E402
 
 from openscws.aio.push_embedded import (  # noqa: E402
@@ -151,12 +152,7 @@ def kamailio(port: int, run: Path) -> Iterator[int]:
             _wait_port(port, proc, "kamailio", run / "kamailio.log")
             yield proc.pid
         finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)
 
 
 @contextlib.contextmanager
@@ -171,13 +167,7 @@ def ppg_process(data: Path, pap_url: str, password: str, proxy: str) -> Iterator
     with (data / "ppg.log").open("wb") as out:
         proc = subprocess.Popen(
             [
-                *(
-                    sys.executable,
-                    "-m",
-                    "openscws",
-                    "ppg",
-                    "-v" if log.isEnabledFor(logging.DEBUG) else "-q",
-                ),
+                *(sys.executable, "-m", "openscws", "ppg", "-q"),
                 *("--pap", f"127.0.0.1:{pap.port}", "--pap-path", pap.path),
                 *("--sip", f"127.0.0.1:{free_port()}", "--proxy", proxy),
                 *("--identity", ppg_identity(DOMAIN), "--plmn-domain", DOMAIN),
@@ -191,12 +181,7 @@ def ppg_process(data: Path, pap_url: str, password: str, proxy: str) -> Iterator
             _wait_port(int(pap.port or 0), proc, "openscws ppg", data / "ppg.log")
             yield proc.pid
         finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)
 
 
 def _wait_port(port: int, proc: subprocess.Popen[bytes], name: str, log_file: Path) -> None:
