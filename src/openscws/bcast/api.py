@@ -31,7 +31,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from openscws.bcast.sprov import KeyId, SprovError
 from openscws.bcast.store import SqlStore
@@ -48,6 +47,7 @@ from openscws.ras.api_auth import (
 )
 from openscws.ras.db import Conflict, NotFound, RasError
 from openscws.ras.models import Role
+from openscws.ras.web_headers import SecurityHeaders
 
 __all__ = ["API_PREFIX", "create_bsm_api"]
 
@@ -59,7 +59,6 @@ _CONSOLE_CSP: Final = (
     "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; "
     "base-uri 'none'"
 )
-_API_CSP: Final = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; sandbox"
 _MAX_LOGIN_FORM: Final = 4096
 
 
@@ -136,32 +135,6 @@ def _problem(status: int, detail: str, headers: dict[str, str] | None = None) ->
     )
 
 
-class _SecurityHeaders:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        api = str(scope.get("path", "")).startswith("/api/")
-        extra = [
-            (b"x-content-type-options", b"nosniff"),
-            (b"referrer-policy", b"no-referrer"),
-            (b"cache-control", b"no-store"),
-            (b"content-security-policy", (_API_CSP if api else _CONSOLE_CSP).encode()),
-        ]
-        if not api:
-            extra.append((b"x-frame-options", b"DENY"))
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *extra]
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
-
-
 def create_bsm_api(
     store: SqlStore,
     accounts: Accounts,
@@ -187,7 +160,7 @@ def create_bsm_api(
     app.add_middleware(BodyCap, routes=app.router.routes)
     app.add_middleware(HostCheck, hosts=default_hosts("127.0.0.1") if hosts is None else hosts)
     app.add_middleware(AuditTrail, accounts=accounts)
-    app.add_middleware(_SecurityHeaders)
+    app.add_middleware(SecurityHeaders, console_csp=_CONSOLE_CSP, console_no_store=True)
     _errors(app)
     _catalogue_routes(app, store, guard)
     _subscription_routes(app, store, guard)

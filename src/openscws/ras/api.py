@@ -32,7 +32,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 import openscws
 from openscws.agent.credentials import ADMIN_TAR
@@ -85,6 +85,7 @@ from openscws.ras.api_models import (
 from openscws.ras.models import Role
 from openscws.ras.service import Conflict, NotFound, RasError, RasService, TooLarge
 from openscws.ras.vault import VaultError
+from openscws.ras.web_headers import SecurityHeaders
 from openscws.scws.paths import MAX_ADMIN_RESOURCE
 
 __all__ = ["API_PREFIX", "CONSOLE_DIR", "MAX_CONTENT_BYTES", "PROBLEM_JSON", "create_app"]
@@ -103,9 +104,6 @@ _CONSOLE_CSP: Final = (
     "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
     "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
-# API answers (stored content included) are data, never a document of this origin: nothing
-# in them may run, load or be framed, even when a browser is made to render one.
-_API_CSP: Final = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; sandbox"
 MAX_JSON_BYTES: Final = 1024 * 1024
 """Largest JSON body a route that takes one may be sent (a campaign naming every card)."""
 _LOGIN_PAGE: Final = "/login.html"
@@ -177,37 +175,6 @@ class _RasApi(FastAPI):
 _DOCS_PATH: Final = "/api/docs"
 
 
-class _SecurityHeaders:
-    """nosniff and a strict CSP on every answer; no-store on the API's."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path: str = scope.get("path", "")
-        extra: list[tuple[bytes, bytes]] = [
-            (b"x-content-type-options", b"nosniff"),
-            (b"referrer-policy", b"no-referrer"),
-        ]
-        if path.startswith("/api/"):
-            extra.append((b"cache-control", b"no-store"))
-            if path != _DOCS_PATH:  # the docs page sets its own, hashed policy
-                extra.append((b"content-security-policy", _API_CSP.encode()))
-        else:
-            extra.append((b"content-security-policy", _CONSOLE_CSP.encode()))
-            extra.append((b"x-frame-options", b"DENY"))
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *extra]
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
-
-
 def create_app(
     service: RasService,
     *,
@@ -237,7 +204,7 @@ def create_app(
     app.add_middleware(BodyCap, routes=app.router.routes)
     app.add_middleware(HostCheck, hosts=default_hosts("127.0.0.1") if hosts is None else hosts)
     app.add_middleware(AuditTrail, accounts=service.accounts)
-    app.add_middleware(_SecurityHeaders)
+    app.add_middleware(SecurityHeaders, console_csp=_CONSOLE_CSP, own_csp=frozenset({_DOCS_PATH}))
     _error_handlers(app)
     _auth_routes(app, service, guard, throttle or LoginThrottle())
     _card_routes(app, service, guard)
