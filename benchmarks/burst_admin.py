@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import json
 import random
-import socket
 import ssl
 import sys
 import tempfile
@@ -28,16 +27,11 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from openscws.aio.freeport import free_port
 from openscws.aio.stack import Stack, start_stack, under
 from openscws.config import Settings
 
 PATHS = ["/", "/index.html", "/style.css", "/img/card.png"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)

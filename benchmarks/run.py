@@ -53,8 +53,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT / "src"))
 
 import _docs  # noqa: E402
+
+from openscws.aio.freeport import free_port  # noqa: E402
 
 PAGE_PATH = "/index.html"
 BULK_PATH = "/big.bin"
@@ -126,12 +129,6 @@ def make_image(image_dir: Path, files: Path) -> None:
 
 
 # -- servers -------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def up_config(path: Path, tmp: Path, card: str = "") -> Path:

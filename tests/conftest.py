@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from openscws.aio.freeport import free_port
 
 READY = "SCWS ready: "
 READY_TIMEOUT = 20.0
@@ -77,13 +78,6 @@ def peer_unavailable(reason: str) -> None:
 @pytest.fixture(name="peer_unavailable")
 def _peer_unavailable_fixture() -> Callable[[str], None]:
     return peer_unavailable
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def openscws_cmd(*args: str | Path) -> list[str]:

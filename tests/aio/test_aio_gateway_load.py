@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from openscws.aio.freeport import free_port
 from openscws.aio.stack import Stack, start_stack, under
 from openscws.config import Settings
 from openscws.scws.model import Resource
@@ -27,19 +28,13 @@ SLOWLORIS_SECONDS = float(os.environ.get("OPENSCWS_SLOWLORIS_SECONDS", "8"))
 """How long the slowloris test runs (the figure to report is from a 30 s run)."""
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @asynccontextmanager
 async def _stack(tmp: Path, **gateway: object) -> AsyncIterator[Stack]:
     s = under(Settings(), tmp)
     settings = replace(
         s,
         gateway=replace(
-            s.gateway, port_map={3516: _free_port(), 4116: _free_port()}, sms_port=0, **gateway
+            s.gateway, port_map={3516: free_port(), 4116: free_port()}, sms_port=0, **gateway
         ),
     )
     stack = await start_stack(settings, demo=True, admin=False, api=False)

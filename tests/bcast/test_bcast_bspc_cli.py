@@ -6,13 +6,13 @@ printed, never the key); a wrong key file gives a 401 failure as one line and ex
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from openscws.aio.freeport import free_port
 from openscws.bcast.bsm import BsmCore, MemoryStore, UserKeys
 from openscws.bcast.keys import mbms_keys_gba_me, rk_keys
 from openscws.bcast.server import start_bsm
@@ -29,12 +29,6 @@ KEY = KeyId(bytes.fromhex("00f110"), bytes.fromhex("00010002"))
 SEK = b"\x5a" * 16
 
 
-def free_udp() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def bsm() -> Iterator[tuple[str, int]]:
     """A BSM in a thread of its own, pushing LTKMs to the port the test listens on."""
@@ -43,7 +37,7 @@ def bsm() -> Iterator[tuple[str, int]]:
     core = BsmCore(
         "bsm.example.org", MemoryStore(items={"urn:pi:1": (KEY,)}, keys={KEY: SEK}), users.get
     )
-    ltkm_port = free_udp()
+    ltkm_port = free_port()
     ready = threading.Event()
     url: list[str] = []
     stop: list[asyncio.Event] = []
@@ -120,7 +114,7 @@ def test_a_missing_ltkm_is_asked_for_with_an_ltkm_request(
     store = MemoryStore(items={"urn:pi:2": (KEY, KEY2)}, keys={KEY: SEK})
     users = {BTID: UserKeys(GBA.mrk, GBA.muk)}
     core = BsmCore("bsm.example.org", store, users.get)
-    ltkm_port = free_udp()
+    ltkm_port = free_port()
     box: list[tuple[str, asyncio.AbstractEventLoop, asyncio.Event]] = []
     ready = threading.Event()
 

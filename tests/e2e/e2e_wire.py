@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from openscws.aio.freeport import free_port
+
 if TYPE_CHECKING:
     from openscws.aio.stack import Stack
 
@@ -179,12 +181,6 @@ async def wait_campaign(stack: Stack, campaign: int, timeout: float = 30.0) -> d
             return progress
         assert loop.time() < deadline, f"campaign stuck: {progress}"
         await asyncio.sleep(0.05)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_card(

@@ -12,7 +12,6 @@ import contextlib
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from openscws.aio.freeport import free_port
 from openscws.ras.db import RasDatabase, default_url
 from openscws.ras.vault import Vault
 
@@ -51,13 +51,6 @@ def _pg_bindir() -> Path | None:
         if all((candidate / tool).exists() for tool in ("initdb", "pg_ctl", "postgres")):
             return candidate
     return None
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True)
@@ -113,7 +106,7 @@ def postgres() -> Iterator[PgCluster]:
     if prefix:
         entry = pwd.getpwnam("postgres")
         os.chown(root, entry.pw_uid, entry.pw_gid)
-    port = _free_port()
+    port = free_port()
 
     def run(*args: str) -> None:
         done = subprocess.run(

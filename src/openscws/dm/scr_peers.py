@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -17,6 +16,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
+
+from openscws.aio.freeport import free_port
 
 __all__ = ["PeerServer", "PeerUnavailable", "free_port", "gnutls_server", "openssl_server"]
 
@@ -40,12 +41,6 @@ GNUTLS_MIN_TLS12: Final = frozenset(n for n in GNUTLS_SUITES if n.endswith("SHA2
 
 class PeerUnavailable(Exception):
     """The peer program is not installed here (its Debian package named) or did not start."""
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
