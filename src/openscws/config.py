@@ -273,6 +273,9 @@ class BsmSettings:
     Ua protocol id (TS 33.220 Annex H.3)."""
     ltkm_port: int = 4359
     """With BCAST in `openscws up`: the terminal's LTKM port (UDP, IANA "omabcastltkm")."""
+    ltkm_retry_after: float = 10.0
+    """With BCAST in `openscws up`: seconds after a subscription before the terminal asks
+    once, with an LTKM Request, for the item's LTKMs that have not come (lost datagrams)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,6 +426,7 @@ def _problem(s: Settings) -> str | None:
         ("admin.session_ttl", a.session_ttl),
         ("admin.retry_base", a.retry_base),
         ("admin.retry_max", a.retry_max),
+        ("bsm.ltkm_retry_after", s.bsm.ltkm_retry_after),
     ]
     for name, number in positive:
         if not number > 0:

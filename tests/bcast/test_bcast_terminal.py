@@ -208,3 +208,80 @@ def test_ruim_path_nai_and_rk_into_the_card(
     assert card.csim.state.msk(KEY.key_domain, KEY.key_id) == SEK
     assert stranger.csim is not None
     assert stranger.csim.state.msk(KEY.key_domain, KEY.key_id) is None
+
+
+class _LossyRelay(asyncio.DatagramProtocol):
+    """Between the BSM and the terminal's LTKM port: drops the first `drop` LTKMs (a lossy
+    network), forwards the others, and the terminal's acknowledgements back."""
+
+    def __init__(self, terminal_port: int, drop: int) -> None:
+        self.terminal = ("127.0.0.1", terminal_port)
+        self.drop = drop
+        self.bsm: tuple[str, int] | None = None
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.DatagramTransport)
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        assert self.transport is not None
+        if addr == self.terminal:
+            if self.bsm is not None:
+                self.transport.sendto(data, self.bsm)
+            return
+        self.bsm = addr
+        if self.drop:
+            self.drop -= 1
+            return
+        self.transport.sendto(data, self.terminal)
+
+
+@pytest.mark.parametrize("drop", [1, 100])
+def test_a_lost_ltkm_is_asked_for_again(tmp_path: Path, drop: int) -> None:
+    """The Service Request's LTKM is lost on the way: after the wait the terminal asks for it
+    with an LTKM Request and the card gets it; when every LTKM is lost, the key is named as
+    never come."""
+    store = make_store(tmp_path / "bsm")
+    store.add_key(KEY, SEK)
+    store.add_item("urn:pi:news", [KEY])
+    store.add_rk_subscriber(NAI, RK, RAND)
+    card = _csim_card()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        link = InProcessLink(card)
+        await link.power_on()
+        terminal = TerminalBcast(link, "", "", BSM, ltkm_port=0, via="csim")
+        port = await terminal.listen()
+        relay_transport, relay = await loop.create_datagram_endpoint(
+            lambda: _LossyRelay(port, drop), local_addr=("127.0.0.1", 0)
+        )
+        relay_port = int(relay_transport.get_extra_info("sockname")[1])
+        core = BsmCore(BSM, store, store.rk_user_keys)
+        bsm = await start_bsm(core, ltkm_port=relay_port, resend_s=30.0)
+        terminal.bsm_url = bsm.url
+        try:
+            response = await terminal.subscribe(("urn:pi:news",))
+            assert response.status is StatusCode.SUCCESS
+            lacking = await terminal.ensure_ltkms((KEY,), 0.5)
+            if drop == 1:
+                assert lacking == ()
+                assert KEY in terminal.accepted
+                assert relay.drop == 0
+            else:
+                assert lacking == (KEY,)
+                assert KEY not in terminal.accepted
+                assert relay.drop == 100 - 2  # the first send and the one asked for
+        finally:
+            terminal.close()
+            relay_transport.close()
+            await bsm.stop()
+
+    try:
+        asyncio.run(main())
+    finally:
+        store.db.dispose()
+    assert card.csim is not None
+    want = SEK if drop == 1 else None
+    assert card.csim.state.msk(KEY.key_domain, KEY.key_id) == want

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from openscws.aio.links import CardLink
 from openscws.bcast.bsm import BsmCore
 from openscws.bcast.server import BsmServer, ZnKeys, first_keys, start_bsm
-from openscws.bcast.sprov import StatusCode
+from openscws.bcast.sprov import KeyId, StatusCode
 from openscws.bcast.store import SqlStore
 from openscws.bcast.terminal import TerminalBcast
 from openscws.config import Settings
@@ -54,19 +54,44 @@ class EmbeddedBcast:
     bsm: BsmServer
     terminal: TerminalBcast
     ltkm_port: int
+    retry_after: float = 10.0
+    """Seconds before the LTKMs of a subscribed item that have not come are asked for."""
+    _watches: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def subscribe(self, ref: str) -> bool:
         """A Service Request for one purchase item; prints its outcome (the LTKMs follow and
-        are logged as the card takes them). False when it did not succeed."""
+        are logged as the card takes them; the ones missing after `retry_after` seconds are
+        asked for once with an LTKM Request). False when it did not succeed."""
         try:
             response = await self.terminal.subscribe((ref,))
         except OpenScwsError as exc:
             print(f"BCAST: Service Request for {ref}: {exc}", flush=True)
             return False
         print(f"BCAST: Service Request for {ref}: {response.status.name}", flush=True)
-        return response.status is StatusCode.SUCCESS
+        if response.status is not StatusCode.SUCCESS:
+            return False
+        # The catalogue in this process stands in for the Service Guide naming the keys.
+        keys = await asyncio.to_thread(self.store.item_keys, ref)
+        if keys:
+            task = asyncio.create_task(self._watch(ref, keys))
+            self._watches.add(task)
+            task.add_done_callback(self._watches.discard)
+        return True
+
+    async def _watch(self, ref: str, keys: tuple[KeyId, ...]) -> None:
+        try:
+            lacking = await self.terminal.ensure_ltkms(keys, self.retry_after)
+        except OpenScwsError as exc:
+            print(f"BCAST: LTKM Request for {ref}: {exc}", flush=True)
+            return
+        if lacking:
+            names = " ".join(f"{k.key_domain.hex()}/{k.key_id.hex()}" for k in lacking)
+            print(f"BCAST: no LTKM came for {ref}: {names}", flush=True)
 
     async def stop(self) -> None:
+        for task in list(self._watches):
+            task.cancel()
+        await asyncio.gather(*self._watches, return_exceptions=True)
         self.terminal.close()
         try:
             await self.bsm.stop()
@@ -120,4 +145,4 @@ async def start_embedded_bcast(
         raise
     terminal.bsm_url = bsm.url
     log.info("BCAST: BSM %s on %s, terminal LTKMs on UDP %d", fqdn, bsm.url, bound)
-    return EmbeddedBcast(store, bsm, terminal, bound)
+    return EmbeddedBcast(store, bsm, terminal, bound, settings.bsm.ltkm_retry_after)

@@ -26,7 +26,7 @@ from openscws.bcast.bspc import BspcExchange, HttpRequest, LtkmReceiver
 from openscws.bcast.keys import mbms_keys_gba_me, mrk_from_naf_key
 from openscws.bcast.ltkm import Ltkm, peek
 from openscws.bcast.mikey import LTKM_UDP_PORT, MikeyDecodeError, MikeyError
-from openscws.bcast.sprov import KeyId, MessageKind, Request, Response
+from openscws.bcast.sprov import KeyId, MessageKind, Request, Response, StatusCode
 from openscws.gba.client import CardAka, GbaClient, GbaError, http_request
 from openscws.gba.kdf import UA_MBMS
 from openscws.gba.uicc import CardRefused, read_binary, select_ef, status_of
@@ -121,6 +121,9 @@ class TerminalBcast:
     _transport: asyncio.DatagramTransport | None = None
     _requests: int = 0
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    accepted: set[KeyId] = field(default_factory=set)
+    """The keys whose LTKM the card (or the terminal, GBA_ME) has taken."""
+    _arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         self._card = CardAka(self.link)
@@ -159,6 +162,8 @@ class TerminalBcast:
             log.exception("BSP-C: the LTKM from %s could not be handled", addr[0])
             return
         if outcome.key is not None:
+            self.accepted.add(outcome.key)
+            self._arrived.set()
             log.info("BSP-C: LTKM for %s/%s (counter %d) accepted", outcome.key.key_domain.hex(),
                      outcome.key.key_id.hex(), outcome.counter)  # fmt: skip
         else:
@@ -228,6 +233,35 @@ class TerminalBcast:
     async def subscribe(self, items: tuple[str, ...]) -> Response:
         """A Service Request for `items` (implicit registration; the LTKMs follow on UDP)."""
         return await self.send(Request(MessageKind.SERVICE, self._request_id(), items))
+
+    async def _until_taken(self, keys: tuple[KeyId, ...], seconds: float) -> tuple[KeyId, ...]:
+        """Waits up to `seconds` for the LTKMs of `keys`; the keys still missing."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while missing := tuple(k for k in keys if k not in self.accepted):
+            left = deadline - loop.time()
+            if left <= 0:
+                return missing
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), left)
+            except TimeoutError:
+                pass
+        return ()
+
+    async def ensure_ltkms(self, keys: tuple[KeyId, ...], retry_after: float) -> tuple[KeyId, ...]:
+        """Waits `retry_after` seconds for the LTKMs of `keys`; asks once for the ones still
+        missing with an LTKM Request (OMA BCAST Service and Content Protection: a terminal
+        asks for the LTKMs it lacks) and waits as long again. The keys that never came."""
+        missing = await self._until_taken(keys, retry_after)
+        if not missing:
+            return ()
+        log.info("BSP-C: no LTKM after %g s for %s: LTKM Request", retry_after,
+                 " ".join(f"{k.key_domain.hex()}/{k.key_id.hex()}" for k in missing))  # fmt: skip
+        answer = await self.send(Request(MessageKind.LTKM, self._request_id(), keys=missing))
+        if answer.status is not StatusCode.SUCCESS:
+            log.warning("BSP-C: LTKM Request answered %s", answer.status.name)
+        return await self._until_taken(missing, retry_after)
 
 
 def _outcome(ltkm: Ltkm) -> LtkmOutcome:
