@@ -22,14 +22,14 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, make_url, text
+from sqlalchemy import Engine, MetaData, create_engine, event, make_url, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import ArgumentError, DisconnectionError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
 
 from openscws.errors import NotFoundError, OpenScwsError
 
-__all__ = ["Conflict", "NotFound", "RasDatabase", "RasError", "default_url"]
+__all__ = ["Conflict", "NotFound", "RasDatabase", "RasError", "default_url", "run_migrations"]
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +136,7 @@ class RasDatabase:
         config = Config()
         config.set_main_option("script_location", str(self.migrations).replace("%", "%%"))
         config.attributes["connection"] = connection
+        config.attributes["version_table"] = self.version_table
         return config
 
     def upgrade(self, revision: str = "head") -> None:
@@ -234,3 +235,27 @@ def _sqlite_setup(engine: Engine) -> None:
     def _begin(connection: Connection) -> None:
         read_only = connection.get_execution_options().get(_READ_ONLY, False)
         connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+def run_migrations(metadata: MetaData, owner: str) -> None:
+    """The body of every migrations folder's Alembic env.py: runs the migrations on the open
+    connection that `RasDatabase.upgrade` (or a subclass's) hands over in the Alembic config's
+    attributes, with that database's version table. There is no alembic.ini and no logging
+    set-up (only the entry point configures logging). `owner` names the database in the
+    error raised when env.py is run any other way."""
+    from alembic import context
+
+    attributes = context.config.attributes
+    connection = attributes.get("connection")
+    if not isinstance(connection, Connection):
+        raise RuntimeError(f"run the {owner} migrations through its database's upgrade()")
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        # SQLite cannot ALTER most things: later migrations copy the table instead.
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+        version_table=attributes.get("version_table", "alembic_version"),
+    )
+    with context.begin_transaction():
+        context.run_migrations()
