@@ -123,7 +123,9 @@ class _Running:
     thread: threading.Thread
 
 
-def run_env(root: Path, *, min_tls: str = "1.0") -> Iterator[Env]:
+def run_env(
+    root: Path, *, min_tls: str = "1.0", digest_secret: bytes | None = None
+) -> Iterator[Env]:
     vault = Vault.create(root)
     db = DmDatabase(default_url(root))
     db.upgrade()
@@ -138,7 +140,7 @@ def run_env(root: Path, *, min_tls: str = "1.0") -> Iterator[Env]:
     tls = dm_server_context(
         cert, key, psk=PskKeys(store.psk_key, "dm"), client_ca=ca_path, min_tls=min_tls
     )
-    service = DmService(store, server_uri=SERVER_URI)
+    service = DmService(store, server_uri=SERVER_URI, digest_secret=digest_secret)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
@@ -205,7 +207,14 @@ def cert_context(
 
 
 def digest_header(
-    challenge: str, user: str, password: str, method: str, uri: str, algorithm: str
+    challenge: str,
+    user: str,
+    password: str,
+    method: str,
+    uri: str,
+    algorithm: str,
+    *,
+    nc: str = "00000001",
 ) -> str:
     params = dict(re.findall(r'(\w+)="?([^",]*)"?', challenge))
     h = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}[algorithm]
@@ -214,7 +223,7 @@ def digest_header(
         return h(text.encode()).hexdigest()
 
     realm, nonce = params["realm"], params["nonce"]
-    nc, cnonce = "00000001", "0a4f113b"
+    cnonce = "0a4f113b"
     ha1 = hx(f"{user}:{realm}:{password}")
     ha2 = hx(f"{method}:{uri}")
     response = hx(f"{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}")

@@ -1,6 +1,7 @@
 """The DM server's store on PostgreSQL (a throwaway cluster of Debian's postgresql, the RAS
 tests' `postgres` fixture): its migrations, sealed secrets, jobs claimed once among
-concurrent servers, and a whole session with a job."""
+concurrent servers, a whole session with a job, and the used HTTP Digest nonces one record
+for every server on the database (a replay to another server refused, a race won once)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 from dm_server_env import SERVER_URI, client
+from test_dm_server_nonces import race_contract, replay_contract
 
 from openscws.dm.db import DmDatabase, DmStore
 from openscws.dm.server import DmRequest, DmService
@@ -52,7 +54,7 @@ def add(store: DmStore, dev: str) -> None:
 
 def test_jobs_are_claimed_once_among_servers(pg_store: DmStore) -> None:
     assert pg_store.db.is_postgresql
-    assert pg_store.db.current_revision() == "dm0002"
+    assert pg_store.db.current_revision() == "dm0003"
     add(pg_store, "IMEI:PG")
     secrets = pg_store.secrets("IMEI:PG")
     assert secrets is not None
@@ -92,3 +94,32 @@ def test_session_on_postgresql(pg_store: DmStore) -> None:
     assert done.state == "done"
     assert done.results == [{"op": "Get", "uri": "./DevInfo/Mod", "status": 200,
                              "data": "virtual"}]  # fmt: skip
+
+
+@pytest.fixture
+def pg_second(pg_store: DmStore) -> Iterator[DmStore]:
+    """Another server process's store on the same PostgreSQL database."""
+    db = DmDatabase(pg_store.db.engine.url.render_as_string(hide_password=False))
+    yield DmStore(db, pg_store.vault)
+    db.dispose()
+
+
+def test_a_digest_replay_to_another_server_is_refused(
+    pg_store: DmStore, pg_second: DmStore
+) -> None:
+    replay_contract(pg_store, pg_second)
+
+
+def test_the_same_digest_request_racing_at_two_servers_is_accepted_once(
+    pg_store: DmStore, pg_second: DmStore
+) -> None:
+    race_contract(pg_store, pg_second)
+
+
+def test_expired_digest_nonces_are_purged(pg_store: DmStore) -> None:
+    assert pg_store.use_digest_nonce("bm9uY2Ux", "00000001", 1_000)
+    assert pg_store.use_digest_nonce("bm9uY2Uy", "00000001", 5_000)
+    assert not pg_store.use_digest_nonce("bm9uY2Uy", "00000001", 5_000)
+    assert pg_store.use_digest_nonce("bm9uY2Uz", "00000001", 9_000, purge_before=5_000)
+    assert pg_store.digest_nonce_count() == 2
+    assert pg_store.use_digest_nonce("bm9uY2Ux", "00000001", 1_000)  # its record is gone

@@ -17,10 +17,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar, Final, cast
 
-from sqlalchemy import Connection, Engine, Table, bindparam, delete, select, update
+from sqlalchemy import Connection, Engine, Table, bindparam, delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from openscws.dm import auth
-from openscws.dm.db_models import Device, HttpAuth, Job, JobState
+from openscws.dm.db_models import Device, DigestNonceUse, HttpAuth, Job, JobState
 from openscws.dm.session import DeviceAccount
 from openscws.ras.db import _READ_ONLY, Conflict, NotFound, RasDatabase
 from openscws.ras.vault import Vault
@@ -87,6 +88,16 @@ class DmDatabase(RasDatabase):
 # The session path's statements, built once (SQL core: one round trip each, no ORM).
 _DEVICES: Final = cast(Table, Device.__table__)
 _JOBS: Final = cast(Table, Job.__table__)
+_NONCES: Final = cast(Table, DigestNonceUse.__table__)
+# A used (nonce, nc) pair is recorded by one INSERT whose primary key decides: a pair some
+# server process recorded before inserts nothing and returns no row (a replay).
+_USE_NONCE_PG: Final = (
+    postgresql.insert(_NONCES).on_conflict_do_nothing().returning(_NONCES.c.nonce)
+)
+_USE_NONCE_SQLITE: Final = (
+    sqlite.insert(_NONCES).on_conflict_do_nothing().returning(_NONCES.c.nonce)
+)
+_PURGE_NONCES: Final = delete(_NONCES).where(_NONCES.c.issued_ms < bindparam("b_before"))
 _DEVICE_BY_ID: Final = select(*_DEVICES.c).where(_DEVICES.c.dev_id == bindparam("dev_id"))
 _PSK_BY_IDENTITY: Final = select(_DEVICES.c.dev_id, _DEVICES.c.psk_key).where(
     _DEVICES.c.psk_identity == bindparam("identity")
@@ -385,6 +396,26 @@ class DmStore:
         """The nonces after a message: the next session starts from them (rollover)."""
         with self.db.transaction() as c:
             _save_nonces(c, dev_id, app_nonce, server_nonce)
+
+    def use_digest_nonce(
+        self, nonce: str, nc: str, issued_ms: int, *, purge_before: int | None = None
+    ) -> bool:
+        """Records an HTTP Digest (nonce, nc) pair as used, in one INSERT: True the first
+        time, False if any server process on this database recorded it before (a replayed
+        request, RFC 7616 §5.5). `purge_before` (ms): the records of nonces issued before
+        then are deleted first, in the same transaction (an indexed range: the nonces that
+        expired since the last purge)."""
+        statement = _USE_NONCE_PG if self.db.is_postgresql else _USE_NONCE_SQLITE
+        with self.db.transaction() as c:
+            if purge_before is not None:
+                c.execute(_PURGE_NONCES, {"b_before": purge_before})
+            row = c.execute(statement, {"nonce": nonce, "nc": nc, "issued_ms": issued_ms})
+            return row.first() is not None
+
+    def digest_nonce_count(self) -> int:
+        """How many used (nonce, nc) pairs are recorded (for tests and monitoring)."""
+        with self.db.reading() as c:
+            return int(c.execute(select(func.count()).select_from(_NONCES)).scalar_one())
 
     # -- jobs --
 

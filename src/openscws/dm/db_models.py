@@ -10,7 +10,7 @@ import enum
 from sqlalchemy import BigInteger, ForeignKey, Index, Integer, LargeBinary, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "Device", "HttpAuth", "Job", "JobState"]
+__all__ = ["Base", "Device", "DigestNonceUse", "HttpAuth", "Job", "JobState"]
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -93,3 +93,16 @@ class Job(Base):
     """JSON: [{"op", "uri", "status", "data"}, ...] in command order."""
     created_ms: Mapped[int] = mapped_column(BigInteger)
     finished_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class DigestNonceUse(Base):
+    """An HTTP Digest (nonce, nc) pair the server accepted (RFC 7616 §3.4, §5.5): recorded
+    once, so every server process sharing the database refuses the same request replayed.
+    A row may go once its nonce has expired (the nonce carries its issue time)."""
+
+    __tablename__ = "dm_digest_nonces"
+    __table_args__ = (Index("ix_dm_digest_nonces_issued_ms", "issued_ms"),)
+
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    nc: Mapped[str] = mapped_column(String(8), primary_key=True)
+    issued_ms: Mapped[int] = mapped_column(BigInteger)

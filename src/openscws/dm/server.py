@@ -19,7 +19,8 @@ or MsgID, a foreign SessionID): the session is left as it was. Wrong or replayed
 credentials are answered inside the session (SyncML 401 or 407 with a fresh nonce).
 
 Sessions live in the memory of the process that serves them; several processes can share the
-database (jobs are claimed once), with a load balancer keeping a device's connection on one."""
+database (jobs are claimed once, and a Digest (nonce, nc) pair is accepted once among them all:
+its use is recorded there), with a load balancer keeping a device's connection on one."""
 
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ from openscws.dm.console import DmConsole
 from openscws.dm.db import DeviceSecrets, DmStore, JobInfo
 from openscws.dm.db_models import HttpAuth
 from openscws.dm.errors import MessageError, ProtocolError
-from openscws.dm.server_auth import Challenger, parse_authorization
+from openscws.dm.server_auth import Challenger, NonceUse, parse_authorization
 from openscws.dm.server_tls import DmTls, certificate_fingerprint, weak_certificate
 from openscws.dm.session import CommandResult, DeviceAccount, ServerSession, ServerState
 from openscws.tls.hello import ClientHelloReader, HelloError
@@ -79,6 +80,11 @@ MAX_SESSIONS: Final = 10_000
 MAX_SESSIONS_PER_DEVICE: Final = 4
 """Open sessions of one DevId at most (then new ones get 503): a device runs one at a time."""
 PURGE_EVERY_S: Final = 1.0
+NONCE_PURGE_EVERY_S: Final = 60.0
+"""How often a server process deletes the records of expired Digest nonces."""
+NONCE_KEEP_FACTOR: Final = 2
+"""Used Digest nonces are kept for this many nonce lifetimes: a process whose clock is behind
+another's (by less than a lifetime) still finds the record of a nonce it holds live."""
 DEFAULT_WORKERS: Final = 5
 """Worker threads when the database pool does not say its size."""
 HANDSHAKE_TIMEOUT_S: Final = 15.0
@@ -181,7 +187,9 @@ class DmService:
         console: DmConsole | None = None,
     ) -> None:
         """`digest_secret` keys the Digest nonces: give every server process sharing the
-        database the same one, so a nonce one issued checks at another (default: random)."""
+        database the same one, so a nonce one issued checks at another (default: random).
+        The used (nonce, nc) pairs are recorded in the database, so a request one process
+        accepted is refused as a replay by every other."""
         self.store = store
         self.api = api
         self.console = console
@@ -193,6 +201,7 @@ class DmService:
         self._per_device: dict[str, int] = {}
         self._lock = threading.Lock()
         self._purged = 0.0
+        self._nonces_purged_ms: int | None = None
 
     # -- HTTP --
 
@@ -293,8 +302,10 @@ class DmService:
         if urlsplit(uri).path != urlsplit(req.path).path:
             return self._unauthorised(now_ms)
         verdict = self.challenger.check_digest(cred, req.method, user, password, now_ms)
-        if verdict == "ok":
-            return None
+        if isinstance(verdict, NonceUse):
+            if self._use_nonce(verdict, now_ms):
+                return None
+            return self._unauthorised(now_ms)  # a replay, here or at another process
         if verdict == "stale":
             return DmAnswer(
                 401,
@@ -305,6 +316,20 @@ class DmService:
                 b"the digest nonce has expired\n",
             )
         return self._unauthorised(now_ms)
+
+    def _use_nonce(self, use: NonceUse, now_ms: int) -> bool:
+        """Records `use` in the database (shared by every server process on it): False if
+        it was there already. Every NONCE_PURGE_EVERY_S the same transaction first deletes
+        the records of nonces long expired, so the table holds the last few lifetimes."""
+        purge_before = None
+        with self._lock:
+            last = self._nonces_purged_ms
+            if last is None or now_ms - last >= NONCE_PURGE_EVERY_S * 1000:
+                self._nonces_purged_ms = now_ms
+                purge_before = now_ms - NONCE_KEEP_FACTOR * self.challenger.lifetime_ms
+        return self.store.use_digest_nonce(
+            use.nonce, use.nc, use.issued_ms, purge_before=purge_before
+        )
 
     # -- sessions --
 

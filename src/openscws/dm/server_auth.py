@@ -4,9 +4,13 @@ and `now` in, a verdict out.
 
 * **Basic** (RFC 7617): `Authorization: Basic base64(user ":" password)`.
 * **Digest** (RFC 7616) with algorithm MD5 or SHA-256 and qop "auth". The server's nonce is
-  `base64(issued_ms || HMAC-SHA-256(secret, issued_ms))`: it needs no table to check, expires
-  after `nonce_lifetime_s` (then the challenge says stale=true), and each (nonce, nc) is
-  accepted once: a replayed request gets 401 with a fresh challenge.
+  `base64(issued_ms || HMAC-SHA-256(secret, issued_ms))`: it needs no table to check, and
+  expires after `nonce_lifetime_s` (then the challenge says stale=true). A good answer to a
+  live nonce is a `NonceUse`: the (nonce, nc) pair the caller records as used, once, where
+  every server process sharing the secret sees it (the DM server: its database). A pair
+  already recorded is a replayed request (RFC 7616 §5.5), answered with 401 and a fresh
+  challenge. The check itself keeps no memory, so no process can accept what another
+  already accepted.
 
 Every refusal is the same 401 with both challenges, whether the user is unknown or the
 password wrong. Passwords are compared in constant time and never logged."""
@@ -19,18 +23,23 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Literal
 
-__all__ = ["DIGEST_ALGORITHMS", "Challenger", "Credentials", "parse_authorization"]
+__all__ = [
+    "DIGEST_ALGORITHMS",
+    "Challenger",
+    "Credentials",
+    "DigestVerdict",
+    "NonceUse",
+    "parse_authorization",
+]
 
 DIGEST_ALGORITHMS: Final = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
 """The algorithms a challenge offers (RFC 7616): one WWW-Authenticate each, SHA-256 first as
 the one preferred, MD5 for older clients."""
 _PARAM: Final = re.compile(r'\s*([A-Za-z0-9_-]+)\s*=\s*("((?:[^"\\]|\\.)*)"|[^,\s]*)\s*(,|$)')
 _NONCE_STAMP: Final = 8
-_MAX_SEEN: Final = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +53,24 @@ class Credentials:
 
     def __repr__(self) -> str:  # never the password or the response
         return f"Credentials({self.scheme!r}, {self.username!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class NonceUse:
+    """A good Digest answer to a live nonce: accepted if (nonce, nc) was never used before.
+    The caller records the pair in one step that fails if it is there already (RFC 7616
+    §3.4: the nonce count lets the server detect a replayed request). `issued_ms` is the
+    nonce's issue time (it is in the nonce): the record may go once the nonce has expired."""
+
+    nonce: str
+    nc: str
+    """Eight lower-case hex digits."""
+    issued_ms: int
+
+
+DigestVerdict = NonceUse | Literal["stale", "bad"]
+"""What `Challenger.check_digest` says: a `NonceUse` to record, "stale" (a good answer to an
+expired nonce: challenge again with stale=true) or "bad"."""
 
 
 def parse_authorization(value: str | None) -> Credentials | None:
@@ -92,7 +119,6 @@ class Challenger:
         self.realm = realm
         self._secret = secret or secrets.token_bytes(32)
         self.lifetime_ms = int(nonce_lifetime_s * 1000)
-        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
 
     def _mac(self, stamp: bytes) -> bytes:
         return hmac.new(self._secret, stamp, hashlib.sha256).digest()
@@ -117,7 +143,7 @@ class Challenger:
         out.append(("WWW-Authenticate", f'Basic realm="{self.realm}", charset="UTF-8"'))
         return out
 
-    def _nonce_age(self, nonce: str, now_ms: int) -> int | None:
+    def _issued_ms(self, nonce: str) -> int | None:
         try:
             raw = base64.b64decode(nonce, validate=True)
         except binascii.Error:
@@ -125,7 +151,7 @@ class Challenger:
         stamp, mac = raw[:_NONCE_STAMP], raw[_NONCE_STAMP:]
         if len(stamp) != _NONCE_STAMP or not hmac.compare_digest(mac, self._mac(stamp)):
             return None
-        return now_ms - int.from_bytes(stamp, "big")
+        return int.from_bytes(stamp, "big")
 
     def check_basic(self, cred: Credentials, username: str, password: str) -> bool:
         ok_user = hmac.compare_digest(cred.username.encode(), username.encode())
@@ -134,9 +160,9 @@ class Challenger:
 
     def check_digest(
         self, cred: Credentials, method: str, username: str, password: str, now_ms: int
-    ) -> str:
-        """ "ok", "stale" (a good answer to an expired nonce: challenge again with
-        stale=true) or "bad"."""
+    ) -> DigestVerdict:
+        """The verdict on a Digest answer (see `DigestVerdict`). It is not the last word
+        on a `NonceUse`: the request is accepted only if its (nonce, nc) gets recorded."""
         p = cred.params
         alg = p.get("algorithm", "MD5")
         h = DIGEST_ALGORITHMS.get(alg)
@@ -145,8 +171,8 @@ class Challenger:
             return "bad"
         if not re.fullmatch(r"[0-9a-fA-F]{8}", nc) or not cnonce:
             return "bad"
-        age = self._nonce_age(nonce, now_ms)
-        if age is None or age < 0:
+        issued_ms = self._issued_ms(nonce)
+        if issued_ms is None or issued_ms > now_ms:
             return "bad"
 
         def hx(text: str) -> str:
@@ -159,12 +185,6 @@ class Challenger:
         ok = hmac.compare_digest(cred.username.encode(), username.encode()) and ok
         if not ok:
             return "bad"
-        if age > self.lifetime_ms:
+        if now_ms - issued_ms > self.lifetime_ms:
             return "stale"
-        key = (nonce, nc.lower())
-        if key in self._seen:  # a replayed request
-            return "bad"
-        self._seen[key] = None
-        while len(self._seen) > _MAX_SEEN:
-            self._seen.popitem(last=False)
-        return "ok"
+        return NonceUse(nonce, nc.lower(), issued_ms)
