@@ -237,6 +237,14 @@ def _tokens(headers: tuple[tuple[str, str], ...], name: str) -> list[str]:
     ]
 
 
+def _says_close(headers: tuple[tuple[str, str], ...]) -> bool:
+    """Whether outgoing fields (names in any case) say `Connection: close`."""
+    return any(
+        key.lower() == "connection" and "close" in (t.strip().lower() for t in value.split(","))
+        for key, value in headers
+    )
+
+
 def _check_fields(headers: tuple[tuple[str, str], ...]) -> None:
     """Refuses (500: the local side's own mistake) a field this end is about to send that
     would break the message: a name not a token, a value with CR, LF or NUL."""
@@ -564,11 +572,7 @@ class Codec:
         if self.role is not Role.SERVER:
             raise MessageError(500, "a client sends no responses")
         _check_fields(headers)
-        close = (
-            not self._keep
-            or self.state is not State.DONE
-            or "close" in _tokens(headers, "connection")
-        )
+        close = not self._keep or self.state is not State.DONE or _says_close(headers)
         self._step(Step.SEND_CLOSE if close else Step.SEND_KEEP)
         out = [f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\n"]
         out.extend(f"{k}: {v}\r\n" for k, v in headers if k.lower() not in _FRAMING)
@@ -596,7 +600,7 @@ class Codec:
         ):
             raise MessageError(500, f"request line {method} {target!r}")
         _check_fields(headers)
-        close = "close" in _tokens(headers, "connection")
+        close = _says_close(headers)
         self._step(Step.SEND_CLOSE if close else Step.SEND_KEEP)
         self._keep = not close
         self._head_method = method.upper()
