@@ -136,6 +136,8 @@ class SmallHttpServer:
         """Connections refused (not loopback with `loopback_only`, or over `max_connections`)."""
         self._server: asyncio.Server | None = None
         self._conns: set[_ServerConnection] = set()
+        self._ending: set[_ServerConnection] = set()
+        """Connections that answered for the last time and linger (they are not served)."""
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -157,7 +159,7 @@ class SmallHttpServer:
         cancelled)."""
         if self._server is not None:
             self._server.close()
-        conns = list(self._conns)
+        conns = [*self._conns, *self._ending]
         tasks = [conn.task for conn in conns if conn.task is not None]
         for conn in conns:
             conn.end()
@@ -259,6 +261,7 @@ class _ServerConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server._conns.discard(self)
+        self.server._ending.discard(self)
         self.lingering = True
         if self.timer is not None:
             self.timer.cancel()
@@ -299,7 +302,7 @@ class _ServerConnection(asyncio.Protocol):
                 body = f"at most {self.server.max_body} bytes\n".encode()
             else:
                 body = b"malformed request\n"
-            self._send(HttpReply(e.status, body))
+            self._send(HttpReply(e.status, body), refused=True)
 
     def _handle(self) -> bool:
         """Runs the handler on the request just read; whether its answer went out already
@@ -337,7 +340,9 @@ class _ServerConnection(asyncio.Protocol):
         if resume and not self.writing_paused:
             self._pump()
 
-    def _send(self, reply: HttpReply) -> None:
+    def _send(self, reply: HttpReply, *, refused: bool = False) -> None:
+        """Sends `reply`; after the last answer, closes (lingering first when the client may
+        still be sending: a refused request, or requests pipelined behind this one)."""
         fields = list(reply.headers)
         if reply.status >= 400:
             fields.append(("Connection", "close"))
@@ -351,8 +356,9 @@ class _ServerConnection(asyncio.Protocol):
             self._close()
             return
         self.transport.write(out)
+        self.last = self.loop.time()
         if self.codec.state is State.CLOSED:
-            if self.codec.buffered or reply.status >= 400:
+            if refused or self.codec.buffered:
                 self._linger()
             else:
                 self._close()
@@ -378,6 +384,8 @@ class _ServerConnection(asyncio.Protocol):
         closes or `LINGER` seconds pass."""
         assert self.transport is not None
         self.lingering = True
+        self.server._conns.discard(self)
+        self.server._ending.add(self)
         if self.reading_paused:
             self.reading_paused = False
             self.transport.resume_reading()
