@@ -23,6 +23,7 @@ from typing import Final
 
 from openscws.http.small import (
     NEED_DATA,
+    PAUSED,
     Closed,
     Codec,
     Data,
@@ -293,7 +294,9 @@ class _ServerConnection(asyncio.Protocol):
                 elif isinstance(event, End):
                     if not self._handle():
                         return
-                else:  # Closed (the client left between requests); PAUSED cannot happen here
+                elif event is PAUSED:  # an answer is due first
+                    return
+                else:  # Closed: the client left between requests
                     self._close()
                     return
         except MessageError as e:
