@@ -272,3 +272,26 @@ def test_curl_talks_to_the_server(need_tool: Callable[[str, str], str], tmp_path
             await server.close()
 
     asyncio.run(main())
+
+
+def test_post_without_a_pool_says_connection_close() -> None:
+    seen: list[HttpRequest] = []
+
+    async def handler(req: HttpRequest) -> HttpReply:
+        seen.append(req)
+        return HttpReply(200)
+
+    async def main() -> None:
+        server = SmallHttpServer(handler)
+        await server.start()
+        try:
+            answer = await post(server.url("/"), b"x", (("connection", "keep-alive"),))
+            assert ("connection", "close") in answer.headers
+            assert [r.header("connection") for r in seen] == ["close"]
+            async with asyncio.timeout(5):
+                while server.connections:
+                    await asyncio.sleep(0.01)
+        finally:
+            await server.close()
+
+    asyncio.run(main())

@@ -591,8 +591,9 @@ class Codec:
     def request(
         self, method: str, target: str, headers: tuple[tuple[str, str], ...], body: bytes = b""
     ) -> bytes:
-        """Client: a request (state IDLE) with its body by Content-Length. A `Connection:
-        close` among `headers` ends the connection after the answer."""
+        """Client: a request (state IDLE) with its body by Content-Length. Framing fields
+        in `headers` are dropped, except that a `Connection: close` ends the connection
+        after the answer (and is sent once)."""
         if self.role is not Role.CLIENT:
             raise MessageError(500, "a server sends no requests")
         if not _TOKEN.fullmatch(method.encode("latin-1", "replace")) or not _TARGET.fullmatch(
@@ -605,11 +606,9 @@ class Codec:
         self._keep = not close
         self._head_method = method.upper()
         out = [f"{method} {target} HTTP/1.1\r\n"]
-        out.extend(
-            f"{k}: {v}\r\n"
-            for k, v in headers
-            if k.lower() not in _FRAMING or (k.lower() == "connection" and close)
-        )
+        out.extend(f"{k}: {v}\r\n" for k, v in headers if k.lower() not in _FRAMING)
+        if close:
+            out.append("Connection: close\r\n")
         if body or method.upper() not in ("GET", "HEAD"):
             out.append(f"Content-Length: {len(body)}\r\n")
         out.append("\r\n")
