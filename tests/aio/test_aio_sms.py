@@ -367,25 +367,26 @@ def test_local_endpoint_refuses_a_caller_from_the_network() -> None:
             return SmsResult(SmsStatus.DELIVERED, 0x9000, b"")
 
         endpoint = SmsLocalEndpoint(deliver)
-        reader = asyncio.StreamReader()
-        reader.feed_data(b"POST /sms HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
-        reader.feed_eof()
         written: list[bytes] = []
 
-        class FarWriter:
+        class FarTransport(asyncio.Transport):
             closed = False
 
-            def get_extra_info(self, name: str) -> object:
-                return ("192.0.2.7", 40000) if name == "peername" else None
+            def get_extra_info(self, name: str, default: object = None) -> object:
+                return ("192.0.2.7", 40000) if name == "peername" else default
 
-            def write(self, data: bytes) -> None:
-                written.append(data)
+            def write(self, data: bytes | bytearray | memoryview) -> None:
+                written.append(bytes(data))
 
             def close(self) -> None:
                 self.closed = True
 
-        writer = FarWriter()
-        await endpoint.http._serve(reader, writer)  # type: ignore[arg-type]
+        writer = FarTransport()
+        connection = endpoint.http._connection()
+        connection.connection_made(writer)
+        connection.data_received(b"POST /sms HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        connection.eof_received()
+        await asyncio.sleep(0)
         assert writer.closed
         assert written == []
         assert delivered == []
