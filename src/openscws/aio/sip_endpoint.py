@@ -309,7 +309,7 @@ class SipEndpoint:
     ) -> None:
         try:
             if isinstance(message, SipResponse):
-                key = (Via.parse(message.values("Via")[0]).branch or "", message.cseq.method)
+                key = (message.top_via.branch or "", message.cseq.method)
                 entry = self._clients.get(key)
                 if entry is None:
                     log.debug("SIP: stray response %d", message.status)
