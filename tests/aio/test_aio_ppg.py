@@ -368,6 +368,15 @@ def test_store_adds_due_pushes_leased_to_their_process(tmp_path: Path) -> None:
         assert store.claim_due(5.0, owner="other", lease=5, limit=10) == []
         late = store.claim_due(11.0, owner="other", lease=5, limit=10)
         assert {p.push_id for p in late} == {"a", "b", "c"}
+        # Every path reads a push whole, as the row read by push-id has it.
+        assert [store.get(r.push_id) for r in first] == first
+        assert [store.get(p.push_id) for p in late] == late
+        noted = store.add_leased(
+            [{**push("e"), "notify_to": "http://127.0.0.1:1/n"}], owner="me", lease_until=10.0
+        )
+        store.finish_many([(p.id, "delivered", 1000, "SIP 200", 12.0) for p in [*late, *noted]])
+        assert [p.push_id for p in store.to_notify(10, 3)] == ["e"]
+        assert store.to_notify(10, 3) == [store.get("e")]
     finally:
         store.close()
 
