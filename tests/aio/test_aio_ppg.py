@@ -430,6 +430,16 @@ def test_group_write_commits_together_and_hands_errors_to_each() -> None:
         with pytest.raises(ValueError, match="unlucky"):
             await group.submit(13)
         assert await group.submit(7) == 14
+        # A submitter cancelled while its batch is written: its item is written all the
+        # same, and the others of the batch get their results.
+        writes.clear()
+        gone = asyncio.create_task(group.submit(20))
+        kept = asyncio.create_task(group.submit(21))
+        await asyncio.sleep(0)
+        gone.cancel()
+        assert await kept == 42
+        assert gone.cancelled()
+        assert writes == [[20, 21]]
         await group.drain()
 
     asyncio.run(main())
