@@ -135,26 +135,33 @@ def _split_commas(value: str) -> list[str]:
 class _Common:
     headers: tuple[tuple[str, str], ...]
     body: bytes
-    _index: dict[str, list[str]] = field(init=False, repr=False, compare=False)
-    """Lower-cased header name -> its values in order, built once from `headers`."""
+    _index: dict[str, list[str]] | None = field(init=False, repr=False, compare=False)
+    """Lower-cased header name -> its values in order, built from `headers` when first asked
+    (a message only written, as most responses are, never needs it)."""
     _split: dict[str, list[str]] = field(init=False, repr=False, compare=False)
     """`values` already split at commas, per lower-cased name."""
     _via: Via | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        index: dict[str, list[str]] = {}
-        for key, value in self.headers:
-            found = index.get(lowered := key.lower())
-            if found is None:
-                index[lowered] = [value]
-            else:
-                found.append(value)
-        object.__setattr__(self, "_index", index)
+        object.__setattr__(self, "_index", None)
         object.__setattr__(self, "_split", {})
         object.__setattr__(self, "_via", None)
 
+    def _indexed(self) -> dict[str, list[str]]:
+        index = self._index
+        if index is None:
+            index = {}
+            for key, value in self.headers:
+                found = index.get(lowered := key.lower())
+                if found is None:
+                    index[lowered] = [value]
+                else:
+                    found.append(value)
+            object.__setattr__(self, "_index", index)
+        return index
+
     def header(self, name: str) -> str | None:
-        found = self._index.get(_wanted(name))
+        found = (self._index or self._indexed()).get(_wanted(name))
         return None if found is None else found[0]
 
     def values(self, name: str) -> list[str]:
@@ -163,7 +170,7 @@ class _Common:
         split = self._split.get(wanted)
         if split is None:
             split = []
-            for value in self._index.get(wanted, ()):
+            for value in (self._index or self._indexed()).get(wanted, ()):
                 split.extend(_split_commas(value))
             self._split[wanted] = split
         return list(split)
