@@ -501,3 +501,83 @@ def test_sip_endpoint_picks_again_when_the_udp_twin_is_taken() -> None:
             await endpoint.close()
 
     asyncio.run(main())
+
+
+def test_sip_endpoint_absorbs_retransmitted_datagrams(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A UDP request sent again byte for byte (timer E) reaches the handler once: while it
+    is handled nothing is sent back; once answered, the answer again, each without parsing
+    the copy; a request that differs is parsed and, with the same branch, absorbed too. The
+    transaction's end forgets its datagram."""
+    import socket
+
+    from openscws.aio import sip_endpoint
+
+    parsed: list[bytes] = []
+    real_parse = sip_endpoint.parse_message
+
+    def counting(data: bytes) -> Any:
+        parsed.append(data)
+        return real_parse(data)
+
+    monkeypatch.setattr(sip_endpoint, "parse_message", counting)
+    release = asyncio.Event()
+    handled: list[str] = []
+
+    async def handler(req: SipRequest, peer: Peer) -> SipResponse:
+        handled.append(req.method)
+        await release.wait()
+        return response_to(req, 200, to_tag=new_tag())
+
+    async def main() -> None:
+        endpoint = SipEndpoint(handler)
+        await endpoint.start()
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        try:
+            port = sock.getsockname()[1]
+            branch = new_branch()
+
+            def message(call_id: str) -> bytes:
+                return request(
+                    "MESSAGE",
+                    "sip:device1@127.0.0.1",
+                    [
+                        ("Via", f"SIP/2.0/UDP 127.0.0.1:{port};branch={branch}"),
+                        ("From", "<sip:ppg@scws.test>;tag=1"),
+                        ("To", "<sip:device1@scws.test>"),
+                        ("Call-ID", call_id),
+                        ("CSeq", "1 MESSAGE"),
+                    ],
+                    b"x",
+                ).encode()
+
+            data = message("a@b")
+            for _ in range(3):
+                sock.sendto(data, ("127.0.0.1", endpoint.port))
+            await asyncio.sleep(0.2)
+            assert handled == ["MESSAGE"]
+            assert parsed == [data]
+            assert list(endpoint._datagrams) == [data]
+            release.set()
+            first = await asyncio.wait_for(loop.sock_recv(sock, 65536), 5)
+            assert first.startswith(b"SIP/2.0 200 OK\r\n")
+            sock.sendto(data, ("127.0.0.1", endpoint.port))
+            again = await asyncio.wait_for(loop.sock_recv(sock, 65536), 5)
+            assert again == first
+            assert parsed == [data]
+            other = message("c@d")  # same branch, other bytes: parsed, then matched
+            sock.sendto(other, ("127.0.0.1", endpoint.port))
+            assert await asyncio.wait_for(loop.sock_recv(sock, 65536), 5) == first
+            assert parsed == [data, other]
+            assert handled == ["MESSAGE"]
+            ((tx, _, _),) = endpoint._servers.values()
+            endpoint._expire_server(tx)
+            assert endpoint._datagrams == {}
+            assert endpoint._servers == {}
+        finally:
+            sock.close()
+            await endpoint.close()
+
+    asyncio.run(main())
