@@ -368,6 +368,15 @@ def test_store_adds_due_pushes_leased_to_their_process(tmp_path: Path) -> None:
         assert store.claim_due(5.0, owner="other", lease=5, limit=10) == []
         late = store.claim_due(11.0, owner="other", lease=5, limit=10)
         assert {p.push_id for p in late} == {"a", "b", "c"}
+        # Every path reads a push whole, as the row read by push-id has it.
+        assert [store.get(r.push_id) for r in first] == first
+        assert [store.get(p.push_id) for p in late] == late
+        noted = store.add_leased(
+            [{**push("e"), "notify_to": "http://127.0.0.1:1/n"}], owner="me", lease_until=10.0
+        )
+        store.finish_many([(p.id, "delivered", 1000, "SIP 200", 12.0) for p in [*late, *noted]])
+        assert [p.push_id for p in store.to_notify(10, 3)] == ["e"]
+        assert store.to_notify(10, 3) == [store.get("e")]
     finally:
         store.close()
 
@@ -421,6 +430,16 @@ def test_group_write_commits_together_and_hands_errors_to_each() -> None:
         with pytest.raises(ValueError, match="unlucky"):
             await group.submit(13)
         assert await group.submit(7) == 14
+        # A submitter cancelled while its batch is written: its item is written all the
+        # same, and the others of the batch get their results.
+        writes.clear()
+        gone = asyncio.create_task(group.submit(20))
+        kept = asyncio.create_task(group.submit(21))
+        await asyncio.sleep(0)
+        gone.cancel()
+        assert await kept == 42
+        assert gone.cancelled()
+        assert writes == [[20, 21]]
         await group.drain()
 
     asyncio.run(main())
@@ -479,6 +498,86 @@ def test_sip_endpoint_picks_again_when_the_udp_twin_is_taken() -> None:
             udp_port = endpoint._udp.get_extra_info("sockname")[1]
             assert udp_port == endpoint.port
         finally:
+            await endpoint.close()
+
+    asyncio.run(main())
+
+
+def test_sip_endpoint_absorbs_retransmitted_datagrams(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A UDP request sent again byte for byte (timer E) reaches the handler once: while it
+    is handled nothing is sent back; once answered, the answer again, each without parsing
+    the copy; a request that differs is parsed and, with the same branch, absorbed too. The
+    transaction's end forgets its datagram."""
+    import socket
+
+    from openscws.aio import sip_endpoint
+
+    parsed: list[bytes] = []
+    real_parse = sip_endpoint.parse_message
+
+    def counting(data: bytes) -> Any:
+        parsed.append(data)
+        return real_parse(data)
+
+    monkeypatch.setattr(sip_endpoint, "parse_message", counting)
+    release = asyncio.Event()
+    handled: list[str] = []
+
+    async def handler(req: SipRequest, peer: Peer) -> SipResponse:
+        handled.append(req.method)
+        await release.wait()
+        return response_to(req, 200, to_tag=new_tag())
+
+    async def main() -> None:
+        endpoint = SipEndpoint(handler)
+        await endpoint.start()
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        try:
+            port = sock.getsockname()[1]
+            branch = new_branch()
+
+            def message(call_id: str) -> bytes:
+                return request(
+                    "MESSAGE",
+                    "sip:device1@127.0.0.1",
+                    [
+                        ("Via", f"SIP/2.0/UDP 127.0.0.1:{port};branch={branch}"),
+                        ("From", "<sip:ppg@scws.test>;tag=1"),
+                        ("To", "<sip:device1@scws.test>"),
+                        ("Call-ID", call_id),
+                        ("CSeq", "1 MESSAGE"),
+                    ],
+                    b"x",
+                ).encode()
+
+            data = message("a@b")
+            for _ in range(3):
+                sock.sendto(data, ("127.0.0.1", endpoint.port))
+            await asyncio.sleep(0.2)
+            assert handled == ["MESSAGE"]
+            assert parsed == [data]
+            assert list(endpoint._datagrams) == [data]
+            release.set()
+            first = await asyncio.wait_for(loop.sock_recv(sock, 65536), 5)
+            assert first.startswith(b"SIP/2.0 200 OK\r\n")
+            sock.sendto(data, ("127.0.0.1", endpoint.port))
+            again = await asyncio.wait_for(loop.sock_recv(sock, 65536), 5)
+            assert again == first
+            assert parsed == [data]
+            other = message("c@d")  # same branch, other bytes: parsed, then matched
+            sock.sendto(other, ("127.0.0.1", endpoint.port))
+            assert await asyncio.wait_for(loop.sock_recv(sock, 65536), 5) == first
+            assert parsed == [data, other]
+            assert handled == ["MESSAGE"]
+            ((tx, _, _),) = endpoint._servers.values()
+            endpoint._expire_server(tx)
+            assert endpoint._datagrams == {}
+            assert endpoint._servers == {}
+        finally:
+            sock.close()
             await endpoint.close()
 
     asyncio.run(main())

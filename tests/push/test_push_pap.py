@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
+from xml.sax.saxutils import quoteattr
 
 import pytest
 
@@ -198,3 +199,37 @@ def test_bad_submissions(header: str, body: bytes) -> None:
     with pytest.raises(PapError) as info:
         parse_submission(header, body)
     assert info.value.code == PapCode.BAD_REQUEST
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "plain",
+        "",
+        "http://127.0.0.1:8080/pap-notify?x=1",
+        "a&b",
+        "<tag>",
+        'say "hi"',
+        "it's",
+        "both ' and \"",
+        "line\nbreak\rand\ttab",
+        "é ü ✓",
+    ],
+)
+def test_attribute_quoting_is_quoteattr(value: str) -> None:
+    assert pap._quoteattr(value) == quoteattr(value)
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        datetime(2026, 12, 7, 17, 5, 9, tzinfo=UTC),
+        datetime(2026, 1, 1, 0, 0, 0, 999_999, tzinfo=UTC),
+        datetime(2026, 6, 30, 23, 59, 59, tzinfo=timezone(timedelta(hours=2))),
+        datetime(999, 3, 4, 5, 6, 7, tzinfo=UTC),
+        datetime(1000, 1, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC),
+    ],
+)
+def test_format_time_is_the_declared_form(when: datetime) -> None:
+    assert pap.format_time(when) == when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -125,3 +125,69 @@ def test_too_large_is_513() -> None:
     with pytest.raises(SipError) as info:
         parse_message(RELAYED + b"x" * 70000)
     assert info.value.status == 513
+
+
+def _split_by_hand(value: str) -> list[str]:
+    """RFC 3261 §7.3.1 comma splitting, character by character (the declared grammar)."""
+    out, depth, quoted, start = [], 0, False, 0
+    for i, ch in enumerate(value):
+        if ch == '"' and (i == 0 or value[i - 1] != "\\"):
+            quoted = not quoted
+        elif not quoted and ch == "<":
+            depth += 1
+        elif not quoted and ch == ">":
+            depth = max(0, depth - 1)
+        elif ch == "," and not quoted and depth == 0:
+            out.append(value[start:i].strip())
+            start = i + 1
+    out.append(value[start:].strip())
+    return [v for v in out if v]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK1;rport",
+        "  <sip:a@b>;expires=60  ",
+        "",
+        "   ",
+        "SIP/2.0/UDP a:1;branch=z9hG4bK1, SIP/2.0/TCP b:2;branch=z9hG4bK2",
+        '"Doe, John" <sip:j@b>, <sip:k@b;x=1,2>',
+        '"a\\"," <sip:a@b>',
+        ",,x,,",
+    ],
+)
+def test_values_split_as_declared(value: str) -> None:
+    msg = SipRequest((("Contact", value),), b"", "REGISTER", "sip:r")
+    assert msg.values("Contact") == _split_by_hand(value)
+    assert msg.values("m") == _split_by_hand(value)  # the compact name asks the same header
+
+
+def test_header_index_follows_the_headers() -> None:
+    msg = parse_message(RELAYED)
+    assert msg.header("call-id") == msg.header("i") == "1-18247@127.0.0.1"
+    assert msg.header("Expires") is None
+    assert msg.values("Contact") == []
+    # Repeated headers keep their order; what `values` returns is the caller's to change.
+    two = msg.with_header("Via", "SIP/2.0/TCP c:3;branch=z9hG4bK3")
+    vias = two.values("Via")
+    assert len(vias) == 3
+    assert vias[2].startswith("SIP/2.0/TCP c:3")
+    vias.clear()
+    assert len(two.values("Via")) == 3
+    assert len(msg.values("Via")) == 2
+    # A derived message is indexed (and its top Via parsed) afresh.
+    first = two.without("Via").with_header("Via", "SIP/2.0/UDP d:4;branch=z9hG4bK4")
+    assert first.top_via.host == "d"
+    assert first.top_via.branch == "z9hG4bK4"
+    assert msg.top_via.host == "127.0.0.1"
+    assert msg.top_via.port == 5060
+    assert first.without("Via").values("Via") == []
+    with pytest.raises(SipError):
+        _ = first.without("Via").top_via
+    # The index is not part of a message's identity.
+    assert parse_message(RELAYED) == msg
+    assert hash(parse_message(RELAYED)) == hash(msg)
+    response = parse_message(response_to(msg, 200, to_tag="x").encode())
+    assert isinstance(response, SipResponse)
+    assert response.top_via.branch == "z9hG4bKproxy.1"

@@ -216,6 +216,23 @@ class ServiceContract:
         with pytest.raises(NotFound):
             ras.campaign_progress(999)
 
+    def test_pap_codes_are_kept_per_job(self, ras: RasService) -> None:
+        """The PAP result code of each job's SIP push trigger, a batch written at once; a
+        later batch overwrites only its own jobs."""
+        cards = seed(ras, 3)
+        c = ras.create_campaign("all", now=T0)
+        work = sorted(ras.claim_triggers("A", 10, T0), key=lambda w: w.iccid)
+        assert [w.iccid for w in work] == cards
+        ras.record_pap_codes({work[0].job_id: 1000, work[1].job_id: 4001})
+        ras.record_pap_codes({work[1].job_id: 2003})
+        ras.record_pap_codes({})
+        rows = ras.campaign_cards(c.id)
+        assert [(r.iccid, r.pap_code) for r in rows] == [
+            (cards[0], 1000),
+            (cards[1], 2003),
+            (cards[2], None),
+        ]
+
     def test_campaign_needs_content_and_cards(self, ras: RasService) -> None:
         with pytest.raises(RasError, match="empty"):
             ras.create_campaign("x", now=T0)

@@ -122,7 +122,9 @@ class _GroupWrite[T, R]:
         self._queue.append((item, done))
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run())
-        return await asyncio.shield(done)
+        # A submitter cancelled meanwhile cancels only its own future: its item is still
+        # written with the batch (`_run` skips a future already done).
+        return await done
 
     async def drain(self) -> None:
         if self._task is not None:

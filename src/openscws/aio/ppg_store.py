@@ -112,12 +112,67 @@ class PushRecord:
         m = row._mapping
         return cls(**{name: m[name] for name in cls.__slots__})
 
+    @classmethod
+    def of_columns(cls, row: Any) -> PushRecord:
+        """A row of `_RECORD` (the fields' columns, in the fields' order)."""
+        return cls(*row)
+
 
 @dataclass(frozen=True, slots=True)
 class Binding:
     aor: str
     contact: str
     expires_at: float
+
+
+# The statements of the delivery path, built once: a statement built per call costs its
+# construction and its cache key each time (the compiled form is cached either way).
+_RECORD: Final = select(*(ppg_push.c[name] for name in PushRecord.__slots__))
+_INSERT: Final = insert(ppg_push)
+_BY_PUSH_IDS: Final = _RECORD.where(ppg_push.c.push_id.in_(bindparam("push_ids", expanding=True)))
+_FREE: Final = or_(ppg_push.c.lease_until.is_(None), ppg_push.c.lease_until < bindparam("now"))
+_DUE: Final = (
+    select(ppg_push.c.id)
+    .where(ppg_push.c.state == PENDING, ppg_push.c.next_at <= bindparam("now"), _FREE)
+    .order_by(ppg_push.c.next_at)
+    .limit(bindparam("limit"))
+)
+_LEASE: Final = (
+    update(ppg_push)
+    .where(and_(ppg_push.c.id.in_(bindparam("ids", expanding=True)), _FREE))
+    .values(lease_until=bindparam("until"), lease_owner=bindparam("owner"))
+)
+_LEASED: Final = _RECORD.where(
+    ppg_push.c.id.in_(bindparam("ids", expanding=True)),
+    ppg_push.c.lease_owner == bindparam("owner"),
+    ppg_push.c.lease_until == bindparam("until"),
+)
+_FINISH: Final = (
+    update(ppg_push)
+    .where(ppg_push.c.id == bindparam("b_id"))
+    .values(
+        state=bindparam("b_state"),
+        code=bindparam("b_code"),
+        desc=bindparam("b_desc"),
+        event_time=bindparam("b_time"),
+        lease_until=None,
+    )
+)
+_TO_NOTIFY: Final = _RECORD.where(
+    ppg_push.c.state != PENDING,
+    ppg_push.c.notify_to.is_not(None),
+    ppg_push.c.notified.is_(False),
+    ppg_push.c.notify_attempts < bindparam("max_attempts"),
+).limit(bindparam("limit"))
+_NOTIFIED: Final = (
+    update(ppg_push)
+    .where(ppg_push.c.id == bindparam("b_id"))
+    .values(notified=bindparam("b_ok"), notify_attempts=ppg_push.c.notify_attempts + 1)
+)
+_CONTACTS: Final = select(ppg_binding.c.aor, ppg_binding.c.contact, ppg_binding.c.expires_at).where(
+    ppg_binding.c.aor.in_(bindparam("aors", expanding=True)),
+    ppg_binding.c.expires_at > bindparam("now"),
+)
 
 
 def _new_push(values: dict[str, Any]) -> dict[str, Any]:
@@ -145,7 +200,7 @@ class PpgStore:
         rows = [_new_push(values) for values in pushes]
         try:
             with self.db.write() as s:
-                s.execute(insert(ppg_push), rows)
+                s.connection().execute(_INSERT, rows)
             return [True] * len(rows)
         except IntegrityError:
             if len(rows) == 1:
@@ -164,8 +219,8 @@ class PpgStore:
         if not ids:
             return [None] * len(leased)
         with self.db.read() as s:
-            rows = s.execute(select(ppg_push).where(ppg_push.c.push_id.in_(ids))).all()
-        records = {r.push_id: PushRecord.of(r) for r in rows}
+            rows = s.connection().execute(_BY_PUSH_IDS, {"push_ids": ids}).all()
+        records = {record.push_id: record for record in map(PushRecord.of_columns, rows)}
         return [
             records.get(values["push_id"]) if ok else None
             for values, ok in zip(leased, added, strict=True)
@@ -178,34 +233,17 @@ class PpgStore:
 
     def claim_due(self, now: float, *, owner: str, lease: float, limit: int) -> list[PushRecord]:
         """Pending pushes due now, leased to `owner` for `lease` seconds."""
-        free = or_(ppg_push.c.lease_until.is_(None), ppg_push.c.lease_until < now)
         with self.db.write() as s:
-            ids = list(
-                s.execute(
-                    select(ppg_push.c.id)
-                    .where(ppg_push.c.state == PENDING, ppg_push.c.next_at <= now, free)
-                    .order_by(ppg_push.c.next_at)
-                    .limit(limit)
-                ).scalars()
-            )
+            connection = s.connection()
+            ids = list(connection.execute(_DUE, {"now": now, "limit": limit}).scalars())
             if not ids:
                 return []
             until = now + lease
             # One UPDATE for the batch; the free condition again, so a push another PPG
             # process leased meanwhile stays its own, and read back what this one holds.
-            s.execute(
-                update(ppg_push)
-                .where(and_(ppg_push.c.id.in_(ids), free))
-                .values(lease_until=until, lease_owner=owner)
-            )
-            rows = s.execute(
-                select(ppg_push).where(
-                    ppg_push.c.id.in_(ids),
-                    ppg_push.c.lease_owner == owner,
-                    ppg_push.c.lease_until == until,
-                )
-            ).all()
-        return [PushRecord.of(r) for r in rows]
+            connection.execute(_LEASE, {"ids": ids, "now": now, "until": until, "owner": owner})
+            rows = connection.execute(_LEASED, {"ids": ids, "owner": owner, "until": until}).all()
+        return [PushRecord.of_columns(r) for r in rows]
 
     def finish(self, push: int, *, state: str, code: int, desc: str, now: float) -> None:
         self.finish_many([(push, state, code, desc, now)])
@@ -220,18 +258,7 @@ class PpgStore:
         ]
         with self.db.write() as s:
             # One statement executed for all the rows (executemany), not one per row.
-            s.connection().execute(
-                update(ppg_push)
-                .where(ppg_push.c.id == bindparam("b_id"))
-                .values(
-                    state=bindparam("b_state"),
-                    code=bindparam("b_code"),
-                    desc=bindparam("b_desc"),
-                    event_time=bindparam("b_time"),
-                    lease_until=None,
-                ),
-                rows,
-            )
+            s.connection().execute(_FINISH, rows)
 
     def retry(self, push: int, *, attempts: int, next_at: float, desc: str) -> None:
         with self.db.write() as s:
@@ -252,17 +279,12 @@ class PpgStore:
 
     def to_notify(self, limit: int, max_attempts: int) -> list[PushRecord]:
         with self.db.read() as s:
-            rows = s.execute(
-                select(ppg_push)
-                .where(
-                    ppg_push.c.state != PENDING,
-                    ppg_push.c.notify_to.is_not(None),
-                    ppg_push.c.notified.is_(False),
-                    ppg_push.c.notify_attempts < max_attempts,
-                )
-                .limit(limit)
-            ).all()
-        return [PushRecord.of(r) for r in rows]
+            rows = (
+                s.connection()
+                .execute(_TO_NOTIFY, {"limit": limit, "max_attempts": max_attempts})
+                .all()
+            )
+        return [PushRecord.of_columns(r) for r in rows]
 
     def notified(self, push: int, ok: bool) -> None:
         self.notified_many([(push, ok)])
@@ -272,12 +294,7 @@ class PpgStore:
         if not results:
             return
         with self.db.write() as s:
-            s.connection().execute(
-                update(ppg_push)
-                .where(ppg_push.c.id == bindparam("b_id"))
-                .values(notified=bindparam("b_ok"), notify_attempts=ppg_push.c.notify_attempts + 1),
-                [{"b_id": push, "b_ok": ok} for push, ok in results],
-            )
+            s.connection().execute(_NOTIFIED, [{"b_id": push, "b_ok": ok} for push, ok in results])
 
     # -- registrations (the embedded registrar) ------------------------------------------------
 
@@ -300,13 +317,9 @@ class PpgStore:
         if not found:
             return found
         with self.db.read() as s:
-            rows = s.execute(
-                select(ppg_binding).where(
-                    ppg_binding.c.aor.in_(list(found)), ppg_binding.c.expires_at > now
-                )
-            ).all()
-        for r in rows:
-            found[r.aor].append(Binding(r.aor, r.contact, r.expires_at))
+            rows = s.connection().execute(_CONTACTS, {"aors": list(found), "now": now}).all()
+        for aor, contact, expires_at in rows:
+            found[aor].append(Binding(aor, contact, expires_at))
         return found
 
     def contacts(self, aor: str, now: float) -> list[Binding]:

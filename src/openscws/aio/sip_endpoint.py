@@ -97,6 +97,10 @@ class SipEndpoint:
         self._servers: dict[
             tuple[str, str], tuple[ServerTransaction, Peer, asyncio.StreamWriter | None]
         ] = {}
+        self._datagrams: dict[bytes, tuple[str, str]] = {}
+        """The datagram that opened each live UDP server transaction -> its key: the same
+        bytes again are that request retransmitted (RFC 3261 §17.2.2), absorbed unparsed."""
+        self._datagram_of: dict[tuple[str, str], bytes] = {}
         self._conns: dict[tuple[str, int], asyncio.StreamWriter] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -269,6 +273,14 @@ class SipEndpoint:
             writer.close()
 
     def _received(self, data: bytes, peer: Peer, writer: asyncio.StreamWriter | None) -> None:
+        known = self._datagrams.get(data)
+        if known is not None:
+            # Byte for byte the request of a live transaction: it parses to the same request
+            # with the same key, so it is absorbed as `_dispatch` would, without the parse.
+            existing = self._servers.get(known)
+            if existing is not None:
+                self._retransmitted(existing[0].request, existing)
+                return
         if not data.strip(b"\r\n"):
             return  # keep-alive
         try:
@@ -277,7 +289,7 @@ class SipEndpoint:
             log.info("SIP: malformed datagram from %s:%d: %s", peer.host, peer.port, e)
             self._bad_request(data, peer, e)
             return
-        self._dispatch(message, peer, writer)
+        self._dispatch(message, peer, writer, data)
 
     def _bad_request(self, data: bytes, peer: Peer, error: SipError) -> None:
         """RFC 3261 §8.2: answer 400 when the response can be routed (a readable Via)."""
@@ -305,11 +317,15 @@ class SipEndpoint:
         self._send((out + "Content-Length: 0\r\n\r\n").encode(), peer, None)
 
     def _dispatch(
-        self, message: SipMessage, peer: Peer, writer: asyncio.StreamWriter | None
+        self,
+        message: SipMessage,
+        peer: Peer,
+        writer: asyncio.StreamWriter | None,
+        datagram: bytes | None = None,
     ) -> None:
         try:
             if isinstance(message, SipResponse):
-                key = (Via.parse(message.values("Via")[0]).branch or "", message.cseq.method)
+                key = (message.top_via.branch or "", message.cseq.method)
                 entry = self._clients.get(key)
                 if entry is None:
                     log.debug("SIP: stray response %d", message.status)
@@ -327,12 +343,7 @@ class SipEndpoint:
             return  # no INVITE transactions here
         existing = self._servers.get(key)
         if existing is not None:
-            try:
-                for action in existing[0].retransmission():
-                    if isinstance(action, Send):
-                        self._reply(action.data, message, existing[1], existing[2])
-            except TransactionError:
-                pass
+            self._retransmitted(message, existing)
             return
         try:
             server = ServerTransaction(message, reliable=peer.transport == "TCP")
@@ -342,7 +353,29 @@ class SipEndpoint:
             )
             return
         self._servers[server.key] = (server, peer, writer)
+        if datagram is not None and peer.transport == "UDP":
+            self._datagrams[datagram] = server.key
+            self._datagram_of[server.key] = datagram
         self._spawn(self._handle(server, message, peer, writer))
+
+    def _retransmitted(
+        self,
+        message: SipRequest,
+        existing: tuple[ServerTransaction, Peer, asyncio.StreamWriter | None],
+    ) -> None:
+        """A request of a live server transaction again: the last response, if any, again."""
+        try:
+            for action in existing[0].retransmission():
+                if isinstance(action, Send):
+                    self._reply(action.data, message, existing[1], existing[2])
+        except TransactionError:
+            pass
+
+    def _forget_server(self, key: tuple[str, str]) -> None:
+        self._servers.pop(key, None)
+        datagram = self._datagram_of.pop(key, None)
+        if datagram is not None and self._datagrams.get(datagram) == key:
+            del self._datagrams[datagram]
 
     async def _handle(
         self,
@@ -364,14 +397,14 @@ class SipEndpoint:
             if isinstance(action, Send):
                 self._reply(action.data, req, peer, writer)
             elif isinstance(action, Terminated):
-                self._servers.pop(tx.key, None)
+                self._forget_server(tx.key)
         deadline = tx.next_deadline
         if deadline is not None:
             loop.call_at(deadline, self._expire_server, tx)
 
     def _expire_server(self, tx: ServerTransaction) -> None:
         tx.expire(asyncio.get_running_loop().time())
-        self._servers.pop(tx.key, None)
+        self._forget_server(tx.key)
 
     def _reply(
         self, data: bytes, req: SipRequest, peer: Peer, writer: asyncio.StreamWriter | None

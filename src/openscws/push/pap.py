@@ -147,7 +147,11 @@ def parse_time(text: str) -> datetime:
 
 
 def format_time(when: datetime) -> str:
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    utc = when.astimezone(UTC)
+    if utc.year < 1000:  # strftime's %Y does not pad those years
+        return utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+    date = f"{utc.year}-{utc.month:02d}-{utc.day:02d}"
+    return f"{date}T{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}Z"
 
 
 class AddressType(StrEnum):
@@ -163,6 +167,9 @@ _ADDRESS: Final = re.compile(
 _PLMN: Final = re.compile(r"\+?[0-9]{1,20}\Z")
 _SIP_URI: Final = re.compile(r"sips?:[A-Za-z0-9\-_.!~*'()&=+$,;?/%]+@[A-Za-z0-9.\-\[\]:]+\Z")
 _TEL_URI: Final = re.compile(r"tel:\+?[0-9\-.()]{1,32}\Z")
+
+
+_ADDRESS_TYPES: Final = {t.value.upper(): t for t in AddressType}
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,14 +209,14 @@ class Address:
                 PapCode.ADDRESS_ERROR, f"address {value[:80]!r} is not WAPPUSH=.../TYPE="
             )
         client, kind, ppg = m.groups()
-        types = {t.value.upper(): t for t in AddressType}
-        if kind.upper() not in types:
+        address_type = _ADDRESS_TYPES.get(kind.upper())
+        if address_type is None:
             raise PapError(PapCode.ADDRESS_ERROR, f"address type {kind!r} is not supported")
         try:
             client = unquote(client, errors="strict")
         except UnicodeDecodeError:
             raise PapError(PapCode.ADDRESS_ERROR, "the address's %-escapes are not UTF-8") from None
-        return cls(client, types[kind.upper()], ppg)
+        return cls(client, address_type, ppg)
 
     @property
     def value(self) -> str:
@@ -593,6 +600,20 @@ _PARSERS: Final[dict[str, Callable[[_Element], PapDocument]]] = {
 # -- writing ---------------------------------------------------------------------------------------
 
 
+_NEEDS_QUOTING: Final = re.compile(r"[&<>\"\n\r\t]")
+"""What `quoteattr` changes; a value without any of it is written between double quotes."""
+
+
+def _quoteattr(value: str) -> str:
+    if _NEEDS_QUOTING.search(value) is None:
+        return f'"{value}"'
+    return quoteattr(value)
+
+
+_ATTR_NAMES: dict[str, str] = {}
+"""Python keyword -> PAP attribute name (`push_id` -> `push-id`), as met."""
+
+
 def _attrs(**values: str | datetime | int | None) -> str:
     out = []
     for key, value in values.items():
@@ -600,7 +621,10 @@ def _attrs(**values: str | datetime | int | None) -> str:
             continue
         if isinstance(value, datetime):
             value = format_time(value)
-        out.append(f" {key.replace('_', '-')}={quoteattr(str(value))}")
+        name = _ATTR_NAMES.get(key)
+        if name is None:
+            name = _ATTR_NAMES[key] = key.replace("_", "-")
+        out.append(f" {name}={_quoteattr(str(value))}")
     return "".join(out)
 
 

@@ -92,8 +92,30 @@ def canonical(name: str) -> str:
     return _CANONICAL.get(lowered, name)
 
 
+_WANTED: dict[str, str] = {}
+"""Memo of `canonical(name).lower()` for the names code asks `header` and `values` for."""
+_WANTED_MAX: Final = 256
+
+
+def _wanted(name: str) -> str:
+    wanted = _WANTED.get(name)
+    if wanted is None:
+        wanted = canonical(name).lower()
+        if len(_WANTED) < _WANTED_MAX:
+            _WANTED[name] = wanted
+    return wanted
+
+
+_CANONICAL_OF: dict[str, str] = {}
+"""Memo of `canonical` for the header names seen on the wire."""
+_SPECIAL: Final = re.compile(r'[",<>]')
+
+
 def _split_commas(value: str) -> list[str]:
     """Splits a header value at commas outside quotes and angle brackets (RFC 3261 §7.3.1)."""
+    if _SPECIAL.search(value) is None:  # one value, nothing to split (the common case)
+        value = value.strip()
+        return [value] if value else []
     out, depth, quoted, start = [], 0, False, 0
     for i, ch in enumerate(value):
         if ch == '"' and (i == 0 or value[i - 1] != "\\"):
@@ -113,22 +135,56 @@ def _split_commas(value: str) -> list[str]:
 class _Common:
     headers: tuple[tuple[str, str], ...]
     body: bytes
+    _index: dict[str, list[str]] | None = field(init=False, repr=False, compare=False)
+    """Lower-cased header name -> its values in order, built from `headers` when first asked
+    (a message only written, as most responses are, never needs it)."""
+    _split: dict[str, list[str]] = field(init=False, repr=False, compare=False)
+    """`values` already split at commas, per lower-cased name."""
+    _via: Via | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_index", None)
+        object.__setattr__(self, "_split", {})
+        object.__setattr__(self, "_via", None)
+
+    def _indexed(self) -> dict[str, list[str]]:
+        index = self._index
+        if index is None:
+            index = {}
+            for key, value in self.headers:
+                found = index.get(lowered := key.lower())
+                if found is None:
+                    index[lowered] = [value]
+                else:
+                    found.append(value)
+            object.__setattr__(self, "_index", index)
+        return index
 
     def header(self, name: str) -> str | None:
-        wanted = canonical(name).lower()
-        for key, value in self.headers:
-            if key.lower() == wanted:
-                return value
-        return None
+        found = (self._index or self._indexed()).get(_wanted(name))
+        return None if found is None else found[0]
 
     def values(self, name: str) -> list[str]:
         """Every value of a header that may repeat or be comma-joined (Via, Contact)."""
-        wanted = canonical(name).lower()
-        out: list[str] = []
-        for key, value in self.headers:
-            if key.lower() == wanted:
-                out.extend(_split_commas(value))
-        return out
+        wanted = _wanted(name)
+        split = self._split.get(wanted)
+        if split is None:
+            split = []
+            for value in (self._index or self._indexed()).get(wanted, ()):
+                split.extend(_split_commas(value))
+            self._split[wanted] = split
+        return list(split)
+
+    @property
+    def top_via(self) -> Via:
+        via = self._via
+        if via is None:
+            vias = self.values("Via")
+            if not vias:
+                raise SipError("no Via")
+            via = Via.parse(vias[0])
+            object.__setattr__(self, "_via", via)
+        return via
 
     def _head_and_body(self, start: str) -> bytes:
         lines = [start]
@@ -158,13 +214,6 @@ class SipRequest(_Common):
     @property
     def cseq(self) -> CSeq:
         return CSeq.parse(self.header("CSeq") or "")
-
-    @property
-    def top_via(self) -> Via:
-        vias = self.values("Via")
-        if not vias:
-            raise SipError("no Via")
-        return Via.parse(vias[0])
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,7 +391,12 @@ def _parse_head(head: bytes) -> tuple[str, list[tuple[str, str]]]:
         name = name.strip()
         if not colon or not _TOKEN.match(name):
             raise SipError(f"header line {line[:40]!r}")
-        headers.append((canonical(name), value.strip()))
+        known = _CANONICAL_OF.get(name)
+        if known is None:
+            known = canonical(name)
+            if len(_CANONICAL_OF) < _WANTED_MAX:
+                _CANONICAL_OF[name] = known
+        headers.append((known, value.strip()))
         if len(headers) > MAX_HEADERS:
             raise SipError("too many headers")
     return start, headers
@@ -381,7 +435,9 @@ def _build(start: str, headers: list[tuple[str, str]], body: bytes) -> SipMessag
     cseq = CSeq.parse(message.header("CSeq") or "")
     if isinstance(message, SipRequest) and cseq.method != message.method:
         raise SipError("CSeq method differs from the request method")
-    for via in message.values("Via"):
+    vias = message.values("Via")
+    message.top_via  # noqa: B018 - parses the first, kept for the transaction layer
+    for via in vias[1:]:
         Via.parse(via)
     NameAddr.parse(message.header("From") or "")
     NameAddr.parse(message.header("To") or "")

@@ -41,10 +41,14 @@ class Submission:
     content: ContentEntity
 
 
+_PARAM: Final = re.compile(r'\s*([^=;\s]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)\s*(?:;|$)')
+"""One `name=value` parameter of a MIME header (RFC 2045 §5.1), a quoted-string value too."""
+
+
 def _params(header: str) -> tuple[str, dict[str, str]]:
     kind, _, rest = header.partition(";")
     params: dict[str, str] = {}
-    for match in re.finditer(r'\s*([^=;\s]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)\s*(?:;|$)', rest):
+    for match in _PARAM.finditer(rest):
         name, value = match.group(1).lower(), match.group(2).strip()
         if value.startswith('"'):
             value = value[1:-1].replace('\\"', '"')

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from sqlalchemy import and_, delete, func, or_, select, text, update
+from sqlalchemy import and_, bindparam, delete, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
@@ -110,6 +110,10 @@ _SEALED_COLUMNS: Final = ("psk_key", "ota_kic_key", "ota_kid_key")
 _JOB_SEALED: Final = ("psk_key", "kic_key", "kid_key")
 """The sealed keys of a job's key change (its "rotate-keys" operation)."""
 _VAULT_LOCK: Final = 0x5CA5_0002  # pg_advisory_xact_lock key: sealers shared, re-seal exclusive
+_SET_PAP_CODE: Final = (
+    update(Job).where(Job.id == bindparam("b_id")).values(pap_code=bindparam("b_code"))
+)
+"""A job's PAP result code of its last SIP push trigger (`record_pap_codes`)."""
 RESERVED_PREFIX: Final = ADMIN_RESERVED_PREFIX
 
 
@@ -1296,9 +1300,10 @@ class RasService:
         one transaction for a batch of triggers."""
         if not codes:
             return
+        rows = [{"b_id": job_id, "b_code": int(code)} for job_id, code in codes.items()]
         with self._db.write() as s:
-            for job_id, code in codes.items():
-                s.execute(update(Job).where(Job.id == job_id).values(pap_code=int(code)))
+            # One statement executed for all the jobs (executemany), built once.
+            s.connection().execute(_SET_PAP_CODE, rows)
 
     def finish_job(
         self, job_id: str, owner: str, outcome: Outcome, reason: str | None, now: datetime
