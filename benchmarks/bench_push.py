@@ -68,6 +68,7 @@ from _admin_fleet import card_keys, register_cards  # noqa: E402
 from _servers import stop_process  # noqa: E402
 from run import free_port  # noqa: E402
 
+from openscws.aio.heap import settle_heap  # noqa: E402
 from openscws.aio.push_embedded import (  # noqa: E402
     DOMAIN,
     EmbeddedPush,
@@ -273,6 +274,7 @@ async def _measure(
             service.put_content, "/bench/push.html", b"<p>pushed</p>", "text/html"
         )
         others = [pid for pid in (kamailio_pid, ppg_pid) if pid is not None]
+        settle_heap()  # as `openscws up` and `openscws ppg` do once started
         t0 = time.perf_counter()
         cpu0 = time.process_time()
         others0 = [tree_cpu(pid) for pid in others]

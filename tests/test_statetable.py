@@ -47,3 +47,21 @@ def test_the_terminal_table_refuses_in_its_own_terms() -> None:
         with pytest.raises(terminal.ChannelStateError) as caught:
             terminal.LIFE_CYCLE.next(2, key)
         assert (caught.value.channel, caught.value.state, caught.value.event) == (2, state, event)
+
+
+def test_table_enum_members_key_tables_by_identity() -> None:
+    from enum import auto
+
+    from openscws.statetable import TableEnum
+
+    class Light(TableEnum):
+        RED = auto()
+        GREEN = auto()
+
+    assert hash(Light.RED) == object.__hash__(Light.RED)
+    assert Light.RED != Light.GREEN
+    assert Light.RED == Light(Light.RED.value)
+    table = StateTable({(Light.RED, "go"): Light.GREEN}, lambda _, key: KeyError(key))
+    assert table.next(0, (Light.RED, "go")) is Light.GREEN
+    with pytest.raises(KeyError):
+        table.next(0, (Light.GREEN, "go"))

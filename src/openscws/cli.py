@@ -24,8 +24,16 @@ from cryptography import x509
 from openscws import __version__
 from openscws.aio import push_cli
 from openscws.aio.gateway import GatewayError
+from openscws.aio.heap import settle_heap
 from openscws.aio.links import CardLink, accept_vpcd_card
-from openscws.aio.stack import Stack, card_of, card_tls, gateway_for, open_image, start_stack
+from openscws.aio.stack import (
+    Stack,
+    card_of,
+    card_tls,
+    gateway_for,
+    open_image,
+    start_stack,
+)
 from openscws.aio.vicc import serve_card
 from openscws.bcast import bspc_cli
 from openscws.bcast import cli as bsm_cli
@@ -805,6 +813,7 @@ async def _up(
             )
             _announce(member.gateway.local_port, settings.gateway.host, member.settings, card=False)
         await _announce_admin(stack, settings)
+        settle_heap()
         await _run_until_signal(asyncio.ensure_future(stack.gateway.wait()))
     finally:
         if bcast is not None:

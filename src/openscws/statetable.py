@@ -6,6 +6,15 @@ does not allow into that module's typed protocol error (never a silent fix-up)."
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping
+from enum import Enum
+
+
+class TableEnum(Enum):
+    """An enumeration whose members key transition tables: hashed by identity (members are
+    singletons, and `Enum` compares them by identity), so a table lookup costs no Python-level
+    `Enum.__hash__` call per member of its key tuple, as it would on a hot protocol path."""
+
+    __hash__ = object.__hash__
 
 
 class StateTable[Key: Hashable, State]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import logging
 import urllib.parse
@@ -88,8 +89,10 @@ class HttpReply:
 Handler = Callable[[HttpRequest], Awaitable[HttpReply]]
 
 
+@functools.lru_cache(maxsize=1024)
 def is_loopback(peer: str) -> bool:
-    """Whether `peer` (an address, IPv6 possibly with a %scope) is a loopback address."""
+    """Whether `peer` (an address, IPv6 possibly with a %scope) is a loopback address (kept
+    per address: local endpoints ask it of every connection from the same few peers)."""
     try:
         address = ipaddress.ip_address(peer.split("%", 1)[0])
     except ValueError:
@@ -578,6 +581,23 @@ class _ClientConnection(asyncio.Protocol):
             waiter.set_exception(error)
 
 
+@functools.lru_cache(maxsize=4096)
+def _http_target(url: str) -> tuple[str, int, str, str]:
+    """(host name, port, request target, Host field) of an http:// URL, parsed once per URL
+    (a push path posts to the same few URLs again and again); OSError for any other URL."""
+    parts = urllib.parse.urlsplit(url)
+    hostname = parts.hostname
+    if parts.scheme != "http" or not hostname:
+        raise OSError(f"not an http:// URL: {url!r}")
+    try:
+        port = parts.port or 80
+    except ValueError as e:
+        raise OSError(f"{url!r}: {e}") from None
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    host = f"[{hostname}]" if ":" in hostname else hostname
+    return hostname, port, target, f"{host}:{port}"
+
+
 async def post(
     url: str,
     body: bytes,
@@ -593,14 +613,9 @@ async def post(
     `timeout` seconds. With a `pool`, over a kept-alive connection when it has one (a kept
     connection the server closed before answering anything is replaced by a new one, once:
     the server never read that request)."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme != "http" or not parts.hostname:
-        raise OSError(f"not an http:// URL: {url!r}")
-    port = parts.port or 80
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    key = (parts.hostname, port)
-    fields = (("Host", f"{host}:{port}"), *headers)
+    hostname, port, target, host_field = _http_target(url)
+    key = (hostname, port)
+    fields = (("Host", host_field), *headers)
     if pool is None:
         fields += (("Connection", "close"),)
     loop = asyncio.get_running_loop()
@@ -612,9 +627,7 @@ async def post(
             except _Stale:
                 pass
         now = loop.time()
-        _, fresh = await loop.create_connection(
-            lambda: _ClientConnection(now), parts.hostname, port
-        )
+        _, fresh = await loop.create_connection(lambda: _ClientConnection(now), hostname, port)
         if pool is not None:
             pool.opened += 1
         try:

@@ -10,6 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
+from openscws.aio.heap import settle_heap
 from openscws.aio.ppg import Ppg, PpgConfig
 from openscws.config import default_data_dir
 from openscws.push.ppg import Initiator
@@ -148,6 +149,7 @@ async def _serve(config: PpgConfig, initiators: Path | None) -> None:
         ppg.store.close()
         raise ValueError(f"cannot listen: {e}") from None
     try:
+        settle_heap()
         print(f"PPG ready: PAP {ppg.pap_url}", flush=True)
         print(f"PPG SIP: udp+tcp {config.sip_host}:{ppg.sip.port} as {config.identity}", flush=True)
         if initiators is not None:

@@ -36,7 +36,7 @@ from http import HTTPStatus
 from typing import Final
 
 from openscws.errors import HttpError
-from openscws.statetable import StateTable
+from openscws.statetable import StateTable, TableEnum
 
 __all__ = [
     "CLOSED",
@@ -73,14 +73,14 @@ class MessageError(HttpError):
     version; 500 when the local side misuses the codec)."""
 
 
-class Role(Enum):
+class Role(TableEnum):
     SERVER = auto()
     """This end reads requests and writes responses."""
     CLIENT = auto()
     """This end writes requests and reads responses."""
 
 
-class State(Enum):
+class State(TableEnum):
     IDLE = auto()
     """Between messages: a server waits for a request head; a client may send a request."""
     SENT = auto()
@@ -95,7 +95,7 @@ class State(Enum):
     """The peer broke the protocol; `next_event` raises that `MessageError` again."""
 
 
-class Step(Enum):
+class Step(TableEnum):
     HEAD = auto()
     """A request or (final) response head was read."""
     INFO = auto()

@@ -11,11 +11,12 @@ the transaction user, `TimedOut()` when timer F fires (the TU treats it as a 408
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum, auto
+from enum import auto
 from typing import Final
 
 from openscws.errors import OpenScwsError
 from openscws.push.sip import SipRequest, SipResponse
+from openscws.statetable import TableEnum
 
 __all__ = [
     "CLIENT_TRANSITIONS",
@@ -47,14 +48,14 @@ class TransactionError(OpenScwsError):
     """An event the transaction's state table does not allow."""
 
 
-class State(Enum):
+class State(TableEnum):
     TRYING = auto()
     PROCEEDING = auto()
     COMPLETED = auto()
     TERMINATED = auto()
 
 
-class Event(Enum):
+class Event(TableEnum):
     PROVISIONAL = auto()  # client: 1xx received; server: TU sends 1xx
     FINAL = auto()  # client: 200-699 received; server: TU sends 200-699
     REQUEST = auto()  # server: the request retransmitted
