@@ -48,6 +48,7 @@ import platform
 import secrets
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -309,22 +310,23 @@ async def _measure(
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    sms = next((r for r in rows if r["mode"] == "sms"), None)
     lines = [
         "| trigger | cards | campaign (s) | triggers/s | vs SMS | CPU ms / trigger: "
-        "bench process | PPG process | Kamailio |",
-        "|---|---|---|---|---|---|---|---|",
+        "bench process | PPG process | Kamailio | triggers/s per round |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
 
     def ms(value: float | None) -> str:
         return "-" if value is None else f"{value:.2f}"
 
     for r in rows:
-        ratio = f"{r['triggers_per_s'] / sms['triggers_per_s']:.2f}" if sms else "-"
+        ratio = "-" if r.get("vs_sms") is None else f"{r['vs_sms']:.2f}"
+        rates = ", ".join(f"{x:.0f}" for x in r["rates"])
         lines.append(
             f"| {r['mode']} | {r['cards']} | {r['seconds']:.2f} | {r['triggers_per_s']:.0f} | "
             f"{ratio} | {r['cpu_ms_per_trigger']:.2f} | "
-            f"{ms(r.get('ppg_cpu_ms_per_trigger'))} | {ms(r.get('kamailio_cpu_ms_per_trigger'))} |"
+            f"{ms(r.get('ppg_cpu_ms_per_trigger'))} | {ms(r.get('kamailio_cpu_ms_per_trigger'))} "
+            f"| {rates} |"
         )
     return "\n".join(lines)
 
@@ -335,7 +337,7 @@ def docs_section(rows: list[dict[str, Any]], notes: list[str]) -> str:
     for r in rows:
         if r["mode"] == "sms":
             continue
-        ratio = r["triggers_per_s"] / sms["triggers_per_s"]
+        ratio = r["vs_sms"]
         met = "met" if ratio >= TARGET else "NOT met"
         verdicts.append(f"{r['mode']}: {ratio:.2f} of the SMS rate (target {TARGET}: {met})")
     return (
@@ -360,7 +362,9 @@ def docs_section(rows: list[dict[str, Any]], notes: list[str]) -> str:
         "share one multi-address push-message. CPU ms / trigger, per process: the bench "
         "process (the admin server, the terminals and the cards, and the PPG but in the last "
         "row), `openscws ppg` and Kamailio (their process trees, from /proc); on a shared "
-        "machine it varies less than the rate does.\n\n"
+        "machine it varies less than the rate does. Each row is the median of "
+        f"{sms['rounds']} rounds; a round runs every mode once, one after the other, and "
+        "vs SMS is the median of the rounds' own ratios.\n\n"
         + table(rows)
         + "\n\n"
         + "; ".join(verdicts)
@@ -374,30 +378,64 @@ def docs_section(rows: list[dict[str, Any]], notes: list[str]) -> str:
 async def main_async(
     args: argparse.Namespace, work: Path
 ) -> tuple[list[dict[str, Any]], list[str]]:
-    rows: list[dict[str, Any]] = []
+    runs: dict[str, list[dict[str, Any]]] = {}
     notes: list[str] = []
-    for mode in args.modes or MODES:
-        data = work / mode.replace(", ", "-").replace(" ", "-")
-        if mode in (KAMAILIO, PPG_PROCESS):
-            if shutil.which("kamailio") is None:
+    modes = list(args.modes or MODES)
+    if shutil.which("kamailio") is None:
+        for mode in (KAMAILIO, PPG_PROCESS):
+            if mode in modes:
+                modes.remove(mode)
                 notes.append(f"{mode}: not run (apt-get install kamailio).")
-                continue
-            port = free_port()
-            with kamailio(port, data / "kam") as pid:
-                row = await one_mode(
-                    mode,
-                    args.cards,
-                    data,
-                    f"sip:127.0.0.1:{port}",
-                    kamailio_pid=pid,
-                    ppg_own_process=mode == PPG_PROCESS,
-                )
-        else:
-            row = await one_mode(mode, args.cards, data, None)
-        log.info("%s", row)
-        print(json.dumps(row), flush=True)
-        rows.append(row)
-    return rows, notes
+    for round_ in range(args.rounds):
+        for mode in modes:  # every mode once a round, so a slow spell hits them all
+            data = work / f"{round_}-{mode.replace(', ', '-').replace(' ', '-')}"
+            if mode in (KAMAILIO, PPG_PROCESS):
+                port = free_port()
+                with kamailio(port, data / "kam") as pid:
+                    row = await one_mode(
+                        mode,
+                        args.cards,
+                        data,
+                        f"sip:127.0.0.1:{port}",
+                        kamailio_pid=pid,
+                        ppg_own_process=mode == PPG_PROCESS,
+                    )
+            else:
+                row = await one_mode(mode, args.cards, data, None)
+            log.info("%s", row)
+            print(json.dumps(row), flush=True)
+            runs.setdefault(mode, []).append(row)
+    return [summary(mode, rows, runs.get("sms")) for mode, rows in runs.items()], notes
+
+
+def summary(
+    mode: str, rows: list[dict[str, Any]], sms: list[dict[str, Any]] | None
+) -> dict[str, Any]:
+    """A mode's rounds: the median of each figure, and its rate over the SMS rate of the
+    same round (the median of those ratios; a round's rows ran one after the other)."""
+
+    def median(key: str) -> Any:
+        values = [r[key] for r in rows if r.get(key) is not None]
+        return round(statistics.median(values), 3) if values else None
+
+    ratios = (
+        [r["triggers_per_s"] / s["triggers_per_s"] for r, s in zip(rows, sms, strict=False)]
+        if sms
+        else []
+    )
+    return {
+        "mode": mode,
+        "cards": rows[0]["cards"],
+        "rounds": len(rows),
+        "seconds": median("seconds"),
+        "triggers_per_s": median("triggers_per_s"),
+        "rates": [r["triggers_per_s"] for r in rows],
+        "vs_sms": round(statistics.median(ratios), 3) if ratios else None,
+        "cpu_ms_per_trigger": median("cpu_ms_per_trigger"),
+        "ppg_cpu_ms_per_trigger": median("ppg_cpu_ms_per_trigger"),
+        "kamailio_cpu_ms_per_trigger": median("kamailio_cpu_ms_per_trigger"),
+        "duplicates": sum(r["duplicates"] for r in rows),
+    }
 
 
 def main() -> int:
@@ -407,6 +445,9 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--no-docs", action="store_true")
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="rounds of every mode (default 3; --quick 1)"
+    )
     parser.add_argument(
         "--mode",
         dest="modes",
@@ -418,6 +459,10 @@ def main() -> int:
     args = parser.parse_args()
     if args.cards is None:
         args.cards = 20 if args.quick else 1000
+    if args.rounds is None:
+        args.rounds = 1 if args.quick else 3
+    if not 1 <= args.rounds <= 20:
+        parser.error("--rounds is 1..20")
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
