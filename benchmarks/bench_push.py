@@ -364,7 +364,9 @@ def docs_section(rows: list[dict[str, Any]], notes: list[str]) -> str:
         "row), `openscws ppg` and Kamailio (their process trees, from /proc); on a shared "
         "machine it varies less than the rate does. Each row is the median of "
         f"{sms['rounds']} rounds; a round runs every mode once, one after the other, and "
-        "vs SMS is the median of the rounds' own ratios.\n\n"
+        "vs SMS is the median of the rounds' own ratios. Before each campaign the bench "
+        "process settles its heap (gc.freeze) as `openscws up` and `openscws ppg` do once "
+        "started.\n\n"
         + table(rows)
         + "\n\n"
         + "; ".join(verdicts)
