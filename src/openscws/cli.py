@@ -699,11 +699,16 @@ def _tracer(settings: Settings) -> ApduTracer | None:
     return ApduTracer(sys.stdout if settings.trace.enabled else None, settings.trace.pcap)
 
 
-async def _run_until_signal(main: asyncio.Future[None]) -> None:
+async def _run_until_signal(main: asyncio.Future[None], *, settle: bool = False) -> None:
+    """Runs until `main` ends or SIGINT/SIGTERM comes; with `settle`, the start-up heap is
+    frozen first (`settle_heap`), once the signal handlers are in place so a stop asked for
+    meanwhile is not lost."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if settle:
+        settle_heap()
     stopper: asyncio.Future[None] = asyncio.ensure_future(_wait_event(stop))
     await asyncio.wait({main, stopper}, return_when=asyncio.FIRST_COMPLETED)
     stopper.cancel()
@@ -813,8 +818,7 @@ async def _up(
             )
             _announce(member.gateway.local_port, settings.gateway.host, member.settings, card=False)
         await _announce_admin(stack, settings)
-        settle_heap()
-        await _run_until_signal(asyncio.ensure_future(stack.gateway.wait()))
+        await _run_until_signal(asyncio.ensure_future(stack.gateway.wait()), settle=True)
     finally:
         if bcast is not None:
             await bcast.stop()

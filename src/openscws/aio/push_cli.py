@@ -149,7 +149,6 @@ async def _serve(config: PpgConfig, initiators: Path | None) -> None:
         ppg.store.close()
         raise ValueError(f"cannot listen: {e}") from None
     try:
-        settle_heap()
         print(f"PPG ready: PAP {ppg.pap_url}", flush=True)
         print(f"PPG SIP: udp+tcp {config.sip_host}:{ppg.sip.port} as {config.identity}", flush=True)
         if initiators is not None:
@@ -158,6 +157,7 @@ async def _serve(config: PpgConfig, initiators: Path | None) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        settle_heap()  # after the handlers: a stop asked for meanwhile is not lost
         await stop.wait()
     finally:
         await ppg.close()
