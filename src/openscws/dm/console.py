@@ -33,7 +33,7 @@ from urllib.parse import parse_qs, unquote
 
 from openscws.dm.db import JOB_OPS, JobInfo
 from openscws.ras.accounts import SESSION_TTL, Accounts, LoginThrottle, Principal
-from openscws.ras.api_auth import SESSION_COOKIE
+from openscws.ras.api_auth import SESSION_COOKIE, host_name
 from openscws.ras.db import NotFound, RasError
 from openscws.ras.models import Role
 
@@ -147,12 +147,7 @@ class DmConsole:
         return self._page("DM console", "<p>No such page.</p>", 404)
 
     def _host_ok(self, host: str) -> bool:
-        host = host.strip().lower()
-        if host.startswith("["):
-            end = host.find("]")
-            name = host[: end + 1] if end > 0 else host
-        else:
-            name = host.split(":", 1)[0]
+        name = host_name(host)
         return bool(name) and name in self.hosts
 
     def _same_origin(self, req: DmRequest) -> bool:

@@ -45,6 +45,7 @@ __all__ = [
     "Guard",
     "HostCheck",
     "default_hosts",
+    "host_name",
 ]
 
 log = logging.getLogger(__name__)
@@ -196,6 +197,15 @@ def check_unsafe(request: Request, principal: Principal | None) -> None:
 # -- ASGI middleware -------------------------------------------------------------------------
 
 
+def host_name(host: str) -> str:
+    """The name in a Host header, lower-cased, without its port ("[::1]" keeps brackets)."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        end = host.find("]")
+        return host[: end + 1] if end > 0 else host
+    return host.split(":", 1)[0]
+
+
 class HostCheck:
     """421 for a Host header not in `hosts` (names, with or without a port)."""
 
@@ -206,13 +216,7 @@ class HostCheck:
     def accepts(self, host: str | None) -> bool:
         if not host:
             return False
-        host = host.strip().lower()
-        if host.startswith("["):
-            end = host.find("]")
-            name = host[: end + 1] if end > 0 else host
-        else:
-            name = host.split(":", 1)[0]
-        return name in self.hosts
+        return host_name(host) in self.hosts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not self.accepts(_header(scope, b"host")):
