@@ -40,6 +40,26 @@ def test_to_toml_of_defaults_reads_back(tmp_path: Path) -> None:
     assert load(path) == Settings()
 
 
+def test_to_toml_prints_every_section() -> None:
+    from dataclasses import fields
+
+    changed = replace(Settings(), sip=SipSettings(domain="ops.example", ppg_process=False))
+    text = to_toml(changed)
+    for section in fields(Settings):
+        assert f"\n[{section.name}]\n" in f"\n{text}", section.name
+    assert 'domain = "ops.example"' in text
+    assert "ppg_process = false" in text
+
+
+def test_every_section_is_read_from_a_file_and_the_environment(tmp_path: Path) -> None:
+    path = tmp_path / "push.toml"
+    path.write_text('[admin]\ntrigger = "sip-push"\n[sip]\nproxy = "sip:127.0.0.1:5060"\n')
+    settings = load(path, {"OPENSCWS_SIP_PPG_PROCESS": "false", "OPENSCWS_DM_PORT": "4443"})
+    assert settings.sip.proxy == "sip:127.0.0.1:5060"
+    assert settings.sip.ppg_process is False
+    assert settings.dm.port == 4443
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

@@ -313,6 +313,11 @@ class SipSettings:
     """`sip:host:port[;transport=tcp]` of a SIP registrar and proxy (e.g. Kamailio with
     deploy/kamailio/kamailio.cfg): the PPG sends every MESSAGE through it and the push clients
     register there. Empty: the PPG's own registrar, on loopback."""
+    ppg_process: bool = True
+    """Run the embedded PPG in a process of its own, a child of `openscws up` that it starts,
+    restarts if it dies and stops with it: the PPG's PAP, SIP and database work then runs
+    beside the cards and terminals instead of taking turns with them. false: in the `up`
+    process itself."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -567,7 +572,8 @@ def _convert(
         raise ConfigError(f"[{where}]: {e}") from None
 
 
-_SECTIONS = ("card", "gateway", "trace", "ca", "admin", "bsf", "bsm", "dm")
+_SECTIONS = tuple(f.name for f in fields(Settings))
+"""Every section of a settings file, in `Settings` order."""
 _OPTIONAL_PATHS = frozenset({"pcap", "api_cert", "api_key"})
 
 
@@ -684,11 +690,8 @@ def to_toml(settings: Settings) -> str:
             else:
                 emit(value, name)
 
-    emit(settings.card, "card")
-    emit(settings.gateway, "gateway")
-    emit(settings.trace, "trace")
-    emit(settings.ca, "ca")
-    emit(settings.admin, "admin")
+    for section in fields(settings):
+        emit(getattr(settings, section.name), section.name)
     return "\n".join(lines)
 
 
