@@ -18,7 +18,7 @@ from e2e_wire import free_port, wait_campaign
 from sqlalchemy import select
 from test_e2e_push_peers import kamailio
 
-from openscws.aio.ppg_store import ppg_push
+from openscws.aio.ppg_store import PpgStore, ppg_push
 from openscws.aio.push_embedded import EmbeddedPush
 from openscws.aio.stack import Stack, fleet_settings, start_stack, under
 from openscws.config import Settings
@@ -129,10 +129,14 @@ def test_twenty_cards_by_sip_push_through_kamailio(
                     await asyncio.sleep(0.1)
             # the push clients registered with Kamailio, not with the PPG's own registrar
             aor = f"sip:{settings.card.msisdn}@{settings.sip.domain}"
-            assert push.ppg.store.contacts(aor, 0.0) == []
-            await _campaign_reaches_every_card(stack, b"<h1>fleet by sip push</h1>", 100.0)
-            with push.ppg.store.db.read() as s:
-                states = [r.state for r in s.execute(select(ppg_push.c.state)).all()]
+            store = PpgStore(push.ppg_database_url)
+            try:
+                assert store.contacts(aor, 0.0) == []
+                await _campaign_reaches_every_card(stack, b"<h1>fleet by sip push</h1>", 100.0)
+                with store.db.read() as s:
+                    states = [r.state for r in s.execute(select(ppg_push.c.state)).all()]
+            finally:
+                store.close()
             assert states == ["delivered"] * FLEET, states
         finally:
             await stack.stop()

@@ -8,14 +8,20 @@ that asks for the SMS trigger still goes by SMS."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from e2e_wire import free_port, wait_campaign
 from sqlalchemy import select
 
-from openscws.aio.ppg_store import ppg_push
+from openscws.aio.ppg_process import PpgProcess
+from openscws.aio.ppg_store import PpgStore, ppg_push
 from openscws.aio.push_embedded import EmbeddedPush
 from openscws.aio.stack import start_stack, under
 from openscws.config import Settings
@@ -23,10 +29,11 @@ from openscws.ota.packet import PorStatus, ResponseContent
 from openscws.ota.sms import response_packet_of
 
 
-def _settings(tmp_path: Path) -> Settings:
+def _settings(tmp_path: Path, *, ppg_process: bool = True) -> Settings:
     s = under(Settings(), tmp_path)
     return replace(
         s,
+        sip=replace(s.sip, ppg_process=ppg_process),
         gateway=replace(
             s.gateway,
             port_map={3516: free_port(), 4116: free_port()},
@@ -58,8 +65,19 @@ def _post(url: str, body: bytes) -> tuple[int, str, bytes]:
         return r.status, r.headers.get("X-SMS-Status", ""), r.read()
 
 
-def test_campaign_by_sip_push_and_a_replay_refused(tmp_path: Path) -> None:
-    settings = _settings(tmp_path)
+@contextlib.contextmanager
+def _ppg_store(push: EmbeddedPush) -> Iterator[PpgStore]:
+    """The PPG's database, wherever the PPG runs."""
+    store = PpgStore(push.ppg_database_url)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("ppg_process", [True, False], ids=["ppg-process", "ppg-inline"])
+def test_campaign_by_sip_push_and_a_replay_refused(tmp_path: Path, ppg_process: bool) -> None:
+    settings = _settings(tmp_path, ppg_process=ppg_process)
 
     async def main() -> None:
         stack = await start_stack(settings, demo=True, api=False)
@@ -80,8 +98,9 @@ def test_campaign_by_sip_push_and_a_replay_refused(tmp_path: Path) -> None:
             assert sum(progress.values()) == 1
             status, page = await asyncio.to_thread(_get, base + "/index.html")
             assert (status, page) == (200, b"<h1>pushed</h1>")
+            assert isinstance(push.ppg, PpgProcess) is ppg_process
             # the PPG delivered it over SIP, and kept the packet it pushed
-            with push.ppg.store.db.read() as s:
+            with _ppg_store(push) as store, store.db.read() as s:
                 rows = s.execute(select(ppg_push.c.state, ppg_push.c.body)).all()
             assert [r.state for r in rows] == ["delivered"]
             # the job keeps the PAP result code the console shows; the campaign its trigger
@@ -96,7 +115,7 @@ def test_campaign_by_sip_push_and_a_replay_refused(tmp_path: Path) -> None:
             assert service.list_campaigns()[-1].trigger == "sms"
             status, page = await asyncio.to_thread(_get, base + "/index.html")
             assert (status, page) == (200, b"<h1>by sms</h1>")
-            with push.ppg.store.db.read() as s:
+            with _ppg_store(push) as store, store.db.read() as s:
                 assert len(s.execute(select(ppg_push.c.id)).all()) == 1  # no second push
             # the same packet again: the card takes the ENVELOPE and refuses the trigger
             status, sms_status, por = await asyncio.to_thread(_post, push.scws6.url, rows[0].body)
@@ -105,5 +124,39 @@ def test_campaign_by_sip_push_and_a_replay_refused(tmp_path: Path) -> None:
             assert ResponseContent.decode(packet.sealed, 0).status == PorStatus.CNTR_LOW
         finally:
             await stack.stop()
+
+    asyncio.run(main())
+
+
+def test_a_ppg_process_that_dies_is_restarted_and_pushes_go_on(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+
+    async def main() -> None:
+        stack = await start_stack(settings, demo=True, api=False)
+        try:
+            assert stack.admin is not None
+            push = stack.extra["push"]
+            assert isinstance(push, EmbeddedPush)
+            assert isinstance(push.ppg, PpgProcess)
+            first = push.ppg.pid
+            os.kill(first, signal.SIGKILL)
+            async with asyncio.timeout(30):
+                while push.ppg.restarts == 0:
+                    await asyncio.sleep(0.05)
+            assert push.ppg.pid != first
+            # the registrar's bindings are in the PPG's database: no new REGISTER needed
+            service = stack.admin.service
+            service.put_content("/index.html", b"<h1>after</h1>", "text/html; charset=utf-8")
+            campaign = service.create_campaign("after the restart")
+            stack.admin.server.wake()
+            progress = await wait_campaign(stack, campaign.id, 40.0)
+            assert progress["done"] == 1, progress
+            base = f"http://127.0.0.1:{settings.gateway.port_map[3516]}"
+            assert await asyncio.to_thread(_get, base + "/index.html") == (200, b"<h1>after</h1>")
+            child = push.ppg.pid
+        finally:
+            await stack.stop()
+        with pytest.raises(ProcessLookupError):
+            os.kill(child, 0)  # stopped with the stack, not left behind
 
     asyncio.run(main())

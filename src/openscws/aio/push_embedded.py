@@ -4,7 +4,8 @@ registered as `sip:<MSISDN>@<sip.domain>`, the SCWS Push Gateway and the SCWS-6 
 hands pushes to that card's gateway. No external service: the PPG reaches the push clients'
 contacts on loopback. With `sip.proxy` set, the PPG sends every MESSAGE through that proxy and
 the push clients register there instead (a real registrar and proxy, e.g. the Kamailio of
-deploy/kamailio). The PPG's state is `<admin data dir>/ppg.db`."""
+deploy/kamailio). The PPG's state is `<admin data dir>/ppg.db`. With `sip.ppg_process` (the
+default) the PPG runs in a child process (openscws.aio.ppg_process); otherwise in this one."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from openscws.aio.ppg import Ppg, PpgConfig
+from openscws.aio.ppg_process import PpgProcess, start_ppg_process
 from openscws.aio.push_client import (
     Deliver,
     PushClient,
@@ -67,8 +69,14 @@ class PushFleet:
 
 @dataclass
 class EmbeddedPush:
-    ppg: Ppg
+    ppg: Ppg | PpgProcess
+    """The PPG: in this process, or the handle on its own."""
     cards: list[PushCard] = field(default_factory=list)
+
+    @property
+    def ppg_database_url(self) -> str:
+        """The PPG's delivery state and registrar bindings (open a `PpgStore` on it)."""
+        return self.ppg.config.database_url
 
     @property
     def client(self) -> PushClient:
@@ -102,26 +110,31 @@ async def start_embedded_push(
     identity = ppg_identity(domain)
     proxy = settings.sip.proxy or None
     passwords = {msisdn: secrets.token_urlsafe(16) for msisdn, _ in cards}
-    ppg = Ppg(
-        PpgConfig(
-            database_url=f"sqlite:///{admin.data_dir / 'ppg.db'}",
-            initiators=(Initiator(admin.pap_username, admin.pap_password),),
-            identity=identity,
-            pap_host=url.hostname,
-            pap_port=url.port,
-            pap_path=url.path or "/",
-            proxy=proxy,
-            plmn_domain=domain,
-            realm=domain,
-            registrar_users=passwords,
-        )
+    config = PpgConfig(
+        database_url=f"sqlite:///{admin.data_dir / 'ppg.db'}",
+        initiators=(Initiator(admin.pap_username, admin.pap_password),),
+        identity=identity,
+        pap_host=url.hostname,
+        pap_port=url.port,
+        pap_path=url.path or "/",
+        proxy=proxy,
+        plmn_domain=domain,
+        realm=domain,
+        registrar_users=passwords,
     )
-    await ppg.start()
+    ppg: Ppg | PpgProcess
+    if settings.sip.ppg_process:
+        ppg = await start_ppg_process(config)
+        sip_port = ppg.sip_port
+    else:
+        ppg = Ppg(config)
+        await ppg.start()
+        sip_port = ppg.sip.port
     push = EmbeddedPush(ppg)
     try:
         fleet = await start_push_cards(
             cards,
-            registrar=proxy or f"sip:127.0.0.1:{ppg.sip.port}",
+            registrar=proxy or f"sip:127.0.0.1:{sip_port}",
             domain=domain,
             passwords=passwords,
         )
