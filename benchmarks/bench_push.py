@@ -1,7 +1,7 @@
 """Campaign trigger throughput over a fleet of cards: by SMS, by SIP push with the embedded
 PPG, and by SIP push through Kamailio, side by side.
 
-    .venv/bin/python benchmarks/bench_push.py [--quick] [--cards N] [--json FILE]
+    .venv/bin/python benchmarks/bench_push.py [--quick] [--cards N] [--rounds N] [--json FILE]
         [--docs FILE | --no-docs]
 
 What one run of a mode measures: the admin server (`start_admin`: its database, trigger loop and
@@ -16,19 +16,19 @@ received its trigger. Rate = N / that time (triggers delivered per second).
   registered with the PPG's own registrar (the embedded default); the push client hands it by
   PUSH-CAI to the SCWS Push Gateway, which POSTs it to SCWS-6, which hands the card the
   SMS-DELIVER; the PPG's result notification tells the admin server. Each card has its own push
-  client (SIP UDP socket and PUSH-CAI server), SCWS Push Gateway and SCWS-6 endpoint.
+  client (SIP UDP socket and PUSH-CAI server), SCWS Push Gateway and SCWS-6 endpoint. The PPG
+  runs in its own process, a child of this one, as `openscws up` runs it (`sip.ppg_process`).
 * sip-push, Kamailio: the same, with `sip.proxy` set: the push clients register with Kamailio
   (Debian `kamailio`, the shipped deploy/kamailio/kamailio.cfg, started here) and every MESSAGE
   goes through it. Skipped with a note when kamailio is not installed.
-* sip-push, Kamailio, openscws ppg: the network deployment: the PPG is `openscws ppg` in its
-  own process (as it runs beside a real SIP network), sending through Kamailio; the admin
-  server and the terminals stay in this process.
+* the same two with the PPG in this process (`sip.ppg_process = false`): what the PPG's work
+  costs when it takes turns with the cards' and terminals'.
 
 A "card" here is the terminal's delivery of an SMS-DELIVER to the card (the callable
 `Gateway.deliver_sms` is): it decodes the TPDU (3GPP TS 23.040), records the arrival and answers
 "delivered". It runs no UICC, opens no admin session (bench_admin.py measures sessions), so the
 figures are the trigger paths' own cost, the same card on both. Everything but Kamailio and
-`openscws ppg` runs in this one process, on loopback. CPU per trigger is counted per process:
+the PPG's process runs in this one process, on loopback. CPU per trigger is counted per process:
 this one (`time.process_time`), and Kamailio's and the PPG's process trees (from /proc).
 
 --quick: 20 cards, never writes the docs. A full run (1,000 cards) rewrites the "Campaign
@@ -47,13 +47,11 @@ import os
 import platform
 import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -67,17 +65,11 @@ sys.path.insert(0, str(ROOT / "src"))
 import _docs  # noqa: E402
 from _admin_fleet import card_keys, register_cards  # noqa: E402
 from _servers import stop_process  # noqa: E402
-from run import free_port  # noqa: E402
+from run import free_port, wait_connectable  # noqa: E402
 
 from openscws.aio.heap import settle_heap  # noqa: E402
-from openscws.aio.push_embedded import (  # noqa: E402
-    DOMAIN,
-    EmbeddedPush,
-    PushFleet,
-    ppg_identity,
-    start_embedded_push,
-    start_push_cards,
-)
+from openscws.aio.ppg_process import PpgProcess  # noqa: E402
+from openscws.aio.push_embedded import EmbeddedPush, start_embedded_push  # noqa: E402
 from openscws.aio.smsc_local import SmsLocalEndpoint  # noqa: E402
 from openscws.aio.stack import start_admin, under  # noqa: E402
 from openscws.config import Settings  # noqa: E402
@@ -91,8 +83,10 @@ SEED: Final = "bench-push"
 TARGET: Final = 0.5
 """SIP push rate / SMS rate asked for."""
 KAMAILIO: Final = "sip-push, Kamailio"
-PPG_PROCESS: Final = "sip-push, Kamailio, openscws ppg"
-MODES: Final = ("sms", "sip-push", KAMAILIO, PPG_PROCESS)
+INLINE: Final = "sip-push, PPG in the bench process"
+KAMAILIO_INLINE: Final = "sip-push, Kamailio, PPG in the bench process"
+MODES: Final = ("sms", "sip-push", KAMAILIO, INLINE, KAMAILIO_INLINE)
+THROUGH_KAMAILIO: Final = (KAMAILIO, KAMAILIO_INLINE)
 
 log = logging.getLogger("bench_push")
 
@@ -151,52 +145,10 @@ def kamailio(port: int, run: Path) -> Iterator[int]:
             stderr=subprocess.STDOUT,
         )
         try:
-            _wait_port(port, proc, "kamailio", run / "kamailio.log")
+            wait_connectable(port, 20, proc=proc, log_file=run / "kamailio.log")
             yield proc.pid
         finally:
             stop_process(proc)
-
-
-@contextlib.contextmanager
-def ppg_process(data: Path, pap_url: str, password: str, proxy: str) -> Iterator[int]:
-    """`openscws ppg` as its own process, sending through `proxy`, with the admin server as
-    its one push initiator; yields its pid once it serves PAP."""
-    data.mkdir(parents=True, exist_ok=True)
-    initiators = data / "initiators"
-    initiators.write_text(f"ras {password}\n")
-    initiators.chmod(0o600)
-    pap = urllib.parse.urlsplit(pap_url)
-    with (data / "ppg.log").open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "openscws", "ppg", "-q"),
-                *("--pap", f"127.0.0.1:{pap.port}", "--pap-path", pap.path),
-                *("--sip", f"127.0.0.1:{free_port()}", "--proxy", proxy),
-                *("--identity", ppg_identity(DOMAIN), "--plmn-domain", DOMAIN),
-                *("--data-dir", str(data), "--initiators", str(initiators)),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
-        )
-        try:
-            _wait_port(int(pap.port or 0), proc, "openscws ppg", data / "ppg.log")
-            yield proc.pid
-        finally:
-            stop_process(proc)
-
-
-def _wait_port(port: int, proc: subprocess.Popen[bytes], name: str, log_file: Path) -> None:
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                tail = log_file.read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"{name} did not start:\n{tail}") from None
-            time.sleep(0.1)
 
 
 async def one_mode(
@@ -206,7 +158,6 @@ async def one_mode(
     proxy: str | None,
     *,
     kamailio_pid: int | None = None,
-    ppg_own_process: bool = False,
 ) -> dict[str, Any]:
     trigger = "sms" if mode == "sms" else "sip-push"
     base = under(Settings(), data)
@@ -221,18 +172,9 @@ async def one_mode(
             pap_url=f"http://127.0.0.1:{free_port()}/pap",
             pap_password=secrets.token_urlsafe(16),
         ),
-        sip=replace(base.sip, proxy=proxy or ""),
+        sip=replace(base.sip, proxy=proxy or "", ppg_process=mode in ("sip-push", KAMAILIO)),
     )
-    with contextlib.ExitStack() as stack:
-        ppg_pid = None
-        if ppg_own_process:
-            assert proxy is not None
-            ppg_pid = stack.enter_context(
-                ppg_process(
-                    data / "ppg", settings.admin.pap_url, settings.admin.pap_password, proxy
-                )
-            )
-        return await _measure(mode, trigger, cards, settings, kamailio_pid, ppg_pid)
+    return await _measure(mode, trigger, cards, settings, kamailio_pid)
 
 
 async def _measure(
@@ -241,7 +183,6 @@ async def _measure(
     cards: int,
     settings: Settings,
     kamailio_pid: int | None,
-    ppg_pid: int | None,
 ) -> dict[str, Any]:
     fleet = Fleet(cards)
     sms = SmsLocalEndpoint(
@@ -251,16 +192,17 @@ async def _measure(
     )
     await sms.start()
     admin = await start_admin(settings, sms_url=sms.url, api=False)
-    push: EmbeddedPush | PushFleet | None = None
+    push: EmbeddedPush | None = None
+    ppg_pid: int | None = None
     try:
         await asyncio.to_thread(register_cards, admin.service, SEED, cards)
         if trigger == "sip-push":
             started = time.perf_counter()
-            devices = [(m, fleet.deliver(m)) for m in fleet.msisdns]
-            if ppg_pid is not None:
-                push = await start_push_cards(devices, registrar=settings.sip.proxy)
-            else:
-                push = await start_embedded_push(settings, devices)
+            push = await start_embedded_push(
+                settings, [(m, fleet.deliver(m)) for m in fleet.msisdns]
+            )
+            if isinstance(push.ppg, PpgProcess):
+                ppg_pid = push.ppg.pid
             async with asyncio.timeout(120):
                 while not all(c.client.ready and c.client.apps for c in push.cards):
                     await asyncio.sleep(0.05)
@@ -275,7 +217,7 @@ async def _measure(
             service.put_content, "/bench/push.html", b"<p>pushed</p>", "text/html"
         )
         others = [pid for pid in (kamailio_pid, ppg_pid) if pid is not None]
-        settle_heap()  # as `openscws up` and `openscws ppg` do once started
+        settle_heap()  # as `openscws up` and the PPG's process do once started
         t0 = time.perf_counter()
         cpu0 = time.process_time()
         others0 = [tree_cpu(pid) for pid in others]
@@ -342,15 +284,17 @@ def docs_section(rows: list[dict[str, Any]], notes: list[str]) -> str:
         verdicts.append(f"{r['mode']}: {ratio:.2f} of the SMS rate (target {TARGET}: {met})")
     return (
         "## Campaign triggers: SIP push and SMS\n\n"
+        f"    .venv/bin/python benchmarks/bench_push.py --rounds {sms['rounds']}\n\n"
         f"`benchmarks/bench_push.py`: one campaign over {sms['cards']:,} cards per trigger, "
         "timed from its creation until every card has its trigger (the admin server's trigger "
         "loop, database and sender; for SIP push the PAP submission, the PPG, SIP, the push "
         "client, PUSH-CAI, the SCWS Push Gateway and SCWS-6). A card is the terminal's "
         'delivery of the SMS-DELIVER (decoded, recorded, answered "delivered"): no UICC and no '
-        "admin session, the same on both paths. The first three rows run in one process on "
-        "loopback (as `openscws up` does), Kamailio (deploy/kamailio/kamailio.cfg) as its own "
-        "process; the last row runs the PPG as `openscws ppg` in its own process too, as it "
-        "runs beside a real SIP network. The trigger loop keeps two "
+        "admin session, the same on both paths. The admin server, the terminals and the cards "
+        "run in the bench process, on loopback, as in `openscws up`; the PPG runs in a child "
+        "process of its own as `openscws up` runs it by default (`sip.ppg_process`), or in the "
+        "bench process in the rows that say so (`sip.ppg_process = false`); Kamailio "
+        "(deploy/kamailio/kamailio.cfg) runs as its own process. The trigger loop keeps two "
         "batches of 50 triggers in flight; the PAP submissions and result notifications go "
         "over kept-alive connections, while each card's own local hops (push client to SCWS "
         "Push Gateway to SCWS-6) open one connection each, as each card gets one push. The "
@@ -360,12 +304,12 @@ def docs_section(rows: list[dict[str, Any]], notes: list[str]) -> str:
         "addresses (WAP-247-PAP), while each card's trigger is its own secured command "
         "packet (its keys and counter, ETSI TS 102 225), so a campaign's triggers cannot "
         "share one multi-address push-message. CPU ms / trigger, per process: the bench "
-        "process (the admin server, the terminals and the cards, and the PPG but in the last "
-        "row), `openscws ppg` and Kamailio (their process trees, from /proc); on a shared "
+        "process (the admin server, the terminals and the cards, and the PPG in the rows that "
+        "say so), the PPG's process and Kamailio (their process trees, from /proc); on a shared "
         "machine it varies less than the rate does. Each row is the median of "
         f"{sms['rounds']} rounds; a round runs every mode once, one after the other, and "
         "vs SMS is the median of the rounds' own ratios. Before each campaign the bench "
-        "process settles its heap (gc.freeze) as `openscws up` and `openscws ppg` do once "
+        "process settles its heap (gc.freeze) as `openscws up` and the PPG's process do once "
         "started.\n\n"
         + table(rows)
         + "\n\n"
@@ -384,23 +328,18 @@ async def main_async(
     notes: list[str] = []
     modes = list(args.modes or MODES)
     if shutil.which("kamailio") is None:
-        for mode in (KAMAILIO, PPG_PROCESS):
+        for mode in THROUGH_KAMAILIO:
             if mode in modes:
                 modes.remove(mode)
                 notes.append(f"{mode}: not run (apt-get install kamailio).")
     for round_ in range(args.rounds):
         for mode in modes:  # every mode once a round, so a slow spell hits them all
             data = work / f"{round_}-{mode.replace(', ', '-').replace(' ', '-')}"
-            if mode in (KAMAILIO, PPG_PROCESS):
+            if mode in THROUGH_KAMAILIO:
                 port = free_port()
                 with kamailio(port, data / "kam") as pid:
                     row = await one_mode(
-                        mode,
-                        args.cards,
-                        data,
-                        f"sip:127.0.0.1:{port}",
-                        kamailio_pid=pid,
-                        ppg_own_process=mode == PPG_PROCESS,
+                        mode, args.cards, data, f"sip:127.0.0.1:{port}", kamailio_pid=pid
                     )
             else:
                 row = await one_mode(mode, args.cards, data, None)

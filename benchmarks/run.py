@@ -221,15 +221,26 @@ def start_server(name: str, argv: list[str], port: int | None, timeout: float = 
     return server
 
 
-def wait_connectable(port: int, timeout: float = 5.0) -> None:
+def wait_connectable(
+    port: int,
+    timeout: float = 5.0,
+    *,
+    proc: subprocess.Popen[bytes] | None = None,
+    log_file: Path | None = None,
+) -> None:
+    """Until 127.0.0.1:`port` takes a TCP connection. With `proc`, its exit ends the wait
+    early; with `log_file`, a failure (OSError) carries the log's tail."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):
                 return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
+        except OSError as e:
+            if time.monotonic() > deadline or (proc is not None and proc.poll() is not None):
+                if log_file is None:
+                    raise
+                tail = log_file.read_text(errors="replace")[-2000:]
+                raise OSError(f"nothing on port {port}: {e}\n{tail}") from None
             time.sleep(0.05)
 
 
