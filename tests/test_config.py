@@ -51,6 +51,25 @@ def test_to_toml_prints_every_section() -> None:
     assert "ppg_process = false" in text
 
 
+def test_to_toml_does_not_show_secrets() -> None:
+    from openscws.config import AdminSettings, DmSettings
+
+    settings = replace(
+        Settings(),
+        admin=AdminSettings(
+            smpp_password="smpp-s3cret",
+            pap_password="pap-s3cret",
+            db="postgresql+psycopg://ras:db-s3cret@10.0.0.5:5432/ras",
+        ),
+        dm=DmSettings(db="postgresql+psycopg://dm@10.0.0.5/dm"),
+    )
+    text = to_toml(settings)
+    assert "s3cret" not in text
+    assert "# pap_password = (set; not shown)" in text
+    assert '# db = "postgresql+psycopg://ras:(not shown)@10.0.0.5:5432/ras"' in text
+    assert 'db = "postgresql+psycopg://dm@10.0.0.5/dm"' in text  # no password: shown
+
+
 def test_every_section_is_read_from_a_file_and_the_environment(tmp_path: Path) -> None:
     path = tmp_path / "push.toml"
     path.write_text('[admin]\ntrigger = "sip-push"\n[sip]\nproxy = "sip:127.0.0.1:5060"\n')

@@ -16,6 +16,7 @@ import os
 import re
 import textwrap
 import tomllib
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
@@ -675,6 +676,8 @@ def to_toml(settings: Settings) -> str:
                 nested.append((f"{section}.{f.name}", value))
             elif value is None:
                 lines.append(f"# {f.name} = (unset)")
+            elif (hidden := _hidden(f.name, value)) is not None:
+                lines.append(f"# {f.name} = {hidden}")
             else:
                 lines.append(f"{f.name} = {_toml_value(value)}")
         lines.append("")
@@ -693,6 +696,21 @@ def to_toml(settings: Settings) -> str:
     for section in fields(settings):
         emit(getattr(settings, section.name), section.name)
     return "\n".join(lines)
+
+
+def _hidden(name: str, value: Any) -> str | None:
+    """What `to_toml` shows instead of a secret (a password, or a database URL's password),
+    as a comment: printed settings get pasted into bug reports. None: not a secret."""
+    if not isinstance(value, str) or not value:
+        return None
+    if name.endswith("password"):
+        return "(set; not shown)"
+    if name == "db":
+        parts = urllib.parse.urlsplit(value)
+        if parts.password:
+            host = value.split("@", 1)[1]
+            return f'"{parts.scheme}://{parts.username}:(not shown)@{host}"'
+    return None
 
 
 def _section_of(settings: Settings, dotted: str) -> Any:
