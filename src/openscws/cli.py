@@ -606,7 +606,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the effective settings as TOML",
         description="Print the settings every command would use, after the file (-c), the "
         "environment (OPENSCWS_<SECTION>_<NAME>) and the defaults, as a TOML file `-c` reads "
-        "back, with a comment saying what each setting does.",
+        "back, with a comment saying what each setting does. Secrets are not shown: a "
+        "password set, or a database URL's password, is printed as a comment saying so.",
     )
     _common(cfg)
     admin_cli.register(sub)
