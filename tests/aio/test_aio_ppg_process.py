@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import subprocess
 import sys
 import urllib.error
@@ -17,6 +19,7 @@ from openscws.aio.freeport import free_port
 from openscws.aio.ppg import PpgConfig
 from openscws.aio.ppg_process import (
     PpgProcess,
+    _ready,
     config_from_wire,
     config_to_wire,
     start_ppg_process,
@@ -108,3 +111,58 @@ def test_child_refuses_a_bad_start_line_and_exits_when_its_input_closes(
         logged = proc.stderr.read()
     # the secrets came over the pipe and never reach the log
     assert b"s3cret" not in logged
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (b'{"error": "cannot listen: port taken"}\n', "did not start: cannot listen"),
+        (b"[1, 2]\n", "answered"),
+        (b'{"pap_url": "http://x/pap"}\n', "answered"),
+        (b'{"pap_url": 5, "sip_port": 5060}\n', "answered"),
+        (b"\xff\xfe garbage\n", "answered"),
+    ],
+)
+def test_an_answer_that_is_not_ready_is_an_oserror(answer: bytes, message: str) -> None:
+    with pytest.raises(OSError, match=message):
+        _ready(answer)
+    assert _ready(b'{"pap_url": "http://127.0.0.1:1/pap", "sip_port": 5060}\n') == (
+        "http://127.0.0.1:1/pap",
+        5060,
+    )
+
+
+def test_modules_in_the_working_directory_do_not_reach_the_child(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    for name in ("json", "signal", "secrets"):
+        (work / f"{name}.py").write_text(
+            "raise SystemExit('shadowed from the working directory')\n"
+        )
+    monkeypatch.chdir(work)
+
+    async def main() -> None:
+        ppg = await start_ppg_process(_config(tmp_path))
+        await ppg.close()
+
+    asyncio.run(main())
+
+
+def test_a_child_that_stops_in_order_is_not_restarted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def main() -> None:
+        ppg = await start_ppg_process(_config(tmp_path))
+        try:
+            os.kill(ppg.pid, signal.SIGTERM)  # as a stop sent to the whole process group
+            async with asyncio.timeout(30):
+                while "stopped; not restarted" not in caplog.text:
+                    await asyncio.sleep(0.05)
+            assert ppg.restarts == 0
+        finally:
+            await ppg.close()
+
+    with caplog.at_level("WARNING", logger="openscws.aio.ppg_process"):
+        asyncio.run(main())

@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import sys
+import urllib.parse
 from dataclasses import asdict, replace
 from typing import Any, Final
 
@@ -81,48 +82,49 @@ class PpgProcess:
         await self._spawn()
         # The same ports on a restart: push clients registered with this SIP port and the
         # admin server posts PAP to this URL.
-        self.config = replace(self.config, sip_port=self.sip_port)
+        pap_port = urllib.parse.urlsplit(self.pap_url).port or self.config.pap_port
+        self.config = replace(self.config, sip_port=self.sip_port, pap_port=pap_port)
         self._watcher = asyncio.create_task(self._watch())
 
     async def _spawn(self) -> None:
+        """One child, started and ready; OSError saying why when it is not."""
+        # -P: nothing from the working directory shadows a module in a process that holds
+        # every secret; the environment without this project's settings (they came here).
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OPENSCWS_")}
         proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            __name__,
+            *(sys.executable, "-P", "-m", __name__),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
+            env=env,
         )
         try:
-            answer = await self._hand_over(proc)
-        except BaseException:  # cancelled by close(): no child left behind
+            ready = _ready(await self._hand_over(proc))
+        except BaseException:  # cancelled by close(), or not ready: no child left behind
             await _stop(proc)
             raise
-        try:
-            ready = json.loads(answer) if answer else {"error": "exited before it was ready"}
-        except ValueError:
-            ready = {"error": f"unexpected answer {answer[:80]!r}"}
-        if "error" in ready:
-            await _stop(proc)
-            raise OSError(f"the PPG process did not start: {ready['error']}")
         self._proc = proc
         self._started = asyncio.get_running_loop().time()
-        self.pap_url = str(ready["pap_url"])
-        self.sip_port = int(ready["sip_port"])
+        self.pap_url, self.sip_port = ready
         log.info("PPG process %d: PAP on %s, SIP on port %d", proc.pid, self.pap_url, self.sip_port)
 
     async def _hand_over(self, proc: asyncio.subprocess.Process) -> bytes:
-        """Writes the start line; the child's answer line (empty if it ended first)."""
+        """Writes the start line; the child's answer line."""
         assert proc.stdin is not None
         assert proc.stdout is not None
         level = logging.getLogger().getEffectiveLevel()
         line = json.dumps({"config": config_to_wire(self.config), "log_level": level})
-        proc.stdin.write(line.encode() + b"\n")
         try:
-            await proc.stdin.drain()
             async with asyncio.timeout(READY_WAIT):
-                return await proc.stdout.readline()
-        except (OSError, TimeoutError):
-            return b""
+                proc.stdin.write(line.encode() + b"\n")
+                await proc.stdin.drain()
+                answer = await proc.stdout.readline()
+        except TimeoutError:
+            raise OSError(f"the PPG process did not answer in {READY_WAIT:.0f} s") from None
+        except (OSError, ValueError):  # its pipe closed, or an answer line without end
+            answer = b""
+        if not answer:
+            raise OSError("the PPG process ended before it was ready")
+        return answer
 
     async def _watch(self) -> None:
         wait = RESTART_BACKOFF[0]
@@ -130,6 +132,9 @@ class PpgProcess:
             assert self._proc is not None
             code = await self._proc.wait()
             if self._closing:
+                return
+            if code == 0:  # it stops in order only when told to (SIGTERM to the group)
+                log.warning("PPG process %d stopped; not restarted", self._proc.pid)
                 return
             if asyncio.get_running_loop().time() - self._started > RESTART_BACKOFF[1]:
                 wait = RESTART_BACKOFF[0]  # it had been running well: not a crash loop
@@ -139,20 +144,44 @@ class PpgProcess:
                 wait = min(wait * 2, RESTART_BACKOFF[1])
                 try:
                     await self._spawn()
-                except OSError as e:
+                except Exception as e:  # noqa: BLE001 (whatever it was, supervision goes on)
                     log.error("%s; trying again in %.0f s", e, wait)
                     continue
                 self.restarts += 1
                 break
 
+    def stopping(self) -> None:
+        """Its owner is stopping: from now on a child that ends is not restarted."""
+        self._closing = True
+
     async def close(self) -> None:
         self._closing = True
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
-        if self._proc is not None:
-            await _stop(self._proc)
+        try:
+            if self._watcher is not None:
+                self._watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._watcher
+        finally:
+            if self._proc is not None:
+                await _stop(self._proc)
+
+
+def _ready(answer: bytes) -> tuple[str, int]:
+    """(PAP URL, SIP port) from the child's answer line; OSError for its error or anything
+    else."""
+    try:
+        ready = json.loads(answer)
+    except ValueError:
+        ready = None
+    if isinstance(ready, dict) and isinstance(ready.get("error"), str):
+        raise OSError(f"the PPG process did not start: {ready['error']}")
+    if (
+        not isinstance(ready, dict)
+        or not isinstance(ready.get("pap_url"), str)
+        or not isinstance(ready.get("sip_port"), int)
+    ):
+        raise OSError(f"the PPG process answered {answer[:80]!r}")
+    return ready["pap_url"], ready["sip_port"]
 
 
 def _how_it_ended(code: int) -> str:
@@ -224,6 +253,8 @@ def main() -> int:
     """`python -m openscws.aio.ppg_process`: the child side (started by `PpgProcess`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
+        # The parent writes this one line and nothing more, so the buffered read takes
+        # nothing that the pipe reader of `_child` (which waits for the end) should see.
         start = json.loads(sys.stdin.buffer.readline())
         config = config_from_wire(start["config"])
         level = int(start.get("log_level", logging.WARNING))

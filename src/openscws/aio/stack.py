@@ -406,12 +406,12 @@ class Stack:
 
     async def stop(self) -> None:
         push = self.extra.pop("push", None)
-        if push is not None:
-            from openscws.aio.push_embedded import EmbeddedPush
-
-            assert isinstance(push, EmbeddedPush)
-            await push.stop()
         try:
+            if push is not None:
+                from openscws.aio.push_embedded import EmbeddedPush
+
+                assert isinstance(push, EmbeddedPush)
+                await push.stop()
             for card in reversed(self.fleet):
                 try:
                     if card.gateway is not None:
