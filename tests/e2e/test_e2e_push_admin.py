@@ -23,7 +23,7 @@ from sqlalchemy import select
 from openscws.aio.ppg_process import PpgProcess
 from openscws.aio.ppg_store import PpgStore, ppg_push
 from openscws.aio.push_embedded import EmbeddedPush
-from openscws.aio.stack import start_stack, under
+from openscws.aio.stack import Stack, start_stack, under
 from openscws.config import Settings
 from openscws.ota.packet import PorStatus, ResponseContent
 from openscws.ota.sms import response_packet_of
@@ -75,6 +75,17 @@ def _ppg_store(push: EmbeddedPush) -> Iterator[PpgStore]:
         store.close()
 
 
+async def _ready_push(stack: Stack) -> EmbeddedPush:
+    """The stack's push path, once card 1's push client has announced the SCWS application."""
+    assert stack.admin is not None
+    push = stack.extra["push"]
+    assert isinstance(push, EmbeddedPush)
+    async with asyncio.timeout(10):
+        while not (push.client.ready and push.client.apps):
+            await asyncio.sleep(0.05)
+    return push
+
+
 @pytest.mark.parametrize("ppg_process", [True, False], ids=["ppg-process", "ppg-inline"])
 def test_campaign_by_sip_push_and_a_replay_refused(tmp_path: Path, ppg_process: bool) -> None:
     settings = _settings(tmp_path, ppg_process=ppg_process)
@@ -82,12 +93,8 @@ def test_campaign_by_sip_push_and_a_replay_refused(tmp_path: Path, ppg_process: 
     async def main() -> None:
         stack = await start_stack(settings, demo=True, api=False)
         try:
+            push = await _ready_push(stack)
             assert stack.admin is not None
-            push = stack.extra["push"]
-            assert isinstance(push, EmbeddedPush)
-            async with asyncio.timeout(10):
-                while not (push.client.ready and push.client.apps):
-                    await asyncio.sleep(0.05)
             service = stack.admin.service
             base = f"http://127.0.0.1:{settings.gateway.port_map[3516]}"
             service.put_content("/index.html", b"<h1>pushed</h1>", "text/html; charset=utf-8")
@@ -134,9 +141,8 @@ def test_a_ppg_process_that_dies_is_restarted_and_pushes_go_on(tmp_path: Path) -
     async def main() -> None:
         stack = await start_stack(settings, demo=True, api=False)
         try:
+            push = await _ready_push(stack)
             assert stack.admin is not None
-            push = stack.extra["push"]
-            assert isinstance(push, EmbeddedPush)
             assert isinstance(push.ppg, PpgProcess)
             first = push.ppg.pid
             os.kill(first, signal.SIGKILL)
