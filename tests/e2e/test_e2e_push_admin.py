@@ -1,9 +1,10 @@
 """A campaign triggered by OMA SIP Push end to end over real sockets (the embedded default of
-`admin.trigger = "sip-push"`, with the PPG in its own process and in this one): admin server -> PAP -> PPG -> SIP MESSAGE ->
-push client -> PUSH-CAI -> SCWS Push Gateway -> SCWS-6 -> the card's SMS-PP download, which
-checks the trigger, opens the PSK-TLS admin session and takes the new content. A replayed push
-reaches the card, which refuses it (PoR: counter too low) exactly as a replayed SMS. A campaign
-that asks for the SMS trigger still goes by SMS."""
+`admin.trigger = "sip-push"`, with the PPG in its own process and in this one): admin server
+-> PAP -> PPG -> SIP MESSAGE -> push client -> PUSH-CAI -> SCWS Push Gateway -> SCWS-6 -> the
+card's SMS-PP download, which checks the trigger, opens the PSK-TLS admin session and takes the
+new content. A replayed push reaches the card, which refuses it (PoR: counter too low) exactly
+as a replayed SMS. A campaign that asks for the SMS trigger still goes by SMS. A PPG process
+that dies is restarted and pushes go on."""
 
 from __future__ import annotations
 
