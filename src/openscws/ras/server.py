@@ -650,8 +650,13 @@ class RasServer:
             await self._finish_job(work, "retry", refused)
             return 0
         self.triggers_sent += 1
+        how = "by SMS" if result.pap_code is None else f"by SIP push (PAP {result.pap_code})"
         log.info(
-            "trigger sent to %s (counter %d): %s", work.iccid, work.counter, result.status.value
+            "trigger sent to %s (counter %d) %s: %s",
+            work.iccid,
+            work.counter,
+            how,
+            result.status.value,
         )
         return 1
 
