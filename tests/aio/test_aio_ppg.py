@@ -166,6 +166,41 @@ def test_push_is_delivered_and_notified(tmp_path: Path, transport: str) -> None:
     asyncio.run(main())
 
 
+def test_pap_connections_over_the_limit_get_503_and_nobody_is_dropped(tmp_path: Path) -> None:
+    """More push initiators' connections than the PPG takes: the extra one is answered 503
+    with Retry-After (the admin server retries it), the others are served in full."""
+
+    async def main() -> None:
+        async with stack(tmp_path, max_connections=3) as (ppg, device, _notes, client):
+            assert await device.register(ppg) == 200
+            port = int(ppg.pap_url.split(":")[2].split("/")[0])
+            held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+            await until(lambda: len(ppg.http._conns) == 3)
+            with pytest.raises(PapClientError, match="answered HTTP 503"):
+                await client.push_async("over", Address.sip(AOR), PACKET)
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"POST /pap HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+            answer = await reader.read()
+            assert answer.startswith(b"HTTP/1.1 503 ")
+            assert b"\r\nretry-after: 1\r\n" in answer.lower()
+            writer.close()
+            assert ppg.http.refused == 2
+            # the held connections are still served
+            for r, w in held:
+                w.write(b"POST /pap HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+                await w.drain()
+                assert (await r.readuntil(b"\r\n")).startswith(b"HTTP/1.1 401 ")
+                w.close()
+            # and once they are gone, a push goes through
+            await until(lambda: not ppg.http._conns)
+            answer = await client.push_async("after", Address.sip(AOR), PACKET)
+            assert isinstance(answer, PushResponse)
+            assert answer.code == 1001
+            await until(lambda: len(device.received) == 1)
+
+    asyncio.run(main())
+
+
 def test_unregistered_device_expires_and_refusal_is_final(tmp_path: Path) -> None:
     async def main() -> None:
         async with stack(
@@ -290,6 +325,10 @@ def test_cli_refuses_bad_options_in_one_line(
     assert main(["ppg", "--data-dir", str(tmp_path), "--pap", "nonsense"]) == 2
     err = capsys.readouterr().err
     assert err == "openscws ppg: --pap wants HOST:PORT, got 'nonsense'\n"
+    with pytest.raises(SystemExit) as stop:
+        main(["ppg", "--data-dir", str(tmp_path), "--max-connections", "0"])
+    assert stop.value.code == 2
+    assert "expected a whole number of at least 1, got '0'" in capsys.readouterr().err
     (tmp_path / "bad").write_text("only-a-name\n")
     assert main(["ppg", "--initiators", str(tmp_path / "bad")]) == 2
     assert "want 'NAME SECRET'" in capsys.readouterr().err

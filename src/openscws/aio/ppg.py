@@ -102,6 +102,9 @@ class PpgConfig:
     registrar_users: dict[str, str] = field(default_factory=dict, repr=False)
     """user -> password: REGISTER needs digest credentials when not empty."""
     policy: DeliveryPolicy = field(default_factory=DeliveryPolicy)
+    max_connections: int = 256
+    """PAP connections open at once; one more is answered `503` with `Retry-After` and closed
+    (a push initiator retries: the admin server's job goes down its retry path)."""
     poll: float = 0.2
     lease: float = 60.0
     batch: int = 50
@@ -158,7 +161,11 @@ class Ppg:
         self.config = config
         self.store = PpgStore(config.database_url)
         self.http = SmallHttpServer(
-            self._pap, host=config.pap_host, port=config.pap_port, max_body=MAX_SUBMISSION
+            self._pap,
+            host=config.pap_host,
+            port=config.pap_port,
+            max_body=MAX_SUBMISSION,
+            max_connections=config.max_connections,
         )
         self.sip = SipEndpoint(self._sip, host=config.sip_host, port=config.sip_port)
         self.owner = secrets.token_hex(8)

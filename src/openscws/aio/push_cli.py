@@ -79,6 +79,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="'USER PASSWORD' lines: REGISTER then needs digest credentials",
     )
     ppg.add_argument("--realm", default="scws.test", help="the registrar's digest realm")
+    ppg.add_argument(
+        "--max-connections",
+        type=_positive,
+        default=256,
+        metavar="N",
+        help="PAP connections open at once; one more gets 503 with Retry-After (default 256)",
+    )
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
 
 
 def read_secrets(path: Path) -> dict[str, str]:
@@ -138,6 +155,7 @@ def config_from(args: argparse.Namespace) -> PpgConfig:
         plmn_domain=args.plmn_domain,
         realm=args.realm,
         registrar_users=users,
+        max_connections=args.max_connections,
     )
 
 
