@@ -180,7 +180,8 @@ def test_pap_connections_over_the_limit_get_503_and_nobody_is_dropped(tmp_path: 
                 await client.push_async("over", Address.sip(AOR), PACKET)
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(b"POST /pap HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
-            answer = await reader.read()
+            async with asyncio.timeout(10):
+                answer = await reader.read()  # answered, then closed
             assert answer.startswith(b"HTTP/1.1 503 ")
             assert b"\r\nretry-after: 1\r\n" in answer.lower()
             writer.close()
@@ -504,6 +505,54 @@ def test_sip_endpoint_udp_takes_a_burst() -> None:
             cap = Path("/proc/sys/net/core/rmem_max")
             most = int(cap.read_text()) if cap.exists() else UDP_RCVBUF
             assert got >= min(UDP_RCVBUF, most)
+        finally:
+            await endpoint.close()
+
+    asyncio.run(main())
+
+
+def test_sip_endpoint_tcp_over_the_limit_gets_503_and_the_others_are_served() -> None:
+    """More TCP connections than the endpoint takes: the first request on the extra one is
+    answered 503 with Retry-After (RFC 3261 §21.5.4) and it is closed; those within the limit
+    are served."""
+
+    async def handler(req: SipRequest, peer: Peer) -> SipResponse:
+        return response_to(req, 200, to_tag=new_tag())
+
+    def options(n: int) -> bytes:
+        return request(
+            "OPTIONS",
+            "sip:ppg@scws.test",
+            [
+                ("Via", f"SIP/2.0/TCP 127.0.0.1:9;branch={new_branch()}"),
+                ("From", f"<sip:a@scws.test>;tag={new_tag()}"),
+                ("To", "<sip:ppg@scws.test>"),
+                ("Call-ID", f"c{n}@test"),
+                ("CSeq", f"{n} OPTIONS"),
+                ("Max-Forwards", "70"),
+            ],
+        ).encode()
+
+    async def main() -> None:
+        endpoint = SipEndpoint(handler, max_tcp=2)
+        await endpoint.start()
+        try:
+            held = [await asyncio.open_connection("127.0.0.1", endpoint.port) for _ in range(2)]
+            await until(lambda: endpoint._tcp_open == 2)
+            reader, writer = await asyncio.open_connection("127.0.0.1", endpoint.port)
+            writer.write(options(3))
+            async with asyncio.timeout(10):
+                answer = await reader.read()  # answered, then closed
+            assert answer.startswith(b"SIP/2.0 503 ")
+            assert b"\r\nRetry-After: 5\r\n" in answer
+            assert b"\r\nCall-ID: c3@test\r\n" in answer
+            writer.close()
+            assert endpoint.refused == 1
+            for n, (r, w) in enumerate(held):
+                w.write(options(n))
+                assert (await r.readuntil(b"\r\n")).startswith(b"SIP/2.0 200 ")
+                w.close()
+            await until(lambda: endpoint._tcp_open == 0)
         finally:
             await endpoint.close()
 

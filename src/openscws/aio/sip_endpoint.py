@@ -49,6 +49,11 @@ UDP_RCVBUF: Final = 2 * 1024 * 1024
 """Bytes asked for the UDP socket's receive buffer (the system caps it at its maximum)."""
 TCP_IDLE: Final = 300.0
 """Seconds an idle TCP connection is kept."""
+MAX_TCP: Final = 256
+"""Incoming TCP connections open at once; one more has its first request answered `503`
+(RFC 3261 §21.5.4) with Retry-After and is closed."""
+REFUSE_WAIT: Final = 5.0
+"""Seconds a connection over the limit has to send the request its 503 answers."""
 
 
 class SipTimeout(Exception):
@@ -85,9 +90,20 @@ class _Udp(asyncio.DatagramProtocol):
 
 
 class SipEndpoint:
-    def __init__(self, handler: Handler | None, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        handler: Handler | None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_tcp: int = MAX_TCP,
+    ) -> None:
         self.handler = handler
         self.host = host
+        self.max_tcp = max_tcp
+        self.refused = 0
+        """Incoming TCP connections refused over `max_tcp`."""
+        self._tcp_open = 0
         self._port = port
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
@@ -243,7 +259,35 @@ class SipEndpoint:
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         host, port = writer.get_extra_info("peername")[:2]
-        await self._read_stream(reader, writer, Peer("TCP", str(host), int(port)))
+        peer = Peer("TCP", str(host), int(port))
+        if self._tcp_open >= self.max_tcp:
+            self.refused += 1
+            log.warning("SIP: %d TCP connections open, refusing %s:%d", self._tcp_open, host, port)
+            await self._refuse(reader, writer)
+            return
+        self._tcp_open += 1
+        try:
+            await self._read_stream(reader, writer, peer)
+        finally:
+            self._tcp_open -= 1
+
+    async def _refuse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Answers the first request on a connection over the limit `503`, then closes it."""
+        framer = StreamFramer()
+        try:
+            async with asyncio.timeout(REFUSE_WAIT):
+                while not (messages := framer.feed(await reader.read(65536) or b"")):
+                    if reader.at_eof():
+                        return
+            first = messages[0]
+            if isinstance(first, SipRequest):
+                busy = response_to(first, 503, extra=(("Retry-After", "5"),))
+                writer.write(busy.encode())
+                await writer.drain()
+        except (ConnectionError, TimeoutError, SipError):
+            pass
+        finally:
+            writer.close()
 
     async def _read_stream(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: Peer
