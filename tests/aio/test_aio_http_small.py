@@ -8,6 +8,7 @@ import asyncio
 import pytest
 
 from openscws.aio.http_small import (
+    MAX_CONNECTIONS,
     ConnectionPool,
     HttpReply,
     HttpRequest,
@@ -128,6 +129,9 @@ def test_loopback_only_and_connection_cap() -> None:
             await server.close()
 
     asyncio.run(main())
+    # every server has a limit unless it asks for none
+    assert SmallHttpServer(handler).max_connections == MAX_CONNECTIONS
+    assert SmallHttpServer(handler, max_connections=None).max_connections is None
 
 
 def test_pooled_posts_keep_the_connection_alive() -> None:

@@ -7,8 +7,9 @@ says so); malformed HTTP gets the codec's status (400, 431, 501, 505) and `Conne
 Keep-alive, pipelined requests answered in order.
 
 Optional guards for local endpoints: `loopback_only` closes, unanswered, any connection whose
-peer is not a loopback address; `max_connections` answers one connection more than that with
-`503` and `Retry-After` and closes it. Both count in `refused`."""
+peer is not a loopback address; `max_connections` (256 unless the server says otherwise)
+answers one connection more than that with `503` and `Retry-After` and closes it. Both count in
+`refused`."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ from openscws.http.small import (
 )
 
 __all__ = [
+    "MAX_CONNECTIONS",
     "ConnectionPool",
     "HttpReply",
     "HttpRequest",
@@ -48,6 +50,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+MAX_CONNECTIONS: Final = 256
+"""A server's connections open at once unless it says otherwise (None: no limit)."""
 IDLE_TIMEOUT: Final = 30.0
 """Seconds a server connection may stay silent (between requests or inside one) before it is
 closed; a request being handled does not count."""
@@ -127,7 +131,7 @@ class SmallHttpServer:
         host: str = "127.0.0.1",
         port: int = 0,
         max_body: int = 65536,
-        max_connections: int | None = None,
+        max_connections: int | None = MAX_CONNECTIONS,
         loopback_only: bool = False,
     ) -> None:
         self.handler = handler

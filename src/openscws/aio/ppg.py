@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from openscws.aio.http_small import (
+    MAX_CONNECTIONS,
     ConnectionPool,
     HttpReply,
     HttpRequest,
@@ -102,7 +103,7 @@ class PpgConfig:
     registrar_users: dict[str, str] = field(default_factory=dict, repr=False)
     """user -> password: REGISTER needs digest credentials when not empty."""
     policy: DeliveryPolicy = field(default_factory=DeliveryPolicy)
-    max_connections: int = 256
+    max_connections: int = MAX_CONNECTIONS
     """PAP connections open at once; one more is answered `503` with `Retry-After` and closed
     (a push initiator retries: the admin server's job goes down its retry path)."""
     poll: float = 0.2

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from openscws.aio.heap import settle_heap
+from openscws.aio.http_small import MAX_CONNECTIONS
 from openscws.aio.ppg import Ppg, PpgConfig
 from openscws.config import default_data_dir
 from openscws.push.ppg import Initiator
@@ -82,9 +83,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ppg.add_argument(
         "--max-connections",
         type=_positive,
-        default=256,
+        default=MAX_CONNECTIONS,
         metavar="N",
-        help="PAP connections open at once; one more gets 503 with Retry-After (default 256)",
+        help="PAP connections open at once; one more gets 503 with Retry-After "
+        f"(default {MAX_CONNECTIONS})",
     )
 
 
