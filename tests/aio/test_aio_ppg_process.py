@@ -55,10 +55,18 @@ def _unauthenticated_post(url: str) -> int:
         return e.code
 
 
-def test_child_serves_pap_and_stops_with_its_parent(tmp_path: Path) -> None:
+def test_child_serves_pap_and_stops_with_its_parent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENSCWS_ADMIN_PAP_PASSWORD", "env-s3cret")
+
     async def main() -> None:
         ppg = await start_ppg_process(_config(tmp_path))
         try:
+            # the settings came over the pipe: none of the environment's goes to the child
+            environ = Path(f"/proc/{ppg.pid}/environ").read_bytes()
+            assert b"OPENSCWS_" not in environ
+            assert b"PATH=" in environ
             assert ppg.pap_url.startswith("http://127.0.0.1:")
             assert ppg.sip_port > 0
             # its own process, and it asks push initiators for their credentials

@@ -26,6 +26,7 @@ from dataclasses import asdict, replace
 from typing import Any, Final
 
 from openscws.aio.ppg import Ppg, PpgConfig
+from openscws.config import ENV_PREFIX
 from openscws.push.ppg import DeliveryPolicy, Initiator
 
 __all__ = ["PpgProcess", "config_from_wire", "config_to_wire", "start_ppg_process"]
@@ -90,7 +91,7 @@ class PpgProcess:
         """One child, started and ready; OSError saying why when it is not."""
         # -P: nothing from the working directory shadows a module in a process that holds
         # every secret; the environment without this project's settings (they came here).
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OPENSCWS_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
         proc = await asyncio.create_subprocess_exec(
             *(sys.executable, "-P", "-m", __name__),
             stdin=asyncio.subprocess.PIPE,
