@@ -117,18 +117,9 @@ class Fleet:
 def tree_cpu(root: int) -> float:
     """CPU seconds (user + system) of process `root` and its children, from /proc: Kamailio's
     main process and the workers it forks."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        fields = text.rsplit(")", 1)[1].split()
-        pid, ppid = int(stat.parent.name), int(fields[1])
-        if root in (pid, ppid):
-            total += (int(fields[11]) + int(fields[12])) / ticks
-    return total
+    from bench_admin import children_of, proc_cpu
+
+    return proc_cpu(root) + sum(proc_cpu(child) for child in children_of(root))
 
 
 @contextlib.contextmanager

@@ -68,6 +68,8 @@ def test_to_toml_does_not_show_secrets() -> None:
     assert "# pap_password = (set; not shown)" in text
     assert '# db = "postgresql+psycopg://ras:(not shown)@10.0.0.5:5432/ras"' in text
     assert 'db = "postgresql+psycopg://dm@10.0.0.5/dm"' in text  # no password: shown
+    at_sign = replace(settings, admin=AdminSettings(db="postgresql+psycopg://ras:p@ss@h/ras"))
+    assert '# db = "postgresql+psycopg://ras:(not shown)@h/ras"' in to_toml(at_sign)
 
 
 def test_every_section_is_read_from_a_file_and_the_environment(tmp_path: Path) -> None:

@@ -708,8 +708,11 @@ def _hidden(name: str, value: Any) -> str | None:
     if name == "db":
         parts = urllib.parse.urlsplit(value)
         if parts.password:
-            host = value.split("@", 1)[1]
-            return f'"{parts.scheme}://{parts.username}:(not shown)@{host}"'
+            # The host after the last "@" of the authority, as urlsplit reads it: a password
+            # holding "@" stays hidden whole.
+            host = parts.netloc.rpartition("@")[2]
+            shown = parts._replace(netloc=f"{parts.username}:(not shown)@{host}")
+            return f'"{urllib.parse.urlunsplit(shown)}"'
     return None
 
 

@@ -151,10 +151,6 @@ class PpgProcess:
                 self.restarts += 1
                 break
 
-    def stopping(self) -> None:
-        """Its owner is stopping: from now on a child that ends is not restarted."""
-        self._closing = True
-
     async def close(self) -> None:
         self._closing = True
         try:

@@ -108,11 +108,6 @@ class PushRecord:
     notify_attempts: int
 
     @classmethod
-    def of(cls, row: Any) -> PushRecord:
-        m = row._mapping
-        return cls(**{name: m[name] for name in cls.__slots__})
-
-    @classmethod
     def of_columns(cls, row: Any) -> PushRecord:
         """A row of `_RECORD` (the fields' columns, in the fields' order)."""
         return cls(*row)
@@ -228,8 +223,8 @@ class PpgStore:
 
     def get(self, push_id: str) -> PushRecord | None:
         with self.db.read() as s:
-            row = s.execute(select(ppg_push).where(ppg_push.c.push_id == push_id)).first()
-        return None if row is None else PushRecord.of(row)
+            row = s.connection().execute(_BY_PUSH_IDS, {"push_ids": [push_id]}).first()
+        return None if row is None else PushRecord.of_columns(row)
 
     def claim_due(self, now: float, *, owner: str, lease: float, limit: int) -> list[PushRecord]:
         """Pending pushes due now, leased to `owner` for `lease` seconds."""

@@ -89,8 +89,6 @@ class EmbeddedPush:
         return self.cards[0].scws6
 
     async def stop(self) -> None:
-        if isinstance(self.ppg, PpgProcess):
-            self.ppg.stopping()  # a PPG process that ends meanwhile is not restarted
         try:
             for card in self.cards:
                 await card.stop()

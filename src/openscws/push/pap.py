@@ -12,6 +12,7 @@ PPGs answer with their own (Kannel always answers with PAP 1.0's)."""
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -610,8 +611,10 @@ def _quoteattr(value: str) -> str:
     return quoteattr(value)
 
 
-_ATTR_NAMES: dict[str, str] = {}
-"""Python keyword -> PAP attribute name (`push_id` -> `push-id`), as met."""
+@functools.cache
+def _attr_name(key: str) -> str:
+    """Python keyword -> PAP attribute name (`push_id` -> `push-id`)."""
+    return key.replace("_", "-")
 
 
 def _attrs(**values: str | datetime | int | None) -> str:
@@ -621,10 +624,7 @@ def _attrs(**values: str | datetime | int | None) -> str:
             continue
         if isinstance(value, datetime):
             value = format_time(value)
-        name = _ATTR_NAMES.get(key)
-        if name is None:
-            name = _ATTR_NAMES[key] = key.replace("_", "-")
-        out.append(f" {name}={_quoteattr(str(value))}")
+        out.append(f" {_attr_name(key)}={_quoteattr(str(value))}")
     return "".join(out)
 
 

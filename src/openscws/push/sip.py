@@ -8,6 +8,7 @@ outside dialogs, so no route sets, no SDP, no multipart bodies."""
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field, replace
 from typing import Final, Self
@@ -92,22 +93,14 @@ def canonical(name: str) -> str:
     return _CANONICAL.get(lowered, name)
 
 
-_WANTED: dict[str, str] = {}
-"""Memo of `canonical(name).lower()` for the names code asks `header` and `values` for."""
-_WANTED_MAX: Final = 256
-
-
+@functools.lru_cache(maxsize=256)
 def _wanted(name: str) -> str:
-    wanted = _WANTED.get(name)
-    if wanted is None:
-        wanted = canonical(name).lower()
-        if len(_WANTED) < _WANTED_MAX:
-            _WANTED[name] = wanted
-    return wanted
+    """`canonical(name).lower()`, kept for the names code asks `header` and `values` for."""
+    return canonical(name).lower()
 
 
-_CANONICAL_OF: dict[str, str] = {}
-"""Memo of `canonical` for the header names seen on the wire."""
+_canonical_seen: Final = functools.lru_cache(maxsize=256)(canonical)
+"""`canonical`, kept for the header names seen on the wire."""
 _SPECIAL: Final = re.compile(r'[",<>]')
 
 
@@ -397,12 +390,7 @@ def _parse_head(head: bytes) -> tuple[str, list[tuple[str, str]]]:
         name = name.strip()
         if not colon or not _TOKEN.match(name):
             raise SipError(f"header line {line[:40]!r}")
-        known = _CANONICAL_OF.get(name)
-        if known is None:
-            known = canonical(name)
-            if len(_CANONICAL_OF) < _WANTED_MAX:
-                _CANONICAL_OF[name] = known
-        headers.append((known, value.strip()))
+        headers.append((_canonical_seen(name), value.strip()))
         if len(headers) > MAX_HEADERS:
             raise SipError("too many headers")
     return start, headers
