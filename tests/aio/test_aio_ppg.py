@@ -559,6 +559,37 @@ def test_sip_endpoint_tcp_over_the_limit_gets_503_and_the_others_are_served() ->
     asyncio.run(main())
 
 
+def test_sip_endpoint_closes_a_silent_connection_over_the_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A connection over the limit that sends nothing is closed, unanswered, after
+    REFUSE_WAIT; the one within the limit is untouched."""
+    from openscws.aio import sip_endpoint
+
+    monkeypatch.setattr(sip_endpoint, "REFUSE_WAIT", 0.3)
+
+    async def handler(req: SipRequest, peer: Peer) -> SipResponse:
+        return response_to(req, 200, to_tag=new_tag())
+
+    async def main() -> None:
+        endpoint = SipEndpoint(handler, max_tcp=1)
+        await endpoint.start()
+        try:
+            _, held = await asyncio.open_connection("127.0.0.1", endpoint.port)
+            await until(lambda: endpoint._tcp_open == 1)
+            reader, writer = await asyncio.open_connection("127.0.0.1", endpoint.port)
+            async with asyncio.timeout(10):
+                assert await reader.read() == b""  # closed, nothing said
+            writer.close()
+            assert endpoint.refused == 1
+            assert endpoint._tcp_open == 1
+            held.close()
+        finally:
+            await endpoint.close()
+
+    asyncio.run(main())
+
+
 def test_sip_endpoint_picks_again_when_the_udp_twin_is_taken() -> None:
     """Port 0: TCP picks a free port; when that port is taken for UDP, another is picked."""
     import errno
